@@ -1,0 +1,232 @@
+"""The data model shared by adapters, the rollout core and the composer.
+
+An adapter fills a :class:`Trace` while a model runs: one :class:`AttentionLayer` per
+attention module call, grouped by *stream* (``"vision"``, ``"text"``, ``"encoder"``,
+``"decoder"``, ``"cross"``, ``"pool"``, ...), plus :class:`Tokens` metadata for every
+token sequence the layers attend over. Nothing here imports a model library.
+
+Shapes follow one convention everywhere: attention weights are
+``[batch, head, query, key]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+__all__ = ["AttentionLayer", "Tokens", "Trace", "SELF", "CROSS"]
+
+SELF = "self"
+CROSS = "cross"
+
+
+@dataclass
+class AttentionLayer:
+    """One attention module's probabilities from one forward call.
+
+    Attributes
+    ----------
+    weights : torch.Tensor
+        ``[batch, head, query, key]`` attention probabilities; rows sum to 1 (up to
+        padded keys, which carry zero weight). Keeps its autograd graph when the capture
+        was made with ``grads=True``.
+    kind : {"self", "cross"}
+        Self-attention (queries and keys from the same token stream) or cross-attention.
+    stream : str
+        Name of the layer group this layer belongs to, e.g. ``"encoder"`` or ``"cross"``.
+    query_stream, key_stream : str
+        Token streams (keys of :attr:`Trace.tokens`) of the queries and of the keys.
+        Equal for self-attention.
+    index : int
+        Position of the layer within its stream, first layer 0.
+    call : int
+        Which call of the module this is (0 for the first forward pass in a capture).
+    grad : torch.Tensor or None
+        ``d(score)/d(weights)``, same shape as ``weights``, filled after a backward pass
+        when the capture was made with ``grads=True``.
+    value_norms : torch.Tensor or None
+        ``[batch, head, key]`` norms ``||v_j W_O^h||`` of each key's value vector after
+        the head's slice of the output projection (for value-aware ``norm`` weighting).
+    causal : bool
+        Whether the layer was computed with a causal mask.
+    module_name : str
+        Qualified name of the attention module in the model.
+    """
+
+    weights: torch.Tensor
+    kind: str
+    stream: str
+    query_stream: str
+    key_stream: str
+    index: int
+    call: int = 0
+    grad: torch.Tensor | None = None
+    value_norms: torch.Tensor | None = None
+    causal: bool = False
+    module_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in (SELF, CROSS):
+            raise ValueError(f"kind must be 'self' or 'cross', got {self.kind!r}")
+        if self.weights.dim() != 4:
+            raise ValueError(
+                f"{self.stream} layer {self.index}: weights must be [batch, head, query, key],"
+                f" got shape {tuple(self.weights.shape)}"
+            )
+
+    @property
+    def batch(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def heads(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def queries(self) -> int:
+        return self.weights.shape[2]
+
+    @property
+    def keys(self) -> int:
+        return self.weights.shape[3]
+
+
+@dataclass
+class Tokens:
+    """Metadata of one token sequence (a token stream) of a batch.
+
+    Attributes
+    ----------
+    length : int
+        Sequence length ``N`` including special, prefix and padding positions.
+    ids : torch.Tensor or None
+        ``[batch, N]`` token ids, for text streams.
+    strings : list of list of str, or None
+        Token strings per example, where a tokenizer was given.
+    special : dict of str to torch.Tensor
+        Positions of special tokens per example, each ``[batch]`` long: ``"cls"`` (ViT
+        class token), ``"eot"`` (CLIP text pooling position), ``"eos"``, ``"bos"``.
+    grid : (int, int) or None
+        Patch grid ``(rows, cols)`` of an image stream; need not be square.
+    prefix : int
+        Number of tokens before the first patch (class token, register tokens, ...).
+    mask : torch.Tensor or None
+        ``[batch, N]`` bool, True for real tokens and False for padding. None means no
+        padding.
+    causal : bool
+        Whether the stream's self-attention is causal.
+    """
+
+    length: int
+    ids: torch.Tensor | None = None
+    strings: list[list[str]] | None = None
+    special: dict[str, torch.Tensor] = field(default_factory=dict)
+    grid: tuple[int, int] | None = None
+    prefix: int = 0
+    mask: torch.Tensor | None = None
+    causal: bool = False
+
+    @property
+    def patches(self) -> slice:
+        """Positions of the patch tokens, ``prefix`` to ``prefix + rows * cols``."""
+        if self.grid is None:
+            raise ValueError("this token stream has no patch grid")
+        rows, cols = self.grid
+        return slice(self.prefix, self.prefix + rows * cols)
+
+    def lengths(self) -> torch.Tensor:
+        """``[batch]`` number of real (non-padding) tokens per example."""
+        if self.mask is None:
+            batch = self.ids.shape[0] if self.ids is not None else 1
+            return torch.full((batch,), self.length, dtype=torch.long)
+        return self.mask.sum(-1)
+
+
+@dataclass
+class Trace:
+    """Everything captured from the model calls made inside one ``capture`` context.
+
+    Attributes
+    ----------
+    layers : dict of str to list of AttentionLayer
+        Captured layers by stream, in the order they were computed.
+    tokens : dict of str to Tokens
+        Token metadata by token stream name.
+    reduced : dict of str to torch.Tensor
+        Streaming results by stream when the capture was made with ``reduce=``:
+        ``[batch, query, key]`` rollout (or ``[batch, rows, key]``), per-head weights
+        of those layers are not kept.
+    family : str
+        Name of the adapter that filled the trace.
+    """
+
+    layers: dict[str, list[AttentionLayer]] = field(default_factory=dict)
+    tokens: dict[str, Tokens] = field(default_factory=dict)
+    reduced: dict[str, torch.Tensor] = field(default_factory=dict)
+    family: str = ""
+
+    def add(self, layer: AttentionLayer) -> None:
+        self.layers.setdefault(layer.stream, []).append(layer)
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self.layers)
+
+    def calls(self, stream: str) -> int:
+        """Number of forward calls captured for ``stream``."""
+        layers = self.layers.get(stream, [])
+        return 1 + max(layer.call for layer in layers) if layers else 0
+
+    def stream(self, name: str, *, call: int = -1) -> list[AttentionLayer]:
+        """Layers of one stream from one forward call (the last one by default), first
+        layer first."""
+        if name not in self.layers:
+            raise KeyError(
+                f"no stream {name!r} in this trace; captured streams: {self.streams}"
+            )
+        layers = self.layers[name]
+        n_calls = self.calls(name)
+        which = call + n_calls if call < 0 else call
+        if not 0 <= which < n_calls:
+            raise IndexError(f"stream {name!r} has {n_calls} call(s), asked for call {call}")
+        chosen = [layer for layer in layers if layer.call == which]
+        return sorted(chosen, key=lambda layer: layer.index)
+
+    def weights(self, name: str, *, call: int = -1) -> list[torch.Tensor]:
+        """``[batch, head, query, key]`` weights of one stream, first layer first."""
+        return [layer.weights for layer in self.stream(name, call=call)]
+
+    def grads(self, name: str, *, call: int = -1) -> list[torch.Tensor]:
+        """Gradients ``d(score)/d(weights)`` of one stream, first layer first."""
+        layers = self.stream(name, call=call)
+        missing = [layer.index for layer in layers if layer.grad is None]
+        if missing:
+            raise ValueError(
+                f"stream {name!r} layers {missing} have no gradient: capture with"
+                " grads=True and call backward() on a score inside or after the context"
+            )
+        return [layer.grad for layer in layers]
+
+    def __iter__(self) -> Iterator[AttentionLayer]:
+        for layers in self.layers.values():
+            yield from layers
+
+    def __len__(self) -> int:
+        return sum(len(layers) for layers in self.layers.values())
+
+    def detach(self) -> "Trace":
+        """A copy whose tensors are detached from autograd (grads kept)."""
+        out = Trace(tokens=dict(self.tokens), family=self.family,
+                    reduced={k: v.detach() for k, v in self.reduced.items()})
+        for layer in self:
+            out.add(AttentionLayer(
+                weights=layer.weights.detach(), kind=layer.kind, stream=layer.stream,
+                query_stream=layer.query_stream, key_stream=layer.key_stream,
+                index=layer.index, call=layer.call,
+                grad=None if layer.grad is None else layer.grad.detach(),
+                value_norms=None if layer.value_norms is None else layer.value_norms.detach(),
+                causal=layer.causal, module_name=layer.module_name,
+            ))
+        return out
