@@ -1,0 +1,419 @@
+"""A synthetic source -> target language pair with gold word alignments.
+
+The two languages share nothing but meaning: every word has an invented source form and
+an invented target form, and the target grammar reorders, splits, merges and drops words
+so that the alignment is far from the diagonal. Because sentences are generated from a
+grammar, the gold alignment is known exactly.
+
+Rules (source order first, target order second):
+
+* adjective-noun swap: ``det adj1 adj2 noun`` -> ``det noun adj2 adj1``;
+* verb-final clauses: ``subj [adv] verb [obj] [pp]`` -> ``subj [pp] [obj] [adv] verb``;
+* one-to-two: compound verbs become an auxiliary in second position plus a final
+  participle, both linked to the source verb;
+* two-to-one: preposition + definite article contract into one target word, linked to
+  both source words;
+* dropped words: emphatic and sentence-final particles have no target word (no link);
+* two clauses may be joined by a conjunction; each clause is reordered on its own.
+
+The lexicon is fixed (generated once from :data:`LEXICON_SEED`); sentences are
+deterministic functions of the generator's seed. Split convention: a stable hash of the
+source sentence puts it in exactly one of ``"train"``, ``"dev"`` or ``"test"``, so a
+held-out sentence never occurs in training data whatever seeds are used; by convention
+held-out sets are drawn with :data:`SPLIT_SEEDS`.
+
+Alignments are 0-indexed ``(source_index, target_index)`` pairs in Python objects and
+1-indexed ``i-j`` (Pharaoh/talp, sure links) in files.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+__all__ = [
+    "Pair",
+    "Lexicon",
+    "lexicon",
+    "sentence_pair",
+    "pairs",
+    "split_of",
+    "write_corpus",
+    "read_corpus",
+    "read_talp",
+    "write_talp",
+    "as_dataset",
+    "LEXICON_SEED",
+    "SPLIT_SEEDS",
+    "MAX_WORDS",
+    "MIN_WORDS",
+]
+
+LEXICON_SEED = 20240613
+#: Conventional seeds for drawing each split (any seed works: the split is by hash).
+SPLIT_SEEDS = {"train": 0, "dev": 1, "test": 2}
+MIN_WORDS = 3
+MAX_WORDS = 15
+_SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A sentence pair with its gold alignment.
+
+    Attributes
+    ----------
+    src_words, tgt_words : tuple of str
+        Words of the source and target sentence.
+    alignment : frozenset of (int, int)
+        Sure links ``(source_index, target_index)``, 0-indexed.
+    """
+
+    src_words: tuple[str, ...]
+    tgt_words: tuple[str, ...]
+    alignment: frozenset[tuple[int, int]]
+
+    @property
+    def src(self) -> str:
+        return " ".join(self.src_words)
+
+    @property
+    def tgt(self) -> str:
+        return " ".join(self.tgt_words)
+
+    def talp(self) -> str:
+        """The alignment as a talp/Pharaoh line, 1-indexed ``i-j`` pairs, sorted."""
+        return " ".join(f"{i + 1}-{j + 1}" for i, j in sorted(self.alignment))
+
+
+# ----------------------------------------------------------------------------- lexicon
+
+_SRC_ONSETS = ["p", "t", "k", "m", "n", "l", "s", "r", "b", "d", "g", "f", "v"]
+_SRC_VOWELS = ["a", "e", "i", "o", "u"]
+_TGT_ONSETS = ["z", "sh", "ch", "th", "kr", "dr", "br", "h", "w", "y", "j", "x", "q"]
+_TGT_VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "au"]
+_TGT_CODAS = ["", "", "n", "r", "s", "k"]
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Source and target forms by category.
+
+    Content categories map a source form to a target form. ``compound_verbs`` map to
+    ``(auxiliary, participle)``; ``contractions`` map a source preposition to the target
+    word for "preposition + definite article".
+    """
+
+    nouns: dict[str, str]
+    adjectives: dict[str, str]
+    adverbs: dict[str, str]
+    simple_verbs: dict[str, str]
+    compound_verbs: dict[str, tuple[str, str]]
+    transitive: frozenset[str]
+    determiners: dict[str, str]
+    definite: str
+    prepositions: dict[str, str]
+    contractions: dict[str, str]
+    pronouns: dict[str, str]
+    emphatic_particles: tuple[str, ...]
+    final_particles: tuple[str, ...]
+    conjunction: tuple[str, str]
+
+    def source_words(self) -> set[str]:
+        words = set(self.nouns) | set(self.adjectives) | set(self.adverbs)
+        words |= set(self.simple_verbs) | set(self.compound_verbs) | set(self.determiners)
+        words |= set(self.prepositions) | set(self.pronouns)
+        words |= set(self.emphatic_particles) | set(self.final_particles)
+        return words | {self.conjunction[0]}
+
+    def target_words(self) -> set[str]:
+        words = set(self.nouns.values()) | set(self.adjectives.values())
+        words |= set(self.adverbs.values()) | set(self.simple_verbs.values())
+        words |= {w for pair in self.compound_verbs.values() for w in pair}
+        words |= set(self.determiners.values()) | set(self.prepositions.values())
+        words |= set(self.contractions.values()) | set(self.pronouns.values())
+        return words | {self.conjunction[1]}
+
+
+class _Forms:
+    """Draws unique word forms for one side of the pair."""
+
+    def __init__(self, rng: random.Random, onsets, vowels, codas, forbidden=()):
+        self.rng, self.onsets, self.vowels, self.codas = rng, onsets, vowels, codas
+        self.used = set(forbidden)
+
+    def draw(self, min_syllables: int, max_syllables: int) -> str:
+        while True:
+            n = self.rng.randint(min_syllables, max_syllables)
+            word = "".join(
+                self.rng.choice(self.onsets) + self.rng.choice(self.vowels) for _ in range(n)
+            ) + self.rng.choice(self.codas)
+            if word not in self.used:
+                self.used.add(word)
+                return word
+
+    def many(self, count: int, min_syllables: int, max_syllables: int) -> list[str]:
+        return [self.draw(min_syllables, max_syllables) for _ in range(count)]
+
+
+@functools.lru_cache(maxsize=1)
+def lexicon() -> Lexicon:
+    """The fixed lexicon of the toy language pair (a few hundred words per side)."""
+    rng = random.Random(LEXICON_SEED)
+    src = _Forms(rng, _SRC_ONSETS, _SRC_VOWELS, ["", "", "", "n"])
+    # Function words first so they get the short forms.
+    s_dets, s_preps = src.many(8, 1, 1), src.many(10, 1, 2)
+    s_prons, s_parts, s_conj = src.many(6, 1, 1), src.many(4, 1, 1), src.draw(1, 1)
+    s_nouns, s_adjs = src.many(140, 2, 3), src.many(60, 2, 3)
+    s_advs, s_verbs = src.many(30, 3, 3), src.many(60, 2, 3)
+
+    tgt = _Forms(rng, _TGT_ONSETS, _TGT_VOWELS, _TGT_CODAS, forbidden=src.used)
+    t_dets, t_preps, t_contr = tgt.many(8, 1, 1), tgt.many(10, 1, 1), tgt.many(10, 1, 2)
+    t_prons, t_conj, t_aux = tgt.many(6, 1, 1), tgt.draw(1, 1), tgt.many(2, 1, 1)
+    t_nouns, t_adjs = tgt.many(140, 2, 3), tgt.many(60, 2, 3)
+    t_advs, t_verbs, t_parts = tgt.many(30, 2, 3), tgt.many(30, 2, 3), tgt.many(30, 2, 3)
+
+    transitive = frozenset(v for k, v in enumerate(s_verbs) if k % 2 == 0)
+    aux_for = {v: t_aux[0] if v in transitive else t_aux[1] for v in s_verbs}
+    return Lexicon(
+        nouns=dict(zip(s_nouns, t_nouns)),
+        adjectives=dict(zip(s_adjs, t_adjs)),
+        adverbs=dict(zip(s_advs, t_advs)),
+        simple_verbs=dict(zip(s_verbs[:30], t_verbs)),
+        compound_verbs={v: (aux_for[v], p) for v, p in zip(s_verbs[30:], t_parts)},
+        transitive=transitive,
+        determiners=dict(zip(s_dets, t_dets)),
+        definite=s_dets[0],
+        prepositions=dict(zip(s_preps, t_preps)),
+        contractions=dict(zip(s_preps, t_contr)),
+        pronouns=dict(zip(s_prons, t_prons)),
+        emphatic_particles=tuple(s_parts[:1]),
+        final_particles=tuple(s_parts[1:]),
+        conjunction=(s_conj, t_conj),
+    )
+
+
+# ----------------------------------------------------------------------------- grammar
+
+# A generated word: its form and the source positions (within the sentence) it links to.
+_Src = list  # list[str]
+_Tgt = list  # list[tuple[str, tuple[int, ...]]]
+
+
+def _noun_phrase(rng, lex, src: _Src, *, allow_pronoun: bool):
+    """Append a source NP; return its target words (form, linked source positions)."""
+    if allow_pronoun and rng.random() < 0.2:
+        word = rng.choice(sorted(lex.pronouns))
+        src.append(word)
+        return [(lex.pronouns[word], (len(src) - 1,))]
+    det = rng.choice(sorted(lex.determiners))
+    adjs = rng.sample(sorted(lex.adjectives), rng.choices([0, 1, 2], [0.5, 0.35, 0.15])[0])
+    noun = rng.choice(sorted(lex.nouns))
+    start = len(src)
+    src.extend([det, *adjs, noun])
+    adj_pos = list(range(start + 1, start + 1 + len(adjs)))
+    out = [(lex.determiners[det], (start,)), (lex.nouns[noun], (start + 1 + len(adjs),))]
+    out += [(lex.adjectives[a], (p,)) for a, p in reversed(list(zip(adjs, adj_pos)))]
+    return out
+
+
+def _prepositional_phrase(rng, lex, src: _Src):
+    prep = rng.choice(sorted(lex.prepositions))
+    src.append(prep)
+    prep_pos = len(src) - 1
+    np_ = _noun_phrase(rng, lex, src, allow_pronoun=False)
+    if src[prep_pos + 1] == lex.definite:
+        # Two-to-one: preposition + definite article -> one contracted word.
+        det_pos = prep_pos + 1
+        return [(lex.contractions[prep], (prep_pos, det_pos))] + np_[1:]
+    return [(lex.prepositions[prep], (prep_pos,))] + np_
+
+
+def _clause(rng, lex, src: _Src, *, short: bool) -> _Tgt:
+    subj = _noun_phrase(rng, lex, src, allow_pronoun=True)
+    adv = []
+    if rng.random() < (0.15 if short else 0.3):
+        word = rng.choice(sorted(lex.adverbs))
+        src.append(word)
+        adv = [(lex.adverbs[word], (len(src) - 1,))]
+    if rng.random() < 0.12:
+        src.append(rng.choice(lex.emphatic_particles))  # dropped: no target word
+    verb = rng.choice(sorted(lex.simple_verbs) + sorted(lex.compound_verbs))
+    src.append(verb)
+    verb_pos = (len(src) - 1,)
+    obj = []
+    if verb in lex.transitive:
+        obj = _noun_phrase(rng, lex, src, allow_pronoun=False)
+    pp = []
+    if rng.random() < (0.15 if short else 0.4):
+        pp = _prepositional_phrase(rng, lex, src)
+    if verb in lex.compound_verbs:
+        aux, participle = lex.compound_verbs[verb]
+        # One-to-two: auxiliary in second position, participle clause-final.
+        return subj + [(aux, verb_pos)] + pp + obj + adv + [(participle, verb_pos)]
+    return subj + pp + obj + adv + [(lex.simple_verbs[verb], verb_pos)]
+
+
+def _generate(rng: random.Random, lex: Lexicon) -> Pair:
+    while True:
+        src: _Src = []
+        tgt: _Tgt = _clause(rng, lex, src, short=False)
+        if rng.random() < 0.15:
+            src.append(lex.conjunction[0])
+            tgt.append((lex.conjunction[1], (len(src) - 1,)))
+            tgt += _clause(rng, lex, src, short=True)
+        if rng.random() < 0.15:
+            src.append(rng.choice(lex.final_particles))  # dropped: no target word
+        if MIN_WORDS <= len(src) <= MAX_WORDS:
+            break
+    alignment = frozenset((i, j) for j, (_, links) in enumerate(tgt) for i in links)
+    return Pair(tuple(src), tuple(w for w, _ in tgt), alignment)
+
+
+def sentence_pair(rng: random.Random) -> Pair:
+    """Draw one sentence pair with its gold alignment.
+
+    Parameters
+    ----------
+    rng : random.Random
+        Source of randomness; the pair is a deterministic function of its state.
+
+    Returns
+    -------
+    Pair
+        Source and target words (3 to 15 source words) and the 0-indexed alignment.
+
+    Examples
+    --------
+    >>> import random
+    >>> pair = sentence_pair(random.Random(0))
+    >>> MIN_WORDS <= len(pair.src_words) <= MAX_WORDS
+    True
+    """
+    return _generate(rng, lexicon())
+
+
+def split_of(src_words) -> str:
+    """Which split (``"train"``, ``"dev"``, ``"test"``) a source sentence belongs to.
+
+    A stable hash of the sentence: 90% train, 5% dev, 5% test.
+    """
+    bucket = zlib.crc32(" ".join(src_words).encode("utf-8")) % 20
+    return "test" if bucket == 0 else "dev" if bucket == 1 else "train"
+
+
+def iter_pairs(*, seed: int, split: str | None = None) -> Iterator[Pair]:
+    """Endless stream of pairs from ``seed``, optionally only those of one split."""
+    if split is not None and split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS} or None, got {split!r}")
+    rng, lex = random.Random(seed), lexicon()
+    while True:
+        pair = _generate(rng, lex)
+        if split is None or split_of(pair.src_words) == split:
+            yield pair
+
+
+def pairs(n: int, *, seed: int | None = None, split: str | None = None) -> list[Pair]:
+    """``n`` sentence pairs, deterministic from ``seed``.
+
+    Parameters
+    ----------
+    n : int
+        Number of pairs.
+    seed : int, optional
+        Generator seed. Defaults to ``SPLIT_SEEDS[split]`` (0 when ``split`` is None).
+    split : {"train", "dev", "test"}, optional
+        Keep only sentences whose hash puts them in this split.
+
+    Examples
+    --------
+    >>> test = pairs(3, split="test")
+    >>> [split_of(p.src_words) for p in test]
+    ['test', 'test', 'test']
+    """
+    if seed is None:
+        seed = SPLIT_SEEDS.get(split, 0) if split else 0
+    stream = iter_pairs(seed=seed, split=split)
+    return [next(stream) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_talp(path, alignments) -> None:
+    """Write alignments (iterables of 0-indexed pairs) as talp lines, 1-indexed."""
+    lines = [" ".join(f"{i + 1}-{j + 1}" for i, j in sorted(a)) for a in alignments]
+    Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def read_talp(path) -> list[frozenset[tuple[int, int]]]:
+    """Read a talp file (1-indexed ``i-j`` sure links) into 0-indexed pair sets.
+
+    ``i?j`` possible links are read as links too.
+    """
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        links = set()
+        for tok in line.split():
+            sep = "?" if "?" in tok else "-"
+            i, j = tok.split(sep)
+            links.add((int(i) - 1, int(j) - 1))
+        out.append(frozenset(links))
+    return out
+
+
+def write_corpus(directory, n: int, seed: int | None = None, *, split: str | None = "test") -> Path:
+    """Write ``src.txt``, ``tgt.txt`` and ``gold.talp`` (one sentence per line).
+
+    Parameters
+    ----------
+    directory : path
+        Created if missing.
+    n, seed, split
+        As in :func:`pairs`; held-out test sentences by default.
+
+    Returns
+    -------
+    pathlib.Path
+        The directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = pairs(n, seed=seed, split=split)
+    (directory / "src.txt").write_text("".join(p.src + "\n" for p in data), encoding="utf-8")
+    (directory / "tgt.txt").write_text("".join(p.tgt + "\n" for p in data), encoding="utf-8")
+    write_talp(directory / "gold.talp", [p.alignment for p in data])
+    return directory
+
+
+def read_corpus(directory) -> list[Pair]:
+    """Read a directory written by :func:`write_corpus` back into pairs."""
+    directory = Path(directory)
+    src = (directory / "src.txt").read_text(encoding="utf-8").splitlines()
+    tgt = (directory / "tgt.txt").read_text(encoding="utf-8").splitlines()
+    gold = read_talp(directory / "gold.talp")
+    return [Pair(tuple(s.split()), tuple(t.split()), a) for s, t, a in zip(src, tgt, gold)]
+
+
+def as_dataset(n: int, *, seed: int | None = None, split: str | None = None):
+    """The pairs as a Hugging Face ``datasets.Dataset``.
+
+    Columns: ``src`` and ``tgt`` (str), ``src_words`` and ``tgt_words`` (list of str),
+    ``alignment`` (list of ``[i, j]``, 0-indexed, sorted).
+    """
+    import datasets  # optional dependency
+
+    data = pairs(n, seed=seed, split=split)
+    return datasets.Dataset.from_dict(
+        {
+            "src": [p.src for p in data],
+            "tgt": [p.tgt for p in data],
+            "src_words": [list(p.src_words) for p in data],
+            "tgt_words": [list(p.tgt_words) for p in data],
+            "alignment": [[list(x) for x in sorted(p.alignment)] for p in data],
+        }
+    )
