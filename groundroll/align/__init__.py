@@ -1,0 +1,58 @@
+"""Word alignment: links from score matrices, symmetrisation, Pharaoh/talp IO.
+
+Conventions: score matrices are ``[T, S]`` (target rows, source columns); links
+are sets of 0-indexed ``(s, t)`` pairs, source first (Pharaoh ``s-t``).
+"""
+
+from groundroll.align.io import (
+    AlignmentFormatError,
+    format_pharaoh,
+    format_talp,
+    parse_pharaoh,
+    parse_talp,
+    read_pharaoh,
+    read_talp,
+    write_pharaoh,
+    write_talp,
+)
+from groundroll.align.links import (
+    Link,
+    Links,
+    argmax_links,
+    grow_diag,
+    grow_diag_final,
+    grow_diag_final_and,
+    intersection,
+    itermax,
+    links_to_matrix,
+    symmetrize,
+    threshold_links,
+    union,
+)
+
+# The model-facing alignment API (``align()`` and its result type) lives in
+# groundroll/align/api.py and is re-exported here once that module exists.
+
+__all__ = [
+    "AlignmentFormatError",
+    "Link",
+    "Links",
+    "argmax_links",
+    "format_pharaoh",
+    "format_talp",
+    "grow_diag",
+    "grow_diag_final",
+    "grow_diag_final_and",
+    "intersection",
+    "itermax",
+    "links_to_matrix",
+    "parse_pharaoh",
+    "parse_talp",
+    "read_pharaoh",
+    "read_talp",
+    "symmetrize",
+    "threshold_links",
+    "union",
+    "write_pharaoh",
+    "write_talp",
+]

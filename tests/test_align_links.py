@@ -1,0 +1,134 @@
+"""Hand-worked cases for link extraction and symmetrisation.
+
+Links are (s, t) with matrices [T, S]; every expected set below was worked by hand.
+"""
+
+import numpy as np
+import pytest
+
+from groundroll.align import links as L
+
+
+def test_argmax_orientation():
+    # m[t, s]: 2 target words, 3 source words.
+    m = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    assert L.argmax_links(m) == {(2, 0), (0, 1)}  # per target word
+    assert L.argmax_links(m, axis=-1) == {(2, 0), (0, 1)}
+    # per source word: s0 -> t1 (0.6), s1 -> t1 (0.3), s2 -> t0 (0.7)
+    assert L.argmax_links(m, axis=0) == {(0, 1), (1, 1), (2, 0)}
+    with pytest.raises(ValueError):
+        L.argmax_links(m, axis=2)
+
+
+def test_threshold_is_exclusive():
+    m = np.array([[0.5, 0.2], [0.51, 0.9]])
+    assert L.threshold_links(m, threshold=0.5) == {(0, 1), (1, 1)}
+
+
+def test_links_to_matrix_roundtrip():
+    links = {(0, 1), (2, 0)}
+    mat = L.links_to_matrix(links, (2, 3))
+    assert mat.shape == (2, 3) and mat[1, 0] and mat[0, 2] and mat.sum() == 2
+    assert L.threshold_links(mat.astype(float), threshold=0.5) == links
+    with pytest.raises(IndexError):
+        L.links_to_matrix({(3, 0)}, (2, 3))
+
+
+def test_itermax_adds_link_with_one_aligned_word():
+    # Round 1 (ArgMax): rows t0->s0, t1->s1, t2->s1; columns s0->t0, s1->t2, s2->t2.
+    # Mutual: (s0,t0), (s1,t2). Round 2: free row t1, free column s2; weights
+    # 0.9 for cells with one aligned word, 1 for t1-s2, 0 elsewhere:
+    # t0: [0, 0, .09]; t1: [.09, .63, .2]; t2: [0, 0, .27]
+    # rows: t0->s2, t1->s1, t2->s2; columns: s0->t1, s1->t1, s2->t2
+    # mutual and open: (s1,t1), (s2,t2).
+    m = [[0.9, 0.5, 0.1], [0.1, 0.7, 0.2], [0.1, 0.8, 0.3]]
+    assert L.itermax(m, max_iter=1) == {(0, 0), (1, 2)}
+    assert L.itermax(m) == {(0, 0), (1, 2), (1, 1), (2, 2)}
+    # A third round: every row is aligned, so nothing changes.
+    assert L.itermax(m, max_iter=3) == L.itermax(m)
+
+
+def test_itermax_second_case():
+    # Round 1: columns s1 -> t0 (0.8 > 0.7), so mutual: (s0,t0), (s2,t2).
+    # Round 2: free t1, free s1. t0: [0, .72, 0]; t1: [.09, .7, .18]; t2: [0, .09, 0]
+    # rows -> s1, s1, s1; columns s0->t1, s1->t0, s2->t1: mutual open (s1, t0).
+    m = [[0.9, 0.8, 0.1], [0.1, 0.7, 0.2], [0.1, 0.1, 0.3]]
+    assert L.itermax(m) == {(0, 0), (1, 0), (2, 2)}
+
+
+def test_itermax_small_matrix_is_argmax():
+    # rows: t0->s0, t1->s1; columns: s0->t0, s1->t0 (0.8 > 0.7): only (s0, t0) is mutual,
+    # and a side of length 2 stops IterMax after ArgMax.
+    m = [[0.9, 0.8], [0.1, 0.7]]
+    expected = L.intersection(L.argmax_links(m, axis=1), L.argmax_links(m, axis=0))
+    assert expected == {(0, 0)}
+    assert L.itermax(m, max_iter=5) == expected
+
+
+def test_intersection_union():
+    f, b = {(0, 0), (1, 1)}, {(0, 0), (1, 2)}
+    assert L.intersection(f, b) == {(0, 0)}
+    assert L.union(f, b) == {(0, 0), (1, 1), (1, 2)}
+
+
+def test_grow_diag_adds_diagonal_neighbour():
+    f, b = {(0, 0), (1, 1)}, {(0, 0)}
+    # (1, 1) is the diagonal neighbour of (0, 0) and both its words are unaligned.
+    assert L.grow_diag(f, b) == {(0, 0), (1, 1)}
+
+
+def test_grow_diag_chains_and_horizontal():
+    assert L.grow_diag({(0, 0), (1, 1), (2, 2)}, {(0, 0)}) == {(0, 0), (1, 1), (2, 2)}
+    assert L.grow_diag({(0, 0), (0, 1)}, {(0, 0)}) == {(0, 0), (0, 1)}
+
+
+def test_grow_diag_skips_points_with_both_words_aligned():
+    f, b = {(0, 0), (1, 1), (0, 1)}, {(0, 0), (1, 1)}
+    # (0, 1) neighbours (0, 0) but s0 and t1 are both aligned already.
+    for heuristic in (L.grow_diag, L.grow_diag_final, L.grow_diag_final_and):
+        assert heuristic(f, b) == {(0, 0), (1, 1)}
+
+
+def test_grow_diag_ignores_non_neighbours():
+    f, b = {(0, 0), (2, 2)}, {(0, 0)}
+    assert L.grow_diag(f, b) == {(0, 0)}
+    # FINAL and FINAL-AND both add it: s2 and t2 are unaligned.
+    assert L.grow_diag_final(f, b) == {(0, 0), (2, 2)}
+    assert L.grow_diag_final_and(f, b) == {(0, 0), (2, 2)}
+
+
+def test_final_or_versus_final_and():
+    f, b = {(0, 0), (2, 0)}, {(0, 0)}
+    # (2, 0): source word 2 unaligned, target word 0 aligned.
+    assert L.grow_diag(f, b) == {(0, 0)}
+    assert L.grow_diag_final(f, b) == {(0, 0), (2, 0)}
+    assert L.grow_diag_final_and(f, b) == {(0, 0)}
+
+
+def test_final_runs_forward_then_backward():
+    f, b = {(0, 0), (2, 3)}, {(0, 0), (3, 3)}
+    # Forward's (2, 3) goes in first (both words free); then backward's (3, 3)
+    # has a free source word (final adds it) but an aligned target word (final-and does not).
+    assert L.grow_diag_final(f, b) == {(0, 0), (2, 3), (3, 3)}
+    assert L.grow_diag_final_and(f, b) == {(0, 0), (2, 3)}
+    assert L.grow_diag_final_and(b, f) == {(0, 0), (3, 3)}
+
+
+def test_symmetrize_names():
+    f, b = {(0, 0), (1, 1)}, {(0, 0)}
+    assert L.symmetrize(f, b, how="grow_diag") == L.grow_diag(f, b)
+    assert L.symmetrize(f, b, how="intersection") == {(0, 0)}
+    with pytest.raises(ValueError, match="grow-diag-final-and"):
+        L.symmetrize(f, b, how="nope")
+
+
+def test_results_within_union_and_contain_intersection():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        m = rng.random((5, 6))
+        f, b = L.argmax_links(m, axis=1), L.argmax_links(m, axis=0)
+        for h in (L.grow_diag, L.grow_diag_final, L.grow_diag_final_and):
+            out = h(f, b)
+            assert L.intersection(f, b) <= out <= L.union(f, b)
+        assert L.grow_diag(f, b) <= L.grow_diag_final_and(f, b)
+        assert L.grow_diag(f, b) <= L.grow_diag_final(f, b)
