@@ -237,7 +237,8 @@ def rownorm(a: torch.Tensor) -> torch.Tensor:
     Returns
     -------
     torch.Tensor
-        Same shape; every row sums to 1 or is all zeros. No NaN.
+        Same shape; every row sums to 1 or is all zeros (a row summing to zero, which
+        for signed input need not be all zeros, is set to zeros). No NaN.
 
     Examples
     --------
@@ -246,7 +247,8 @@ def rownorm(a: torch.Tensor) -> torch.Tensor:
             [0.0000, 0.0000]])
     """
     total = a.sum(-1, keepdim=True)
-    return a / torch.where(total == 0, torch.ones_like(total), total)
+    zero = total == 0
+    return torch.where(zero, torch.zeros_like(a), a / torch.where(zero, 1.0, total))
 
 
 def _fuse(attn: torch.Tensor, how: HeadFusion, grad: torch.Tensor | None) -> torch.Tensor:
@@ -882,8 +884,8 @@ def relevance_self_update(R: torch.Tensor, A_bar: torch.Tensor) -> torch.Tensor:
 def relevance_normalise(R: torch.Tensor) -> torch.Tensor:
     """``R̄ = (R - I) / rowsum(R - I) + I`` (Chefer et al. 2021, eq. 8-9).
 
-    Rows of ``R - I`` that sum to zero (a token that gained no relevance) stay zero,
-    giving the identity row instead of NaN.
+    Rows of ``R - I`` that sum to zero (a token that gained no relevance) are set to
+    zero, giving the identity row instead of NaN or inf.
 
     Parameters
     ----------
