@@ -1,0 +1,35 @@
+"""Capture attention from stock open_clip and Hugging Face models.
+
+>>> from groundroll.adapters import capture                       # doctest: +SKIP
+>>> with capture(model) as trace:                                 # doctest: +SKIP
+...     model(**inputs)
+>>> trace.weights("encoder")[0].shape      # [batch, head, query, key]  # doctest: +SKIP
+
+Families and streams (layer streams; token streams in parentheses when they differ):
+
+=================  ===========================================================
+family             streams
+=================  ===========================================================
+open_clip          ``vision``, ``text`` (causal)
+open_clip_coca     ``vision``, ``text`` (causal), ``pool`` (pool_queries -> vision),
+                   ``decoder`` (causal), ``decoder_cross`` (decoder -> pool_out)
+hf_clip            ``vision``, ``text`` (causal)
+hf_siglip          ``vision``, ``text``, ``pool`` (pool_queries -> vision)
+hf_blip            ``vision``, ``text``, ``text_cross`` (text -> vision)
+hf_marian,         ``encoder``, ``decoder`` (causal), ``cross`` (decoder -> encoder)
+hf_bart, hf_t5
+hf_bert, hf_vit    ``encoder``
+=================  ===========================================================
+"""
+
+from .base import Adapter, Site, TokenSource, adapter_for, register_adapter, supported_models
+from .capture import ROLLOUT_OPTIONS, capture
+from .hf import HF_ADAPTERS
+from .open_clip import OPEN_CLIP, OPEN_CLIP_COCA
+
+__all__ = ["capture", "register_adapter", "adapter_for", "supported_models", "Adapter",
+           "Site", "TokenSource", "ROLLOUT_OPTIONS"]
+
+for _adapter in (OPEN_CLIP, OPEN_CLIP_COCA, *HF_ADAPTERS):
+    register_adapter(_adapter, first=False)
+del _adapter

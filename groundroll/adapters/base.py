@@ -1,0 +1,242 @@
+"""What an adapter is (data) and the registry that finds one for a model.
+
+An :class:`Adapter` describes one model family: which modules are attention modules
+(:class:`Site`, a regular expression over qualified module names), which layer stream and
+token streams each belongs to, where token metadata is read (:class:`TokenSource`) and
+which fused path must be switched off (``switch``). Generic code in
+:mod:`groundroll.adapters.capture` does the hooking.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["Site", "TokenSource", "Adapter", "register_adapter", "adapter_for",
+           "supported_models", "SWITCHES", "READERS"]
+
+#: How a site's attention probabilities are read.
+#: ``"output"``: the module returns a tuple whose last element is ``[batch, head, query,
+#: key]`` weights (Hugging Face eager attention). ``"mha"``: the module is an
+#: ``nn.MultiheadAttention``; the capture asks it for per-head weights.
+READERS = ("output", "mha")
+
+#: Fused paths an adapter can switch off while capturing. ``"hf_eager"``: Hugging Face
+#: attention implementation set to ``"eager"`` (restored on exit).
+SWITCHES = ("hf_eager",)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A set of attention modules forming one layer stream.
+
+    Parameters
+    ----------
+    pattern : str
+        Regular expression searched in each qualified module name
+        (``model.named_modules()``); matching modules are the stream's layers, first
+        layer first in module order.
+    stream : str
+        Layer stream name (see the stream table in :mod:`groundroll.adapters`).
+    query : str, optional
+        Token stream of the queries; defaults to ``stream``.
+    key : str, optional
+        Token stream of the keys; defaults to ``query`` (self-attention).
+    causal : bool
+        Whether the modules are called with a causal mask.
+    reader : {"output", "mha"}
+        How the weights are read (see :data:`READERS`).
+    value : str, optional
+        Path of the value projection relative to the module (a ``nn.Linear``), or
+        ``"name:i/n"`` for part ``i`` of ``n`` of a fused projection (e.g. ``"qkv:2/3"``).
+        ``"../"`` goes up one module. Not needed with ``reader="mha"``.
+    out : str, optional
+        Path of the output projection relative to the module.
+    """
+
+    pattern: str
+    stream: str
+    query: str | None = None
+    key: str | None = None
+    causal: bool = False
+    reader: str = "output"
+    value: str | None = None
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reader not in READERS:
+            raise ValueError(f"reader must be one of {READERS}, got {self.reader!r}")
+        re.compile(self.pattern)
+
+    @property
+    def query_stream(self) -> str:
+        return self.query or self.stream
+
+    @property
+    def key_stream(self) -> str:
+        return self.key or self.query_stream
+
+    @property
+    def kind(self) -> str:
+        return "self" if self.query_stream == self.key_stream else "cross"
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    """Where the metadata of one token stream is read: a forward pre-hook on the
+    modules matching ``pattern`` (or of a class named in ``classes``).
+
+    Parameters
+    ----------
+    stream : str
+        Token stream name filled.
+    pattern : str, optional
+        Regular expression searched in qualified module names (``""`` matches the root
+        only when written ``"^$"``).
+    classes : tuple of str
+        Class names; a module of one of these classes is a source too.
+    reader : str
+        ``"text"``, ``"image"``, ``"queries"`` or a name registered in
+        :data:`groundroll.adapters.tokens.READERS`.
+    special : tuple of str
+        Special-position rules for text (``"cls@first"``, ``"bos@first"``,
+        ``"eos@last"``, ``"eot@argmax"``, ``"eot@last"``, ``"eot@hf_clip"``,
+        ``"cls@appended"``).
+    prefix : int
+        Tokens before the first patch, for images (recounted from the first layer).
+    pad_id : int, optional
+        Padding id, to derive a mask from ids when the call passes none.
+    causal : bool
+        Whether the stream's self-attention is causal.
+    """
+
+    stream: str
+    pattern: str | None = None
+    classes: tuple[str, ...] = ()
+    reader: str = "text"
+    special: tuple[str, ...] = ()
+    prefix: int = 0
+    pad_id: int | None = None
+    causal: bool = False
+
+    def matches(self, name: str, module: torch.nn.Module) -> bool:
+        if self.pattern is not None and re.search(self.pattern, name):
+            return True
+        return type(module).__name__ in self.classes
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One model family: where its attention is and how to read it.
+
+    Parameters
+    ----------
+    name : str
+        Family name (``Trace.family``).
+    sites : tuple of Site
+        Attention modules by stream.
+    classes : tuple of str
+        Fully qualified model classes (``"package.module.Class"``) this adapter serves;
+        any class in ``type(model).__mro__`` may match.
+    model_types : tuple of str
+        Hugging Face ``config.model_type`` values this adapter serves.
+    tokens : tuple of TokenSource
+        Where token metadata is read.
+    switch : str, optional
+        Fused path switched off while capturing (see :data:`SWITCHES`).
+    """
+
+    name: str
+    sites: tuple[Site, ...]
+    classes: tuple[str, ...] = ()
+    model_types: tuple[str, ...] = ()
+    tokens: tuple[TokenSource, ...] = ()
+    switch: str | None = None
+    description: str = ""
+    models: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.switch is not None and self.switch not in SWITCHES:
+            raise ValueError(f"switch must be one of {SWITCHES} or None, got {self.switch!r}")
+        if not self.classes and not self.model_types:
+            raise ValueError(f"adapter {self.name!r} needs classes or model_types to match")
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(site.stream for site in self.sites))
+
+    def matches(self, model: torch.nn.Module) -> bool:
+        names = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(model).__mro__}
+        if names.intersection(self.classes):
+            return True
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        return model_type is not None and model_type in self.model_types
+
+
+_REGISTRY: list[Adapter] = []
+
+_HOW_TO_REGISTER = '''\
+Register an adapter for it, for example:
+
+    from groundroll.adapters import Adapter, Site, register_adapter
+    register_adapter(Adapter(
+        name="my_model",
+        classes=("my_package.model.MyModel",),
+        sites=(Site(r"(^|\\.)blocks\\.\\d+\\.attn$", stream="encoder"),),
+        switch="hf_eager",  # Hugging Face models only; None otherwise
+    ))
+
+Each Site's modules must return (output, weights[batch, head, query, key]) or be
+torch.nn.MultiheadAttention modules (Site(..., reader="mha")).'''
+
+
+def register_adapter(adapter: Adapter, *, first: bool = True) -> Adapter:
+    """Add ``adapter`` to the registry, consulted before the built-in ones unless
+    ``first=False``. An adapter of the same name is replaced.
+
+    Examples
+    --------
+    >>> from groundroll.adapters import Adapter, Site, register_adapter
+    >>> _ = register_adapter(Adapter(name="distilbert", model_types=("distilbert",),
+    ...     sites=(Site(r"(^|\\.)layer\\.\\d+\\.attention$", stream="encoder"),),
+    ...     switch="hf_eager"))
+    """
+    if not isinstance(adapter, Adapter):
+        raise TypeError(f"expected an Adapter, got {type(adapter).__name__}")
+    _REGISTRY[:] = [a for a in _REGISTRY if a.name != adapter.name]
+    if first:
+        _REGISTRY.insert(0, adapter)
+    else:
+        _REGISTRY.append(adapter)
+    return adapter
+
+
+def supported_models() -> dict[str, tuple[str, ...]]:
+    """Family name -> model classes and Hugging Face model types it serves."""
+    return {a.name: tuple(a.classes) + tuple(f"model_type={t}" for t in a.model_types)
+            for a in _REGISTRY}
+
+
+def adapter_for(model: torch.nn.Module) -> Adapter:
+    """The registered adapter serving ``model``.
+
+    Raises
+    ------
+    TypeError
+        If no adapter matches; the message lists the supported families and shows how
+        to register one.
+    """
+    for adapter in _REGISTRY:
+        if adapter.matches(model):
+            return adapter
+    cls = type(model)
+    families = "\n".join(f"  {name}: {', '.join(what)}"
+                         for name, what in supported_models().items())
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    detail = f" (config.model_type={model_type!r})" if model_type else ""
+    raise TypeError(
+        f"groundroll has no adapter for {cls.__module__}.{cls.__qualname__}{detail}.\n"
+        f"Supported families:\n{families}\n{_HOW_TO_REGISTER}"
+    )

@@ -1,0 +1,360 @@
+"""The generic capture: hooks the modules an adapter names, fills a Trace.
+
+Everything model-specific lives in the adapters' data (:mod:`groundroll.adapters.base`);
+this module registers forward hooks on enter, removes them in ``finally`` and restores
+every switched setting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from ..trace import AttentionLayer, Trace
+from .base import Adapter, Site, adapter_for
+from .tokens import read_tokens
+
+__all__ = ["capture", "ROLLOUT_OPTIONS"]
+
+#: Options accepted by ``reduce=`` (those of :class:`groundroll.rollout.RolloutAccumulator`).
+ROLLOUT_OPTIONS = frozenset({"head_fusion", "residual", "rows", "threshold", "top_k",
+                             "discard_ratio", "start_layer", "per_head", "keep"})
+
+_MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
+             "average_attn_weights", "is_causal")
+
+
+@contextmanager
+def capture(
+    model: torch.nn.Module,
+    *,
+    grads: bool = False,
+    streams: str | list[str] | tuple[str, ...] | None = None,
+    reduce: Mapping[str, Any] | None = None,
+    values: bool = False,
+    tokenizer: Any = None,
+) -> Iterator[Trace]:
+    """Capture the attention of every model call made inside the ``with`` block.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A stock open_clip or Hugging Face model of a supported family
+        (:func:`~groundroll.adapters.supported_models`).
+    grads : bool
+        Keep each layer's weights in the autograd graph; after a backward pass made
+        inside or after the block, each ``AttentionLayer.grad`` holds
+        ``d(score)/d(weights)`` of that layer (accumulated over backward passes, like
+        ``Tensor.grad``). Incompatible with ``reduce``.
+    streams : str or sequence of str, optional
+        Layer streams to capture (e.g. ``["vision"]``); others are not hooked at all.
+        Default: every stream of the family.
+    reduce : dict, optional
+        Streaming rollout for self-attention streams: either rollout options
+        (``head_fusion``, ``residual``, ``rows``, ``threshold``, ``top_k``,
+        ``discard_ratio``, ``start_layer``, ``per_head``, ``keep``), applied to every
+        captured self-attention stream, or a mapping ``stream -> options``. Each layer's
+        heads are fused and folded into a :class:`~groundroll.rollout.RolloutAccumulator`
+        as soon as the layer is computed; ``trace.reduced[stream]`` holds the rollout of
+        the latest call and those streams keep no per-head layers in ``trace.layers``.
+    values : bool
+        Also fill ``AttentionLayer.value_norms`` ``[batch, head, key]`` with
+        ``||v_j W_O^h||``: key ``j``'s value vector (value bias included) through head
+        ``h``'s slice of the output projection (output bias excluded).
+    tokenizer : optional
+        A Hugging Face tokenizer; fills ``Tokens.strings``.
+
+    Yields
+    ------
+    Trace
+        Filled while the model runs: ``trace.layers[stream]`` (one
+        :class:`~groundroll.trace.AttentionLayer` per module call), ``trace.tokens``
+        (token metadata: ids, padding mask, special positions such as ``"cls"`` and
+        ``"eot"``, patch grid and prefix), ``trace.reduced``.
+
+    Raises
+    ------
+    TypeError
+        If no adapter serves ``model``.
+
+    Examples
+    --------
+    >>> import open_clip, torch
+    >>> from groundroll.adapters import capture
+    >>> model = open_clip.create_model("ViT-B-16").eval()     # doctest: +SKIP
+    >>> with torch.no_grad(), capture(model, streams="vision") as trace:  # doctest: +SKIP
+    ...     model.encode_image(torch.randn(1, 3, 224, 224))
+    >>> [w.shape for w in trace.weights("vision")][0]          # doctest: +SKIP
+    torch.Size([1, 12, 197, 197])
+    """
+    session = _Session(model, adapter_for(model), grads=grads, streams=streams,
+                       reduce=reduce, values=values, tokenizer=tokenizer)
+    try:
+        session.open()
+        yield session.trace
+    finally:
+        session.close()
+
+
+class _Session:
+    """State of one capture: hook handles, saved settings, per-module call counts."""
+
+    def __init__(self, model, adapter: Adapter, *, grads, streams, reduce, values,
+                 tokenizer) -> None:
+        self.model = model
+        self.adapter = adapter
+        self.grads = bool(grads)
+        self.values = bool(values)
+        self.tokenizer = tokenizer
+        self.trace = Trace(family=adapter.name)
+        self.handles: list[Any] = []
+        self.saved_configs: list[tuple[Any, Any]] = []
+        self.calls: dict[str, int] = defaultdict(int)
+        self.accumulators: dict[tuple[str, int], Any] = {}
+
+        wanted = adapter.streams if streams is None else (
+            (streams,) if isinstance(streams, str) else tuple(streams))
+        unknown = sorted(set(wanted) - set(adapter.streams))
+        if unknown:
+            raise ValueError(f"unknown stream(s) {unknown} for {adapter.name}; its streams"
+                             f" are {list(adapter.streams)}")
+        self.sites = [site for site in adapter.sites if site.stream in wanted]
+        self.reduce = self._reduce_options(reduce)
+        if self.reduce and self.grads:
+            raise ValueError("reduce= streams keep no per-layer weights, so grads=True"
+                             " cannot be combined with it; capture, then roll out")
+
+    def _reduce_options(self, reduce) -> dict[str, dict]:
+        if not reduce:
+            return {}
+        self_streams = [s.stream for s in self.sites if s.kind == "self"]
+        if set(reduce) <= ROLLOUT_OPTIONS:
+            per_stream = {stream: dict(reduce) for stream in self_streams}
+        else:
+            per_stream = {stream: dict(options) for stream, options in reduce.items()}
+        cross = {s.stream for s in self.sites if s.kind == "cross"}
+        for stream, options in per_stream.items():
+            if stream in cross:
+                raise ValueError(f"reduce=: {stream!r} is a cross-attention stream;"
+                                 " streaming rollout applies to self-attention streams")
+            if stream not in self_streams:
+                raise ValueError(f"reduce=: no captured stream {stream!r}; captured"
+                                 f" self-attention streams are {self_streams}")
+            bad = sorted(set(options) - ROLLOUT_OPTIONS)
+            if bad:
+                raise ValueError(f"reduce=: unknown rollout option(s) {bad}; allowed:"
+                                 f" {sorted(ROLLOUT_OPTIONS)}")
+        return per_stream
+
+    # ------------------------------------------------------------------ enter / exit
+
+    def open(self) -> None:
+        modules = dict(self.model.named_modules())
+        found: dict[str, list[tuple[str, torch.nn.Module]]] = defaultdict(list)
+        site_of: dict[str, Site] = {}
+        for name, module in modules.items():
+            for site in self.sites:
+                if re.search(site.pattern, name):
+                    if site.reader == "mha" and not isinstance(module, torch.nn.MultiheadAttention):
+                        raise TypeError(f"{self.adapter.name}: {name} is a"
+                                        f" {type(module).__name__}, not nn.MultiheadAttention")
+                    found[site.stream].append((name, module))
+                    site_of[name] = site
+                    break
+        if not found:
+            raise ValueError(
+                f"adapter {self.adapter.name!r} found no attention modules of streams"
+                f" {[s.stream for s in self.sites]} in {type(self.model).__name__}"
+                " (custom attention blocks, e.g. open_clip block_type='custom' or timm"
+                " towers, are not supported)")
+
+        if self.adapter.switch == "hf_eager":
+            self._switch_hf_eager()
+
+        token_streams = {s.query_stream for s in self.sites} | {s.key_stream for s in self.sites}
+        for name, module in modules.items():
+            for source in self.adapter.tokens:
+                if source.stream in token_streams and source.matches(name, module):
+                    self.handles.append(module.register_forward_pre_hook(
+                        self._token_hook(source), with_kwargs=True))
+
+        for stream, members in found.items():
+            for index, (name, module) in enumerate(members):
+                site = site_of[name]
+                if site.reader == "mha":
+                    self.handles.append(module.register_forward_pre_hook(
+                        _ask_mha_for_weights, with_kwargs=True))
+                self.handles.append(module.register_forward_hook(
+                    self._layer_hook(site, name, index, modules), with_kwargs=True))
+
+    def close(self) -> None:
+        while self.handles:
+            self.handles.pop().remove()
+        for config, value in reversed(self.saved_configs):
+            config._attn_implementation_internal = value
+        self.saved_configs.clear()
+
+    def _switch_hf_eager(self) -> None:
+        configs: dict[int, Any] = {}
+        pending = [m.config for m in self.model.modules()
+                   if hasattr(getattr(m, "config", None), "_attn_implementation_internal")]
+        while pending:
+            config = pending.pop()
+            if id(config) in configs:
+                continue
+            configs[id(config)] = config
+            for key in getattr(config, "sub_configs", {}) or {}:
+                sub = getattr(config, key, None)
+                if hasattr(sub, "_attn_implementation_internal"):
+                    pending.append(sub)
+        self.saved_configs = [(c, c._attn_implementation_internal) for c in configs.values()]
+        if all(c._attn_implementation_internal == "eager" for c in configs.values()):
+            return
+        if hasattr(self.model, "set_attn_implementation"):
+            self.model.set_attn_implementation("eager")
+        for config in configs.values():
+            # Sub-configs the model's own switch could not reach.
+            config._attn_implementation_internal = "eager"
+
+    # ------------------------------------------------------------------ hooks
+
+    def _token_hook(self, source):
+        def hook(module, args, kwargs):
+            read_tokens(source, module, args, kwargs, self)
+        return hook
+
+    def _layer_hook(self, site: Site, name: str, index: int, modules: dict):
+        def hook(module, args, kwargs, output):
+            weights = output[-1] if isinstance(output, (tuple, list)) else None
+            if not isinstance(weights, torch.Tensor) or weights.dim() != 4:
+                raise RuntimeError(
+                    f"{self.adapter.name}: {name} returned no [batch, head, query, key]"
+                    " attention weights; is a fused attention path still active?")
+            call = self.calls[name]
+            self.calls[name] += 1
+            if site.kind == "self":
+                self._count_prefix(site.query_stream, weights.shape[-1])
+            if site.stream in self.reduce:
+                self._fold(site.stream, call, weights)
+                return
+            layer = AttentionLayer(
+                weights=weights if self.grads else weights.detach(), kind=site.kind,
+                stream=site.stream, query_stream=site.query_stream,
+                key_stream=site.key_stream, index=index, call=call, causal=site.causal,
+                module_name=name)
+            if self.grads and weights.requires_grad:
+                _hook_gradient(weights, layer)
+            if self.values:
+                with torch.no_grad():
+                    layer.value_norms = _value_norms(site, name, module, args, kwargs,
+                                                     weights, modules)
+            self.trace.add(layer)
+        return hook
+
+    def _count_prefix(self, stream: str, keys: int) -> None:
+        tokens = self.trace.tokens.get(stream)
+        if tokens is not None and tokens.grid is not None and tokens.length != keys:
+            # Prefix tokens are counted from the sequence the layer saw, not guessed.
+            rows, cols = tokens.grid
+            tokens.length, tokens.prefix = keys, keys - rows * cols
+
+    def _fold(self, stream: str, call: int, weights: torch.Tensor) -> None:
+        from ..rollout import RolloutAccumulator
+
+        key = (stream, call)
+        if key not in self.accumulators:
+            self.accumulators[key] = RolloutAccumulator(**self.reduce[stream])
+        accumulator = self.accumulators[key]
+        accumulator.add(weights.detach())
+        self.trace.reduced[stream] = accumulator.result()
+
+
+def _ask_mha_for_weights(module, args, kwargs):
+    """Forward pre-hook of nn.MultiheadAttention: per-head weights instead of none."""
+    kwargs = dict(kwargs)
+    if len(args) > 3:
+        kwargs.update(zip(_MHA_ARGS[3:], args[3:]))
+        args = args[:3]
+    kwargs["need_weights"] = True
+    kwargs["average_attn_weights"] = False
+    return args, kwargs
+
+
+def _hook_gradient(weights: torch.Tensor, layer: AttentionLayer) -> None:
+    """Fill ``layer.grad`` with d(score)/d(weights) during backward.
+
+    A module may return a view of the probabilities it multiplied with the values
+    (nn.MultiheadAttention returns ``probs.view(batch, head, query, key)``). A hook on
+    that view never fires, so the hook goes on the base tensor and the gradient is
+    viewed back through the same strides.
+    """
+    base = weights._base if weights._is_view() else None
+    if base is None:
+        def on_grad(grad):
+            layer.grad = grad.detach() if layer.grad is None else layer.grad + grad.detach()
+        weights.register_hook(on_grad)
+        return
+    if not base.is_contiguous():
+        raise RuntimeError(f"{layer.module_name}: attention weights are a view of a"
+                           " non-contiguous tensor; cannot map their gradient")
+    size, stride = weights.size(), weights.stride()
+    offset = weights.storage_offset() - base.storage_offset()
+
+    def on_base_grad(grad):
+        g = grad.detach().contiguous().as_strided(size, stride, offset).clone()
+        layer.grad = g if layer.grad is None else layer.grad + g
+    base.register_hook(on_base_grad)
+
+
+def _relative(modules: dict, name: str, path: str) -> torch.nn.Module:
+    parts = name.split(".") if name else []
+    while path.startswith("../"):
+        parts, path = parts[:-1], path[3:]
+    full = ".".join(parts + [path]) if path else ".".join(parts)
+    return modules[full]
+
+
+def _linear_part(modules: dict, name: str, spec: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    path, _, part = spec.partition(":")
+    linear = _relative(modules, name, path)
+    weight, bias = linear.weight, linear.bias
+    if part:
+        i, n = (int(x) for x in part.split("/"))
+        weight = weight.chunk(n, 0)[i]
+        bias = None if bias is None else bias.chunk(n, 0)[i]
+    return weight, bias
+
+
+def _value_norms(site: Site, name: str, module, args, kwargs, weights, modules) -> torch.Tensor:
+    """``[batch, head, key]`` norms ``||v_j W_O^h||`` (value bias in, output bias out)."""
+    heads = weights.shape[1]
+    if site.reader == "mha":
+        source = kwargs.get("value", args[2] if len(args) > 2 else None)
+        if not module.batch_first:
+            source = source.transpose(0, 1)
+        e = module.embed_dim
+        w_v = module.in_proj_weight[2 * e:] if module._qkv_same_embed_dim else module.v_proj_weight
+        b_v = None if module.in_proj_bias is None else module.in_proj_bias[2 * e:]
+        w_o = module.out_proj.weight
+    else:
+        if site.value is None or site.out is None:
+            raise ValueError(f"values=True: the {site.stream!r} site of this adapter does"
+                             " not say where its value and output projections are")
+        names = ("key_value_states", "encoder_hidden_states") if site.kind == "cross" else ()
+        source = next((kwargs[k] for k in names if kwargs.get(k) is not None), None)
+        if source is None:
+            if site.kind == "cross":
+                raise ValueError(f"values=True: {name} got no key/value states")
+            source = kwargs.get("hidden_states", args[0] if args else None)
+        w_v, b_v = _linear_part(modules, name, site.value)
+        w_o = _relative(modules, name, site.out).weight
+    v = F.linear(source, w_v, b_v)                       # [batch, key, head * head_dim]
+    batch, keys, inner = v.shape
+    v = v.reshape(batch, keys, heads, inner // heads)
+    w_o = w_o.reshape(w_o.shape[0], heads, inner // heads)   # [out, head, head_dim]
+    return torch.einsum("bkhd,ohd->bhko", v, w_o).norm(dim=-1)

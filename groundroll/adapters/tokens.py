@@ -1,0 +1,172 @@
+"""Token metadata read from a module's call arguments.
+
+A reader gets the :class:`~groundroll.adapters.base.TokenSource`, the module, its call
+arguments and the trace being filled, and returns ``{stream name: Tokens}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..trace import Tokens
+from .base import TokenSource
+
+__all__ = ["READERS", "read_tokens"]
+
+# reader(source, module, args, kwargs, session) -> {stream: Tokens}; session has .trace
+# and .tokenizer.
+Reader = Callable[[TokenSource, torch.nn.Module, tuple, dict, Any], dict]
+
+
+def _arg(args: tuple, kwargs: dict, names: tuple[str, ...], position: int = 0):
+    for name in names:
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return args[position] if len(args) > position else None
+
+
+def _first(ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+
+
+def _last_real(ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long,
+                          device=ids.device)
+    # Last True position (right or left padding alike).
+    positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    return torch.where(mask, positions, -1).max(-1).values
+
+
+def _last(ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
+
+
+def _argmax(ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return ids.argmax(-1)
+
+
+#: Special-position rules: name -> (key in Tokens.special, function of ids and mask).
+SPECIAL: dict[str, tuple[str, Callable]] = {
+    "cls@first": ("cls", _first),
+    "bos@first": ("bos", _first),
+    "eos@last": ("eos", _last_real),
+    "eot@last": ("eot", _last),
+    "eot@argmax": ("eot", _argmax),
+}
+
+
+def _hf_clip_eot(module: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    # Same rule as transformers' CLIPTextTransformer pooling.
+    eos = getattr(module, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(getattr(module, "config", None), "eos_token_id", None)
+    if eos is None or eos == 2:
+        return ids.argmax(-1)
+    return (ids == eos).int().argmax(-1)
+
+
+def _text(source, module, args, kwargs, session) -> dict:
+    ids = _arg(args, kwargs, ("input_ids", "text"))
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+        return {}
+    mask = kwargs.get("attention_mask")
+    if mask is not None and mask.dim() == 2:
+        mask = mask.bool()
+    elif source.pad_id is not None:
+        mask = ids != source.pad_id
+    else:
+        mask = None
+    special = {}
+    for rule in source.special:
+        if rule == "eot@hf_clip":
+            special["eot"] = _hf_clip_eot(module, ids)
+        elif rule == "cls@appended":
+            continue
+        else:
+            key, fn = SPECIAL[rule]
+            special[key] = fn(ids, mask)
+    length = ids.shape[1]
+    if "cls@appended" in source.special:
+        # A class token is appended after the ids (open_clip CoCa text tower); it is real.
+        length += 1
+        special["cls"] = torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long,
+                                    device=ids.device)
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(ids.shape[0], 1)], 1)
+    if mask is not None and bool(mask.all()):
+        mask = None
+    strings = None
+    tokenizer = session.tokenizer
+    if tokenizer is not None:
+        strings = [tokenizer.convert_ids_to_tokens(row.tolist())
+                   if hasattr(tokenizer, "convert_ids_to_tokens")
+                   else [tokenizer.decode([i]) for i in row.tolist()]
+                   for row in ids]
+    return {source.stream: Tokens(length=length, ids=ids.detach(), strings=strings,
+                                  special=special, mask=mask, causal=source.causal)}
+
+
+def _patch_size(module: torch.nn.Module) -> tuple[int, int]:
+    size = getattr(module, "patch_size", None)
+    if size is None:
+        size = getattr(getattr(module, "config", None), "patch_size", None)
+    if size is None:
+        raise ValueError(f"cannot find the patch size of {type(module).__name__}")
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _image(source, module, args, kwargs, session) -> dict:
+    pixels = _arg(args, kwargs, ("pixel_values", "image", "x"))
+    if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4:
+        return {}
+    ph, pw = _patch_size(module)
+    rows, cols = pixels.shape[-2] // ph, pixels.shape[-1] // pw
+    special = {"cls": torch.zeros(pixels.shape[0], dtype=torch.long)} if source.prefix else {}
+    return {source.stream: Tokens(length=source.prefix + rows * cols, special=special,
+                                  grid=(rows, cols), prefix=source.prefix)}
+
+
+def _queries(source, module, args, kwargs, session) -> dict:
+    # Learned queries of an attention pooler (open_clip AttentionalPooler, SigLIP head).
+    query = getattr(module, "query", None)
+    length = query.shape[0] if query is not None else module.probe.shape[1]
+    return {source.stream: Tokens(length=length)}
+
+
+def _coca_decoder(source, module, args, kwargs, session) -> dict:
+    # MultimodalTransformer.forward(image_embs, text_embs): text_embs are the caption
+    # tokens fed to the decoder, image_embs the attentional pooler's output tokens.
+    image_embs = _arg(args, kwargs, ("image_embs",), 0)
+    text_embs = _arg(args, kwargs, ("text_embs",), 1)
+    length = text_embs.shape[1]
+    text = session.trace.tokens.get("text")
+    ids = text.ids[:, :length] if text is not None and text.ids is not None else None
+    mask = None
+    if ids is not None and source.pad_id is not None and not bool((ids != source.pad_id).all()):
+        mask = ids != source.pad_id
+    out = {source.stream: Tokens(length=length, ids=ids, mask=mask, causal=True),
+           "pool_out": Tokens(length=image_embs.shape[1])}
+    queries = session.trace.tokens.get("pool_queries")
+    if queries is not None:
+        # pool_out token j is pooler query j + prefix (the first query is pooled apart).
+        queries.prefix = queries.length - image_embs.shape[1]
+        if queries.prefix:
+            queries.special["cls"] = torch.zeros(image_embs.shape[0], dtype=torch.long)
+    return out
+
+
+#: Token readers by name.
+READERS: dict[str, Reader] = {
+    "text": _text,
+    "image": _image,
+    "queries": _queries,
+    "coca_decoder": _coca_decoder,
+}
+
+
+def read_tokens(source: TokenSource, module, args, kwargs, session) -> None:
+    """Run ``source``'s reader and store its token streams in ``session.trace.tokens``."""
+    session.trace.tokens.update(READERS[source.reader](source, module, args, kwargs, session))
