@@ -1,0 +1,202 @@
+"""Load Hugging Face transformers models into a :class:`~groundroll.zoo.bundle.Bundle`.
+
+The model class is chosen from the config's ``model_type`` (a table, not guesswork):
+seq2seq translation models, CLIP, SigLIP, BLIP retrieval, and plain encoders.
+``transformers`` is imported lazily.
+
+Offline, a hub name fails at once with a message that says how to load from a local
+folder instead; nothing waits on network retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from groundroll.zoo.bundle import Bundle
+
+__all__ = ["load_hf", "FAMILIES", "OFFLINE_HINT", "HubUnavailableError"]
+
+OFFLINE_HINT = (
+    "To use a model without hub access, on a machine that has it run "
+    "`model.save_pretrained(folder)` and `tokenizer.save_pretrained(folder)` (or the "
+    "processor's), copy the folder here and load 'hf:/path/to/folder'; or copy the "
+    "model's files into the local Hugging Face cache (HF_HOME) and set HF_HUB_OFFLINE=1."
+)
+
+
+@dataclass(frozen=True)
+class _Family:
+    model_class: str  # attribute of the transformers package
+    adapter: str  # groundroll adapter family
+    companion: str  # "tokenizer", "processor" or "image_processor"
+
+
+_SEQ2SEQ = _Family("AutoModelForSeq2SeqLM", "hf_seq2seq", "tokenizer")
+_TEXT_ENCODER = _Family("AutoModel", "hf_encoder", "tokenizer")
+_IMAGE_ENCODER = _Family("AutoModel", "hf_encoder", "image_processor")
+
+#: ``config.model_type`` -> how to load it.
+FAMILIES: dict[str, _Family] = {
+    **{t: _SEQ2SEQ for t in ("marian", "bart", "mbart", "m2m_100", "pegasus", "t5", "mt5")},
+    "clip": _Family("CLIPModel", "hf_clip", "processor"),
+    "siglip": _Family("SiglipModel", "hf_siglip", "processor"),
+    "blip": _Family("BlipForImageTextRetrieval", "hf_blip", "processor"),
+    **{t: _TEXT_ENCODER for t in ("bert", "roberta", "xlm-roberta")},
+    **{t: _IMAGE_ENCODER for t in ("vit", "deit")},
+}
+
+
+class HubUnavailableError(RuntimeError):
+    """A hub model could not be had offline (not cached, no network)."""
+
+
+class ImagePreprocess:
+    """PIL image -> ``[3, H, W]`` float tensor through a Hugging Face image processor."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, image):
+        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    def __repr__(self) -> str:
+        return f"ImagePreprocess({type(self.image_processor).__name__})"
+
+
+def _env_offline() -> bool:
+    flags = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(f, "").lower() in ("1", "true", "yes", "on") for f in flags)
+
+
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` seconds.
+
+    Name resolution has no timeout of its own, so the check runs in a daemon thread.
+    """
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def _family(config) -> _Family:
+    family = FAMILIES.get(config.model_type)
+    if family is None:
+        if getattr(config, "is_encoder_decoder", False):
+            return _SEQ2SEQ
+        raise ValueError(
+            f"groundroll has no loader for model_type {config.model_type!r}; supported: "
+            f"{sorted(FAMILIES)}"
+        )
+    return family
+
+
+def _companions(family: _Family, source: str, **kwargs):
+    """Tokenizer and image preprocess for the family (either may be None)."""
+    import transformers
+
+    if family.companion == "tokenizer":
+        return transformers.AutoTokenizer.from_pretrained(source, **kwargs), None
+    if family.companion == "image_processor":
+        processor = transformers.AutoImageProcessor.from_pretrained(source, **kwargs)
+        return None, ImagePreprocess(processor)
+    processor = transformers.AutoProcessor.from_pretrained(source, **kwargs)
+    return getattr(processor, "tokenizer", None), ImagePreprocess(processor.image_processor)
+
+
+def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None = None) -> Bundle:
+    """Load a Hugging Face model from a local folder or a hub repository.
+
+    Parameters
+    ----------
+    source : str or PathLike
+        A folder written by ``save_pretrained`` or a hub repository name.
+    device : str
+        Torch device.
+    name : str, optional
+        Spec recorded as ``Bundle.name`` (default: ``source``).
+
+    Returns
+    -------
+    Bundle
+        The model in eval mode and float32, its tokenizer (None for image-only models),
+        an image preprocess for vision models, the adapter family name
+        (``"hf_seq2seq"``, ``"hf_clip"``, ``"hf_siglip"``, ``"hf_blip"``,
+        ``"hf_encoder"``) and ``meta`` (the folder's ``meta.json`` if any, plus
+        ``model_type``, ``model_class`` and ``source``).
+
+    Raises
+    ------
+    HubUnavailableError
+        A hub repository is not cached and the hub cannot be reached (or
+        ``HF_HUB_OFFLINE`` is set); the message says how to load from a folder.
+    ValueError
+        The config's ``model_type`` has no loader.
+
+    Examples
+    --------
+    >>> from groundroll.zoo.hf import load_hf
+    >>> bundle = load_hf("groundroll/zoo/bundled/toy-mt")  # doctest: +SKIP
+    >>> bundle.adapter  # doctest: +SKIP
+    'hf_seq2seq'
+    """
+    import torch
+    import transformers
+
+    text = os.fspath(source)
+    local = Path(text).expanduser()
+    kwargs = {}
+    if local.is_dir():
+        text = str(local.resolve())
+    elif text.startswith(("/", ".", "~")) or text.count("/") > 1:
+        raise FileNotFoundError(f"no model folder at {text!r} (hub names are 'owner/name')")
+    elif _env_offline() or not _hub_reachable():
+        kwargs["local_files_only"] = True
+    try:
+        config = transformers.AutoConfig.from_pretrained(text, **kwargs)
+    except (OSError, ValueError) as err:
+        if local.is_dir():
+            raise
+        why = ("the hub is offline (HF_HUB_OFFLINE)" if _env_offline()
+               else "the hub is unreachable" if kwargs else "it could not be fetched")
+        raise HubUnavailableError(
+            f"could not load Hugging Face model {text!r}: it is not in the local cache and "
+            f"{why} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+            f"{OFFLINE_HINT}"
+        ) from err
+
+    family = _family(config)
+    model_cls = getattr(transformers, family.model_class)
+    model = model_cls.from_pretrained(text, dtype=torch.float32, **kwargs)
+    model = model.to(device).eval()
+    tokenizer, preprocess = _companions(family, text, **kwargs)
+
+    meta = {}
+    if local.is_dir() and (local / "meta.json").is_file():
+        meta = json.loads((local / "meta.json").read_text())
+    meta.update(model_type=config.model_type, model_class=type(model).__name__, source=text)
+    return Bundle(
+        name=name or text,
+        model=model,
+        adapter=meta.get("adapter", family.adapter),
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        meta=meta,
+    )
