@@ -32,22 +32,26 @@ OFFLINE_HINT = (
 @dataclass(frozen=True)
 class _Family:
     model_class: str  # attribute of the transformers package
-    adapter: str  # groundroll adapter family
+    family: str  # coarse family: "hf_seq2seq", "hf_clip", "hf_siglip", "hf_blip", "hf_encoder"
+    adapter: str  # name of the groundroll adapter (groundroll.adapters registry)
     companion: str  # "tokenizer", "processor" or "image_processor"
 
 
-_SEQ2SEQ = _Family("AutoModelForSeq2SeqLM", "hf_seq2seq", "tokenizer")
-_TEXT_ENCODER = _Family("AutoModel", "hf_encoder", "tokenizer")
-_IMAGE_ENCODER = _Family("AutoModel", "hf_encoder", "image_processor")
+def _seq2seq(adapter):
+    return _Family("AutoModelForSeq2SeqLM", "hf_seq2seq", adapter, "tokenizer")
 
-#: ``config.model_type`` -> how to load it.
+
+#: ``config.model_type`` -> how to load it and which adapter captures it.
 FAMILIES: dict[str, _Family] = {
-    **{t: _SEQ2SEQ for t in ("marian", "bart", "mbart", "m2m_100", "pegasus", "t5", "mt5")},
-    "clip": _Family("CLIPModel", "hf_clip", "processor"),
-    "siglip": _Family("SiglipModel", "hf_siglip", "processor"),
-    "blip": _Family("BlipForImageTextRetrieval", "hf_blip", "processor"),
-    **{t: _TEXT_ENCODER for t in ("bert", "roberta", "xlm-roberta")},
-    **{t: _IMAGE_ENCODER for t in ("vit", "deit")},
+    "marian": _seq2seq("hf_marian"),
+    **{t: _seq2seq("hf_bart") for t in ("bart", "mbart", "m2m_100", "pegasus")},
+    **{t: _seq2seq("hf_t5") for t in ("t5", "mt5")},
+    "clip": _Family("CLIPModel", "hf_clip", "hf_clip", "processor"),
+    "siglip": _Family("SiglipModel", "hf_siglip", "hf_siglip", "processor"),
+    "blip": _Family("BlipForImageTextRetrieval", "hf_blip", "hf_blip", "processor"),
+    **{t: _Family("AutoModel", "hf_encoder", "hf_bert", "tokenizer")
+       for t in ("bert", "roberta", "xlm-roberta")},
+    **{t: _Family("AutoModel", "hf_encoder", "hf_vit", "image_processor") for t in ("vit", "deit")},
 }
 
 
@@ -100,7 +104,7 @@ def _family(config) -> _Family:
     family = FAMILIES.get(config.model_type)
     if family is None:
         if getattr(config, "is_encoder_decoder", False):
-            return _SEQ2SEQ
+            return _seq2seq("hf_bart")  # best guess; adapter_for(model) has the last word
         raise ValueError(
             f"groundroll has no loader for model_type {config.model_type!r}; supported: "
             f"{sorted(FAMILIES)}"
@@ -137,10 +141,11 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     -------
     Bundle
         The model in eval mode and float32, its tokenizer (None for image-only models),
-        an image preprocess for vision models, the adapter family name
-        (``"hf_seq2seq"``, ``"hf_clip"``, ``"hf_siglip"``, ``"hf_blip"``,
-        ``"hf_encoder"``) and ``meta`` (the folder's ``meta.json`` if any, plus
-        ``model_type``, ``model_class`` and ``source``).
+        an image preprocess for vision models, the adapter name (``"hf_marian"``,
+        ``"hf_bart"``, ``"hf_t5"``, ``"hf_clip"``, ``"hf_siglip"``, ``"hf_blip"``,
+        ``"hf_bert"``, ``"hf_vit"``) and ``meta`` (the folder's ``meta.json`` if any,
+        plus ``model_type``, ``model_class``, ``source`` and ``family``: ``"hf_seq2seq"``,
+        ``"hf_clip"``, ``"hf_siglip"``, ``"hf_blip"`` or ``"hf_encoder"``).
 
     Raises
     ------
@@ -154,8 +159,8 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     --------
     >>> from groundroll.zoo.hf import load_hf
     >>> bundle = load_hf("groundroll/zoo/bundled/toy-mt")  # doctest: +SKIP
-    >>> bundle.adapter  # doctest: +SKIP
-    'hf_seq2seq'
+    >>> bundle.adapter, bundle.meta["family"]  # doctest: +SKIP
+    ('hf_marian', 'hf_seq2seq')
     """
     import torch
     import transformers
@@ -191,11 +196,12 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     meta = {}
     if local.is_dir() and (local / "meta.json").is_file():
         meta = json.loads((local / "meta.json").read_text())
-    meta.update(model_type=config.model_type, model_class=type(model).__name__, source=text)
+    meta.update(model_type=config.model_type, model_class=type(model).__name__, source=text,
+                family=family.family)
     return Bundle(
         name=name or text,
         model=model,
-        adapter=meta.get("adapter", family.adapter),
+        adapter=family.adapter,
         preprocess=preprocess,
         tokenizer=tokenizer,
         meta=meta,
