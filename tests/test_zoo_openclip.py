@@ -1,0 +1,114 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+
+from groundroll.zoo import openclip as oc  # noqa: E402
+from groundroll.zoo.bundle import Bundle  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "groundroll" / "zoo" / "bundled"
+MODELS = {"shapes-clip": ("open_clip_clip", open_clip.CLIP),
+          "shapes-coca": ("open_clip_coca", open_clip.CoCa)}
+
+
+def _forward(bundle: Bundle):
+    from PIL import Image
+
+    from groundroll.data import shapes
+
+    s = shapes.scene(3)
+    image = bundle.preprocess(Image.fromarray(s.image)).unsqueeze(0)
+    size = bundle.meta["image_size"]
+    assert image.shape == (1, 3, size, size)
+    text = bundle.tokenizer(["a photo of a red circle.", "a blue star"])
+    assert text.shape == (2, bundle.meta["context_length"]) and text.dtype == torch.long
+    with torch.no_grad():
+        img = bundle.model.encode_image(image)
+        txt = bundle.model.encode_text(text)
+    assert img.shape[-1] == txt.shape[-1] and torch.isfinite(img).all()
+    assert img.dtype == torch.float32
+    return img, txt
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bundled_loads_offline(name, monkeypatch):
+    path = BUNDLED / name
+    if not (path / "open_clip_model.safetensors").is_file():
+        pytest.skip(f"{name} not trained yet")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bundle = oc.load_open_clip_dir(path)
+    adapter, cls = MODELS[name]
+    assert bundle.adapter == adapter and type(bundle.model) is cls
+    assert not bundle.model.training
+    assert set(bundle.meta["labels"]) and bundle.meta["held_out"]["single_object_top1"] > 0
+    _forward(bundle)
+    assert oc.load_open_clip(str(path)).adapter == adapter
+    total = sum(f.stat().st_size for f in path.iterdir())
+    assert total < 6 * 2**20
+
+
+def test_word_tokenizer(tmp_path):
+    sys.path.insert(0, str(ROOT / "training"))
+    import _shapes_common as common
+
+    tok = oc.WordTokenizer(common.build_tokenizer(), 8)
+    ids = tok(["a red circle", "A RED CIRCLE", "a zebra"])
+    assert ids.shape == (3, 8) and (ids[0] == ids[1]).all()
+    assert ids[0, 0] == tok.sot_token_id and ids.argmax(-1)[0] == 4  # [SOT] a red circle [EOT]
+    assert tok.tokens(ids[2][:5]) == ["[SOT]", "a", "[UNK]", "[EOT]", "[PAD]"]
+    assert tok.decode(ids[0]) == "a red circle"
+    assert tok("a red circle").shape == (1, 8)
+    with pytest.warns(UserWarning, match="truncated"):
+        long = tok(["a red circle and a blue star and a green square"])
+    assert long[0, -1] == tok.eot_token_id and long.argmax(-1).item() == 7
+
+
+def test_registry_tag_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(oc, "_is_cached", lambda cfg: False)
+    start = time.time()
+    with pytest.raises(RuntimeError, match="ViT-B-16@/path/to/open_clip_model.safetensors"):
+        oc.load_open_clip("ViT-B-16/openai")
+    assert time.time() - start < 5
+
+
+def test_unreachable_host_fails_fast(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(oc, "_hub_offline", lambda: False)
+    monkeypatch.setattr(oc, "_is_cached", lambda cfg: False)
+    monkeypatch.setattr(oc, "_unreachable", lambda cfg: "host unreachable (test)")
+    start = time.time()
+    with pytest.raises(RuntimeError, match="local path"):
+        oc.load_open_clip("ViT-B-16/openai")
+    assert time.time() - start < 5
+
+
+def test_bad_specs(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        oc.load_open_clip(f"ViT-B-16@{tmp_path / 'missing.safetensors'}")
+    with pytest.raises(ValueError, match="no pretrained tag"):
+        oc.load_open_clip("ViT-B-16/not-a-tag")
+    with pytest.raises(ValueError):
+        oc.load_open_clip("nonsense")
+    with pytest.raises(FileNotFoundError):
+        oc.load_open_clip_dir(tmp_path)
+
+
+@pytest.mark.parametrize("recipe", ["shapes_clip", "shapes_coca"])
+def test_recipe_two_steps(recipe, tmp_path):
+    out = tmp_path / recipe
+    cmd = [sys.executable, str(ROOT / "training" / f"{recipe}.py"), "--out", str(out),
+           "--steps", "2", "--batch-size", "4", "--eval-n", "0", "--seed", "1"]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=300)
+    for name in ("open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json",
+                 "meta.json"):
+        assert (out / name).is_file()
+    bundle = oc.load_open_clip_dir(out)
+    assert bundle.meta["training"]["steps"] == 2
+    _forward(bundle)

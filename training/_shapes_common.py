@@ -1,0 +1,297 @@
+"""Shared pieces of the shapes-clip and shapes-coca recipes: vocabulary, configs, batches,
+losses, saving and the held-out zero-shot evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from groundroll.data import shapes
+
+IMAGE_SIZE = 96
+PATCH_SIZE = 8  # 12 x 12 patch grid
+CONTEXT_LENGTH = 24
+MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's OPENAI_DATASET_MEAN / STD
+STD = (0.26862954, 0.26130258, 0.27577711)
+# Runtime preprocessing: keep the whole (non-square) scene, pad the short side (black).
+PREPROCESS_CFG = {"size": IMAGE_SIZE, "mode": "RGB", "mean": list(MEAN), "std": list(STD),
+                  "interpolation": "bicubic", "resize_mode": "longest", "fill_color": 0}
+
+TEMPLATES = ("a photo of {}.", "{}", "a picture of {}.", "an image of {}.",
+             "a photo of {} on a background.", "there is {}.")
+EVAL_TEMPLATE = "a photo of a {}."
+
+EXTRA_WORDS = (
+    "a an the of and with on in is are there this that photo picture image drawing "
+    "painting render scene shape shapes object objects thing background colored coloured "
+    "one two three four some small big large little left right top bottom middle center "
+    "next to near above below it its my".split()
+)
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles",
+           "star": "stars", "ellipse": "ellipses"}
+
+
+def vocabulary() -> list[str]:
+    """Ordered vocabulary: [PAD]=0, [SOT], [UNK], words..., [EOT] last."""
+    words = list(shapes.COLORS) + list(shapes.SHAPES) + list(PLURALS.values())
+    words += [w for w in EXTRA_WORDS if w not in words]
+    words += [".", ","]
+    seen, ordered = set(), []
+    for w in words:
+        if w not in seen:
+            seen.add(w)
+            ordered.append(w)
+    return ["[PAD]", "[SOT]", "[UNK]", *ordered, "[EOT]"]
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    vocab = {w: i for i, w in enumerate(vocabulary())}
+    tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(),
+                                           normalizers.StripAccents()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(["[PAD]", "[SOT]", "[UNK]", "[EOT]"])
+    return tok
+
+
+def clip_config(vocab_size: int) -> dict:
+    return {
+        "embed_dim": 128,
+        "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "layers": 4,
+                       "width": 128, "head_width": 32},
+        "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": vocab_size,
+                     "width": 128, "heads": 4, "layers": 3},
+    }
+
+
+def coca_config(vocab_size: int) -> dict:
+    return {
+        "embed_dim": 128,
+        "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "layers": 4,
+                       "width": 128, "head_width": 32, "attentional_pool": True,
+                       "attn_pooler_queries": 16, "attn_pooler_heads": 4,
+                       "output_tokens": True},
+        "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": vocab_size,
+                     "width": 128, "heads": 4, "layers": 3, "embed_cls": True,
+                     "output_tokens": True},
+        "multimodal_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": vocab_size,
+                           "width": 128, "heads": 4, "layers": 2, "dim_head": 32,
+                           "attn_pooler_heads": 4},
+        "custom_text": True,
+    }
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def _letterbox(image: np.ndarray) -> np.ndarray:
+    """Centre-pad to ``IMAGE_SIZE`` square with zeros (the ``resize_mode='longest'`` layout)."""
+    h, w = image.shape[:2]
+    out = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    top, left = (IMAGE_SIZE - h) // 2, (IMAGE_SIZE - w) // 2
+    out[top:top + h, left:left + w] = image
+    return out
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def train_scene(rng: np.random.Generator) -> shapes.Scene:
+    """A training scene already in model layout: square, or non-square and letterboxed.
+
+    Few objects dominate (many single-object scenes keep patch tokens local); the object
+    scale varies through the radius range."""
+    k = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
+    if rng.random() < 0.6:
+        size = (IMAGE_SIZE, IMAGE_SIZE)
+    else:
+        short = int(rng.integers(64, IMAGE_SIZE))
+        size = (short, IMAGE_SIZE) if rng.random() < 0.7 else (IMAGE_SIZE, short)
+    s = shapes.scene(rng, size=size, n_objects=k, radius=(0.1, 0.3))
+    if size != (IMAGE_SIZE, IMAGE_SIZE):
+        s.image = _letterbox(s.image)
+    return s
+
+
+def _phrase(labels: list[str]) -> str:
+    return shapes.caption_for(labels)
+
+
+def _hard_negative(labels: list[str], rng: np.random.Generator) -> list[str]:
+    """Same objects with one attribute changed or two colours swapped: at least one label
+    of the result is absent from the scene."""
+    labels = list(labels)
+    present = set(labels)
+    for _ in range(20):
+        out = list(labels)
+        if len(out) >= 2 and rng.random() < 0.4:
+            i, j = rng.choice(len(out), 2, replace=False)
+            (ci, si), (cj, sj) = out[i].split(), out[j].split()
+            out[i], out[j] = f"{cj} {si}", f"{ci} {sj}"
+        else:
+            i = int(rng.integers(len(out)))
+            c, s = out[i].split()
+            if rng.random() < 0.5:
+                c = list(shapes.COLORS)[int(rng.integers(len(shapes.COLORS)))]
+            else:
+                s = shapes.SHAPES[int(rng.integers(len(shapes.SHAPES)))]
+            out[i] = f"{c} {s}"
+        if any(lab not in present for lab in out):
+            rng.shuffle(out)
+            return out
+    return [lab for lab in shapes.LABELS if lab not in present][:1]
+
+
+def make_batch(rng: np.random.Generator, batch_size: int, *, subset_prob: float = 0.5):
+    """Images, positive texts (full caption in random order, or a random subset of the
+    objects), hard negative texts, and label sets for false-negative masking."""
+    images, pos, neg, img_sets, pos_sets, neg_sets, full = [], [], [], [], [], [], []
+    for _ in range(batch_size):
+        s = train_scene(rng)
+        labels = list(s.labels)
+        order = list(rng.permutation(len(labels)))
+        shuffled = [labels[i] for i in order]
+        if len(labels) > 1 and rng.random() < subset_prob:
+            m = int(rng.integers(1, len(labels)))
+            chosen = shuffled[:m]
+        else:
+            chosen = shuffled
+        template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
+        negative = _hard_negative(labels, rng)
+        images.append(s.image)
+        pos.append(template.format(_phrase(chosen)))
+        neg.append(template.format(_phrase(negative)))
+        full.append(_phrase(shuffled))
+        img_sets.append(set(labels))
+        pos_sets.append(set(chosen))
+        neg_sets.append(set(negative))
+    return to_tensor(images), pos, neg, full, img_sets, pos_sets + neg_sets
+
+
+def contrastive_loss(image_features, text_features, logit_scale, img_sets, text_sets):
+    """Symmetric InfoNCE over [positives | hard negatives]; an off-diagonal pair whose text
+    describes a subset of the image's objects is also true and is left out."""
+    b = image_features.shape[0]
+    logits = logit_scale * image_features @ text_features.T  # [B, 2B]
+    valid = torch.tensor([[t <= s for t in text_sets] for s in img_sets])
+    eye = torch.zeros_like(valid)
+    eye[:, :b] = torch.eye(b, dtype=torch.bool)
+    drop = valid & ~eye
+    logits = logits.masked_fill(drop, float("-inf"))
+    target = torch.arange(b)
+    loss_i = F.cross_entropy(logits, target)
+    loss_t = F.cross_entropy(logits[:, :b].T, target)
+    return (loss_i + loss_t) / 2
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def save(model, model_cfg: dict, tokenizer, out: Path, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "open_clip_model.safetensors"))
+    (out / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": model_cfg, "preprocess_cfg": PREPROCESS_CFG}, indent=2) + "\n")
+    tokenizer.save(str(out / "tokenizer.json"))
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def base_meta(adapter: str, args, steps_done: int, seconds: float, n_params: int) -> dict:
+    return {
+        "adapter": adapter,
+        "image_size": IMAGE_SIZE,
+        "patch_size": PATCH_SIZE,
+        "grid": [IMAGE_SIZE // PATCH_SIZE, IMAGE_SIZE // PATCH_SIZE],
+        "mean": list(MEAN),
+        "std": list(STD),
+        "resize_mode": "longest",
+        "context_length": CONTEXT_LENGTH,
+        "labels": list(shapes.LABELS),
+        "colors": list(shapes.COLORS),
+        "shapes": list(shapes.SHAPES),
+        "prompt_templates": list(TEMPLATES),
+        "eval_template": EVAL_TEMPLATE,
+        "n_params": n_params,
+        "training": {"recipe": f"training/{'shapes_coca' if 'coca' in adapter else 'shapes_clip'}.py",
+                     "steps": steps_done, "batch_size": args.batch_size, "lr": args.lr,
+                     "seed": args.seed, "seconds": round(seconds, 1),
+                     "torch_threads": torch.get_num_threads(),
+                     "train_seeds": "numpy Generator(seed) stream, scenes drawn on the fly",
+                     "held_out": f"scene seeds >= {shapes.EVAL_SEED_OFFSET}"},
+    }
+
+
+@torch.no_grad()
+def zero_shot(model, preprocess, tokenizer, *, n: int = 500, batch_size: int = 50,
+              seed: int = shapes.EVAL_SEED_OFFSET, template: str = EVAL_TEMPLATE) -> dict:
+    """Held-out zero-shot accuracy.
+
+    single_object_top1: ``n`` held-out single-object scenes (scene seeds ``seed..seed+n-1``,
+    default 128 x 160 images through the bundle's preprocess); prediction = argmax over the
+    30 prompts ``template.format(label)``; correct when it equals the true label.
+    multi_object_precision_at_k: ``n`` held-out scenes with 1-4 objects (scene seeds
+    ``seed + n ..``); for a scene with K objects, the fraction of the top-K prompts whose
+    label is present, averaged over scenes.
+    """
+    from PIL import Image
+
+    model.eval()
+    text = tokenizer([template.format(lab) for lab in shapes.LABELS])
+    text_features = F.normalize(model.encode_text(text), dim=-1)
+
+    def features(scene_list):
+        feats = []
+        for i in range(0, len(scene_list), batch_size):
+            chunk = scene_list[i:i + batch_size]
+            x = torch.stack([preprocess(Image.fromarray(s.image)) for s in chunk])
+            feats.append(F.normalize(model.encode_image(x), dim=-1))
+        return torch.cat(feats)
+
+    single = list(shapes.scenes(n, seed=seed, n_objects=1))
+    sims = features(single) @ text_features.T
+    pred = sims.argmax(-1)
+    truth = torch.tensor([s.class_ids[0] for s in single])
+    top1 = (pred == truth).float().mean().item()
+
+    multi = list(shapes.scenes(n, seed=seed + n))
+    sims = features(multi) @ text_features.T
+    precisions = []
+    for s, row in zip(multi, sims):
+        k = len(s.labels)
+        top = row.topk(k).indices.tolist()
+        precisions.append(len(set(top) & set(s.class_ids)) / k)
+    return {"single_object_top1": round(top1, 4),
+            "multi_object_precision_at_k": round(float(np.mean(precisions)), 4),
+            "n_single": n, "n_multi": n, "eval_seed": seed, "template": template}
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.time()
+
+    def __call__(self) -> float:
+        return time.time() - self.start

@@ -1,0 +1,107 @@
+"""Train shapes-coca: a tiny open_clip CoCa (ViT, 96 px, patch 8, 12 x 12 grid; attentional
+pooler; 2-layer multimodal decoder with cross-attention to the pooled image tokens) on
+synthetic shapes scenes, with contrastive + captioning loss and a word-level vocabulary.
+
+    python training/shapes_coca.py --out groundroll/zoo/bundled/shapes-coca --steps 500 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _shapes_common as common  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--caption-weight", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop early and save when training takes longer (steps done are "
+                        "recorded in meta.json)")
+    p.add_argument("--eval-n", type=int, default=500, help="held-out scenes; 0 skips")
+    args = p.parse_args(argv)
+
+    import open_clip
+    from tqdm import tqdm
+
+    from groundroll.zoo.openclip import WordTokenizer
+
+    torch.set_num_threads(args.threads)
+    rng = common.seed_everything(args.seed)
+    hf_tok = common.build_tokenizer()
+    tokenizer = WordTokenizer(hf_tok, common.CONTEXT_LENGTH)
+    cfg = common.coca_config(tokenizer.vocab_size)
+    model = open_clip.CoCa(**{k: v for k, v in cfg.items() if k != "custom_text"})
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": other, "weight_decay": 0.0}], lr=args.lr,
+                            betas=(0.9, 0.98))
+    warmup = max(1, min(100, args.steps // 10))
+    timer = common.Timer()
+    model.train()
+    bar = tqdm(range(args.steps), desc="shapes-coca", mininterval=10)
+    steps_done = 0
+    for step in bar:
+        if args.max_minutes is not None and timer() > 60 * args.max_minutes:
+            print(f"time limit reached after {step} steps", flush=True)
+            break
+        for g in opt.param_groups:
+            g["lr"] = common.cosine_lr(step, args.steps, args.lr, warmup)
+        # Full captions only: the decoder learns to name every object.
+        images, pos, neg, _, img_sets, text_sets = common.make_batch(
+            rng, args.batch_size, subset_prob=0.0)
+        out = model(images, tokenizer(pos))
+        neg_f = model.encode_text(tokenizer(neg))
+        txt_f = torch.cat([out["text_features"], neg_f])
+        clip_loss = common.contrastive_loss(out["image_features"], txt_f, out["logit_scale"],
+                                            img_sets, text_sets)
+        cap_loss = F.cross_entropy(out["logits"].permute(0, 2, 1), out["labels"],
+                                   ignore_index=tokenizer.pad_token_id)
+        loss = clip_loss + args.caption_weight * cap_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, 4.6052)
+        bar.set_postfix(clip=f"{clip_loss.item():.3f}", cap=f"{cap_loss.item():.3f}",
+                        refresh=False)
+        steps_done = step + 1
+        if step % 50 == 0:
+            print(f"step {step} clip {clip_loss.item():.4f} caption {cap_loss.item():.4f} "
+                  f"t {timer():.0f}s", flush=True)
+    seconds = timer()
+    model.eval()
+    meta = common.base_meta("open_clip_coca", args, steps_done, seconds, n_params)
+    meta["training"]["caption_weight"] = args.caption_weight
+    common.save(model, cfg, hf_tok, args.out, meta)
+    if args.eval_n:
+        from groundroll.zoo.openclip import load_open_clip_dir
+
+        b = load_open_clip_dir(args.out)
+        meta["held_out"] = common.zero_shot(b.model, b.preprocess, b.tokenizer, n=args.eval_n)
+        meta["held_out"]["command"] = f"python training/eval_shapes.py {args.out} --n {args.eval_n}"
+        (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        print(json.dumps(meta["held_out"]), flush=True)
+    print(f"saved {args.out} ({n_params} params, {seconds:.0f}s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
