@@ -1,1 +1,69 @@
-"""groundroll."""
+"""groundroll: attention rollout, cross-attention composition and grounding for stock
+open_clip and Hugging Face transformers.
+
+>>> import groundroll as gr
+>>> import torch
+>>> attn = [torch.softmax(torch.randn(1, 4, 5, 5), -1) for _ in range(3)]
+>>> gr.rollout(attn, rows=[0]).shape        # [batch, rows, key]
+torch.Size([1, 1, 5])
+
+The math core (:mod:`groundroll.rollout`) works on attention tensors from anywhere;
+:func:`capture` reads them from a model, :func:`compose` chains encoder, cross-attention
+and decoder, :func:`segment` and :func:`align` turn maps into masks and word alignments.
+"""
+
+from importlib import import_module
+
+from .adapters import adapter_for, capture, register_adapter, supported_models
+from .compose import Chain, Composition, chain_for, compose, joint_graph
+from .rollout import (
+    RolloutAccumulator,
+    attention_flow,
+    fuse_heads,
+    gradient_weighted,
+    prune,
+    relevance_co_update,
+    relevance_normalise,
+    relevance_self_update,
+    residual_correct,
+    rollout,
+    rownorm,
+    value_weighted,
+)
+from .trace import AttentionLayer, Tokens, Trace
+
+__version__ = "0.1.0"
+
+# Names whose modules pull in model libraries, datasets or plotting: imported on first use.
+_LAZY = {
+    "load": "groundroll.zoo",
+    "Bundle": "groundroll.zoo.bundle",
+    "segment": "groundroll.grounding",
+    "Segmentation": "groundroll.grounding",
+    "align": "groundroll.align",
+    "Alignment": "groundroll.align",
+    "layer_scan": "groundroll.align",
+}
+_SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "align", "grounding", "cli")
+
+__all__ = [
+    "AttentionLayer", "Tokens", "Trace",
+    "rownorm", "fuse_heads", "gradient_weighted", "residual_correct", "prune", "rollout",
+    "RolloutAccumulator", "attention_flow", "value_weighted", "relevance_self_update",
+    "relevance_normalise", "relevance_co_update",
+    "capture", "adapter_for", "register_adapter", "supported_models",
+    "compose", "Composition", "Chain", "chain_for", "joint_graph",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return import_module(f"groundroll.{name}")
+    raise AttributeError(f"module 'groundroll' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
