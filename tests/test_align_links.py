@@ -105,13 +105,75 @@ def test_final_or_versus_final_and():
     assert L.grow_diag_final_and(f, b) == {(0, 0)}
 
 
-def test_final_runs_forward_then_backward():
+def test_final_runs_backward_then_forward():
     f, b = {(0, 0), (2, 3)}, {(0, 0), (3, 3)}
-    # Forward's (2, 3) goes in first (both words free); then backward's (3, 3)
-    # has a free source word (final adds it) but an aligned target word (final-and does not).
+    # symal's FINAL takes the target-to-source (backward) leftovers first: (3, 3) goes in
+    # (both words free); then forward's (2, 3) has a free source word (final adds it)
+    # but an aligned target word (final-and does not).
     assert L.grow_diag_final(f, b) == {(0, 0), (2, 3), (3, 3)}
-    assert L.grow_diag_final_and(f, b) == {(0, 0), (2, 3)}
-    assert L.grow_diag_final_and(b, f) == {(0, 0), (3, 3)}
+    assert L.grow_diag_final_and(f, b) == {(0, 0), (3, 3)}
+    assert L.grow_diag_final_and(b, f) == {(0, 0), (2, 3)}
+
+
+def test_grow_scan_order_is_target_major():
+    # Intersection A = (s0, t2) and B = (s2, t0). Union adds cA = (s0, t1) (next to A)
+    # and cB = (s2, t1) (next to B). Whichever goes in first aligns t1, and then the
+    # other has both words aligned. symal expands in (t, s) order: B first, so cB wins.
+    f = {(0, 2), (2, 0), (0, 1)}
+    b = {(0, 2), (2, 0), (2, 1)}
+    assert L.grow_diag(f, b) == {(0, 2), (2, 0), (2, 1)}
+    assert L.grow_diag(b, f) == {(0, 2), (2, 0), (2, 1)}
+
+
+def _reference_grow(forward, backward, diag, final, final_and):
+    """Koehn's pseudocode, literally: grid scan over (e = target, f = source)."""
+    union_ = forward | backward
+    alignment = forward & backward
+    n_t = 1 + max([t for _, t in union_], default=0)
+    n_s = 1 + max([s for s, _ in union_], default=0)
+    nbrs = [(-1, 0), (0, -1), (1, 0), (0, 1)] + ([(-1, -1), (-1, 1), (1, -1), (1, 1)] if diag else [])
+
+    def t_free(t):
+        return all(tt != t for _, tt in alignment)
+
+    def s_free(s):
+        return all(ss != s for ss, _ in alignment)
+
+    changed = True
+    while changed:
+        changed = False
+        for e in range(n_t):
+            for f_ in range(n_s):
+                if (f_, e) in alignment:
+                    for de, df in nbrs:
+                        e2, f2 = e + de, f_ + df
+                        if (f2, e2) in union_ and (f2, e2) not in alignment and (t_free(e2) or s_free(f2)):
+                            alignment.add((f2, e2))
+                            changed = True
+    if final:
+        for a in (backward, forward):
+            for e in range(n_t):
+                for f_ in range(n_s):
+                    if (f_, e) in a and (f_, e) not in alignment:
+                        ok = (t_free(e) and s_free(f_)) if final_and else (t_free(e) or s_free(f_))
+                        if ok:
+                            alignment.add((f_, e))
+    return alignment
+
+
+def test_symmetrisation_matches_pseudocode_reference():
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        T, S = rng.integers(1, 7, size=2)
+        if trial % 2:
+            m = rng.random((T, S))
+            f, b = L.argmax_links(m, axis=0), L.argmax_links(m, axis=1)
+        else:  # arbitrary (non-functional) link sets
+            f = L.threshold_links(rng.random((T, S)), threshold=0.6)
+            b = L.threshold_links(rng.random((T, S)), threshold=0.6)
+        assert L.grow_diag(f, b) == _reference_grow(f, b, True, False, False)
+        assert L.grow_diag_final(f, b) == _reference_grow(f, b, True, True, False)
+        assert L.grow_diag_final_and(f, b) == _reference_grow(f, b, True, True, True)
 
 
 def test_symmetrize_names():
@@ -126,7 +188,7 @@ def test_results_within_union_and_contain_intersection():
     rng = np.random.default_rng(0)
     for _ in range(50):
         m = rng.random((5, 6))
-        f, b = L.argmax_links(m, axis=1), L.argmax_links(m, axis=0)
+        f, b = L.argmax_links(m, axis=0), L.argmax_links(m, axis=1)
         for h in (L.grow_diag, L.grow_diag_final, L.grow_diag_final_and):
             out = h(f, b)
             assert L.intersection(f, b) <= out <= L.union(f, b)

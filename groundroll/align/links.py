@@ -249,32 +249,35 @@ def _grow(
     final: bool,
     final_and: bool,
 ) -> Links:
-    forward, backward = set(forward), set(backward)
-    both = forward | backward
-    current = sorted(forward & backward)
+    # Moses' symal works on points (target, source); so does this function, and
+    # links are turned back into (s, t) at the end.
+    fwd = {(t, s) for s, t in forward}
+    bwd = {(t, s) for s, t in backward}
+    both = fwd | bwd
+    current = sorted(fwd & bwd)
     alignment = set(current)
-    src_aligned = {s for s, _ in current}
-    tgt_aligned = {t for _, t in current}
+    tgt_aligned = {t for t, _ in current}
+    src_aligned = {s for _, s in current}
     neighbours = _NEIGHBOURS + (_DIAGONALS if diagonal else ())
 
-    def add(point: Link) -> None:
+    def add(point: tuple[int, int]) -> None:
         alignment.add(point)
-        src_aligned.add(point[0])
-        tgt_aligned.add(point[1])
+        tgt_aligned.add(point[0])
+        src_aligned.add(point[1])
 
-    # GROW: like symal, scan the current points in sorted order; a point added
-    # during the scan is visited in the same scan when it sorts after the
-    # point being expanded (std::set iteration), and scans repeat until stable.
+    # GROW: scan the current points in (target, source) order; a point added
+    # during the scan is visited in the same scan when it sorts after the point
+    # being expanded (std::set iteration in symal), and scans repeat until stable.
     added = True
     while added:
         added = False
         k = 0
         while k < len(current):
-            s, t = current[k]
-            for ds, dt in neighbours:
-                point = (s + ds, t + dt)
+            t, s = current[k]
+            for dt, ds in neighbours:
+                point = (t + dt, s + ds)
                 if point in both and point not in alignment and (
-                    point[0] not in src_aligned or point[1] not in tgt_aligned
+                    point[0] not in tgt_aligned or point[1] not in src_aligned
                 ):
                     add(point)
                     pos = bisect.bisect_left(current, point)
@@ -285,17 +288,18 @@ def _grow(
             k += 1
 
     if final:
-        # FINAL(forward); FINAL(backward), in Koehn's order.
-        for direction in (forward, backward):
+        # FINAL(e2f) then FINAL(f2e): symal adds the leftover links of the
+        # target-to-source direction first, then those of source-to-target.
+        for direction in (bwd, fwd):
             for point in sorted(direction - alignment):
-                s, t = point
+                t, s = point
                 if final_and:
-                    ok = s not in src_aligned and t not in tgt_aligned
+                    ok = t not in tgt_aligned and s not in src_aligned
                 else:
-                    ok = s not in src_aligned or t not in tgt_aligned
+                    ok = t not in tgt_aligned or s not in src_aligned
                 if ok:
                     add(point)
-    return alignment
+    return {(s, t) for t, s in alignment}
 
 
 def grow_diag(forward: AbstractSet[Link], backward: AbstractSet[Link]) -> Links:
@@ -307,18 +311,23 @@ def grow_diag(forward: AbstractSet[Link], backward: AbstractSet[Link]) -> Links:
 
     Parameters
     ----------
-    forward, backward : set of (int, int)
-        The two directional alignments, ``(s, t)`` 0-indexed links.
+    forward : set of (int, int)
+        Source-to-target alignment (symal's "direct" alignment; e.g.
+        ``argmax_links(m, axis=0)``, one target word per source word).
+    backward : set of (int, int)
+        Target-to-source alignment (symal's "inverse" alignment; e.g.
+        ``argmax_links(m, axis=1)``, one source word per target word).
 
     Returns
     -------
     set of (int, int)
+        ``(s, t)`` links.
 
     Notes
     -----
-    The neighbour order and the scan order follow Moses' ``symal``: links are
-    visited in sorted ``(s, t)`` order, neighbours in the order
-    ``(-1,0), (0,-1), (1,0), (0,1), (-1,-1), (-1,1), (1,-1), (1,1)``.
+    Where the result depends on the order of additions, it is that of Moses'
+    ``symal``: links are expanded in ``(t, s)`` order, neighbours tried in the
+    ``(dt, ds)`` order ``(-1,0), (0,-1), (1,0), (0,1), (-1,-1), (-1,1), (1,-1), (1,1)``.
 
     Examples
     --------
@@ -331,10 +340,11 @@ def grow_diag(forward: AbstractSet[Link], backward: AbstractSet[Link]) -> Links:
 def grow_diag_final(forward: AbstractSet[Link], backward: AbstractSet[Link]) -> Links:
     """GROW-DIAG, then FINAL: add leftover union links with an unaligned word.
 
-    After :func:`grow_diag`, every remaining link of ``forward`` and then of
-    ``backward`` is added if its source word **or** its target word is still
-    unaligned (Koehn, Axelrod, Birch Mayne et al., IWSLT 2005; Moses
-    ``-alignment grow-diag-final``).
+    After :func:`grow_diag`, every remaining link of ``backward`` (target-to-source)
+    and then of ``forward`` (source-to-target), each in ``(t, s)`` order, is added
+    if its source word **or** its target word is still unaligned (Koehn et al.,
+    IWSLT 2005; Moses ``-alignment grow-diag-final``). Arguments as in
+    :func:`grow_diag`.
 
     Examples
     --------
@@ -349,7 +359,7 @@ def grow_diag_final_and(forward: AbstractSet[Link], backward: AbstractSet[Link])
 
     Like :func:`grow_diag_final`, but a leftover union link is added only if
     its source word **and** its target word are both unaligned (Moses
-    ``-alignment grow-diag-final-and``).
+    ``-alignment grow-diag-final-and``). Arguments as in :func:`grow_diag`.
 
     Examples
     --------
@@ -376,7 +386,7 @@ def symmetrize(
     Parameters
     ----------
     forward, backward : set of (int, int)
-        ``(s, t)`` links of the two directions.
+        Source-to-target and target-to-source ``(s, t)`` links (see :func:`grow_diag`).
     how : {"intersection", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and"}
         Heuristic (underscores are accepted in place of hyphens).
 
