@@ -120,6 +120,8 @@ def open_clip_coca(seed: int = 0) -> TinyModel:
                         head_width=WIDTH // HEADS, mlp_ratio=2.0, attentional_pool=True,
                         attn_pooler_queries=6, attn_pooler_heads=HEADS, output_tokens=True),
     ).eval()
+    # open_clip leaves the decoder's projection uninitialised (torch.empty) until weights load.
+    torch.nn.init.normal_(model.text_decoder.text_projection, std=WIDTH ** -0.5)
     inputs = dict(image=image_batch(), text=_clip_text())
 
     def score(out):

@@ -271,7 +271,8 @@ class _Session:
             self.accumulators[key] = RolloutAccumulator(**self.reduce[stream])
         accumulator = self.accumulators[key]
         accumulator.add(weights.detach())
-        self.trace.reduced[stream] = accumulator.result()
+        if accumulator.layers > self.reduce[stream].get("start_layer", 0):
+            self.trace.reduced[stream] = accumulator.result()
 
 
 def _ask_mha_for_weights(module, args, kwargs):
