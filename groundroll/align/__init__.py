@@ -30,8 +30,17 @@ from groundroll.align.links import (
     union,
 )
 
-# The model-facing alignment API (``align()`` and its result type) lives in
-# groundroll/align/api.py and is re-exported here once that module exists.
+# The model-facing alignment API lives in groundroll/align/api.py. It is loaded on
+# first use, so links and IO stay importable without torch or a model library.
+_API = ("align", "Alignment", "layer_scan")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from importlib import import_module
+
+        return getattr(import_module("groundroll.align.api"), name)
+    raise AttributeError(f"module 'groundroll.align' has no attribute {name!r}")
 
 __all__ = [
     "AlignmentFormatError",
