@@ -71,3 +71,19 @@ def test_as_dataset():
     assert np.array_equal(np.asarray(row["image"]), ref.image)
     assert np.array_equal(np.asarray(row["masks"], bool), ref.masks)
     assert row["labels"] == ref.labels and row["caption"] == ref.caption
+
+
+def test_example_scene_matches_generator():
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(shapes.__file__).parent / "examples"
+    meta = json.loads((folder / "shapes_scene.json").read_text())
+    s = shapes.scene(meta["seed"], labels=meta["labels"], background="gradient")
+    image = np.asarray(Image.open(folder / meta["image"]).convert("RGB"))
+    assert image.shape[0] != image.shape[1] and 2 <= len(meta["labels"]) <= 3
+    assert np.array_equal(image, s.image)
+    assert np.array_equal(np.asarray(Image.open(folder / meta["label_map"])), s.label_map)
+    assert meta["caption"] == s.caption
