@@ -135,6 +135,13 @@ def _portable_tokenizer_config(folder: Path) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
+def _stages(previous: dict | None) -> list[dict]:
+    if not previous:
+        return []
+    keys = ("seed", "steps", "lr", "train_seconds")
+    return previous.get("stages") or [{k: previous.get(k) for k in keys}]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder (save_pretrained + meta.json)")
@@ -152,6 +159,8 @@ def main(argv=None):
     ap.add_argument("--eval-n", type=int, default=500, help="held-out pairs for the final exact match")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop early after this wall time")
     ap.add_argument("--fp16", action="store_true", help="save weights as float16")
+    ap.add_argument("--init", default=None,
+                    help="continue from a folder saved by this recipe (use a new --seed)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -160,8 +169,18 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = build_tokenizer(args.vocab_size, seed=args.seed, n_sentences=args.tokenizer_sentences)
-    model = build_model(tokenizer, d_model=args.d_model, seed=args.seed)
+    if args.init:
+        # Continue training a saved model (its tokenizer and architecture are kept).
+        from transformers import AutoTokenizer, MarianMTModel
+
+        torch.manual_seed(args.seed)
+        tokenizer = AutoTokenizer.from_pretrained(args.init)
+        model = MarianMTModel.from_pretrained(args.init, dtype=torch.float32)
+        previous = json.loads((Path(args.init) / "meta.json").read_text())
+    else:
+        tokenizer = build_tokenizer(args.vocab_size, seed=args.seed, n_sentences=args.tokenizer_sentences)
+        model = build_model(tokenizer, d_model=args.d_model, seed=args.seed)
+        previous = None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"vocab {len(tokenizer)}  params {n_params}", flush=True)
 
@@ -220,13 +239,21 @@ def main(argv=None):
         "adapter": "hf_marian",
         "model_class": "MarianMTModel",
         "data": "groundroll.data.toy_translation",
-        "recipe": f"python training/toy_mt.py --out {args.out} --steps {steps_done} --seed {args.seed}"
-        + (" --fp16" if args.fp16 else ""),
+        "recipe": " && ".join(
+            ([previous["recipe"]] if previous else [])
+            + [f"python training/toy_mt.py --out {args.out} --steps {steps_done} --seed {args.seed}"
+               + (f" --init {args.init}" if args.init else "") + (" --fp16" if args.fp16 else "")
+               + (f" --max-minutes {args.max_minutes}" if args.max_minutes else "")]
+        ),
+        "stages": _stages(previous)
+        + [{"seed": args.seed, "steps": steps_done, "lr": args.lr,
+            "train_seconds": round(train_seconds, 1),
+            "argv": list(sys.argv[1:] if argv is None else argv)}],
         "seed": args.seed,
-        "steps": steps_done,
+        "steps": steps_done + (previous["steps"] if previous else 0),
         "batch_size": args.batch_size,
         "lr": args.lr,
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(train_seconds + (previous["train_seconds"] if previous else 0), 1),
         "threads": args.threads,
         "params": n_params,
         "vocab_size": len(tokenizer),
