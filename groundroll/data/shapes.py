@@ -191,6 +191,9 @@ def scene(
     Returns
     -------
     Scene
+        An object that finds no place within the overlap limits after 60 tries is left
+        out, so ``labels`` lists the objects actually drawn (at the default sizes the first
+        object always fits).
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     scene_seed = None if isinstance(seed, np.random.Generator) else int(seed)
