@@ -78,11 +78,13 @@ def _check_tensor(
     if t.numel() == 0:
         raise ValueError(f"{where}: empty tensor of shape {tuple(t.shape)}")
     x = t.to(_compute_dtype(t))
-    if not torch.isfinite(x).all():
+    # one fused pass: NaN propagates to both ends, inf shows at an end
+    low, high = (float(v) for v in torch.aminmax(x))
+    if not (np.isfinite(low) and np.isfinite(high)):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{where}: contains NaN or inf ({bad} entries)")
-    if nonnegative and bool((x < 0).any()):
-        raise ValueError(f"{where}: negative attention weights (min {x.min().item():.3g})")
+    if nonnegative and low < 0:
+        raise ValueError(f"{where}: negative attention weights (min {low:.3g})")
     if square and x.shape[-1] != x.shape[-2]:
         raise ValueError(
             f"{where}: self-attention must be square, got query={x.shape[-2]}"
@@ -259,7 +261,7 @@ def _fuse(attn: torch.Tensor, how: HeadFusion, grad: torch.Tensor | None) -> tor
         w = how.to(device=x.device, dtype=x.dtype)
         return torch.einsum("bhqk,h->bqk", x, w) / w.sum()
     if how == "mean":
-        return x.mean(1)
+        return x.sum(1) / x.shape[1]  # sum then divide: faster than mean on CPU
     if how == "max":
         return x.amax(1)
     return x.amin(1)
@@ -457,14 +459,49 @@ def prune(
                   keep=keep)
 
 
+def _combine(attn, grad, *, how, per_head) -> torch.Tensor:
+    """Head fusion (or per-head gradient weighting) of one validated layer."""
+    if per_head:
+        return attn if grad is None else (grad * attn).clamp(min=0)
+    return _fuse(attn, how, grad)
+
+
+def _rows_step(vectors: torch.Tensor, a: torch.Tensor, residual: float) -> torch.Tensor:
+    """``vectors @ residual_correct(a)`` without forming the corrected matrix.
+
+    ``rownorm((1 - r) A + r I) = D^-1 ((1 - r) A + r I)`` with ``D`` the row sums, so
+    ``v @ Ã = (1 - r) (w @ A) + r w`` with ``w = v / diag(D)``: two passes over ``A``.
+    A zero row of ``(1 - r) A + r I`` contributes nothing either way.
+    """
+    sums = (1.0 - residual) * a.sum(-1) + residual  # [B, (H,) N]
+    w = vectors / torch.where(sums == 0, 1.0, sums).unsqueeze(-2)
+    return (1.0 - residual) * (w @ a) + residual * w
+
+
+def _rows_step_heads(vectors, attn, grad, how, residual: float) -> torch.Tensor:
+    """:func:`_rows_step` for a weighted mean over heads, without fusing the heads.
+
+    ``v @ sum_h c_h A_h = sum_h c_h (v @ A_h)``: a batched product over heads reads
+    each head once, and the row sums come from contiguous per-head sums.
+    """
+    x = attn if grad is None else (grad * attn).clamp(min=0)
+    if x.dim() == 3:
+        return _rows_step(vectors, x, residual)
+    heads = x.shape[1]
+    if isinstance(how, torch.Tensor):
+        coef = how.to(device=x.device, dtype=x.dtype) / how.sum()
+    else:
+        coef = torch.full((heads,), 1.0 / heads, dtype=x.dtype, device=x.device)
+    sums = (1.0 - residual) * torch.einsum("bhn,h->bn", x.sum(-1), coef) + residual
+    w = vectors / torch.where(sums == 0, 1.0, sums).unsqueeze(-2)  # [B, R, N]
+    mixed = torch.einsum("bhrn,h->brn", w.unsqueeze(1) @ x, coef)
+    return (1.0 - residual) * mixed + residual * w
+
+
 def _prepare(attn, grad, *, how, residual, per_head, threshold, top_k, discard_ratio,
              keep) -> torch.Tensor:
     """Fusion -> residual -> pruning for one validated layer."""
-    if per_head:
-        x = attn if grad is None else (grad * attn).clamp(min=0)
-    else:
-        x = _fuse(attn, how, grad)
-    x = _residual(x, residual)
+    x = _residual(_combine(attn, grad, how=how, per_head=per_head), residual)
     if threshold is not None or top_k is not None or discard_ratio is not None:
         x = _prune(x, threshold=threshold, top_k=top_k, discard_ratio=discard_ratio,
                    keep=keep)
@@ -581,8 +618,16 @@ def rollout(
     vectors = torch.nn.functional.one_hot(idx.to(first.device), n).to(first.dtype)
     if per_head:
         vectors = vectors.unsqueeze(1).expand(batch, first.shape[1], -1, -1)
+    pruning = threshold is not None or top_k is not None or discard_ratio is not None
     for index in reversed(order):
-        vectors = vectors @ prepared(index)
+        attn, grad = layers[index], layer_grads[index]
+        if pruning:
+            vectors = vectors @ prepared(index)
+        elif not per_head and (isinstance(how, torch.Tensor) or how == "mean"):
+            vectors = _rows_step_heads(vectors, attn, grad, how, float(residual))
+        else:
+            fused = _combine(attn, grad, how=how, per_head=per_head)
+            vectors = _rows_step(vectors, fused, float(residual))
     return vectors
 
 
@@ -706,25 +751,64 @@ per_head, keep
 # ------------------------------------------------------------------ attention flow
 
 
-def _flow_graph(capacities: np.ndarray):
-    """CSR graph of the layered flow network from ``[L, N, N]`` integer capacities.
+_FLOW_EDGES_PER_CALL = 1 << 15  # about as many edges per call as fixed cost is worth
 
-    Node ``l * N + i`` is position ``i`` at level ``l`` (level 0 = inputs, level L =
-    outputs); node ``(l, i)`` has an edge to ``(l - 1, j)`` with capacity
-    ``capacities[l - 1, i, j]``.
+
+def _pair_flows(capacities: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Integer max flows for ``(output i, input j)`` pairs of one example.
+
+    ``capacities`` is ``[L, N, N]`` (``L >= 2``) with ``capacities[l - 1, i, j]`` on the
+    edge from node ``(l, i)`` to node ``(l - 1, j)``; level 0 holds the inputs and
+    level ``L`` the outputs. Instead of one ``maximum_flow`` call per pair (whose fixed
+    cost dominates small graphs), each pair gets its own disjoint copy of the network,
+    trimmed to the edges it can use (only row ``i`` leaves the top level, only column
+    ``j`` enters the bottom one). A super-source feeds every copy's source and every
+    copy's sink drains into a super-sink, both through edges that cannot bind, so one
+    call solves many pairs: a max flow of the union restricted to a copy is a max flow
+    of that copy, read off the super-source edge. Returns ``[K]`` int64 flows.
     """
     from scipy.sparse import csr_array
+    from scipy.sparse.csgraph import maximum_flow
 
     n_layers, n, _ = capacities.shape
-    n_nodes = (n_layers + 1) * n
-    # level-0 nodes have no out-edges; every other node has N, contiguous and sorted
-    indptr = np.concatenate([np.zeros(n, np.int64), np.arange(n_layers * n + 1) * n])
-    targets = np.arange(n_layers)[:, None, None] * n + np.arange(n)[None, None, :]
-    indices = np.broadcast_to(targets, (n_layers, n, n)).reshape(-1)
-    graph = csr_array((capacities.reshape(-1).astype(np.int32), indices.astype(np.int32),
-                       indptr.astype(np.int32)), shape=(n_nodes, n_nodes))
-    graph.eliminate_zeros()
-    return graph
+    per_copy = (n_layers + 1) * n
+    pos = np.arange(n)
+    # levels 2..L-1 are copied whole: edges (l, a) -> (l - 1, b)
+    levels = np.arange(2, n_layers)[:, None, None]
+    mid_src = np.broadcast_to(levels * n + pos[None, :, None], (n_layers - 2, n, n))
+    mid_dst = np.broadcast_to((levels - 1) * n + pos[None, None, :], (n_layers - 2, n, n))
+    mid_src, mid_dst = mid_src.reshape(-1), mid_dst.reshape(-1)
+    mid_cap = capacities[1:n_layers - 1].reshape(-1)
+    edges_per_copy = mid_src.size + 4 * n
+    # the super-source edge of a copy carries at most its source's out-capacity
+    bound = int(capacities[-1].sum(-1).max()) + 1
+    chunk = max(1, min(_FLOW_EDGES_PER_CALL // edges_per_copy, _INT32_MAX // bound - 1))
+    flows = np.zeros(len(pairs), dtype=np.int64)
+    for first in range(0, len(pairs), chunk):
+        i, j = pairs[first:first + chunk, 0], pairs[first:first + chunk, 1]
+        k = len(i)
+        base = 2 + np.arange(k)[:, None] * per_copy  # node 0: super-source, 1: sink
+        source = base[:, 0] + n_layers * n + i
+        sink = base[:, 0] + j
+        out_cap = capacities[-1][i].sum(-1) + 1
+        rows = [np.zeros(k, np.int64), (base + mid_src).reshape(-1),
+                np.repeat(source, n), (base + n + pos).reshape(-1), sink]
+        cols = [source, (base + mid_dst).reshape(-1),
+                (base + (n_layers - 1) * n + pos).reshape(-1), np.repeat(sink, n),
+                np.ones(k, np.int64)]
+        caps = [out_cap, np.tile(mid_cap, k), capacities[-1][i].reshape(-1),
+                capacities[0][:, j].T.reshape(-1), out_cap]
+        row, col, cap = (np.concatenate(v) for v in (rows, cols, caps))
+        live = cap > 0
+        n_nodes = 2 + k * per_copy
+        graph = csr_array((cap[live].astype(np.int32), (row[live], col[live])),
+                          shape=(n_nodes, n_nodes))
+        graph.sum_duplicates()
+        flow = maximum_flow(graph, 0, 1).flow
+        start, stop = flow.indptr[0], flow.indptr[1]
+        copy = (flow.indices[start:stop] - 2) // per_copy
+        np.add.at(flows, first + copy, np.maximum(flow.data[start:stop], 0))
+    return flows
 
 
 def attention_flow(
@@ -743,8 +827,9 @@ def attention_flow(
     ``scipy.sparse.csgraph.maximum_flow`` (Dinic): each capacity is off by at most
     ``0.5 / scale``, so a raw flow value is off by at most ``0.5 / scale`` times the
     number of edges in a minimum cut (about ``1e-5`` for N up to a few tens with the
-    default ``scale=1e6``). The graph is built once per example and reused for all
-    ``(i, j)`` pairs.
+    default ``scale=1e6``). The network of an example is built once, vectorised, and
+    several ``(i, j)`` pairs are solved per ``maximum_flow`` call as disjoint copies
+    behind a super-source and super-sink (see ``_pair_flows``).
 
     Parameters
     ----------
@@ -773,8 +858,6 @@ def attention_flow(
     >>> flow.shape, round(float(flow.sum()), 4)
     (torch.Size([1, 1, 4]), 1.0)
     """
-    from scipy.sparse.csgraph import maximum_flow
-
     _check_options(residual=residual)
     how = _check_fusion(head_fusion)
     layers, _ = _check_layers(attentions)
@@ -788,14 +871,14 @@ def attention_flow(
     idx = torch.arange(n).expand(batch, n) if rows is None else _check_rows(rows, batch, n)
     fused = torch.stack([_residual(_fuse(a, how, None), float(residual)) for a in layers])
     capacities = np.rint(fused.to(torch.float64).cpu().numpy() * scale)  # [L, B, N, N]
-    n_layers = len(layers)
+    capacities = capacities.astype(np.int64)
     flows = np.zeros((batch, idx.shape[1], n), dtype=np.float64)
     for b in range(batch):
-        graph = _flow_graph(capacities[:, b])
-        for r, i in enumerate(idx[b].tolist()):
-            source = n_layers * n + i
-            for j in range(n):
-                flows[b, r, j] = maximum_flow(graph, source, j).flow_value
+        if len(layers) == 1:  # one edge per pair: the flow is its capacity
+            flows[b] = capacities[0, b][idx[b].numpy()]
+            continue
+        pairs = np.stack(np.meshgrid(idx[b].numpy(), np.arange(n), indexing="ij"), -1)
+        flows[b] = _pair_flows(capacities[:, b], pairs.reshape(-1, 2)).reshape(-1, n)
     return rownorm(torch.from_numpy(flows / scale).to(layers[0].dtype))
 
 
