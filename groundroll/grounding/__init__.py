@@ -1,0 +1,19 @@
+"""Text-prompted grounding: per-prompt maps on the patch grid and segmentation.
+
+>>> import groundroll.grounding as gg
+>>> seg = gg.segment("scene.png", ["a red circle", "a blue star"],
+...                  model="bundled:shapes-clip")                # doctest: +SKIP
+>>> seg.labels.shape, seg.masks.shape                           # doctest: +SKIP
+((128, 160), (2, 128, 160))
+"""
+
+from ._model import ModelHandle, resolve_model
+from .dense import dense_features, dense_maps, dense_rewrite
+from .sources import (ATTENTION_METHODS, DENSE_METHODS, METHODS, cross_maps,
+                      image_text_scores, prompt_maps, relevance_maps, rollout_maps)
+
+__all__ = [
+    "METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "ModelHandle", "resolve_model",
+    "prompt_maps", "relevance_maps", "rollout_maps", "cross_maps", "image_text_scores",
+    "dense_rewrite", "dense_features", "dense_maps",
+]

@@ -1,0 +1,280 @@
+"""What the map sources need from a model, whatever its family.
+
+:class:`ModelHandle` wraps a :class:`~groundroll.zoo.Bundle` (or a model with its
+tokenizer) and gives every source the same few operations: image size and pixel
+normalisation, tokenising with a truncation warning, normalised text and image
+embeddings, the logit scale, and the positions of a prompt's content tokens.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ModelHandle", "resolve_model", "FAMILIES"]
+
+#: Families the grounding sources know, by ``ModelHandle.family``.
+FAMILIES = ("open_clip", "open_clip_coca", "hf_clip", "hf_siglip", "hf_blip")
+
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _family_of(model) -> str:
+    names = {f"{c.__module__}.{c.__qualname__}" for c in type(model).__mro__}
+    if "open_clip.coca_model.CoCa" in names:
+        return "open_clip_coca"
+    if names & {"open_clip.model.CLIP", "open_clip.model.CustomTextCLIP"}:
+        return "open_clip"
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    family = {"clip": "hf_clip", "siglip": "hf_siglip", "blip": "hf_blip"}.get(model_type)
+    if family is None:
+        raise TypeError(
+            f"grounding supports open_clip CLIP/CoCa and Hugging Face CLIPModel, SiglipModel"
+            f" and BlipForImageTextRetrieval; got {type(model).__module__}."
+            f"{type(model).__qualname__}")
+    return family
+
+
+@dataclass
+class ModelHandle:
+    """A model with its tokenizer, seen through the operations grounding needs.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+    tokenizer : callable
+        open_clip style (``tokenizer(texts) -> [batch, context]``) for open_clip
+        families, a Hugging Face tokenizer otherwise.
+    family : str
+        One of :data:`FAMILIES`.
+    name : str
+        Spec or description, recorded in settings.
+    """
+
+    model: Any
+    tokenizer: Any
+    family: str
+    name: str = ""
+
+    # ------------------------------------------------------------------ geometry
+
+    @property
+    def open_clip(self) -> bool:
+        return self.family.startswith("open_clip")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Model input ``(height, width)``."""
+        if self.open_clip:
+            size = self.model.visual.image_size
+        else:
+            size = self.model.config.vision_config.image_size
+        return (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        if self.open_clip:
+            size = self.model.visual.patch_size
+        else:
+            size = self.model.config.vision_config.patch_size
+        return (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+
+    def _mean_std(self) -> tuple[Sequence[float], Sequence[float]]:
+        if self.open_clip:
+            visual = self.model.visual
+            return (getattr(visual, "image_mean", None) or _OPENAI_MEAN,
+                    getattr(visual, "image_std", None) or _OPENAI_STD)
+        processor = getattr(self, "_image_processor", None)
+        if processor is not None:
+            return processor.image_mean, processor.image_std
+        if self.family == "hf_siglip":
+            return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+        return _OPENAI_MEAN, _OPENAI_STD
+
+    def pixels(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """``[batch, 3, h, w]`` normalised model input from uint8 ``[h, w, 3]`` images
+        already at the model's input size."""
+        mean, std = self._mean_std()
+        x = torch.from_numpy(np.stack([np.asarray(i) for i in images])).permute(0, 3, 1, 2)
+        x = x.float() / 255.0
+        mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
+        return ((x - mean) / std).to(self.device, self.dtype)
+
+    # ------------------------------------------------------------------ text
+
+    @property
+    def context_length(self) -> int:
+        if self.open_clip:
+            length = getattr(self.tokenizer, "context_length", None) or getattr(
+                self.model, "context_length", None)
+            return int(length or 77)
+        if self.family == "hf_siglip":
+            return int(self.model.config.text_config.max_position_embeddings)
+        limit = int(self.model.config.text_config.max_position_embeddings)
+        tok_limit = getattr(self.tokenizer, "model_max_length", None)
+        return min(limit, int(tok_limit)) if tok_limit and tok_limit < 10**6 else limit
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{"input_ids": [batch, T], "attention_mask": [batch, T]}``; prompts longer
+        than the context are truncated with a warning naming them."""
+        texts = list(texts)
+        length = self.context_length
+        if self.open_clip:
+            encode = getattr(self.tokenizer, "encode", None)
+            if encode is not None:
+                for text in texts:
+                    n = len(encode(text)) + 2
+                    if n > length:
+                        warnings.warn(f"prompt {text!r} has {n} tokens; truncated to the"
+                                      f" text context of {length}", stacklevel=4)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ids = self.tokenizer(texts)
+            ids = torch.as_tensor(ids, dtype=torch.long)
+            return {"input_ids": ids.to(self.device), "attention_mask": (ids != 0).long()}
+        for text in texts:
+            n = len(self.tokenizer(text)["input_ids"])
+            if n > length:
+                warnings.warn(f"prompt {text!r} has {n} tokens; truncated to the text"
+                              f" context of {length}", stacklevel=4)
+        padding = "max_length" if self.family == "hf_siglip" else True
+        enc = self.tokenizer(texts, padding=padding, truncation=True, max_length=length,
+                             return_tensors="pt")
+        out = {"input_ids": enc["input_ids"].to(self.device)}
+        mask = enc.get("attention_mask") if hasattr(enc, "get") else None
+        out["attention_mask"] = (mask if mask is not None
+                                 else torch.ones_like(enc["input_ids"])).to(self.device)
+        return out
+
+    def special_ids(self) -> set[int]:
+        """Ids of special tokens (padding, start, end, class, ...)."""
+        tok = self.tokenizer
+        ids = set(getattr(tok, "all_special_ids", None) or [])
+        for attr in ("pad_token_id", "sot_token_id", "eot_token_id", "unk_token_id",
+                     "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"):
+            value = getattr(tok, attr, None)
+            if isinstance(value, int):
+                ids.add(value)
+        if self.open_clip:
+            ids.add(0)
+            for attr in ("sot_token_id", "eot_token_id"):
+                value = getattr(tok, attr, None)
+                if isinstance(value, int):
+                    ids.add(value)
+        return ids
+
+    def content_positions(self, ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        """Per row, positions of the prompt's own tokens (special tokens excluded).
+
+        open_clip text is ``[SOT] words [EOT] pad...`` with ``[EOT]`` at the argmax.
+        """
+        special = self.special_ids()
+        out = []
+        for row, row_mask in zip(ids.tolist(), mask.tolist()):
+            if self.open_clip:
+                end = int(np.argmax(row))
+                keep = [t for t in range(1, end) if row[t] not in special]
+            else:
+                keep = [t for t, (i, m) in enumerate(zip(row, row_mask))
+                        if m and i not in special]
+            out.append(keep)
+        return out
+
+    @torch.no_grad()
+    def text_embeddings(self, prompts: Sequence[str],
+                        templates: Sequence[str] | None = None) -> torch.Tensor:
+        """``[P, D]`` L2-normalised text embeddings, averaged over ``templates`` (prompt
+        ensembling: normalise, average, normalise again)."""
+        from ..masks import ensemble_prompts
+
+        if templates:
+            texts, groups = ensemble_prompts(list(prompts), list(templates))
+        else:
+            texts, groups = list(prompts), np.arange(len(prompts))
+        enc = self.tokenize(texts)
+        if self.open_clip:
+            emb = self.model.encode_text(enc["input_ids"])
+        elif self.family == "hf_blip":
+            raise ValueError("BLIP retrieval scores image-text pairs with cross-attention;"
+                             " use method='cross'")
+        else:
+            emb = _features(self.model.get_text_features(**enc))
+        emb = F.normalize(emb.float(), dim=-1)
+        groups_t = torch.as_tensor(groups, device=emb.device)
+        sums = torch.zeros(len(prompts), emb.shape[-1], device=emb.device)
+        sums.index_add_(0, groups_t, emb)
+        return F.normalize(sums, dim=-1)
+
+    def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[batch, D]`` L2-normalised image embeddings (differentiable)."""
+        if self.open_clip:
+            emb = self.model.encode_image(pixels)
+        else:
+            emb = _features(self.model.get_image_features(pixel_values=pixels))
+        return F.normalize(emb.float(), dim=-1)
+
+    def logit_scale(self) -> float:
+        scale = getattr(self.model, "logit_scale", None)
+        if scale is None:
+            return 100.0
+        return float(torch.as_tensor(scale).detach().float().exp())
+
+
+def _features(out) -> torch.Tensor:
+    """transformers 5 returns model outputs from ``get_*_features``; older versions a tensor."""
+    if isinstance(out, torch.Tensor):
+        return out
+    pooled = getattr(out, "pooler_output", None)
+    return pooled if pooled is not None else out[0]
+
+
+def resolve_model(model, *, tokenizer=None, cache: dict | None = None) -> ModelHandle:
+    """A :class:`ModelHandle` for a Bundle, a ``groundroll.zoo.load`` spec string, a
+    handle, or a bare model with ``tokenizer=``.
+
+    ``cache`` (a dict owned by the caller) keeps loaded bundles by spec, so a loop over
+    images loads the model once.
+    """
+    if isinstance(model, ModelHandle):
+        return model
+    if isinstance(model, str):
+        if cache is not None and model in cache:
+            return cache[model]
+        from ..zoo import load
+
+        handle = resolve_model(load(model))
+        if cache is not None:
+            cache[model] = handle
+        return handle
+    bundle_model = getattr(model, "model", None)
+    if bundle_model is not None and hasattr(model, "adapter"):  # a Bundle
+        handle = ModelHandle(bundle_model, tokenizer or model.tokenizer,
+                             _family_of(bundle_model), getattr(model, "name", ""))
+        processor = getattr(getattr(model, "preprocess", None), "image_processor", None)
+        if processor is not None:
+            handle._image_processor = processor
+        if handle.tokenizer is None:
+            raise ValueError(f"bundle {handle.name!r} has no tokenizer")
+        return handle
+    if isinstance(model, torch.nn.Module):
+        if tokenizer is None:
+            raise ValueError("a bare model needs tokenizer=; or pass a Bundle from"
+                             " groundroll.zoo.load")
+        return ModelHandle(model, tokenizer, _family_of(model), type(model).__name__)
+    raise TypeError(f"model must be a Bundle, a spec string such as 'bundled:shapes-clip'"
+                    f" or a torch model, got {type(model).__name__}")

@@ -1,0 +1,217 @@
+"""Map sources: one ``[prompt, rows, cols]`` map on the patch grid per prompt.
+
+Every source takes one image already at the model's input size (uint8
+``[h, w, 3]``) and returns float32 maps on the patch grid; the geometry back to the
+image lives in :mod:`groundroll.grounding.segment`.
+
+==============  =====================================================================
+method          what it reads
+==============  =====================================================================
+``relevance``   Chefer et al. gradient-weighted relevance of the vision stream read at
+                the class token (SigLIP: through the pooling head), for the score
+                ``logits_per_image[i, i]`` of image copy ``i`` with prompt ``i``; one
+                backward pass for all prompts, in float32.
+``rollout``     Plain attention rollout of the vision stream at the class token. It
+                does not depend on the prompt: every prompt gets the same map.
+``cross``       Text-token -> patch maps through cross-attention (CoCa: vision ->
+                pooler -> decoder; BLIP: vision -> text encoder cross-attention); the
+                prompt is the caption and its content tokens' rows are averaged.
+``maskclip``,   Training-free dense patch features (:mod:`groundroll.grounding.dense`)
+``sclip``,      compared with the text embeddings (cosine).
+``clearclip``,
+``naclip``
+==============  =====================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..adapters import capture
+from ..compose import compose
+from ._model import ModelHandle
+from .dense import DENSE_METHODS
+
+__all__ = ["METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "prompt_maps",
+           "relevance_maps", "rollout_maps", "cross_maps", "image_text_scores"]
+
+ATTENTION_METHODS = ("relevance", "rollout", "cross")
+METHODS = ATTENTION_METHODS + DENSE_METHODS
+
+
+def _patch_maps(rows: torch.Tensor, tokens) -> np.ndarray:
+    """``[batch, N]`` scores over a vision token stream -> ``[batch, rows, cols]``
+    patch maps (prefix tokens dropped, grid from the token metadata)."""
+    gh, gw = tokens.grid
+    patches = rows[:, tokens.patches]
+    return patches.reshape(rows.shape[0], gh, gw).detach().float().cpu().numpy()
+
+
+def relevance_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *,
+                   templates: Sequence[str] | None = None) -> np.ndarray:
+    """Gradient-weighted relevance maps ``[P, rows, cols]`` (float32, >= 0).
+
+    The image is repeated once per prompt; the score of copy ``i`` is its logit with
+    prompt ``i`` (``logit_scale * cos(image_i, text_i)``); the sum of these diagonal
+    logits is back-propagated once, so each copy's attention gradients belong to its
+    own prompt only.
+
+    Examples
+    --------
+    >>> maps = relevance_maps(handle, image, ["a red circle", "a blue star"])
+    ... # doctest: +SKIP
+    >>> maps.shape  # doctest: +SKIP
+    (2, 12, 12)
+    """
+    if handle.family in ("open_clip_coca", "hf_blip"):
+        raise ValueError(f"method='relevance' reads a CLIP-style vision tower; for"
+                         f" {handle.family} use method='cross'")
+    text = handle.text_embeddings(prompts, templates)            # [P, D]
+    pixels = handle.pixels([image]).float().repeat(len(prompts), 1, 1, 1)
+    pixels.requires_grad_(True)
+    streams = ["vision", "pool"] if handle.family == "hf_siglip" else ["vision"]
+    model = handle.model
+    dtype = handle.dtype
+    if dtype != torch.float32:  # fp16 gradients underflow
+        model.float()
+    try:
+        with torch.enable_grad(), capture(model, grads=True, streams=streams) as trace:
+            image_emb = handle.image_embeddings(pixels)          # [P, D]
+            logits = handle.logit_scale() * (image_emb * text).sum(-1)
+            # Gradients w.r.t. the input only: parameters keep no .grad of ours.
+            torch.autograd.grad(logits.sum(), pixels)
+    finally:
+        if dtype != torch.float32:
+            model.to(dtype)
+    tokens = trace.tokens["vision"]
+    if handle.family == "hf_siglip":
+        comp = compose(trace, source="vision", target="pool_queries", method="relevance")
+        rows = comp.source_map[:, 0]
+    else:
+        comp = compose(trace, source="vision", target="vision", method="relevance",
+                       rows="cls")
+        rows = comp.source_map[:, 0]
+    return _patch_maps(rows, tokens)
+
+
+@torch.no_grad()
+def rollout_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *,
+                 residual: float = 0.5, head_fusion: str = "mean") -> np.ndarray:
+    """Plain attention rollout at the class token, ``[P, rows, cols]``.
+
+    The map does not depend on the prompts; it is repeated once per prompt (the
+    reference that prompt-specific methods are measured against).
+    """
+    pixels = handle.pixels([image])
+    model = handle.model
+    if handle.family == "hf_siglip":
+        with capture(model, streams=["vision", "pool"]) as trace:
+            handle.image_embeddings(pixels)
+        comp = compose(trace, source="vision", target="pool_queries", method="rollout",
+                       residual=residual, head_fusion=head_fusion)
+        rows = comp.source_map[:, 0]
+    else:
+        options = {"rows": [0], "residual": residual, "head_fusion": head_fusion}
+        with capture(model, streams=["vision"], reduce=options) as trace:
+            if handle.family == "hf_blip":
+                model.vision_model(pixel_values=pixels)
+            else:
+                handle.image_embeddings(pixels)
+        rows = trace.reduced["vision"][:, 0]
+    maps = _patch_maps(rows, trace.tokens["vision"])
+    return np.repeat(maps, len(prompts), axis=0)
+
+
+@torch.no_grad()
+def cross_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *,
+               compose_method: str = "rollout", read: str = "predict",
+               residual: float = 0.5) -> np.ndarray:
+    """Text-token -> patch maps through cross-attention, ``[P, rows, cols]``.
+
+    Each prompt is run as the caption of the image. ``compose_method`` is the
+    :func:`~groundroll.compose.compose` method of the chain (CoCa: vision -> pool ->
+    decoder, BLIP: vision -> text). The prompt's map is the mean of the rows of its
+    content tokens (special tokens excluded). For CoCa's decoder, ``read="predict"``
+    reads the row that predicts each word, ``read="input"`` the row where the word is
+    the decoder input.
+    """
+    if handle.family not in ("open_clip_coca", "hf_blip"):
+        raise ValueError(f"method='cross' needs a model with cross-attention (open_clip"
+                         f" CoCa, BLIP retrieval); got {handle.family}")
+    if read not in ("predict", "input"):
+        raise ValueError(f"read must be 'predict' or 'input', got {read!r}")
+    enc = handle.tokenize(prompts)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    pixels = handle.pixels([image]).repeat(len(prompts), 1, 1, 1)
+    model = handle.model
+    if handle.family == "open_clip_coca":
+        streams = ["vision", "pool", "text", "decoder", "decoder_cross"]
+        with capture(model, streams=streams) as trace:
+            model(pixels, ids)
+        comp = compose(trace, source="vision", target="decoder", method=compose_method,
+                       residual=residual)
+        shift = 1 if read == "predict" else 0   # decoder row t predicts text token t+1
+    else:
+        with capture(model, streams=["vision", "text", "text_cross"]) as trace:
+            model(input_ids=ids, attention_mask=mask, pixel_values=pixels,
+                  use_itm_head=True)
+        comp = compose(trace, source="vision", target="text", method=compose_method,
+                       residual=residual)
+        shift = 0
+    source_map = comp.source_map                                 # [P, T, S]
+    positions = handle.content_positions(ids, mask)
+    rows = []
+    for p, keep in enumerate(positions):
+        keep = [t - shift for t in keep if 0 <= t - shift < source_map.shape[1]]
+        if not keep:
+            raise ValueError(f"prompt {prompts[p]!r} has no content tokens to ground")
+        rows.append(source_map[p, keep].mean(0))
+    return _patch_maps(torch.stack(rows), trace.tokens["vision"])
+
+
+@torch.no_grad()
+def image_text_scores(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *,
+                      templates: Sequence[str] | None = None) -> np.ndarray:
+    """Per-prompt score ``[P]`` of the whole image: cosine similarity of the image and
+    text embeddings (BLIP: image-text matching probability).
+    """
+    pixels = handle.pixels([image])
+    if handle.family == "hf_blip":
+        enc = handle.tokenize(prompts)
+        out = handle.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                           pixel_values=pixels.repeat(len(prompts), 1, 1, 1),
+                           use_itm_head=True)
+        itm = out.itm_score if hasattr(out, "itm_score") else out[0]
+        return itm.float().softmax(-1)[:, 1].cpu().numpy().astype(np.float32)
+    text = handle.text_embeddings(prompts, templates)
+    image_emb = handle.image_embeddings(pixels)
+    return (image_emb @ text.T)[0].cpu().numpy().astype(np.float32)
+
+
+def prompt_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *,
+                method: str = "relevance", templates: Sequence[str] | None = None,
+                **options) -> np.ndarray:
+    """Dispatch to the source ``method``: ``[P, rows, cols]`` float32 maps for one
+    image at the model's input size.
+
+    Attention sources give non-negative relevance (scale differs per prompt); dense
+    sources give cosine similarities in [-1, 1], comparable across prompts.
+    """
+    if method == "relevance":
+        return relevance_maps(handle, image, prompts, templates=templates, **options)
+    if method == "rollout":
+        return rollout_maps(handle, image, prompts, **options)
+    if method == "cross":
+        if templates:
+            raise ValueError("method='cross' grounds the prompt's own tokens; templates"
+                             " are not supported with it")
+        return cross_maps(handle, image, prompts, **options)
+    if method in DENSE_METHODS:
+        from .dense import dense_maps
+
+        return dense_maps(handle, image, prompts, method=method, templates=templates,
+                          **options)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
