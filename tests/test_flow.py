@@ -96,3 +96,16 @@ def test_flow_errors():
         attention_flow([good], scale=1e12)
     with pytest.raises(ValueError, match=r"attentions is empty"):
         attention_flow([])
+
+
+def test_pairs_split_over_several_calls(monkeypatch):
+    import importlib
+
+    module = importlib.import_module("groundroll.rollout")
+    gen = torch.Generator().manual_seed(7)
+    layers = [torch.softmax(2 * torch.randn(1, 2, 5, 5, generator=gen), -1)
+              for _ in range(3)]
+    expected = networkx_flow(layers)
+    monkeypatch.setattr(module, "_FLOW_EDGES_PER_CALL", 100)  # about 2 pairs per call
+    torch.testing.assert_close(attention_flow(layers).double(), expected,
+                               atol=FLOW_ATOL, rtol=0)
