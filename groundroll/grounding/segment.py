@@ -1,0 +1,535 @@
+"""``segment()``: text prompts in, label map, masks and heatmaps out.
+
+Pipeline (numpy after the map source, all through :mod:`groundroll.masks`):
+
+1. The image (path, PIL image or array; any mode) becomes RGB uint8. Images whose long
+   side exceeds ``max_side`` are downscaled to a working resolution first.
+2. A map source (:mod:`groundroll.grounding.sources`) gives one map per channel on the
+   patch grid: the prompts, then the background prompts. The image is letterboxed
+   (aspect kept, padded) into the square model input and the maps are sent back
+   through the same geometry. Dense sources on large images slide a model-sized
+   window over the image resized to a short side of twice the input size and
+   stitch the windows.
+3. Per-channel normalisation, then probabilities: a softmax across channels of
+   ``logit_scale * maps`` (with a single channel, the normalised map itself).
+4. Optional refinement (``"slic"`` superpixel pooling or ``"pamr"``), argmax label map,
+   background by probability ``threshold`` and background prompts, optional removal of
+   small objects and hole filling.
+5. The label map is resized to the full image by nearest neighbour and the heatmaps
+   bilinearly, so the working memory stays that of the working resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import masks as M
+from ._model import ModelHandle, resolve_model
+from .dense import DENSE_METHODS
+from .sources import ATTENTION_METHODS, METHODS, image_text_scores, prompt_maps
+
+__all__ = ["segment", "Segmentation", "load_image", "REFINE", "slug"]
+
+REFINE = ("none", "slic", "pamr")
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def load_image(image) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` from a path, a PIL image or an array.
+
+    Grayscale, RGBA (alpha dropped), palette, 16-bit and float images are converted:
+    16-bit integers are scaled by ``255 / 65535``, floats are read as [0, 1].
+
+    Raises
+    ------
+    FileNotFoundError
+        A path that does not exist.
+    ValueError
+        A file that is not a readable image, or an array of an unusable shape.
+
+    Examples
+    --------
+    >>> load_image(np.zeros((4, 5), np.uint16)).shape
+    (4, 5, 3)
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image file not found: {path}")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return load_image(im)
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise ValueError(f"cannot read image {path}: {err}") from err
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(image).astype(np.float64)
+            scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 1.0
+            gray = np.clip(np.round(arr * scale), 0, 255).astype(np.uint8)
+            return np.repeat(gray[..., None], 3, axis=-1)
+        if image.mode == "F":
+            return load_image(np.asarray(image, dtype=np.float64))
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4) or min(arr.shape[:2]) < 1:
+        raise ValueError(f"expected an image [H, W], [H, W, 3] or [H, W, 4], got shape"
+                         f" {arr.shape}")
+    if arr.shape[-1] in (1, 2):
+        arr = np.repeat(arr[..., :1], 3, axis=-1)
+    arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        return np.round(np.clip(arr, 0.0, 1.0) * 255).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        top = 255 if arr.max(initial=0) <= 255 else 65535
+        return np.round(np.clip(arr, 0, top) * (255.0 / top)).astype(np.uint8)
+    raise ValueError(f"unsupported image dtype {arr.dtype}")
+
+
+def _check_prompts(prompts, what: str = "prompts") -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts and what == "prompts":
+        raise ValueError("no prompts given: pass at least one text prompt")
+    for p in prompts:
+        if not isinstance(p, str) or not p.strip():
+            raise ValueError(f"{what} must be non-empty strings, got {p!r}")
+    return prompts
+
+
+def _resize_rgb(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    if tuple(rgb.shape[:2]) == tuple(hw):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((hw[1], hw[0]), Image.BICUBIC))
+
+
+def _upsample(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear, pixel-centre aligned ``[C, h, w]`` -> ``[C, H, W]`` (separable)."""
+    h, w = maps.shape[1:]
+    if (h, w) == tuple(hw):
+        return maps
+    geometry = M.Letterbox(tuple(hw), (h, w), (h, w), (0, 0))
+    return M.unletterbox(maps, geometry, order=1)
+
+
+def _nearest(labels: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    h, w = labels.shape
+    H, W = hw
+    if (h, w) == (H, W):
+        return labels
+    rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def slug(text: str, max_len: int = 40) -> str:
+    """Filesystem-safe lower-case name of a prompt: ``"a Red circle!"`` -> ``"a_red_circle"``."""
+    s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return (s[:max_len].rstrip("_") or "prompt")
+
+
+# ----------------------------------------------------------------------------- result
+
+
+@dataclass
+class Segmentation:
+    """Result of :func:`segment`.
+
+    Attributes
+    ----------
+    labels : ndarray of int32, shape [H, W]
+        ``0`` background, ``k + 1`` prompt ``k``.
+    masks : ndarray of bool, shape [P, H, W]
+        ``labels == k + 1`` per prompt.
+    heatmaps : ndarray of float32, shape [P, H, W]
+        Each prompt's map normalised to [0, 1] (the source's map before the softmax).
+    scores : ndarray of float32, shape [P]
+        Whole-image score of each prompt: image-text cosine similarity (BLIP: the
+        image-text matching probability).
+    prompts : list of str
+    settings : dict
+        Every option used, the model name, image sizes and the seconds taken.
+    image : ndarray of uint8, shape [H, W, 3]
+        The RGB image, for overlays.
+    """
+
+    labels: np.ndarray
+    masks: np.ndarray
+    heatmaps: np.ndarray
+    scores: np.ndarray
+    prompts: list[str]
+    settings: dict = field(default_factory=dict)
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def areas(self) -> list[int]:
+        """Pixels in each prompt's mask."""
+        return [int(m.sum()) for m in self.masks]
+
+    def boxes(self) -> list[tuple[int, int, int, int] | None]:
+        """Per prompt ``(x0, y0, x1, y1)`` of its mask (``x1``, ``y1`` exclusive), or
+        None for an empty mask.
+
+        Examples
+        --------
+        >>> m = np.zeros((1, 4, 5), bool); m[0, 1:3, 2:4] = True
+        >>> Segmentation(m[0].astype(np.int32), m, m.astype(np.float32),
+        ...              np.zeros(1, np.float32), ["x"]).boxes()
+        [(2, 1, 4, 3)]
+        """
+        out = []
+        for m in self.masks:
+            rows = np.flatnonzero(m.any(1))
+            cols = np.flatnonzero(m.any(0))
+            out.append(None if rows.size == 0 else
+                       (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
+        return out
+
+    def overlay(self, *, alpha: float = 0.5) -> np.ndarray:
+        """uint8 ``[H, W, 3]`` image with the labelled pixels coloured
+        (:func:`groundroll.masks.palette` colours, label ``k + 1`` for prompt ``k``)."""
+        from ..viz import overlay
+
+        image = self.image if self.image is not None else np.zeros(
+            self.labels.shape + (3,), np.uint8)
+        return overlay(image, self.labels, palette=M.palette(max(len(self.prompts) + 1, 2)),
+                       alpha=alpha)
+
+    def to_coco(self, *, image_id: int = 0, start_id: int = 1) -> list[dict]:
+        """COCO annotations, one per non-empty mask, with RLE segmentation.
+
+        Each dict has ``id``, ``image_id``, ``category_id`` (``k + 1``),
+        ``category_name`` (the prompt), ``segmentation`` (RLE, ``counts`` as str),
+        ``area``, ``bbox`` (``[x, y, width, height]``), ``iscrowd`` 0 and ``score``.
+        """
+        from pycocotools import mask as mask_util
+
+        out = []
+        for k, m in enumerate(self.masks):
+            if not m.any():
+                continue
+            rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+            area = float(mask_util.area(rle))
+            bbox = [float(v) for v in mask_util.toBbox(rle)]
+            rle = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+            out.append({"id": start_id + len(out), "image_id": image_id,
+                        "category_id": k + 1, "category_name": self.prompts[k],
+                        "segmentation": rle, "area": area, "bbox": bbox, "iscrowd": 0,
+                        "score": float(self.scores[k])})
+        return out
+
+    def polygons(self, *, tolerance: float = 1.0) -> list[list[np.ndarray]]:
+        """Per prompt, the outlines of its mask as ``[n, 2]`` float arrays of
+        ``(row, col)`` vertices (:func:`skimage.measure.find_contours` at level 0.5,
+        simplified with :func:`skimage.measure.approximate_polygon`)."""
+        from skimage.measure import approximate_polygon, find_contours
+
+        out = []
+        for m in self.masks:
+            padded = np.pad(m.astype(np.float32), 1)
+            polys = [approximate_polygon(c - 1, tolerance) for c in find_contours(padded, 0.5)]
+            out.append([p for p in polys if len(p) >= 3])
+        return out
+
+    def summary(self) -> dict:
+        """JSON-ready summary: prompts, scores, areas, boxes, settings."""
+        return {"prompts": list(self.prompts),
+                "scores": [float(s) for s in self.scores],
+                "areas": self.areas,
+                "boxes": [None if b is None else list(b) for b in self.boxes()],
+                "image_size": list(self.labels.shape),
+                "settings": _jsonable(self.settings)}
+
+    def output_paths(self, directory, *, stem: str = "segmentation") -> dict[str, Path]:
+        """Files :meth:`save` writes: ``labels``, ``overlay``, ``summary`` and
+        ``mask_k`` per prompt."""
+        return output_paths(directory, self.prompts, stem=stem)
+
+    def save(self, directory, *, stem: str = "segmentation", force: bool = False) -> dict:
+        """Write ``<stem>_labels.png`` (palette PNG), ``<stem>_<k>_<slug>.png`` (one
+        mask per prompt), ``<stem>_overlay.png`` and ``<stem>.json``.
+
+        Every path is checked before anything is written; each file is written
+        atomically. Existing files are an error unless ``force``.
+
+        Returns
+        -------
+        dict of str to Path
+        """
+        from .._atomic import atomic_write, check_writable
+
+        paths = self.output_paths(directory, stem=stem)
+        check_writable(paths.values(), force=force)
+        blobs = {"labels": _png(self.labels, palette=True),
+                 "overlay": _png(self.overlay())}
+        for k, m in enumerate(self.masks):
+            blobs[f"mask_{k}"] = _png(m.astype(np.uint8) * 255)
+        summary = self.summary()
+        summary["files"] = {k: p.name for k, p in paths.items() if k != "summary"}
+        blobs["summary"] = (json.dumps(summary, indent=2) + "\n").encode()
+        for key, path in paths.items():
+            with atomic_write(path, force=force) as f:
+                f.write(blobs[key])
+        return paths
+
+
+def output_paths(directory, prompts: Sequence[str], *, stem: str = "segmentation") -> dict:
+    """Paths :meth:`Segmentation.save` writes for ``prompts`` (see there)."""
+    d = Path(directory)
+    paths = {"labels": d / f"{stem}_labels.png"}
+    for k, p in enumerate(prompts):
+        paths[f"mask_{k}"] = d / f"{stem}_{k}_{slug(p)}.png"
+    paths["overlay"] = d / f"{stem}_overlay.png"
+    paths["summary"] = d / f"{stem}.json"
+    return paths
+
+
+def _png(array: np.ndarray, *, palette: bool = False) -> bytes:
+    import io
+
+    from PIL import Image
+
+    if palette:
+        if array.max(initial=0) > 255:
+            raise ValueError("palette PNGs hold at most 255 prompts")
+        im = Image.fromarray(array.astype(np.uint8), mode="P")
+        im.putpalette(M.palette(256).ravel().tolist())
+    else:
+        im = Image.fromarray(array)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+# ----------------------------------------------------------------------------- maps
+
+
+def _grid_maps_letterboxed(handle, rgb, channels, method, templates, options):
+    """``[C, h, w]`` maps at the image's pixels through one letterboxed model input."""
+    geometry = M.letterbox_geometry(rgb.shape[:2], handle.image_size, mode="pad")
+    model_input = M.letterbox_image(rgb, geometry, fill=0)
+    grid = prompt_maps(handle, model_input, channels, method=method, templates=templates,
+                       **options)
+    return M.unletterbox(grid.astype(np.float32), geometry, order=1)
+
+
+def _grid_maps_windowed(handle, rgb, channels, method, templates, options, *, stride):
+    """Sliding model-sized windows over the image resized to a short side of twice
+    the model input; windows are stitched, then resized to the image."""
+    size = handle.image_size
+    resized_hw = M.fit_size(rgb.shape[:2], short_side=2 * min(size))
+    resized = _resize_rgb(rgb, resized_hw)
+    windows = M.sliding_windows(resized_hw, window=size, stride=stride)
+
+    def each():
+        for y0, x0, y1, x1 in windows:
+            crop = resized[y0:y1, x0:x1]
+            if crop.shape[:2] != tuple(size):  # window larger than the image side
+                crop = _resize_rgb(np.ascontiguousarray(crop), size)
+            yield prompt_maps(handle, crop, channels, method=method, templates=templates,
+                              **options)
+
+    stitched = M.stitch(each(), windows, resized_hw)
+    return _upsample(stitched, rgb.shape[:2]) if tuple(resized_hw) != rgb.shape[:2] else (
+        stitched)
+
+
+def segment(
+    image,
+    prompts: Sequence[str],
+    *,
+    model: Any = "bundled:shapes-clip",
+    method: str = "relevance",
+    background: Sequence[str] | None = None,
+    threshold: float | None = None,
+    refine: str | None = None,
+    templates: Sequence[str] | None = None,
+    logit_scale: float | None = None,
+    normalize: str | None = None,
+    window: bool | None = None,
+    max_side: int = 1024,
+    min_size: int = 0,
+    fill_holes: bool = False,
+    tokenizer: Any = None,
+    cache: dict | None = None,
+    source_options: dict | None = None,
+) -> Segmentation:
+    """Segment an image with text prompts.
+
+    Parameters
+    ----------
+    image : str, PathLike, PIL.Image or ndarray
+        Any PIL mode or array dtype (see :func:`load_image`).
+    prompts : sequence of str
+        One non-empty text per class; label ``k + 1`` is ``prompts[k]``.
+    model : Bundle, str or torch.nn.Module
+        A :class:`~groundroll.zoo.Bundle`, a spec for :func:`groundroll.zoo.load`
+        (``"bundled:shapes-clip"``, ``"open_clip:ViT-B-16/laion2b_s34b_b88k"``), or a
+        model with ``tokenizer=``.
+    method : {"relevance", "rollout", "cross", "maskclip", "sclip", "clearclip", "naclip"}
+        Map source (:mod:`groundroll.grounding.sources`).
+    background : sequence of str, optional
+        Background prompts ("background", "sky", ...): extra channels whose pixels
+        get label 0.
+    threshold : float, optional
+        Probability threshold: a pixel whose winning prompt's probability is below
+        it (exclusive) becomes background. With no threshold and no background
+        prompts every pixel gets a prompt.
+    refine : {"none", "slic", "pamr"}, optional
+        Refine the probabilities with image superpixels or PAMR before the argmax.
+    templates : sequence of str, optional
+        Prompt templates with one ``{}``; text embeddings are averaged over them
+        (:func:`groundroll.masks.ensemble_prompts`). Not for ``"cross"``.
+    logit_scale : float, optional
+        Softmax temperature inverse across channels. Default: 10 for the attention
+        sources (maps normalised to [0, 1]), the model's own logit scale for the
+        dense sources (cosine similarities).
+    normalize : {"minmax", "max", "none"}, optional
+        Per-channel normalisation before the softmax: ``"minmax"`` for attention
+        sources, ``"none"`` for dense sources by default.
+    window : bool, optional
+        Sliding windows for dense sources: None (default) slides when the working
+        image's short side exceeds twice the model input.
+    max_side : int
+        Working resolution: longer images are downscaled so their long side is
+        ``max_side``; the label map is resized back by nearest neighbour.
+    min_size : int
+        Remove connected components smaller than this many working pixels.
+    fill_holes : bool
+        Fill background holes enclosed by one label.
+    tokenizer : optional
+        Tokenizer for a bare ``model``.
+    cache : dict, optional
+        Caller-owned dict keeping models loaded from spec strings across calls.
+    source_options : dict, optional
+        Extra keyword arguments of the map source (e.g. ``{"read": "input"}`` for
+        ``"cross"``, ``{"sigma": 3.0}`` for ``"naclip"``).
+
+    Returns
+    -------
+    Segmentation
+
+    Raises
+    ------
+    ValueError
+        No prompts, an empty prompt, an unknown method or refinement, a corrupt image.
+    FileNotFoundError
+        A missing image file.
+
+    Examples
+    --------
+    >>> from groundroll.grounding import segment
+    >>> seg = segment("groundroll/data/examples/shapes_scene.png",
+    ...               ["red circle", "blue star"], threshold=0.6)   # doctest: +SKIP
+    >>> seg.masks.shape                                              # doctest: +SKIP
+    (2, 128, 160)
+    """
+    started = time.perf_counter()
+    prompts = _check_prompts(prompts)
+    background = _check_prompts(background or [], "background prompts")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    refine = "none" if refine is None else refine
+    if refine not in REFINE:
+        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold is a probability in [0, 1], got {threshold}")
+    rgb = load_image(image)
+    handle: ModelHandle = resolve_model(model, tokenizer=tokenizer, cache=cache)
+
+    full_hw = rgb.shape[:2]
+    if max(full_hw) > max_side:
+        work_hw = M.fit_size(full_hw, long_side=max_side)
+        work = _resize_rgb(rgb, work_hw)
+    else:
+        work_hw, work = full_hw, rgb
+
+    channels = prompts + background
+    dense = method in DENSE_METHODS
+    size = handle.image_size
+    if window is None:
+        window = dense and min(work_hw) > 2 * min(size)
+    options = dict(source_options or {})
+    if window:
+        stride = max(1, (2 * min(size)) // 3)
+        maps = _grid_maps_windowed(handle, work, channels, method, templates, options,
+                                   stride=stride)
+    else:
+        maps = _grid_maps_letterboxed(handle, work, channels, method, templates, options)
+
+    normalize = normalize or ("none" if dense else "minmax")
+    scale = float(logit_scale) if logit_scale is not None else (
+        handle.logit_scale() if dense else 10.0)
+    scored = M.normalize_maps(maps, how=normalize).astype(np.float32)
+    if len(channels) > 1:
+        probs = M.softmax_maps(scored, logit_scale=scale).astype(np.float32)
+    else:
+        probs = M.normalize_maps(maps, how="minmax").astype(np.float32)
+    if refine == "slic":
+        n_segments = max(50, int(np.prod(work_hw) / 150))
+        probs = M.slic_pool(probs, work, n_segments=n_segments, compactness=10.0)
+    elif refine == "pamr":
+        probs = M.pamr(probs, work)
+    bg_index = list(range(len(prompts), len(channels)))
+    labels = M.label_map(probs, threshold=threshold, background=bg_index or None)
+    if min_size:
+        labels = M.remove_small(labels, min_size=int(min_size))
+    if fill_holes:
+        labels = M.fill_holes(labels)
+    del probs, scored
+
+    heat = M.normalize_maps(maps[: len(prompts)], how="minmax").astype(np.float32)
+    del maps
+    labels = _nearest(labels.astype(np.int32), full_hw)
+    heat = _upsample(heat, full_hw).astype(np.float32, copy=False)
+    np.clip(heat, 0.0, 1.0, out=heat)
+    masks = M.masks_from_labels(labels, len(prompts))
+    model_input = M.letterbox_image(work, M.letterbox_geometry(work_hw, size, mode="pad"))
+    scores = image_text_scores(handle, model_input, prompts, templates=templates)
+    settings = {
+        "model": handle.name, "family": handle.family, "method": method,
+        "background": background, "threshold": threshold, "refine": refine,
+        "templates": list(templates) if templates else None, "logit_scale": scale,
+        "normalize": normalize, "window": bool(window), "max_side": max_side,
+        "min_size": min_size, "fill_holes": fill_holes, "source_options": options,
+        "image_size": list(full_hw), "working_size": list(work_hw),
+        "model_input": list(size), "seconds": round(time.perf_counter() - started, 4),
+    }
+    return Segmentation(labels=labels, masks=masks, heatmaps=heat, scores=scores,
+                        prompts=prompts, settings=settings, image=rgb)
