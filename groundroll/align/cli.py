@@ -1,0 +1,180 @@
+"""``groundroll align`` and ``groundroll aer``: thin wrappers of :func:`~groundroll.align.align`
+and :func:`~groundroll.evaluate.aer`.
+
+``register(subparsers)`` adds both subcommands to a parent parser (each sets
+``func(args) -> int``, the exit status); :func:`main` builds a parser of its own.
+
+Exit status: 0 on success, 2 on bad input (unreadable or mismatched files, bad options),
+1 when an output exists and ``--force`` was not given. Nothing is written on an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register", "main"]
+
+DEFAULT_MODEL = "bundled:toy-mt"
+
+
+def _int_list(text: str):
+    if text in ("all", ""):
+        return None
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers or 'all', got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def _add_align(subparsers) -> None:
+    from groundroll.align.api import EXTRACTIONS, METHODS, SYMMETRISATIONS
+
+    p = subparsers.add_parser(
+        "align", help="word-align sentence pairs with a translation model",
+        description="Word-align sentence pairs (one whitespace-tokenised sentence per line)"
+                    " from a translation model's attention; writes one Pharaoh line"
+                    " (0-indexed 's-t' links) per input line.")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model spec for groundroll.zoo.load (default {DEFAULT_MODEL})")
+    p.add_argument("--src", required=True, help="source sentences, one per line")
+    p.add_argument("--tgt", help="target sentences, one per line (default: translate)")
+    p.add_argument("--out", required=True, help="output Pharaoh file")
+    p.add_argument("--method", choices=METHODS, default="raw")
+    p.add_argument("--layers", type=_int_list, default=None,
+                   help="comma-separated layer indices or 'all' (default: all)")
+    p.add_argument("--heads", type=_int_list, default=None,
+                   help="comma-separated head indices or 'all' (default: all)")
+    shift = p.add_mutually_exclusive_group()
+    shift.add_argument("--shift", dest="shift", action="store_true", default=None,
+                       help="read a word at the row where it is the decoder input (AWI)")
+    shift.add_argument("--no-shift", dest="shift", action="store_false",
+                       help="read a word at the row that predicts it (AWO)")
+    p.add_argument("--extraction", choices=EXTRACTIONS, default="argmax")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="limit for --extraction threshold (row-normalised scores)")
+    p.add_argument("--symmetrise", choices=SYMMETRISATIONS, default=None)
+    p.add_argument("--reverse-model", default=None,
+                   help="target-to-source model for the backward direction")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="token limit per sentence (default: the model's)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_align)
+
+
+def _add_aer(subparsers) -> None:
+    p = subparsers.add_parser(
+        "aer", help="alignment error rate of predicted links against gold",
+        description="Corpus AER, precision, recall and F1 of a Pharaoh prediction file"
+                    " (0-indexed) against a gold file.")
+    p.add_argument("--gold", required=True,
+                   help="gold alignments: talp (1-indexed, 's-t' sure, 'spt' possible)")
+    p.add_argument("--pred", required=True, help="predicted Pharaoh file (0-indexed)")
+    p.add_argument("--gold-format", choices=("talp", "pharaoh"), default="talp")
+    p.set_defaults(func=_run_aer)
+
+
+def register(subparsers) -> None:
+    """Add the ``align`` and ``aer`` subcommands to ``parser.add_subparsers()``."""
+    _add_align(subparsers)
+    _add_aer(subparsers)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"groundroll: error: {message}", file=sys.stderr)
+    return code
+
+
+def _read(path: str) -> list[str]:
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+def _run_align(args) -> int:
+    from groundroll._atomic import check_writable
+
+    try:
+        src = _read(args.src)
+        tgt = None if args.tgt is None else _read(args.tgt)
+    except (OSError, UnicodeDecodeError) as err:
+        return _fail(f"cannot read input: {err}")
+    if tgt is not None and len(tgt) != len(src):
+        return _fail(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)};"
+                     " source and target files must have one sentence per line each")
+    if args.batch_size < 1:
+        return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        check_writable([args.out], force=args.force)
+    except FileExistsError as err:
+        return _fail(str(err), 1)
+    except (OSError, ValueError) as err:
+        return _fail(str(err))
+
+    from groundroll.align.api import align
+    from groundroll.align.io import write_pharaoh
+
+    try:
+        result = align(src, tgt, model=args.model, method=args.method, layers=args.layers,
+                       heads=args.heads, shift=args.shift, extraction=args.extraction,
+                       threshold=args.threshold, symmetrise=args.symmetrise,
+                       reverse_model=args.reverse_model, batch_size=args.batch_size,
+                       max_length=args.max_length, progress=not args.quiet)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        return _fail(str(err))
+    try:
+        write_pharaoh(args.out, [a.links for a in result], force=args.force)
+    except FileExistsError as err:
+        return _fail(str(err), 1)
+    print(f"wrote {len(result)} alignment line(s) to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _run_aer(args) -> int:
+    from groundroll.align.io import read_pharaoh, read_talp
+    from groundroll.evaluate import aer
+
+    try:
+        if args.gold_format == "talp":
+            sure, possible = read_talp(args.gold)
+        else:
+            sure = read_pharaoh(args.gold)
+            possible = sure
+        pred = read_pharaoh(args.pred)
+    except (OSError, ValueError) as err:
+        return _fail(str(err))
+    if len(pred) != len(sure):
+        return _fail(f"{args.gold} has {len(sure)} lines but {args.pred} has {len(pred)}")
+    try:
+        s = aer(sure, possible, pred)
+    except ValueError as err:
+        return _fail(str(err))
+    print(f"AER       {s.aer:.4f}\nprecision {s.precision:.4f}\nrecall    {s.recall:.4f}\n"
+          f"F1        {s.f1:.4f}\nlinks     predicted {s.n_pred}, sure {s.n_sure},"
+          f" possible {s.n_possible}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Run ``align`` or ``aer`` from an argument list; returns the exit status.
+
+    Examples
+    --------
+    >>> main(["aer", "--gold", "gold.talp", "--pred", "pred.txt"])   # doctest: +SKIP
+    0
+    """
+    parser = argparse.ArgumentParser(prog="groundroll",
+                                     description="word alignment from translation models")
+    register(parser.add_subparsers(dest="command", required=True))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
