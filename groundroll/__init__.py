@@ -14,7 +14,7 @@ and decoder, :func:`segment` and :func:`align` turn maps into masks and word ali
 
 from importlib import import_module
 
-from .adapters import adapter_for, capture, register_adapter, supported_models
+from .adapters import Adapter, Site, adapter_for, capture, register_adapter, supported_models
 from .compose import Chain, Composition, chain_for, compose, joint_graph
 from .rollout import (
     RolloutAccumulator,
@@ -43,6 +43,26 @@ _LAZY = {
     "align": "groundroll.align",
     "Alignment": "groundroll.align",
     "layer_scan": "groundroll.align",
+    "label_map": "groundroll.masks",
+    "softmax_maps": "groundroll.masks",
+    "normalize_maps": "groundroll.masks",
+    "resize_maps": "groundroll.masks",
+    "letterbox_geometry": "groundroll.masks",
+    "unletterbox": "groundroll.masks",
+    "palette": "groundroll.masks",
+    "miou": "groundroll.evaluate",
+    "miou_dataset": "groundroll.evaluate",
+    "aer": "groundroll.evaluate",
+    "deletion_curve": "groundroll.evaluate",
+    "insertion_curve": "groundroll.evaluate",
+    "overlay": "groundroll.viz",
+    "heatmap_overlay": "groundroll.viz",
+    "plot_alignment": "groundroll.viz",
+    "read_pharaoh": "groundroll.align",
+    "write_pharaoh": "groundroll.align",
+    "read_talp": "groundroll.align",
+    "symmetrize": "groundroll.align",
+    "itermax": "groundroll.align",
 }
 _SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "align", "grounding", "cli")
 
@@ -51,7 +71,7 @@ __all__ = [
     "rownorm", "fuse_heads", "gradient_weighted", "residual_correct", "prune", "rollout",
     "RolloutAccumulator", "attention_flow", "value_weighted", "relevance_self_update",
     "relevance_normalise", "relevance_co_update",
-    "capture", "adapter_for", "register_adapter", "supported_models",
+    "capture", "Adapter", "Site", "adapter_for", "register_adapter", "supported_models",
     "compose", "Composition", "Chain", "chain_for", "joint_graph",
     *_LAZY,
 ]
