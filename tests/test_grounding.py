@@ -1,0 +1,113 @@
+"""Map sources on tiny random models: shapes, ranges, one-backward relevance, dense
+rewrites that restore the model, MaskCLIP against a manual recomputation."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from groundroll.grounding import (dense_rewrite, prompt_maps, relevance_maps,
+                                  resolve_model, segment)
+from groundroll.grounding.dense import dense_maps
+
+from test_grounding_support import tiny_bundle
+
+PROMPTS = ["a red circle", "blue star"]
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return resolve_model(tiny_bundle("open_clip"))
+
+
+def _image(h=32, w=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("method", ["relevance", "rollout", "maskclip", "sclip",
+                                    "clearclip", "naclip"])
+def test_every_clip_source_gives_prompt_heatmaps_on_non_square_images(clip, method):
+    seg = segment(_image(24, 50), PROMPTS, model=clip, method=method)
+    assert seg.heatmaps.shape == (2, 24, 50) and seg.heatmaps.dtype == np.float32
+    assert seg.heatmaps.min() >= 0 and seg.heatmaps.max() <= 1
+    assert seg.masks.shape == (2, 24, 50) and seg.labels.shape == (24, 50)
+    assert np.isfinite(seg.scores).all()
+
+
+@pytest.mark.parametrize("family,method", [("open_clip_coca", "cross"), ("blip", "cross"),
+                                           ("clip", "relevance"), ("siglip", "relevance"),
+                                           ("clip", "rollout"), ("siglip", "rollout")])
+def test_other_families(family, method):
+    seg = segment(_image(40, 28), PROMPTS, model=tiny_bundle(family), method=method)
+    assert seg.heatmaps.shape == (2, 40, 28)
+    assert seg.heatmaps.min() >= 0 and seg.heatmaps.max() <= 1
+
+
+def test_relevance_of_two_prompts_in_one_backward_equals_separate_runs(clip):
+    image = _image()
+    both = relevance_maps(clip, image, PROMPTS)
+    one = np.concatenate([relevance_maps(clip, image, [p]) for p in PROMPTS])
+    np.testing.assert_allclose(both, one, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(both[0], both[1])      # the prompts matter
+    assert all(p.grad is None for p in clip.model.parameters())
+
+
+def test_rollout_is_the_same_map_for_every_prompt(clip):
+    maps = prompt_maps(clip, _image(), PROMPTS, method="rollout")
+    np.testing.assert_array_equal(maps[0], maps[1])
+
+
+@pytest.mark.parametrize("method", ["maskclip", "sclip", "clearclip", "naclip"])
+def test_dense_rewrite_is_reversible(clip, method):
+    model = clip.model
+    x = clip.pixels([_image()])
+    block = model.visual.transformer.resblocks[-1]
+    with torch.no_grad():
+        before = model.encode_image(x)
+        with dense_rewrite(model, method):
+            inside = model.encode_image(x)
+        after = model.encode_image(x)
+        with pytest.raises(RuntimeError, match="boom"):
+            with dense_rewrite(model, method):
+                raise RuntimeError("boom")
+        again = model.encode_image(x)
+    assert not torch.allclose(before, inside)
+    assert torch.equal(before, after) and torch.equal(before, again)
+    assert "forward" not in block.__dict__
+
+
+def test_maskclip_equals_a_manual_recomputation(clip):
+    model, image = clip.model, _image()
+    got = dense_maps(clip, image, PROMPTS, method="maskclip")
+    visual = model.visual
+    with torch.no_grad():
+        x = visual._embeds(clip.pixels([image]))
+        for block in visual.transformer.resblocks[:-1]:
+            x = block(x)
+        last = visual.transformer.resblocks[-1]
+        e = last.attn.embed_dim
+        v = F.linear(last.ln_1(x), last.attn.in_proj_weight[2 * e:],
+                     last.attn.in_proj_bias[2 * e:])
+        feats = visual.ln_post(last.attn.out_proj(v)[:, 1:]) @ visual.proj
+        feats = F.normalize(feats, dim=-1)
+        text = F.normalize(model.encode_text(clip.tokenize(PROMPTS)["input_ids"]), dim=-1)
+        want = (feats[0] @ text.T).T.reshape(2, *visual.grid_size)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_templates_average_normalised_text_embeddings(clip):
+    templates = ["a photo of {}.", "{}"]
+    got = clip.text_embeddings(["red circle"], templates)
+    each = clip.text_embeddings(["a photo of red circle.", "red circle"])
+    want = F.normalize(each.mean(0, keepdim=True), dim=-1)
+    torch.testing.assert_close(got, want)
+
+
+def test_unsupported_combinations_say_what_to_use(clip):
+    coca = resolve_model(tiny_bundle("open_clip_coca"))
+    with pytest.raises(ValueError, match="cross"):
+        relevance_maps(coca, _image(), PROMPTS)
+    with pytest.raises(ValueError, match="cross-attention"):
+        prompt_maps(clip, _image(), PROMPTS, method="cross")
+    with pytest.raises(ValueError, match="open_clip ViT"):
+        prompt_maps(resolve_model(tiny_bundle("clip")), _image(), PROMPTS, method="sclip")

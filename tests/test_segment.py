@@ -1,0 +1,185 @@
+"""segment(): input handling, postprocessing on hand-made maps, export, large images."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import importlib
+from groundroll.grounding import Segmentation, load_image, resolve_model, segment
+
+from test_grounding_support import tiny_bundle
+
+seg_module = importlib.import_module("groundroll.grounding.segment")
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return resolve_model(tiny_bundle("open_clip"))
+
+
+def _rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------ inputs
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "P", "RGB", "1", "F"])
+def test_every_pil_mode_becomes_rgb_uint8(mode):
+    base = Image.fromarray(_rgb(9, 13))
+    if mode == "I;16":
+        im = Image.fromarray((np.arange(9 * 13).reshape(9, 13) * 500).astype(np.uint16))
+    elif mode == "F":
+        im = Image.fromarray(np.linspace(0, 1, 9 * 13, dtype=np.float32).reshape(9, 13))
+    else:
+        im = base.convert(mode)
+    out = load_image(im)
+    assert out.shape == (9, 13, 3) and out.dtype == np.uint8
+    if mode == "I;16":
+        assert out.max() > 200  # scaled from 16 bits, not clipped
+
+
+def test_arrays_of_other_dtypes_and_shapes():
+    assert load_image(np.zeros((4, 5), np.uint16)).shape == (4, 5, 3)
+    assert load_image(np.ones((4, 5, 4), np.float32))[0, 0].tolist() == [255, 255, 255]
+    assert load_image(np.full((2, 2), 65535, np.uint16)).max() == 255
+    with pytest.raises(ValueError, match="shape"):
+        load_image(np.zeros((2, 2, 7)))
+
+
+def test_missing_and_corrupt_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        load_image(tmp_path / "nope.png")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="bad.jpg"):
+        load_image(bad)
+
+
+def test_palette_and_16_bit_files_segment(tmp_path, clip):
+    for mode in ("P", "I;16", "LA"):
+        path = tmp_path / f"im_{mode.replace(';', '')}.png"
+        im = Image.fromarray(_rgb(20, 30)).convert("L" if mode != "P" else "P")
+        if mode == "I;16":
+            im = Image.fromarray((np.asarray(im).astype(np.uint16) * 257))
+        elif mode == "LA":
+            im = im.convert("LA")
+        im.save(path)
+        seg = segment(path, ["a"], model=clip)
+        assert seg.labels.shape == (20, 30)
+
+
+def test_prompt_errors(clip):
+    image = _rgb(8, 8)
+    with pytest.raises(ValueError, match="no prompts"):
+        segment(image, [], model=clip)
+    with pytest.raises(ValueError, match="non-empty"):
+        segment(image, ["ok", "  "], model=clip)
+    with pytest.raises(ValueError, match="method"):
+        segment(image, ["ok"], model=clip, method="magic")
+    with pytest.raises(ValueError, match="refine"):
+        segment(image, ["ok"], model=clip, refine="crf")
+
+
+def test_long_prompt_is_truncated_with_a_warning(clip):
+    with pytest.warns(UserWarning, match="truncated"):
+        seg = segment(_rgb(8, 8), [" ".join(["word"] * 40)], model=clip)
+    assert seg.labels.shape == (8, 8)
+
+
+# ------------------------------------------------------------ hand-made maps
+
+
+def _fake_source(maps):
+    def fake(handle, image, prompts, **kwargs):
+        assert image.shape[:2] == handle.image_size
+        return np.asarray(maps, np.float32)[: len(prompts)]
+    return fake
+
+
+def test_letterbox_geometry_maps_grid_halves_to_image_halves(clip, monkeypatch):
+    # Grid 4 x 4: prompt 0 on the left half, prompt 1 on the right half.
+    left = np.zeros((4, 4)); left[:, :2] = 1
+    monkeypatch.setattr(seg_module, "prompt_maps", _fake_source([left, 1 - left]))
+    s = segment(_rgb(16, 64), ["l", "r"], model=clip)   # wide image: padded top/bottom
+    assert (s.labels[:, :30] == 1).all() and (s.labels[:, 34:] == 2).all()
+    assert s.masks.sum() == 16 * 64
+
+
+def test_threshold_and_background_prompts(clip, monkeypatch):
+    blob = np.zeros((4, 4)); blob[1:3, 1:3] = 1
+    flat = np.full((4, 4), 0.5)
+    monkeypatch.setattr(seg_module, "prompt_maps", _fake_source([blob, flat]))
+    s = segment(_rgb(32, 32), ["thing"], model=clip, threshold=0.5)
+    assert s.labels[16, 16] == 1 and s.labels[0, 0] == 0
+    s = segment(_rgb(32, 32), ["thing"], background=["background"], model=clip,
+                normalize="none", logit_scale=50)
+    assert s.labels[16, 16] == 1 and s.labels[0, 0] == 0 and s.masks.shape[0] == 1
+    s = segment(_rgb(32, 32), ["thing"], model=clip, refine="pamr", threshold=0.5,
+                min_size=4, fill_holes=True)
+    assert s.labels[16, 16] == 1
+
+
+# ------------------------------------------------------------------- export
+
+
+def _hand_segmentation():
+    labels = np.zeros((10, 12), np.int32)
+    labels[2:5, 3:8] = 1
+    labels[6:9, 0:2] = 2
+    masks = np.stack([labels == 1, labels == 2, labels == 3])
+    return Segmentation(labels, masks, masks.astype(np.float32),
+                        np.array([0.3, 0.2, 0.1], np.float32), ["a cat", "dog!", "x"],
+                        image=_rgb(10, 12))
+
+
+def test_boxes_coco_and_polygons_on_a_hand_mask():
+    from pycocotools import mask as mask_util
+
+    s = _hand_segmentation()
+    assert s.boxes() == [(3, 2, 8, 5), (0, 6, 2, 9), None]
+    coco = s.to_coco(image_id=7)
+    assert [a["category_name"] for a in coco] == ["a cat", "dog!"]
+    for ann, m in zip(coco, s.masks):
+        rle = dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode())
+        np.testing.assert_array_equal(mask_util.decode(rle).astype(bool), m)
+        assert ann["area"] == m.sum() and ann["image_id"] == 7
+    assert coco[0]["bbox"] == [3.0, 2.0, 5.0, 3.0]
+    polys = s.polygons()
+    assert len(polys) == 3 and len(polys[0]) == 1 and polys[2] == []
+    rows, cols = polys[0][0][:, 0], polys[0][0][:, 1]
+    assert rows.min() >= 1 and rows.max() <= 5 and cols.min() >= 2 and cols.max() <= 8
+
+
+def test_save_writes_everything_and_needs_force(tmp_path):
+    s = _hand_segmentation()
+    paths = s.save(tmp_path, stem="img")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["img.json", "img_0_a_cat.png", "img_1_dog.png", "img_2_x.png",
+                     "img_labels.png", "img_overlay.png"]
+    labels = Image.open(paths["labels"])
+    assert labels.mode == "P"
+    np.testing.assert_array_equal(np.asarray(labels), s.labels)
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["areas"] == [15, 6, 0] and summary["boxes"][2] is None
+    before = paths["labels"].read_bytes()
+    with pytest.raises(FileExistsError, match="force"):
+        s.save(tmp_path, stem="img")
+    assert paths["labels"].read_bytes() == before
+    s.save(tmp_path, stem="img", force=True)
+    assert s.overlay().shape == (10, 12, 3)
+
+
+# ------------------------------------------------------------------- large images
+
+
+def test_a_6000_by_4000_image_completes(clip):
+    big = np.zeros((4000, 6000, 3), np.uint8)
+    big[1000:3000, 2000:4000] = 220
+    s = segment(big, ["square"], model=clip, method="maskclip", threshold=0.5)
+    assert s.labels.shape == (4000, 6000) and s.masks.shape == (1, 4000, 6000)
+    assert s.heatmaps.dtype == np.float32 and s.settings["working_size"] == [683, 1024]
+    assert s.settings["window"]
