@@ -129,7 +129,8 @@ def load_open_clip_dir(path: str | os.PathLike, *, device: str = "cpu") -> Bundl
     Bundle
         Model in eval mode and float32, open_clip's eval transform, the tokenizer (the
         word-level one when ``tokenizer.json`` is present, else open_clip's tokenizer for
-        the config) and ``meta`` (``meta.json`` plus ``path``).
+        the config) and ``meta`` (``meta.json`` plus ``path`` and ``family``, which is
+        ``"open_clip_clip"`` or ``"open_clip_coca"`` like ``adapter``).
 
     Examples
     --------
@@ -158,8 +159,10 @@ def load_open_clip_dir(path: str | os.PathLike, *, device: str = "cpu") -> Bundl
     image_size = model.visual.image_size
     meta.setdefault("image_size", list(image_size) if isinstance(image_size, tuple)
                     else image_size)
-    return Bundle(name=str(path), model=model, adapter=meta.get("adapter", _adapter_name(model)),
-                  preprocess=preprocess, tokenizer=tokenizer, meta=meta)
+    adapter = meta.get("adapter", _adapter_name(model))
+    meta.setdefault("family", adapter)
+    return Bundle(name=str(path), model=model, adapter=adapter, preprocess=preprocess,
+                  tokenizer=tokenizer, meta=meta)
 
 
 def _pretrained_or_fail(arch: str, tag: str, device: str):
@@ -286,6 +289,7 @@ def load_open_clip(spec: str | os.PathLike, *, device: str = "cpu") -> Bundle:
     tokenizer = open_clip.get_tokenizer(arch)
     image_size = model.visual.image_size
     meta = {
+        "family": _adapter_name(model),
         "arch": arch,
         "pretrained": tag,
         "image_size": list(image_size) if isinstance(image_size, tuple) else image_size,
