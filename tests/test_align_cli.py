@@ -1,0 +1,90 @@
+"""groundroll align / aer command lines."""
+
+from __future__ import annotations
+
+import pytest
+
+from groundroll.align.cli import main
+
+import test_align_api_models as models
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    bundle = models.marian()
+    folder = tmp_path_factory.mktemp("tiny-marian")
+    bundle.model.save_pretrained(folder)
+    bundle.tokenizer.save_pretrained(folder)
+    return f"hf:{folder}"
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    pairs = models.held_out(3)
+    src = [pairs[0].src, "", pairs[1].src, pairs[2].src]
+    tgt = [pairs[0].tgt, pairs[1].tgt, pairs[1].tgt, ""]
+    (tmp_path / "src.txt").write_text("".join(s + "\n" for s in src))
+    (tmp_path / "tgt.txt").write_text("".join(t + "\n" for t in tgt))
+    return tmp_path, pairs
+
+
+def test_align_writes_one_line_per_input_line(model_dir, corpus, capsys):
+    d, pairs = corpus
+    out = d / "out.txt"
+    argv = ["align", "--model", model_dir, "--src", str(d / "src.txt"), "--tgt",
+            str(d / "tgt.txt"), "--out", str(out), "--batch-size", "2"]
+    assert main(argv) == 0
+    lines = out.read_text().split("\n")
+    assert lines[-1] == "" and len(lines) - 1 == 4
+    assert lines[1] == "" and lines[3] == ""          # empty source, empty target
+    assert len(lines[0].split()) == len(pairs[0].tgt_words)   # argmax: one per target word
+    # Existing output: refused without --force, file untouched.
+    before = out.read_text()
+    assert main(argv + ["--method", "rollout"]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert out.read_text() == before
+    assert main(argv + ["--method", "rollout", "--no-shift", "--symmetrise", "union",
+                        "--force", "--quiet"]) == 0
+    assert len(out.read_text().split("\n")) - 1 == 4
+
+
+def test_align_translates_without_tgt(model_dir, corpus):
+    d, _ = corpus
+    out = d / "gen.txt"
+    assert main(["align", "--model", model_dir, "--src", str(d / "src.txt"), "--out",
+                 str(out), "--quiet", "--layers", "1"]) == 0
+    lines = out.read_text().split("\n")[:-1]
+    assert len(lines) == 4 and lines[1] == ""
+
+
+def test_mismatched_line_counts(model_dir, corpus, capsys):
+    d, _ = corpus
+    (d / "short.txt").write_text("a b\n")
+    out = d / "never.txt"
+    code = main(["align", "--model", model_dir, "--src", str(d / "src.txt"), "--tgt",
+                 str(d / "short.txt"), "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "4 lines" in err and "1" in err
+    assert not out.exists() and list(d.glob(".never*")) == []
+
+
+def test_bad_options_exit_2(capsys):
+    assert main(["align", "--src", "x"]) == 2          # --out missing
+    assert main(["align", "--src", "x", "--out", "y", "--method", "nope"]) == 2
+
+
+def test_aer_hand_worked(tmp_path, capsys):
+    # Gold (talp, 1-indexed): sure {0-0, 1-1}, possible {1-2}; prediction {0-0, 1-2, 2-2}.
+    # |A|=3 |S|=2 |A∩S|=1 |A∩P|=2: P=2/3, R=1/2, AER = 1 - (1+2)/(3+2) = 0.4.
+    (tmp_path / "gold.talp").write_text("1-1 2-2 2p3\n\n")
+    (tmp_path / "pred.txt").write_text("0-0 1-2 2-2\n\n")
+    assert main(["aer", "--gold", str(tmp_path / "gold.talp"), "--pred",
+                 str(tmp_path / "pred.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "AER       0.4000" in out
+    assert "precision 0.6667" in out and "recall    0.5000" in out
+    assert "F1        0.5714" in out
+    (tmp_path / "short.txt").write_text("0-0\n")
+    assert main(["aer", "--gold", str(tmp_path / "gold.talp"), "--pred",
+                 str(tmp_path / "short.txt")]) == 2
