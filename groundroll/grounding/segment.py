@@ -37,7 +37,8 @@ from ._model import ModelHandle, resolve_model
 from .dense import DENSE_METHODS
 from .sources import ATTENTION_METHODS, METHODS, image_text_scores, prompt_maps
 
-__all__ = ["segment", "Segmentation", "load_image", "REFINE", "slug"]
+__all__ = ["segment", "Segmentation", "load_image", "output_paths", "channel_maps",
+           "channel_probabilities", "REFINE", "slug"]
 
 REFINE = ("none", "slic", "pamr")
 
@@ -370,6 +371,43 @@ def _grid_maps_windowed(handle, rgb, channels, method, templates, options, *, st
         stitched)
 
 
+def channel_maps(handle: ModelHandle, image: np.ndarray, channels: Sequence[str], *,
+                 method: str, templates=None, window: bool = False,
+                 source_options: dict | None = None) -> np.ndarray:
+    """``[C, H, W]`` float32 maps of a source at the pixels of ``image`` (uint8
+    ``[H, W, 3]``): letterboxed into one model input, or (``window=True``) slid over
+    the image resized to a short side of twice the model input and stitched."""
+    options = dict(source_options or {})
+    if window:
+        stride = max(1, (2 * min(handle.image_size)) // 3)
+        return _grid_maps_windowed(handle, image, list(channels), method, templates,
+                                   options, stride=stride)
+    return _grid_maps_letterboxed(handle, image, list(channels), method, templates, options)
+
+
+def channel_probabilities(maps: np.ndarray, image: np.ndarray, *, normalize: str,
+                          logit_scale: float, refine: str = "none") -> np.ndarray:
+    """Per-pixel probabilities ``[C, H, W]`` (float32) from channel maps.
+
+    ``softmax(logit_scale * normalize(maps))`` across channels; with one channel, the
+    map min-max normalised to [0, 1]. ``refine`` ``"slic"`` averages them within
+    superpixels of ``image`` (about one per 150 pixels), ``"pamr"`` applies PAMR.
+    """
+    if refine not in REFINE:
+        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
+    if maps.shape[0] > 1:
+        scored = M.normalize_maps(maps, how=normalize)
+        probs = M.softmax_maps(scored, logit_scale=logit_scale).astype(np.float32)
+    else:
+        probs = M.normalize_maps(maps, how="minmax").astype(np.float32)
+    if refine == "slic":
+        n_segments = max(50, int(np.prod(image.shape[:2]) / 150))
+        probs = M.slic_pool(probs, image, n_segments=n_segments, compactness=10.0)
+    elif refine == "pamr":
+        probs = M.pamr(probs, image)
+    return probs
+
+
 def segment(
     image,
     prompts: Sequence[str],
@@ -486,33 +524,20 @@ def segment(
     if window is None:
         window = dense and min(work_hw) > 2 * min(size)
     options = dict(source_options or {})
-    if window:
-        stride = max(1, (2 * min(size)) // 3)
-        maps = _grid_maps_windowed(handle, work, channels, method, templates, options,
-                                   stride=stride)
-    else:
-        maps = _grid_maps_letterboxed(handle, work, channels, method, templates, options)
-
+    maps = channel_maps(handle, work, channels, method=method, templates=templates,
+                        window=window, source_options=options)
     normalize = normalize or ("none" if dense else "minmax")
     scale = float(logit_scale) if logit_scale is not None else (
         handle.logit_scale() if dense else 10.0)
-    scored = M.normalize_maps(maps, how=normalize).astype(np.float32)
-    if len(channels) > 1:
-        probs = M.softmax_maps(scored, logit_scale=scale).astype(np.float32)
-    else:
-        probs = M.normalize_maps(maps, how="minmax").astype(np.float32)
-    if refine == "slic":
-        n_segments = max(50, int(np.prod(work_hw) / 150))
-        probs = M.slic_pool(probs, work, n_segments=n_segments, compactness=10.0)
-    elif refine == "pamr":
-        probs = M.pamr(probs, work)
+    probs = channel_probabilities(maps, work, normalize=normalize, logit_scale=scale,
+                                  refine=refine)
     bg_index = list(range(len(prompts), len(channels)))
     labels = M.label_map(probs, threshold=threshold, background=bg_index or None)
     if min_size:
         labels = M.remove_small(labels, min_size=int(min_size))
     if fill_holes:
         labels = M.fill_holes(labels)
-    del probs, scored
+    del probs
 
     heat = M.normalize_maps(maps[: len(prompts)], how="minmax").astype(np.float32)
     del maps
