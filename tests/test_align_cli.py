@@ -40,7 +40,7 @@ def test_align_writes_one_line_per_input_line(model_dir, corpus, capsys):
     assert len(lines[0].split()) == len(pairs[0].tgt_words)   # argmax: one per target word
     # Existing output: refused without --force, file untouched.
     before = out.read_text()
-    assert main(argv + ["--method", "rollout"]) == 1
+    assert main(argv + ["--method", "rollout"]) == 2
     assert "--force" in capsys.readouterr().err
     assert out.read_text() == before
     assert main(argv + ["--method", "rollout", "--no-shift", "--symmetrise", "union",

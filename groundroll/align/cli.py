@@ -4,8 +4,9 @@ and :func:`~groundroll.evaluate.aer`.
 ``register(subparsers)`` adds both subcommands to a parent parser (each sets
 ``func(args) -> int``, the exit status); :func:`main` builds a parser of its own.
 
-Exit status: 0 on success, 2 on bad input (unreadable or mismatched files, bad options),
-1 when an output exists and ``--force`` was not given. Nothing is written on an error.
+Exit status (as for every ``groundroll`` command): 0 on success, 2 on bad input
+(unreadable or mismatched files, bad options, an existing output without ``--force``).
+Nothing is written on an error.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def _run_align(args) -> int:
     try:
         check_writable([args.out], force=args.force)
     except FileExistsError as err:
-        return _fail(str(err), 1)
+        return _fail(str(err))
     except (OSError, ValueError) as err:
         return _fail(str(err))
 
@@ -128,7 +129,7 @@ def _run_align(args) -> int:
     try:
         write_pharaoh(args.out, [a.links for a in result], force=args.force)
     except FileExistsError as err:
-        return _fail(str(err), 1)
+        return _fail(str(err))
     print(f"wrote {len(result)} alignment line(s) to {args.out}", file=sys.stderr)
     return 0
 
