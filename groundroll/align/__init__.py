@@ -32,7 +32,7 @@ from groundroll.align.links import (
 
 # The model-facing alignment API lives in groundroll/align/api.py. It is loaded on
 # first use, so links and IO stay importable without torch or a model library.
-_API = ("align", "Alignment", "layer_scan")
+_API = ("align", "Alignment", "layer_scan", "LayerScan", "extract_links")
 
 
 def __getattr__(name: str):
