@@ -9,15 +9,16 @@
 
 from ._model import ModelHandle, resolve_model
 from .dense import dense_features, dense_maps, dense_rewrite
-from .segment import (REFINE, Segmentation, channel_maps, channel_probabilities,
-                      load_image, output_paths, segment)
-from .sources import (ATTENTION_METHODS, DENSE_METHODS, METHODS, cross_maps,
-                      image_text_scores, prompt_maps, relevance_maps, rollout_maps)
+from .segment import (REFINE, Segmentation, caption_heatmaps, channel_maps,
+                      channel_probabilities, load_image, output_paths, segment)
+from .sources import (ATTENTION_METHODS, DENSE_METHODS, METHODS, caption_word_maps,
+                      cross_maps, image_text_scores, prompt_maps, relevance_maps,
+                      rollout_maps)
 
 __all__ = [
-    "segment", "Segmentation", "load_image", "output_paths", "REFINE", "channel_maps",
-    "channel_probabilities",
+    "segment", "Segmentation", "caption_heatmaps", "load_image", "output_paths",
+    "channel_maps", "channel_probabilities", "REFINE",
     "METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "ModelHandle", "resolve_model",
-    "prompt_maps", "relevance_maps", "rollout_maps", "cross_maps", "image_text_scores",
-    "dense_rewrite", "dense_features", "dense_maps",
+    "prompt_maps", "relevance_maps", "rollout_maps", "cross_maps", "caption_word_maps",
+    "image_text_scores", "dense_rewrite", "dense_features", "dense_maps",
 ]

@@ -195,6 +195,21 @@ class ModelHandle:
             out.append(keep)
         return out
 
+    def token_strings(self, ids) -> list[str]:
+        """Token strings of one row of ids."""
+        ids = [int(i) for i in ids]
+        tok = self.tokenizer
+        if hasattr(tok, "tokens"):                       # groundroll WordTokenizer
+            return list(tok.tokens(ids))
+        if hasattr(tok, "convert_ids_to_tokens"):        # Hugging Face
+            return list(tok.convert_ids_to_tokens(ids))
+        decoder = getattr(tok, "decoder", None)          # open_clip SimpleTokenizer
+        if isinstance(decoder, dict):
+            return [decoder.get(i, str(i)).replace("</w>", "") for i in ids]
+        if hasattr(tok, "decode"):
+            return [tok.decode([i]) for i in ids]
+        return [str(i) for i in ids]
+
     @torch.no_grad()
     def text_embeddings(self, prompts: Sequence[str],
                         templates: Sequence[str] | None = None) -> torch.Tensor:

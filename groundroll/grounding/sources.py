@@ -36,7 +36,8 @@ from ._model import ModelHandle
 from .dense import DENSE_METHODS
 
 __all__ = ["METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "prompt_maps",
-           "relevance_maps", "rollout_maps", "cross_maps", "image_text_scores"]
+           "relevance_maps", "rollout_maps", "cross_maps", "caption_word_maps",
+           "image_text_scores"]
 
 ATTENTION_METHODS = ("relevance", "rollout", "cross")
 METHODS = ATTENTION_METHODS + DENSE_METHODS
@@ -125,27 +126,18 @@ def rollout_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str],
     return np.repeat(maps, len(prompts), axis=0)
 
 
-@torch.no_grad()
-def cross_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *,
-               compose_method: str = "rollout", read: str = "predict",
-               residual: float = 0.5) -> np.ndarray:
-    """Text-token -> patch maps through cross-attention, ``[P, rows, cols]``.
-
-    Each prompt is run as the caption of the image. ``compose_method`` is the
-    :func:`~groundroll.compose.compose` method of the chain (CoCa: vision -> pool ->
-    decoder, BLIP: vision -> text). The prompt's map is the mean of the rows of its
-    content tokens (special tokens excluded). For CoCa's decoder, ``read="predict"``
-    reads the row that predicts each word, ``read="input"`` the row where the word is
-    the decoder input.
-    """
+def _cross_source_map(handle: ModelHandle, image: np.ndarray, texts: Sequence[str], *,
+                      compose_method: str, read: str, residual: float):
+    """``[P, T, S]`` text-row x vision-token map of each text run as the caption, with
+    the row offset of each text position and the token metadata."""
     if handle.family not in ("open_clip_coca", "hf_blip"):
         raise ValueError(f"method='cross' needs a model with cross-attention (open_clip"
                          f" CoCa, BLIP retrieval); got {handle.family}")
     if read not in ("predict", "input"):
         raise ValueError(f"read must be 'predict' or 'input', got {read!r}")
-    enc = handle.tokenize(prompts)
+    enc = handle.tokenize(texts)
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    pixels = handle.pixels([image]).repeat(len(prompts), 1, 1, 1)
+    pixels = handle.pixels([image]).repeat(len(texts), 1, 1, 1)
     model = handle.model
     if handle.family == "open_clip_coca":
         streams = ["vision", "pool", "text", "decoder", "decoder_cross"]
@@ -161,15 +153,56 @@ def cross_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *
         comp = compose(trace, source="vision", target="text", method=compose_method,
                        residual=residual)
         shift = 0
-    source_map = comp.source_map                                 # [P, T, S]
-    positions = handle.content_positions(ids, mask)
+    return comp.source_map, ids, mask, shift, trace.tokens["vision"]
+
+
+@torch.no_grad()
+def cross_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *,
+               compose_method: str = "rollout", read: str = "predict",
+               residual: float = 0.5) -> np.ndarray:
+    """Text-token -> patch maps through cross-attention, ``[P, rows, cols]``.
+
+    Each prompt is run as the caption of the image. ``compose_method`` is the
+    :func:`~groundroll.compose.compose` method of the chain (CoCa: vision -> pool ->
+    decoder, BLIP: vision -> text). The prompt's map is the mean of the rows of its
+    content tokens (special tokens excluded). For CoCa's decoder, ``read="predict"``
+    reads the row that predicts each word, ``read="input"`` the row where the word is
+    the decoder input.
+    """
+    source_map, ids, mask, shift, tokens = _cross_source_map(
+        handle, image, prompts, compose_method=compose_method, read=read,
+        residual=residual)
     rows = []
-    for p, keep in enumerate(positions):
+    for p, keep in enumerate(handle.content_positions(ids, mask)):
         keep = [t - shift for t in keep if 0 <= t - shift < source_map.shape[1]]
         if not keep:
             raise ValueError(f"prompt {prompts[p]!r} has no content tokens to ground")
         rows.append(source_map[p, keep].mean(0))
-    return _patch_maps(torch.stack(rows), trace.tokens["vision"])
+    return _patch_maps(torch.stack(rows), tokens)
+
+
+@torch.no_grad()
+def caption_word_maps(handle: ModelHandle, image: np.ndarray, caption: str, *,
+                      compose_method: str = "rollout", read: str = "predict",
+                      residual: float = 0.5) -> tuple[list[str], np.ndarray]:
+    """One cross-attention map per content token of ``caption``.
+
+    Returns
+    -------
+    words : list of str
+        Token strings of the caption's content tokens.
+    maps : ndarray of float32, shape [len(words), rows, cols]
+    """
+    source_map, ids, mask, shift, tokens = _cross_source_map(
+        handle, image, [caption], compose_method=compose_method, read=read,
+        residual=residual)
+    keep = [t for t in handle.content_positions(ids, mask)[0]
+            if 0 <= t - shift < source_map.shape[1]]
+    if not keep:
+        raise ValueError(f"caption {caption!r} has no content tokens to ground")
+    words = handle.token_strings(ids[0, keep])
+    maps = _patch_maps(source_map[0, [t - shift for t in keep]], tokens)
+    return words, maps
 
 
 @torch.no_grad()
