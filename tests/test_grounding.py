@@ -111,3 +111,24 @@ def test_unsupported_combinations_say_what_to_use(clip):
         prompt_maps(clip, _image(), PROMPTS, method="cross")
     with pytest.raises(ValueError, match="open_clip ViT"):
         prompt_maps(resolve_model(tiny_bundle("clip")), _image(), PROMPTS, method="sclip")
+
+
+@pytest.mark.parametrize("family", ["open_clip_coca", "blip"])
+def test_prompt_cross_map_is_the_mean_of_its_word_maps(family):
+    from groundroll.grounding import caption_word_maps, cross_maps
+
+    handle = resolve_model(tiny_bundle(family))
+    image = _image()
+    words, per_word = caption_word_maps(handle, image, "red circle star")
+    assert len(words) == 3 and per_word.shape[0] == 3
+    whole = cross_maps(handle, image, ["red circle star"])[0]
+    np.testing.assert_allclose(whole, per_word.mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_caption_heatmaps_at_image_pixels():
+    from groundroll.grounding import caption_heatmaps
+
+    words, maps = caption_heatmaps(_image(20, 44), "a red circle",
+                                   model=tiny_bundle("open_clip_coca"))
+    assert len(words) == 3 and maps.shape == (3, 20, 44)
+    assert maps.min() >= 0 and maps.max() <= 1

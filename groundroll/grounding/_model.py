@@ -55,12 +55,15 @@ class ModelHandle:
         One of :data:`FAMILIES`.
     name : str
         Spec or description, recorded in settings.
+    image_processor : optional
+        Hugging Face image processor, for its pixel mean and std.
     """
 
     model: Any
     tokenizer: Any
     family: str
     name: str = ""
+    image_processor: Any = None
 
     # ------------------------------------------------------------------ geometry
 
@@ -98,9 +101,8 @@ class ModelHandle:
             visual = self.model.visual
             return (getattr(visual, "image_mean", None) or _OPENAI_MEAN,
                     getattr(visual, "image_std", None) or _OPENAI_STD)
-        processor = getattr(self, "_image_processor", None)
-        if processor is not None:
-            return processor.image_mean, processor.image_std
+        if self.image_processor is not None:
+            return self.image_processor.image_mean, self.image_processor.image_std
         if self.family == "hf_siglip":
             return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
         return _OPENAI_MEAN, _OPENAI_STD
@@ -278,11 +280,9 @@ def resolve_model(model, *, tokenizer=None, cache: dict | None = None) -> ModelH
         return handle
     bundle_model = getattr(model, "model", None)
     if bundle_model is not None and hasattr(model, "adapter"):  # a Bundle
-        handle = ModelHandle(bundle_model, tokenizer or model.tokenizer,
-                             _family_of(bundle_model), getattr(model, "name", ""))
         processor = getattr(getattr(model, "preprocess", None), "image_processor", None)
-        if processor is not None:
-            handle._image_processor = processor
+        handle = ModelHandle(bundle_model, tokenizer or model.tokenizer,
+                             _family_of(bundle_model), getattr(model, "name", ""), processor)
         if handle.tokenizer is None:
             raise ValueError(f"bundle {handle.name!r} has no tokenizer")
         return handle
