@@ -14,13 +14,16 @@
    its construction is not counted.
 
 Attention: softmax of seeded random logits. Times: medians of repeats interleaved
-between the two methods, so that machine load hits both alike.
+between the two methods, so that machine load hits both alike. torch runs on one
+thread (``--threads`` to change): on a shared machine, multi-threaded kernels waiting
+on busy cores make timings meaningless.
 
-Usage: ``python benchmarks/bench_rollout.py``
+Usage: ``python benchmarks/bench_rollout.py [--threads 1]``
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import time
@@ -147,6 +150,9 @@ def bench_flow() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    torch.set_num_threads(parser.parse_args().threads)
     start = time.perf_counter()
     bench_rollout()
     bench_flow()
