@@ -113,7 +113,7 @@ def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return (x - mean) / std
 
 
-def train_scene(rng: np.random.Generator) -> shapes.Scene:
+def train_scene(rng: np.random.Generator, labels: list[str] | None = None) -> shapes.Scene:
     """A training scene already in model layout: square, or non-square and letterboxed.
 
     Few objects dominate (many single-object scenes keep patch tokens local); the object
@@ -124,10 +124,23 @@ def train_scene(rng: np.random.Generator) -> shapes.Scene:
     else:
         short = int(rng.integers(64, IMAGE_SIZE))
         size = (short, IMAGE_SIZE) if rng.random() < 0.7 else (IMAGE_SIZE, short)
-    s = shapes.scene(rng, size=size, n_objects=k, radius=(0.1, 0.3))
+    s = shapes.scene(rng, size=size, n_objects=k, labels=labels, radius=(0.1, 0.3))
     if size != (IMAGE_SIZE, IMAGE_SIZE):
         s.image = _letterbox(s.image)
     return s
+
+
+def _shape_twin(labels: list[str], rng: np.random.Generator) -> list[str]:
+    """The same colours with every shape replaced by a different one (labels stay unique)."""
+    out: list[str] = []
+    for lab in labels:
+        colour, shape = lab.split()
+        choices = [s for s in shapes.SHAPES if s != shape and f"{colour} {s}" not in out
+                   and f"{colour} {s}" not in labels]
+        if not choices:
+            choices = [s for s in shapes.SHAPES if s != shape and f"{colour} {s}" not in out]
+        out.append(f"{colour} {choices[int(rng.integers(len(choices)))]}")
+    return out
 
 
 def _phrase(labels: list[str]) -> str:
@@ -148,7 +161,7 @@ def _hard_negative(labels: list[str], rng: np.random.Generator) -> list[str]:
         else:
             i = int(rng.integers(len(out)))
             c, s = out[i].split()
-            if rng.random() < 0.5:
+            if rng.random() < 0.3:
                 c = list(shapes.COLORS)[int(rng.integers(len(shapes.COLORS)))]
             else:
                 s = shapes.SHAPES[int(rng.integers(len(shapes.SHAPES)))]
@@ -159,12 +172,21 @@ def _hard_negative(labels: list[str], rng: np.random.Generator) -> list[str]:
     return [lab for lab in shapes.LABELS if lab not in present][:1]
 
 
-def make_batch(rng: np.random.Generator, batch_size: int, *, subset_prob: float = 0.5):
+def make_batch(rng: np.random.Generator, batch_size: int, *, subset_prob: float = 0.5,
+               twins: bool = True):
     """Images, positive texts (full caption in random order, or a random subset of the
-    objects), hard negative texts, and label sets for false-negative masking."""
+    objects), hard negative texts, and label sets for false-negative masking.
+
+    With ``twins`` every second scene is a shape twin of the one before: same colours,
+    every shape changed, so colour alone cannot tell the two apart within the batch."""
     images, pos, neg, img_sets, pos_sets, neg_sets, full = [], [], [], [], [], [], []
-    for _ in range(batch_size):
-        s = train_scene(rng)
+    previous: list[str] | None = None
+    for i in range(batch_size):
+        if twins and i % 2 == 1 and previous is not None:
+            s = train_scene(rng, labels=_shape_twin(previous, rng))
+        else:
+            s = train_scene(rng)
+        previous = list(s.labels)
         labels = list(s.labels)
         order = list(rng.permutation(len(labels)))
         shuffled = [labels[i] for i in order]
@@ -237,7 +259,9 @@ def base_meta(adapter: str, args, steps_done: int, seconds: float, n_params: int
         "eval_template": EVAL_TEMPLATE,
         "n_params": n_params,
         "training": {"recipe": f"training/{'shapes_coca' if 'coca' in adapter else 'shapes_clip'}.py",
-                     "steps": steps_done, "batch_size": args.batch_size, "lr": args.lr,
+                     "steps": steps_done, "steps_requested": args.steps,
+                     "max_minutes": args.max_minutes,
+                     "batch_size": args.batch_size, "lr": args.lr,
                      "seed": args.seed, "seconds": round(seconds, 1),
                      "torch_threads": torch.get_num_threads(),
                      "train_seeds": "numpy Generator(seed) stream, scenes drawn on the fly",

@@ -1,7 +1,7 @@
 """Train shapes-clip: a tiny open_clip CLIP (ViT, 96 px, patch 8, 12 x 12 grid) on synthetic
 shapes scenes with a word-level vocabulary.
 
-    python training/shapes_clip.py --out groundroll/zoo/bundled/shapes-clip --steps 800 --seed 0
+    python training/shapes_clip.py --out groundroll/zoo/bundled/shapes-clip --steps 600 --seed 0 --max-minutes 31
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import _shapes_common as common  # noqa: E402
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=48)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -2,7 +2,7 @@
 pooler; 2-layer multimodal decoder with cross-attention to the pooled image tokens) on
 synthetic shapes scenes, with contrastive + captioning loss and a word-level vocabulary.
 
-    python training/shapes_coca.py --out groundroll/zoo/bundled/shapes-coca --steps 500 --seed 0
+    python training/shapes_coca.py --out groundroll/zoo/bundled/shapes-coca --steps 600 --seed 0 --max-minutes 31
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import _shapes_common as common  # noqa: E402
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
