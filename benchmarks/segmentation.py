@@ -51,8 +51,9 @@ class Row:
     """One map source on one model: maps are computed once per scene and shared by the
     postprocessing options."""
 
-    def __init__(self, handle, model_name: str, method: str, templates):
+    def __init__(self, handle, model_name: str, method: str, templates, options=None):
         self.handle, self.model_name, self.method = handle, model_name, method
+        self.options = dict(options or {})
         self.templates = None if method == "cross" else templates
         dense = method in DENSE_METHODS
         self.normalize = "none" if dense else "minmax"
@@ -63,7 +64,7 @@ class Row:
         for item in items:
             prompts = [f"a {label}" for label in dict.fromkeys(item["labels"])]
             out.append(channel_maps(self.handle, item["image"], prompts, method=self.method,
-                                    templates=self.templates))
+                                    templates=self.templates, source_options=self.options))
         return out, (time.perf_counter() - start) / max(len(items), 1)
 
     def predictor(self, items, maps, refine: str, threshold: float, timer: list):
@@ -90,7 +91,8 @@ def _check_against_segment(row: Row, items, maps, refine: str, threshold: float)
     item = items[0]
     prompts = [f"a {label}" for label in dict.fromkeys(item["labels"])]
     want = segment(item["image"], prompts, model=row.handle, method=row.method,
-                   templates=row.templates, refine=refine, threshold=threshold).labels
+                   templates=row.templates, refine=refine, threshold=threshold,
+                   source_options=row.options).labels
     got = row.predictor(items, maps, refine, threshold, [])(item["image"], prompts)
     if not np.array_equal(want, got):
         raise AssertionError(f"{row.method}/{refine}: benchmark labels differ from segment()")
@@ -105,6 +107,11 @@ def main(argv=None) -> int:
     p.add_argument("--coca", default="bundled:shapes-coca",
                    help="CoCa model spec for 'cross' ('' skips it)")
     p.add_argument("--methods", nargs="*", default=None, help="subset of methods")
+    p.add_argument("--cross-read", default="predict", choices=["predict", "input"],
+                   help="CoCa decoder row read for each word (default: %(default)s)")
+    p.add_argument("--cross-compose", default="rollout",
+                   choices=["raw", "rollout", "norm"],
+                   help="composition of the cross-attention chain (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = p.parse_args(argv)
@@ -122,7 +129,8 @@ def main(argv=None) -> int:
     for method in CLIP_METHODS:
         rows.append(Row(clip, args.clip, method, templates))
     if args.coca:
-        rows.append(Row(resolve_model(args.coca), args.coca, "cross", None))
+        rows.append(Row(resolve_model(args.coca), args.coca, "cross", None,
+                        {"read": args.cross_read, "compose_method": args.cross_compose}))
     if args.methods:
         rows = [r for r in rows if r.method in args.methods]
 
@@ -135,6 +143,7 @@ def main(argv=None) -> int:
             _check_against_segment(row, held_out, test_maps, refine, best)
             miou, post_seconds = row.score(held_out, test_maps, refine, best)
             result = {"model": row.model_name, "method": row.method, "refine": refine,
+                      "options": row.options,
                       "threshold": best, "miou": miou,
                       "seconds_per_image": map_seconds + post_seconds, "n": len(held_out)}
             results.append(result)

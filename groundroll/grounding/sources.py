@@ -127,7 +127,8 @@ def rollout_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str],
 
 
 def _cross_source_map(handle: ModelHandle, image: np.ndarray, texts: Sequence[str], *,
-                      compose_method: str, read: str, residual: float):
+                      compose_method: str, read: str, residual: float,
+                      weighting: str = "attention"):
     """``[P, T, S]`` text-row x vision-token map of each text run as the caption, with
     the row offset of each text position and the token metadata."""
     if handle.family not in ("open_clip_coca", "hf_blip"):
@@ -139,19 +140,20 @@ def _cross_source_map(handle: ModelHandle, image: np.ndarray, texts: Sequence[st
     ids, mask = enc["input_ids"], enc["attention_mask"]
     pixels = handle.pixels([image]).repeat(len(texts), 1, 1, 1)
     model = handle.model
+    values = compose_method == "norm" or weighting == "norm"
     if handle.family == "open_clip_coca":
         streams = ["vision", "pool", "text", "decoder", "decoder_cross"]
-        with capture(model, streams=streams) as trace:
+        with capture(model, streams=streams, values=values) as trace:
             model(pixels, ids)
         comp = compose(trace, source="vision", target="decoder", method=compose_method,
-                       residual=residual)
+                       residual=residual, weighting=weighting)
         shift = 1 if read == "predict" else 0   # decoder row t predicts text token t+1
     else:
-        with capture(model, streams=["vision", "text", "text_cross"]) as trace:
+        with capture(model, streams=["vision", "text", "text_cross"], values=values) as trace:
             model(input_ids=ids, attention_mask=mask, pixel_values=pixels,
                   use_itm_head=True)
         comp = compose(trace, source="vision", target="text", method=compose_method,
-                       residual=residual)
+                       residual=residual, weighting=weighting)
         shift = 0
     return comp.source_map, ids, mask, shift, trace.tokens["vision"]
 
@@ -159,7 +161,7 @@ def _cross_source_map(handle: ModelHandle, image: np.ndarray, texts: Sequence[st
 @torch.no_grad()
 def cross_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *,
                compose_method: str = "rollout", read: str = "predict",
-               residual: float = 0.5) -> np.ndarray:
+               residual: float = 0.5, weighting: str = "attention") -> np.ndarray:
     """Text-token -> patch maps through cross-attention, ``[P, rows, cols]``.
 
     Each prompt is run as the caption of the image. ``compose_method`` is the
@@ -167,11 +169,11 @@ def cross_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *
     decoder, BLIP: vision -> text). The prompt's map is the mean of the rows of its
     content tokens (special tokens excluded). For CoCa's decoder, ``read="predict"``
     reads the row that predicts each word, ``read="input"`` the row where the word is
-    the decoder input.
+    the decoder input. ``weighting="norm"`` weights attention by value norms.
     """
     source_map, ids, mask, shift, tokens = _cross_source_map(
         handle, image, prompts, compose_method=compose_method, read=read,
-        residual=residual)
+        residual=residual, weighting=weighting)
     rows = []
     for p, keep in enumerate(handle.content_positions(ids, mask)):
         keep = [t - shift for t in keep if 0 <= t - shift < source_map.shape[1]]
