@@ -10,7 +10,7 @@ word aggregation and extraction).
 
 Usage::
 
-    python benchmarks/alignment.py [--n 500] [--relevance-n 150] [--model bundled:toy-mt]
+    python benchmarks/alignment.py [--n 500] [--relevance-n 500] [--model bundled:toy-mt]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="bundled:toy-mt")
     ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--relevance-n", type=int, default=150)
+    ap.add_argument("--relevance-n", type=int, default=500)
     ap.add_argument("--speed-n", type=int, default=200, help="pairs for the throughput runs")
     ap.add_argument("--extraction", default="argmax")
     ap.add_argument("--symmetrise", default=None)

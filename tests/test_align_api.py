@@ -58,6 +58,7 @@ def test_extract_links_hand_worked():
     assert extract_links(m, symmetrise="union") == {(0, 0), (2, 1), (2, 2), (1, 2)}
     # Rows normalised: [.8 .2 0], [.1 .1 .8], [0 .3 .7]; > 0.25.
     assert extract_links(m, extraction="threshold", threshold=0.25) == {(0, 0), (2, 1), (1, 2), (2, 2)}
+    assert extract_links(m, extraction="threshold") == {(0, 0), (2, 1), (2, 2)}   # > 0.3
     assert extract_links(m, extraction="itermax") >= {(0, 0), (2, 1)}
     with pytest.raises(ValueError, match="itermax"):
         extract_links(m, extraction="itermax", symmetrise="union")
@@ -262,4 +263,4 @@ def test_toy_mt_alignment_quality():
     data = toy.pairs(30, split="test")
     out = align([p.src for p in data], [p.tgt for p in data], model="bundled:toy-mt")
     score = aer([p.alignment for p in data], None, [a.links for a in out])
-    assert score.aer < 0.5, score
+    assert score.aer < 0.25, score
