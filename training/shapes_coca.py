@@ -2,7 +2,7 @@
 pooler; 2-layer multimodal decoder with cross-attention to the pooled image tokens) on
 synthetic shapes scenes, with contrastive + captioning loss and a word-level vocabulary.
 
-    python training/shapes_coca.py --out groundroll/zoo/bundled/shapes-coca --steps 600 --seed 0 --max-minutes 31
+    python training/shapes_coca.py --out groundroll/zoo/bundled/shapes-coca --steps 550 --seed 0 --max-minutes 27
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import _shapes_common as common  # noqa: E402
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=550)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -47,6 +47,11 @@ def main(argv=None):
     tokenizer = WordTokenizer(hf_tok, common.CONTEXT_LENGTH)
     cfg = common.coca_config(tokenizer.vocab_size)
     model = open_clip.CoCa(**{k: v for k, v in cfg.items() if k != "custom_text"})
+    # open_clip 3.3's MultimodalTransformer never initialises its text_projection (its
+    # init_parameters() is not called and fails when called), so the decoder's output
+    # projection starts as uninitialised memory: inf/NaN logits at random.
+    decoder = model.text_decoder
+    torch.nn.init.normal_(decoder.text_projection, std=decoder.width ** -0.5)
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
