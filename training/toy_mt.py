@@ -130,7 +130,8 @@ def _portable_tokenizer_config(folder: Path) -> None:
     """Name the generic fast tokenizer class that transformers 4 and 5 both resolve."""
     path = folder / "tokenizer_config.json"
     config = json.loads(path.read_text())
-    config.pop("backend", None)
+    for key in ("backend", "is_local", "local_files_only"):  # facts of this session only
+        config.pop(key, None)
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     path.write_text(json.dumps(config, indent=2) + "\n")
 
@@ -241,9 +242,7 @@ def main(argv=None):
         "data": "groundroll.data.toy_translation",
         "recipe": " && ".join(
             ([previous["recipe"]] if previous else [])
-            + [f"python training/toy_mt.py --out {args.out} --steps {steps_done} --seed {args.seed}"
-               + (f" --init {args.init}" if args.init else "") + (" --fp16" if args.fp16 else "")
-               + (f" --max-minutes {args.max_minutes}" if args.max_minutes else "")]
+            + ["python training/toy_mt.py " + " ".join(list(sys.argv[1:] if argv is None else argv))]
         ),
         "stages": _stages(previous)
         + [{"seed": args.seed, "steps": steps_done, "lr": args.lr,

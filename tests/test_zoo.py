@@ -1,0 +1,192 @@
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from groundroll.data import toy_translation as toy
+from groundroll.zoo import ACCEPTED_FORMS, bundled, load
+
+transformers = pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "training" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _word_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<pad>", "</s>", "<unk>", "[CLS]", "[SEP]", "▁a", "▁b", "▁c"]
+    tok = Tokenizer(models.WordLevel({w: k for k, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.fixture(scope="module")
+def toy_mt():
+    if "toy-mt" not in bundled():
+        pytest.fail("bundled toy-mt is missing; run training/toy_mt.py")
+    return load("bundled:toy-mt")
+
+
+# ----------------------------------------------------------------------------- bundled
+
+
+def test_bundled_lists_toy_mt():
+    assert "toy-mt" in bundled()
+
+
+def test_toy_mt_loads_offline_and_translates_held_out_sentences(toy_mt, monkeypatch):
+    assert toy_mt.name == "bundled:toy-mt"
+    assert toy_mt.adapter == "hf_marian" and toy_mt.meta["family"] == "hf_seq2seq"
+    assert not toy_mt.model.training
+    assert toy_mt.model.dtype == torch.float32
+    test = toy.pairs(10, split="test")
+    eval_toy_mt = _script("eval_toy_mt")
+    hyps = eval_toy_mt.translate(toy_mt, [p.src for p in test])
+    correct = sum(h == p.tgt for h, p in zip(hyps, test))
+    assert correct >= 9, list(zip(hyps, [p.tgt for p in test]))
+    assert hyps[0] == test[0].tgt
+
+
+def test_toy_mt_tokenizer_splits_words_and_keeps_word_ids(toy_mt):
+    tok, model = toy_mt.tokenizer, toy_mt.model
+    assert tok.eos_token == "</s>" and tok.pad_token == "<pad>"
+    assert model.config.decoder_start_token_id == tok.pad_token_id
+    pair = toy.pairs(1, split="test")[0]
+    enc = tok(pair.src, text_target=pair.tgt)
+    assert enc["input_ids"][-1] == tok.eos_token_id
+    assert enc["labels"][-1] == tok.eos_token_id
+    assert tok.decode(enc["labels"], skip_special_tokens=True) == pair.tgt
+    lex_words = sorted(toy.lexicon().source_words() | toy.lexicon().target_words())
+    pieces = [len(tok.tokenize(w)) for w in lex_words]
+    assert max(pieces) >= 3 and sum(n > 1 for n in pieces) > len(lex_words) // 4
+    batch = tok(pair.src)
+    word_ids = batch.word_ids()
+    assert word_ids[-1] is None
+    assert max(w for w in word_ids if w is not None) == len(pair.src_words) - 1
+
+
+def test_toy_mt_meta_records_recipe_and_quality(toy_mt):
+    meta = toy_mt.meta
+    assert meta["quality"]["test_exact_match"] >= 0.95
+    assert meta["quality"]["test_pairs"] >= 500
+    assert meta["recipe"].startswith("python training/toy_mt.py")
+    assert meta["max_length"] >= 40
+
+
+# ----------------------------------------------------------------------------- hf folders
+
+
+def test_hf_local_folder_marian(tmp_path):
+    config = transformers.MarianConfig(
+        vocab_size=8, decoder_vocab_size=8, d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+        decoder_ffn_dim=32, max_position_embeddings=32, pad_token_id=0, eos_token_id=1,
+        decoder_start_token_id=0)
+    transformers.MarianMTModel(config).save_pretrained(tmp_path / "marian")
+    _word_tokenizer().save_pretrained(tmp_path / "marian")
+    bundle = load(f"hf:{tmp_path / 'marian'}")
+    assert bundle.name == f"hf:{tmp_path / 'marian'}"
+    assert type(bundle.model).__name__ == "MarianMTModel"
+    assert (bundle.adapter, bundle.meta["family"]) == ("hf_marian", "hf_seq2seq")
+    assert not bundle.model.training and bundle.preprocess is None
+    assert bundle.tokenizer("a b c")["input_ids"] == [5, 6, 7]
+    from groundroll.adapters import adapter_for
+
+    assert adapter_for(bundle.model).name == bundle.adapter
+
+
+def test_hf_local_folder_bert(tmp_path):
+    config = transformers.BertConfig(
+        vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16)
+    transformers.BertModel(config).save_pretrained(tmp_path)
+    _word_tokenizer().save_pretrained(tmp_path)
+    bundle = load(f"hf:{tmp_path}")
+    assert type(bundle.model).__name__ == "BertModel"
+    assert (bundle.adapter, bundle.meta["family"]) == ("hf_bert", "hf_encoder")
+    from groundroll.adapters import adapter_for
+
+    assert adapter_for(bundle.model).name == bundle.adapter
+
+
+def test_hf_local_folder_vit_has_image_preprocess(tmp_path):
+    from PIL import Image
+
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=32)
+    transformers.ViTModel(config).save_pretrained(tmp_path)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    bundle = load(f"hf:{tmp_path}")
+    assert bundle.adapter == "hf_vit" and bundle.tokenizer is None
+    pixels = bundle.preprocess(Image.new("RGB", (40, 30), "red"))
+    assert pixels.shape == (3, 32, 32) and pixels.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("offline_env", [True, False])
+def test_hf_repo_offline_fails_fast_with_instructions(monkeypatch, offline_env):
+    if offline_env:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError) as info:
+        load("hf:groundroll-nonexistent/some-repo")
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    assert "groundroll-nonexistent/some-repo" in message
+    assert "hf:/path/to/folder" in message and "save_pretrained" in message
+
+
+def test_missing_local_folder_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load(f"hf:{tmp_path / 'absent'}")
+
+
+@pytest.mark.parametrize("spec", ["toy-mt", "bundled:", "torchvision:resnet", ":x", "hf:"])
+def test_unknown_specs_list_accepted_forms(spec):
+    with pytest.raises(ValueError) as info:
+        load(spec)
+    for form in ACCEPTED_FORMS:
+        assert form in str(info.value)
+
+
+def test_unknown_bundled_name_lists_bundled_models():
+    with pytest.raises(ValueError, match="toy-mt"):
+        load("bundled:no-such-model")
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def test_recipe_runs_two_steps(tmp_path):
+    recipe = _script("toy_mt")
+    meta = recipe.main([
+        "--out", str(tmp_path), "--steps", "2", "--seed", "1", "--eval-n", "2",
+        "--eval-every", "0", "--tokenizer-sentences", "300", "--vocab-size", "300",
+        "--threads", "1"])
+    assert meta["steps"] == 2
+    bundle = load(f"hf:{tmp_path}")
+    assert bundle.meta["steps"] == 2 and bundle.adapter == "hf_marian"
+    assert bundle.tokenizer.decode(bundle.tokenizer("su tuga")["input_ids"],
+                                   skip_special_tokens=True) == "su tuga"
+
+
+def test_corpus_bleu():
+    bleu = _script("eval_toy_mt").corpus_bleu
+    assert bleu(["a b c d e"], ["a b c d e"]) == pytest.approx(100.0)
+    assert bleu(["x y z w"], ["a b c d"]) == 0.0
+    assert 0 < bleu(["a b c d e f"], ["a b c d e g"]) < 100
