@@ -45,6 +45,8 @@ def test_bundled_lists_toy_mt():
 
 
 def test_toy_mt_loads_offline_and_translates_held_out_sentences(toy_mt, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert load("bundled:toy-mt").meta["model_type"] == "marian"
     assert toy_mt.name == "bundled:toy-mt"
     assert toy_mt.adapter == "hf_marian" and toy_mt.meta["family"] == "hf_seq2seq"
     assert not toy_mt.model.training
