@@ -41,6 +41,7 @@ __all__ = [
     "lexicon",
     "sentence_pair",
     "pairs",
+    "iter_pairs",
     "split_of",
     "write_corpus",
     "read_corpus",
