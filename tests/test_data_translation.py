@@ -128,12 +128,6 @@ def test_talp_round_trip_is_one_indexed(tmp_path):
     assert (tmp_path / "src.txt").read_text().splitlines()[0] == data[0].src
 
 
-def test_read_talp_accepts_possible_links(tmp_path):
-    path = tmp_path / "a.talp"
-    path.write_text("1-1 2?3\n\n")
-    assert toy.read_talp(path) == [frozenset({(0, 0), (1, 2)}), frozenset()]
-
-
 def test_as_dataset_columns():
     ds = toy.as_dataset(5, seed=1)
     assert len(ds) == 5

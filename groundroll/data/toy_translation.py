@@ -23,7 +23,8 @@ held-out sentence never occurs in training data whatever seeds are used; by conv
 held-out sets are drawn with :data:`SPLIT_SEEDS`.
 
 Alignments are 0-indexed ``(source_index, target_index)`` pairs in Python objects and
-1-indexed ``i-j`` (Pharaoh/talp, sure links) in files.
+1-indexed ``i-j`` (talp, sure links) in files, read and written with
+:mod:`groundroll.align.io`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from groundroll.align.io import read_talp, write_talp
+
 __all__ = [
     "Pair",
     "Lexicon",
@@ -45,8 +48,6 @@ __all__ = [
     "split_of",
     "write_corpus",
     "read_corpus",
-    "read_talp",
-    "write_talp",
     "as_dataset",
     "LEXICON_SEED",
     "SPLIT_SEEDS",
@@ -87,7 +88,7 @@ class Pair:
         return " ".join(self.tgt_words)
 
     def talp(self) -> str:
-        """The alignment as a talp/Pharaoh line, 1-indexed ``i-j`` pairs, sorted."""
+        """The alignment as a talp line, 1-indexed ``i-j`` pairs, sorted."""
         return " ".join(f"{i + 1}-{j + 1}" for i, j in sorted(self.alignment))
 
 
@@ -345,28 +346,6 @@ def pairs(n: int, *, seed: int | None = None, split: str | None = None) -> list[
 # ----------------------------------------------------------------------------- files
 
 
-def write_talp(path, alignments) -> None:
-    """Write alignments (iterables of 0-indexed pairs) as talp lines, 1-indexed."""
-    lines = [" ".join(f"{i + 1}-{j + 1}" for i, j in sorted(a)) for a in alignments]
-    Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
-def read_talp(path) -> list[frozenset[tuple[int, int]]]:
-    """Read a talp file (1-indexed ``i-j`` sure links) into 0-indexed pair sets.
-
-    ``i?j`` possible links are read as links too.
-    """
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        links = set()
-        for tok in line.split():
-            sep = "?" if "?" in tok else "-"
-            i, j = tok.split(sep)
-            links.add((int(i) - 1, int(j) - 1))
-        out.append(frozenset(links))
-    return out
-
-
 def write_corpus(directory, n: int, seed: int | None = None, *, split: str | None = "test") -> Path:
     """Write ``src.txt``, ``tgt.txt`` and ``gold.talp`` (one sentence per line).
 
@@ -387,7 +366,7 @@ def write_corpus(directory, n: int, seed: int | None = None, *, split: str | Non
     data = pairs(n, seed=seed, split=split)
     (directory / "src.txt").write_text("".join(p.src + "\n" for p in data), encoding="utf-8")
     (directory / "tgt.txt").write_text("".join(p.tgt + "\n" for p in data), encoding="utf-8")
-    write_talp(directory / "gold.talp", [p.alignment for p in data])
+    write_talp(directory / "gold.talp", [p.alignment for p in data], force=True)
     return directory
 
 
@@ -396,8 +375,9 @@ def read_corpus(directory) -> list[Pair]:
     directory = Path(directory)
     src = (directory / "src.txt").read_text(encoding="utf-8").splitlines()
     tgt = (directory / "tgt.txt").read_text(encoding="utf-8").splitlines()
-    gold = read_talp(directory / "gold.talp")
-    return [Pair(tuple(s.split()), tuple(t.split()), a) for s, t, a in zip(src, tgt, gold)]
+    gold, _ = read_talp(directory / "gold.talp")
+    return [Pair(tuple(s.split()), tuple(t.split()), frozenset(a))
+            for s, t, a in zip(src, tgt, gold)]
 
 
 def as_dataset(n: int, *, seed: int | None = None, split: str | None = None):
