@@ -43,6 +43,8 @@ _LAZY = {
     "align": "groundroll.align",
     "Alignment": "groundroll.align",
     "layer_scan": "groundroll.align",
+    "LayerScan": "groundroll.align",
+    "extract_links": "groundroll.align",
     "label_map": "groundroll.masks",
     "softmax_maps": "groundroll.masks",
     "normalize_maps": "groundroll.masks",
