@@ -40,7 +40,6 @@ _LAZY = {
     "Bundle": "groundroll.zoo.bundle",
     "segment": "groundroll.grounding",
     "Segmentation": "groundroll.grounding",
-    "align": "groundroll.align",
     "Alignment": "groundroll.align",
     "layer_scan": "groundroll.align",
     "LayerScan": "groundroll.align",
@@ -66,6 +65,7 @@ _LAZY = {
     "symmetrize": "groundroll.align",
     "itermax": "groundroll.align",
 }
+# ``groundroll.align`` is the alignment package and, being callable, the align() function.
 _SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "align", "grounding", "cli")
 
 __all__ = [
@@ -75,7 +75,7 @@ __all__ = [
     "relevance_normalise", "relevance_co_update",
     "capture", "Adapter", "Site", "adapter_for", "register_adapter", "supported_models",
     "compose", "Composition", "Chain", "chain_for", "joint_graph",
-    *_LAZY,
+    "align", *_LAZY,
 ]
 
 

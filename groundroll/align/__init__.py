@@ -1,8 +1,13 @@
 """Word alignment: links from score matrices, symmetrisation, Pharaoh/talp IO.
 
+The module is itself callable: ``groundroll.align(src, tgt, model=...)`` is
+:func:`groundroll.align.api.align`.
+
 Conventions: score matrices are ``[T, S]`` (target rows, source columns); links
 are sets of 0-indexed ``(s, t)`` pairs, source first (Pharaoh ``s-t``).
 """
+
+import sys
 
 from groundroll.align.io import (
     AlignmentFormatError,
@@ -65,3 +70,16 @@ __all__ = [
     "write_pharaoh",
     "write_talp",
 ]
+
+
+class _CallableModule(type(sys.modules[__name__])):
+    """Lets ``groundroll.align(...)`` call :func:`align` while ``groundroll.align``
+    stays the package."""
+
+    def __call__(self, *args, **kwargs):
+        from groundroll.align.api import align
+
+        return align(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
