@@ -1,7 +1,6 @@
 """segment(): input handling, postprocessing on hand-made maps, export, large images."""
 
 import json
-import warnings
 
 import numpy as np
 import pytest

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,7 +34,7 @@ import numpy as np
 from .. import masks as M
 from ._model import ModelHandle, resolve_model
 from .dense import DENSE_METHODS
-from .sources import ATTENTION_METHODS, METHODS, image_text_scores, prompt_maps
+from .sources import METHODS, image_text_scores, prompt_maps
 
 __all__ = ["segment", "Segmentation", "load_image", "output_paths", "channel_maps",
            "channel_probabilities", "REFINE", "slug"]
