@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench demo install clean
+.PHONY: test bench demo demos install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,27 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+DEMO_OUT := demo-out
+DEMO_SCENE := groundroll/data/examples/shapes_scene.png
+
+# The main job: text-prompted masks for the example scene with the bundled model.
+demo: $(STAMP)
+	$(VENV)/bin/groundroll segment $(DEMO_SCENE) \
+		-p "red circle" -p "blue star" -p "yellow triangle" \
+		--model bundled:shapes-clip --method relevance --threshold 0.6 --refine slic \
+		--out $(DEMO_OUT) --force
+	@echo "label map: $(DEMO_OUT)/shapes_scene_labels.png"
+	@echo "masks:     $(DEMO_OUT)/shapes_scene_<k>_<prompt>.png"
+	@echo "overlay:   $(DEMO_OUT)/shapes_scene_overlay.png"
+	@echo "summary:   $(DEMO_OUT)/shapes_scene.json"
+
+# Every demo script (the photo demo needs real open_clip weights on disk).
+demos: $(STAMP)
+	$(PY) demos/segment_shapes.py --out $(DEMO_OUT)/segment_shapes --force
+	$(PY) demos/coca_words.py --out $(DEMO_OUT)/coca_words.png --force
+	$(PY) demos/align_toy.py --out-dir $(DEMO_OUT)/align_toy --force
+	-$(PY) demos/segment_photo.py --out $(DEMO_OUT)/segment_photo --force
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
