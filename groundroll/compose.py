@@ -225,10 +225,10 @@ def _fused(layer: AttentionLayer, opts: _Options, *, grad: bool = False) -> torc
     return fuse_heads(w, "mean" if grad else opts.head_fusion, g)
 
 
-def _pruned(a: torch.Tensor, opts: _Options) -> torch.Tensor:
+def _pruned(a: torch.Tensor, opts: _Options, *, diagonal: bool = True) -> torch.Tensor:
     if opts.threshold is None and opts.top_k is None:
         return a
-    return prune(a, threshold=opts.threshold, top_k=opts.top_k)
+    return prune(a, threshold=opts.threshold, top_k=opts.top_k, diagonal=diagonal)
 
 
 def _self_matrix(layer: AttentionLayer, opts: _Options) -> torch.Tensor:
@@ -238,7 +238,8 @@ def _self_matrix(layer: AttentionLayer, opts: _Options) -> torch.Tensor:
 
 def _cross_matrix(layer: AttentionLayer, opts: _Options) -> torch.Tensor:
     """Fused, row-normalised, pruned cross-attention ``C`` ``[batch, (head,) T, K]``."""
-    return _pruned(rownorm(_fused(layer, opts)), opts)
+    # query i and key i are different tokens: no diagonal to protect, even if T == K
+    return _pruned(rownorm(_fused(layer, opts)), opts, diagonal=False)
 
 
 def _eye(n: int, like: torch.Tensor) -> torch.Tensor:

@@ -375,11 +375,17 @@ def residual_correct(a: torch.Tensor, residual: float = 0.5) -> torch.Tensor:
     return _residual(x, float(residual))
 
 
-def _keep_mask(keep, a: torch.Tensor) -> torch.Tensor:
-    """Bool mask broadcastable to ``a`` ``[B, ..., Q, K]``: entries pruning must keep."""
+def _keep_mask(keep, a: torch.Tensor, diagonal: bool = True) -> torch.Tensor:
+    """Bool mask broadcastable to ``a`` ``[B, ..., Q, K]``: entries pruning must keep.
+
+    ``diagonal=False`` (cross-attention): query ``i`` and key ``i`` are different
+    tokens even when ``Q == K``, so neither the diagonal nor the columns of ``keep``
+    are protected, only its rows.
+    """
     q, k = a.shape[-2], a.shape[-1]
+    square = diagonal and q == k
     protect = torch.zeros(q, k, dtype=torch.bool, device=a.device)
-    if q == k:
+    if square:
         protect |= torch.eye(q, dtype=torch.bool, device=a.device)
     if keep is None:
         return protect
@@ -390,14 +396,14 @@ def _keep_mask(keep, a: torch.Tensor) -> torch.Tensor:
     rows = torch.zeros(idx.shape[0], q, dtype=torch.bool, device=a.device)
     rows.scatter_(1, idx, True)
     mask = protect | rows[:, :, None]
-    if q == k:
+    if square:
         mask = mask | rows[:, None, :]
     if a.dim() < 3:
         return mask[0]
     return mask.view(mask.shape[0], *([1] * (a.dim() - 3)), q, k)
 
 
-def _prune(a, *, threshold, top_k, discard_ratio, keep) -> torch.Tensor:
+def _prune(a, *, threshold, top_k, discard_ratio, keep, diagonal=True) -> torch.Tensor:
     n_key = a.shape[-1]
     drop = torch.zeros_like(a, dtype=torch.bool)
     if threshold is not None:
@@ -410,19 +416,19 @@ def _prune(a, *, threshold, top_k, discard_ratio, keep) -> torch.Tensor:
         if n_drop > 0:
             lowest = a.topk(n_drop, dim=-1, largest=False).indices
             drop.scatter_(-1, lowest, True)
-    drop &= ~_keep_mask(keep, a)
+    drop &= ~_keep_mask(keep, a, diagonal)
     return rownorm(a.masked_fill(drop, 0.0))
 
 
 def prune(
     a: torch.Tensor, *, threshold: float | None = None, top_k: int | None = None,
-    discard_ratio: float | None = None, keep: Rows = None,
+    discard_ratio: float | None = None, keep: Rows = None, diagonal: bool = True,
 ) -> torch.Tensor:
     """Drop weak attention entries per row, then renormalise rows.
 
     The criteria combine: an entry is dropped if any criterion drops it. The
     diagonal (for square input) and every entry in the rows and columns listed in
-    ``keep`` are never dropped.
+    ``keep`` are never dropped; with ``diagonal=False`` only the ``keep`` rows are.
 
     Parameters
     ----------
@@ -439,6 +445,10 @@ def prune(
         Protected positions (the read-out rows such as CLS or EOT): a list, a ``[R]``
         tensor, or a ``[batch, R]`` tensor of per-example positions. Their rows are
         kept whole and, for square input, so are their columns.
+    diagonal : bool
+        Whether ``a`` is self-attention, whose diagonal (and ``keep`` columns) pruning
+        protects when it is square. Pass False for cross-attention: there query ``i``
+        and key ``i`` are unrelated tokens even when the query and key counts match.
 
     Returns
     -------
@@ -457,7 +467,7 @@ def prune(
     x = _check_tensor(a, what="attention", ranks=tuple(range(2, 9)),
                       shape_hint="[..., query, key]")
     return _prune(x, threshold=threshold, top_k=top_k, discard_ratio=discard_ratio,
-                  keep=keep)
+                  keep=keep, diagonal=diagonal)
 
 
 def _combine(attn, grad, *, how, per_head) -> torch.Tensor:

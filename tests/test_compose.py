@@ -213,6 +213,19 @@ def test_layers_heads_and_pruning_options():
         compose(trace, source="encoder", target="decoder", method="raw", layers=7)
 
 
+
+def test_pruning_cross_attention_protects_no_diagonal_when_square():
+    # as many target as source tokens: the cross-attention is square, but its
+    # "diagonal" pairs unrelated tokens and must be pruned like any other entry
+    trace = _random_trace(5, s=4, t=4)
+    pruned = compose(trace, source="encoder", target="decoder", method="raw", top_k=1,
+                     layers=0)
+    assert ((pruned.source_map > 0).sum(-1) == 1).all()
+    fused = trace.stream("cross")[0].weights.mean(1)
+    top = fused.argmax(-1, keepdim=True)
+    torch.testing.assert_close(pruned.source_map.gather(-1, top), torch.ones_like(
+        top, dtype=pruned.source_map.dtype))
+
 def test_self_only_stream_reads_special_rows():
     trace = _random_trace(6)
     trace.tokens["encoder"].special["cls"] = torch.tensor([0, 2])

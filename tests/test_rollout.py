@@ -118,6 +118,17 @@ def test_top_k_hand_case():
     close(prune(PRUNE_IN, top_k=1, keep=[0]), expected_keep, HAND_ATOL)
 
 
+
+def test_prune_without_diagonal_for_cross_attention():
+    # cross-attention with as many queries as keys: query i and key i are unrelated,
+    # so top_k=1 keeps exactly the largest entry of every row
+    out = prune(PRUNE_IN, top_k=1, diagonal=False)
+    expected = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    close(out, expected, HAND_ATOL)
+    # keep=[0] keeps row 0 whole, and no column
+    expected_keep = torch.tensor([[0.6, 0.3, 0.1], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    close(prune(PRUNE_IN, top_k=1, keep=[0], diagonal=False), expected_keep, HAND_ATOL)
+
 def test_threshold_and_discard_ratio_hand_cases():
     expected = torch.tensor([[0.6 / 0.9, 0.3 / 0.9, 0.0], [0.0, 0.2 / 0.9, 0.7 / 0.9],
                              [0.5, 0.4, 0.1]])  # (2, 2) = .1 is the diagonal: kept
