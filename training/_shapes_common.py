@@ -64,21 +64,22 @@ def build_tokenizer():
     return tok
 
 
-def clip_config(vocab_size: int) -> dict:
+def clip_config(vocab_size: int, pos_embed: str = "sin_cos_2d") -> dict:
     return {
         "embed_dim": 128,
         "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "layers": 4,
-                       "width": 128, "head_width": 32},
+                       "width": 128, "head_width": 32, "pos_embed_type": pos_embed},
         "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": vocab_size,
                      "width": 128, "heads": 4, "layers": 3},
     }
 
 
-def coca_config(vocab_size: int) -> dict:
+def coca_config(vocab_size: int, pos_embed: str = "sin_cos_2d") -> dict:
     return {
         "embed_dim": 128,
         "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "layers": 4,
-                       "width": 128, "head_width": 32, "attentional_pool": True,
+                       "width": 128, "head_width": 32, "pos_embed_type": pos_embed,
+                       "attentional_pool": True,
                        "attn_pooler_queries": 16, "attn_pooler_heads": 4,
                        "output_tokens": True},
         "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": vocab_size,
@@ -277,6 +278,8 @@ def zero_shot(model, preprocess, tokenizer, *, n: int = 500, batch_size: int = 5
     single_object_top1: ``n`` held-out single-object scenes (scene seeds ``seed..seed+n-1``,
     default 128 x 160 images through the bundle's preprocess); prediction = argmax over the
     30 prompts ``template.format(label)``; correct when it equals the true label.
+    single_object_colour_correct / shape_correct: the same predictions, scored on the
+    colour word or the shape word alone.
     multi_object_precision_at_k: ``n`` held-out scenes with 1-4 objects (scene seeds
     ``seed + n ..``); for a scene with K objects, the fraction of the top-K prompts whose
     label is present, averaged over scenes.
@@ -300,6 +303,9 @@ def zero_shot(model, preprocess, tokenizer, *, n: int = 500, batch_size: int = 5
     pred = sims.argmax(-1)
     truth = torch.tensor([s.class_ids[0] for s in single])
     top1 = (pred == truth).float().mean().item()
+    n_shapes = len(shapes.SHAPES)  # LABELS is colour-major
+    colour_top1 = (pred // n_shapes == truth // n_shapes).float().mean().item()
+    shape_top1 = (pred % n_shapes == truth % n_shapes).float().mean().item()
 
     multi = list(shapes.scenes(n, seed=seed + n))
     sims = features(multi) @ text_features.T
@@ -309,6 +315,8 @@ def zero_shot(model, preprocess, tokenizer, *, n: int = 500, batch_size: int = 5
         top = row.topk(k).indices.tolist()
         precisions.append(len(set(top) & set(s.class_ids)) / k)
     return {"single_object_top1": round(top1, 4),
+            "single_object_colour_correct": round(colour_top1, 4),
+            "single_object_shape_correct": round(shape_top1, 4),
             "multi_object_precision_at_k": round(float(np.mean(precisions)), 4),
             "n_single": n, "n_multi": n, "eval_seed": seed, "template": template}
 

@@ -25,7 +25,10 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=48)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--pos-embed", choices=["sin_cos_2d", "learnable"], default="sin_cos_2d",
+                   help="vision position embedding (fixed 2-D sin-cos gives spatial layout "
+                        "from the first step)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop early and save when training takes longer (steps done are "
@@ -42,7 +45,7 @@ def main(argv=None):
     rng = common.seed_everything(args.seed)
     hf_tok = common.build_tokenizer()
     tokenizer = WordTokenizer(hf_tok, common.CONTEXT_LENGTH)
-    cfg = common.clip_config(tokenizer.vocab_size)
+    cfg = common.clip_config(tokenizer.vocab_size, args.pos_embed)
     model = open_clip.CLIP(**cfg)
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]

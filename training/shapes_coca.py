@@ -27,7 +27,10 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=550)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--pos-embed", choices=["sin_cos_2d", "learnable"], default="sin_cos_2d",
+                   help="vision position embedding (fixed 2-D sin-cos gives spatial layout "
+                        "from the first step)")
     p.add_argument("--caption-weight", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-minutes", type=float, default=None,
@@ -45,7 +48,7 @@ def main(argv=None):
     rng = common.seed_everything(args.seed)
     hf_tok = common.build_tokenizer()
     tokenizer = WordTokenizer(hf_tok, common.CONTEXT_LENGTH)
-    cfg = common.coca_config(tokenizer.vocab_size)
+    cfg = common.coca_config(tokenizer.vocab_size, args.pos_embed)
     model = open_clip.CoCa(**{k: v for k, v in cfg.items() if k != "custom_text"})
     # open_clip 3.3's MultimodalTransformer never initialises its text_projection (its
     # init_parameters() is not called and fails when called), so the decoder's output
