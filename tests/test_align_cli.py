@@ -88,3 +88,16 @@ def test_aer_hand_worked(tmp_path, capsys):
     (tmp_path / "short.txt").write_text("0-0\n")
     assert main(["aer", "--gold", str(tmp_path / "gold.talp"), "--pred",
                  str(tmp_path / "short.txt")]) == 2
+
+
+def test_line_separators_inside_a_sentence_keep_the_line_count(model_dir, corpus):
+    # U+2028, U+0085 and form feeds are not line ends of a one-sentence-per-line file
+    d, pairs = corpus
+    words = pairs[0].src.split()
+    odd = [" ".join(words[:1]) + "\u2028" + " ".join(words[1:]),
+           pairs[1].src + "\x85", pairs[2].src.replace(" ", "\x0c", 1)]
+    (d / "odd.txt").write_text("".join(s + "\n" for s in odd), encoding="utf-8")
+    out = d / "odd_out.txt"
+    assert main(["align", "--model", model_dir, "--src", str(d / "odd.txt"), "--out",
+                 str(out), "--quiet", "--layers", "1"]) == 0
+    assert len(out.read_text().split("\n")) - 1 == 3

@@ -122,3 +122,13 @@ def test_check_writable(tmp_path):
         check_writable([a, a], force=False)
     with pytest.raises(IsADirectoryError):
         check_writable([tmp_path], force=True)
+
+
+def test_read_lines_splits_at_newlines_only(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text("a\u2028b\r\n\nc\x85d\x0ce\n", encoding="utf-8", newline="")
+    assert aio.read_lines(path) == ["a\u2028b", "", "c\x85d\x0ce"]
+    path.write_text("x\ny", encoding="utf-8")
+    assert aio.read_lines(path) == ["x", "y"]
+    path.write_text("", encoding="utf-8")
+    assert aio.read_lines(path) == []

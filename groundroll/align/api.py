@@ -790,7 +790,9 @@ class LayerScan:
 
 
 def _read_lines(path) -> list[str]:
-    return Path(path).read_text(encoding="utf-8").splitlines()
+    from groundroll.align.io import read_lines
+
+    return read_lines(path)
 
 
 def _scan_inputs(pairs, gold):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 __all__ = ["register", "main"]
 
@@ -92,7 +91,9 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _read(path: str) -> list[str]:
-    return Path(path).read_text(encoding="utf-8").splitlines()
+    from groundroll.align.io import read_lines
+
+    return read_lines(path)
 
 
 def _run_align(args) -> int:

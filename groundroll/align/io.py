@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import IO, AbstractSet, Iterable, Iterator, Sequence, Union
 
 from groundroll._atomic import atomic_write
@@ -126,6 +127,21 @@ def _open_text(source: Source) -> Iterator[tuple[IO[str], str | None]]:
             yield handle, os.fspath(source)
     else:
         yield source, getattr(source, "name", None)
+
+
+def read_lines(path) -> list[str]:
+    """The lines of a UTF-8 text file of one sentence per line, split at ``"\\n"`` only.
+
+    ``str.splitlines`` would also split inside a line at U+2028, U+0085, form feeds and
+    other separators, so a sentence holding one would shift every later line.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _lines(handle: IO[str]) -> Iterator[str]:
