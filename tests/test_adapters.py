@@ -472,3 +472,19 @@ def test_tokenizer_strings():
         tiny()
     strings = trace.tokens["encoder"].strings
     assert strings[0][:2] == [f"t{i}" for i in tiny.inputs["input_ids"][0, :2].tolist()]
+
+
+def test_training_mode_warns_about_dropout():
+    tiny = tm.build("bart")
+    tiny.model.train()
+    try:
+        with pytest.warns(UserWarning, match="eval"):
+            with torch.no_grad(), capture(tiny.model):
+                tiny()
+    finally:
+        tiny.model.eval()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad(), capture(tiny.model):
+            tiny()

@@ -8,6 +8,7 @@ every switched setting.
 from __future__ import annotations
 
 import re
+import warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
@@ -155,6 +156,12 @@ class _Session:
 
     def open(self) -> None:
         modules = dict(self.model.named_modules())
+        if any(m.training for m in modules.values()):
+            # Attention dropout acts on the probabilities the modules return: captured
+            # rows no longer sum to 1 and change from call to call.
+            warnings.warn(f"{type(self.model).__name__} has modules in training mode:"
+                          " attention dropout makes the captured weights random; call"
+                          " model.eval() before capturing", stacklevel=4)
         found: dict[str, list[tuple[str, torch.nn.Module]]] = defaultdict(list)
         site_of: dict[str, Site] = {}
         for name, module in modules.items():
