@@ -183,6 +183,9 @@ class _Options:
     top_k: int | None
     transpose: bool
     normalise: bool
+    # Read-out target rows ([batch, R]) that pruning must keep, and their token stream.
+    keep: torch.Tensor | None = None
+    target: str | None = None
 
 
 def _select_heads(t: torch.Tensor, heads) -> torch.Tensor:
@@ -225,21 +228,24 @@ def _fused(layer: AttentionLayer, opts: _Options, *, grad: bool = False) -> torc
     return fuse_heads(w, "mean" if grad else opts.head_fusion, g)
 
 
-def _pruned(a: torch.Tensor, opts: _Options, *, diagonal: bool = True) -> torch.Tensor:
+def _pruned(a: torch.Tensor, layer: AttentionLayer, opts: _Options, *,
+            diagonal: bool = True) -> torch.Tensor:
     if opts.threshold is None and opts.top_k is None:
         return a
-    return prune(a, threshold=opts.threshold, top_k=opts.top_k, diagonal=diagonal)
+    keep = opts.keep if layer.query_stream == opts.target else None
+    return prune(a, threshold=opts.threshold, top_k=opts.top_k, diagonal=diagonal,
+                 keep=keep)
 
 
 def _self_matrix(layer: AttentionLayer, opts: _Options) -> torch.Tensor:
     """``Ã``: fused, residual-corrected, pruned self-attention."""
-    return _pruned(residual_correct(_fused(layer, opts), opts.residual), opts)
+    return _pruned(residual_correct(_fused(layer, opts), opts.residual), layer, opts)
 
 
 def _cross_matrix(layer: AttentionLayer, opts: _Options) -> torch.Tensor:
     """Fused, row-normalised, pruned cross-attention ``C`` ``[batch, (head,) T, K]``."""
     # query i and key i are different tokens: no diagonal to protect, even if T == K
-    return _pruned(rownorm(_fused(layer, opts)), opts, diagonal=False)
+    return _pruned(rownorm(_fused(layer, opts)), layer, opts, diagonal=False)
 
 
 def _eye(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -651,8 +657,14 @@ def compose(
     missing = [s for s in chain.streams if s not in trace.layers]
     if missing:
         raise ValueError(f"the trace lacks streams {missing} needed by {chain}")
+    tgt_tokens = trace.tokens.get(chain.target)
+    rows_layer = trace.stream(chain.target_cross or chain.source_self, call=call)[0]
+    idx = _read_rows(rows, tgt_tokens, rows_layer.queries, rows_layer.batch)
+    keep = None
+    if idx is not None:  # pruning keeps the rows read out (row t + 1 when shifted)
+        keep = (idx + 1).clamp(max=rows_layer.queries - 1) if shift else idx
     opts = _Options(method, head_fusion, float(residual), _tuple(heads), per_head,
-                    weighting, threshold, top_k, transpose, normalise)
+                    weighting, threshold, top_k, transpose, normalise, keep, chain.target)
     if method in ("raw", "norm"):
         src_map, tgt_map = _raw(trace, chain, opts, call=call, layers=layers)
     elif method == "rollout":
@@ -666,8 +678,6 @@ def compose(
                                  start_layer=start_layer)
     if shift:
         src_map, tgt_map = _shift(src_map), _shift(tgt_map)
-    tgt_tokens = trace.tokens.get(chain.target)
-    idx = _read_rows(rows, tgt_tokens, src_map.shape[-2], src_map.shape[0])
     if idx is not None:
         src_map, tgt_map = _take(src_map, idx), _take(tgt_map, idx)
     settings = dict(method=method, layers=_tuple(layers), heads=_tuple(heads),

@@ -257,3 +257,13 @@ def test_save_load_round_trip(tmp_path):
     back = type(out).load(tmp_path / "c.pt")
     torch.testing.assert_close(back.source_map, out.source_map)
     assert back.settings == out.settings
+
+
+def test_pruning_keeps_the_rows_read_out():
+    trace = _random_trace(8)
+    trace.tokens["encoder"].special["cls"] = torch.tensor([0, 2])
+    out = compose(trace, source="encoder", target="encoder", rows="cls", top_k=1)
+    expected = rollout(trace.weights("encoder"), rows=torch.tensor([[0], [2]]), top_k=1)
+    torch.testing.assert_close(out.source_map, expected, atol=ATOL, rtol=0)
+    # Without protection the read-out row would keep a single entry per layer.
+    assert ((out.source_map > 0).sum(-1) > 2).all()
