@@ -13,7 +13,7 @@ from groundroll.zoo.bundle import Bundle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "groundroll" / "zoo" / "bundled"
-MODELS = {"shapes-clip": ("open_clip_clip", open_clip.CLIP),
+MODELS = {"shapes-clip": ("open_clip", open_clip.CLIP),
           "shapes-coca": ("open_clip_coca", open_clip.CoCa)}
 
 
@@ -45,6 +45,9 @@ def test_bundled_loads_offline(name, monkeypatch):
     bundle = oc.load_open_clip_dir(path)
     adapter, cls = MODELS[name]
     assert bundle.adapter == adapter and type(bundle.model) is cls
+    from groundroll.adapters import adapter_for
+
+    assert adapter_for(bundle.model).name == bundle.adapter
     assert not bundle.model.training
     assert set(bundle.meta["labels"]) and bundle.meta["held_out"]["single_object_top1"] > 0
     _forward(bundle)

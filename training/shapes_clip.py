@@ -80,7 +80,7 @@ def main(argv=None):
             print(f"step {step} loss {loss.item():.4f} t {timer():.0f}s", flush=True)
     seconds = timer()
     model.eval()
-    meta = common.base_meta("open_clip_clip", args, steps_done, seconds, n_params)
+    meta = common.base_meta("open_clip", args, steps_done, seconds, n_params)
     common.save(model, cfg, hf_tok, args.out, meta)
     if args.eval_n:
         from groundroll.zoo.openclip import load_open_clip_dir

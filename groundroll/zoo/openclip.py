@@ -110,7 +110,7 @@ class WordTokenizer:
 
 
 def _adapter_name(model) -> str:
-    return "open_clip_coca" if type(model).__name__ == "CoCa" else "open_clip_clip"
+    return "open_clip_coca" if type(model).__name__ == "CoCa" else "open_clip"
 
 
 def load_open_clip_dir(path: str | os.PathLike, *, device: str = "cpu") -> Bundle:
@@ -130,14 +130,14 @@ def load_open_clip_dir(path: str | os.PathLike, *, device: str = "cpu") -> Bundl
         Model in eval mode and float32, open_clip's eval transform, the tokenizer (the
         word-level one when ``tokenizer.json`` is present, else open_clip's tokenizer for
         the config) and ``meta`` (``meta.json`` plus ``path`` and ``family``, which is
-        ``"open_clip_clip"`` or ``"open_clip_coca"`` like ``adapter``).
+        ``"open_clip"`` or ``"open_clip_coca"`` like ``adapter``).
 
     Examples
     --------
     >>> from groundroll.zoo.openclip import load_open_clip_dir
     >>> b = load_open_clip_dir("groundroll/zoo/bundled/shapes-clip")  # doctest: +SKIP
     >>> b.adapter  # doctest: +SKIP
-    'open_clip_clip'
+    'open_clip'
     """
     import open_clip
 
@@ -159,7 +159,7 @@ def load_open_clip_dir(path: str | os.PathLike, *, device: str = "cpu") -> Bundl
     image_size = model.visual.image_size
     meta.setdefault("image_size", list(image_size) if isinstance(image_size, tuple)
                     else image_size)
-    adapter = meta.get("adapter", _adapter_name(model))
+    adapter = _adapter_name(model)
     meta.setdefault("family", adapter)
     return Bundle(name=str(path), model=model, adapter=adapter, preprocess=preprocess,
                   tokenizer=tokenizer, meta=meta)
@@ -254,7 +254,7 @@ def load_open_clip(spec: str | os.PathLike, *, device: str = "cpu") -> Bundle:
     Returns
     -------
     Bundle
-        ``adapter`` is ``"open_clip_clip"`` or ``"open_clip_coca"``.
+        ``adapter`` is ``"open_clip"`` or ``"open_clip_coca"``.
 
     Raises
     ------
