@@ -265,6 +265,7 @@ def base_meta(adapter: str, args, steps_done: int, seconds: float, n_params: int
                      "batch_size": args.batch_size, "lr": args.lr,
                      "seed": args.seed, "seconds": round(seconds, 1),
                      "torch_threads": torch.get_num_threads(),
+                     "init": None if getattr(args, "init", None) is None else str(args.init),
                      "train_seeds": "numpy Generator(seed) stream, scenes drawn on the fly",
                      "held_out": f"scene seeds >= {shapes.EVAL_SEED_OFFSET}"},
     }

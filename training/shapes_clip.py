@@ -34,6 +34,8 @@ def main(argv=None):
                    help="stop early and save when training takes longer (steps done are "
                         "recorded in meta.json)")
     p.add_argument("--eval-n", type=int, default=500, help="held-out scenes; 0 skips")
+    p.add_argument("--init", type=Path, default=None,
+                   help="continue from the weights of a saved model directory")
     args = p.parse_args(argv)
 
     import open_clip
@@ -47,6 +49,11 @@ def main(argv=None):
     tokenizer = WordTokenizer(hf_tok, common.CONTEXT_LENGTH)
     cfg = common.clip_config(tokenizer.vocab_size, args.pos_embed)
     model = open_clip.CLIP(**cfg)
+    if args.init is not None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(args.init / "open_clip_model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
