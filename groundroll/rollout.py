@@ -64,8 +64,12 @@ def _where(index: int | None, what: str) -> str:
 def _check_tensor(
     t, index: int | None = None, *, what: str = "layer", ranks=(3, 4),
     square: bool = False, nonnegative: bool = True, shape_hint: str = "",
+    scan: bool = True,
 ) -> torch.Tensor:
-    """Validate one tensor and return it as float32 (or float64)."""
+    """Validate one tensor and return it as float32 (or float64).
+
+    ``scan=False`` checks only type, rank and shape; the caller then scans the values
+    with :func:`_scan_values` (the rows-only path does it block by block)."""
     where = _where(index, what)
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{where}: expected a torch.Tensor, got {type(t).__name__}")
@@ -78,14 +82,8 @@ def _check_tensor(
     if t.numel() == 0:
         raise ValueError(f"{where}: empty tensor of shape {tuple(t.shape)}")
     x = t.to(_compute_dtype(t))
-    # NaN propagates to both ends and inf shows at one; two plain reductions are
-    # faster than aminmax on CPU
-    low, high = float(x.amin()), float(x.amax())
-    if not (np.isfinite(low) and np.isfinite(high)):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{where}: contains NaN or inf ({bad} entries)")
-    if nonnegative and low < 0:
-        raise ValueError(f"{where}: negative attention weights (min {low:.3g})")
+    if scan:
+        _scan_values(x, where, nonnegative=nonnegative)
     if square and x.shape[-1] != x.shape[-2]:
         raise ValueError(
             f"{where}: self-attention must be square, got query={x.shape[-2]}"
@@ -94,10 +92,24 @@ def _check_tensor(
     return x
 
 
+def _scan_values(x: torch.Tensor, where: str, *, nonnegative: bool = True) -> None:
+    """Raise for NaN/inf (and negative entries when ``nonnegative``)."""
+    # NaN propagates to both ends and inf shows at one; two plain reductions are
+    # faster than aminmax on CPU
+    low, high = float(x.amin()), float(x.amax())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{where}: contains NaN or inf ({bad} entries)")
+    if nonnegative and low < 0:
+        raise ValueError(f"{where}: negative attention weights (min {low:.3g})")
+
+
 def _check_layers(
-    attentions, grads=None, *, per_head: bool = False,
+    attentions, grads=None, *, per_head: bool = False, scan: bool = True,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-    """Validate a first-to-last list of self-attention layers (and optional grads)."""
+    """Validate a first-to-last list of self-attention layers (and optional grads).
+
+    ``scan=False`` leaves the value checks (NaN/inf, negatives) to the caller."""
     if isinstance(attentions, torch.Tensor):
         raise ValueError(
             "attentions must be a sequence of per-layer tensors, first layer first;"
@@ -108,7 +120,7 @@ def _check_layers(
         raise ValueError("attentions is empty: need at least one layer")
     layers: list[torch.Tensor] = []
     for index, attn in enumerate(attentions):
-        a = _check_tensor(attn, index, square=True)
+        a = _check_tensor(attn, index, square=True, scan=scan)
         if per_head and a.dim() != 4:
             raise ValueError(
                 f"layer {index}: per_head=True needs [batch, head, query, key] weights,"
@@ -489,26 +501,47 @@ def _rows_step(vectors: torch.Tensor, a: torch.Tensor, residual: float) -> torch
     return (1.0 - residual) * (w @ a) + residual * w
 
 
-def _rows_step_heads(vectors, attn, grad, how, residual: float) -> torch.Tensor:
+# Row blocks of all heads small enough to stay in cache between the value scan, the row
+# sums and the product, so each weight is read from memory about once.
+_ROW_BLOCK_BYTES = 2 << 20
+
+
+def _rows_step_heads(vectors, attn, grad, how, residual: float, *,
+                     scan_as: str | None = None) -> torch.Tensor:
     """:func:`_rows_step` for a weighted mean over heads, without fusing the heads.
 
-    ``v @ sum_h c_h A_h = sum_h c_h (v @ A_h)``: a batched product over heads reads
-    each head once, and the row sums come from contiguous per-head sums.
+    ``v @ sum_h c_h A_h = sum_h c_h (v @ A_h)``, and the product decomposes over query
+    rows: ``w @ A = sum over row blocks of w[block] @ A[block]``. Each block of rows (all
+    heads) is scanned for bad values (when ``scan_as`` names the layer), summed and
+    multiplied while it is in cache.
     """
-    x = attn if grad is None else (grad * attn).clamp(min=0)
-    if x.dim() == 3:
+    if attn.dim() == 3:
+        x = attn if grad is None else (grad * attn).clamp(min=0)
+        if scan_as is not None:
+            _scan_values(attn, scan_as)
         return _rows_step(vectors, x, residual)
+    batch, heads, n, _ = attn.shape
     if isinstance(how, torch.Tensor):
-        coef = (how / how.sum()).to(device=x.device, dtype=x.dtype)
+        coef = (how / how.sum()).to(device=attn.device, dtype=attn.dtype)
 
         def mix(t):  # [B, H, ...] -> [B, ...], weighted over heads
             return (t * coef.view(-1, *([1] * (t.dim() - 2)))).sum(1)
     else:
         def mix(t):
             return t.mean(1)
-    sums = (1.0 - residual) * mix(x.sum(-1)) + residual  # [B, N]
-    w = vectors / torch.where(sums == 0, 1.0, sums).unsqueeze(-2)  # [B, R, N]
-    return (1.0 - residual) * mix(w.unsqueeze(1) @ x) + residual * w
+    step = max(1, _ROW_BLOCK_BYTES // (heads * n * attn.element_size()))
+    out = torch.zeros_like(vectors)
+    for i0 in range(0, n, step):
+        block = attn[:, :, i0:i0 + step]  # [B, H, b, N]
+        if scan_as is not None:
+            _scan_values(block, scan_as)
+        if grad is not None:
+            block = (grad[:, :, i0:i0 + step] * block).clamp(min=0)
+        sums = (1.0 - residual) * mix(block.sum(-1)) + residual  # [B, b]
+        w = vectors[..., i0:i0 + step] / torch.where(sums == 0, 1.0, sums).unsqueeze(-2)
+        out += (1.0 - residual) * mix(w.unsqueeze(1) @ block)  # [B, R, N]
+        out[..., i0:i0 + step] += residual * w
+    return out
 
 
 def _prepare(attn, grad, *, how, residual, per_head, threshold, top_k, discard_ratio,
@@ -603,9 +636,17 @@ def rollout(
     _check_options(residual=residual, threshold=threshold, top_k=top_k,
                    discard_ratio=discard_ratio, start_layer=start_layer)
     how = _check_fusion(head_fusion)
-    layers, layer_grads = _check_layers(attentions, grads, per_head=per_head)
+    pruning = threshold is not None or top_k is not None or discard_ratio is not None
+    # Rows-only with a (weighted) mean over heads scans values block by block.
+    blocked = (rows is not None and not pruning and not per_head
+               and (isinstance(how, torch.Tensor) or how == "mean"))
+    layers, layer_grads = _check_layers(attentions, grads, per_head=per_head,
+                                        scan=not blocked)
     for index, attn in enumerate(layers):
         _check_head_weights(how, attn, index)
+    if blocked:
+        for index in range(min(start_layer, len(layers))):
+            _scan_values(layers[index], _where(index, "layer"))
     if start_layer >= len(layers):
         raise ValueError(
             f"start_layer={start_layer} out of range for {len(layers)} layers"
@@ -631,13 +672,13 @@ def rollout(
     vectors = torch.nn.functional.one_hot(idx.to(first.device), n).to(first.dtype)
     if per_head:
         vectors = vectors.unsqueeze(1).expand(batch, first.shape[1], -1, -1)
-    pruning = threshold is not None or top_k is not None or discard_ratio is not None
     for index in reversed(order):
         attn, grad = layers[index], layer_grads[index]
         if pruning:
             vectors = vectors @ prepared(index)
-        elif not per_head and (isinstance(how, torch.Tensor) or how == "mean"):
-            vectors = _rows_step_heads(vectors, attn, grad, how, float(residual))
+        elif blocked:
+            vectors = _rows_step_heads(vectors, attn, grad, how, float(residual),
+                                       scan_as=_where(index, "layer"))
         else:
             fused = _combine(attn, grad, how=how, per_head=per_head)
             vectors = _rows_step(vectors, fused, float(residual))

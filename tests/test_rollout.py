@@ -341,6 +341,10 @@ def test_input_errors_name_layer_and_problem():
         ([good[0], nan], {}, r"layer 1: contains NaN or inf"),
         ([good[0], good[1] * float("inf")], {}, r"layer 1: contains NaN or inf"),
         ([good[0], neg], {}, r"layer 1: negative attention weights"),
+        # the rows-only path scans values block by block, skipped layers included
+        ([good[0], nan], {"rows": [0]}, r"layer 1: contains NaN or inf"),
+        ([good[0], neg], {"rows": [0]}, r"layer 1: negative attention weights"),
+        ([nan, good[1]], {"rows": [0], "start_layer": 1}, r"layer 0: contains NaN"),
         ([good[0], torch.rand(4, 4)], {}, r"layer 1: wrong rank"),
         ([good[0], torch.rand(1, 2, 5, 5)], {}, r"layer 1: mismatched N"),
         ([good[0], torch.rand(2, 2, 4, 4)], {}, r"layer 1: mismatched batch"),
@@ -365,6 +369,19 @@ def test_input_errors_name_layer_and_problem():
     for layers, options, message in cases:
         with pytest.raises(ValueError, match=message):
             rollout(layers, **options)
+
+
+def test_rows_only_scans_every_row_block(monkeypatch):
+    import importlib
+
+    core = importlib.import_module("groundroll.rollout")  # the module, not gr.rollout
+    monkeypatch.setattr(core, "_ROW_BLOCK_BYTES", 64)  # one row per block
+    layers = random_layers(13, batch=1, heads=2, n=6, layers=2)
+    close(rollout(layers, rows=[0]), rollout(layers)[:, :1])
+    bad = layers[0].clone()
+    bad[0, 1, 5, 2] = -0.5  # the last block of the last head
+    with pytest.raises(ValueError, match=r"layer 0: negative attention weights"):
+        rollout([bad, layers[1]], rows=[0])
 
 
 def test_accumulator_errors_name_layer_and_problem():
