@@ -73,14 +73,19 @@ def test_raw_and_shift_hand_worked():
     torch.testing.assert_close(last.source_map[0], torch.tensor([[0.5, 0.5]]))
 
 
+def _softmax_attention(g, batch, heads, q, k, *, causal=False):
+    """Random ``[batch, head, q, k]`` attention, optionally causal."""
+    logits = torch.randn(batch, heads, q, k, generator=g)
+    if causal:
+        logits = logits.masked_fill(torch.ones(q, k).triu(1).bool(), float("-inf"))
+    return torch.softmax(logits, -1)
+
+
 def _random_trace(seed, *, s=5, t=4, n_enc=3, n_dec=2, heads=2, batch=2):
     g = torch.Generator().manual_seed(seed)
 
     def attn(q, k, causal=False):
-        logits = torch.randn(batch, heads, q, k, generator=g)
-        if causal:
-            logits = logits.masked_fill(torch.ones(q, k).triu(1).bool(), float("-inf"))
-        return torch.softmax(logits, -1)
+        return _softmax_attention(g, batch, heads, q, k, causal=causal)
 
     trace = Trace()
     for i in range(n_enc):
@@ -139,10 +144,7 @@ def _coca_trace(seed, *, s=6, pooled=4, t=3, text_len=4, heads=2, batch=1):
     g = torch.Generator().manual_seed(seed)
 
     def attn(q, k, causal=False):
-        logits = torch.randn(batch, heads, q, k, generator=g)
-        if causal:
-            logits = logits.masked_fill(torch.ones(q, k).triu(1).bool(), float("-inf"))
-        return torch.softmax(logits, -1)
+        return _softmax_attention(g, batch, heads, q, k, causal=causal)
 
     trace = Trace()
     for i in range(2):
