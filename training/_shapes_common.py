@@ -174,12 +174,13 @@ def _hard_negative(labels: list[str], rng: np.random.Generator) -> list[str]:
 
 
 def make_batch(rng: np.random.Generator, batch_size: int, *, subset_prob: float = 0.5,
-               twins: bool = True):
+               twins: bool = True, normalise: bool = True):
     """Images, positive texts (full caption in random order, or a random subset of the
     objects), hard negative texts, and label sets for false-negative masking.
 
     With ``twins`` every second scene is a shape twin of the one before: same colours,
-    every shape changed, so colour alone cannot tell the two apart within the batch."""
+    every shape changed, so colour alone cannot tell the two apart within the batch. With
+    ``normalise=False`` the images come as uint8 [B, 3, H, W] (see ``normalise_images``)."""
     images, pos, neg, img_sets, pos_sets, neg_sets, full = [], [], [], [], [], [], []
     previous: list[str] | None = None
     for i in range(batch_size):
@@ -205,29 +206,75 @@ def make_batch(rng: np.random.Generator, batch_size: int, *, subset_prob: float 
         img_sets.append(set(labels))
         pos_sets.append(set(chosen))
         neg_sets.append(set(negative))
-    return to_tensor(images), pos, neg, full, img_sets, pos_sets + neg_sets
+    if normalise:
+        batch = to_tensor(images)
+    else:
+        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return batch, pos, neg, full, img_sets, pos_sets + neg_sets
 
 
-def contrastive_loss(image_features, text_features, logit_scale, img_sets, text_sets):
-    """Symmetric InfoNCE over [positives | hard negatives]; an off-diagonal pair whose text
-    describes a subset of the image's objects is also true and is left out."""
-    b = image_features.shape[0]
-    logits = logit_scale * image_features @ text_features.T  # [B, 2B]
+def normalise_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> the model's normalised float input, on the images' device."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless training batches for a ``DataLoader(batch_size=None)``: uint8 images, token ids
+    of [positives | hard negatives] and the false-negative mask.
+
+    Worker ``k`` draws from ``numpy.random.default_rng([seed, k])`` and the loader takes the
+    workers in turn, so a run is reproducible for a given seed and worker count.
+    """
+
+    def __init__(self, seed: int, batch_size: int, tokenizer):
+        self.seed, self.batch_size, self.tokenizer = seed, batch_size, tokenizer
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, 0 if info is None else info.id])
+        torch.set_num_threads(1)
+        while True:
+            images, pos, neg, _, img_sets, text_sets = make_batch(rng, self.batch_size,
+                                                                  normalise=False)
+            yield images, self.tokenizer(pos + neg), false_negatives(img_sets, text_sets)
+
+
+def false_negatives(img_sets, text_sets) -> torch.Tensor:
+    """[B, 2B] bool: off-diagonal (image, text) pairs whose text describes a subset of the
+    image's objects, so they are true pairs and must not count as negatives."""
+    b = len(img_sets)
     valid = torch.tensor([[t <= s for t in text_sets] for s in img_sets])
     eye = torch.zeros_like(valid)
     eye[:, :b] = torch.eye(b, dtype=torch.bool)
-    drop = valid & ~eye
-    logits = logits.masked_fill(drop, float("-inf"))
-    target = torch.arange(b)
+    return valid & ~eye
+
+
+def contrastive_loss(image_features, text_features, logit_scale, img_sets=None, text_sets=None,
+                     *, drop: torch.Tensor | None = None):
+    """Symmetric InfoNCE over [positives | hard negatives]; an off-diagonal pair whose text
+    describes a subset of the image's objects is also true and is left out (``drop``, or
+    computed from the label sets)."""
+    b = image_features.shape[0]
+    logits = logit_scale * image_features @ text_features.T  # [B, 2B]
+    if drop is None:
+        drop = false_negatives(img_sets, text_sets)
+    logits = logits.float().masked_fill(drop.to(logits.device), float("-inf"))
+    target = torch.arange(b, device=logits.device)
     loss_i = F.cross_entropy(logits, target)
     loss_t = F.cross_entropy(logits[:, :b].T, target)
     return (loss_i + loss_t) / 2
 
 
-def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
+def cosine_lr(step: int, total: int, base: float, warmup: int,
+              progress: float | None = None) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total`` steps, or at
+    ``progress`` = 1 when the caller measures progress itself (a time budget, say)."""
     if step < warmup:
         return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    if progress is None:
+        progress = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
