@@ -103,7 +103,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=500, help="held-out scenes (default 500)")
     p.add_argument("--quick", action="store_true", help="60 held-out scenes, 20 to calibrate")
     p.add_argument("--calib", type=int, default=50, help="training-seed scenes for the threshold")
-    p.add_argument("--clip", default="bundled:shapes-clip", help="CLIP model spec")
+    p.add_argument("--clip", nargs="+", default=["bundled:shapes-clip", "bundled:shapes-clip-short"],
+                   help="CLIP model specs (default: both bundled CLIPs)")
     p.add_argument("--coca", default="bundled:shapes-coca",
                    help="CoCa model spec for 'cross' ('' skips it)")
     p.add_argument("--methods", nargs="*", default=None, help="subset of methods")
@@ -124,10 +125,11 @@ def main(argv=None) -> int:
     held_out = _items(args.n, shapes.EVAL_SEED_OFFSET)
     calib = _items(args.calib, shapes.TRAIN_SEED_OFFSET + 123_456)
     rows = []
-    clip = resolve_model(args.clip)
-    templates = _templates(args.clip)
-    for method in CLIP_METHODS:
-        rows.append(Row(clip, args.clip, method, templates))
+    for spec in args.clip:
+        clip = resolve_model(spec)
+        templates = _templates(spec)
+        for method in CLIP_METHODS:
+            rows.append(Row(clip, spec, method, templates))
     if args.coca:
         rows.append(Row(resolve_model(args.coca), args.coca, "cross", None,
                         {"read": args.cross_read, "compose_method": args.cross_compose}))
