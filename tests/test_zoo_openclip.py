@@ -128,3 +128,39 @@ def test_recipe_two_steps(recipe, tmp_path):
     bundle = oc.load_open_clip_dir(out)
     assert bundle.meta["training"]["steps"] == 2
     _forward(bundle)
+
+
+def test_recipe_with_loader_processes_and_a_time_schedule(tmp_path):
+    out = tmp_path / "clip"
+    cmd = [sys.executable, str(ROOT / "training" / "shapes_clip.py"), "--out", str(out),
+           "--steps", "3", "--batch-size", "4", "--eval-n", "0", "--seed", "1",
+           "--workers", "1", "--warmup", "1", "--schedule", "time", "--max-minutes", "5"]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=300)
+    training = oc.load_open_clip_dir(out).meta["training"]
+    assert training["steps"] == 3 and training["workers"] == 1
+    assert training["schedule"] == "time" and training["warmup"] == 1
+    bad = subprocess.run(cmd[:-2], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--schedule time needs --max-minutes" in bad.stderr
+
+
+def test_batch_stream_is_reproducible_and_masks_true_pairs():
+    sys.path.insert(0, str(ROOT / "training"))
+    import _shapes_common as common
+
+    tok = oc.WordTokenizer(common.build_tokenizer(), common.CONTEXT_LENGTH)
+    first = next(iter(common.BatchStream(3, 6, tok)))
+    again = next(iter(common.BatchStream(3, 6, tok)))
+    other = next(iter(common.BatchStream(4, 6, tok)))
+    images, text, drop = first
+    assert images.dtype == torch.uint8 and images.shape == (6, 3, 96, 96)
+    assert text.shape == (12, common.CONTEXT_LENGTH) and drop.shape == (6, 12)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(images, other[0])
+    hwc = [im.permute(1, 2, 0).numpy() for im in images]
+    assert torch.allclose(common.normalise_images(images), common.to_tensor(hwc), atol=1e-6)
+    # Hand-made label sets: image 0 holds {a, b}; text 1 ("a") is a true pair for it.
+    mask = common.false_negatives([{"a", "b"}, {"c"}], [{"a", "b"}, {"a"}, {"c", "a"}, {"b"}])
+    assert mask.tolist() == [[False, True, False, True], [False, False, False, False]]
+    assert common.cosine_lr(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert common.cosine_lr(50, 100, 1.0, 10, progress=0.5) == pytest.approx(0.5)
+    assert common.cosine_lr(50, 100, 1.0, 10, progress=1.5) == pytest.approx(0.0)

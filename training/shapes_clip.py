@@ -5,7 +5,7 @@ shapes scenes with a word-level vocabulary.
     python training/shapes_clip.py --out groundroll/zoo/bundled/shapes-clip --steps 600 --seed 0 --max-minutes 31
     # one GPU, scenes drawn by 14 loader processes, cosine schedule over a time budget
     python training/shapes_clip.py --out DIR --device cuda --workers 14 --batch-size 256 \
-        --lr 1e-3 --warmup 300 --steps 100000 --max-minutes 7 --schedule time
+        --lr 1e-3 --warmup 500 --steps 1000000 --max-minutes 8.5 --schedule time
 """
 
 from __future__ import annotations
