@@ -44,6 +44,15 @@ def test_bundled_lists_toy_mt():
     assert "toy-mt" in bundled()
 
 
+def test_bundled_models_fit_the_size_budget():
+    from groundroll.zoo import BUNDLED_DIR
+
+    names = bundled()
+    assert {"shapes-clip", "shapes-clip-short", "shapes-coca", "toy-mt"} <= set(names)
+    total = sum(f.stat().st_size for f in BUNDLED_DIR.rglob("*") if f.is_file())
+    assert total <= 20 * 10**6, f"bundled models take {total / 1e6:.1f} MB; the budget is 20 MB"
+
+
 def test_toy_mt_loads_offline_and_translates_held_out_sentences(toy_mt, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert load("bundled:toy-mt").meta["model_type"] == "marian"
