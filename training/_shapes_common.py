@@ -279,15 +279,26 @@ def cosine_lr(step: int, total: int, base: float, warmup: int,
 
 
 def save(model, model_cfg: dict, tokenizer, out: Path, meta: dict) -> None:
-    from safetensors.torch import save_file
+    """Write the model directory; each file is replaced whole, so a run stopped while
+    saving (periodic saves included) leaves the previous complete file in place."""
+    from safetensors.torch import save as to_bytes
+
+    from groundroll._atomic import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "open_clip_model.safetensors"))
-    (out / "open_clip_config.json").write_text(json.dumps(
-        {"model_cfg": model_cfg, "preprocess_cfg": PREPROCESS_CFG}, indent=2) + "\n")
-    tokenizer.save(str(out / "tokenizer.json"))
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    state = {k: v.detach().to(torch.float16).contiguous().cpu()
+             for k, v in model.state_dict().items()}
+    files = {
+        "open_clip_model.safetensors": to_bytes(state),
+        "open_clip_config.json": (json.dumps({"model_cfg": model_cfg,
+                                              "preprocess_cfg": PREPROCESS_CFG}, indent=2)
+                                  + "\n").encode(),
+        "tokenizer.json": tokenizer.to_str(pretty=True).encode(),
+        "meta.json": (json.dumps(meta, indent=2) + "\n").encode(),
+    }
+    for name, data in files.items():
+        with atomic_write(out / name, force=True) as f:
+            f.write(data)
 
 
 def base_meta(adapter: str, args, steps_done: int, seconds: float, n_params: int) -> dict:
