@@ -130,9 +130,10 @@ def test_recipe_two_steps(recipe, tmp_path):
     _forward(bundle)
 
 
-def test_recipe_with_loader_processes_and_a_time_schedule(tmp_path):
-    out = tmp_path / "clip"
-    cmd = [sys.executable, str(ROOT / "training" / "shapes_clip.py"), "--out", str(out),
+@pytest.mark.parametrize("recipe", ["shapes_clip", "shapes_coca"])
+def test_recipe_with_loader_processes_and_a_time_schedule(recipe, tmp_path):
+    out = tmp_path / recipe
+    cmd = [sys.executable, str(ROOT / "training" / f"{recipe}.py"), "--out", str(out),
            "--steps", "3", "--batch-size", "4", "--eval-n", "0", "--seed", "1",
            "--workers", "1", "--warmup", "1", "--schedule", "time", "--max-minutes", "5"]
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=300)

@@ -228,17 +228,103 @@ class BatchStream(torch.utils.data.IterableDataset):
     workers in turn, so a run is reproducible for a given seed and worker count.
     """
 
-    def __init__(self, seed: int, batch_size: int, tokenizer):
+    def __init__(self, seed: int, batch_size: int, tokenizer, *, subset_prob: float = 0.5):
         self.seed, self.batch_size, self.tokenizer = seed, batch_size, tokenizer
+        self.subset_prob = subset_prob
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
+        if info is not None:
+            torch.set_num_threads(1)  # one core per loader process
         rng = np.random.default_rng([self.seed, 0 if info is None else info.id])
-        torch.set_num_threads(1)
         while True:
-            images, pos, neg, _, img_sets, text_sets = make_batch(rng, self.batch_size,
-                                                                  normalise=False)
-            yield images, self.tokenizer(pos + neg), false_negatives(img_sets, text_sets)
+            yield tensor_batch(rng, self.batch_size, self.tokenizer,
+                               subset_prob=self.subset_prob)
+
+
+def tensor_batch(rng: np.random.Generator, batch_size: int, tokenizer, *,
+                 subset_prob: float = 0.5):
+    """``make_batch`` as tensors: uint8 images, token ids of [positives | hard negatives]
+    and the false-negative mask."""
+    images, pos, neg, _, img_sets, text_sets = make_batch(rng, batch_size, normalise=False,
+                                                          subset_prob=subset_prob)
+    return images, tokenizer(pos + neg), false_negatives(img_sets, text_sets)
+
+
+def add_run_options(p) -> None:
+    """Command-line options shared by the shapes recipes: threads, device, loader
+    processes, warm-up, schedule, time budget and periodic saves."""
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader processes drawing scenes (0: draw in this process)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="linear warm-up steps (default: a tenth of --steps, at most 100)")
+    p.add_argument("--schedule", choices=["steps", "time"], default="steps",
+                   help="cosine decay over --steps, or over --max-minutes of wall time "
+                        "(for hardware whose speed is not known in advance)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop early and save when training takes longer (steps done are "
+                        "recorded in meta.json)")
+    p.add_argument("--save-every-minutes", type=float, default=None,
+                   help="also save the weights at this interval while training")
+
+
+def check_run_options(p, args) -> None:
+    if args.schedule == "time" and args.max_minutes is None:
+        p.error("--schedule time needs --max-minutes")
+    if args.workers < 0:
+        p.error(f"--workers must be >= 0, got {args.workers}")
+
+
+def setup_device(args) -> torch.device:
+    """Torch threads of this process and the training device (TF32 matrix products on
+    CUDA)."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def batch_source(args, tokenizer, rng: np.random.Generator, *, subset_prob: float = 0.5):
+    """Iterator of ``tensor_batch`` results: drawn in this process from ``rng``
+    (``--workers 0``) or by ``--workers`` loader processes (``BatchStream``), which start
+    here, so call it before the model goes to a GPU."""
+    if args.workers:
+        return iter(torch.utils.data.DataLoader(
+            BatchStream(args.seed, args.batch_size, tokenizer, subset_prob=subset_prob),
+            batch_size=None, num_workers=args.workers,
+            pin_memory=torch.device(args.device).type == "cuda", prefetch_factor=4,
+            persistent_workers=True))
+
+    def draw():
+        while True:
+            yield tensor_batch(rng, args.batch_size, tokenizer, subset_prob=subset_prob)
+    return draw()
+
+
+def warmup_steps(args) -> int:
+    return args.warmup if args.warmup is not None else max(1, min(100, args.steps // 10))
+
+
+def learning_rate(args, step: int, elapsed: float, warmup: int) -> float:
+    """``cosine_lr`` by steps, or by the fraction of ``--max-minutes`` spent."""
+    progress = elapsed / (60 * args.max_minutes) if args.schedule == "time" else None
+    return cosine_lr(step, args.steps, args.lr, warmup, progress=progress)
+
+
+def run_meta(args, meta: dict, device: torch.device, warmup: int) -> dict:
+    """Add the device, loader and schedule facts to ``base_meta``'s training record."""
+    cuda = device.type == "cuda"
+    meta["training"].update({"device": torch.cuda.get_device_name(device) if cuda else "cpu",
+                             "workers": args.workers, "warmup": warmup,
+                             "schedule": args.schedule})
+    if args.workers:
+        meta["training"]["train_seeds"] = (
+            "numpy Generator([seed, worker]) streams, scenes drawn on the fly")
+    return meta
 
 
 def false_negatives(img_sets, text_sets) -> torch.Tensor:

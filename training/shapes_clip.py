@@ -33,58 +33,24 @@ def main(argv=None):
     p.add_argument("--pos-embed", choices=["sin_cos_2d", "learnable"], default="sin_cos_2d",
                    help="vision position embedding (fixed 2-D sin-cos gives spatial layout "
                         "from the first step)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--workers", type=int, default=0,
-                   help="DataLoader processes drawing scenes (0: draw in this process)")
-    p.add_argument("--warmup", type=int, default=None,
-                   help="linear warm-up steps (default: a tenth of --steps, at most 100)")
-    p.add_argument("--schedule", choices=["steps", "time"], default="steps",
-                   help="cosine decay over --steps, or over --max-minutes of wall time "
-                        "(for hardware whose speed is not known in advance)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop early and save when training takes longer (steps done are "
-                        "recorded in meta.json)")
-    p.add_argument("--save-every-minutes", type=float, default=None,
-                   help="also save the weights at this interval while training")
+    common.add_run_options(p)
     p.add_argument("--eval-n", type=int, default=500, help="held-out scenes; 0 skips")
     p.add_argument("--init", type=Path, default=None,
                    help="continue from the weights of a saved model directory")
     args = p.parse_args(argv)
-    if args.schedule == "time" and args.max_minutes is None:
-        p.error("--schedule time needs --max-minutes")
+    common.check_run_options(p, args)
 
     import open_clip
     from tqdm import tqdm
 
     from groundroll.zoo.openclip import WordTokenizer
 
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = common.setup_device(args)
     cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     rng = common.seed_everything(args.seed)
     hf_tok = common.build_tokenizer()
     tokenizer = WordTokenizer(hf_tok, common.CONTEXT_LENGTH)
-
-    def batches():
-        """Training batches; loader processes start here, before the model is on the GPU."""
-        if args.workers:
-            return iter(torch.utils.data.DataLoader(
-                common.BatchStream(args.seed, args.batch_size, tokenizer), batch_size=None,
-                num_workers=args.workers, pin_memory=cuda, prefetch_factor=4,
-                persistent_workers=True))
-
-        def draw():
-            while True:
-                images, pos, neg, _, img_sets, text_sets = common.make_batch(
-                    rng, args.batch_size, normalise=False)
-                yield images, tokenizer(pos + neg), common.false_negatives(img_sets, text_sets)
-        return draw()
-
-    stream = batches()
+    stream = common.batch_source(args, tokenizer, rng)  # loader processes start here
     cfg = common.clip_config(tokenizer.vocab_size, args.pos_embed)
     model = open_clip.CLIP(**cfg)
     if args.init is not None:
@@ -99,16 +65,11 @@ def main(argv=None):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": other, "weight_decay": 0.0}], lr=args.lr,
                             betas=(0.9, 0.98))
-    warmup = args.warmup if args.warmup is not None else max(1, min(100, args.steps // 10))
+    warmup = common.warmup_steps(args)
 
     def save(steps_done: int, seconds: float) -> dict:
-        meta = common.base_meta("open_clip", args, steps_done, seconds, n_params)
-        meta["training"].update({"device": torch.cuda.get_device_name(device) if cuda else "cpu",
-                                 "workers": args.workers, "warmup": warmup,
-                                 "schedule": args.schedule})
-        if args.workers:
-            meta["training"]["train_seeds"] = (
-                "numpy Generator([seed, worker]) streams, scenes drawn on the fly")
+        meta = common.run_meta(args, common.base_meta("open_clip", args, steps_done, seconds,
+                                                      n_params), device, warmup)
         common.save(model, cfg, hf_tok, args.out, meta)
         return meta
 
@@ -124,11 +85,7 @@ def main(argv=None):
         if args.save_every_minutes and elapsed - last_save > 60 * args.save_every_minutes:
             save(steps_done, elapsed)
             last_save = elapsed
-        if args.schedule == "time":
-            lr = common.cosine_lr(step, args.steps, args.lr, warmup,
-                                  progress=elapsed / (60 * args.max_minutes))
-        else:
-            lr = common.cosine_lr(step, args.steps, args.lr, warmup)
+        lr = common.learning_rate(args, step, elapsed, warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         t0 = timer()
