@@ -320,7 +320,8 @@ def run_meta(args, meta: dict, device: torch.device, warmup: int) -> dict:
     cuda = device.type == "cuda"
     meta["training"].update({"device": torch.cuda.get_device_name(device) if cuda else "cpu",
                              "workers": args.workers, "warmup": warmup,
-                             "schedule": args.schedule})
+                             "schedule": args.schedule,
+                             "scenes_seen": meta["training"]["steps"] * args.batch_size})
     if args.workers:
         meta["training"]["train_seeds"] = (
             "numpy Generator([seed, worker]) streams, scenes drawn on the fly")
@@ -385,6 +386,14 @@ def save(model, model_cfg: dict, tokenizer, out: Path, meta: dict) -> None:
     for name, data in files.items():
         with atomic_write(out / name, force=True) as f:
             f.write(data)
+
+
+def write_meta(out: Path, meta: dict) -> None:
+    """Replace ``out/meta.json`` whole."""
+    from groundroll._atomic import atomic_write
+
+    with atomic_write(out / "meta.json", force=True, mode="w") as f:
+        f.write(json.dumps(meta, indent=2) + "\n")
 
 
 def base_meta(adapter: str, args, steps_done: int, seconds: float, n_params: int) -> dict:

@@ -112,13 +112,14 @@ def main(argv=None):
     model.eval()
     model.cpu()
     meta = save(steps_done, seconds)
+    del stream  # stops the loader processes before the evaluation
     if args.eval_n:
         from groundroll.zoo.openclip import load_open_clip_dir
 
         b = load_open_clip_dir(args.out)
         meta["held_out"] = common.zero_shot(b.model, b.preprocess, b.tokenizer, n=args.eval_n)
         meta["held_out"]["command"] = f"python training/eval_shapes.py {args.out} --n {args.eval_n}"
-        (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        common.write_meta(args.out, meta)
         print(json.dumps(meta["held_out"]), flush=True)
     print(f"saved {args.out} ({n_params} params, {seconds:.0f}s)", flush=True)
 
