@@ -255,7 +255,6 @@ def test_layer_scan(marian, pairs):
     assert [r["aer"] for r in again.rows] == [r["aer"] for r in scan.rows if r["method"] == "raw"]
 
 
-@pytest.mark.skipif(not (TOY_MT / "config.json").is_file(), reason="toy-mt not bundled yet")
 def test_toy_mt_alignment_quality():
     from groundroll.data import toy_translation as toy
     from groundroll.evaluate import aer

@@ -118,7 +118,6 @@ def test_words_from_generated_ids():
     assert got.word_ids == encode_words(tok, words, target=True).word_ids
 
 
-@pytest.mark.skipif(not (TOY_MT / "tokenizer.json").is_file(), reason="toy-mt not bundled yet")
 def test_toy_mt_tokenizer():
     from transformers import AutoTokenizer
 

@@ -328,6 +328,82 @@ def run_meta(args, meta: dict, device: torch.device, warmup: int) -> dict:
     return meta
 
 
+def make_optimizer(model, lr: float) -> torch.optim.AdamW:
+    """AdamW (betas 0.9 / 0.98), weight decay 0.05 on weight matrices only."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                              {"params": other, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+
+
+def train(args, model, opt, stream, losses, save, *, device: torch.device, warmup: int,
+          desc: str) -> tuple[dict, float]:
+    """The recipes' training loop; returns the final ``save(steps_done, seconds)`` and the
+    seconds spent.
+
+    Each step: stop at ``--max-minutes``, save every ``--save-every-minutes``, set the
+    learning rate, take a batch from ``stream`` to ``device``, ``losses(images, text, drop)``
+    under bfloat16 autocast on CUDA (a dict whose ``"loss"`` is minimised; every entry is
+    logged), clip gradients at 1, step, clamp the logit scale at 100. The model ends in
+    eval mode on the CPU.
+    """
+    from tqdm import tqdm
+
+    cuda = device.type == "cuda"
+    timer = Timer()
+    model.train()
+    bar = tqdm(range(args.steps), desc=desc, mininterval=10)
+    steps_done, waited, last_save = 0, 0.0, 0.0
+    for step in bar:
+        elapsed = timer()
+        if args.max_minutes is not None and elapsed > 60 * args.max_minutes:
+            print(f"time limit reached after {step} steps", flush=True)
+            break
+        if args.save_every_minutes and elapsed - last_save > 60 * args.save_every_minutes:
+            save(steps_done, elapsed)
+            last_save = elapsed
+        lr = learning_rate(args, step, elapsed, warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        t0 = timer()
+        images, text, drop = next(stream)
+        waited += timer() - t0
+        images = normalise_images(images.to(device, non_blocking=True))
+        text, drop = text.to(device, non_blocking=True), drop.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            terms = losses(images, text, drop)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, 4.6052)
+        steps_done = step + 1
+        if step % 50 == 0:
+            values = {k: v.item() for k, v in terms.items()}
+            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+            print(f"step {step} " + " ".join(f"{k} {v:.4f}" for k, v in values.items())
+                  + f" lr {lr:.2e} t {timer():.0f}s waiting for data {waited:.0f}s", flush=True)
+    seconds = timer()
+    model.eval()
+    model.cpu()
+    return save(steps_done, seconds), seconds
+
+
+def evaluate_saved(args, meta: dict) -> None:
+    """Held-out zero-shot quality of the saved ``args.out`` (``--eval-n`` scenes, 0 skips),
+    written into its meta.json."""
+    if not args.eval_n:
+        return
+    from groundroll.zoo.openclip import load_open_clip_dir
+
+    b = load_open_clip_dir(args.out)
+    meta["held_out"] = zero_shot(b.model, b.preprocess, b.tokenizer, n=args.eval_n)
+    meta["held_out"]["command"] = f"python training/eval_shapes.py {args.out} --n {args.eval_n}"
+    write_meta(args.out, meta)
+    print(json.dumps(meta["held_out"]), flush=True)
+
+
 def false_negatives(img_sets, text_sets) -> torch.Tensor:
     """[B, 2B] bool: off-diagonal (image, text) pairs whose text describes a subset of the
     image's objects, so they are true pairs and must not count as negatives."""
@@ -342,12 +418,14 @@ def contrastive_loss(image_features, text_features, logit_scale, img_sets=None, 
                      *, drop: torch.Tensor | None = None):
     """Symmetric InfoNCE over [positives | hard negatives]; an off-diagonal pair whose text
     describes a subset of the image's objects is also true and is left out (``drop``, or
-    computed from the label sets)."""
+    computed from the label sets). Computed in float32, also inside an autocast region."""
     b = image_features.shape[0]
-    logits = logit_scale * image_features @ text_features.T  # [B, 2B]
+    with torch.autocast(image_features.device.type, enabled=False):
+        logits = (logit_scale.float() * image_features.float()
+                  @ text_features.float().T)  # [B, 2B]
     if drop is None:
         drop = false_negatives(img_sets, text_sets)
-    logits = logits.float().masked_fill(drop.to(logits.device), float("-inf"))
+    logits = logits.masked_fill(drop.to(logits.device), float("-inf"))
     target = torch.arange(b, device=logits.device)
     loss_i = F.cross_entropy(logits, target)
     loss_t = F.cross_entropy(logits[:, :b].T, target)

@@ -11,7 +11,6 @@ shapes scenes with a word-level vocabulary.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -41,12 +40,9 @@ def main(argv=None):
     common.check_run_options(p, args)
 
     import open_clip
-    from tqdm import tqdm
-
     from groundroll.zoo.openclip import WordTokenizer
 
     device = common.setup_device(args)
-    cuda = device.type == "cuda"
     rng = common.seed_everything(args.seed)
     hf_tok = common.build_tokenizer()
     tokenizer = WordTokenizer(hf_tok, common.CONTEXT_LENGTH)
@@ -60,11 +56,7 @@ def main(argv=None):
         model.load_state_dict({k: v.float() for k, v in state.items()})
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                             {"params": other, "weight_decay": 0.0}], lr=args.lr,
-                            betas=(0.9, 0.98))
+    opt = common.make_optimizer(model, args.lr)
     warmup = common.warmup_steps(args)
 
     def save(steps_done: int, seconds: float) -> dict:
@@ -73,54 +65,14 @@ def main(argv=None):
         common.save(model, cfg, hf_tok, args.out, meta)
         return meta
 
-    timer = common.Timer()
-    model.train()
-    bar = tqdm(range(args.steps), desc="shapes-clip", mininterval=10)
-    steps_done, waited, last_save = 0, 0.0, 0.0
-    for step in bar:
-        elapsed = timer()
-        if args.max_minutes is not None and elapsed > 60 * args.max_minutes:
-            print(f"time limit reached after {step} steps", flush=True)
-            break
-        if args.save_every_minutes and elapsed - last_save > 60 * args.save_every_minutes:
-            save(steps_done, elapsed)
-            last_save = elapsed
-        lr = common.learning_rate(args, step, elapsed, warmup)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        t0 = timer()
-        images, text, drop = next(stream)
-        waited += timer() - t0
-        images = common.normalise_images(images.to(device, non_blocking=True))
-        text, drop = text.to(device, non_blocking=True), drop.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            img_f, txt_f, scale = model(images, text)
-        loss = common.contrastive_loss(img_f.float(), txt_f.float(), scale.float(), drop=drop)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, 4.6052)
-        steps_done = step + 1
-        if step % 50 == 0:
-            value = loss.item()
-            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-            print(f"step {step} loss {value:.4f} lr {lr:.2e} t {timer():.0f}s "
-                  f"waiting for data {waited:.0f}s", flush=True)
-    seconds = timer()
-    model.eval()
-    model.cpu()
-    meta = save(steps_done, seconds)
-    del stream  # stops the loader processes before the evaluation
-    if args.eval_n:
-        from groundroll.zoo.openclip import load_open_clip_dir
+    def losses(images, text, drop):
+        img_f, txt_f, scale = model(images, text)
+        return {"loss": common.contrastive_loss(img_f, txt_f, scale, drop=drop)}
 
-        b = load_open_clip_dir(args.out)
-        meta["held_out"] = common.zero_shot(b.model, b.preprocess, b.tokenizer, n=args.eval_n)
-        meta["held_out"]["command"] = f"python training/eval_shapes.py {args.out} --n {args.eval_n}"
-        common.write_meta(args.out, meta)
-        print(json.dumps(meta["held_out"]), flush=True)
+    meta, seconds = common.train(args, model, opt, stream, losses, save, device=device,
+                                 warmup=warmup, desc="shapes-clip")
+    del stream  # stops the loader processes before the evaluation
+    common.evaluate_saved(args, meta)
     print(f"saved {args.out} ({n_params} params, {seconds:.0f}s)", flush=True)
 
 

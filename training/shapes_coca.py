@@ -11,7 +11,6 @@ Runs on a GPU with scenes drawn by loader processes as ``training/shapes_clip.py
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -41,12 +40,9 @@ def main(argv=None):
     common.check_run_options(p, args)
 
     import open_clip
-    from tqdm import tqdm
-
     from groundroll.zoo.openclip import WordTokenizer
 
     device = common.setup_device(args)
-    cuda = device.type == "cuda"
     rng = common.seed_everything(args.seed)
     hf_tok = common.build_tokenizer()
     tokenizer = WordTokenizer(hf_tok, common.CONTEXT_LENGTH)
@@ -61,11 +57,7 @@ def main(argv=None):
     torch.nn.init.normal_(decoder.text_projection, std=decoder.width ** -0.5)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                             {"params": other, "weight_decay": 0.0}], lr=args.lr,
-                            betas=(0.9, 0.98))
+    opt = common.make_optimizer(model, args.lr)
     warmup = common.warmup_steps(args)
 
     def save(steps_done: int, seconds: float) -> dict:
@@ -75,59 +67,22 @@ def main(argv=None):
         common.save(model, cfg, hf_tok, args.out, meta)
         return meta
 
-    timer = common.Timer()
-    model.train()
-    bar = tqdm(range(args.steps), desc="shapes-coca", mininterval=10)
-    steps_done, last_save = 0, 0.0
-    for step in bar:
-        elapsed = timer()
-        if args.max_minutes is not None and elapsed > 60 * args.max_minutes:
-            print(f"time limit reached after {step} steps", flush=True)
-            break
-        if args.save_every_minutes and elapsed - last_save > 60 * args.save_every_minutes:
-            save(steps_done, elapsed)
-            last_save = elapsed
-        lr = common.learning_rate(args, step, elapsed, warmup)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        images, text, drop = next(stream)
+    def losses(images, text, drop):
         b = images.shape[0]
-        images = common.normalise_images(images.to(device, non_blocking=True))
-        text, drop = text.to(device, non_blocking=True), drop.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            out = model(images, text[:b])
-            neg_f = model.encode_text(text[b:])
-        txt_f = torch.cat([out["text_features"], neg_f]).float()
-        clip_loss = common.contrastive_loss(out["image_features"].float(), txt_f,
-                                            out["logit_scale"].float(), drop=drop)
+        out = model(images, text[:b])
+        neg_f = model.encode_text(text[b:])
+        txt_f = torch.cat([out["text_features"], neg_f.to(out["text_features"].dtype)])
+        clip_loss = common.contrastive_loss(out["image_features"], txt_f, out["logit_scale"],
+                                            drop=drop)
         cap_loss = F.cross_entropy(out["logits"].float().permute(0, 2, 1), out["labels"],
                                    ignore_index=tokenizer.pad_token_id)
-        loss = clip_loss + args.caption_weight * cap_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, 4.6052)
-        steps_done = step + 1
-        if step % 50 == 0:
-            clip_value, cap_value = clip_loss.item(), cap_loss.item()
-            bar.set_postfix(clip=f"{clip_value:.3f}", cap=f"{cap_value:.3f}", refresh=False)
-            print(f"step {step} clip {clip_value:.4f} caption {cap_value:.4f} lr {lr:.2e} "
-                  f"t {timer():.0f}s", flush=True)
-    seconds = timer()
-    model.eval()
-    model.cpu()
-    meta = save(steps_done, seconds)
-    del stream  # stops the loader processes before the evaluation
-    if args.eval_n:
-        from groundroll.zoo.openclip import load_open_clip_dir
+        return {"loss": clip_loss + args.caption_weight * cap_loss, "clip": clip_loss,
+                "caption": cap_loss}
 
-        b = load_open_clip_dir(args.out)
-        meta["held_out"] = common.zero_shot(b.model, b.preprocess, b.tokenizer, n=args.eval_n)
-        meta["held_out"]["command"] = f"python training/eval_shapes.py {args.out} --n {args.eval_n}"
-        common.write_meta(args.out, meta)
-        print(json.dumps(meta["held_out"]), flush=True)
+    meta, seconds = common.train(args, model, opt, stream, losses, save, device=device,
+                                 warmup=warmup, desc="shapes-coca")
+    del stream  # stops the loader processes before the evaluation
+    common.evaluate_saved(args, meta)
     print(f"saved {args.out} ({n_params} params, {seconds:.0f}s)", flush=True)
 
 
