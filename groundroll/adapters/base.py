@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 __all__ = ["Site", "TokenSource", "Adapter", "register_adapter", "adapter_for",
-           "supported_models", "SWITCHES", "READERS"]
+           "supported_models", "SWITCHES", "READERS", "UnsupportedModelError"]
 
 #: How a site's attention probabilities are read.
-#: ``"output"``: the module returns a tuple whose last element is ``[batch, head, query,
-#: key]`` weights (Hugging Face eager attention). ``"mha"``: the module is an
-#: ``nn.MultiheadAttention``; the capture asks it for per-head weights.
-READERS = ("output", "mha")
+#: ``"output"``: the module returns a tuple whose element ``Site.index`` (the last by
+#: default) is ``[batch, head, query, key]`` weights (Hugging Face eager attention).
+#: ``"mha"``: the module is an ``nn.MultiheadAttention``; the capture asks it for
+#: per-head weights. ``"softmax"``: the module computes its probabilities with an explicit
+#: ``softmax`` over the last axis (timm ``Attention`` / ``EvaAttention`` /
+#: ``AttentionPoolLatent`` with ``fused_attn`` off); the capture keeps that tensor, the
+#: very one multiplied with the values.
+READERS = ("output", "mha", "softmax")
 
 #: Fused paths an adapter can switch off while capturing. ``"hf_eager"``: Hugging Face
-#: attention implementation set to ``"eager"`` (restored on exit).
-SWITCHES = ("hf_eager",)
+#: attention implementation set to ``"eager"``; ``"timm_fused"``: each captured timm
+#: module's ``fused_attn`` set to False. Both are restored on exit.
+SWITCHES = ("hf_eager", "timm_fused")
 
 
 @dataclass(frozen=True)
@@ -44,10 +50,18 @@ class Site:
         Token stream of the queries; defaults to ``stream``.
     key : str, optional
         Token stream of the keys; defaults to ``query`` (self-attention).
-    causal : bool
-        Whether the modules are called with a causal mask.
-    reader : {"output", "mha"}
+    causal : bool or None
+        Whether the modules are called with a causal mask; None: read from the
+        weights of each call (strict upper triangle exactly zero).
+    reader : {"output", "mha", "softmax"}
         How the weights are read (see :data:`READERS`).
+    index : int
+        With ``reader="output"``, position of the weights in the module's output tuple.
+    root : str, optional
+        Qualified name of the module one forward of which is one pass of the stream
+        (an encoder, a tower). When set, a layer's index is its order of arrival within
+        that pass, so modules called several times per pass (shared layers, as in
+        ALBERT) give one layer per call; otherwise each module is one layer.
     value : str, optional
         Path of the value projection relative to the module (a ``nn.Linear``), or
         ``"name:i/n"`` for part ``i`` of ``n`` of a fused projection (e.g. ``"qkv:2/3"``).
@@ -60,10 +74,12 @@ class Site:
     stream: str
     query: str | None = None
     key: str | None = None
-    causal: bool = False
+    causal: bool | None = False
     reader: str = "output"
     value: str | None = None
     out: str | None = None
+    index: int = -1
+    root: str | None = None
 
     def __post_init__(self) -> None:
         if self.reader not in READERS:
@@ -144,8 +160,8 @@ class Adapter:
         Hugging Face ``config.model_type`` values this adapter serves.
     tokens : tuple of TokenSource
         Where token metadata is read.
-    switch : str, optional
-        Fused path switched off while capturing (see :data:`SWITCHES`).
+    switch : str or tuple of str, optional
+        Fused path(s) switched off while capturing (see :data:`SWITCHES`).
     """
 
     name: str
@@ -153,12 +169,17 @@ class Adapter:
     classes: tuple[str, ...] = ()
     model_types: tuple[str, ...] = ()
     tokens: tuple[TokenSource, ...] = ()
-    switch: str | None = None
+    switch: str | tuple[str, ...] | None = None
     description: str = ""
     models: tuple[str, ...] = field(default=())
+    # For families whose sites depend on the instance (a timm trunk or a native tower
+    # inside the same open_clip class): adapter -> model -> the adapter for that model.
+    specialise: Callable[["Adapter", torch.nn.Module], "Adapter"] | None = field(
+        default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.switch is not None and self.switch not in SWITCHES:
+        bad = [s for s in self.switches if s not in SWITCHES]
+        if bad:
             raise ValueError(f"switch must be one of {SWITCHES} or None, got {self.switch!r}")
         if not self.classes and not self.model_types:
             raise ValueError(f"adapter {self.name!r} needs classes or model_types to match")
@@ -166,6 +187,12 @@ class Adapter:
     @property
     def streams(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(site.stream for site in self.sites))
+
+    @property
+    def switches(self) -> tuple[str, ...]:
+        if self.switch is None:
+            return ()
+        return (self.switch,) if isinstance(self.switch, str) else tuple(self.switch)
 
     def matches(self, model: torch.nn.Module) -> bool:
         names = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(model).__mro__}
@@ -176,6 +203,11 @@ class Adapter:
 
 
 _REGISTRY: list[Adapter] = []
+
+
+class UnsupportedModelError(TypeError):
+    """A model whose attention rollout does not apply (windowed, local or sparse
+    attention, convolutional trunks); the message says why and what works instead."""
 
 _HOW_TO_REGISTER = '''\
 Register an adapter for it, for example:
@@ -220,7 +252,8 @@ def supported_models() -> dict[str, tuple[str, ...]]:
 
 
 def adapter_for(model: torch.nn.Module) -> Adapter:
-    """The registered adapter serving ``model``.
+    """The registered adapter serving ``model``, else one derived from the attention
+    that a Hugging Face model declares (``_can_record_outputs``).
 
     Raises
     ------
@@ -228,9 +261,17 @@ def adapter_for(model: torch.nn.Module) -> Adapter:
         If no adapter matches; the message lists the supported families and shows how
         to register one.
     """
+    from .derive import derive_adapter, refusal
+
     for adapter in _REGISTRY:
         if adapter.matches(model):
-            return adapter
+            return adapter.specialise(adapter, model) if adapter.specialise else adapter
+    reason = refusal(model)
+    if reason is not None:
+        raise UnsupportedModelError(reason)
+    derived = derive_adapter(model)
+    if derived is not None:
+        return derived
     cls = type(model)
     families = "\n".join(f"  {name}: {', '.join(what)}"
                          for name, what in supported_models().items())

@@ -16,7 +16,8 @@ from typing import Any, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 
-from ..trace import AttentionLayer, Trace
+from .._locks import model_lock
+from ..trace import AttentionLayer, Tokens, Trace
 from .base import Adapter, Site, adapter_for
 from .tokens import read_tokens
 
@@ -95,11 +96,18 @@ def capture(
     """
     session = _Session(model, adapter_for(model), grads=grads, streams=streams,
                        reduce=reduce, values=values, tokenizer=tokenizer)
+    # Concurrent captures on one model would see each other's hooks and switched
+    # settings: hold the model's re-entrant lock for the whole block.
+    lock = model_lock(model)
+    lock.acquire()
     try:
         session.open()
         yield session.trace
     finally:
-        session.close()
+        try:
+            session.close()
+        finally:
+            lock.release()
 
 
 class _Session:
@@ -115,7 +123,12 @@ class _Session:
         self.trace = Trace(family=adapter.name)
         self.handles: list[Any] = []
         self.saved_configs: list[tuple[Any, Any]] = []
+        self.saved_fused: list[tuple[torch.nn.Module, Any]] = []
+        self.modes: list[Any] = []
         self.calls: dict[str, int] = defaultdict(int)
+        # Sites with a root: passes of the root so far and layers seen in the current one.
+        self.passes: dict[str, int] = defaultdict(lambda: -1)
+        self.arrivals: dict[tuple[str, str], int] = defaultdict(int)
         self.accumulators: dict[tuple[str, int], Any] = {}
 
         wanted = adapter.streams if streams is None else (
@@ -167,6 +180,10 @@ class _Session:
         for name, module in modules.items():
             for site in self.sites:
                 if re.search(site.pattern, name):
+                    if site.reader == "softmax" and not hasattr(module, "fused_attn"):
+                        raise TypeError(f"{self.adapter.name}: {name} is a"
+                                        f" {type(module).__name__}, not a timm attention"
+                                        " module (no fused_attn switch)")
                     if site.reader == "mha" and not isinstance(module, torch.nn.MultiheadAttention):
                         raise TypeError(f"{self.adapter.name}: {name} is a"
                                         f" {type(module).__name__}, not nn.MultiheadAttention")
@@ -180,8 +197,14 @@ class _Session:
                 " (custom attention blocks, e.g. open_clip block_type='custom' or timm"
                 " towers, are not supported)")
 
-        if self.adapter.switch == "hf_eager":
+        if "hf_eager" in self.adapter.switches:
             self._switch_hf_eager()
+        if "timm_fused" in self.adapter.switches:
+            for members in found.values():
+                for name, module in members:
+                    if hasattr(module, "fused_attn"):
+                        self.saved_fused.append((module, module.fused_attn))
+                        module.fused_attn = False
 
         token_streams = {s.query_stream for s in self.sites} | {s.key_stream for s in self.sites}
         for name, module in modules.items():
@@ -190,21 +213,33 @@ class _Session:
                     self.handles.append(module.register_forward_pre_hook(
                         self._token_hook(source), with_kwargs=True))
 
+        for root in {s.root for s in self.sites if s.root is not None}:
+            if root not in modules:
+                raise ValueError(f"{self.adapter.name}: no module {root!r} (a site's root)")
+            self.handles.append(modules[root].register_forward_pre_hook(
+                self._root_hook(root)))
         for stream, members in found.items():
             for index, (name, module) in enumerate(members):
                 site = site_of[name]
                 if site.reader == "mha":
                     self.handles.append(module.register_forward_pre_hook(
                         _ask_mha_for_weights, with_kwargs=True))
+                elif site.reader == "softmax":
+                    self.handles.append(module.register_forward_pre_hook(self._enter_softmax))
                 self.handles.append(module.register_forward_hook(
                     self._layer_hook(site, name, index, modules), with_kwargs=True))
 
     def close(self) -> None:
         while self.handles:
             self.handles.pop().remove()
+        while self.modes:  # a forward that raised inside a softmax-read module
+            self.modes.pop().__exit__(None, None, None)
         for config, value in reversed(self.saved_configs):
             config._attn_implementation_internal = value
         self.saved_configs.clear()
+        for module, value in reversed(self.saved_fused):
+            module.fused_attn = value
+        self.saved_fused.clear()
 
     def _switch_hf_eager(self) -> None:
         configs: dict[int, Any] = {}
@@ -235,24 +270,58 @@ class _Session:
             read_tokens(source, module, args, kwargs, self)
         return hook
 
+    def _root_hook(self, root: str):
+        def hook(module, args):
+            self.passes[root] += 1
+            for key in [k for k in self.arrivals if k[0] == root]:
+                self.arrivals[key] = 0
+        return hook
+
+    def _enter_softmax(self, module, args):
+        mode = _SoftmaxRecorder()
+        mode.__enter__()
+        self.modes.append(mode)
+
+    def _weights(self, site: Site, name: str, output) -> torch.Tensor | None:
+        if site.reader == "softmax":
+            mode = self.modes.pop() if self.modes else None
+            if mode is None:
+                return None
+            mode.__exit__(None, None, None)
+            return mode.probs
+        if isinstance(output, (tuple, list)) and -len(output) <= site.index < len(output):
+            return output[site.index]
+        return None
+
     def _layer_hook(self, site: Site, name: str, index: int, modules: dict):
         def hook(module, args, kwargs, output):
-            weights = output[-1] if isinstance(output, (tuple, list)) else None
+            weights = self._weights(site, name, output)
             if not isinstance(weights, torch.Tensor) or weights.dim() != 4:
                 raise RuntimeError(
                     f"{self.adapter.name}: {name} returned no [batch, head, query, key]"
                     " attention weights; is a fused attention path still active?")
-            call = self.calls[name]
-            self.calls[name] += 1
+            if site.root is not None:
+                call = max(self.passes[site.root], 0)
+                layer_index = self.arrivals[site.root, site.stream]
+                self.arrivals[site.root, site.stream] += 1
+            else:
+                call, layer_index = self.calls[name], index
+                self.calls[name] += 1
+            causal = site.causal if site.causal is not None else _looks_causal(weights)
             if site.kind == "self":
-                self._count_prefix(site.query_stream, weights.shape[-1])
+                self._count_prefix(site.query_stream, weights.shape[-1], causal, weights.shape[0])
+            else:
+                for stream, n in ((site.query_stream, weights.shape[-2]),
+                                  (site.key_stream, weights.shape[-1])):
+                    if stream not in self.trace.tokens:
+                        self.trace.tokens[stream] = Tokens(length=n)
             if site.stream in self.reduce:
                 self._fold(site.stream, call, weights)
                 return
             layer = AttentionLayer(
                 weights=weights if self.grads else weights.detach(), kind=site.kind,
                 stream=site.stream, query_stream=site.query_stream,
-                key_stream=site.key_stream, index=index, call=call, causal=site.causal,
+                key_stream=site.key_stream, index=layer_index, call=call, causal=causal,
                 module_name=name)
             if self.grads and weights.requires_grad:
                 _hook_gradient(weights, layer)
@@ -263,12 +332,21 @@ class _Session:
             self.trace.add(layer)
         return hook
 
-    def _count_prefix(self, stream: str, keys: int) -> None:
+    def _count_prefix(self, stream: str, keys: int, causal: bool, batch: int) -> None:
         tokens = self.trace.tokens.get(stream)
-        if tokens is not None and tokens.grid is not None and tokens.length != keys:
+        if tokens is None:
+            # Nothing said where this stream's tokens come from (e.g. audio features):
+            # its length is what the layer saw.
+            self.trace.tokens[stream] = Tokens(length=keys, causal=causal)
+            return
+        if causal and not tokens.causal:
+            tokens.causal = True
+        if tokens.grid is not None and tokens.length != keys:
             # Prefix tokens are counted from the sequence the layer saw, not guessed.
             rows, cols = tokens.grid
             tokens.length, tokens.prefix = keys, keys - rows * cols
+            if tokens.prefix > 0 and "cls" not in tokens.special:
+                tokens.special["cls"] = torch.zeros(batch, dtype=torch.long)
 
     def _fold(self, stream: str, call: int, weights: torch.Tensor) -> None:
         from ..rollout import RolloutAccumulator
@@ -280,6 +358,32 @@ class _Session:
         accumulator.add(weights.detach())
         if accumulator.layers > self.reduce[stream].get("start_layer", 0):
             self.trace.reduced[stream] = accumulator.result()
+
+
+def _looks_causal(weights: torch.Tensor) -> bool:
+    """Whether every query row gives exactly zero weight to later keys."""
+    q, k = weights.shape[-2:]
+    if q != k or q < 2:
+        return False
+    upper = torch.ones(q, k, dtype=torch.bool, device=weights.device).triu(1)
+    return bool((weights.detach()[..., upper] == 0).all())
+
+
+class _SoftmaxRecorder(torch.overrides.TorchFunctionMode):
+    """Keeps the last ``[batch, head, query, key]`` softmax over the last axis computed
+    while active (thread-local: torch function modes are per thread)."""
+
+    _SOFTMAX = {torch.softmax, torch.Tensor.softmax, F.softmax, torch.special.softmax}
+
+    def __init__(self):
+        super().__init__()
+        self.probs = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in self._SOFTMAX and isinstance(out, torch.Tensor) and out.dim() == 4:
+            self.probs = out
+        return out
 
 
 def _ask_mha_for_weights(module, args, kwargs):

@@ -158,8 +158,66 @@ def _coca_decoder(source, module, args, kwargs, session) -> dict:
     return out
 
 
+def _hf_patch_size(module: torch.nn.Module):
+    config = getattr(module, "config", None)
+    for cfg in (config, getattr(config, "vision_config", None)):
+        size = getattr(cfg, "patch_size", None)
+        if size is not None:
+            return (size, size) if isinstance(size, int) else tuple(size)
+    return None
+
+
+def _hf_auto(source, module, args, kwargs, session) -> dict:
+    """Whatever a Hugging Face tower's call says: ids and padding mask of text, the patch
+    grid of images (prefix tokens are counted from the first layer). Other inputs
+    (audio features, embeddings) leave the stream to be sized by its first layer."""
+    ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor)
+                     and not args[0].is_floating_point() else None)
+    if isinstance(ids, torch.Tensor) and ids.dim() == 2 and not ids.is_floating_point():
+        mask = kwargs.get("attention_mask")
+        mask = mask.bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        if mask is not None and bool(mask.all()):
+            mask = None
+        special = {"bos": _first(ids, mask), "eos": _last_real(ids, mask)}
+        strings = None
+        if session.tokenizer is not None and hasattr(session.tokenizer, "convert_ids_to_tokens"):
+            strings = [session.tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
+        return {source.stream: Tokens(length=ids.shape[1], ids=ids.detach(), strings=strings,
+                                      special=special, mask=mask)}
+    pixels = kwargs.get("pixel_values", args[0] if args else None)
+    if isinstance(pixels, torch.Tensor) and pixels.dim() == 4:
+        size = _hf_patch_size(module)
+        if size is None:
+            return {}
+        rows, cols = pixels.shape[-2] // size[0], pixels.shape[-1] // size[1]
+        # length 0 until the first layer recounts it with the prefix tokens
+        return {source.stream: Tokens(length=0, grid=(rows, cols), prefix=0)}
+    return {}
+
+
+def _timm_image(source, module, args, kwargs, session) -> dict:
+    """A timm ViT trunk (open_clip ``TimmModel``): patch size from ``patch_embed``,
+    prefix tokens (class, registers) from ``num_prefix_tokens``."""
+    pixels = _arg(args, kwargs, ("x", "image", "pixel_values"))
+    if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4:
+        return {}
+    trunk = getattr(module, "trunk", module)
+    ph, pw = _pair(trunk.patch_embed.patch_size)
+    rows, cols = pixels.shape[-2] // ph, pixels.shape[-1] // pw
+    prefix = int(getattr(trunk, "num_prefix_tokens", 0) or 0)
+    special = {"cls": torch.zeros(pixels.shape[0], dtype=torch.long)} if prefix else {}
+    return {source.stream: Tokens(length=prefix + rows * cols, special=special,
+                                  grid=(rows, cols), prefix=prefix)}
+
+
+def _pair(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+
+
 #: Token readers by name.
 READERS: dict[str, Reader] = {
+    "hf_auto": _hf_auto,
+    "timm_image": _timm_image,
     "text": _text,
     "image": _image,
     "queries": _queries,

@@ -1,0 +1,344 @@
+"""Capture sites read from what a Hugging Face model declares about its own attention.
+
+In transformers 5 each encoder, decoder and tower class carries ``_can_record_outputs``:
+which module class yields self- or cross-attention probabilities, at which output index,
+under which layer name (``PLBartDecoder._can_record_outputs["cross_attentions"] ==
+OutputRecorder(PLBartAttention, index=1, layer_name="encoder_attn")``). The modules
+found here are exactly those transformers itself reads for ``output_attentions=True``
+(same walk: a submodel's own declaration applies below it), so a model whose attention
+is declared is captured with no hand-written adapter:
+
+- self-attention streams are named after the module they live in (``vision``, ``text``,
+  ``audio``, ``decoder``, ``encoder``; ``encoder`` when nothing else says);
+- cross-attention streams go from their queries' stream to the other self-attention
+  stream (``cross`` for decoder -> encoder, ``<query>_cross`` otherwise);
+- causality is read from each call's weights (strict upper triangle exactly zero);
+- token metadata (ids, padding mask, patch grid; prefix tokens counted from the first
+  layer) is read where the stream's tower is called;
+- value and output projections for ``values=True`` are found by their conventional
+  names, or left unset (then ``values=True`` says so).
+
+Models whose attention is not global (windowed, local, block-sparse) or which have no
+attention (convolutional trunks) are refused by :func:`refusal` with the reason and
+what works instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from .base import Adapter, Site, TokenSource
+
+__all__ = ["derive_adapter", "declared_attention", "refusal", "Declared", "REFUSALS"]
+
+_WINDOWED = (
+    "attends within local windows (shifted from layer to layer), so no layer relates every"
+    " token to every other and the product of attention matrices that rollout needs is"
+    " not defined over the image. Use a global-attention vision model (ViT, DeiT, DINOv2,"
+    " BEiT, CLIP, SigLIP) for rollout or relevance maps, or a gradient attribution on the"
+    " last feature map (Grad-CAM) for this one.")
+_LOCAL = (
+    "uses sliding-window local attention with a few global tokens: its attention comes"
+    " as [batch, head, query, window] bands, not [query, key] matrices, and no layer"
+    " relates every token to every other. For alignment or token attributions use a"
+    " full-attention model (BART, mBART, Marian, T5, BERT-style encoders).")
+_SPARSE = (
+    "is configured with block-sparse attention (attention_type='block_sparse'): each"
+    " token attends to a few random, window and global blocks, so there is no full"
+    " [query, key] matrix to roll out. Build or load it with"
+    " config.attention_type='original_full' (the same weights with full attention) and"
+    " it is captured like BERT.")
+_CNN = (
+    "is a convolutional network: it has no attention to capture or roll out. Use a"
+    " gradient attribution (Grad-CAM) for it, or a ViT-based model with groundroll.")
+
+#: ``config.model_type`` -> why attention rollout does not apply and what works instead.
+REFUSALS: dict[str, str] = {
+    **{t: _WINDOWED for t in ("swin", "swinv2", "donut-swin", "maskformer-swin", "swin2sr",
+                              "nat", "dinat", "focalnet")},
+    **{t: _LOCAL for t in ("longformer", "led")},
+    **{t: _CNN for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet",
+                         "mobilenet_v1", "mobilenet_v2", "bit", "van", "poolformer")},
+}
+
+_SPARSE_TYPES = ("big_bird", "bigbird_pegasus")
+
+
+def refusal(model: torch.nn.Module) -> str | None:
+    """Why attention rollout does not apply to ``model`` (with what works instead), or
+    None. Knows windowed (Swin), local (Longformer, LED), block-sparse (BigBird) and
+    convolutional (ConvNeXt, ResNet) Hugging Face models by ``config.model_type``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> refusal(torch.nn.Linear(2, 2)) is None
+    True
+    """
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type is None:
+        return None
+    name = f"{type(model).__name__} (config.model_type={model_type!r})"
+    if model_type in REFUSALS:
+        return f"groundroll cannot roll out {name}: it {REFUSALS[model_type]}"
+    if model_type in _SPARSE_TYPES and getattr(config, "attention_type", "") == "block_sparse":
+        return f"groundroll cannot roll out {name}: it {_SPARSE}"
+    return None
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One attention module that a model declares (``_can_record_outputs``).
+
+    Attributes
+    ----------
+    name : str
+        Qualified module name in the model.
+    key : str
+        The declaration's key (``"attentions"``, ``"cross_attentions"``, ...).
+    index : int
+        Position of the probabilities in the module's output tuple.
+    declarer : str
+        Qualified name of the submodel whose declaration names the module.
+    """
+
+    name: str
+    key: str
+    index: int
+    declarer: str
+
+
+def _specs(declaration) -> list[tuple[str, object]]:
+    out = []
+    for key, specs in (declaration or {}).items():
+        if not key.endswith("attentions"):
+            continue
+        for spec in specs if isinstance(specs, list) else [specs]:
+            out.append((key, spec))
+    return out
+
+
+def _matches(spec, module: torch.nn.Module, name: str) -> tuple[bool, int]:
+    """transformers' own rule (``recursively_install_hooks``) for one recorder spec."""
+    if isinstance(spec, type):
+        return isinstance(module, spec), 1
+    if isinstance(spec, str):
+        return name.endswith(spec), 1
+    target = getattr(spec, "target_class", None)
+    class_name = getattr(spec, "class_name", None)
+    hit = (target is not None and isinstance(module, target)) or (
+        class_name is not None and name.endswith(class_name))
+    layer = getattr(spec, "layer_name", None)
+    if hit and layer is not None:
+        hit = "." + layer.strip(".") + "." in name + "."
+    return hit, int(getattr(spec, "index", 1))
+
+
+def declared_attention(model: torch.nn.Module) -> list[Declared]:
+    """The attention modules ``model`` declares, in module order.
+
+    Walks the module tree as transformers does for ``output_attentions``: below each
+    ``PreTrainedModel`` its own ``_can_record_outputs`` applies. Returns ``[]`` for a
+    model that declares nothing (or when transformers is not installed).
+
+    Examples
+    --------
+    >>> import transformers  # doctest: +SKIP
+    >>> cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2,
+    ...     num_attention_heads=4, intermediate_size=37)  # doctest: +SKIP
+    >>> [d.name for d in declared_attention(transformers.BertModel(cfg))]  # doctest: +SKIP
+    ['encoder.layer.0.attention.self', 'encoder.layer.1.attention.self']
+    """
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return []
+    if not isinstance(model, PreTrainedModel):
+        return []
+    found: list[Declared] = []
+
+    def walk(module, name, specs, declarer):
+        if isinstance(module, PreTrainedModel):
+            specs = _specs(getattr(type(module), "_can_record_outputs", None))
+            declarer = name
+        for child_name, child in module.named_children():
+            walk(child, f"{name}.{child_name}" if name else child_name, specs, declarer)
+        for key, spec in specs:
+            hit, index = _matches(spec, module, "." + name if name else "")
+            if hit:
+                found.append(Declared(name, key, index, declarer))
+                break
+
+    walk(model, "", [], "")
+    # transformers' walk is post-order (children first); keep module order.
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return sorted(found, key=lambda d: order[d.name])
+
+
+_ROLES = (("vision", ("vision", "visual", "image", "pixel", "patch")),
+          ("audio", ("audio", "speech")),
+          ("text", ("text",)),
+          ("decoder", ("decoder",)),
+          ("encoder", ("encoder",)))
+
+_VALUE_NAMES = ("v_proj", "value", "v", "values", "v_lin", "value_proj")
+_OUT_NAMES = ("out_proj", "o_proj", "o", "out_lin", "out", "proj", "projection", "dense",
+              "output.dense")
+
+
+def _role(relative: str) -> str | None:
+    for part in relative.split("."):
+        lowered = part.lower()
+        for role, words in _ROLES:
+            if any(w in lowered for w in words):
+                return role
+    return None
+
+
+def _linear(modules: dict, name: str, path: str) -> bool:
+    full = f"{name}.{path}" if name else path
+    return isinstance(modules.get(full), torch.nn.Linear)
+
+
+def _projections(modules: dict, name: str) -> tuple[str | None, str | None]:
+    value = next((n for n in _VALUE_NAMES if _linear(modules, name, n)), None)
+    if value is None:
+        for fused, parts in (("qkv", 3), ("in_proj", 3), ("c_attn", 3)):
+            if _linear(modules, name, fused):
+                value = f"{fused}:2/{parts}"
+                break
+    out = next((n for n in _OUT_NAMES if _linear(modules, name, n)), None)
+    if out is None:
+        parent = name.rpartition(".")[0]
+        out = next((f"../{n}" for n in ("output.dense", "dense", "out_proj", "o_proj")
+                    if _linear(modules, parent, n)), None)
+    return value, out
+
+
+def _common_root(names: list[str], modules: dict, declarer: str) -> str:
+    if len(names) == 1:
+        return declarer
+    parts = [n.split(".") for n in names]
+    common = []
+    for items in zip(*parts):
+        if len(set(items)) > 1:
+            break
+        common.append(items[0])
+    root = ".".join(common)
+    containers = (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)
+    while root and isinstance(modules.get(root), containers):
+        root = root.rpartition(".")[0]
+    if len(root) < len(declarer):
+        return declarer
+    return root
+
+
+def _below(name: str, parent: str) -> bool:
+    return not parent or name == parent or name.startswith(parent + ".")
+
+
+def _exact(names) -> str:
+    return "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
+
+
+def derive_adapter(model: torch.nn.Module) -> Adapter | None:
+    """An :class:`~groundroll.adapters.Adapter` built from ``model``'s own attention
+    declarations, or None when it declares none.
+
+    The adapter is specific to this model's module tree (its sites name the modules
+    exactly); ``capture`` calls this for any Hugging Face model no registered adapter
+    serves.
+
+    Examples
+    --------
+    >>> import transformers  # doctest: +SKIP
+    >>> cfg = transformers.PLBartConfig(vocab_size=64, d_model=32, encoder_layers=2,
+    ...     decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+    ...     encoder_ffn_dim=37, decoder_ffn_dim=37)  # doctest: +SKIP
+    >>> derive_adapter(transformers.PLBartModel(cfg)).streams  # doctest: +SKIP
+    ('encoder', 'decoder', 'cross')
+    """
+    declared = declared_attention(model)
+    if not declared:
+        return None
+    from transformers import PreTrainedModel
+    modules = dict(model.named_modules())
+    # Group into streams: one declarer and key, split by role (CLIPModel declares one
+    # "attentions" entry for both towers).
+    groups: dict[tuple, list[Declared]] = defaultdict(list)
+    for d in declared:
+        relative = d.name[len(d.declarer):].lstrip(".") if d.declarer else d.name
+        role = _role(d.declarer) or _role(relative) or "encoder"
+        groups[(d.declarer, d.key, role)].append(d)
+
+    self_streams: dict[tuple, str] = {}
+    used: dict[str, int] = defaultdict(int)
+    for (declarer, key, role), members in groups.items():
+        if "cross" in key:
+            continue
+        base = role if key == "attentions" else key.removesuffix("_attentions")
+        used[base] += 1
+        self_streams[(declarer, key, role)] = base if used[base] == 1 else f"{base}{used[base]}"
+    self_names = list(self_streams.values())
+
+    sites: list[Site] = []
+    tokens: list[TokenSource] = []
+    roots: dict[str, str] = {}
+    for (declarer, key, role), members in groups.items():
+        names = [d.name for d in members]
+        index = members[0].index
+        value, out = _projections(modules, names[0])
+        root = _common_root(names, modules, declarer)
+        if "cross" not in key:
+            stream = self_streams[(declarer, key, role)]
+            roots[stream] = root
+            sites.append(Site(_exact(names), stream, causal=None, index=index, root=root,
+                              value=value, out=out))
+            continue
+        query = next((s for (d, k, r), s in self_streams.items()
+                      if d == declarer and k == "attentions" and r == role),
+                     next((s for s in self_names if s == role), role))
+        others = [s for s in self_names if s != query]
+        preferred = {"decoder": "encoder", "text": "vision"}.get(query)
+        key_stream = (preferred if preferred in others
+                      else others[0] if len(others) == 1 else f"{query}_memory")
+        stream = "cross" if (query, key_stream) == ("decoder", "encoder") else f"{query}_cross"
+        sites.append(Site(_exact(names), stream, query=query, key=key_stream, index=index,
+                          root=root, value=value, out=out))
+
+    # Token metadata where each self stream's tower is called: the declaring submodel,
+    # or its child holding the stream when one submodel declares several towers.
+    by_declarer: dict[str, list[str]] = defaultdict(list)
+    for (declarer, key, role), stream in self_streams.items():
+        by_declarer[declarer].append(stream)
+    for (declarer, key, role), stream in self_streams.items():
+        where = declarer
+        if len(by_declarer[declarer]) > 1:
+            first = groups[(declarer, key, role)][0].name
+            relative = first[len(declarer):].lstrip(".") if declarer else first
+            head = relative.split(".")[0]
+            where = f"{declarer}.{head}" if declarer else head
+        # Outer submodels holding this stream only see the raw inputs (pixel values,
+        # ids) that an inner encoder gets as embeddings.
+        others = [d.name for (dc, k, r), ms in groups.items()
+                  if self_streams.get((dc, k, r)) not in (None, stream) for d in ms]
+        wheres = [where]
+        parent = where
+        while parent:
+            parent = parent.rpartition(".")[0]
+            if isinstance(modules.get(parent), PreTrainedModel) and not any(
+                    _below(o, parent) for o in others):
+                wheres.append(parent)
+        tokens.append(TokenSource(stream, pattern=_exact(wheres), reader="hf_auto"))
+    cls = type(model)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return Adapter(
+        name=f"hf_{model_type}" if model_type else f"hf_{cls.__name__}",
+        classes=(f"{cls.__module__}.{cls.__qualname__}",),
+        sites=tuple(sites), tokens=tuple(tokens), switch="hf_eager",
+        description=f"derived from {cls.__name__}'s _can_record_outputs")
