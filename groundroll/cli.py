@@ -59,18 +59,55 @@ def _add_segment(subparsers) -> None:
     p.add_argument("--template", dest="templates", action="append", default=None,
                    metavar="TEMPLATE", help="prompt template with one {} (repeatable)")
     p.add_argument("--min-size", type=int, default=0,
-                   help="remove components smaller than this many pixels")
+                   help="remove components smaller than this many pixels (>= 0)")
     p.add_argument("--fill-holes", action="store_true", help="fill holes in each label")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--max-side", type=int, default=1024, metavar="N",
+                   help="working resolution: long side in pixels (default: %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images with more pixels (decompression-bomb guard;"
+                        " default: %d)" % _default_max_pixels())
+    p.add_argument("--force", action="store_true",
+                   help="replace existing outputs (each image's previous set whole)")
+    from .distributed.cli import add_engine_options
+
+    add_engine_options(p, task="segment")
     p.set_defaults(func=_run_segment)
+
+
+def _default_max_pixels() -> int:
+    from .grounding.segment import DEFAULT_MAX_PIXELS
+
+    return DEFAULT_MAX_PIXELS
+
+
+def _check_image(path: Path, max_pixels: int) -> None:
+    """Readable image header within ``max_pixels``, without decoding the pixels."""
+    from .grounding.segment import _open_unchecked
+
+    if path.is_dir():
+        raise _Failure(f"{path} is a directory, not an image file; pass the image files"
+                       " inside it")
+    if not path.is_file():
+        raise _Failure(f"image file not found: {path}")
+    try:
+        with _open_unchecked(path) as im:
+            width, height = im.size
+    except Exception as err:  # PIL raises many types for unreadable files
+        raise _Failure(f"cannot read image {path}: {err}") from None
+    n = width * height
+    if n > max_pixels:
+        raise _Failure(f"image {path} is {width} x {height} = {n:,} pixels, more than"
+                       f" --max-pixels {max_pixels:,} (a guard against decompression"
+                       f" bombs); if you trust the file, pass --max-pixels {n}")
 
 
 def _run_segment(args) -> int:
     from tqdm.auto import tqdm
 
-    from .grounding import load_image, output_paths, resolve_model, segment
-    from .grounding.segment import _check_prompts
-    from ._atomic import check_writable
+    from . import grounding
+    from ._atomic import OutputSet
+    from .grounding.segment import (_check_prompts, check_templates, check_writable_set,
+                                    manifest_name)
 
     try:
         prompts = _check_prompts(args.prompts)
@@ -79,38 +116,67 @@ def _run_segment(args) -> int:
         raise _Failure(f"{err} (use -p PROMPT)") from None
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise _Failure(f"--threshold must be in [0, 1], got {args.threshold}")
+    from .distributed.cli import run_segment, wants_engine
+
+    if wants_engine(args):  # --engine ray / --resume: sharded, resumable runs
+        return run_segment(args, prompts, background, _Failure)
+    if args.min_size < 0:
+        raise _Failure(f"--min-size must be >= 0 pixels, got {args.min_size}")
+    if args.max_side < 1:
+        raise _Failure(f"--max-side must be >= 1, got {args.max_side}")
+    max_pixels = _default_max_pixels() if args.max_pixels is None else args.max_pixels
+    if max_pixels < 1:
+        raise _Failure(f"--max-pixels must be >= 1, got {args.max_pixels}")
+    try:
+        templates = check_templates(args.templates)
+    except ValueError as err:
+        raise _Failure(f"--template: {err}") from None
     images = [Path(i) for i in args.images]
-    # Everything is checked before anything is written.
+    # Everything is checked before the model loads and before anything is written.
     for path in images:
-        try:
-            load_image(path)
-        except (FileNotFoundError, ValueError) as err:
-            raise _Failure(str(err)) from None
+        _check_image(path, max_pixels)
     out = args.out
     if out.exists() and not out.is_dir():
         raise _Failure(f"--out {out} exists and is not a directory")
-    planned = [output_paths(out, prompts, stem=path.stem) for path in images]
+    planned = [grounding.output_paths(out, prompts, stem=path.stem) for path in images]
     files = [p for paths in planned for p in paths.values()]
     if len({p.name for p in files}) != len(files):
         raise _Failure("two images share a file name stem; their outputs would collide")
     try:
-        if out.is_dir():
-            check_writable(files, force=args.force)
-    except (FileExistsError, IsADirectoryError) as err:
+        check_writable_set(out, planned, force=args.force)
+    except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError,
+            ValueError) as err:
         raise _Failure(str(err)) from None
     try:
-        handle = resolve_model(args.model)
+        handle = grounding.resolve_model(args.model)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
         raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
 
-    out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(images, desc="segment", unit="image", disable=None, file=sys.stderr)
-    for path in bar:
-        seg = segment(path, prompts, model=handle, method=args.method,
-                      background=background or None, threshold=args.threshold,
-                      refine=args.refine, templates=args.templates,
-                      min_size=args.min_size, fill_holes=args.fill_holes)
-        seg.save(out, stem=path.stem, force=args.force)
+    stems = [path.stem for path in images]
+    try:
+        with OutputSet(out, force=args.force,
+                       manifests=[manifest_name(s) for s in stems]) as output:
+            bar = tqdm(images, desc="segment", unit="image", disable=None, file=sys.stderr)
+            for path in bar:
+                try:
+                    seg = grounding.segment(
+                        path, prompts, model=handle, method=args.method,
+                        background=background or None, threshold=args.threshold,
+                        refine=args.refine, templates=templates, max_side=args.max_side,
+                        max_pixels=max_pixels, min_size=args.min_size,
+                        fill_holes=args.fill_holes)
+                except (ValueError, FileNotFoundError) as err:
+                    raise _Failure(f"{err}; nothing was written") from None
+                seg.stage(output, stem=path.stem)
+                del seg
+            output.commit()
+    except FileExistsError as err:
+        raise _Failure(f"{err}; nothing was written") from None
+    except OSError as err:
+        reason = err.strerror or str(err)
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        raise _Failure(f"cannot write the outputs to {out}: {reason}{where}; nothing was"
+                       " written and earlier outputs are unchanged", EXIT_ERROR) from None
     print(f"wrote {sum(len(p) for p in planned)} files for {len(images)} image(s) to {out}",
           file=sys.stderr)
     return EXIT_OK
@@ -149,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="groundroll",
         description="Attention rollout on stock open_clip / Hugging Face models:"
                     " text-prompted segmentation and word alignment.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"groundroll {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_segment(subparsers)

@@ -69,7 +69,9 @@ def test_existing_outputs_need_force_and_nothing_is_written(tiny, images, tmp_pa
     assert "--force" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     assert _run(images[1], images[0], "-p", "a", "--out", out, "--force") == 0
-    assert len(list(out.iterdir())) == 8
+    # Four files per image plus one manifest per image's set.
+    assert len(list(out.iterdir())) == 10
+    assert len([p for p in out.iterdir() if p.name.startswith(".")]) == 2
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupt", "no_prompt", "empty_prompt",

@@ -157,8 +157,8 @@ def test_save_writes_everything_and_needs_force(tmp_path):
     s = _hand_segmentation()
     paths = s.save(tmp_path, stem="img")
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["img.json", "img_0_a_cat.png", "img_1_dog.png", "img_2_x.png",
-                     "img_labels.png", "img_overlay.png"]
+    assert names == [".img.groundroll.json", "img.json", "img_0_a_cat.png",
+                     "img_1_dog.png", "img_2_x.png", "img_labels.png", "img_overlay.png"]
     labels = Image.open(paths["labels"])
     assert labels.mode == "P"
     np.testing.assert_array_equal(np.asarray(labels), s.labels)

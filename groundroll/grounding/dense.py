@@ -2,10 +2,10 @@
 
 CLIP's last block mixes every patch with the class token's view of the image, so its
 patch tokens are poor local descriptors. The methods below rewrite only the last
-residual block, reversibly, inside :func:`dense_rewrite` (the block's ``forward`` is
-replaced on the instance and restored in ``finally``). Patch tokens then go through
-``ln_post`` and ``proj`` as the class token does, and are compared with the text
-embeddings by cosine similarity.
+residual block, reversibly, inside :func:`dense_rewrite` (a forward hook bound to
+the call replaces the block's output; the block's ``forward`` is never touched).
+Patch tokens then go through ``ln_post`` and ``proj`` as the class token does, and
+are compared with the text embeddings by cosine similarity.
 
 Notation for the last block with input ``x``: ``h = ln_1(x)``, ``q, k, v`` the
 multi-head projections of ``h``, ``O`` the output projection, ``s = head_dim ** -0.5``.
@@ -28,7 +28,8 @@ method         last block output
 
 from __future__ import annotations
 
-import functools
+import inspect
+import threading
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -119,10 +120,14 @@ def _visual(model):
 def dense_rewrite(model, method: str, *, sigma: float = 5.0) -> Iterator[None]:
     """Rewrite the last block of an open_clip ViT tower for dense features.
 
-    Inside the block, ``model.visual.transformer.resblocks[-1]`` computes the
-    ``method``'s output (see the module docstring); on exit, also after an
-    exception, the block's own ``forward`` is back and the model's outputs are
-    exactly what they were.
+    Inside the block, calls of ``model.visual.transformer.resblocks[-1]`` made by the
+    calling thread return the ``method``'s output (see the module docstring). The
+    block's ``forward`` is never replaced: a forward hook, bound to this call and to
+    the calling thread, replaces the block's output, and the model's lock
+    (:func:`groundroll._locks.model_lock`) is held for the whole block, so concurrent
+    calls on the same model wait and calls from other threads see the stock block.
+    On exit, also after an exception, the hook is removed and the model's outputs
+    are exactly what they were.
 
     Parameters
     ----------
@@ -136,21 +141,28 @@ def dense_rewrite(model, method: str, *, sigma: float = 5.0) -> Iterator[None]:
     >>> with dense_rewrite(model, "clearclip"):        # doctest: +SKIP
     ...     tokens = model.visual.transformer(x)
     """
+    from .._locks import locked
+
     if method not in DENSE_METHODS:
         raise ValueError(f"method must be one of {DENSE_METHODS}, got {method!r}")
     visual = _visual(model)
     block = visual.transformer.resblocks[-1]
     grid = tuple(visual.grid_size)
-    had_own = "forward" in block.__dict__
-    previous = block.__dict__.get("forward")
-    block.forward = functools.partial(_rewritten_forward, block, method, grid, sigma)
-    try:
-        yield
-    finally:
-        if had_own:
-            block.forward = previous
-        else:
-            del block.forward
+    owner = threading.get_ident()
+
+    def rewrite(module, args, kwargs, output):
+        if threading.get_ident() != owner:
+            return None                     # another thread's plain call: stock output
+        bound = inspect.signature(_rewritten_forward).bind_partial(
+            module, method, grid, sigma, *args, **kwargs)
+        return _rewritten_forward(**bound.arguments)
+
+    with locked(model):
+        handle = block.register_forward_hook(rewrite, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 @torch.no_grad()
@@ -161,18 +173,22 @@ def dense_features(model, pixels: torch.Tensor, method: str, *,
     The tower runs with its last block rewritten (:func:`dense_rewrite`); the patch
     tokens of the transformer output go through ``ln_post`` and ``proj``.
     """
+    from .._locks import locked
+
     visual = _visual(model)
     seen = {}
+    owner = threading.get_ident()
 
     def keep(module, args, output):
-        seen["tokens"] = output
+        if threading.get_ident() == owner:
+            seen["tokens"] = output
 
-    handle = visual.transformer.register_forward_hook(keep)
-    try:
-        with dense_rewrite(model, method, sigma=sigma):
+    with locked(model), dense_rewrite(model, method, sigma=sigma):
+        handle = visual.transformer.register_forward_hook(keep)
+        try:
             visual(pixels)
-    finally:
-        handle.remove()
+        finally:
+            handle.remove()
     tokens = seen["tokens"]                                      # [batch, N, D]
     gh, gw = visual.grid_size
     prefix = tokens.shape[1] - gh * gw

@@ -24,7 +24,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,12 +34,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import masks as M
+from .._locks import locked, short, warn_once, warning_scope
 from ._model import ModelHandle, resolve_model
 from .dense import DENSE_METHODS
 from .sources import METHODS, image_text_scores, prompt_maps
 
 __all__ = ["segment", "Segmentation", "load_image", "output_paths", "channel_maps",
-           "channel_probabilities", "REFINE", "slug"]
+           "channel_probabilities", "REFINE", "slug", "check_templates", "manifest_name",
+           "check_writable_set", "DEFAULT_MAX_PIXELS"]
 
 REFINE = ("none", "slic", "pamr")
 
@@ -45,51 +49,138 @@ REFINE = ("none", "slic", "pamr")
 # ----------------------------------------------------------------------------- input
 
 
-def load_image(image) -> np.ndarray:
+#: Default limit of :func:`load_image` / :func:`segment` ``max_pixels``: PIL's own
+#: decompression-bomb error limit (``2 * PIL.Image.MAX_IMAGE_PIXELS`` by default).
+DEFAULT_MAX_PIXELS = 178_956_970
+
+_PIL_OPEN_LOCK = threading.Lock()
+
+
+def _open_unchecked(path: Path):
+    """``PIL.Image.open`` without PIL's global decompression-bomb check (groundroll
+    checks ``max_pixels`` itself, per call). ``open`` reads only the header."""
+    from PIL import Image
+
+    with _PIL_OPEN_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def _read_image(image, *, max_side: int | None = None,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, tuple]:
+    """``(rgb, full_hw)``: the RGB uint8 image, decoded at a reduced size when a file
+    is larger than ``max_side`` and the format allows it, and the image's full size.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(image, (str, os.PathLike)):
+        rgb = _to_rgb(image, max_pixels=max_pixels)
+        return rgb, tuple(rgb.shape[:2])
+    path = Path(image)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not an image file; pass the"
+                                " image files inside it")
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with _open_unchecked(path) as im:
+            width, height = im.size
+            _check_pixels(width * height, max_pixels, f"image {path} ({width} x {height})")
+            full_hw = (height, width)
+            long_side = max(width, height)
+            if max_side is not None and long_side > max_side:
+                if im.format == "JPEG":
+                    # DCT scaling: decode at 1/2, 1/4 or 1/8 while still >= max_side.
+                    scale = long_side / max_side
+                    im.draft("RGB", (max(1, int(np.ceil(width / scale))),
+                                     max(1, int(np.ceil(height / scale)))))
+                    im.load()
+                else:
+                    factor = int(long_side // max_side)
+                    im.load()
+                    if factor >= 2:
+                        reduced = im.reduce(factor)
+                        im.close()
+                        return _to_rgb(reduced, max_pixels=None), full_hw
+            else:
+                im.load()
+            return _to_rgb(im, max_pixels=None), full_hw
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+        if isinstance(err, (IsADirectoryError, FileNotFoundError)):
+            raise
+        raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def _check_pixels(pixels: int, max_pixels: int | None, what: str) -> None:
+    if max_pixels is not None and pixels > max_pixels:
+        raise ValueError(
+            f"{what} has {pixels:,} pixels, more than max_pixels={max_pixels:,} (a guard"
+            " against decompression bombs); if you trust the file, allow it with"
+            " max_pixels= (command line: --max-pixels N)")
+
+
+def load_image(image, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """RGB uint8 ``[H, W, 3]`` from a path, a PIL image or an array.
 
     Grayscale, RGBA (alpha dropped), palette, 16-bit and float images are converted:
-    16-bit integers are scaled by ``255 / 65535``, floats are read as [0, 1].
+    16-bit integers are scaled by ``255 / 65535``, floats must lie in [0, 1].
+
+    Parameters
+    ----------
+    image : str, PathLike, PIL.Image or ndarray
+    max_pixels : int or None, optional
+        Refuse images with more pixels than this (checked from the file header,
+        before decoding); None: no limit.
 
     Raises
     ------
     FileNotFoundError
         A path that does not exist.
+    IsADirectoryError
+        A path that is a directory.
     ValueError
-        A file that is not a readable image, or an array of an unusable shape.
+        A file that is not a readable image, an image larger than ``max_pixels``, a
+        float array with values outside [0, 1] (or NaN), or an array of an unusable
+        shape.
 
     Examples
     --------
     >>> load_image(np.zeros((4, 5), np.uint16)).shape
     (4, 5, 3)
     """
-    from PIL import Image, UnidentifiedImageError
+    return _read_image(image, max_pixels=max_pixels)[0]
 
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path}")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return load_image(im)
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise ValueError(f"cannot read image {path}: {err}") from err
+
+def _to_rgb(image, *, max_pixels: int | None) -> np.ndarray:
     if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL
+        _check_pixels(image.size[0] * image.size[1], max_pixels,
+                      f"image ({image.size[0]} x {image.size[1]})")
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(image).astype(np.float64)
             scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 1.0
             gray = np.clip(np.round(arr * scale), 0, 255).astype(np.uint8)
             return np.repeat(gray[..., None], 3, axis=-1)
         if image.mode == "F":
-            return load_image(np.asarray(image, dtype=np.float64))
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+            arr = np.asarray(image, dtype=np.float64)
+            if arr.size and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1):
+                # Mode "F" images usually hold raw measurements: scale them to [0, 1].
+                raise ValueError("float image (mode 'F') has values outside [0, 1];"
+                                 " scale it to [0, 1] first")
+            return _to_rgb(arr, max_pixels=None)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return np.asarray(rgb, dtype=np.uint8).copy()
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4) or min(arr.shape[:2]) < 1:
         raise ValueError(f"expected an image [H, W], [H, W, 3] or [H, W, 4], got shape"
                          f" {arr.shape}")
+    _check_pixels(arr.shape[0] * arr.shape[1], max_pixels,
+                  f"image array ({arr.shape[1]} x {arr.shape[0]})")
     if arr.shape[-1] in (1, 2):
         arr = np.repeat(arr[..., :1], 3, axis=-1)
     arr = arr[..., :3]
@@ -98,8 +189,16 @@ def load_image(image) -> np.ndarray:
     if arr.dtype == bool:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.floating):
-        return np.round(np.clip(arr, 0.0, 1.0) * 255).astype(np.uint8)
+        if not np.isfinite(arr).all():
+            raise ValueError("float image has NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"float image values must lie in [0, 1], got [{lo:g}, {hi:g}];"
+                             " divide 0-255 data by 255 or pass a uint8 array")
+        return np.round(arr * 255).astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer):
+        if arr.min(initial=0) < 0:
+            raise ValueError("integer image has negative values")
         top = 255 if arr.max(initial=0) <= 255 else 65535
         return np.round(np.clip(arr, 0, top) * (255.0 / top)).astype(np.uint8)
     raise ValueError(f"unsupported image dtype {arr.dtype}")
@@ -171,8 +270,9 @@ class Segmentation:
     prompts : list of str
     settings : dict
         Every option used, the model name, image sizes and the seconds taken.
-    image : ndarray of uint8, shape [H, W, 3]
-        The RGB image, for overlays.
+    image : ndarray of uint8, shape [h, w, 3]
+        The RGB image, for overlays. A large image file is decoded at a reduced size
+        (``h, w`` at least the working resolution); :meth:`overlay` resizes it.
     """
 
     labels: np.ndarray
@@ -214,6 +314,7 @@ class Segmentation:
 
         image = self.image if self.image is not None else np.zeros(
             self.labels.shape + (3,), np.uint8)
+        image = _resize_rgb(image, self.labels.shape)
         return overlay(image, self.labels, palette=M.palette(max(len(self.prompts) + 1, 2)),
                        alpha=alpha)
 
@@ -271,28 +372,75 @@ class Segmentation:
         """Write ``<stem>_labels.png`` (palette PNG), ``<stem>_<k>_<slug>.png`` (one
         mask per prompt), ``<stem>_overlay.png`` and ``<stem>.json``.
 
-        Every path is checked before anything is written; each file is written
-        atomically. Existing files are an error unless ``force``.
+        The folder is created if missing. The files are written as one set: into a
+        temporary folder inside ``directory`` first, then moved into place together,
+        so an error (full disk, file size limit, read-only folder) leaves no file of
+        the set behind and a previous set untouched. A manifest
+        (``.<stem>.groundroll.json``) records the set's files: with ``force`` the
+        previous set of this ``stem`` is replaced whole (its files that the new set
+        does not have, such as the mask of a prompt no longer given, are removed;
+        files groundroll did not write are never touched). Existing files are an
+        error unless ``force``.
 
         Returns
         -------
         dict of str to Path
+
+        Examples
+        --------
+        >>> paths = seg.save("out/run1")                       # doctest: +SKIP
+        >>> paths["summary"].name                              # doctest: +SKIP
+        'segmentation.json'
         """
-        from .._atomic import atomic_write, check_writable
+        from .._atomic import OutputSet
 
         paths = self.output_paths(directory, stem=stem)
-        check_writable(paths.values(), force=force)
-        blobs = {"labels": _png(self.labels, palette=True),
-                 "overlay": _png(self.overlay())}
+        check_writable_set(directory, [paths], force=force)
+        with OutputSet(directory, force=force, manifests=[manifest_name(stem)]) as out:
+            self.stage(out, stem=stem)
+            out.commit()
+        return paths
+
+    def stage(self, out, *, stem: str = "segmentation") -> dict:
+        """Add this result's files to an open :class:`groundroll._atomic.OutputSet`
+        (the set of ``stem``); :meth:`save` is ``stage`` then ``commit``."""
+        paths = self.output_paths(out.directory, stem=stem)
+        manifest = manifest_name(stem)
+        out.add(paths["labels"].name, _png(self.labels, palette=True), manifest=manifest)
         for k, m in enumerate(self.masks):
-            blobs[f"mask_{k}"] = _png(m.astype(np.uint8) * 255)
+            out.add(paths[f"mask_{k}"].name, _png(m.astype(np.uint8) * 255),
+                    manifest=manifest)
+        out.add(paths["overlay"].name, _png(self.overlay()), manifest=manifest)
         summary = self.summary()
         summary["files"] = {k: p.name for k, p in paths.items() if k != "summary"}
-        blobs["summary"] = (json.dumps(summary, indent=2) + "\n").encode()
-        for key, path in paths.items():
-            with atomic_write(path, force=force) as f:
-                f.write(blobs[key])
+        out.add(paths["summary"].name, json.dumps(summary, indent=2) + "\n",
+                manifest=manifest)
         return paths
+
+
+def manifest_name(stem: str) -> str:
+    """File name of the manifest of the output set ``stem``."""
+    return f".{stem}.groundroll.json"
+
+
+def check_writable_set(directory, planned: Sequence[dict], *, force: bool = False) -> None:
+    """Check, before any work, that the sets ``planned`` (dicts of paths, one per
+    stem) can be written into ``directory``: the folder (or the nearest existing one
+    that would hold it) is writable, no planned path is a directory, and without
+    ``force`` no planned file exists.
+
+    Raises
+    ------
+    NotADirectoryError, PermissionError, IsADirectoryError, FileExistsError, ValueError
+    """
+    from .._atomic import check_directory, check_writable
+
+    check_directory(directory)
+    files = [p for paths in planned for p in paths.values()]
+    if Path(directory).is_dir():
+        check_writable(files, force=force)
+    elif len({os.path.abspath(p) for p in files}) != len(files):
+        raise ValueError("two outputs share a file name")
 
 
 def output_paths(directory, prompts: Sequence[str], *, stem: str = "segmentation") -> dict:
@@ -421,6 +569,7 @@ def segment(
     normalize: str | None = None,
     window: bool | None = None,
     max_side: int = 1024,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     min_size: int = 0,
     fill_holes: bool = False,
     tokenizer: Any = None,
@@ -465,15 +614,22 @@ def segment(
         image's short side exceeds twice the model input.
     max_side : int
         Working resolution: longer images are downscaled so their long side is
-        ``max_side``; the label map is resized back by nearest neighbour.
+        ``max_side``; the label map is resized back by nearest neighbour. Image files
+        are decoded at a reduced size where the format allows it (JPEG DCT scaling,
+        integer reduction for others), so memory stays near the working resolution's
+        plus the full-size outputs.
+    max_pixels : int or None
+        Refuse images with more pixels (a decompression-bomb guard, checked from the
+        file header); None: no limit.
     min_size : int
-        Remove connected components smaller than this many working pixels.
+        Remove connected components smaller than this many working pixels (>= 0).
     fill_holes : bool
         Fill background holes enclosed by one label.
     tokenizer : optional
         Tokenizer for a bare ``model``.
     cache : dict, optional
-        Caller-owned dict keeping models loaded from spec strings across calls.
+        Caller-owned dict keeping models loaded from spec strings across calls
+        (without it a spec is loaded once per process, :func:`groundroll.zoo.cached`).
     source_options : dict, optional
         Extra keyword arguments of the map source (e.g. ``{"read": "input"}`` for
         ``"cross"``, ``{"sigma": 3.0}`` for ``"naclip"``).
@@ -485,9 +641,25 @@ def segment(
     Raises
     ------
     ValueError
-        No prompts, an empty prompt, an unknown method or refinement, a corrupt image.
+        No prompts, an empty prompt, an unknown method or refinement, a corrupt image,
+        an image over ``max_pixels``, a negative ``min_size``.
     FileNotFoundError
         A missing image file.
+
+    Warns
+    -----
+    UserWarning
+        Once per call each: duplicate prompts (all but the first get empty masks),
+        prompts made only of words the tokenizer does not know, prompts truncated to
+        the text context.
+
+    Notes
+    -----
+    Thread safety: several threads may call :func:`segment` with one shared model.
+    The model's lock (:func:`groundroll._locks.model_lock`) is held while the model
+    runs, so the calls run one after another on that model and each gives exactly
+    the result of a call made alone; the model is left as it was, also when a call
+    fails.
 
     Examples
     --------
@@ -497,9 +669,72 @@ def segment(
     >>> seg.masks.shape                                              # doctest: +SKIP
     (2, 128, 160)
     """
+    with warning_scope():
+        return _segment(image, prompts, model=model, method=method, background=background,
+                        threshold=threshold, refine=refine, templates=templates,
+                        logit_scale=logit_scale, normalize=normalize, window=window,
+                        max_side=max_side, max_pixels=max_pixels, min_size=min_size,
+                        fill_holes=fill_holes, tokenizer=tokenizer, cache=cache,
+                        source_options=source_options)
+
+
+def check_templates(templates) -> list[str] | None:
+    """``templates`` as a list, each with exactly one ``{}``; None stays None.
+
+    Examples
+    --------
+    >>> check_templates(["a photo of {}."])
+    ['a photo of {}.']
+    """
+    if templates is None:
+        return None
+    if isinstance(templates, str):
+        templates = [templates]
+    out = list(templates)
+    for t in out:
+        if not isinstance(t, str) or t.count("{}") != 1 or re.sub(r"\{\}", "", t).count(
+                "{") or re.sub(r"\{\}", "", t).count("}"):
+            raise ValueError(f"a template needs exactly one {{}} (where the prompt goes)"
+                             f" and no other braces, got {t!r}")
+    return out
+
+
+def _warn_prompts(handle: ModelHandle, prompts: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for k, p in enumerate(prompts):
+        key = " ".join(p.split()).lower()
+        if key in seen:
+            warn_once(f"prompt {k} {short(p)} repeats prompt {seen[key]}: every pixel goes"
+                      f" to the first, so prompt {k}'s mask is empty", stacklevel=4)
+        else:
+            seen[key] = k
+    unk = getattr(handle.tokenizer, "unk_token_id", None)
+    if not isinstance(unk, int):
+        return
+    encode = getattr(handle.tokenizer, "encode", None)
+    if encode is None:
+        return
+    for p in prompts:
+        try:
+            ids = list(encode(p, add_special_tokens=False))
+        except TypeError:                       # groundroll WordTokenizer
+            ids = list(encode(p))
+        if ids and all(int(i) == unk for i in ids):
+            warn_once(f"prompt {short(p)} has no word the model's tokenizer knows (every"
+                      " token is unknown): its map carries no meaning", stacklevel=4)
+
+
+def _segment(image, prompts, *, model, method, background, threshold, refine, templates,
+             logit_scale, normalize, window, max_side, max_pixels, min_size, fill_holes,
+             tokenizer, cache, source_options) -> Segmentation:
     started = time.perf_counter()
     prompts = _check_prompts(prompts)
     background = _check_prompts(background or [], "background prompts")
+    templates = check_templates(templates)
+    if int(min_size) < 0:
+        raise ValueError(f"min_size must be >= 0 pixels, got {min_size}")
+    if int(max_side) < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     refine = "none" if refine is None else refine
@@ -507,15 +742,26 @@ def segment(
         raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold is a probability in [0, 1], got {threshold}")
-    rgb = load_image(image)
+    rgb, full_hw = _read_image(image, max_side=max_side, max_pixels=max_pixels)
     handle: ModelHandle = resolve_model(model, tokenizer=tokenizer, cache=cache)
+    with locked(handle.model):
+        return _segment_locked(handle, rgb, full_hw, prompts, background, started,
+                               method=method, threshold=threshold, refine=refine,
+                               templates=templates, logit_scale=logit_scale,
+                               normalize=normalize, window=window, max_side=max_side,
+                               min_size=min_size, fill_holes=fill_holes,
+                               source_options=source_options)
 
-    full_hw = rgb.shape[:2]
+
+def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, method,
+                    threshold, refine, templates, logit_scale, normalize, window, max_side,
+                    min_size, fill_holes, source_options) -> Segmentation:
+    _warn_prompts(handle, prompts + background)
     if max(full_hw) > max_side:
         work_hw = M.fit_size(full_hw, long_side=max_side)
         work = _resize_rgb(rgb, work_hw)
     else:
-        work_hw, work = full_hw, rgb
+        work_hw, work = tuple(full_hw), _resize_rgb(rgb, full_hw)
 
     channels = prompts + background
     dense = method in DENSE_METHODS
@@ -593,7 +839,8 @@ def caption_heatmaps(image, caption: str, *, model: Any = "bundled:shapes-coca",
     rgb = load_image(image)
     handle = resolve_model(model, tokenizer=tokenizer)
     geometry = M.letterbox_geometry(rgb.shape[:2], handle.image_size, mode="pad")
-    words, grid = caption_word_maps(handle, M.letterbox_image(rgb, geometry, fill=0),
-                                    caption, compose_method=compose_method, read=read)
+    with warning_scope(), locked(handle.model):
+        words, grid = caption_word_maps(handle, M.letterbox_image(rgb, geometry, fill=0),
+                                        caption, compose_method=compose_method, read=read)
     heat = M.unletterbox(grid.astype(np.float32), geometry, order=1)
     return words, M.normalize_maps(heat, how="minmax").astype(np.float32)

@@ -13,11 +13,17 @@ Model libraries are imported only when a model of theirs is loaded.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from groundroll.zoo.bundle import Bundle
 
-__all__ = ["load", "bundled", "Bundle", "BUNDLED_DIR", "ACCEPTED_FORMS"]
+__all__ = ["load", "cached", "clear_cache", "bundled", "Bundle", "BUNDLED_DIR",
+           "ACCEPTED_FORMS", "CACHE_SIZE"]
+
+#: Most models :func:`cached` keeps loaded at once (least recently used dropped first).
+CACHE_SIZE = 4
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
@@ -51,10 +57,100 @@ def _load_bundled(name: str, device: str) -> Bundle:
     if (path / "config.json").is_file():
         from groundroll.zoo.hf import load_hf
 
-        return load_hf(path, device=device)
+        return _quiet(load_hf, path, device=device)
     from groundroll.zoo.openclip import load_open_clip_dir
 
     return load_open_clip_dir(path, device=device)
+
+
+def _quiet(loader, *args, **kwargs):
+    """Run ``loader`` with transformers' per-load progress bars and info logs off.
+
+    transformers 5 shows a "Loading weights" bar for every ``from_pretrained``; for
+    the tiny bundled models it is noise. The switch is transformers' own and is put
+    back as it was.
+    """
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return loader(*args, **kwargs)
+    with _QUIET_LOCK:
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        try:
+            return loader(*args, **kwargs)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if was_enabled:
+                hf_logging.enable_progress_bar()
+
+
+_QUIET_LOCK = threading.Lock()
+_CACHE: "OrderedDict[tuple[str, str], Bundle]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_LOADING: dict[tuple[str, str], threading.Lock] = {}
+
+
+def cached(name: str, *, device: str = "cpu") -> Bundle:
+    """The model ``name`` loaded once per process and shared.
+
+    Like :func:`load`, but the first call loads and later calls (from any thread)
+    return the same :class:`Bundle`. Two threads asking for the same name at the same
+    time load it once; different names load in parallel. At most
+    :data:`CACHE_SIZE` models are kept (least recently used dropped first).
+
+    The shared model must not be changed by the caller; groundroll's own calls
+    (``segment``, ``align``, ``capture``, ...) leave it as loaded and are safe to
+    run from several threads at once.
+
+    Parameters
+    ----------
+    name : str
+        A spec for :func:`load`.
+    device : str
+        Torch device; part of the cache key.
+
+    Returns
+    -------
+    Bundle
+
+    Examples
+    --------
+    >>> from groundroll.zoo import cached
+    >>> cached("bundled:toy-mt") is cached("bundled:toy-mt")
+    True
+    """
+    key = (str(name), str(device))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        loading = _LOADING.setdefault(key, threading.Lock())
+    with loading:
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                _CACHE.move_to_end(key)
+                return _CACHE[key]
+        bundle = load(name, device=device)
+        with _CACHE_LOCK:
+            _CACHE[key] = bundle
+            _LOADING.pop(key, None)
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        return bundle
+
+
+def clear_cache() -> None:
+    """Drop every model :func:`cached` holds (they are freed once no one uses them).
+
+    Examples
+    --------
+    >>> clear_cache()
+    """
+    with _CACHE_LOCK:
+        _CACHE.clear()
 
 
 def load(name: str, *, device: str = "cpu") -> Bundle:
@@ -71,7 +167,9 @@ def load(name: str, *, device: str = "cpu") -> Bundle:
     Returns
     -------
     Bundle
-        The model in eval mode; ``Bundle.name`` is ``name``.
+        A new copy of the model in eval mode; ``Bundle.name`` is ``name``. Library
+        calls given the name as a string (``gr.segment(..., model="bundled:...")``)
+        use :func:`cached` instead and load each name once per process.
 
     Raises
     ------
