@@ -224,14 +224,14 @@ def extract_links(matrix, *, extraction: str = "argmax", threshold: float | None
                              " leave symmetrise=None")
         if backward is not None:
             m = 0.5 * (_norm_rows(m) + _norm_cols(np.asarray(backward, np.float64)))
-        return _links.itermax(m)
+        return _drop_unscored(_links.itermax(m), m)
     limit = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     if extraction == "argmax":
         forward = _links.argmax_links(m, axis=1)
     else:
         forward = _links.threshold_links(_norm_rows(m), threshold=limit)
     if symmetrise is None:
-        return forward
+        return _drop_unscored(forward, m)
     b = m if backward is None else np.asarray(backward, dtype=np.float64)
     if b.shape != m.shape:
         raise ValueError(f"backward matrix {b.shape} does not match {m.shape}")
@@ -239,7 +239,14 @@ def extract_links(matrix, *, extraction: str = "argmax", threshold: float | None
         reverse = _links.argmax_links(b, axis=0)
     else:
         reverse = _links.threshold_links(_norm_cols(b), threshold=limit)
-    return _links.symmetrize(forward, reverse, how=symmetrise)
+    return _drop_unscored(_links.symmetrize(forward, reverse, how=symmetrise), m)
+
+
+def _drop_unscored(found: set, m: np.ndarray) -> set:
+    """Links of words whose row or column is all zero (words cut off by the model's
+    length limit, or given no score) are dropped: there is no evidence for them."""
+    rows, cols = np.any(m != 0, axis=1), np.any(m != 0, axis=0)
+    return {(s, t) for s, t in found if rows[t] and cols[s]}
 
 
 def _norm_rows(m: np.ndarray) -> np.ndarray:
@@ -255,12 +262,12 @@ def _norm_cols(m: np.ndarray) -> np.ndarray:
 
 
 def _bundle(model):
-    from groundroll.zoo import Bundle, load
+    from groundroll.zoo import Bundle, cached
 
     if isinstance(model, Bundle):
         return model
     if isinstance(model, (str, Path)):
-        return load(str(model))
+        return cached(str(model))
     raise TypeError("model must be a groundroll.zoo.Bundle or a spec for"
                     f" groundroll.zoo.load (e.g. 'bundled:toy-mt'), got {type(model).__name__}")
 
@@ -631,7 +638,16 @@ def _plain(x):
     return [int(i) for i in x]
 
 
-def _matrices(bundle, srcs: list[list[str]], tgts: list[list[str]] | None, *,
+def _matrices(bundle, *args, **kwargs):
+    """:func:`_matrices_unlocked` holding the model's lock (concurrent calls on one
+    model run one after another) with each warning shown once."""
+    from groundroll._locks import locked, warning_scope
+
+    with warning_scope(), locked(bundle.model):
+        return _matrices_unlocked(bundle, *args, **kwargs)
+
+
+def _matrices_unlocked(bundle, srcs: list[list[str]], tgts: list[list[str]] | None, *,
               specs: Sequence[tuple[str, Any, bool]], heads, head_fusion, residual,
               batch_size: int, max_length, max_relevance_tokens: int, relevance_chunk: int,
               generate_kwargs, progress: bool):
@@ -660,9 +676,11 @@ def _matrices(bundle, srcs: list[list[str]], tgts: list[list[str]] | None, *,
                 if encoded_tgt[i].truncated and i not in truncated:
                     truncated.append(i)
     if truncated:
-        warnings.warn(f"{len(truncated)} sentence(s) longer than {limit} tokens were"
-                      f" truncated (first: #{min(truncated)}); their cut-off words get no"
-                      " links", stacklevel=3)
+        from groundroll._locks import warn_once
+
+        warn_once(f"{len(truncated)} sentence(s) longer than {limit} tokens were"
+                  f" truncated (first: #{min(truncated)}); their cut-off words get no"
+                  " links", stacklevel=4)
     todo = [i for i in range(n) if encoded_src[i] is not None
             and (tgts is None or encoded_tgt[i] is not None)]
     # Similar lengths together: less padding (results do not depend on the grouping).

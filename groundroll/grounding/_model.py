@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._locks import short, warn_once
+
 __all__ = ["ModelHandle", "resolve_model", "FAMILIES"]
 
 #: Families the grounding sources know, by ``ModelHandle.family``.
@@ -142,8 +144,8 @@ class ModelHandle:
                 for text in texts:
                     n = len(encode(text)) + 2
                     if n > length:
-                        warnings.warn(f"prompt {text!r} has {n} tokens; truncated to the"
-                                      f" text context of {length}", stacklevel=4)
+                        warn_once(f"prompt {short(text)} has {n} tokens; truncated to"
+                                  f" the text context of {length}", stacklevel=3)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ids = self.tokenizer(texts)
@@ -152,8 +154,8 @@ class ModelHandle:
         for text in texts:
             n = len(self.tokenizer(text)["input_ids"])
             if n > length:
-                warnings.warn(f"prompt {text!r} has {n} tokens; truncated to the text"
-                              f" context of {length}", stacklevel=4)
+                warn_once(f"prompt {short(text)} has {n} tokens; truncated to the text"
+                          f" context of {length}", stacklevel=3)
         padding = "max_length" if self.family == "hf_siglip" else True
         enc = self.tokenizer(texts, padding=padding, truncation=True, max_length=length,
                              return_tensors="pt")
@@ -272,9 +274,9 @@ def resolve_model(model, *, tokenizer=None, cache: dict | None = None) -> ModelH
     if isinstance(model, str):
         if cache is not None and model in cache:
             return cache[model]
-        from ..zoo import load
+        from ..zoo import cached
 
-        handle = resolve_model(load(model))
+        handle = resolve_model(cached(model))
         if cache is not None:
             cache[model] = handle
         return handle

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._locks import locked
 from ..adapters import capture
 from ..compose import compose
 from ._model import ModelHandle
@@ -75,18 +76,21 @@ def relevance_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str
     pixels.requires_grad_(True)
     streams = ["vision", "pool"] if handle.family == "hf_siglip" else ["vision"]
     model = handle.model
-    dtype = handle.dtype
-    if dtype != torch.float32:  # fp16 gradients underflow
-        model.float()
-    try:
-        with torch.enable_grad(), capture(model, grads=True, streams=streams) as trace:
-            image_emb = handle.image_embeddings(pixels)          # [P, D]
-            logits = handle.logit_scale() * (image_emb * text).sum(-1)
-            # Gradients w.r.t. the input only: parameters keep no .grad of ours.
-            torch.autograd.grad(logits.sum(), pixels)
-    finally:
-        if dtype != torch.float32:
-            model.to(dtype)
+    # The float32 cast below changes the shared model: the model's lock keeps every
+    # other groundroll call on it waiting until the dtypes are back.
+    with locked(model):
+        dtype = handle.dtype
+        if dtype != torch.float32:  # fp16 gradients underflow
+            model.float()
+        try:
+            with torch.enable_grad(), capture(model, grads=True, streams=streams) as trace:
+                image_emb = handle.image_embeddings(pixels)          # [P, D]
+                logits = handle.logit_scale() * (image_emb * text).sum(-1)
+                # Gradients w.r.t. the input only: parameters keep no .grad of ours.
+                torch.autograd.grad(logits.sum(), pixels)
+        finally:
+            if dtype != torch.float32:
+                model.to(dtype)
     tokens = trace.tokens["vision"]
     if handle.family == "hf_siglip":
         comp = compose(trace, source="vision", target="pool_queries", method="relevance")
