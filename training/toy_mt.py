@@ -3,6 +3,7 @@
 Usage::
 
     python training/toy_mt.py --out groundroll/zoo/bundled/toy-mt --steps 3000 --seed 0
+    python training/toy_mt.py --variant hard --out groundroll/zoo/bundled/toy-mt-hard ...
 
 Builds a BPE tokenizer (Metaspace ``▁`` word starts, vocabulary shared by both languages)
 with the ``tokenizers`` library, wraps it as a ``PreTrainedTokenizerFast``, trains a
@@ -33,13 +34,13 @@ PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 MAX_LENGTH = 64
 
 
-def build_tokenizer(vocab_size: int, *, seed: int, n_sentences: int = 20000):
+def build_tokenizer(vocab_size: int, *, seed: int, n_sentences: int = 20000, variant: str = "base"):
     """Train a shared BPE tokenizer on training pairs and wrap it for transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     corpus = []
-    for pair in toy.pairs(n_sentences, seed=seed + 10_000, split="train"):
+    for pair in toy.pairs(n_sentences, seed=seed + 10_000, split="train", variant=variant):
         corpus += [pair.src, pair.tgt]
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
@@ -62,7 +63,7 @@ def build_tokenizer(vocab_size: int, *, seed: int, n_sentences: int = 20000):
     )
 
 
-def build_model(tokenizer, *, d_model: int, seed: int):
+def build_model(tokenizer, *, d_model: int, seed: int, ffn_dim: int = 512):
     from transformers import MarianConfig, MarianMTModel
 
     torch.manual_seed(seed)
@@ -75,8 +76,8 @@ def build_model(tokenizer, *, d_model: int, seed: int):
         decoder_layers=3,
         encoder_attention_heads=4,
         decoder_attention_heads=4,
-        encoder_ffn_dim=512,
-        decoder_ffn_dim=512,
+        encoder_ffn_dim=ffn_dim,
+        decoder_ffn_dim=ffn_dim,
         max_position_embeddings=MAX_LENGTH,
         dropout=0.1,
         attention_dropout=0.0,
@@ -151,7 +152,10 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--variant", default="base", choices=list(toy.VARIANTS),
+                    help="which toy language pair (hard: polysemy, idioms, long reordering)")
     ap.add_argument("--d-model", type=int, default=128)
+    ap.add_argument("--ffn-dim", type=int, default=512)
     ap.add_argument("--vocab-size", type=int, default=1000)
     ap.add_argument("--tokenizer-sentences", type=int, default=20000,
                     help="training pairs the tokenizer is learned from")
@@ -177,10 +181,13 @@ def main(argv=None):
         torch.manual_seed(args.seed)
         tokenizer = AutoTokenizer.from_pretrained(args.init)
         model = MarianMTModel.from_pretrained(args.init, dtype=torch.float32)
+        # The variant may change: a base model continued on --variant hard keeps its
+        # tokenizer, which splits the hard variant's new words into several pieces.
         previous = json.loads((Path(args.init) / "meta.json").read_text())
     else:
-        tokenizer = build_tokenizer(args.vocab_size, seed=args.seed, n_sentences=args.tokenizer_sentences)
-        model = build_model(tokenizer, d_model=args.d_model, seed=args.seed)
+        tokenizer = build_tokenizer(args.vocab_size, seed=args.seed,
+                                    n_sentences=args.tokenizer_sentences, variant=args.variant)
+        model = build_model(tokenizer, d_model=args.d_model, seed=args.seed, ffn_dim=args.ffn_dim)
         previous = None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"vocab {len(tokenizer)}  params {n_params}", flush=True)
@@ -201,10 +208,11 @@ def main(argv=None):
 
     start = time.time()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    stream = toy.iter_pairs(seed=args.seed, split="train")
-    dev = toy.pairs(200, split="dev")
+    stream = toy.iter_pairs(seed=args.seed, split="train", variant=args.variant)
+    dev = toy.pairs(200, split="dev", variant=args.variant)
     step, history = 0, []
-    bar = tqdm(range(args.steps), desc="toy-mt", mininterval=5.0)
+    bar = tqdm(range(args.steps), desc="toy-mt" if args.variant == "base" else f"toy-mt-{args.variant}",
+               mininterval=5.0)
     for step in bar:
         model.train()
         enc = encode(tokenizer, [next(stream) for _ in range(args.batch_size)])
@@ -225,7 +233,7 @@ def main(argv=None):
     steps_done = step + 1
     train_seconds = time.time() - start
 
-    test = toy.pairs(args.eval_n, split="test")
+    test = toy.pairs(args.eval_n, split="test", variant=args.variant)
     em = exact_match(model, tokenizer, test)
     print(f"held-out exact match {em:.4f} on {len(test)} test pairs", flush=True)
 
@@ -240,12 +248,13 @@ def main(argv=None):
         "adapter": "hf_marian",
         "model_class": "MarianMTModel",
         "data": "groundroll.data.toy_translation",
+        "variant": args.variant,
         "recipe": " && ".join(
             ([previous["recipe"]] if previous else [])
             + ["python training/toy_mt.py " + " ".join(list(sys.argv[1:] if argv is None else argv))]
         ),
         "stages": _stages(previous)
-        + [{"seed": args.seed, "steps": steps_done, "lr": args.lr,
+        + [{"variant": args.variant, "seed": args.seed, "steps": steps_done, "lr": args.lr,
             "train_seconds": round(train_seconds, 1),
             "argv": list(sys.argv[1:] if argv is None else argv)}],
         "seed": args.seed,
@@ -258,7 +267,7 @@ def main(argv=None):
         "vocab_size": len(tokenizer),
         "weights_dtype": "float16" if args.fp16 else "float32",
         "max_length": MAX_LENGTH,
-        "max_source_words": toy.MAX_WORDS,
+        "max_source_words": toy.MAX_WORDS if args.variant == "base" else 18,
         "quality": {"test_exact_match": em, "test_pairs": len(test), "split": "test"},
         "history": history,
     }

@@ -53,6 +53,7 @@ __all__ = [
     "SPLIT_SEEDS",
     "MAX_WORDS",
     "MIN_WORDS",
+    "VARIANTS",
 ]
 
 LEXICON_SEED = 20240613
@@ -61,6 +62,9 @@ SPLIT_SEEDS = {"train": 0, "dev": 1, "test": 2}
 MIN_WORDS = 3
 MAX_WORDS = 15
 _SPLITS = ("train", "dev", "test")
+#: ``"base"``: the pair described above; ``"hard"``: polysemy, long-distance reordering,
+#: idioms, unlinked function words and rare words (:mod:`groundroll.data.toy_translation_hard`).
+VARIANTS = ("base", "hard")
 
 
 @dataclass(frozen=True)
@@ -276,18 +280,31 @@ def _generate(rng: random.Random, lex: Lexicon) -> Pair:
     return Pair(tuple(src), tuple(w for w, _ in tgt), alignment)
 
 
-def sentence_pair(rng: random.Random) -> Pair:
+def _generator(variant: str):
+    if variant == "base":
+        return lambda rng: _generate(rng, lexicon())
+    if variant == "hard":
+        from groundroll.data import toy_translation_hard
+
+        return toy_translation_hard.generate
+    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+
+
+def sentence_pair(rng: random.Random, *, variant: str = "base") -> Pair:
     """Draw one sentence pair with its gold alignment.
 
     Parameters
     ----------
     rng : random.Random
         Source of randomness; the pair is a deterministic function of its state.
+    variant : {"base", "hard"}
+        Which language pair (see :data:`VARIANTS`).
 
     Returns
     -------
     Pair
-        Source and target words (3 to 15 source words) and the 0-indexed alignment.
+        Source and target words (3 to 15 source words; 18 for ``"hard"``) and the
+        0-indexed alignment.
 
     Examples
     --------
@@ -296,7 +313,7 @@ def sentence_pair(rng: random.Random) -> Pair:
     >>> MIN_WORDS <= len(pair.src_words) <= MAX_WORDS
     True
     """
-    return _generate(rng, lexicon())
+    return _generator(variant)(rng)
 
 
 def split_of(src_words) -> str:
@@ -308,18 +325,20 @@ def split_of(src_words) -> str:
     return "test" if bucket == 0 else "dev" if bucket == 1 else "train"
 
 
-def iter_pairs(*, seed: int, split: str | None = None) -> Iterator[Pair]:
+def iter_pairs(*, seed: int, split: str | None = None, variant: str = "base") -> Iterator[Pair]:
     """Endless stream of pairs from ``seed``, optionally only those of one split."""
     if split is not None and split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS} or None, got {split!r}")
-    rng, lex = random.Random(seed), lexicon()
+    rng, generate = random.Random(seed), _generator(variant)
     while True:
-        pair = _generate(rng, lex)
+        pair = generate(rng)
         if split is None or split_of(pair.src_words) == split:
             yield pair
 
 
-def pairs(n: int, *, seed: int | None = None, split: str | None = None) -> list[Pair]:
+def pairs(
+    n: int, *, seed: int | None = None, split: str | None = None, variant: str = "base"
+) -> list[Pair]:
     """``n`` sentence pairs, deterministic from ``seed``.
 
     Parameters
@@ -330,30 +349,37 @@ def pairs(n: int, *, seed: int | None = None, split: str | None = None) -> list[
         Generator seed. Defaults to ``SPLIT_SEEDS[split]`` (0 when ``split`` is None).
     split : {"train", "dev", "test"}, optional
         Keep only sentences whose hash puts them in this split.
+    variant : {"base", "hard"}
+        Which language pair (see :data:`VARIANTS`).
 
     Examples
     --------
     >>> test = pairs(3, split="test")
     >>> [split_of(p.src_words) for p in test]
     ['test', 'test', 'test']
+    >>> hard = pairs(2, split="test", variant="hard")
+    >>> len(hard)
+    2
     """
     if seed is None:
         seed = SPLIT_SEEDS.get(split, 0) if split else 0
-    stream = iter_pairs(seed=seed, split=split)
+    stream = iter_pairs(seed=seed, split=split, variant=variant)
     return [next(stream) for _ in range(n)]
 
 
 # ----------------------------------------------------------------------------- files
 
 
-def write_corpus(directory, n: int, seed: int | None = None, *, split: str | None = "test") -> Path:
+def write_corpus(
+    directory, n: int, seed: int | None = None, *, split: str | None = "test", variant: str = "base"
+) -> Path:
     """Write ``src.txt``, ``tgt.txt`` and ``gold.talp`` (one sentence per line).
 
     Parameters
     ----------
     directory : path
         Created if missing.
-    n, seed, split
+    n, seed, split, variant
         As in :func:`pairs`; held-out test sentences by default.
 
     Returns
@@ -363,7 +389,7 @@ def write_corpus(directory, n: int, seed: int | None = None, *, split: str | Non
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    data = pairs(n, seed=seed, split=split)
+    data = pairs(n, seed=seed, split=split, variant=variant)
     (directory / "src.txt").write_text("".join(p.src + "\n" for p in data), encoding="utf-8")
     (directory / "tgt.txt").write_text("".join(p.tgt + "\n" for p in data), encoding="utf-8")
     write_talp(directory / "gold.talp", [p.alignment for p in data], force=True)
@@ -380,7 +406,7 @@ def read_corpus(directory) -> list[Pair]:
             for s, t, a in zip(src, tgt, gold)]
 
 
-def as_dataset(n: int, *, seed: int | None = None, split: str | None = None):
+def as_dataset(n: int, *, seed: int | None = None, split: str | None = None, variant: str = "base"):
     """The pairs as a Hugging Face ``datasets.Dataset``.
 
     Columns: ``src`` and ``tgt`` (str), ``src_words`` and ``tgt_words`` (list of str),
@@ -388,7 +414,7 @@ def as_dataset(n: int, *, seed: int | None = None, split: str | None = None):
     """
     import datasets  # optional dependency
 
-    data = pairs(n, seed=seed, split=split)
+    data = pairs(n, seed=seed, split=split, variant=variant)
     return datasets.Dataset.from_dict(
         {
             "src": [p.src for p in data],
