@@ -207,6 +207,21 @@ def _unavailable(name: str, reason: str):
     return run
 
 
+# --------------------------------------------------------------------------- report, app
+
+
+def _add_report(subparsers) -> None:
+    from .report.cli import register
+
+    register(subparsers)
+
+
+def _add_app(subparsers) -> None:
+    from .app import register
+
+    register(subparsers)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -222,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     _add_segment(subparsers)
     _add_align(subparsers)
+    _add_report(subparsers)
+    _add_app(subparsers)
     return parser
 
 

@@ -126,11 +126,20 @@ class Alignment:
         return plot_alignment(self.matrix, self.src_words, self.tgt_words,
                               links=self.links, gold=gold, ax=ax, cmap=cmap, title=title)
 
-    def to_html(self) -> str:
-        """A self-contained HTML table of the matrix with the links marked."""
-        from groundroll.viz import alignment_html
+    def to_html(self, *, title: str | None = None) -> str:
+        """A self-contained interactive HTML page: hover a word to see its links and
+        scores, links and matrix views, Pharaoh export
+        (:func:`groundroll.report.alignment_report`; no network, data inline).
 
-        return alignment_html(self.matrix, self.src_words, self.tgt_words, self.links)
+        Examples
+        --------
+        >>> a = Alignment(["a", "b"], ["x"], np.ones((1, 2)), {(0, 0)})
+        >>> a.to_html().startswith("<!DOCTYPE html>")
+        True
+        """
+        from groundroll.report import alignment_report
+
+        return alignment_report(self, title=title)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (links as sorted ``[s, t]`` lists)."""

@@ -318,6 +318,20 @@ class Segmentation:
         return overlay(image, self.labels, palette=M.palette(max(len(self.prompts) + 1, 2)),
                        alpha=alpha)
 
+    def to_html(self, *, title: str | None = None) -> str:
+        """A self-contained interactive HTML page: the image with each prompt's mask and
+        heatmap as toggleable layers, an opacity slider and the scores
+        (:func:`groundroll.report.segmentation_report`; no network, data inline).
+
+        Examples
+        --------
+        >>> seg.to_html().startswith("<!DOCTYPE html>")          # doctest: +SKIP
+        True
+        """
+        from ..report import segmentation_report
+
+        return segmentation_report(self, title=title)
+
     def to_coco(self, *, image_id: int = 0, start_id: int = 1) -> list[dict]:
         """COCO annotations, one per non-empty mask, with RLE segmentation.
 

@@ -1,0 +1,326 @@
+"""Interactive alignment reports: words, links, scores and the matrix in one HTML file.
+
+Two ways in:
+
+* :func:`alignment_report` shows :class:`~groundroll.align.Alignment` results as they
+  are (one pair or several, one matrix each); the page re-extracts links (argmax,
+  threshold, itermax) from the embedded matrix.
+* :func:`explore_alignment` runs a model once per variant (method x layer x head x
+  shift) and embeds every matrix, so the page switches between them without Python.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+
+from ._page import DEFAULT_MAX_BYTES, asset, page
+
+__all__ = ["alignment_report", "explore_alignment", "alignment_variants"]
+
+#: Decimals kept for matrix entries in the page.
+DECIMALS = 5
+
+
+def _label(v: dict) -> str:
+    layer = "mean of all layers" if v["layer"] == "all" else (
+        f"layer {v['layer']}" if v["method"] in ("raw", "norm")
+        else f"through decoder layer {v['layer']}")
+    head = "fused heads" if v["head"] == "fused" else f"head {v['head']}"
+    return f"{v['method']} · {layer} · {head} · {'AWI (shift)' if v['shift'] else 'AWO'}"
+
+
+def _variant(method, layer, head, shift) -> dict:
+    v = dict(method=str(method), layer=layer, head=head, shift=bool(shift))
+    v["label"] = _label(v)
+    return v
+
+
+def _rounded(m) -> list:
+    m = np.nan_to_num(np.asarray(m, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.round(m, DECIMALS).tolist()
+
+
+def _budget(pairs: list[dict], variants: list[dict], max_bytes: int) -> tuple[list, list, list]:
+    """Keep whole pairs (and, for one huge pair, the first variants) within the budget.
+
+    Returns ``(pairs, variants, notes)``.
+    """
+    notes = []
+    fixed = len(json.dumps(variants)) + 20_000           # script, styles, controls
+    sizes = [len(json.dumps(p, separators=(",", ":"))) for p in pairs]
+    kept, total = [], fixed
+    for p, size in zip(pairs, sizes):
+        if kept and total + size > max_bytes:
+            break
+        kept.append(p)
+        total += size
+    if len(kept) < len(pairs):
+        notes.append(f"Showing the first {len(kept)} of {len(pairs)} sentence pairs: the"
+                     f" report is kept under {max_bytes / 1e6:.1f} MB. Make several reports"
+                     " from slices of the input, or raise max_bytes.")
+    if total > max_bytes and len(variants) > 1:
+        # One pair alone is too large: keep as many variants as fit.
+        per_variant = max(1, (total - fixed) // len(variants))
+        n = int(max(1, (max_bytes - fixed) // per_variant))
+        if n < len(variants):
+            variants = variants[:n]
+            kept = [dict(p, matrices=p["matrices"][:n]) for p in kept]
+            notes.append(f"Showing {n} of the computed variants: the sentences are too long"
+                         f" for all of them within {max_bytes / 1e6:.1f} MB.")
+    return kept, variants, notes
+
+
+def _html(pairs, variants, *, initial: int, extraction: str, threshold, title: str,
+          settings: dict, max_bytes: int, notes: Sequence[str] = ()) -> str:
+    from groundroll.align.api import DEFAULT_THRESHOLD, EXTRACTIONS
+    from groundroll.viz import alignment_html as static_table
+
+    if extraction not in EXTRACTIONS:
+        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
+    if not pairs:
+        raise ValueError("nothing to show: no sentence pairs")
+    pairs, variants, budget_notes = _budget(pairs, variants, max_bytes)
+    initial = initial if initial < len(variants) else 0
+    data = dict(pairs=pairs, variants=variants, initial=initial, extraction=extraction,
+                threshold=DEFAULT_THRESHOLD if threshold is None else float(threshold),
+                settings=settings)
+    first = pairs[0]
+    m = np.asarray(first["matrices"][initial], dtype=np.float64).reshape(
+        len(first["tgt"]), len(first["src"]))
+    from groundroll.align.api import extract_links
+
+    fallback = ("<noscript><p>Without JavaScript: the first pair, "
+                f"{variants[initial]['label']}.</p>"
+                + static_table(m, first["src"], first["tgt"],
+                               extract_links(m, extraction=extraction, threshold=threshold))
+                + "</noscript>")
+    return page(title=title, kind="alignment", data=data, script=asset("alignment.js"),
+                body=fallback, notes=list(notes) + budget_notes)
+
+
+def alignment_report(alignments, *, title: str | None = None, extraction: str | None = None,
+                     threshold: float | None = None,
+                     max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """A self-contained interactive HTML page for one or more alignments.
+
+    Hovering or clicking a word highlights its links and lists its scores; the page
+    switches between the links view and the matrix view, re-extracts links
+    (argmax, threshold, itermax) from the matrix, and exports Pharaoh lines.
+    For several methods, layers and heads on one page see :func:`explore_alignment`.
+
+    Parameters
+    ----------
+    alignments : Alignment or sequence of Alignment
+        One result of :func:`groundroll.align` or a list of them (one page entry per
+        sentence pair).
+    title : str, optional
+    extraction : {"argmax", "threshold", "itermax"}, optional
+        Initial extraction (default: the first alignment's own).
+    threshold : float, optional
+        Initial threshold for ``"threshold"`` (default: the alignment's, else 0.3).
+    max_bytes : int
+        Size limit of the page; pairs beyond it are left out with a note.
+
+    Returns
+    -------
+    str
+        The HTML document.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from groundroll.align import Alignment
+    >>> a = Alignment(["das", "Haus"], ["the", "house"], np.eye(2), {(0, 0), (1, 1)})
+    >>> html = alignment_report(a)
+    >>> "http://" in html, "Haus" in html
+    (False, True)
+    """
+    single = hasattr(alignments, "matrix")
+    items = [alignments] if single else list(alignments)
+    if not items:
+        raise ValueError("alignment_report needs at least one Alignment")
+    first = items[0].settings or {}
+    v = _variant(first.get("method", "given"),
+                 "all" if first.get("layers") is None else _layers_label(first.get("layers")),
+                 "fused" if first.get("heads") is None else _layers_label(first.get("heads")),
+                 bool(first.get("shift", False)))
+    pairs = []
+    for a in items:
+        pairs.append(dict(src=list(map(str, a.src_words)), tgt=list(map(str, a.tgt_words)),
+                          matrices=[_rounded(a.matrix)]))
+    extraction = extraction or first.get("extraction") or "argmax"
+    if threshold is None:
+        threshold = first.get("threshold")
+    notes = []
+    if first.get("symmetrise"):
+        notes.append(f"The alignment was symmetrised ({first['symmetrise']}); this page"
+                     " extracts links from the target-to-source matrix alone.")
+    return _html(pairs, [v], initial=0, extraction=extraction, threshold=threshold,
+                 title=title or "Word alignment", settings=_jsonable(first),
+                 max_bytes=max_bytes, notes=notes)
+
+
+def _layers_label(x):
+    if isinstance(x, (list, tuple)):
+        return x[0] if len(x) == 1 else ",".join(str(i) for i in x)
+    return x
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _n_layers_heads(bundle) -> tuple[int, int]:
+    config = bundle.model.config
+    layers = next((getattr(config, n) for n in ("decoder_layers", "num_decoder_layers",
+                                                  "num_layers") if getattr(config, n, None)), 1)
+    heads = next((getattr(config, n) for n in ("decoder_attention_heads", "num_heads",
+                                                 "num_attention_heads")
+                  if getattr(config, n, None)), 1)
+    return int(layers), int(heads)
+
+
+def alignment_variants(*, n_layers: int, n_heads: int,
+                       methods: Sequence[str] = ("raw", "norm", "rollout"),
+                       shifts: Sequence[bool] = (False, True), per_layer: bool = True,
+                       per_head: bool = True) -> list[dict]:
+    """The variants :func:`explore_alignment` computes, as dicts ``method``, ``layer``
+    (``"all"`` or an int), ``head`` (``"fused"`` or an int), ``shift``, ``label``.
+
+    ``raw`` and ``norm`` get the mean over all layers and each layer alone, with fused
+    heads and (``per_head``) each head alone. ``rollout``, ``relevance`` and ``flow``
+    compose through decoder layers ``0..l`` for each ``l`` (``"all"`` is the whole
+    model), heads fused.
+
+    Examples
+    --------
+    >>> len(alignment_variants(n_layers=2, n_heads=2, methods=("raw",), shifts=(False,)))
+    9
+    """
+    out = []
+    for method in methods:
+        if method in ("raw", "norm"):
+            layers = ["all"] + (list(range(n_layers)) if per_layer else [])
+            heads = ["fused"] + (list(range(n_heads)) if per_head else [])
+        else:
+            layers = ["all"] + (list(range(n_layers - 1)) if per_layer else [])
+            heads = ["fused"]
+        for layer in layers:
+            for head in heads:
+                for shift in shifts:
+                    out.append(_variant(method, layer, head, shift))
+    return out
+
+
+def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
+                      methods: Sequence[str] = ("raw", "norm", "rollout"),
+                      shifts: Sequence[bool] = (False, True), per_layer: bool = True,
+                      per_head: bool = True, extraction: str = "argmax",
+                      threshold: float | None = None, title: str | None = None,
+                      max_bytes: int = DEFAULT_MAX_BYTES, progress: bool = False) -> str:
+    """Align sentence pairs under many settings and show them all in one HTML page.
+
+    Every variant of :func:`alignment_variants` is computed with
+    :func:`groundroll.align` (one forced pass each); the page switches method, layer,
+    head, shift and extraction, highlights a word's links on hover and exports
+    Pharaoh lines.
+
+    Parameters
+    ----------
+    src : str or sequence of str
+        Source sentence(s), whitespace-tokenised.
+    tgt : str or sequence of str, optional
+        Target sentence(s). None: translate ``src`` once and align the translation.
+    model : Bundle or str
+        A translation model (default ``bundled:toy-mt``).
+    methods, shifts, per_layer, per_head
+        Which variants to compute (see :func:`alignment_variants`).
+    extraction : {"argmax", "threshold", "itermax"}
+        Initial extraction in the page.
+    threshold : float, optional
+        Initial threshold for ``"threshold"``.
+    max_bytes : int
+        Size limit of the page (pairs, then variants, beyond it are left out with a
+        note).
+    progress : bool
+        Show a progress bar over the variants.
+
+    Returns
+    -------
+    str
+        The HTML document.
+
+    Examples
+    --------
+    >>> html = explore_alignment("su tuga vefin", model="bundled:toy-mt")  # doctest: +SKIP
+    """
+    from groundroll.align.api import METHODS, _bundle
+    from groundroll.align.api import align as run_align
+
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not methods:
+        raise ValueError("methods must name at least one method")
+    bundle = _bundle(model)
+    single = isinstance(src, str)
+    srcs = [src] if single else list(src)
+    if tgt is None:
+        first = run_align(srcs, model=bundle, method="raw")
+        tgts = [a.tgt_words for a in first]
+    else:
+        tgts = [tgt] if isinstance(tgt, str) else list(tgt)
+        if len(tgts) != len(srcs):
+            raise ValueError(f"{len(srcs)} source and {len(tgts)} target sentences")
+    n_layers, n_heads = _n_layers_heads(bundle)
+    variants = alignment_variants(n_layers=n_layers, n_heads=n_heads, methods=methods,
+                                  shifts=shifts, per_layer=per_layer, per_head=per_head)
+    # One captured forward pass per head setting serves every method, layer and shift.
+    from groundroll.align.api import _matrices
+
+    by_heads: dict = {}
+    for k, v in enumerate(variants):
+        by_heads.setdefault(v["head"], []).append(k)
+    matrices: list = [None] * len(variants)
+    groups = list(by_heads.items())
+    if progress:
+        from tqdm.auto import tqdm
+
+        groups = tqdm(groups, desc="head settings", unit="pass")
+    src_words = [s.split() if isinstance(s, str) else list(s) for s in srcs]
+    tgt_words = [t.split() if isinstance(t, str) else list(t) for t in tgts]
+    for head, ks in groups:
+        specs = []
+        for k in ks:
+            v = variants[k]
+            layers = None if v["layer"] == "all" else (
+                [v["layer"]] if v["method"] in ("raw", "norm")
+                else list(range(v["layer"] + 1)))
+            specs.append((v["method"], layers, v["shift"]))
+        out, src_words, tgt_words = _matrices(
+            bundle, src_words, tgt_words, specs=specs,
+            heads=None if head == "fused" else [head], head_fusion="mean", residual=0.5,
+            batch_size=16, max_length=None, max_relevance_tokens=128, relevance_chunk=256,
+            generate_kwargs=None, progress=False)
+        for k, per_pair in zip(ks, out):
+            matrices[k] = [_rounded(m) for m in per_pair]
+    pairs = [dict(src=list(s), tgt=list(t), matrices=[per_variant[i] for per_variant in matrices])
+             for i, (s, t) in enumerate(zip(src_words, tgt_words))]
+    initial = next((i for i, v in enumerate(variants)
+                    if v["layer"] == "all" and v["head"] == "fused" and not v["shift"]), 0)
+    settings = dict(model=str(getattr(bundle, "name", "")), generated=tgt is None,
+                    methods=list(methods), shifts=[bool(s) for s in shifts])
+    return _html(pairs, variants, initial=initial, extraction=extraction,
+                 threshold=threshold, title=title or "Word alignment explorer",
+                 settings=settings, max_bytes=max_bytes)

@@ -1,0 +1,209 @@
+"""``groundroll report``: write an interactive HTML report from the command line.
+
+    groundroll report align "su tuga vefin" --model bundled:toy-mt --out align.html
+    groundroll report align --src src.txt --tgt tgt.txt --out align.html
+    groundroll report align --load alignment.json --out align.html
+    groundroll report segment scene.png -p "red circle" -p "blue star" --out seg.html
+
+Every check happens before anything is written; the file is written atomically and an
+existing one is replaced only with ``--force``. Exit status: 0 success, 2 bad input or
+an existing output without ``--force``, 1 other failures (a model that fails to load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class _Failure(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _size(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size in MB, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the size must be positive, got {text!r}")
+    return int(value * 1e6)
+
+
+def _common(p) -> None:
+    from ._page import DEFAULT_MAX_BYTES
+
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.html",
+                   help="output HTML file")
+    p.add_argument("--title", default=None, help="page title")
+    p.add_argument("--max-mb", dest="max_bytes", type=_size, default=DEFAULT_MAX_BYTES,
+                   help="size limit of the page in MB; larger inputs are downscaled or"
+                        " paged with a note (default: %(default)s bytes)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+
+def register(subparsers) -> None:
+    """Add ``report`` (with ``align`` and ``segment``) to a ``groundroll`` parser."""
+    report = subparsers.add_parser(
+        "report", help="write an interactive, self-contained HTML report",
+        description="Write an interactive HTML report (one file, no network, data"
+                    " inline) for a word alignment or a segmentation.")
+    kinds = report.add_subparsers(dest="report_kind", metavar="KIND")
+    kinds.required = True
+
+    a = kinds.add_parser("align", help="alignment explorer for sentence pairs",
+                         description="Align sentence pairs under every method, layer, head"
+                                     " and shift and write the alignment explorer.")
+    a.add_argument("sentence", nargs="?", help="a source sentence (or use --src)")
+    a.add_argument("target", nargs="?", help="its target sentence (default: translate)")
+    a.add_argument("--src", type=Path, help="source sentences, one per line")
+    a.add_argument("--tgt", type=Path, help="target sentences, one per line")
+    a.add_argument("--load", type=Path, metavar="ALIGNMENT.json",
+                   help="show an alignment saved with Alignment.save instead of running"
+                        " a model")
+    a.add_argument("--model", default="bundled:toy-mt",
+                   help="model spec for groundroll.zoo.load (default: %(default)s)")
+    a.add_argument("--methods", default="raw,norm,rollout",
+                   help="comma-separated methods to compute (default: %(default)s)")
+    a.add_argument("--extraction", choices=("argmax", "threshold", "itermax"),
+                   default="argmax", help="initial extraction (default: %(default)s)")
+    _common(a)
+    a.set_defaults(func=_guard(_run_align))
+
+    s = kinds.add_parser("segment", help="segmentation explorer for one image",
+                         description="Segment an image with text prompts and write the"
+                                     " segmentation explorer (masks, heatmaps, per-layer"
+                                     " maps of one prompt).")
+    s.add_argument("image", type=Path, help="image file")
+    s.add_argument("-p", "--prompt", dest="prompts", action="append", default=[],
+                   metavar="PROMPT", help="a text prompt (repeat for several)")
+    s.add_argument("--model", default="bundled:shapes-clip-short",
+                   help="model spec for groundroll.zoo.load (default: %(default)s)")
+    s.add_argument("--method", default="relevance", help="map source (default: %(default)s)")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="probability below which a pixel is background")
+    s.add_argument("--refine", choices=("none", "slic", "pamr"), default="none")
+    s.add_argument("--layer-prompt", type=int, default=0, metavar="K",
+                   help="prompt index whose per-layer maps are shown (-1: none)")
+    _common(s)
+    s.set_defaults(func=_guard(_run_segment))
+
+
+def _check_out(args) -> None:
+    from groundroll._atomic import check_writable
+
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise _Failure(f"--out {args.out} should end in .html")
+    try:
+        check_writable([args.out], force=args.force)
+    except (FileExistsError, IsADirectoryError, FileNotFoundError, ValueError) as err:
+        raise _Failure(str(err)) from None
+
+
+def _lines(path: Path) -> list[str]:
+    from groundroll.align.io import read_lines
+
+    try:
+        return read_lines(path)
+    except (OSError, UnicodeDecodeError) as err:
+        raise _Failure(f"cannot read {path}: {err}") from None
+
+
+def _write(args, html: str) -> int:
+    from ._page import write_html
+
+    write_html(html, args.out, force=args.force)
+    print(f"wrote {args.out} ({len(html.encode('utf-8')) / 1e6:.2f} MB)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _run_align(args) -> int:
+    from . import alignment_report, explore_alignment
+
+    _check_out(args)
+    if args.load is not None:
+        if args.sentence or args.src:
+            raise _Failure("--load shows a saved alignment; give no sentence or --src")
+        from groundroll.align import Alignment
+
+        try:
+            loaded = Alignment.load(args.load)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise _Failure(f"cannot read alignment {args.load}: {err}") from None
+        return _write(args, alignment_report(loaded, title=args.title,
+                                             max_bytes=args.max_bytes))
+    if args.sentence and args.src:
+        raise _Failure("give a sentence or --src, not both")
+    if args.sentence:
+        if args.tgt:
+            raise _Failure("--tgt goes with --src; give the target sentence after the source")
+        srcs = [args.sentence]
+        tgts = None if args.target is None else [args.target]
+    elif args.src:
+        srcs = _lines(args.src)
+        tgts = None if args.tgt is None else _lines(args.tgt)
+        if tgts is not None and len(tgts) != len(srcs):
+            raise _Failure(f"{args.src} has {len(srcs)} lines but {args.tgt} has {len(tgts)}")
+    else:
+        raise _Failure("give a source sentence, --src FILE or --load FILE")
+    if not any(s.split() for s in srcs):
+        raise _Failure("the source is empty")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    try:
+        html = explore_alignment(srcs, tgts, model=args.model, methods=methods,
+                                 extraction=args.extraction, title=args.title,
+                                 max_bytes=args.max_bytes, progress=True)
+    except ValueError as err:
+        raise _Failure(str(err)) from None
+    except (FileNotFoundError, RuntimeError, OSError) as err:
+        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    return _write(args, html)
+
+
+def _run_segment(args) -> int:
+    from groundroll.grounding import load_image, resolve_model
+
+    from . import explore_segmentation
+
+    _check_out(args)
+    if not args.prompts:
+        raise _Failure("no prompts given (use -p PROMPT)")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise _Failure(f"--threshold must be in [0, 1], got {args.threshold}")
+    if not -1 <= args.layer_prompt < len(args.prompts):
+        raise _Failure(f"--layer-prompt must be -1 or a prompt index below"
+                       f" {len(args.prompts)}, got {args.layer_prompt}")
+    try:
+        image = load_image(args.image)
+    except (FileNotFoundError, ValueError) as err:
+        raise _Failure(str(err)) from None
+    try:
+        handle = resolve_model(args.model)
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError, OSError) as err:
+        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    try:
+        html = explore_segmentation(
+            image, args.prompts, model=handle, method=args.method, threshold=args.threshold,
+            refine=args.refine, layer_prompt=None if args.layer_prompt < 0 else args.layer_prompt,
+            title=args.title, max_bytes=args.max_bytes)
+    except ValueError as err:
+        raise _Failure(str(err)) from None
+    return _write(args, html)
+
+
+def _guard(run):
+    """``run(args)`` with errors printed on stderr and returned as the exit status."""
+    def guarded(args) -> int:
+        try:
+            return run(args)
+        except _Failure as err:
+            print(f"groundroll report {args.report_kind}: error: {err}", file=sys.stderr)
+            return err.code
+    return guarded
