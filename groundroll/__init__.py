@@ -24,10 +24,13 @@ from .rollout import (
     prune,
     relevance_co_update,
     relevance_normalise,
+    relevance_normalize,
     relevance_self_update,
     residual_correct,
     rollout,
+    rollout_cross_update,
     rownorm,
+    self_relevance,
     value_weighted,
 )
 from .trace import AttentionLayer, Tokens, Trace
@@ -72,7 +75,8 @@ __all__ = [
     "AttentionLayer", "Tokens", "Trace",
     "rownorm", "fuse_heads", "gradient_weighted", "residual_correct", "prune", "rollout",
     "RolloutAccumulator", "attention_flow", "value_weighted", "relevance_self_update",
-    "relevance_normalise", "relevance_co_update",
+    "relevance_normalise", "relevance_normalize", "relevance_co_update", "self_relevance",
+    "rollout_cross_update",
     "capture", "Adapter", "Site", "adapter_for", "register_adapter", "supported_models",
     "compose", "Composition", "Chain", "chain_for", "joint_graph",
     "align", *_LAZY,

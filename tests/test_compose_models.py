@@ -27,7 +27,7 @@ def captured(request):
 
 
 @pytest.mark.parametrize("method", ["raw", "rollout", "relevance", "norm"])
-def test_every_method_runs_end_to_end(captured, method):
+def test_every_method_runs_end_to_end(captured, method, close, tol):
     family, trace = captured
     source, target = CHAINS[family]
     out = compose(trace, source=source, target=target, method=method)
@@ -38,10 +38,10 @@ def test_every_method_runs_end_to_end(captured, method):
     assert (out.source_map >= 0).all()
     if method == "rollout":
         total = out.source_map.sum(-1) + out.target_map.sum(-1)
-        torch.testing.assert_close(total, torch.ones_like(total), atol=1e-5, rtol=0)
+        close(total, torch.ones_like(total), tol.MODEL)
 
 
-def test_flow_runs_on_a_tiny_seq2seq():
+def test_flow_runs_on_a_tiny_seq2seq(close, tol):
     tiny = build("marian")
     inputs = {k: v[:1, :4] if torch.is_tensor(v) and v.dim() == 2 else v
               for k, v in tiny.inputs.items()}
@@ -51,7 +51,7 @@ def test_flow_runs_on_a_tiny_seq2seq():
     roll = compose(trace, source="encoder", target="decoder")
     assert flow.source_map.shape == roll.source_map.shape
     total = flow.source_map.sum(-1) + flow.target_map.sum(-1)
-    torch.testing.assert_close(total, torch.ones_like(total), atol=1e-4, rtol=0)
+    close(total, torch.ones_like(total), tol.FLOW)
 
 
 def _clamp_mean(layer):
@@ -65,7 +65,7 @@ def _bar(r):
     return torch.where(s == 0, torch.zeros_like(d), d / torch.where(s == 0, 1, s)) + eye
 
 
-def test_relevance_equals_a_direct_transcription_of_the_rules():
+def test_relevance_equals_a_direct_transcription_of_the_rules(close, tol):
     tiny = build("marian")
     with capture(tiny.model, grads=True) as trace:
         out = tiny()
@@ -84,5 +84,5 @@ def test_relevance_equals_a_direct_transcription_of_the_rules():
             r_tt = r_tt + a_self @ r_tt
             r_ts = r_ts + a_self @ r_ts
             r_ts = r_ts + _bar(r_tt).T @ a_cross @ _bar(r_ss)
-        torch.testing.assert_close(got.source_map[b], r_ts, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(got.target_map[b], r_tt, atol=1e-5, rtol=1e-5)
+        close(got.source_map[b], r_ts, tol.MODEL, rtol=1e-5)
+        close(got.target_map[b], r_tt, tol.MODEL, rtol=1e-5)

@@ -6,8 +6,6 @@ import torch
 
 from groundroll.rollout import attention_flow, fuse_heads, residual_correct, rownorm
 
-HAND_ATOL = 1e-6  # numbers worked on paper (integer resolution 1e-6 per capacity)
-FLOW_ATOL = 1e-4  # scipy integer flow vs networkx float flow, after row normalisation
 
 
 def networkx_flow(attentions, *, residual=0.5, head_fusion="mean"):
@@ -30,7 +28,7 @@ def networkx_flow(attentions, *, residual=0.5, head_fusion="mean"):
     return rownorm(out)
 
 
-def test_bottleneck_worked_on_paper():
+def test_bottleneck_worked_on_paper(close, tol):
     # residual 0 keeps these row-stochastic layers as they are.
     # From output 0: (2,0)->(1,0) cap .5 then ->(0,0) .5, ->(0,1) .5;
     #                (2,0)->(1,1) cap .5 then ->(0,1) 1.
@@ -40,48 +38,48 @@ def test_bottleneck_worked_on_paper():
     second = torch.tensor([[[0.5, 0.5], [0.0, 1.0]]])
     out = attention_flow([first, second], residual=0.0)
     expected = torch.tensor([[[1 / 3, 2 / 3], [0.0, 1.0]]])
-    torch.testing.assert_close(out, expected, atol=HAND_ATOL, rtol=0)
+    close(out, expected, tol.HAND)
 
 
-def test_single_layer_flow_is_the_attention():
+def test_single_layer_flow_is_the_attention(close, tol):
     gen = torch.Generator().manual_seed(0)
     attn = torch.softmax(torch.randn(2, 3, 6, 6, generator=gen), -1)
     expected = residual_correct(attn.mean(1))
-    torch.testing.assert_close(attention_flow([attn]), expected, atol=FLOW_ATOL, rtol=0)
+    close(attention_flow([attn]), expected, tol.FLOW)
 
 
 @pytest.mark.parametrize("seed, n, depth, fusion, residual", [
     (1, 4, 2, "mean", 0.5), (2, 5, 3, "max", 0.5), (3, 3, 4, "mean", 0.2),
     (4, 6, 2, "min", 0.7),
 ])
-def test_matches_networkx_edmonds_karp(seed, n, depth, fusion, residual):
+def test_matches_networkx_edmonds_karp(seed, n, depth, fusion, residual, close, tol):
     gen = torch.Generator().manual_seed(seed)
     layers = [torch.softmax(2 * torch.randn(2, 2, n, n, generator=gen), -1)
               for _ in range(depth)]
     expected = networkx_flow(layers, residual=residual, head_fusion=fusion)
     out = attention_flow(layers, residual=residual, head_fusion=fusion)
-    torch.testing.assert_close(out.double(), expected, atol=FLOW_ATOL, rtol=0)
+    close(out.double(), expected, tol.FLOW)
     assert out.dtype == torch.float32
 
 
-def test_rows_restrict_output_rows():
+def test_rows_restrict_output_rows(close, tol):
     gen = torch.Generator().manual_seed(5)
     layers = [torch.softmax(torch.randn(2, 2, 5, 5, generator=gen), -1) for _ in range(3)]
     full = attention_flow(layers)
-    torch.testing.assert_close(attention_flow(layers, rows=[4, 0]), full[:, [4, 0]],
-                               atol=HAND_ATOL, rtol=0)
+    close(attention_flow(layers, rows=[4, 0]), full[:, [4, 0]],
+                               tol.HAND)
     per_example = torch.tensor([[1], [3]])
     out = attention_flow(layers, rows=per_example)
-    torch.testing.assert_close(out[:, 0], full[[0, 1], [1, 3]], atol=HAND_ATOL, rtol=0)
+    close(out[:, 0], full[[0, 1], [1, 3]], tol.HAND)
 
 
-def test_coarse_scale_changes_the_result_within_its_resolution():
+def test_coarse_scale_changes_the_result_within_its_resolution(close):
     gen = torch.Generator().manual_seed(6)
     layers = [torch.softmax(torch.randn(1, 2, 4, 4, generator=gen), -1) for _ in range(2)]
     fine = attention_flow(layers)
     coarse = attention_flow(layers, scale=100)
     assert not torch.equal(fine, coarse)
-    torch.testing.assert_close(coarse, fine, atol=0.05, rtol=0)
+    close(coarse, fine, 0.05)
 
 
 def test_flow_errors():
@@ -98,14 +96,13 @@ def test_flow_errors():
         attention_flow([])
 
 
-def test_pairs_split_over_several_calls(monkeypatch):
-    import importlib
+def test_pairs_split_over_several_calls(monkeypatch, close, tol):
+    from groundroll.rollout import flow as module
 
-    module = importlib.import_module("groundroll.rollout")
     gen = torch.Generator().manual_seed(7)
     layers = [torch.softmax(2 * torch.randn(1, 2, 5, 5, generator=gen), -1)
               for _ in range(3)]
     expected = networkx_flow(layers)
     monkeypatch.setattr(module, "_FLOW_EDGES_PER_CALL", 100)  # about 2 pairs per call
-    torch.testing.assert_close(attention_flow(layers).double(), expected,
-                               atol=FLOW_ATOL, rtol=0)
+    close(attention_flow(layers).double(), expected,
+                               tol.FLOW)

@@ -78,36 +78,36 @@ def test_letterbox_image_uint8():
     assert out[:, 0].max() == 0
 
 
-def test_normalize_maps():
+def test_normalize_maps(close):
     maps = np.array([[[1.0, 3.0, 2.0]], [[2.0, 2.0, 2.0]], [[-1.0, 0.0, -2.0]]])
     mm = M.normalize_maps(maps)
-    np.testing.assert_allclose(mm[0, 0], [0, 1, 0.5])
+    close(mm[0, 0], [0, 1, 0.5])
     assert np.all(mm[1] == 0)
-    np.testing.assert_allclose(mm[2, 0], [0.5, 1, 0])
+    close(mm[2, 0], [0.5, 1, 0])
     mx = M.normalize_maps(maps, how="max")
-    np.testing.assert_allclose(mx[0, 0], [1 / 3, 1, 2 / 3])
+    close(mx[0, 0], [1 / 3, 1, 2 / 3])
     assert np.all(mx[2] == 0)
     np.testing.assert_array_equal(M.normalize_maps(maps, how="none"), maps)
     with pytest.raises(ValueError):
         M.normalize_maps(maps, how="z")
 
 
-def test_softmax_maps():
+def test_softmax_maps(close):
     maps = np.array([[[0.0]], [[np.log(3.0)]]])
     p = M.softmax_maps(maps)
-    np.testing.assert_allclose(p[:, 0, 0], [0.25, 0.75])
+    close(p[:, 0, 0], [0.25, 0.75])
     rng = np.random.default_rng(0)
     big = rng.normal(size=(4, 5, 6))
     p = M.softmax_maps(big, logit_scale=100.0)
     assert np.all(np.isfinite(p))
-    np.testing.assert_allclose(p.sum(axis=0), 1.0)
+    close(p.sum(axis=0), 1.0)
     # logit_scale sharpens towards the argmax
     assert np.all(p.argmax(0) == big.argmax(0))
     p_last = M.softmax_maps(np.moveaxis(big, 0, -1), axis=-1)
-    np.testing.assert_allclose(np.moveaxis(p_last, -1, 0), M.softmax_maps(big))
+    close(np.moveaxis(p_last, -1, 0), M.softmax_maps(big))
 
 
-def test_label_map_threshold_and_background():
+def test_label_map_mask_threshold_and_background():
     probs = np.array(
         [
             [[0.7, 0.1, 0.3]],
@@ -117,11 +117,11 @@ def test_label_map_threshold_and_background():
     )
     np.testing.assert_array_equal(M.label_map(probs), [[1, 2, 3]])
     np.testing.assert_array_equal(M.label_map(probs, background=[2]), [[1, 2, 0]])
-    # threshold is exclusive below: 0.5 stays, 0.3 and 0.4 drop
-    np.testing.assert_array_equal(M.label_map(probs, threshold=0.5), [[1, 2, 0]])
-    np.testing.assert_array_equal(M.label_map(probs, threshold=0.6), [[1, 0, 0]])
-    # threshold compares the best foreground prompt: pixel 2's best foreground is 0.3
-    np.testing.assert_array_equal(M.label_map(probs, background=[2], threshold=0.35), [[1, 2, 0]])
+    # mask_threshold is exclusive below: 0.5 stays, 0.3 and 0.4 drop
+    np.testing.assert_array_equal(M.label_map(probs, mask_threshold=0.5), [[1, 2, 0]])
+    np.testing.assert_array_equal(M.label_map(probs, mask_threshold=0.6), [[1, 0, 0]])
+    # mask_threshold compares the best foreground prompt: pixel 2's best foreground is 0.3
+    np.testing.assert_array_equal(M.label_map(probs, background=[2], mask_threshold=0.35), [[1, 2, 0]])
     assert M.label_map(probs).dtype == np.int32
     with pytest.raises(IndexError):
         M.label_map(probs, background=[3])
@@ -149,12 +149,12 @@ def test_refinement_improves_noisy_two_region_map(refine):
     assert (out.argmax(0) == truth.argmax(0)).mean() > (noisy.argmax(0) == truth.argmax(0)).mean()
 
 
-def test_pamr_is_convex_and_keeps_constants():
+def test_pamr_is_convex_and_keeps_constants(close):
     img, _, noisy = two_region_image(16, 16)
     out = M.pamr(noisy, img, iterations=3, dilations=(1, 2, 4))
     assert out.min() >= noisy.min() - 1e-9 and out.max() <= noisy.max() + 1e-9
     const = np.full((1, 16, 16), 0.3)
-    np.testing.assert_allclose(M.pamr(const, img), const)
+    close(M.pamr(const, img), const)
     with pytest.raises(ValueError, match="resize the maps"):
         M.pamr(noisy, img[:8])
 
@@ -199,7 +199,7 @@ def test_fill_holes_masks_and_labels():
     assert out[2, 2] == 1 and out[1, 2] == 1 and out[2, 1] == 2
 
 
-def test_ensemble_and_average_groups():
+def test_ensemble_and_average_groups(close):
     texts, groups = M.ensemble_prompts(["cat", "dog"], ["a {}.", "the {}"])
     assert texts == ["a cat.", "the cat", "a dog.", "the dog"]
     np.testing.assert_array_equal(groups, [0, 0, 1, 1])
@@ -208,9 +208,9 @@ def test_ensemble_and_average_groups():
     with pytest.raises(ValueError):
         M.ensemble_prompts(["x"], ["no placeholder"])
     emb = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
-    np.testing.assert_allclose(M.average_groups(emb, [0, 0, 1]), [[0.5, 1.0], [3.0, 4.0]])
+    close(M.average_groups(emb, [0, 0, 1]), [[0.5, 1.0], [3.0, 4.0]])
     normed = M.average_groups(emb, [0, 0, 1], normalize=True)
-    np.testing.assert_allclose(normed, [[np.sqrt(0.5), np.sqrt(0.5)], [0.6, 0.8]])
+    close(normed, [[np.sqrt(0.5), np.sqrt(0.5)], [0.6, 0.8]])
     maps = np.arange(12, dtype=float).reshape(3, 2, 2)
     assert M.average_groups(maps, [1, 1, 0]).shape == (2, 2, 2)
     with pytest.raises(ValueError, match="empty"):
@@ -231,7 +231,7 @@ def test_sliding_windows_cover():
     ]
 
 
-def test_stitch_constant_exact_and_large_image():
+def test_stitch_constant_exact_and_large_image(close):
     wins = M.sliding_windows((100, 70), window=32, stride=20)
     out = M.stitch((np.full((2, 4, 4), 0.25) for _ in wins), wins, (100, 70))
     assert out.shape == (2, 100, 70) and out.dtype == np.float32
@@ -242,7 +242,7 @@ def test_stitch_constant_exact_and_large_image():
     xx = np.arange(W, dtype=np.float64)
     ramp = np.broadcast_to(xx, (H, W))
     out = M.stitch((ramp[None, y0:y1, x0:x1] for y0, x0, y1, x1 in wins), wins, (H, W))
-    np.testing.assert_allclose(out[0], ramp, atol=1e-4)
+    close(out[0], ramp, atol=1e-4)
     # 6000 x 4000 from small per-window maps.
     wins = M.sliding_windows((6000, 4000), window=1000, stride=800)
     out = M.stitch((np.ones((1, 14, 14), np.float32) for _ in wins), wins, (6000, 4000))
@@ -257,3 +257,10 @@ def test_palette():
     assert (p[0] == 0).all()
     assert len({tuple(c) for c in p}) == 300
     np.testing.assert_array_equal(p[1:4], [[128, 0, 0], [0, 128, 0], [128, 128, 0]])
+
+
+def test_label_map_old_threshold_name_warns():
+    probs = np.array([[[0.9, 0.2]], [[0.1, 0.8]]])
+    with pytest.warns(FutureWarning, match="mask_threshold="):
+        old = M.label_map(probs, threshold=0.85)
+    np.testing.assert_array_equal(old, M.label_map(probs, mask_threshold=0.85))

@@ -13,12 +13,10 @@ from groundroll.rollout import (
     prune,
     residual_correct,
     rollout,
+    rollout_cross_update,
     rownorm,
     value_weighted,
 )
-
-ATOL = 1e-6  # float32 agreement between two computations of the same quantity
-HAND_ATOL = 1e-6  # agreement with numbers worked on paper
 
 
 def random_layers(seed, *, batch=2, heads=3, n=5, layers=3, dtype=torch.float32):
@@ -27,24 +25,20 @@ def random_layers(seed, *, batch=2, heads=3, n=5, layers=3, dtype=torch.float32)
             for _ in range(layers)]
 
 
-def close(a, b, atol=ATOL):
-    torch.testing.assert_close(a, b, atol=atol, rtol=0)
-
-
 # ------------------------------------------------------------------ hand-worked
 
 
-def test_rownorm_keeps_zero_rows_zero():
+def test_rownorm_keeps_zero_rows_zero(close, tol):
     out = rownorm(torch.tensor([[2.0, 6.0], [0.0, 0.0]]))
-    close(out, torch.tensor([[0.25, 0.75], [0.0, 0.0]]), HAND_ATOL)
+    close(out, torch.tensor([[0.25, 0.75], [0.0, 0.0]]), tol.HAND)
 
 
-def test_identity_attention_gives_identity_rollout():
+def test_identity_attention_gives_identity_rollout(close, tol):
     eye = torch.eye(4).expand(2, 3, 4, 4)
-    close(rollout([eye, eye, eye]), torch.eye(4).expand(2, 4, 4), HAND_ATOL)
+    close(rollout([eye, eye, eye]), torch.eye(4).expand(2, 4, 4), tol.HAND)
 
 
-def test_two_layers_three_tokens_worked_on_paper():
+def test_two_layers_three_tokens_worked_on_paper(close, tol):
     # fused [1, 3, 3] layers, residual 0.5:
     # Ã1 = [[1, 0, 0], [.25, .75, 0], [0, 0, 1]]
     # Ã2 = [[.5, .5, 0], [0, 1, 0], [0, .25, .75]]
@@ -53,19 +47,19 @@ def test_two_layers_three_tokens_worked_on_paper():
     a2 = torch.tensor([[[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.5, 0.5]]])
     expected = torch.tensor([[[0.625, 0.375, 0.0], [0.25, 0.75, 0.0],
                               [0.0625, 0.1875, 0.75]]])
-    close(rollout([a1, a2]), expected, HAND_ATOL)
-    close(rollout([a1, a2], rows=[2, 0]), expected[:, [2, 0]], HAND_ATOL)
+    close(rollout([a1, a2]), expected, tol.HAND)
+    close(rollout([a1, a2], rows=[2, 0]), expected[:, [2, 0]], tol.HAND)
     # start_layer=1 leaves only Ã2
-    close(rollout([a1, a2], start_layer=1)[0, 0], torch.tensor([0.5, 0.5, 0.0]), HAND_ATOL)
+    close(rollout([a1, a2], start_layer=1)[0, 0], torch.tensor([0.5, 0.5, 0.0]), tol.HAND)
 
 
-def test_residual_edge_cases():
+def test_residual_edge_cases(close, tol):
     layers = random_layers(0)
     fused = [a.mean(1) for a in layers]
-    close(rollout(layers, residual=1.0), torch.eye(5).expand(2, 5, 5), HAND_ATOL)
+    close(rollout(layers, residual=1.0), torch.eye(5).expand(2, 5, 5), tol.HAND)
     close(rollout(layers, residual=0.0), fused[2] @ fused[1] @ fused[0])
     a = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
-    close(residual_correct(a, 0.25), torch.tensor([[0.25, 0.75], [0.75, 0.25]]), HAND_ATOL)
+    close(residual_correct(a, 0.25), torch.tensor([[0.25, 0.75], [0.75, 0.25]]), tol.HAND)
 
 
 HEAD0 = [[0.8, 0.2], [0.4, 0.6]]
@@ -79,66 +73,67 @@ TWO_HEADS = torch.tensor([[HEAD0, HEAD1]])  # [1, 2, 2, 2]
     ("min", [[0.2, 0.2], [0.4, 0.4]]),
     (torch.tensor([3.0, 1.0]), [[0.65, 0.35], [0.45, 0.55]]),
 ])
-def test_head_fusion_hand_case(how, expected):
-    close(fuse_heads(TWO_HEADS, how), torch.tensor([expected]), HAND_ATOL)
+def test_head_fusion_hand_case(how, expected, close, tol):
+    close(fuse_heads(TWO_HEADS, how), torch.tensor([expected]), tol.HAND)
+    close(fuse_heads(TWO_HEADS, head_fusion=how), torch.tensor([expected]), tol.HAND)
 
 
-def test_gradient_fusion_clamps_before_the_mean():
+def test_gradient_fusion_clamps_before_the_mean(close, tol):
     grad = torch.tensor([[[[1.0, -1.0], [2.0, 0.0]], [[-1.0, 1.0], [0.0, 1.0]]]])
     # per head clamp(grad * attn): [[.8, 0], [.8, 0]] and [[0, .8], [0, .4]]
     # (mean first, then clamp, would give [[.3, .3], [.4, .2]])
     close(fuse_heads(TWO_HEADS, grad=grad), torch.tensor([[[0.4, 0.4], [0.4, 0.2]]]),
-          HAND_ATOL)
+          tol.HAND)
 
 
-def test_fused_input_is_returned_unchanged():
+def test_fused_input_is_returned_unchanged(close):
     fused = torch.rand(2, 4, 4)
     close(fuse_heads(fused, "max"), fused, 0)
 
 
-def test_max_fusion_rollout_is_renormalised():
+def test_max_fusion_rollout_is_renormalised(close, tol):
     out = rollout([TWO_HEADS], head_fusion="max")
     # rownorm(.5 * [[.8, .8], [.6, .6]] + .5 * I) = [[.9, .4], [.3, .8]] / rowsum
-    close(out, torch.tensor([[[0.9 / 1.3, 0.4 / 1.3], [0.3 / 1.1, 0.8 / 1.1]]]), HAND_ATOL)
+    close(out, torch.tensor([[[0.9 / 1.3, 0.4 / 1.3], [0.3 / 1.1, 0.8 / 1.1]]]), tol.HAND)
 
 
 PRUNE_IN = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
 
 
-def test_top_k_hand_case():
+def test_top_k_hand_case(close, tol):
     out = prune(PRUNE_IN, top_k=1)
     # row 0 keeps .6 (also the diagonal); row 1 keeps .7 and the diagonal .2;
     # row 2 keeps .5 and the diagonal .1
     expected = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.2 / 0.9, 0.7 / 0.9],
                              [0.5 / 0.6, 0.0, 0.1 / 0.6]])
-    close(out, expected, HAND_ATOL)
+    close(out, expected, tol.HAND)
     # keep=[0]: row 0 whole and column 0 whole
     expected_keep = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.2, 0.7],
                                   [0.5 / 0.6, 0.0, 0.1 / 0.6]])
-    close(prune(PRUNE_IN, top_k=1, keep=[0]), expected_keep, HAND_ATOL)
+    close(prune(PRUNE_IN, top_k=1, keep=[0]), expected_keep, tol.HAND)
 
 
 
-def test_prune_without_diagonal_for_cross_attention():
+def test_prune_without_diagonal_for_cross_attention(close, tol):
     # cross-attention with as many queries as keys: query i and key i are unrelated,
     # so top_k=1 keeps exactly the largest entry of every row
     out = prune(PRUNE_IN, top_k=1, diagonal=False)
     expected = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
-    close(out, expected, HAND_ATOL)
+    close(out, expected, tol.HAND)
     # keep=[0] keeps row 0 whole, and no column
     expected_keep = torch.tensor([[0.6, 0.3, 0.1], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
-    close(prune(PRUNE_IN, top_k=1, keep=[0], diagonal=False), expected_keep, HAND_ATOL)
+    close(prune(PRUNE_IN, top_k=1, keep=[0], diagonal=False), expected_keep, tol.HAND)
 
-def test_threshold_and_discard_ratio_hand_cases():
+def test_prune_threshold_and_discard_ratio_hand_cases(close, tol):
     expected = torch.tensor([[0.6 / 0.9, 0.3 / 0.9, 0.0], [0.0, 0.2 / 0.9, 0.7 / 0.9],
                              [0.5, 0.4, 0.1]])  # (2, 2) = .1 is the diagonal: kept
-    close(prune(PRUNE_IN, threshold=0.25), expected, HAND_ATOL)
-    close(prune(PRUNE_IN, discard_ratio=0.34), expected, HAND_ATOL)  # drops 1 per row
+    close(prune(PRUNE_IN, prune_threshold=0.25), expected, tol.HAND)
+    close(prune(PRUNE_IN, discard_ratio=0.34), expected, tol.HAND)  # drops 1 per row
 
 
-@pytest.mark.parametrize("option", [{"threshold": 0.9}, {"top_k": 1},
+@pytest.mark.parametrize("option", [{"prune_threshold": 0.9}, {"top_k": 1},
                                     {"discard_ratio": 0.9}])
-def test_pruning_never_removes_diagonal_or_read_out(option):
+def test_pruning_never_removes_diagonal_or_read_out(option, close):
     gen = torch.Generator().manual_seed(1)
     a = torch.softmax(torch.randn(3, 2, 6, 6, generator=gen), -1)
     keep = torch.tensor([[0], [3], [5]])
@@ -154,11 +149,11 @@ def test_pruning_never_removes_diagonal_or_read_out(option):
     close(rollout(layers, rows=[4], **option), expected)
 
 
-def test_value_weighted_hand_case():
+def test_value_weighted_hand_case(close, tol):
     a = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]]]])
     norms = torch.tensor([[[1.0, 3.0]]])
     close(value_weighted(a, norms), torch.tensor([[[[0.25, 0.75], [1.0, 0.0]]]]),
-          HAND_ATOL)
+          tol.HAND)
     assert torch.isfinite(value_weighted(a, torch.zeros(1, 1, 2))).all()
 
 
@@ -187,7 +182,7 @@ def naive_rollout(layers, residual=0.5, start_layer=0):
 
 
 @pytest.mark.parametrize("residual, start_layer", [(0.5, 0), (0.3, 1), (0.0, 0)])
-def test_matches_naive_python_loop(residual, start_layer):
+def test_matches_naive_python_loop(residual, start_layer, close):
     layers = random_layers(2, batch=2, heads=2, n=4, layers=3, dtype=torch.float64)
     expected = torch.tensor(naive_rollout([a.tolist() for a in layers], residual,
                                           start_layer), dtype=torch.float64)
@@ -200,7 +195,7 @@ OPTION_SETS = [
     {"head_fusion": "min", "residual": 0.3},
     {"head_fusion": torch.tensor([1.0, 2.0, 0.5])},
     {"top_k": 2},
-    {"threshold": 0.2, "start_layer": 1},
+    {"prune_threshold": 0.2, "start_layer": 1},
     {"discard_ratio": 0.5, "head_fusion": "max"},
     {"per_head": True},
     {"per_head": True, "top_k": 3},
@@ -208,7 +203,7 @@ OPTION_SETS = [
 
 
 @pytest.mark.parametrize("options", OPTION_SETS)
-def test_rows_only_equals_rows_of_full_product(options):
+def test_rows_only_equals_rows_of_full_product(options, close):
     layers = random_layers(3)
     rows = [0, 3]
     full = rollout(layers, keep=rows, **options)
@@ -216,7 +211,7 @@ def test_rows_only_equals_rows_of_full_product(options):
     close(part, full[..., rows, :])
 
 
-def test_per_example_rows_tensor():
+def test_per_example_rows_tensor(close):
     layers = random_layers(4, batch=3)
     rows = torch.tensor([[0, 1], [4, 4], [2, 0]])
     full = rollout(layers, keep=rows, top_k=2)
@@ -230,9 +225,9 @@ def test_per_example_rows_tensor():
     {"rows": [0]},
     {"rows": torch.tensor([[1], [2]]), "top_k": 2},
     {"rows": [0, 4], "per_head": True, "discard_ratio": 0.4},
-    {"rows": [2], "head_fusion": "max", "threshold": 0.1, "start_layer": 2},
+    {"rows": [2], "head_fusion": "max", "prune_threshold": 0.1, "start_layer": 2},
 ])
-def test_accumulator_equals_batch(options):
+def test_accumulator_equals_batch(options, close):
     layers = random_layers(5, layers=4)
     acc = RolloutAccumulator(**options)
     for a in layers:
@@ -241,7 +236,7 @@ def test_accumulator_equals_batch(options):
     close(acc.result(), rollout(layers, **options))
 
 
-def test_accumulator_with_gradients_equals_batch():
+def test_accumulator_with_gradients_equals_batch(close):
     layers = random_layers(6)
     grads = [torch.randn_like(a) for a in layers]
     acc = RolloutAccumulator(rows=[0])
@@ -261,7 +256,7 @@ def test_accumulator_keeps_no_layers_and_detaches():
     assert sum(t.numel() for t in tensors) <= 2 * 5 * 5  # only the running product
 
 
-def test_per_head_equals_mean_when_heads_are_equal():
+def test_per_head_equals_mean_when_heads_are_equal(close):
     gen = torch.Generator().manual_seed(8)
     layers = [torch.softmax(torch.randn(2, 1, 5, 5, generator=gen), -1).expand(2, 4, 5, 5)
               for _ in range(3)]
@@ -271,14 +266,14 @@ def test_per_head_equals_mean_when_heads_are_equal():
         close(per_head[:, h], rollout(layers))
 
 
-def test_per_head_rolls_each_head_with_itself():
+def test_per_head_rolls_each_head_with_itself(close):
     layers = random_layers(9)
     per_head = rollout(layers, per_head=True, rows=[1])
     for h in range(3):
         close(per_head[:, h], rollout([a[:, h] for a in layers], rows=[1]))
 
 
-def test_gradient_weighting_per_layer_order():
+def test_gradient_weighting_per_layer_order(close):
     layers = random_layers(10)
     grads = [torch.randn_like(a) for a in layers]
     fused = [(g * a).clamp(min=0).mean(1) for a, g in zip(layers, grads)]
@@ -287,7 +282,7 @@ def test_gradient_weighting_per_layer_order():
     assert not torch.allclose(rollout(layers, grads=grads[::-1]), rollout(fused))
 
 
-def test_half_precision_is_upcast():
+def test_half_precision_is_upcast(close):
     layers = random_layers(11, dtype=torch.float16)
     out = rollout(layers)
     assert out.dtype == torch.float32
@@ -307,13 +302,13 @@ option_sets = st.fixed_dictionaries({
     "head_fusion": st.sampled_from(["mean", "max", "min"]),
     "residual": st.floats(0.05, 1.0),
     "top_k": st.one_of(st.none(), st.integers(1, 4)),
-    "threshold": st.one_of(st.none(), st.floats(0.0, 0.5)),
+    "prune_threshold": st.one_of(st.none(), st.floats(0.0, 0.5)),
 })
 
 
 @settings(max_examples=30, deadline=None)
 @given(layers=layer_sets, options=option_sets, use_rows=st.booleans())
-def test_rows_are_distributions(layers, options, use_rows):
+def test_rows_are_distributions(layers, options, use_rows, close):
     out = rollout(layers, rows=[0] if use_rows else None, **options)
     close(out.sum(-1), torch.ones(out.shape[:-1]), 1e-5)
     assert (out >= 0).all() and (out <= 1 + 1e-6).all()
@@ -321,7 +316,7 @@ def test_rows_are_distributions(layers, options, use_rows):
 
 @settings(max_examples=30, deadline=None)
 @given(layers=layer_sets, options=option_sets, seed=st.integers(0, 1000))
-def test_batch_order_does_not_matter(layers, options, seed):
+def test_batch_order_does_not_matter(layers, options, seed, close):
     batch = layers[0].shape[0]
     perm = torch.randperm(batch, generator=torch.Generator().manual_seed(seed))
     out = rollout(layers, **options)
@@ -371,11 +366,10 @@ def test_input_errors_name_layer_and_problem():
             rollout(layers, **options)
 
 
-def test_rows_only_scans_every_row_block(monkeypatch):
-    import importlib
+def test_rows_only_scans_every_row_block(monkeypatch, close):
+    from groundroll.rollout import product
 
-    core = importlib.import_module("groundroll.rollout")  # the module, not gr.rollout
-    monkeypatch.setattr(core, "_ROW_BLOCK_BYTES", 64)  # one row per block
+    monkeypatch.setattr(product, "_ROW_BLOCK_BYTES", 64)  # one row per block
     layers = random_layers(13, batch=1, heads=2, n=6, layers=2)
     close(rollout(layers, rows=[0]), rollout(layers)[:, :1])
     bad = layers[0].clone()
@@ -414,6 +408,40 @@ def test_building_block_errors():
 def test_all_option_combinations_run_with_rows():
     layers = random_layers(13, batch=1)
     for fusion, pruning in itertools.product(["mean", "max", "min"],
-                                             [{}, {"top_k": 1}, {"threshold": 0.5}]):
+                                             [{}, {"top_k": 1}, {"prune_threshold": 0.5}]):
         out = rollout(layers, rows=[0], head_fusion=fusion, **pruning)
         assert torch.isfinite(out).all() and out[0, 0, 0] > 0
+
+
+def test_cross_update_hand_case(close, tol):
+    # r = 0.5: R_ts = .5 C K, R_tt = .5 R_tt; a second block mixes the old R_ts back in
+    c = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    keys = torch.tensor([[0.75, 0.25], [0.0, 1.0]])
+    r_ts, r_tt = rollout_cross_update(torch.eye(2), None, c, keys)
+    close(r_ts, [[0.375, 0.125], [0.1875, 0.3125]], tol.HAND)
+    close(r_tt, 0.5 * torch.eye(2), tol.HAND)
+    r_ts2, r_tt2 = rollout_cross_update(r_tt, r_ts, c, keys, residual=0.25)
+    close(r_ts2, 0.25 * r_ts + 0.75 * (c @ keys), tol.HAND)
+    close(r_ts2.sum(-1) + r_tt2.sum(-1), torch.ones(2), tol.HAND)
+    with pytest.raises(ValueError, match=r"keys: shape \(3, 2\) must have K=2 rows"):
+        rollout_cross_update(torch.eye(2), None, c, torch.ones(3, 2))
+
+
+def test_old_option_names_warn_and_agree(close):
+    layers = random_layers(21, layers=2)
+    with pytest.warns(FutureWarning, match="head_fusion="):
+        old = fuse_heads(layers[0], how="max")
+    close(old, fuse_heads(layers[0], head_fusion="max"))
+    with pytest.warns(FutureWarning, match="prune_threshold="):
+        old = rollout(layers, threshold=0.2)
+    close(old, rollout(layers, prune_threshold=0.2))
+    with pytest.warns(FutureWarning, match="prune_threshold="):
+        old = prune(layers[0], threshold=0.2)
+    close(old, prune(layers[0], prune_threshold=0.2))
+    with pytest.warns(FutureWarning, match="prune_threshold="):
+        acc = RolloutAccumulator(threshold=0.2)
+    for a in layers:
+        acc.add(a)
+    close(acc.result(), rollout(layers, prune_threshold=0.2))
+    with pytest.raises(TypeError, match="prune_threshold= only"):
+        rollout(layers, threshold=0.2, prune_threshold=0.1)
