@@ -189,9 +189,14 @@ def check_directory(directory: PathLike) -> None:
     if probe.exists() and not probe.is_dir():
         raise NotADirectoryError(f"{probe} exists and is not a directory (output folder"
                                  f" {path})")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write to {probe}: permission denied or read-only"
-                              f" (output folder {path})")
+    try:
+        # A real probe: os.access says yes to root on a read-only mount's folders.
+        fd, tmp = tempfile.mkstemp(prefix=".groundroll-probe-", dir=probe)
+    except OSError as err:
+        raise PermissionError(f"cannot write to {probe}: {err.strerror or err}"
+                              f" (output folder {path})") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def manifest_files(manifest: PathLike) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 __all__ = ["register", "main"]
 
@@ -37,12 +38,19 @@ def _add_align(subparsers) -> None:
         "align", help="word-align sentence pairs with a translation model",
         description="Word-align sentence pairs (one whitespace-tokenised sentence per line)"
                     " from a translation model's attention; writes one Pharaoh line"
-                    " (0-indexed 's-t' links) per input line.")
+                    " (0-indexed 's-t' links) per input line. Without --tgt the model"
+                    " translates first and the translations (the words the target"
+                    " indices refer to) go to a second file (--out-translation). The"
+                    " files are written as one set: all or nothing.")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model spec for groundroll.zoo.load (default {DEFAULT_MODEL})")
     p.add_argument("--src", required=True, help="source sentences, one per line")
     p.add_argument("--tgt", help="target sentences, one per line (default: translate)")
     p.add_argument("--out", required=True, help="output Pharaoh file")
+    p.add_argument("--out-translation", default=None, metavar="FILE",
+                   help="without --tgt: file for the translations the links index, one"
+                        " per line (default: --out with '.translation' before its"
+                        " suffix, e.g. pred.txt -> pred.translation.txt)")
     p.add_argument("--method", choices=METHODS, default="raw")
     p.add_argument("--layers", type=_int_list, default=None,
                    help="comma-separated layer indices or 'all' (default: all)")
@@ -62,7 +70,8 @@ def _add_align(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=None,
                    help="token limit per sentence (default: the model's)")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out (and the translation file) if they exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_align)
 
@@ -97,7 +106,7 @@ def _read(path: str) -> list[str]:
 
 
 def _run_align(args) -> int:
-    from groundroll._atomic import check_writable
+    from groundroll._atomic import check_directory, check_writable
 
     try:
         src = _read(args.src)
@@ -109,15 +118,16 @@ def _run_align(args) -> int:
                      " source and target files must have one sentence per line each")
     if args.batch_size < 1:
         return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
+    outputs = _outputs(args)
     try:
-        check_writable([args.out], force=args.force)
+        check_directory(Path(args.out).parent)
+        check_writable(outputs, force=args.force)
     except FileExistsError as err:
         return _fail(str(err))
     except (OSError, ValueError) as err:
         return _fail(str(err))
 
     from groundroll.align.api import align
-    from groundroll.align.io import write_pharaoh
 
     try:
         result = align(src, tgt, model=args.model, method=args.method, layers=args.layers,
@@ -128,11 +138,53 @@ def _run_align(args) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         return _fail(str(err))
     try:
-        write_pharaoh(args.out, [a.links for a in result], force=args.force)
+        _write_outputs(args, outputs, result)
     except FileExistsError as err:
-        return _fail(str(err))
-    print(f"wrote {len(result)} alignment line(s) to {args.out}", file=sys.stderr)
+        return _fail(f"{err}; nothing was written")
+    except OSError as err:
+        return _fail(f"cannot write {args.out}: {err.strerror or err}; nothing was written"
+                     " and earlier outputs are unchanged", 1)
+    shown = " and ".join(str(p) for p in outputs)
+    print(f"wrote {len(result)} alignment line(s) to {shown}", file=sys.stderr)
     return 0
+
+
+def _outputs(args) -> list:
+    """``[pharaoh file]``, plus the translation file when translating (no ``--tgt``)."""
+    out = Path(args.out)
+    if args.tgt is not None:
+        return [out]
+    if args.out_translation is not None:
+        return [out, Path(args.out_translation)]
+    return [out, out.with_name(f"{out.stem}.translation{out.suffix or '.txt'}")]
+
+
+def _write_outputs(args, outputs: list, result) -> None:
+    """Both files as one set (:class:`groundroll._atomic.OutputSet`) per folder."""
+    from groundroll._atomic import OutputSet
+    from groundroll.align.io import format_pharaoh
+
+    texts = ["".join(format_pharaoh(a.links) + "\n" for a in result)]
+    if len(outputs) > 1:
+        texts.append("".join(" ".join(a.tgt_words) + "\n" for a in result))
+    folders = {}
+    for path, text in zip(outputs, texts):
+        folders.setdefault(path.parent, []).append((path.name, text))
+    sets = []
+    try:
+        for folder, files in folders.items():
+            manifest = f".{outputs[0].name}.groundroll.json"
+            output = OutputSet(folder, force=args.force, manifests=[manifest])
+            output.open()
+            sets.append(output)
+            for name, text in files:
+                output.add(name, text, manifest=manifest)
+        for output in sets:
+            output.commit()
+    finally:
+        for output in sets:
+            if not output.committed:
+                output.discard()
 
 
 def _run_aer(args) -> int:
