@@ -263,9 +263,17 @@ def adapter_for(model: torch.nn.Module) -> Adapter:
     """
     from .derive import derive_adapter, refusal
 
+    names = None
     for adapter in _REGISTRY:
         if adapter.matches(model):
-            return adapter.specialise(adapter, model) if adapter.specialise else adapter
+            if adapter.specialise:
+                return adapter.specialise(adapter, model)
+            if names is None:
+                names = [name for name, _ in model.named_modules()]
+            # A model_type shared by several heads (BlipModel vs BLIP retrieval): a
+            # hand-written adapter serves only the layouts its every site finds.
+            if all(any(re.search(site.pattern, n) for n in names) for site in adapter.sites):
+                return adapter
     reason = refusal(model)
     if reason is not None:
         raise UnsupportedModelError(reason)

@@ -246,6 +246,25 @@ def _exact(names) -> str:
     return "^(?:" + "|".join(re.escape(n) for n in names) + ")$"
 
 
+def _pooling_heads(modules: dict, self_names: list[str]) -> tuple[list, list]:
+    """Attention-pooling heads (a learned ``probe`` attending over a tower's tokens
+    through ``nn.MultiheadAttention``, as SigLIP's), which no declaration names: one
+    ``pool`` stream from ``pool_queries`` to the tower's stream."""
+    sites, tokens = [], []
+    for name, module in modules.items():
+        parent = name.rpartition(".")[0]
+        if not (isinstance(module, torch.nn.MultiheadAttention)
+                and isinstance(getattr(modules.get(parent), "probe", None), torch.Tensor)):
+            continue
+        key = _role(name) or "vision"
+        if key not in self_names or any(s.stream == "pool" for s in sites):
+            continue
+        sites.append(Site(_exact([name]), "pool", query="pool_queries", key=key,
+                          reader="mha"))
+        tokens.append(TokenSource("pool_queries", pattern=_exact([parent]), reader="queries"))
+    return sites, tokens
+
+
 def derive_adapter(model: torch.nn.Module) -> Adapter | None:
     """An :class:`~groundroll.adapters.Adapter` built from ``model``'s own attention
     declarations, or None when it declares none.
@@ -335,6 +354,9 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
                     _below(o, parent) for o in others):
                 wheres.append(parent)
         tokens.append(TokenSource(stream, pattern=_exact(wheres), reader="hf_auto"))
+    sites_, tokens_ = _pooling_heads(modules, self_names)
+    sites += sites_
+    tokens += tokens_
     cls = type(model)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     return Adapter(

@@ -55,6 +55,8 @@ SPECIAL: dict[str, tuple[str, Callable]] = {
     "eos@last": ("eos", _last_real),
     "eot@last": ("eot", _last),
     "eot@argmax": ("eot", _argmax),
+    "eot@first": ("eot", _first),
+    "eot@last_real": ("eot", _last_real),
 }
 
 
@@ -131,8 +133,14 @@ def _image(source, module, args, kwargs, session) -> dict:
 
 def _queries(source, module, args, kwargs, session) -> dict:
     # Learned queries of an attention pooler (open_clip AttentionalPooler, SigLIP head).
+    # timm AttentionPoolLatent keeps them in ``latent`` [1, queries, dim].
     query = getattr(module, "query", None)
-    length = query.shape[0] if query is not None else module.probe.shape[1]
+    if query is not None:
+        length = query.shape[0]
+    elif getattr(module, "latent", None) is not None:
+        length = module.latent.shape[1]
+    else:
+        length = module.probe.shape[1]
     return {source.stream: Tokens(length=length)}
 
 

@@ -1,0 +1,160 @@
+"""Capture coverage: every transformers model class from its auto mapping and every
+open_clip architecture, built tiny with random weights, checked by
+:func:`groundroll.adapters.conformance.check`.
+
+Writes ``benchmarks/results/coverage.json`` (one record per model) and replaces the
+table between ``<!-- coverage:start -->`` and ``<!-- coverage:end -->`` in README.md.
+
+    OMP_NUM_THREADS=1 python benchmarks/coverage.py            # full sweep (~15-25 min)
+    python benchmarks/coverage.py --only hf --limit 40          # a first slice
+    python benchmarks/coverage.py --readme-only                 # table from the JSON
+
+Each model gets ``--timeout`` seconds (build + checks); one that takes longer is
+recorded as not built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "coverage.json"
+README = ROOT / "README.md"
+START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
+
+LABELS = {"captured": "captured exactly", "refused": "refused with a reason",
+          "failing": "failing", "not_built": "not exercised (tiny model does not build"
+          " or run, or reports no attention)"}
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _run(check, name: str, timeout: int) -> dict:
+    from groundroll.adapters.conformance import Result
+
+    def alarm(*_):
+        raise _Timeout(f"took over {timeout} s")
+
+    signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(timeout)
+    try:
+        result = check(name)
+    except _Timeout as err:
+        result = Result(name, "not_built", str(err), float(timeout))
+    except Exception as err:  # a groundroll error the check did not catch
+        result = Result(name, "failing", f"{type(err).__name__}: {err}"[:200])
+    finally:
+        signal.alarm(0)
+    return dict(name=result.name, status=result.status, detail=result.detail[:300],
+                seconds=round(result.seconds, 3), streams=list(result.streams),
+                reported=result.reported)
+
+
+def sweep(only: str, limit: int | None, timeout: int) -> dict[str, list[dict]]:
+    import torch
+    from tqdm import tqdm
+
+    from groundroll.adapters import conformance
+
+    torch.set_num_threads(1)
+    out: dict[str, list[dict]] = {}
+    if only in ("all", "hf"):
+        names = list(conformance.hf_model_types())[:limit]
+        out["transformers"] = [_run(conformance.check_hf, n, timeout)
+                               for n in tqdm(names, desc="transformers")]
+    if only in ("all", "open_clip"):
+        import open_clip
+
+        names = open_clip.list_models()[:limit]
+        out["open_clip"] = [_run(conformance.check_open_clip, n, timeout)
+                            for n in tqdm(names, desc="open_clip")]
+    return out
+
+
+def table(results: dict[str, list[dict]], versions: dict[str, str]) -> str:
+    lines = [START, "",
+             "| library | models | " + " | ".join(LABELS[s] for s in LABELS) + " |",
+             "|---|---:|" + "---:|" * len(LABELS)]
+    for library, records in results.items():
+        counts = collections.Counter(r["status"] for r in records)
+        lines.append(f"| {library} {versions.get(library, '')} | {len(records)} | "
+                     + " | ".join(str(counts.get(s, 0)) for s in LABELS) + " |")
+    lines.append("")
+    for library, records in results.items():
+        for status in ("refused", "failing"):
+            names = sorted(r["name"] for r in records if r["status"] == status)
+            if names:
+                lines.append(f"- {library}, {LABELS[status]} ({len(names)}): "
+                             + ", ".join(f"`{n}`" for n in names))
+    lines += ["", "Regenerate with `OMP_NUM_THREADS=1 python benchmarks/coverage.py`"
+              " (per-model records and reasons in `benchmarks/results/coverage.json`).",
+              "", END]
+    return "\n".join(lines)
+
+
+def write_readme(text: str) -> None:
+    readme = README.read_text()
+    if START in readme and END in readme:
+        head, _, rest = readme.partition(START)
+        _, _, tail = rest.partition(END)
+        readme = head + text + tail
+    else:
+        readme = readme.rstrip() + "\n\n## Capture coverage\n\n" + text + "\n"
+    tmp = README.with_suffix(".md.tmp")
+    tmp.write_text(readme)
+    tmp.replace(README)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("all", "hf", "open_clip"), default="all")
+    parser.add_argument("--limit", type=int, default=None, help="first N models per library")
+    parser.add_argument("--timeout", type=int, default=60, help="seconds per model")
+    parser.add_argument("--readme-only", action="store_true",
+                        help="rewrite the README table from the saved JSON")
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args(argv)
+    _quiet()
+    if args.readme_only:
+        saved = json.loads(RESULTS.read_text())
+    else:
+        import open_clip
+        import transformers
+
+        results = sweep(args.only, args.limit, args.timeout)
+        saved = {"versions": {"transformers": transformers.__version__,
+                              "open_clip": open_clip.__version__},
+                 "results": results}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        tmp = RESULTS.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(saved, indent=1))
+        tmp.replace(RESULTS)
+    text = table(saved["results"], saved["versions"])
+    print(text)
+    if not args.no_readme:
+        write_readme(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

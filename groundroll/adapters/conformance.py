@@ -1,0 +1,462 @@
+"""Does ``capture`` read a model exactly? Checks for any model, and tiny random models of
+every transformers class with declared attention and of open_clip's architectures.
+
+:func:`check` runs one model three ways and compares: its plain output, its output under
+``capture`` (must be unchanged), and what it reports itself with
+``output_attentions=True`` (every reported tensor must be found in the trace within
+``1e-5``); then it raises inside a capture and checks that no hook is left and that the
+attention implementation (and timm ``fused_attn``) is restored.
+
+:func:`hf_model_types` lists the classes from transformers' own auto mappings
+(``MODEL_MAPPING_NAMES``), not from a hand list; :func:`tiny_hf` builds a tiny random
+model of one of them from its config class; :func:`tiny_open_clip` builds an open_clip
+architecture with small widths (timm trunks included). Nothing is downloaded.
+
+Examples
+--------
+>>> from groundroll.adapters.conformance import tiny_hf, check  # doctest: +SKIP
+>>> model, inputs = tiny_hf("plbart")                          # doctest: +SKIP
+>>> check(model, inputs).status                                # doctest: +SKIP
+'captured'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["Result", "check", "check_hf", "check_open_clip", "hf_model_types",
+           "tiny_hf", "tiny_open_clip", "STATUSES", "ATOL"]
+
+#: Tolerance for weights and outputs.
+ATOL = 1e-5
+#: Outputs under capture run in eager attention; the plain run may use SDPA.
+OUTPUT_ATOL = 1e-4
+
+#: ``captured``: every reported attention tensor found, outputs unchanged, cleanup done.
+#: ``refused``: a clear error says why rollout does not apply. ``failing``: anything
+#: else that went wrong in groundroll. ``not_built``: the tiny model could not be built
+#: or run without groundroll (not counted against coverage).
+STATUSES = ("captured", "refused", "failing", "not_built")
+
+_SIZES = dict(
+    hidden_size=32, d_model=32, dim=32, n_embd=32, embed_dim=32, width=32,
+    num_hidden_layers=2, num_layers=2, n_layers=2, n_layer=2, encoder_layers=2,
+    decoder_layers=2, depth=2, num_decoder_layers=2, num_encoder_layers=2,
+    num_attention_heads=4, n_heads=4, n_head=4, num_heads=4, encoder_attention_heads=4,
+    decoder_attention_heads=4, num_key_value_heads=4, head_dim=8, d_kv=8,
+    attention_head_size=8,
+    intermediate_size=37, encoder_ffn_dim=37, decoder_ffn_dim=37, hidden_dim=37, d_ff=37,
+    ffn_dim=37, n_inner=37, decoder_hidden_size=32, encoder_hidden_size=32,
+    vocab_size=64, decoder_vocab_size=64, max_position_embeddings=64, n_positions=64, max_source_positions=64,
+    max_target_positions=64, embedding_size=32, projection_dim=16,
+    image_size=32, patch_size=8, num_channels=3,
+)
+
+
+# Special ids inside the small vocabulary.
+_IDS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+            sep_token_id=2, cls_token_id=0, mask_token_id=3)
+
+
+@dataclass
+class Result:
+    """Outcome of one model's check."""
+
+    name: str
+    status: str
+    detail: str = ""
+    seconds: float = 0.0
+    streams: tuple[str, ...] = ()
+    reported: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- models
+
+def hf_model_types() -> dict[str, str]:
+    """``config.model_type -> base model class name`` from transformers' auto mapping."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    out = {}
+    for model_type, names in MODEL_MAPPING_NAMES.items():
+        out[model_type] = names[0] if isinstance(names, (tuple, list)) else names
+    return dict(sorted(out.items()))
+
+
+def _shrink(config_cls, seen=()) -> dict:
+    default = config_cls()
+    values = default.to_dict()
+    kwargs = {k: v for k, v in _SIZES.items() if k in values and isinstance(values[k], int)
+              and not isinstance(values[k], bool)}
+    for key, value in _IDS.items():
+        if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
+            kwargs[key] = value
+    for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
+        if isinstance(sub_cls, type) and sub_cls not in seen and key in values:
+            try:
+                kwargs[key] = _shrink(sub_cls, seen + (config_cls,))
+            except Exception:   # keep the default sub-config
+                continue
+    return kwargs
+
+
+def tiny_config(model_type: str):
+    """A small config of ``model_type`` (2 layers, width 32, 4 heads, 32 x 32 images)."""
+    from transformers import CONFIG_MAPPING
+
+    config_cls = CONFIG_MAPPING[model_type]
+    return config_cls(**_shrink(config_cls))
+
+
+def _size(config, name, default=None):
+    for cfg in (config, getattr(config, "vision_config", None), getattr(config, "text_config", None)):
+        value = getattr(cfg, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
+    """Inputs for ``model`` (text ids with a padded row, images, or both), or None when
+    its main input is of another kind (audio features, ...)."""
+    config = model.config
+    generator = torch.Generator().manual_seed(1)
+    vocab = _size(config, "vocab_size", 64) or 64
+    ids = torch.randint(3, max(4, min(vocab, 64) - 1), (batch, length), generator=generator)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1:, length - 2:] = 0
+    image = _size(config, "image_size", 32)
+    image = image if isinstance(image, int) else int(image[0])
+    pixels = torch.randn(batch, _size(config, "num_channels", 3) or 3, image, image,
+                         generator=generator)
+    main = getattr(model, "main_input_name", "input_ids")
+    inputs: dict[str, Any] = {}
+    params = inspect.signature(model.forward).parameters
+    if "spatial_shapes" in params:
+        # NaFlex towers (SigLIP2): flattened patches with their grid and mask.
+        patch = _size(config, "patch_size", 8)
+        rows = cols = 4
+        pixels = torch.randn(batch, rows * cols, 3 * patch * patch, generator=generator)
+        extra = dict(pixel_values=pixels,
+                     pixel_attention_mask=torch.ones(batch, rows * cols, dtype=torch.long),
+                     spatial_shapes=torch.tensor([[rows, cols]] * batch))
+        if "input_ids" in params:
+            return dict(input_ids=ids, attention_mask=mask, **extra)
+        return extra
+    if main == "input_features":
+        mels = _size(config, "num_mel_bins", 80)
+        frames = 2 * (_size(config, "max_source_positions", 32) or 32)
+        inputs = dict(input_features=torch.randn(batch, mels, frames, generator=generator))
+        if getattr(config, "is_encoder_decoder", False):
+            inputs["decoder_input_ids"] = ids[:, :5]
+        return inputs
+    if hasattr(config, "text_config") and hasattr(config, "vision_config"):
+        inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+    elif main == "input_ids":
+        inputs = dict(input_ids=ids, attention_mask=mask)
+    elif main == "pixel_values":
+        inputs = dict(pixel_values=pixels)
+    else:
+        return None
+    if getattr(config, "is_encoder_decoder", False) and "input_ids" in inputs:
+        inputs["decoder_input_ids"] = ids[:, :5]
+    return inputs
+
+
+def tiny_hf(model_type: str, *, seed: int = 0):
+    """``(model, inputs)``: a tiny random base model of ``model_type`` in eval mode."""
+    import transformers
+
+    config = tiny_config(model_type)
+    cls = getattr(transformers, hf_model_types()[model_type])
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    return model, tiny_inputs(model)
+
+
+@contextlib.contextmanager
+def _small_timm(width: int = 32, depth: int = 2, heads: int = 4, image: int = 32,
+                patch: int = 8):
+    """Within the block, timm builds its ViT/EVA trunks small (same classes)."""
+    import timm
+
+    real = timm.create_model
+
+    def small(name, **kwargs):
+        vit = dict(depth=depth, embed_dim=width, num_heads=heads, img_size=image,
+                   patch_size=patch)
+        try:
+            return real(name, **kwargs, **vit)
+        except TypeError:   # not a ViT: a CNN trunk (ConvNeXt), made small its own way
+            try:
+                return real(name, **kwargs, depths=(1, 1, 1, 1), dims=(8, 16, 24, width))
+            except TypeError:
+                return real(name, **kwargs)
+
+    timm.create_model = small
+    try:
+        yield
+    finally:
+        timm.create_model = real
+
+
+def tiny_open_clip(arch: str, *, seed: int = 0, image: int = 32):
+    """``(model, inputs)``: open_clip architecture ``arch`` with small widths, random
+    weights (timm trunks built with 2 blocks of width 32)."""
+    import open_clip
+
+    cfg = copy.deepcopy(open_clip.get_model_config(arch))
+    if cfg is None:
+        raise ValueError(f"open_clip has no architecture {arch!r}")
+    vision, text = cfg["vision_cfg"], cfg["text_cfg"]
+    vision["image_size"] = image
+    if not vision.get("timm_model_name"):
+        layers = vision.get("layers", 2)
+        vision.update(width=32, head_width=8, patch_size=8,
+                      layers=[1, 1, 1, 1] if isinstance(layers, (list, tuple)) else 2)
+    context = 12
+    text.update(width=32, heads=4, layers=2, vocab_size=64, context_length=context)
+    if "hf_model_name" in text:
+        raise ValueError(f"{arch}: Hugging Face text tower needs its pretrained config")
+    kwargs = {k: cfg[k] for k in ("vision_cfg", "text_cfg") if k in cfg}
+    if "multimodal_cfg" in cfg:
+        cfg["multimodal_cfg"].update(width=32, heads=4, layers=2, vocab_size=64,
+                                     context_length=context)
+        kwargs["multimodal_cfg"] = cfg["multimodal_cfg"]
+    torch.manual_seed(seed)
+    import logging
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    with _small_timm(image=image):
+        model = open_clip.create_model(arch, pretrained=None, embed_dim=32, **kwargs).eval()
+    decoder = getattr(model, "text_decoder", None)
+    if isinstance(getattr(decoder, "text_projection", None), torch.nn.Parameter):
+        # open_clip leaves it uninitialised (torch.empty) until weights are loaded.
+        torch.nn.init.normal_(decoder.text_projection, std=32 ** -0.5)
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.zeros(2, context, dtype=torch.long)
+    ids[:, 0] = 1
+    ids[:, 1:6] = torch.randint(2, 60, (2, 5), generator=generator)
+    ids[:, 6] = 63
+    pixels = torch.randn(2, 3, image, image, generator=generator)
+    return model, dict(image=pixels, text=ids)
+
+
+# --------------------------------------------------------------------------- checks
+
+def _tensors(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for k in out for t in _tensors(out[k])]
+    if isinstance(out, (tuple, list)):
+        return [t for x in out for t in _tensors(x)]
+    if hasattr(out, "to_tuple"):
+        return _tensors(out.to_tuple())
+    return []
+
+
+def _reported(out) -> list[tuple[str, torch.Tensor]]:
+    """Every attention tensor a transformers output reports (nested outputs too)."""
+    found = []
+    if hasattr(out, "keys"):
+        for key in out.keys():
+            value = out[key]
+            if "attentions" in key and isinstance(value, (tuple, list)):
+                found += [(f"{key}[{i}]", t) for i, t in enumerate(value)
+                          if isinstance(t, torch.Tensor)]
+            elif hasattr(value, "keys"):
+                found += [(f"{key}.{n}", t) for n, t in _reported(value)]
+    return found
+
+
+def _hook_state(model) -> list:
+    return [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]
+
+
+def _settings(model) -> list:
+    configs = {id(m.config): m.config for m in model.modules()
+               if hasattr(getattr(m, "config", None), "_attn_implementation_internal")}
+    fused = [getattr(m, "fused_attn") for m in model.modules() if hasattr(m, "fused_attn")]
+    return [str(c._attn_implementation_internal) for c in configs.values()] + fused
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, atol: float) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), atol=atol,
+                                                      rtol=0))
+
+
+def _cleanup_after_error(model, inputs) -> str | None:
+    from . import capture
+
+    hooks, settings = _hook_state(model), _settings(model)
+
+    class Boom(Exception):
+        pass
+
+    try:
+        with torch.no_grad(), capture(model):
+            model(**inputs)
+            raise Boom
+    except Boom:
+        pass
+    if _hook_state(model) != hooks:
+        return "hooks left after an exception"
+    if _settings(model) != settings:
+        return "attention implementation not restored after an exception"
+    return None
+
+
+def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Result:
+    """Check that ``capture`` reads ``model`` exactly; see the module docstring.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        In eval mode.
+    inputs : dict
+        Keyword arguments of one forward call.
+    name : str
+        Recorded in the result.
+    reference : {"hf", "rows"}
+        ``"hf"``: compare with ``output_attentions=True``; ``"rows"``: the model reports
+        no attention itself, check that captured rows sum to one (open_clip timm trunks).
+    """
+    from . import capture
+    from .base import UnsupportedModelError
+
+    start = time.perf_counter()
+    result = Result(name or type(model).__name__, "failing")
+    try:
+        with torch.no_grad():
+            plain = _tensors(model(**inputs))
+    except Exception as err:  # the tiny model itself does not run
+        result.status, result.detail = "not_built", f"forward: {type(err).__name__}: {err}"
+        return result
+    hooks, settings = _hook_state(model), _settings(model)
+    try:
+        with torch.no_grad(), capture(model) as trace:
+            captured = _tensors(model(**inputs))
+    except UnsupportedModelError as err:
+        result.status, result.detail = "refused", str(err).split(": it ", 1)[-1]
+        result.seconds = time.perf_counter() - start
+        return result
+    except Exception as err:
+        result.detail = f"capture: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        result.extra["traceback"] = traceback.format_exc()
+        if reference == "hf" and not _reported(_eager_reference(model, inputs)):
+            # Nothing to capture: no attention reported by the model either.
+            result.status = "not_built"
+            result.detail = "the model reports no attentions"
+        result.seconds = time.perf_counter() - start
+        return result
+    result.streams = tuple(trace.streams)
+    problems = []
+    if _hook_state(model) != hooks or _settings(model) != settings:
+        problems.append("hooks or settings left after a normal exit")
+    if len(plain) != len(captured) or not all(
+            _close(a, b, OUTPUT_ATOL) for a, b in zip(plain, captured)):
+        problems.append("outputs changed under capture")
+    layers = [layer.weights for layer in trace]
+    if not layers:
+        problems.append("no attention captured")
+    if reference == "hf":
+        reported = _reported(_eager_reference(model, inputs))
+        result.reported = len(reported)
+        missing = [key for key, t in reported
+                   if not any(_close(t, w, ATOL) for w in layers)]
+        if missing:
+            problems.append(f"{len(missing)}/{len(reported)} reported attention tensors"
+                            f" not in the trace (first: {missing[0]})")
+        if not reported:
+            problems.append("the model reports no attentions to compare with")
+    else:
+        for w in layers:
+            if not torch.allclose(w.sum(-1), torch.ones(()), atol=ATOL):
+                problems.append("captured rows do not sum to 1")
+                break
+    error = _cleanup_after_error(model, inputs)
+    if error:
+        problems.append(error)
+    result.status = "failing" if problems else "captured"
+    result.detail = "; ".join(problems)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _eager_reference(model, inputs):
+    """The model's own ``output_attentions=True`` output in eager attention (the
+    implementation is restored afterwards)."""
+    saved = [(c, c._attn_implementation_internal) for c in _configs(model)]
+    try:
+        if hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation("eager")
+        with torch.no_grad():
+            return model(**inputs, output_attentions=True)
+    except Exception:
+        return {}
+    finally:
+        for config, value in saved:
+            config._attn_implementation_internal = value
+
+
+def _configs(model):
+    return list({id(m.config): m.config for m in model.modules()
+                 if hasattr(getattr(m, "config", None), "_attn_implementation_internal")
+                 }.values())
+
+
+def check_hf(model_type: str) -> Result:
+    """Build the tiny model of ``model_type`` and :func:`check` it."""
+    start = time.perf_counter()
+    try:
+        model, inputs = tiny_hf(model_type)
+    except Exception as err:
+        return Result(model_type, "not_built", f"build: {type(err).__name__}: "
+                      f"{str(err).splitlines()[0][:160] if str(err) else ''}",
+                      time.perf_counter() - start)
+    if inputs is None:
+        # Refusals do not need inputs.
+        from .base import UnsupportedModelError, adapter_for
+
+        try:
+            adapter_for(model)
+        except UnsupportedModelError as err:
+            return Result(model_type, "refused", str(err).split(": it ", 1)[-1])
+        except TypeError:
+            pass
+        return Result(model_type, "not_built",
+                      f"main input {model.main_input_name!r} not generated",
+                      time.perf_counter() - start)
+    built = time.perf_counter() - start
+    from .derive import refusal
+
+    reason = refusal(model)
+    if reason is not None:
+        return Result(model_type, "refused", reason.split(": it ", 1)[-1], built)
+    result = check(model, inputs, name=model_type)
+    result.seconds += built
+    result.extra["class"] = type(model).__name__
+    return result
+
+
+def check_open_clip(arch: str) -> Result:
+    """Build open_clip ``arch`` small and :func:`check` it (rows sum to one)."""
+    start = time.perf_counter()
+    try:
+        model, inputs = tiny_open_clip(arch)
+    except Exception as err:
+        return Result(arch, "not_built", f"build: {type(err).__name__}: "
+                      f"{str(err).splitlines()[0][:160] if str(err) else ''}",
+                      time.perf_counter() - start)
+    result = check(model, inputs, name=arch, reference="rows")
+    result.seconds = time.perf_counter() - start
+    return result
