@@ -101,3 +101,41 @@ def test_line_separators_inside_a_sentence_keep_the_line_count(model_dir, corpus
     assert main(["align", "--model", model_dir, "--src", str(d / "odd.txt"), "--out",
                  str(out), "--quiet", "--layers", "1"]) == 0
     assert len(out.read_text().split("\n")) - 1 == 3
+
+
+def test_words_past_the_model_limit_get_no_links():
+    import warnings
+
+    import groundroll as gr
+    from groundroll.zoo import cached
+
+    bundle = cached("bundled:toy-mt")
+    src = "su tuga vefin na kilo"
+    tgt = " ".join(["the", "dog", "sees", "a", "cat"] * 600)         # 3000 words
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = gr.align(src, tgt, model=bundle)
+    truncation = [w for w in caught if "truncated" in str(w.message)]
+    assert len(truncation) == 1 and "get no links" in str(truncation[0].message)
+    limit = int(bundle.model.config.max_position_embeddings)
+    # Every target word keeps at most one token, plus the end-of-sentence token.
+    assert a.links and max(t for _, t in a.links) < limit
+    assert a.matrix.shape == (3000, 5)
+    unscored = ~a.matrix.any(axis=1)
+    assert unscored[limit:].all()
+    assert not any(unscored[t] for _, t in a.links)
+    for extraction, symmetrise in [("threshold", None), ("itermax", None),
+                                   ("argmax", "grow-diag-final")]:
+        links = gr.extract_links(a.matrix, extraction=extraction, symmetrise=symmetrise)
+        assert links and not any(unscored[t] for _, t in links)
+
+
+def test_cli_max_length_cut_words_are_unlinked(tmp_path):
+    (tmp_path / "src.txt").write_text("su tuga vefin\n")
+    (tmp_path / "tgt.txt").write_text(" ".join(["a"] * 40) + "\n")
+    out = tmp_path / "out.txt"
+    assert main(["align", "--src", str(tmp_path / "src.txt"), "--tgt",
+                 str(tmp_path / "tgt.txt"), "--out", str(out), "--max-length", "8",
+                 "--quiet"]) == 0
+    links = [tuple(map(int, x.split("-"))) for x in out.read_text().split()]
+    assert links and max(t for _, t in links) < 8
