@@ -1,0 +1,324 @@
+"""Alignment profiles: the settings that measured best on a model, stored beside it.
+
+A profile is written from a gold-aligned development set with
+``layer_scan(...).save_profile(path)`` (or :func:`best_profile` over several scans, e.g.
+one per extraction) and lives in the model folder as :data:`PROFILE_FILENAME`.
+:func:`groundroll.align` reads it when the caller names no method: the default call uses
+the method, layers, shift and extraction that scored the lowest AER on that model.
+
+Without a profile the default call falls back to an unsupervised rule,
+:func:`peak_mass_layer`: the single cross-attention layer whose attention is most peaked,
+measured on the sentences being aligned. On both toy language pairs the most peaked
+layer is the layer with the lowest AER (see the toy-mt model cards), while the mean over
+all layers, the previous default, is clearly worse.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "AlignProfile",
+    "PROFILE_FILENAME",
+    "best_profile",
+    "find_profile",
+    "peak_mass",
+    "peak_mass_layer",
+    "resolve_defaults",
+]
+
+#: File name of a profile inside a model folder.
+PROFILE_FILENAME = "align_profile.json"
+_VERSION = 1
+
+
+@dataclass
+class AlignProfile:
+    """Alignment settings for one model, chosen by measurement.
+
+    Attributes
+    ----------
+    method : str
+        One of :data:`groundroll.align.api.METHODS`.
+    layers : list of int or None
+        Decoder layers (``None``: all layers, i.e. the mean for ``raw``/``norm``).
+    shift : bool
+        AWI (True) or AWO (False).
+    extraction : str
+        ``"argmax"``, ``"threshold"`` or ``"itermax"``.
+    threshold : float or None
+        For ``extraction="threshold"``.
+    symmetrise : str or None
+        Symmetrisation heuristic, or None for the target-to-source direction only.
+    fitted : dict
+        Where the choice came from: model, number of gold pairs, AER, precision and
+        recall of the chosen row, and the runner-up settings.
+
+    Examples
+    --------
+    >>> p = AlignProfile("raw", [2], False, "argmax")
+    >>> p.align_kwargs()["layers"]
+    [2]
+    """
+
+    method: str
+    layers: list[int] | None
+    shift: bool
+    extraction: str = "argmax"
+    threshold: float | None = None
+    symmetrise: str | None = None
+    fitted: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from groundroll.align.api import EXTRACTIONS, METHODS
+
+        if self.method not in METHODS:
+            raise ValueError(f"profile method must be one of {METHODS}, got {self.method!r}")
+        if self.extraction not in EXTRACTIONS:
+            raise ValueError(f"profile extraction must be one of {EXTRACTIONS}, got"
+                             f" {self.extraction!r}")
+        if self.layers is not None:
+            self.layers = [int(x) for x in self.layers]
+        self.shift = bool(self.shift)
+
+    def align_kwargs(self) -> dict:
+        """The keyword arguments of :func:`groundroll.align` this profile stands for."""
+        return dict(method=self.method, layers=None if self.layers is None else list(self.layers),
+                    shift=self.shift, extraction=self.extraction, threshold=self.threshold,
+                    symmetrise=self.symmetrise)
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), version=_VERSION)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AlignProfile":
+        d = dict(d)
+        version = d.pop("version", _VERSION)
+        if version > _VERSION:
+            raise ValueError(f"alignment profile version {version} is newer than this"
+                             f" groundroll understands ({_VERSION}); upgrade groundroll")
+        return cls(**d)
+
+    def save(self, path, *, force: bool = False) -> Path:
+        """Write the profile as JSON, atomically (no overwrite unless ``force``).
+
+        ``path`` may be a model folder: the file is then ``path / PROFILE_FILENAME``.
+        """
+        from groundroll._atomic import atomic_write
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / PROFILE_FILENAME
+        with atomic_write(path, force=force, mode="w") as handle:
+            json.dump(self.to_dict(), handle, indent=2)
+            handle.write("\n")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "AlignProfile":
+        """Read a profile file (or ``folder / PROFILE_FILENAME``)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / PROFILE_FILENAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not a valid alignment profile ({err})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_scan(cls, scan, *, metric: str = "aer", method: str | None = None) -> "AlignProfile":
+        """The best row of a :class:`~groundroll.align.api.LayerScan` as a profile."""
+        return best_profile([scan], metric=metric, method=method)
+
+
+def _row_key(row: dict, metric: str) -> float:
+    return row[metric] if metric == "aer" else -row[metric]
+
+
+def best_profile(scans: Sequence, *, metric: str = "aer", method: str | None = None) -> AlignProfile:
+    """The best setting over several layer scans (e.g. one scan per extraction).
+
+    Parameters
+    ----------
+    scans : sequence of LayerScan
+        Scans of the same model on the same gold pairs.
+    metric : {"aer", "f1", "precision", "recall"}
+        Lowest AER, or highest of the others.
+    method : str, optional
+        Only consider this method.
+
+    Returns
+    -------
+    AlignProfile
+
+    Examples
+    --------
+    >>> from groundroll.align.api import layer_scan
+    >>> from groundroll.data import toy_translation as toy
+    >>> dev = toy.pairs(100, split="dev")
+    >>> scans = [layer_scan(dev, model="bundled:toy-mt", methods=("raw",), symmetrise=s)
+    ...          for s in (None, "grow-diag-final-and")]           # doctest: +SKIP
+    >>> best_profile(scans).save("my-model/")                       # doctest: +SKIP
+    """
+    if metric not in ("aer", "f1", "precision", "recall"):
+        raise ValueError(f"metric must be 'aer', 'f1', 'precision' or 'recall', got {metric!r}")
+    candidates = []
+    for scan in scans:
+        for row in scan.rows:
+            if method is None or row["method"] == method:
+                candidates.append((scan, row))
+    if not candidates:
+        raise ValueError("no scan rows to choose from" + (f" for method {method!r}" if method else ""))
+    candidates.sort(key=lambda c: _row_key(c[1], metric))
+    scan, row = candidates[0]
+    s = scan.settings
+
+    def summary(c):
+        sc, r = c
+        return dict(method=r["method"], layers=r["layers"], shift=r["shift"],
+                    extraction=sc.settings.get("extraction", "argmax"),
+                    symmetrise=sc.settings.get("symmetrise"),
+                    aer=round(r["aer"], 5))
+
+    fitted = dict(model=s.get("model", ""), metric=metric, n_pairs=row["n_pairs"],
+                  aer=round(row["aer"], 5), precision=round(row["precision"], 5),
+                  recall=round(row["recall"], 5),
+                  runners_up=[summary(c) for c in candidates[1:4]])
+    return AlignProfile(method=row["method"], layers=row["layers"], shift=row["shift"],
+                        extraction=s.get("extraction", "argmax"), threshold=s.get("threshold"),
+                        symmetrise=s.get("symmetrise"), fitted=fitted)
+
+
+def _model_folder(bundle) -> Path | None:
+    """The folder a bundle was loaded from, when there is one."""
+    name = str(getattr(bundle, "name", "") or "")
+    if name.startswith("bundled:"):
+        from groundroll.zoo import BUNDLED_DIR
+
+        folder = BUNDLED_DIR / name.split(":", 1)[1]
+        return folder if folder.is_dir() else None
+    candidates = []
+    if name.startswith("hf:"):
+        candidates.append(name.split(":", 1)[1])
+    model = getattr(bundle, "model", None)
+    candidates.append(getattr(model, "name_or_path", "") or "")
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+def find_profile(bundle) -> AlignProfile | None:
+    """The profile stored with a model (``PROFILE_FILENAME`` in its folder), or None.
+
+    Examples
+    --------
+    >>> import groundroll as gr
+    >>> find_profile(gr.load("bundled:toy-mt")).method           # doctest: +SKIP
+    'raw'
+    """
+    folder = _model_folder(bundle)
+    if folder is None or not (folder / PROFILE_FILENAME).is_file():
+        return None
+    return AlignProfile.load(folder / PROFILE_FILENAME)
+
+
+# ----------------------------------------------------------------------------- rule
+
+
+def peak_mass(matrices: Sequence[np.ndarray]) -> float:
+    """Mean over target words of the largest attention mass on one source word.
+
+    ``matrices`` are ``[T, S]`` word matrices (rows: the share of a target word's
+    attention on each source word; what goes to special tokens is not in them). A layer
+    that concentrates each target word on one source word scores near 1; a layer that
+    spreads attention, or parks it on the end-of-sentence token, scores low.
+
+    Examples
+    --------
+    >>> peak_mass([np.array([[0.9, 0.1], [0.2, 0.7]])])
+    0.8
+    """
+    peaks = [m.max(axis=1) for m in matrices if m.size]
+    if not peaks:
+        return 0.0
+    return float(np.concatenate(peaks).mean())
+
+
+def peak_mass_layer(per_layer: Sequence[Sequence[np.ndarray]]) -> tuple[int, list[float]]:
+    """The layer whose word matrices have the highest :func:`peak_mass`.
+
+    Parameters
+    ----------
+    per_layer : sequence (one per layer) of sequences of [T, S] arrays
+
+    Returns
+    -------
+    (int, list of float)
+        The chosen layer index and every layer's peak mass. Ties go to the later layer.
+
+    Examples
+    --------
+    >>> flat, sharp = [np.full((2, 2), 0.5)], [np.eye(2)]
+    >>> peak_mass_layer([flat, sharp])
+    (1, [0.5, 1.0])
+    """
+    scores = [peak_mass(ms) for ms in per_layer]
+    if not scores:
+        raise ValueError("no layers to choose from")
+    best = max(range(len(scores)), key=lambda k: (scores[k], k))
+    return best, scores
+
+
+def resolve_defaults(bundle, *, method, layers, shift, extraction, threshold, symmetrise,
+                     profile) -> dict:
+    """Fill the options a caller left unset, from a profile or the unsupervised rule.
+
+    Returns a dict with ``method``, ``layers``, ``shift``, ``extraction``, ``threshold``,
+    ``symmetrise``, ``defaults`` (where they came from: ``"explicit"``,
+    ``"profile:<path or object>"`` or ``"rule:peak-mass"``) and ``rule`` (True when the
+    layer is still to be chosen by :func:`peak_mass_layer`).
+    """
+    from groundroll.align.api import DEFAULT_SHIFT
+
+    chosen = None
+    source = "explicit"
+    if method is None:
+        if isinstance(profile, AlignProfile):
+            chosen, source = profile, "profile"
+        elif isinstance(profile, (str, Path)):
+            chosen, source = AlignProfile.load(profile), f"profile:{profile}"
+        elif profile is None:
+            chosen = find_profile(bundle)
+            if chosen is not None:
+                source = f"profile:{_model_folder(bundle) / PROFILE_FILENAME}"
+        elif profile is not False:
+            raise TypeError("profile must be None (look beside the model), False (none),"
+                            f" a path or an AlignProfile; got {type(profile).__name__}")
+    elif profile not in (None, False):
+        raise ValueError("profile= sets the method; leave method=None to use a profile")
+    rule = False
+    if chosen is not None:
+        method = chosen.method
+        if layers is None:
+            layers = chosen.layers
+        if shift is None:
+            shift = chosen.shift
+        if extraction is None and symmetrise is None and threshold is None:
+            extraction, threshold, symmetrise = (chosen.extraction, chosen.threshold,
+                                                 chosen.symmetrise)
+    elif method is None:
+        method, source = "raw", "rule:peak-mass"
+        rule = layers is None
+    if shift is None:
+        shift = DEFAULT_SHIFT[method]
+    if extraction is None:
+        extraction = "argmax"
+    return dict(method=method, layers=layers, shift=bool(shift), extraction=extraction,
+                threshold=threshold, symmetrise=symmetrise, defaults=source, rule=rule)
