@@ -54,13 +54,13 @@ __all__ = [
     "DEFAULT_THRESHOLD",
 ]
 
-METHODS = ("raw", "rollout", "relevance", "norm", "flow")
+METHODS = ("raw", "rollout", "relevance", "norm", "flow", "decoder-rollout", "peak-weighted")
 EXTRACTIONS = ("argmax", "threshold", "itermax")
 SYMMETRISATIONS = ("intersection", "union", "grow-diag", "grow-diag-final",
                    "grow-diag-final-and")
 #: Default ``shift`` of each method when ``align(shift=None)`` (see the module notes).
 DEFAULT_SHIFT = {"raw": False, "norm": False, "rollout": False, "relevance": False,
-                 "flow": False}
+                 "flow": False, "decoder-rollout": False, "peak-weighted": False}
 #: Default exclusive lower limit of ``extraction="threshold"`` on row-normalised scores.
 DEFAULT_THRESHOLD = 0.3
 #: Sentences longer than this many tokens are truncated when neither ``max_length`` nor
@@ -441,7 +441,13 @@ def _forward_maps(bundle, batch: _Batch, specs: Sequence[tuple[str, Any]], *,
     values = any(method == "norm" for method, _ in specs)
     with torch.no_grad(), capture(bundle.model, values=values) as trace:
         bundle.model(**batch.model_inputs())
-    return [_token_map(trace, method, layers=layers, heads=heads, head_fusion=head_fusion,
+    from groundroll.align import composition
+
+    rows = batch.decoder_attention_mask.float().cpu()
+    return [composition.token_map(trace, method, layers=layers, heads=heads,
+                                  residual=residual, row_mask=rows).to(_device(bundle.model))
+            if method in composition.COMPOSED_METHODS else
+            _token_map(trace, method, layers=layers, heads=heads, head_fusion=head_fusion,
                        residual=residual) for method, layers in specs]
 
 
@@ -515,9 +521,9 @@ def _batches(order: list[int], batch_size: int) -> Iterable[list[int]]:
 
 
 def align(
-    src, tgt=None, *, model, method: str = "raw", layers=None, heads=None,
-    shift: bool | None = None, extraction: str = "argmax", threshold: float | None = None,
-    symmetrise: str | None = None, reverse_model=None, batch_size: int = 16,
+    src, tgt=None, *, model, method: str | None = None, layers=None, heads=None,
+    shift: bool | None = None, extraction: str | None = None, threshold: float | None = None,
+    symmetrise: str | None = None, profile=None, reverse_model=None, batch_size: int = 16,
     max_length: int | None = None, head_fusion="mean", residual: float = 0.5,
     max_relevance_tokens: int = 128, relevance_chunk: int = 256,
     generate_kwargs: dict | None = None, progress: bool = False,
@@ -535,13 +541,20 @@ def align(
     model : groundroll.zoo.Bundle or str
         A loaded bundle or a spec for :func:`groundroll.zoo.load`
         (``"bundled:toy-mt"``, ``"hf:Helsinki-NLP/opus-mt-de-en"``, ...).
-    method : {"raw", "rollout", "relevance", "norm", "flow"}
-        ``raw``: fused cross-attention averaged over ``layers``. ``norm``: the same with
+    method : {"raw", "rollout", "relevance", "norm", "flow"}, optional
+        None (the default call): the settings of the model's alignment profile
+        (:mod:`groundroll.align.profile`: method, layers, shift and extraction that
+        measured best on gold pairs, stored beside the model), or, without a profile,
+        ``raw`` cross-attention of the single most peaked layer
+        (:func:`~groundroll.align.profile.peak_mass_layer`, chosen over all sentences of
+        the call). ``raw``: fused cross-attention averaged over ``layers``. ``norm``: the same with
         value-norm weighting. ``rollout``: encoder rollout composed through the
         decoder's self- and cross-attention. ``relevance``: gradient-weighted relevance
         (Chefer et al.), one score per target token (its log-probability). ``flow``:
         attention flow over the composed graph (slow). See
-        :func:`groundroll.compose.compose`.
+        :func:`groundroll.compose.compose`. ``decoder-rollout``: the rollout without
+        encoder mixing; ``peak-weighted``: the layers' cross-attention weighted by how
+        peaked each is (:mod:`groundroll.align.composition`).
     layers : int or sequence of int, optional
         ``raw``/``norm``: cross-attention layers averaged (default all). ``rollout``,
         ``relevance``, ``flow``: decoder layers taking part (default all).
@@ -550,12 +563,18 @@ def align(
     shift : bool, optional
         Read target word ``t`` at the row where it is the decoder input (AWI) instead of
         the row that predicts it (AWO). None: :data:`DEFAULT_SHIFT` of the method.
-    extraction : {"argmax", "threshold", "itermax"}
+    extraction : {"argmax", "threshold", "itermax"}, optional
+        Default: the profile's (when ``method`` is None), else ``"argmax"``.
     threshold : float, optional
         For ``extraction="threshold"`` (on row-normalised scores; default
         :data:`DEFAULT_THRESHOLD`).
     symmetrise : {"intersection", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and"}, optional
         Combine target-to-source and source-to-target links (see :func:`extract_links`).
+    profile : None, False, path or AlignProfile
+        Used when ``method`` is None. None: the profile stored with the model, if any;
+        False: none (the unsupervised rule); a path or an
+        :class:`~groundroll.align.profile.AlignProfile`: that one. Options passed
+        explicitly always win over the profile's.
     reverse_model : Bundle or str, optional
         A target-to-source model; with ``symmetrise`` its alignment gives the backward
         direction instead of the columns of the forward matrix.
@@ -587,9 +606,9 @@ def align(
     >>> a.pharaoh()                                                 # doctest: +SKIP
     '0-0 1-1 2-1'
     """
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if extraction not in EXTRACTIONS:
+    if extraction is not None and extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
     if extraction == "itermax" and symmetrise is not None:
         raise ValueError("extraction='itermax' intersects both directions itself;"
@@ -609,13 +628,33 @@ def align(
     else:
         tgts = None
     bundle = _bundle(model)
-    shift = DEFAULT_SHIFT[method] if shift is None else bool(shift)
+    from groundroll.align.profile import peak_mass_layer, resolve_defaults
+
+    chosen = resolve_defaults(bundle, method=method, layers=layers, shift=shift,
+                              extraction=extraction, threshold=threshold,
+                              symmetrise=symmetrise, profile=profile)
+    method, layers, shift = chosen["method"], chosen["layers"], chosen["shift"]
+    extraction, threshold, symmetrise = (chosen["extraction"], chosen["threshold"],
+                                         chosen["symmetrise"])
+    if extraction == "itermax" and symmetrise is not None:
+        raise ValueError("extraction='itermax' intersects both directions itself;"
+                         " leave symmetrise=None")
+    if chosen["rule"]:
+        # Every layer from the same forward passes; keep the most peaked one.
+        specs = [(method, [k], shift) for k in range(_n_decoder_layers(bundle))]
+    else:
+        specs = [(method, layers, shift)]
     matrices, src_words, tgt_words = _matrices(
         bundle, [_words(s) for s in srcs], None if tgts is None else [_words(t) for t in tgts],
-        specs=[(method, layers, shift)], heads=heads, head_fusion=head_fusion,
+        specs=specs, heads=heads, head_fusion=head_fusion,
         residual=residual, batch_size=batch_size, max_length=max_length,
         max_relevance_tokens=max_relevance_tokens, relevance_chunk=relevance_chunk,
         generate_kwargs=generate_kwargs, progress=progress)
+    peak = None
+    if chosen["rule"]:
+        best, peak = peak_mass_layer(matrices)
+        layers = [best]
+        matrices = [matrices[best]]
     forward = matrices[0]
     backward = [None] * len(srcs)
     if reverse_model is not None and (symmetrise is not None or extraction == "itermax"):
@@ -631,7 +670,9 @@ def align(
                     reverse_model=None if reverse_model is None else str(
                         getattr(reverse_model, "name", reverse_model)),
                     head_fusion=head_fusion if isinstance(head_fusion, str) else "tensor",
-                    residual=residual, generated=tgts is None)
+                    residual=residual, generated=tgts is None, defaults=chosen["defaults"])
+    if peak is not None:
+        settings["peak_mass"] = [round(x, 4) for x in peak]
     out = []
     for m, b, sw, tw in zip(forward, backward, src_words, tgt_words):
         found = extract_links(m, extraction=extraction, threshold=threshold,
@@ -780,6 +821,25 @@ class LayerScan:
             raise ValueError(f"no rows for method {method!r}")
         sign = 1 if metric == "aer" else -1
         return min(rows, key=lambda r: sign * r[metric])
+
+    def save_profile(self, path, *, metric: str = "aer", method: str | None = None,
+                     force: bool = False):
+        """Store the best row as the model's alignment profile, which :func:`align`
+        then uses by default (see :mod:`groundroll.align.profile`).
+
+        ``path``: a file, or the model folder (the file is then ``align_profile.json``
+        in it). Returns the :class:`~groundroll.align.profile.AlignProfile`.
+
+        Examples
+        --------
+        >>> scan = layer_scan(toy.pairs(100, split="dev"), model="bundled:toy-mt")  # doctest: +SKIP
+        >>> scan.save_profile("path/to/model-folder")                              # doctest: +SKIP
+        """
+        from groundroll.align.profile import AlignProfile
+
+        profile = AlignProfile.from_scan(self, metric=metric, method=method)
+        profile.save(path, force=force)
+        return profile
 
     def to_markdown(self, *, baseline: str | None = "raw") -> str:
         """A markdown table, best row in bold; with ``baseline``, that method's AER at
