@@ -73,6 +73,9 @@ def _add_align(subparsers) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace --out (and the translation file) if they exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from groundroll.distributed.cli import add_engine_options
+
+    add_engine_options(p, task="align")
     p.set_defaults(func=_run_align)
 
 
@@ -107,6 +110,10 @@ def _read(path: str) -> list[str]:
 
 def _run_align(args) -> int:
     from groundroll._atomic import check_directory, check_writable
+    from groundroll.distributed.cli import run_align, wants_engine
+
+    if wants_engine(args):  # --engine ray / --resume: sharded, resumable runs
+        return run_align(args, _fail)
 
     try:
         src = _read(args.src)

@@ -1,0 +1,351 @@
+"""Bulk word alignment of a parallel corpus: :func:`align_corpus`.
+
+The corpus is cut into shards of consecutive lines. A worker holds the model (loaded
+once) and aligns one shard per call with :func:`groundroll.align`; the driver writes
+each shard's Pharaoh lines to a shard file and records the shard as done. When every
+shard is done, the shard files are joined in input order into the output file: one
+line per input line, always (a line that cannot be aligned gets an empty line and an
+entry in the failures file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .._atomic import atomic_write
+from ._engine import (BulkResult, as_path, check_engine, import_ray, map_batches,
+                      pool_options, progress_bar, ray_start, worker_threads)
+from ._state import RunState, Shard, digest, plan_shards, write_if_changed
+
+__all__ = ["align_corpus", "state_dir_for"]
+
+
+def state_dir_for(out) -> Path:
+    """Folder of the run state of an alignment written to ``out``: ``<out>.run``."""
+    out = as_path(out)
+    return out.with_name(out.name + ".run")
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+class AlignWorker:
+    """Callable class for Ray Data ``map_batches`` (and the local engine): loads the
+    model once, then aligns shards.
+
+    A batch holds shards: columns ``shard``, ``src`` and ``tgt`` (each a JSON list of the
+    shard's lines; ``tgt`` empty text to translate). The result has one row per shard:
+    ``shard``, ``lines`` (JSON list of Pharaoh lines), ``failures`` (JSON list of
+    ``[offset, reason]``) and ``pid``.
+    """
+
+    def __init__(self, *, model, options: dict, batch_size: int, device: str = "cpu",
+                 threads: int | None = None):
+        from ..zoo import load
+
+        worker_threads(threads)
+        self.options = dict(options)
+        self.batch_size = int(batch_size)
+        self.pid = os.getpid()
+        self.model = load(model, device=device) if isinstance(model, str) else model
+        reverse = self.options.get("reverse_model")
+        if isinstance(reverse, str):
+            self.options["reverse_model"] = load(reverse, device=device)
+
+    def align_lines(self, src: list[str], tgt: list[str] | None) -> tuple[list[str], list]:
+        from ..align import align
+
+        try:
+            found = align(src, tgt, model=self.model, batch_size=self.batch_size,
+                          **self.options)
+            return [a.pharaoh() for a in found], []
+        except Exception:
+            pass  # find the lines at fault one by one; the others keep their links
+        lines, failures = [], []
+        for k, s in enumerate(src):
+            try:
+                a = align([s], None if tgt is None else [tgt[k]], model=self.model,
+                          batch_size=1, **self.options)[0]
+                lines.append(a.pharaoh())
+            except Exception as err:
+                lines.append("")
+                failures.append([k, f"{type(err).__name__}: {err}"])
+        return lines, failures
+
+    def __call__(self, batch: dict) -> dict:
+        shards, lines, failures = [], [], []
+        for shard, src, tgt in zip(batch["shard"], batch["src"], batch["tgt"]):
+            src = json.loads(src)
+            tgt = json.loads(tgt) if tgt else None
+            got, bad = self.align_lines(src, tgt)
+            shards.append(str(shard))
+            lines.append(json.dumps(got))
+            failures.append(json.dumps(bad))
+        return {"shard": np.array(shards, dtype=object),
+                "lines": np.array(lines, dtype=object),
+                "failures": np.array(failures, dtype=object),
+                "pid": np.full(len(shards), self.pid, dtype=np.int64)}
+
+
+# ----------------------------------------------------------------------------- engines
+
+
+def _shard_rows(src, tgt, pending: list[Shard]) -> list[dict]:
+    return [{"shard": s.id, "src": json.dumps(src[s.start:s.stop]),
+             "tgt": "" if tgt is None else json.dumps(tgt[s.start:s.stop])}
+            for s in pending]
+
+
+def _rows(result: dict) -> Iterator[dict]:
+    for i in range(len(result["shard"])):
+        yield {k: (v[i].item() if isinstance(v[i], np.generic) else v[i])
+               for k, v in result.items()}
+
+
+def _local_rows(src, tgt, pending, worker_kwargs) -> Iterator[dict]:
+    worker = AlignWorker(**worker_kwargs)
+    for row in _shard_rows(src, tgt, pending):
+        yield from _rows(worker({k: [v] for k, v in row.items()}))
+
+
+def _ray_rows(src, tgt, pending, worker_kwargs, *, workers, gpus_per_worker,
+              threads_per_worker, retries, address) -> Iterator[dict]:
+    ray = ray_start(address)
+    options, device = pool_options(ray, workers=workers, gpus_per_worker=gpus_per_worker,
+                                   threads_per_worker=threads_per_worker, retries=retries)
+    ds = ray.data.from_items(_shard_rows(src, tgt, pending))
+    out = map_batches(ds, AlignWorker, batch_size=1,
+                      constructor=dict(worker_kwargs, device=device,
+                                       threads=threads_per_worker), options=options)
+    for result in out.iter_batches(batch_size=None, batch_format="numpy"):
+        yield from _rows(result)
+
+
+# ----------------------------------------------------------------------------- api
+
+
+def _lines_of(value, what: str) -> list[str]:
+    if isinstance(value, (str, os.PathLike)):
+        from ..align.io import read_lines
+
+        path = Path(value)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} file not found: {path}")
+        return read_lines(path)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise TypeError(f"{what} must be a text file (one sentence per line) or a list of"
+                    f" strings, got {type(value).__name__}")
+
+
+def _plain(x):
+    if x is None or isinstance(x, (int, float, str, bool)):
+        return x
+    return [int(v) for v in x]
+
+
+def align_corpus(
+    src,
+    tgt=None,
+    *,
+    model: Any = "bundled:toy-mt",
+    out,
+    method: str | None = None,
+    layers=None,
+    heads=None,
+    shift: bool | None = None,
+    extraction: str | None = None,
+    threshold: float | None = None,
+    symmetrise: str | None = None,
+    reverse_model: str | None = None,
+    max_length: int | None = None,
+    engine: str = "ray",
+    workers: int = 1,
+    batch_size: int = 16,
+    shard_size: int = 256,
+    resume: bool = False,
+    force: bool = False,
+    gpus_per_worker: float | None = None,
+    threads_per_worker: int = 1,
+    retries: int = 3,
+    address: str | None = None,
+    progress: bool = True,
+) -> BulkResult:
+    """Word-align a parallel corpus, on one process or a Ray cluster, resumably.
+
+    Writes ``out``: one Pharaoh line (0-indexed ``s-t`` links) per input line, in input
+    order, as ``groundroll align`` does. The run state (manifest and one file per
+    completed shard) lives in ``<out>.run``; lines that could not be aligned get an
+    empty line and are listed in ``<out>.run/failures.jsonl`` with their reasons.
+
+    Parameters
+    ----------
+    src : str, PathLike or list of str
+        Source sentences, one per line (whitespace-tokenised).
+    tgt : like ``src``, optional
+        Target sentences; None translates ``src`` first (see :func:`groundroll.align`).
+    model : str or Bundle
+        A :func:`groundroll.zoo.load` spec; ``engine="ray"`` needs a spec string.
+    method, layers, heads, shift, extraction, threshold, symmetrise, reverse_model, max_length
+        As in :func:`groundroll.align`; None keeps its default. Each shard is one
+        :func:`groundroll.align` call, so a default that looks at all sentences of a
+        call (a layer chosen from the data) is chosen per shard: pass ``method`` and
+        ``layers`` for one choice across the corpus.
+    out : str or PathLike
+        The Pharaoh output file.
+    engine : {"ray", "local"}
+    workers : int
+        Ray actors, each holding one model (``engine="local"``: must be 1).
+    batch_size : int
+        Sentence pairs per forward pass.
+    shard_size : int
+        Lines per shard, the unit of resumption. Recorded with the settings.
+    resume, force
+        As in :func:`groundroll.distributed.segment_dataset`; ``force`` also allows
+        replacing an existing ``out``.
+    gpus_per_worker, threads_per_worker, retries, address, progress
+        As in :func:`groundroll.distributed.segment_dataset` (the bar counts lines).
+
+    Returns
+    -------
+    BulkResult
+
+    Examples
+    --------
+    >>> from groundroll.distributed import align_corpus
+    >>> run = align_corpus("corpus.src", "corpus.tgt", model="bundled:toy-mt",
+    ...                    out="corpus.links", engine="ray", workers=2)   # doctest: +SKIP
+    >>> run.total                                                         # doctest: +SKIP
+    2000
+    """
+    from ..align.api import EXTRACTIONS, METHODS, SYMMETRISATIONS
+
+    started = time.perf_counter()
+    check_engine(engine, workers, batch_size)
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if extraction is not None and extraction not in EXTRACTIONS:
+        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
+    if symmetrise is not None and symmetrise.replace("_", "-") not in SYMMETRISATIONS:
+        raise ValueError(f"symmetrise must be one of {SYMMETRISATIONS}, got {symmetrise!r}")
+    if engine == "ray":
+        if not isinstance(model, str) or not (reverse_model is None or isinstance(
+                reverse_model, str)):
+            raise TypeError("engine='ray' needs models as spec strings (each worker loads"
+                            " its own copy), e.g. 'bundled:toy-mt'")
+        import_ray()
+    src_lines = _lines_of(src, "src")
+    tgt_lines = None if tgt is None else _lines_of(tgt, "tgt")
+    if tgt_lines is not None and len(tgt_lines) != len(src_lines):
+        raise ValueError(f"src has {len(src_lines)} lines but tgt has {len(tgt_lines)};"
+                         " source and target need one sentence per line each")
+    if not src_lines:
+        raise ValueError("src holds no lines")
+    out = as_path(out)
+    if out.is_dir():
+        raise IsADirectoryError(f"out {out} is a folder; expected the Pharaoh file path")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"folder {out.parent} does not exist (for out {out})")
+
+    given = dict(method=method, layers=layers, heads=heads, shift=shift,
+                 extraction=extraction, threshold=threshold, symmetrise=symmetrise,
+                 reverse_model=reverse_model, max_length=max_length)
+    # Options left at None keep groundroll.align's own defaults.
+    options = {k: v for k, v in given.items() if v is not None}
+    settings = {"task": "align", "shard_size": int(shard_size), "translate": tgt is None,
+                "model": model if isinstance(model, str) else getattr(model, "name", ""),
+                **{k: _plain(v) if k != "reverse_model" else (
+                    v if v is None or isinstance(v, str) else getattr(v, "name", ""))
+                   for k, v in given.items()}}
+    keys = [s + "\t" + (t if tgt_lines is not None else "") for s, t in zip(
+        src_lines, tgt_lines if tgt_lines is not None else src_lines)]
+    shards = plan_shards(keys, shard_size)
+    state_dir = state_dir_for(out)
+    if out.exists() and not force and not (resume and RunState.exists(state_dir)):
+        raise FileExistsError(f"{out} already exists; pass force to overwrite it"
+                              + (" or resume to continue its run" if RunState.exists(
+                                  state_dir) else ""))
+    state = RunState.open(state_dir, settings=settings, shards=shards, resume=resume,
+                          force=force)
+    for shard_id, record in list(state.done.items()):
+        if not (state.folder / f"{shard_id}.txt").is_file():
+            state.forget([shard_id])  # its lines went missing: align them again
+    pending = state.pending()
+    skipped = len(src_lines) - sum(s.size for s in pending)
+
+    processed = 0
+    if pending:
+        worker_kwargs = dict(model=model, options=options, batch_size=batch_size)
+        if engine == "local":
+            rows = _local_rows(src_lines, tgt_lines, pending, worker_kwargs)
+        else:
+            rows = _ray_rows(src_lines, tgt_lines, pending, worker_kwargs, workers=workers,
+                             gpus_per_worker=gpus_per_worker,
+                             threads_per_worker=threads_per_worker, retries=retries,
+                             address=address)
+        processed = _collect(rows, state, pending, len(src_lines), skipped, progress)
+
+    files = {"pharaoh": out, "failures": state.folder / "failures.jsonl"}
+    written, failed = _finish(state, files, src_lines, force=True)
+    return BulkResult(out=out, total=len(src_lines), processed=processed, skipped=skipped,
+                      failed=failed, shards=len(shards), files=files, written=written,
+                      seconds=time.perf_counter() - started)
+
+
+def _collect(rows: Iterable[dict], state: RunState, pending: list[Shard], total: int,
+             skipped: int, progress: bool) -> int:
+    by_id = {s.id: s for s in pending}
+    processed = 0
+    bar = progress_bar(total=total, initial=skipped, unit="line", desc="align",
+                       enabled=progress)
+    try:
+        for row in rows:
+            shard = by_id.pop(row["shard"], None)
+            if shard is None:
+                continue  # delivered twice after a retry
+            lines = json.loads(row["lines"])
+            if len(lines) != shard.size or any("\n" in line for line in lines):
+                raise RuntimeError(f"shard {shard.id}: {len(lines)} output lines for"
+                                   f" {shard.size} input lines")
+            with atomic_write(state.folder / f"{shard.id}.txt", force=True, mode="w") as f:
+                f.write("".join(line + "\n" for line in lines))
+            failures = [[shard.start + k, reason] for k, reason in json.loads(
+                row["failures"])]
+            state.complete(shard, {"start": shard.start, "stop": shard.stop,
+                                   "digest": digest(lines), "failures": failures})
+            processed += shard.size
+            bar.update(shard.size)
+    finally:
+        bar.close()
+    if by_id:
+        raise RuntimeError(f"{len(by_id)} shard(s) came back missing; run again with"
+                           " resume to finish them")
+    return processed
+
+
+def _finish(state: RunState, files: dict, src_lines: list[str], *, force: bool):
+    parts, failures = [], []
+    for shard, record in zip(state.shards, state.records()):
+        text = (state.folder / f"{shard.id}.txt").read_text(encoding="utf-8")
+        lines = text.split("\n")[:-1]
+        if len(lines) != shard.size or digest(lines) != record.get("digest"):
+            raise RuntimeError(f"shard file {state.folder / (shard.id + '.txt')} does not"
+                               " match its record; run again with resume after deleting"
+                               f" {state.record_path(shard)}")
+        parts.append(text)
+        failures.extend({"line": n + 1, "src": src_lines[n], "error": reason}
+                        for n, reason in record.get("failures", []))
+    written = []
+    if write_if_changed(files["pharaoh"], "".join(parts).encode("utf-8")):
+        written.append(files["pharaoh"])
+    if write_if_changed(files["failures"],
+                        "".join(json.dumps(f, ensure_ascii=False) + "\n"
+                                for f in failures).encode("utf-8")):
+        written.append(files["failures"])
+    return written, len(failures)
