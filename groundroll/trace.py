@@ -167,6 +167,11 @@ class Trace:
     reduced: dict[str, torch.Tensor] = field(default_factory=dict)
     family: str = ""
 
+    def __repr__(self) -> str:
+        parts = [f"{name}: {len(layers)} layer(s)" for name, layers in self.layers.items()]
+        parts += [f"{name}: reduced {tuple(t.shape)}" for name, t in self.reduced.items()]
+        return f"Trace({self.family or '?'}; {', '.join(parts) or 'empty'})"
+
     def add(self, layer: AttentionLayer) -> None:
         self.layers.setdefault(layer.stream, []).append(layer)
 

@@ -103,3 +103,44 @@ def test_bad_input_fails_clearly_and_writes_nothing(tiny, images, tmp_path, caps
 def test_unknown_options_are_usage_errors(tiny, images, tmp_path):
     assert _run(images[0], "-p", "a", "--out", tmp_path / "o", "--method", "magic") == 2
     assert main([]) == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--min-size", "-3"], "--min-size must be >= 0"),
+    (["--template", "a photo"], "exactly one {}"),
+    (["--template", "{} and {}"], "exactly one {}"),
+    (["--max-pixels", "100"], "--max-pixels 960"),
+])
+def test_option_errors_come_before_the_model_loads(images, tmp_path, monkeypatch, capsys,
+                                                   extra, message):
+    def must_not_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(grounding, "resolve_model", must_not_load)
+    out = tmp_path / "out"
+    assert _run(images[0], "-p", "a", "--out", out, *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_directory_as_image_is_named(tiny, tmp_path, capsys):
+    assert _run(tmp_path, "-p", "a", "--out", tmp_path / "out") == 2
+    assert "is a directory, not an image file" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    import groundroll
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"groundroll {groundroll.__version__}"
+
+
+def test_force_with_fewer_prompts_removes_the_old_masks(tiny, images, tmp_path):
+    out = tmp_path / "out"
+    assert _run(images[0], "-p", "a", "-p", "b", "-p", "c", "--out", out) == 0
+    assert (out / "rgb_2_c.png").is_file()
+    assert _run(images[0], "-p", "a", "--out", out, "--force") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".rgb.groundroll.json", "rgb.json", "rgb_0_a.png", "rgb_labels.png",
+        "rgb_overlay.png"]

@@ -182,3 +182,144 @@ def test_a_6000_by_4000_image_completes(clip):
     assert s.labels.shape == (4000, 6000) and s.masks.shape == (1, 4000, 6000)
     assert s.heatmaps.dtype == np.float32 and s.settings["working_size"] == [683, 1024]
     assert s.settings["window"]
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims ``width x height`` pixels (a decompression bomb's
+    header; the pixel data is never reached)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, clip):
+    bomb = _png_header_only(tmp_path / "bomb.png", 15000, 12000)      # 180 megapixels
+    with pytest.raises(ValueError, match="max_pixels") as err:
+        segment(bomb, ["a"], model=clip)
+    assert "--max-pixels" in str(err.value) and "180,000,000" in str(err.value)
+    small = tmp_path / "small.png"
+    Image.fromarray(_rgb(50, 60)).save(small)
+    with pytest.raises(ValueError, match="max_pixels=1,000"):
+        load_image(small, max_pixels=1000)
+    assert load_image(small, max_pixels=None).shape == (50, 60, 3)
+
+
+def test_cli_names_max_pixels_for_a_bomb(tmp_path, capsys):
+    from groundroll.cli import main
+
+    bomb = _png_header_only(tmp_path / "bomb.png", 15000, 12000)
+    assert main(["segment", str(bomb), "-p", "a", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--max-pixels 180000000" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_large_files_are_decoded_near_the_working_resolution(tmp_path, fmt):
+    path = tmp_path / f"big.{fmt.lower()}"
+    image = np.zeros((1500, 2000, 3), np.uint8)
+    image[300:900, 500:1500] = (200, 40, 40)
+    Image.fromarray(image).save(path, format=fmt)
+    rgb, full = seg_module._read_image(path, max_side=240)
+    assert full == (1500, 2000)
+    # JPEG: DCT scaling to 1/8 (250 x 188); PNG: reduce by 8 (250 x 188).
+    assert 240 <= max(rgb.shape[:2]) < 500 and rgb.shape[1] >= rgb.shape[0]
+    assert np.abs(rgb[100, 125].astype(int) - [200, 40, 40]).max() < 30
+
+
+def test_a_large_file_segments_at_full_size(tmp_path, clip):
+    path = tmp_path / "big.jpg"
+    Image.fromarray(_rgb(1200, 1600)).save(path, quality=90)
+    seg = segment(path, ["a", "b"], model=clip, max_side=200)
+    assert seg.labels.shape == (1200, 1600) and seg.masks.shape == (2, 1200, 1600)
+    assert seg.settings["working_size"] == [150, 200]
+    assert seg.overlay().shape == (1200, 1600, 3)
+
+
+# ------------------------------------------------------------------- small traps
+
+
+def test_float_arrays_outside_0_1_are_an_error():
+    with pytest.raises(ValueError, match=r"\[0, 1\], got \[255, 255\]; divide"):
+        load_image(np.full((4, 4, 3), 255.0))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        load_image(np.full((4, 4), -0.5, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        load_image(np.full((4, 4), np.nan))
+    assert load_image(np.full((2, 2), 0.5)).max() == 128
+
+
+def test_a_directory_is_not_an_image(tmp_path, clip):
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        segment(tmp_path, ["a"], model=clip)
+
+
+def test_option_errors_before_the_model_runs(clip):
+    with pytest.raises(ValueError, match="min_size"):
+        segment(_rgb(8, 8), ["a"], model=clip, min_size=-1)
+    for bad in (["a photo"], ["{} and {}"], ["{x} {}"]):
+        with pytest.raises(ValueError, match="exactly one"):
+            segment(_rgb(8, 8), ["a"], model=clip, templates=bad)
+
+
+def _warnings_of(call):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = call()
+    return result, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+def test_duplicate_prompts_warn_once(clip):
+    seg, messages = _warnings_of(
+        lambda: segment(_rgb(16, 16), ["a cat", "A  cat", "dog"], model=clip))
+    repeats = [m for m in messages if "repeats prompt 0" in m]
+    assert len(repeats) == 1 and "prompt 1" in repeats[0]
+    assert not seg.masks[1].any()
+
+
+def test_a_long_prompt_warns_once_and_briefly(clip):
+    prompt = " ".join(["word"] * 2000)
+    _, messages = _warnings_of(lambda: segment(_rgb(8, 8), [prompt], model=clip))
+    truncated = [m for m in messages if "truncated" in m]
+    assert len(truncated) == 1 and len(truncated[0]) < 200
+
+
+def test_out_of_vocabulary_prompt_warns():
+    from groundroll.zoo import cached
+
+    bundle = cached("bundled:shapes-clip-short")
+    _, messages = _warnings_of(lambda: segment(
+        _rgb(32, 32), ["zebra giraffe", "red circle"], model=bundle, method="rollout"))
+    unknown = [m for m in messages if "no word the model's tokenizer knows" in m]
+    assert len(unknown) == 1 and "zebra giraffe" in unknown[0]
+
+
+def test_reprs_are_one_short_line(clip):
+    import torch
+
+    from groundroll.adapters import capture
+    from groundroll.zoo import cached
+
+    bundle = cached("bundled:toy-mt")
+    text = repr(bundle)
+    assert "\n" not in text and len(text) < 120 and "toy-mt" in text
+    with torch.no_grad(), capture(clip.model, streams="vision") as trace:
+        clip.model.encode_image(torch.zeros(1, 3, *clip.image_size))
+    text = repr(trace)
+    assert "\n" not in text and len(text) < 120 and "vision" in text
+
+
+def test_bundled_loads_show_no_progress_bar(capfd):
+    from groundroll.zoo import load
+
+    load("bundled:toy-mt")
+    assert "Loading weights" not in capfd.readouterr().err

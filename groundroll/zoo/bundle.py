@@ -36,3 +36,9 @@ class Bundle:
     preprocess: Callable | None = None
     tokenizer: Any = None
     meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters()) if hasattr(
+            self.model, "parameters") else 0
+        return (f"Bundle({self.name!r}, {type(self.model).__name__}, adapter="
+                f"{self.adapter!r}, {params / 1e6:.2f}M parameters)")
