@@ -1,0 +1,220 @@
+"""Capture conformance on models groundroll has no hand-written adapter for.
+
+Hugging Face models are generated from transformers' own auto mapping and built tiny
+from their config classes (:mod:`groundroll.adapters.conformance`): under capture the
+outputs are unchanged, every attention tensor the model reports with
+``output_attentions=True`` is found in the trace within 1e-5, and after an exception no
+hook is left and the attention implementation is restored. open_clip timm trunks give
+row-stochastic ``[batch, head, query, key]`` weights equal to a hand recomputation.
+Windowed, local, sparse and convolutional models are refused with a reason.
+
+The full sweep (every class, every open_clip architecture) is
+``benchmarks/coverage.py``; here a deterministic sample of the auto mapping runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+import tiny_models as tm  # noqa: E402
+from groundroll.adapters import adapter_for, capture, register_adapter  # noqa: E402
+from groundroll.adapters import conformance  # noqa: E402
+from groundroll.adapters.base import UnsupportedModelError  # noqa: E402
+from groundroll.adapters.derive import derive_adapter  # noqa: E402
+
+ATOL = 1e-5
+
+#: Families people load every day that had no adapter of their own.
+NAMED = ("plbart", "blenderbot", "blenderbot-small", "whisper", "distilbert", "albert",
+         "dinov2", "beit", "siglip2", "owlvit", "clipseg", "bert", "vit", "t5")
+REFUSED = {"swin": "windows", "longformer": "sliding-window", "led": "sliding-window",
+           "big_bird": "block-sparse", "convnext": "convolutional"}
+
+# Every 40th class of the auto mapping (alphabetical), beyond the named ones.
+SAMPLE = [t for t in list(conformance.hf_model_types())[::40] if t not in NAMED]
+# Sampled classes that declare no attention groundroll can read (they report their
+# weights without a _can_record_outputs declaration); the coverage table lists them all.
+KNOWN_FAILING = {"mpnet"}
+
+
+def _check(model_type):
+    result = conformance.check_hf(model_type)
+    if result.status == "not_built":
+        pytest.skip(f"tiny {model_type} does not build or run here: {result.detail}")
+    return result
+
+
+@pytest.mark.parametrize("model_type", NAMED)
+def test_named_families_captured_exactly(model_type):
+    result = _check(model_type)
+    assert result.status == "captured", result.detail
+    assert result.reported > 0
+
+
+@pytest.mark.parametrize("model_type", SAMPLE)
+def test_sample_of_the_auto_mapping(model_type):
+    if model_type in KNOWN_FAILING:
+        pytest.xfail("declares no attention that groundroll can read")
+    result = _check(model_type)
+    assert result.status in ("captured", "refused"), result.detail
+
+
+@pytest.mark.parametrize("model_type", sorted(REFUSED))
+def test_windowed_local_sparse_and_cnn_models_are_refused(model_type):
+    model, inputs = conformance.tiny_hf(model_type)
+    with pytest.raises(UnsupportedModelError) as info:
+        with capture(model):
+            pass
+    message = str(info.value)
+    assert REFUSED[model_type] in message
+    assert "Use" in message or "use" in message or "original_full" in message
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_big_bird_with_full_attention_is_captured():
+    import transformers
+
+    config = conformance.tiny_config("big_bird")
+    config.attention_type = "original_full"
+    model = transformers.BigBirdModel(config).eval()
+    result = conformance.check(model, conformance.tiny_inputs(model), name="big_bird")
+    assert result.status == "captured", result.detail
+
+
+def test_albert_shared_layer_gives_one_layer_per_call():
+    model, inputs = conformance.tiny_hf("albert")
+    with torch.no_grad(), capture(model) as trace:
+        model(**inputs)
+        model(**inputs)
+    layers = model.config.num_hidden_layers
+    assert trace.calls("encoder") == 2
+    assert [l.index for l in trace.stream("encoder", call=1)] == list(range(layers))
+
+
+def test_causality_and_streams_of_a_derived_seq2seq():
+    model, inputs = conformance.tiny_hf("plbart")
+    with torch.no_grad(), capture(model) as trace:
+        model(**inputs)
+    assert trace.streams == ["encoder", "decoder", "cross"]
+    assert [l.causal for l in trace.stream("decoder")] == [True, True]
+    assert not any(l.causal for l in trace.stream("encoder"))
+    cross = trace.stream("cross")[0]
+    assert (cross.query_stream, cross.key_stream) == ("decoder", "encoder")
+    assert trace.tokens["encoder"].mask is not None      # the padded row
+    assert trace.tokens["decoder"].causal
+
+
+def test_derived_image_tokens_count_prefix_tokens():
+    model, inputs = conformance.tiny_hf("dinov2")
+    with torch.no_grad(), capture(model) as trace:
+        model(**inputs)
+    tokens = trace.tokens["encoder"]
+    assert tokens.grid == (4, 4) and tokens.prefix == 1 and tokens.length == 17
+
+
+@pytest.mark.parametrize("name", sorted(tm.HF_FAMILIES))
+def test_hand_written_adapters_agree_with_the_declarations(name):
+    """Where a hand-written adapter and the declarations both apply, the same weights
+    come out under the same stream names."""
+    tiny = tm.build(name)
+    hand = adapter_for(tiny.model)
+    derived = derive_adapter(tiny.model)
+    assert derived is not None
+    derived = dataclasses.replace(derived, name="declared-only")
+    with torch.no_grad(), capture(tiny.model) as want:
+        tiny.model(**tiny.inputs)
+    register_adapter(derived)
+    try:
+        assert adapter_for(tiny.model).name == derived.name
+        with torch.no_grad(), capture(tiny.model) as got:
+            tiny.model(**tiny.inputs)
+    finally:
+        from groundroll.adapters import base
+        base._REGISTRY[:] = [a for a in base._REGISTRY if a is not derived]
+    assert adapter_for(tiny.model) is hand
+    assert set(got.streams) == set(want.streams)
+    for stream in want.streams:
+        for g, w in zip(got.stream(stream), want.stream(stream), strict=True):
+            assert (g.query_stream, g.key_stream, g.causal) == (
+                w.query_stream, w.key_stream, w.causal), stream
+            assert torch.allclose(g.weights, w.weights, atol=ATOL), stream
+
+
+def test_values_say_when_no_projection_is_known():
+    model, inputs = conformance.tiny_hf("plbart")
+    with torch.no_grad(), capture(model, values=True) as trace:
+        model(**inputs)
+    assert all(l.value_norms is not None for l in trace)
+
+
+# --------------------------------------------------------------------------- open_clip
+
+TIMM = ("ViT-B-16-SigLIP", "EVA02-B-16", "ViT-SO400M-14-SigLIP")
+
+
+def _timm_reference(module, x):
+    """softmax(q k^T / sqrt(d)) of a timm Attention recomputed from its qkv."""
+    b, n, _ = x.shape
+    qkv = module.qkv(x).reshape(b, n, 3, module.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = module.q_norm(qkv[0]), module.k_norm(qkv[1])
+    return (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1)
+
+
+@pytest.mark.parametrize("arch", TIMM)
+def test_open_clip_timm_trunks(arch):
+    pytest.importorskip("timm")
+    model, inputs = conformance.tiny_open_clip(arch)
+    result = conformance.check(model, inputs, name=arch, reference="rows")
+    assert result.status == "captured", result.detail
+    trunk = model.visual.trunk
+    seen = {}
+    first = trunk.blocks[0].attn
+    handle = first.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
+    try:
+        with torch.no_grad(), capture(model) as trace:
+            assert all(not m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))
+            model(**inputs)
+    finally:
+        handle.remove()
+    vision = trace.weights("vision")
+    assert len(vision) == len(trunk.blocks)
+    tokens = trace.tokens["vision"]
+    assert tokens.grid == (4, 4)
+    assert tokens.prefix == trunk.num_prefix_tokens
+    assert vision[0].shape == (2, first.num_heads, tokens.length, tokens.length)
+    if type(first).__name__ == "Attention":
+        with torch.no_grad():
+            assert torch.allclose(vision[0], _timm_reference(first, seen["x"]), atol=ATOL)
+    if getattr(trunk, "attn_pool", None) is not None:
+        pool = trace.weights("pool")[0]
+        assert pool.shape == (2, trunk.attn_pool.num_heads, trunk.attn_pool.latent_len,
+                              tokens.length)
+
+
+def test_timm_capture_gives_gradients_and_restores_fused_after_an_error():
+    pytest.importorskip("timm")
+    model, inputs = conformance.tiny_open_clip("ViT-B-16-SigLIP")
+    before = [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
+    with torch.enable_grad(), capture(model, grads=True) as trace:
+        out = model(**inputs)
+        (out[0] * out[1]).sum().backward()
+    assert all(l.grad is not None and l.grad.shape == l.weights.shape for l in trace)
+    with pytest.raises(RuntimeError, match="boom"):
+        with capture(model):
+            model(**inputs)
+            raise RuntimeError("boom")
+    assert [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")] == before
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_open_clip_resnet_is_refused():
+    model, _ = conformance.tiny_open_clip("RN50")
+    with pytest.raises(UnsupportedModelError, match="ResNet.*ViT"):
+        with capture(model):
+            pass
