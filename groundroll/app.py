@@ -224,7 +224,7 @@ def build_app(*, segment_models: Sequence[str] = SEGMENT_MODELS,
                                         elem_id="gr-app-seg-model")
                     method = gr.Dropdown(list(METHODS), value="relevance", label="method",
                                          elem_id="gr-app-method")
-                    threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05,
+                    threshold = gr.Slider(0.0, 1.0, value=0.6, step=0.05,
                                           label="threshold (0: every pixel gets a prompt)")
                     run = gr.Button("Segment", variant="primary", elem_id="gr-app-segment")
                 with gr.Column(scale=2):

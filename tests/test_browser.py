@@ -75,6 +75,12 @@ def screenshot(driver, name: str, tmp: Path) -> Path:
     return path
 
 
+def _toy():
+    from groundroll.zoo import cached
+
+    return cached("bundled:toy-mt")          # loaded once, shared with the app's handlers
+
+
 @pytest.fixture(scope="module")
 def driver():
     d = make_driver()
@@ -88,14 +94,14 @@ def reports(tmp_path_factory):
     from groundroll.report import explore_alignment, explore_segmentation
 
     folder = tmp_path_factory.mktemp("reports")
-    align_html = explore_alignment(SRC, TGT, model="bundled:toy-mt")
+    align_html = explore_alignment(SRC, TGT, model=_toy())
     seg_html = explore_segmentation(EXAMPLE, PROMPTS, model="bundled:shapes-clip-short",
-                                    threshold=0.6)
+                                    threshold=0.6)   # resolve_model shares zoo.cached
     paths = {"alignment": folder / "alignment.html", "segmentation": folder / "segment.html",
              "plain": folder / "plain.html"}
     paths["alignment"].write_text(align_html, encoding="utf-8")
     paths["segmentation"].write_text(seg_html, encoding="utf-8")
-    a = gr.align(SRC, TGT, model="bundled:toy-mt")
+    a = gr.align(SRC, TGT, model=_toy())
     paths["plain"].write_text(a.to_html(), encoding="utf-8")
     return paths
 
@@ -135,7 +141,7 @@ def test_hovering_a_target_word_highlights_exactly_its_links(driver, reports):
     import groundroll as gr
 
     _open(driver, reports["alignment"])
-    expected = gr.align(SRC, TGT, model="bundled:toy-mt")     # raw, all layers, AWO, argmax
+    expected = gr.align(SRC, TGT, model=_toy())     # the page opens on align's defaults
     page_links = {tuple(l) for l in driver.execute_script("return groundroll.links()")}
     assert page_links == expected.links
     words = driver.find_elements("css selector", "#gr-links .gr-word[data-side=tgt]")
@@ -177,7 +183,7 @@ def test_switching_variants_and_extraction_matches_python(driver, reports):
     assert (variant["method"], variant["layer"], variant["head"], variant["shift"]) == (
         "norm", 1, 2, True)
     matrix = np.asarray(data["pairs"][0]["matrices"][state["variant"]])
-    ref = gr.align(SRC, TGT, model="bundled:toy-mt", method="norm", layers=[1], heads=[2],
+    ref = gr.align(SRC, TGT, model=_toy(), method="norm", layers=[1], heads=[2],
                    shift=True)
     np.testing.assert_allclose(matrix, ref.matrix, atol=1e-5)
     # link extraction in the page follows groundroll.align.extract_links
@@ -198,7 +204,7 @@ def test_switching_variants_and_extraction_matches_python(driver, reports):
     _choose(driver, "extraction", "argmax")
     driver.find_element("id", "gr-pharaoh-button").click()
     text = driver.find_element("id", "gr-pharaoh-text").get_attribute("value")
-    assert text == gr.align(SRC, TGT, model="bundled:toy-mt", method="norm", layers=[1],
+    assert text == gr.align(SRC, TGT, model=_toy(), method="norm", layers=[1],
                             heads=[2], shift=True).pharaoh()
 
 
@@ -249,3 +255,67 @@ def test_segmentation_layers_toggle(driver, reports, tmp_path):
     path = screenshot(driver, "segmentation_report.png", tmp_path)
     assert path.stat().st_size > 1000
     driver.set_window_size(1100, 800)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_app_segments_an_upload_and_aligns(driver, tmp_path):
+    pytest.importorskip("gradio", reason="the app needs gradio (pip install 'groundroll[app]')")
+    from groundroll.app import serve
+
+    app = serve(port=_free_port(), block=False, quiet=True)
+    try:
+        assert app.local_url.startswith("http://127.0.0.1:")
+        driver.set_window_size(1100, 900)
+        driver.get(app.local_url)
+        upload = wait_for(lambda: driver.find_elements(
+            "css selector", "#gr-app-image input[type=file]"), 60, "the app page")[0]
+        status = lambda: driver.find_element("id", "gr-app-seg-status").text
+        # bad input is answered in the page
+        driver.find_element("id", "gr-app-segment").click()
+        wait_for(lambda: "Error" in status(), 60, "an error for the missing input")
+        assert "No prompt" in status()
+        driver.find_element("css selector", "#gr-app-prompts textarea").send_keys(
+            "red circle\nblue star\nyellow triangle")
+        driver.find_element("id", "gr-app-segment").click()
+        wait_for(lambda: "No image" in status(), 60, "an error for the missing image")
+        # a real run
+        upload.send_keys(str(EXAMPLE))
+        wait_for(lambda: driver.find_elements("css selector", "#gr-app-image img"), 30,
+                 "the uploaded image")
+        driver.find_element("id", "gr-app-segment").click()
+        masks = wait_for(lambda: driver.find_elements("css selector", "#gr-app-masks img.mask"),
+                         90, "masks")
+        assert len(masks) == 3
+        legend = [b.text for b in driver.find_elements("css selector", "#gr-app-masks .legend-item")]
+        assert legend == PROMPTS
+        assert "yellow triangle" in status() and "Error" not in status()
+        assert len(driver.find_elements("css selector", "#gr-app-heatmaps img")) >= 3
+        driver.execute_script("document.getElementById('gr-app-masks').scrollIntoView()")
+        screenshot(driver, "app.png", tmp_path)
+        # the alignment explorer, translated from the source alone
+        next(b for b in driver.find_elements("css selector", "button[role=tab]")
+             if b.text.strip() == "Align").click()
+        wait_for(lambda: driver.find_element("id", "gr-app-align").is_displayed(), 10, "tab")
+        driver.find_element("id", "gr-app-align").click()
+        frame = wait_for(lambda: driver.find_elements("css selector", "#gr-app-explorer iframe"),
+                         90, "the explorer")[0]
+        pharaoh = driver.find_element("css selector", "#gr-app-pharaoh textarea")
+        wait_for(lambda: pharaoh.get_attribute("value"), 30, "the Pharaoh line")
+        import groundroll as gr
+
+        assert pharaoh.get_attribute("value") == gr.align(SRC, model=_toy()).pharaoh()
+        driver.switch_to.frame(frame)
+        words = wait_for(lambda: driver.find_elements("css selector", "#gr-links .gr-word"), 20,
+                         "explorer words")
+        assert [w.text for w in words[:3]] == SRC.split()
+        driver.switch_to.default_content()
+    finally:
+        driver.switch_to.default_content()
+        app.close()

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._page import DEFAULT_MAX_BYTES, asset, page
+from ._page import DEFAULT_MAX_BYTES, asset, escape, page
 
 __all__ = ["alignment_report", "explore_alignment", "alignment_variants"]
 
@@ -82,6 +82,7 @@ def _html(pairs, variants, *, initial: int, extraction: str, threshold, title: s
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
     if not pairs:
         raise ValueError("nothing to show: no sentence pairs")
+    n_input = len(pairs)
     pairs, variants, budget_notes = _budget(pairs, variants, max_bytes)
     initial = initial if initial < len(variants) else 0
     data = dict(pairs=pairs, variants=variants, initial=initial, extraction=extraction,
@@ -92,13 +93,23 @@ def _html(pairs, variants, *, initial: int, extraction: str, threshold, title: s
         len(first["tgt"]), len(first["src"]))
     from groundroll.align.api import extract_links
 
-    fallback = ("<noscript><p>Without JavaScript: the first pair, "
-                f"{variants[initial]['label']}.</p>"
+    fallback = "" if m.size > 2500 else ("<noscript><p>Without JavaScript: the first pair, "
+                f"{escape(variants[initial]['label'])}.</p>"
                 + static_table(m, first["src"], first["tgt"],
                                extract_links(m, extraction=extraction, threshold=threshold))
-                + "</noscript>")
-    return page(title=title, kind="alignment", data=data, script=asset("alignment.js"),
-                body=fallback, notes=list(notes) + budget_notes)
+                .replace(":/", "&#58;/") + "</noscript>")
+    while True:
+        doc = page(title=title, kind="alignment", data=data, script=asset("alignment.js"),
+                   body=fallback, notes=list(notes) + budget_notes)
+        if len(doc.encode("utf-8")) <= max_bytes or len(data["pairs"]) == 1:
+            return doc
+        # the estimate was short: drop pairs until the page fits
+        keep = max(1, int(len(data["pairs"]) * 0.8))
+        data["pairs"] = data["pairs"][:keep]
+        budget_notes = [n for n in budget_notes if not n.startswith("Showing the first")]
+        budget_notes.insert(0, f"Showing the first {keep} of {n_input} sentence pairs: the"
+                               f" report is kept under {max_bytes / 1e6:.1f} MB. Make several"
+                               " reports from slices of the input, or raise max_bytes.")
 
 
 def alignment_report(alignments, *, title: str | None = None, extraction: str | None = None,
@@ -181,6 +192,32 @@ def _jsonable(value):
     return str(value)
 
 
+def _initial(variants: list[dict], settings: dict, n_layers: int) -> int:
+    """Index of the variant that :func:`groundroll.align`'s settings describe (else the
+    first fused, all-layer, unshifted one)."""
+    layers = settings.get("layers")
+    method = settings.get("method")
+    if layers is None or (isinstance(layers, list) and len(layers) in (0, n_layers)):
+        layer = "all"
+    elif isinstance(layers, int):
+        layer = layers
+    elif method in ("raw", "norm") and len(layers) == 1:
+        layer = layers[0]
+    elif layers == list(range(max(layers) + 1)):
+        layer = max(layers) if max(layers) < n_layers - 1 else "all"
+    else:
+        layer = None
+    heads = settings.get("heads")
+    head = "fused" if heads is None else (heads if isinstance(heads, int) else (
+        heads[0] if len(heads) == 1 else None))
+    want = (method, layer, head, bool(settings.get("shift")))
+    for i, v in enumerate(variants):
+        if (v["method"], v["layer"], v["head"], v["shift"]) == want:
+            return i
+    return next((i for i, v in enumerate(variants)
+                 if v["layer"] == "all" and v["head"] == "fused" and not v["shift"]), 0)
+
+
 def _n_layers_heads(bundle) -> tuple[int, int]:
     config = bundle.model.config
     layers = next((getattr(config, n) for n in ("decoder_layers", "num_decoder_layers",
@@ -226,7 +263,7 @@ def alignment_variants(*, n_layers: int, n_heads: int,
 def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
                       methods: Sequence[str] = ("raw", "norm", "rollout"),
                       shifts: Sequence[bool] = (False, True), per_layer: bool = True,
-                      per_head: bool = True, extraction: str = "argmax",
+                      per_head: bool = True, extraction: str | None = None,
                       threshold: float | None = None, title: str | None = None,
                       max_bytes: int = DEFAULT_MAX_BYTES, progress: bool = False) -> str:
     """Align sentence pairs under many settings and show them all in one HTML page.
@@ -246,8 +283,9 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
         A translation model (default ``bundled:toy-mt``).
     methods, shifts, per_layer, per_head
         Which variants to compute (see :func:`alignment_variants`).
-    extraction : {"argmax", "threshold", "itermax"}
-        Initial extraction in the page.
+    extraction : {"argmax", "threshold", "itermax"}, optional
+        Initial extraction in the page (default: the model's default for
+        :func:`groundroll.align`; the page opens on the variant those defaults pick).
     threshold : float, optional
         Initial threshold for ``"threshold"``.
     max_bytes : int
@@ -276,13 +314,15 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
     bundle = _bundle(model)
     single = isinstance(src, str)
     srcs = [src] if single else list(src)
-    if tgt is None:
-        first = run_align(srcs, model=bundle, method="raw")
-        tgts = [a.tgt_words for a in first]
-    else:
+    if tgt is not None:
         tgts = [tgt] if isinstance(tgt, str) else list(tgt)
         if len(tgts) != len(srcs):
             raise ValueError(f"{len(srcs)} source and {len(tgts)} target sentences")
+    # The model's own defaults (and the translation, without a target) pick the
+    # variant and extraction the page opens with.
+    first = run_align(srcs, None if tgt is None else tgts, model=bundle)
+    tgts = [a.tgt_words for a in first]
+    defaults = first[0].settings
     n_layers, n_heads = _n_layers_heads(bundle)
     variants = alignment_variants(n_layers=n_layers, n_heads=n_heads, methods=methods,
                                   shifts=shifts, per_layer=per_layer, per_head=per_head)
@@ -317,10 +357,12 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
             matrices[k] = [_rounded(m) for m in per_pair]
     pairs = [dict(src=list(s), tgt=list(t), matrices=[per_variant[i] for per_variant in matrices])
              for i, (s, t) in enumerate(zip(src_words, tgt_words))]
-    initial = next((i for i, v in enumerate(variants)
-                    if v["layer"] == "all" and v["head"] == "fused" and not v["shift"]), 0)
+    initial = _initial(variants, defaults, n_layers)
+    if defaults.get("extraction") in ("argmax", "threshold", "itermax") and extraction is None:
+        extraction = defaults["extraction"]
+        threshold = defaults.get("threshold") if threshold is None else threshold
     settings = dict(model=str(getattr(bundle, "name", "")), generated=tgt is None,
                     methods=list(methods), shifts=[bool(s) for s in shifts])
-    return _html(pairs, variants, initial=initial, extraction=extraction,
+    return _html(pairs, variants, initial=initial, extraction=extraction or "argmax",
                  threshold=threshold, title=title or "Word alignment explorer",
                  settings=settings, max_bytes=max_bytes)

@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     a.add_argument("--methods", default="raw,norm,rollout",
                    help="comma-separated methods to compute (default: %(default)s)")
     a.add_argument("--extraction", choices=("argmax", "threshold", "itermax"),
-                   default="argmax", help="initial extraction (default: %(default)s)")
+                   default=None, help="initial extraction (default: the model's)")
     _common(a)
     a.set_defaults(func=_guard(_run_align))
 
@@ -156,14 +156,22 @@ def _run_align(args) -> int:
     if not any(s.split() for s in srcs):
         raise _Failure("the source is empty")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    from groundroll.align.api import METHODS
+    from groundroll.zoo import cached
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise _Failure(f"--methods takes names from {', '.join(METHODS)}; got {args.methods!r}")
     try:
-        html = explore_alignment(srcs, tgts, model=args.model, methods=methods,
+        bundle = cached(args.model)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, ImportError) as err:
+        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    try:
+        html = explore_alignment(srcs, tgts, model=bundle, methods=methods,
                                  extraction=args.extraction, title=args.title,
                                  max_bytes=args.max_bytes, progress=True)
     except ValueError as err:
         raise _Failure(str(err)) from None
-    except (FileNotFoundError, RuntimeError, OSError) as err:
-        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
     return _write(args, html)
 
 

@@ -196,6 +196,7 @@ def layer_maps(image, prompt: str, *, model="bundled:shapes-clip-short",
     import torch
 
     from groundroll import masks as M
+    from groundroll._locks import locked
     from groundroll.adapters import capture
     from groundroll.grounding import load_image, resolve_model
     from groundroll.rollout import gradient_weighted, relevance_self_update, rollout
@@ -213,20 +214,23 @@ def layer_maps(image, prompt: str, *, model="bundled:shapes-clip-short",
     rgb = _resize(rgb, hw)
     model_input, geometry = _letterboxed(handle, rgb)
     net = handle.model
-    dtype = handle.dtype
     if method == "relevance":
         text = handle.text_embeddings([prompt]).float()
         pixels = handle.pixels([model_input]).float().requires_grad_(True)
-        if dtype != torch.float32:  # fp16 gradients underflow
-            net.float()
-        try:
-            with torch.enable_grad(), capture(net, grads=True, streams=["vision"]) as trace:
-                emb = handle.image_embeddings(pixels).float()
-                logit = (emb * text).sum()
-                torch.autograd.grad(logit, pixels)
-        finally:
-            if dtype != torch.float32:
-                net.to(dtype)
+        # The score is the image-prompt logit, as in groundroll.grounding's relevance.
+        with locked(net):  # the float32 cast changes the shared model
+            dtype = handle.dtype
+            if dtype != torch.float32:  # fp16 gradients underflow
+                net.float()
+            try:
+                with torch.enable_grad(), capture(net, grads=True,
+                                                  streams=["vision"]) as trace:
+                    emb = handle.image_embeddings(pixels).float()
+                    logit = handle.logit_scale() * (emb * text).sum()
+                    torch.autograd.grad(logit, pixels)
+            finally:
+                if dtype != torch.float32:
+                    net.to(dtype)
         weights, grads = trace.weights("vision"), trace.grads("vision")
         n = weights[0].shape[-1]
         R = torch.eye(n, dtype=torch.float32).unsqueeze(0)
