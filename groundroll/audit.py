@@ -254,6 +254,14 @@ class Audit:
         return dict(task=self.task, examples=self.examples, aggregate=self.aggregate,
                     settings=self.settings)
 
+    def to_html(self, *, title: str | None = None) -> str:
+        """A self-contained interactive HTML page: aggregate metrics, a sortable table of
+        the examples and the maps of the most changed ones
+        (:func:`groundroll.report.audit_report`; no network, data inline)."""
+        from groundroll.report import audit_report
+
+        return audit_report(self, title=title)
+
     def save(self, directory, *, force: bool = False, figure: bool = True) -> Path:
         """Write ``audit.json``, ``audit.md``, ``maps.npz`` and ``audit.png`` into
         ``directory``, all or nothing: the files are written into a temporary folder

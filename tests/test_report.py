@@ -268,3 +268,51 @@ def test_cli_report_segment(tmp_path):
     data = data_of(html)
     assert [p["name"] for p in data["prompts"]] == ["red circle", "blue star"]
     assert len(data["layers"]["maps"]) == 4 and "red circle" in data["layers"]["title"]
+
+
+# ----------------------------------------------------------------------------- audit
+
+
+def _audit():
+    from groundroll.audit import Audit
+
+    rng = np.random.default_rng(0)
+    maps_a = [rng.random((3, 4)) for _ in range(5)]
+    maps_b = [m if k != 3 else m[::-1] for k, m in enumerate(maps_a)]
+    examples = [dict(index=k, label=f"pair {k}", spearman=1.0 if k != 3 else -0.2,
+                     iou_top=1.0, mass_moved=0.0 if k != 3 else 0.4, aer=0.0)
+                for k in range(5)]
+    aggregate = {m: float(np.mean([e[m] for e in examples])) for m in
+                 ("spearman", "iou_top", "mass_moved", "aer")}
+    aggregate.update({m + "_median": float(np.median([e[m] for e in examples]))
+                      for m in ("spearman", "iou_top", "mass_moved", "aer")})
+    aggregate["n"] = 5
+    return Audit("align", examples, aggregate, maps_a, maps_b,
+                 {"model_a": "m1", "model_b": "m2", "top": 0.1})
+
+
+def test_audit_report_and_cli(tmp_path):
+    a = _audit()
+    html = a.to_html()
+    assert html.startswith("<!DOCTYPE html>") and not EXTERNAL.search(html)
+    data = data_of(html)
+    assert data["first"] == 3                               # the most changed example
+    assert set(data["pictures"]) == {"3", "0", "1", "2", "4"}
+    assert data["aggregate"]["mass_moved"] == pytest.approx(0.08)
+    small = data_of(__import__("groundroll.report", fromlist=["x"]).audit_report(
+        a, max_bytes=len(html.encode()) - 2000))
+    assert 0 < len(small["pictures"]) < 5 and "3" in small["pictures"]
+    a.save(tmp_path / "audit", figure=False)
+    out = tmp_path / "audit.html"
+    assert run_cli("report", "audit", tmp_path / "audit", "--out", out) == 0
+    assert data_of(out.read_text())["first"] == 3
+    assert run_cli("report", "audit", tmp_path, "--out", tmp_path / "x.html") == 2
+
+
+def test_audit_of_a_model_against_itself():
+    from groundroll.audit import audit
+
+    result = audit(toy(), toy(), [(SRC, TGT), ("su vefin", "thun quxe")])
+    data = data_of(result.to_html())
+    assert data["aggregate"]["spearman"] == pytest.approx(1.0)
+    assert len(data["examples"]) == 2

@@ -16,9 +16,10 @@ external address.
 """
 
 from ._page import DEFAULT_MAX_BYTES, write_html as write_report
+from .audit import audit_report
 from .alignment import alignment_report, alignment_variants, explore_alignment
 from .segmentation import explore_segmentation, layer_maps, segmentation_report
 
-__all__ = ["DEFAULT_MAX_BYTES", "alignment_report", "alignment_variants",
+__all__ = ["DEFAULT_MAX_BYTES", "alignment_report", "audit_report", "alignment_variants",
            "explore_alignment", "explore_segmentation", "layer_maps",
            "segmentation_report", "write_report"]

@@ -4,6 +4,7 @@
     groundroll report align --src src.txt --tgt tgt.txt --out align.html
     groundroll report align --load alignment.json --out align.html
     groundroll report segment scene.png -p "red circle" -p "blue star" --out seg.html
+    groundroll report audit audit-out/ --out audit.html
 
 Every check happens before anything is written; the file is written atomically and an
 existing one is replaced only with ``--force``. Exit status: 0 success, 2 bad input or
@@ -94,6 +95,16 @@ def register(subparsers) -> None:
                    help="prompt index whose per-layer maps are shown (-1: none)")
     _common(s)
     s.set_defaults(func=_guard(_run_segment))
+
+    d = kinds.add_parser("audit", help="audit report from a folder written by Audit.save",
+                         description="Write the audit report (aggregate metrics, sortable"
+                                     " examples, maps of the most changed examples) of an"
+                                     " audit saved with Audit.save.")
+    d.add_argument("folder", type=Path, help="folder written by Audit.save")
+    d.add_argument("--by", default="spearman",
+                   help="metric that orders the examples (default: %(default)s)")
+    _common(d)
+    d.set_defaults(func=_guard(_run_audit))
 
 
 def _check_out(args) -> None:
@@ -203,6 +214,22 @@ def _run_segment(args) -> int:
             title=args.title, max_bytes=args.max_bytes)
     except ValueError as err:
         raise _Failure(str(err)) from None
+    return _write(args, html)
+
+
+def _run_audit(args) -> int:
+    from groundroll.audit import Audit
+
+    from . import audit_report
+
+    _check_out(args)
+    if not (args.folder / "audit.json").is_file():
+        raise _Failure(f"{args.folder} holds no audit.json (write one with Audit.save)")
+    try:
+        result = Audit.load(args.folder)
+        html = audit_report(result, title=args.title, by=args.by, max_bytes=args.max_bytes)
+    except (OSError, ValueError, KeyError) as err:
+        raise _Failure(f"cannot read the audit in {args.folder}: {err}") from None
     return _write(args, html)
 
 
