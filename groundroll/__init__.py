@@ -69,7 +69,8 @@ _LAZY = {
     "itermax": "groundroll.align",
 }
 # ``groundroll.align`` is the alignment package and, being callable, the align() function.
-_SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "align", "grounding", "cli")
+_SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "align", "grounding", "cli",
+               "report")
 
 __all__ = [
     "AttentionLayer", "Tokens", "Trace",
