@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench demo demos install clean browser
+.PHONY: test lint bench demo demos install clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ browser:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	else echo "chromium/chromedriver missing and not root: the browser tests will skip"; fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check groundroll tests benchmarks training demos
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

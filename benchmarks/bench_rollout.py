@@ -86,15 +86,16 @@ def bench_rollout() -> None:
         reference = store_everything(layers, dtype=torch.float64)
         diff_fast = (fast.double() - reference).abs().max().item()
         diff_slow = (slow.double() - reference).abs().max().item()
-        t = interleaved({"rows": lambda: rollout(layers, rows=[0]),
-                         "full": lambda: store_everything(layers)}, repeats)
+        t = interleaved({"rows": lambda layers=layers: rollout(layers, rows=[0]),
+                         "full": lambda layers=layers: store_everything(layers)}, repeats)
         print(f"| {n} | {t['rows'] * 1e3:.1f} | {t['full'] * 1e3:.1f} |"
               f" {t['full'] / t['rows']:.1f}x | {diff_fast:.1e} | {diff_slow:.1e} |",
               flush=True)
         fused = [attn.mean(1) for attn in layers]
         del layers
-        t = interleaved({"rows": lambda: rollout(fused, rows=[0]),
-                         "full": lambda: store_everything(fused, fused=True)}, repeats)
+        t = interleaved({"rows": lambda fused=fused: rollout(fused, rows=[0]),
+                         "full": lambda fused=fused: store_everything(fused, fused=True)},
+                        repeats)
         diff = (rollout(fused, rows=[0]) - store_everything(fused, fused=True)).abs().max()
         fused_rows.append(f"| {n} | {t['rows'] * 1e3:.2f} | {t['full'] * 1e3:.1f} |"
                           f" {t['full'] / t['rows']:.0f}x | {diff.item():.1e} |")

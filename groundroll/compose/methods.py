@@ -70,8 +70,9 @@ class Method:
         (:func:`groundroll.rollout.value_weighted`); needs ``values=True`` capture.
     """
 
+    #: Registry name, also :attr:`Composition.method`.
     name: ClassVar[str] = ""
-    #: Whether a target x target part comes with the source map.
+    #: Whether the method has a head-specific mode (``per_head=True``).
     per_head_ok: ClassVar[bool] = True
 
     layers: int | tuple[int, ...] | None = None
