@@ -67,6 +67,8 @@ _LAZY = {
     "read_talp": "groundroll.align",
     "symmetrize": "groundroll.align",
     "itermax": "groundroll.align",
+    "segment_dataset": "groundroll.distributed",
+    "align_corpus": "groundroll.distributed",
 }
 # ``groundroll.align`` is the alignment package and, being callable, the align() function.
 _SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "align", "grounding", "cli",

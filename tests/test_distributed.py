@@ -321,3 +321,16 @@ def test_align_resume_refuses_other_settings_and_existing_output(corpus, align_b
         _align(corpus, out, align_bundle, method="rollout", resume=True)
     with pytest.raises(FileExistsError, match="force"):
         _align(corpus, out, align_bundle)
+
+
+def test_align_corpus_translating_writes_the_translations_the_links_index(
+        align_bundle, tmp_path):
+    src = [p.src for p in toy_translation.pairs(6, split="test")]
+    out = tmp_path / "pred.txt"
+    run = align_corpus(src, None, model=align_bundle, method="raw", out=out,
+                       engine="local", shard_size=4, progress=False)
+    expected = gr.align(src, model=align_bundle, method="raw")
+    assert run.files["translation"] == tmp_path / "pred.translation.txt"
+    assert read_lines(tmp_path / "pred.translation.txt") == [
+        " ".join(a.tgt_words) for a in expected]
+    assert read_lines(out) == [a.pharaoh() for a in expected]

@@ -136,3 +136,22 @@ def test_align_corpus_on_ray_keeps_the_input_order(cluster, tmp_path):
     lines = read_lines(distributed)
     assert len(lines) == len(read_lines(corpus / "src.txt")) == 60
     assert lines == read_lines(local)
+
+
+def test_ray_datasets_are_read_by_path_or_by_image_and_id(cluster, scenes, tmp_path):
+    import groundroll as gr
+    from groundroll.distributed import segment_dataset
+
+    model = gr.load(SEG_MODEL)
+    options = dict(model=model, threshold=0.5, engine="local", shard_size=2, progress=False)
+    by_path = ray.data.from_items([{"path": str(p)} for p in scenes[:3]])
+    segment_dataset(by_path, PROMPTS, out=tmp_path / "paths", **options)
+    pixels = {f"img{i}": np.asarray(Image.open(p)) for i, p in enumerate(scenes[:3])}
+    by_image = ray.data.from_items([{"id": k, "image": v} for k, v in pixels.items()])
+    run = segment_dataset(by_image, PROMPTS, out=tmp_path / "images", **options)
+    assert (run.total, run.processed, run.failed) == (3, 3, 0)
+    for i, path in enumerate(scenes[:3]):
+        expected = gr.segment(path, PROMPTS, model=model, threshold=0.5).labels
+        for got in (tmp_path / "paths" / f"{path.stem}_labels.png",
+                    tmp_path / "images" / f"img{i}_labels.png"):
+            assert np.array_equal(np.asarray(Image.open(got)), expected)

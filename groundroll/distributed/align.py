@@ -41,8 +41,9 @@ class AlignWorker:
 
     A batch holds shards: columns ``shard``, ``src`` and ``tgt`` (each a JSON list of the
     shard's lines; ``tgt`` empty text to translate). The result has one row per shard:
-    ``shard``, ``lines`` (JSON list of Pharaoh lines), ``failures`` (JSON list of
-    ``[offset, reason]``) and ``pid``.
+    ``shard``, ``lines`` (JSON list of Pharaoh lines), ``targets`` (JSON list of the
+    target sentences the links index: the translations when translating), ``failures``
+    (JSON list of ``[offset, reason]``) and ``pid``.
     """
 
     def __init__(self, *, model, options: dict, batch_size: int, device: str = "cpu",
@@ -58,37 +59,44 @@ class AlignWorker:
         if isinstance(reverse, str):
             self.options["reverse_model"] = load(reverse, device=device)
 
-    def align_lines(self, src: list[str], tgt: list[str] | None) -> tuple[list[str], list]:
+    def align_lines(self, src: list[str], tgt: list[str] | None
+                    ) -> tuple[list[str], list[str], list]:
+        """Pharaoh lines, target sentences and ``[offset, reason]`` failures."""
         from ..align import align
 
         try:
             found = align(src, tgt, model=self.model, batch_size=self.batch_size,
                           **self.options)
-            return [a.pharaoh() for a in found], []
+            return ([a.pharaoh() for a in found], [" ".join(a.tgt_words) for a in found],
+                    [])
         except Exception:
             pass  # find the lines at fault one by one; the others keep their links
-        lines, failures = [], []
+        lines, targets, failures = [], [], []
         for k, s in enumerate(src):
             try:
                 a = align([s], None if tgt is None else [tgt[k]], model=self.model,
                           batch_size=1, **self.options)[0]
                 lines.append(a.pharaoh())
+                targets.append(" ".join(a.tgt_words))
             except Exception as err:
                 lines.append("")
+                targets.append("")
                 failures.append([k, f"{type(err).__name__}: {err}"])
-        return lines, failures
+        return lines, targets, failures
 
     def __call__(self, batch: dict) -> dict:
-        shards, lines, failures = [], [], []
+        shards, lines, targets, failures = [], [], [], []
         for shard, src, tgt in zip(batch["shard"], batch["src"], batch["tgt"]):
             src = json.loads(src)
             tgt = json.loads(tgt) if tgt else None
-            got, bad = self.align_lines(src, tgt)
+            got, words, bad = self.align_lines(src, tgt)
             shards.append(str(shard))
             lines.append(json.dumps(got))
+            targets.append(json.dumps(words))
             failures.append(json.dumps(bad))
         return {"shard": np.array(shards, dtype=object),
                 "lines": np.array(lines, dtype=object),
+                "targets": np.array(targets, dtype=object),
                 "failures": np.array(failures, dtype=object),
                 "pid": np.full(len(shards), self.pid, dtype=np.int64)}
 
@@ -156,6 +164,7 @@ def align_corpus(
     *,
     model: Any = "bundled:toy-mt",
     out,
+    translation=None,
     method: str | None = None,
     layers=None,
     heads=None,
@@ -199,6 +208,10 @@ def align_corpus(
         ``layers`` for one choice across the corpus.
     out : str or PathLike
         The Pharaoh output file.
+    translation : str or PathLike, optional
+        Without ``tgt``: the file for the translations the links index, one per line
+        (default: ``out`` with ``.translation`` before its suffix, ``pred.txt`` ->
+        ``pred.translation.txt``, as ``groundroll align`` names it).
     engine : {"ray", "local"}
     workers : int
         Ray actors, each holding one model (``engine="local"``: must be 1).
@@ -267,14 +280,20 @@ def align_corpus(
         src_lines, tgt_lines if tgt_lines is not None else src_lines)]
     shards = plan_shards(keys, shard_size)
     state_dir = state_dir_for(out)
-    if out.exists() and not force and not (resume and RunState.exists(state_dir)):
-        raise FileExistsError(f"{out} already exists; pass force to overwrite it"
-                              + (" or resume to continue its run" if RunState.exists(
-                                  state_dir) else ""))
+    outputs = [out]
+    if tgt_lines is None:
+        outputs.append(as_path(translation) if translation is not None else out.with_name(
+            f"{out.stem}.translation{out.suffix or '.txt'}"))
+    for path in outputs:
+        if path.exists() and not force and not (resume and RunState.exists(state_dir)):
+            raise FileExistsError(f"{path} already exists; pass force to overwrite it"
+                                  + (" or resume to continue its run" if RunState.exists(
+                                      state_dir) else ""))
     state = RunState.open(state_dir, settings=settings, shards=shards, resume=resume,
                           force=force)
-    for shard_id, record in list(state.done.items()):
-        if not (state.folder / f"{shard_id}.txt").is_file():
+    for shard_id in list(state.done):
+        if not (state.folder / f"{shard_id}.txt").is_file() or (
+                tgt_lines is None and not (state.folder / f"{shard_id}.tgt").is_file()):
             state.forget([shard_id])  # its lines went missing: align them again
     pending = state.pending()
     skipped = len(src_lines) - sum(s.size for s in pending)
@@ -292,7 +311,9 @@ def align_corpus(
         processed = _collect(rows, state, pending, len(src_lines), skipped, progress)
 
     files = {"pharaoh": out, "failures": state.folder / "failures.jsonl"}
-    written, failed = _finish(state, files, src_lines, force=True)
+    if tgt_lines is None:
+        files["translation"] = outputs[1]
+    written, failed = _finish(state, files, src_lines)
     return BulkResult(out=out, total=len(src_lines), processed=processed, skipped=skipped,
                       failed=failed, shards=len(shards), files=files, written=written,
                       seconds=time.perf_counter() - started)
@@ -313,6 +334,11 @@ def _collect(rows: Iterable[dict], state: RunState, pending: list[Shard], total:
             if len(lines) != shard.size or any("\n" in line for line in lines):
                 raise RuntimeError(f"shard {shard.id}: {len(lines)} output lines for"
                                    f" {shard.size} input lines")
+            if state.settings.get("translate"):
+                targets = json.loads(row["targets"])
+                with atomic_write(state.folder / f"{shard.id}.tgt", force=True,
+                                  mode="w") as f:
+                    f.write("".join(t.replace("\n", " ") + "\n" for t in targets))
             with atomic_write(state.folder / f"{shard.id}.txt", force=True, mode="w") as f:
                 f.write("".join(line + "\n" for line in lines))
             failures = [[shard.start + k, reason] for k, reason in json.loads(
@@ -329,8 +355,8 @@ def _collect(rows: Iterable[dict], state: RunState, pending: list[Shard], total:
     return processed
 
 
-def _finish(state: RunState, files: dict, src_lines: list[str], *, force: bool):
-    parts, failures = [], []
+def _finish(state: RunState, files: dict, src_lines: list[str]):
+    parts, targets, failures = [], [], []
     for shard, record in zip(state.shards, state.records()):
         text = (state.folder / f"{shard.id}.txt").read_text(encoding="utf-8")
         lines = text.split("\n")[:-1]
@@ -339,11 +365,16 @@ def _finish(state: RunState, files: dict, src_lines: list[str], *, force: bool):
                                " match its record; run again with resume after deleting"
                                f" {state.record_path(shard)}")
         parts.append(text)
+        if "translation" in files:
+            targets.append((state.folder / f"{shard.id}.tgt").read_text(encoding="utf-8"))
         failures.extend({"line": n + 1, "src": src_lines[n], "error": reason}
                         for n, reason in record.get("failures", []))
     written = []
     if write_if_changed(files["pharaoh"], "".join(parts).encode("utf-8")):
         written.append(files["pharaoh"])
+    if "translation" in files and write_if_changed(
+            files["translation"], "".join(targets).encode("utf-8")):
+        written.append(files["translation"])
     if write_if_changed(files["failures"],
                         "".join(json.dumps(f, ensure_ascii=False) + "\n"
                                 for f in failures).encode("utf-8")):

@@ -125,7 +125,8 @@ def run_align(args, fail) -> int:
 
     try:
         result = align_corpus(
-            args.src, args.tgt, model=args.model, out=args.out, method=args.method,
+            args.src, args.tgt, model=args.model, out=args.out,
+            translation=getattr(args, "out_translation", None), method=args.method,
             layers=args.layers, heads=args.heads, shift=args.shift,
             extraction=args.extraction, threshold=args.threshold,
             symmetrise=args.symmetrise, reverse_model=args.reverse_model,
