@@ -204,6 +204,7 @@ def build_app(*, segment_models: Sequence[str] = SEGMENT_MODELS,
     >>> demo.launch(server_name="127.0.0.1")                 # doctest: +SKIP
     """
     gr = _gradio()
+    from groundroll import masks as M
     from groundroll.grounding import METHODS
 
     if not segment_models or not align_models:
@@ -236,7 +237,16 @@ def build_app(*, segment_models: Sequence[str] = SEGMENT_MODELS,
             report = gr.HTML(elem_id="gr-app-seg-report")
 
             def on_segment(img, text, spec, how, limit):
-                return segment_view(img, text, spec, how, limit, max_upload_mb=max_upload_mb)
+                annotated, heatmaps, report, message = segment_view(
+                    img, text, spec, how, limit, max_upload_mb=max_upload_mb)
+                if annotated is None:
+                    return None, heatmaps, report, message
+                # the library's label colours, as in the report and the saved overlays
+                colours = M.palette(len(annotated[1]) + 1)
+                color_map = {label: "#" + "".join(f"{int(c):02x}" for c in colours[k + 1])
+                             for k, (_, label) in enumerate(annotated[1])}
+                return (gr.update(value=annotated, color_map=color_map), heatmaps, report,
+                        message)
 
             run.click(on_segment, [image, prompts, model, method, threshold],
                       [masks, heat, report, status])

@@ -71,7 +71,12 @@ def screenshot(driver, name: str, tmp: Path) -> Path:
     folder = Path(os.environ.get("GROUNDROLL_SCREENSHOTS") or tmp)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    assert driver.save_screenshot(str(path))
+    png = driver.get_screenshot_as_png()
+    from PIL import Image
+    import io
+
+    # palette PNG: README pictures stay small
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=128).save(path, optimize=True)
     return path
 
 
@@ -297,6 +302,10 @@ def test_app_segments_an_upload_and_aligns(driver, tmp_path):
         assert legend == PROMPTS
         assert "yellow triangle" in status() and "Error" not in status()
         assert len(driver.find_elements("css selector", "#gr-app-heatmaps img")) >= 3
+        # the interactive report sits below, in its own frame
+        driver.switch_to.frame(driver.find_element("css selector", "#gr-app-seg-report iframe"))
+        wait_for(lambda: driver.find_elements("css selector", "#gr-mask-2"), 20, "the report")
+        driver.switch_to.default_content()
         driver.execute_script("document.getElementById('gr-app-masks').scrollIntoView()")
         screenshot(driver, "app.png", tmp_path)
         # the alignment explorer, translated from the source alone
