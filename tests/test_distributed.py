@@ -334,3 +334,39 @@ def test_align_corpus_translating_writes_the_translations_the_links_index(
     assert read_lines(tmp_path / "pred.translation.txt") == [
         " ".join(a.tgt_words) for a in expected]
     assert read_lines(out) == [a.pharaoh() for a in expected]
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_resume_runs_the_sharded_local_engine_and_refuses_other_prompts(
+        scene_dir, reference, tmp_path, monkeypatch, capsys, seg_bundle):
+    from groundroll import zoo
+    from groundroll.cli import main
+
+    monkeypatch.setattr(zoo, "load", lambda spec, **kw: seg_bundle)  # loaded once here
+    out = tmp_path / "out"
+    base = ["segment", str(scene_dir), "-p", PROMPTS[0], "-p", PROMPTS[1], "--model",
+            SEG_MODEL, "--threshold", "0.5", "--out", str(out), "--shard-size", "3"]
+    assert main(base + ["--resume"]) == 0
+    assert "7 image(s) processed" in capsys.readouterr().err
+    for stem, (labels, _) in reference.items():
+        assert np.array_equal(_labels(out, stem), labels)
+    assert main(base + ["--resume"]) == 0
+    assert "0 image(s) processed, 7 skipped" in capsys.readouterr().err
+    code = main(base[:2] + ["-p", "green square"] + base[6:] + ["--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "other settings" in err and "green square" in err
+
+
+def test_cli_align_resume_writes_every_line(corpus, tmp_path, capsys):
+    from groundroll.cli import main
+
+    out = tmp_path / "pred.txt"
+    args = ["align", "--model", ALIGN_MODEL, "--method", "raw", "--src",
+            str(corpus / "src.txt"), "--tgt", str(corpus / "tgt.txt"), "--out", str(out),
+            "--shard-size", "6", "--resume", "--quiet"]
+    assert main(args) == 0
+    assert len(read_lines(out)) == 23
+    assert main(args) == 0
+    assert "0 line(s) processed, 23 skipped" in capsys.readouterr().err
