@@ -72,7 +72,7 @@ _LAZY = {
 }
 # ``groundroll.align`` is the alignment package and, being callable, the align() function.
 _SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "align", "grounding", "cli",
-               "report")
+               "audit", "report")
 
 __all__ = [
     "AttentionLayer", "Tokens", "Trace",
@@ -82,13 +82,15 @@ __all__ = [
     "rollout_cross_update",
     "capture", "Adapter", "Site", "adapter_for", "register_adapter", "supported_models",
     "compose", "Composition", "Chain", "chain_for", "joint_graph",
-    "align", *_LAZY,
+    "align", "audit", "Audit", *_LAZY,
 ]
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
+    if name == "Audit":
+        return import_module("groundroll.audit").Audit
     if name in _SUBMODULES:
         return import_module(f"groundroll.{name}")
     raise AttributeError(f"module 'groundroll' has no attribute {name!r}")

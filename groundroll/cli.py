@@ -46,16 +46,24 @@ def _add_segment(subparsers) -> None:
                    metavar="PROMPT", help="a text prompt (repeat for several)")
     p.add_argument("--model", default="bundled:shapes-clip",
                    help="model spec for groundroll.zoo.load (default: %(default)s)")
-    p.add_argument("--method", default="relevance", choices=METHODS,
-                   help="map source (default: %(default)s)")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help="map source (default: the profile's default method for bundled"
+                        " models, else relevance)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="output directory (created if missing)")
     p.add_argument("--background", action="append", default=[], metavar="TEXT",
                    help="background prompt mapped to label 0 (repeatable)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="probability below which a pixel is background")
-    p.add_argument("--refine", choices=REFINE, default="none",
-                   help="refinement before the argmax (default: %(default)s)")
+                   help="threshold of the background rule (alone: probability below"
+                        " which a pixel is background)")
+    p.add_argument("--background-rule", default=None,
+                   choices=("none", "threshold", "relative", "otsu"),
+                   help="how pixels become background (default: the profile's rule)")
+    p.add_argument("--profile", type=Path, default=None, metavar="JSON",
+                   help="postprocessing profile from 'groundroll calibrate' (default: the"
+                        " model's bundled profile, if any)")
+    p.add_argument("--refine", choices=REFINE, default=None,
+                   help="refinement before the argmax (default: the profile's, else none)")
     p.add_argument("--template", dest="templates", action="append", default=None,
                    metavar="TEMPLATE", help="prompt template with one {} (repeatable)")
     p.add_argument("--min-size", type=int, default=0,
@@ -114,8 +122,17 @@ def _run_segment(args) -> int:
         background = _check_prompts(args.background, "background prompts")
     except ValueError as err:
         raise _Failure(f"{err} (use -p PROMPT)") from None
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+    if (args.threshold is not None and args.background_rule != "otsu"
+            and not 0.0 <= args.threshold <= 1.0):
         raise _Failure(f"--threshold must be in [0, 1], got {args.threshold}")
+    profile = None
+    if args.profile is not None:
+        from .grounding.profiles import Profile
+
+        try:
+            profile = Profile.load(args.profile)
+        except (FileNotFoundError, ValueError) as err:
+            raise _Failure(f"--profile: {err}") from None
     from .distributed.cli import run_segment, wants_engine
 
     if wants_engine(args):  # --engine ray / --resume: sharded, resumable runs
@@ -151,6 +168,11 @@ def _run_segment(args) -> int:
         handle = grounding.resolve_model(args.model)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
         raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    if profile is not None:
+        try:
+            profile.check_model(handle)
+        except ValueError as err:
+            raise _Failure(f"--profile {args.profile}: {err}") from None
 
     stems = [path.stem for path in images]
     try:
@@ -162,6 +184,7 @@ def _run_segment(args) -> int:
                     seg = grounding.segment(
                         path, prompts, model=handle, method=args.method,
                         background=background or None, threshold=args.threshold,
+                        background_rule=args.background_rule, profile=profile,
                         refine=args.refine, templates=templates, max_side=args.max_side,
                         max_pixels=max_pixels, min_size=args.min_size,
                         fill_holes=args.fill_holes)
@@ -179,6 +202,79 @@ def _run_segment(args) -> int:
                        " written and earlier outputs are unchanged", EXIT_ERROR) from None
     print(f"wrote {sum(len(p) for p in planned)} files for {len(images)} image(s) to {out}",
           file=sys.stderr)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def _add_calibrate(subparsers) -> None:
+    from .grounding import METHODS, REFINE
+
+    p = subparsers.add_parser(
+        "calibrate", help="fit a segmentation profile on labelled images",
+        description="Fit the postprocessing (background rule, threshold, refinement) of"
+                    " each map source on a few labelled images and write a profile JSON"
+                    " that 'groundroll segment --profile' and segment(profile=...) read."
+                    " Each IMAGE needs a label map in --masks with the same file stem"
+                    " (pixel value k = the k-th --class, 0 background).")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--masks", required=True, type=Path, metavar="DIR",
+                   help="directory of label-map PNGs named like the images")
+    p.add_argument("-c", "--class", dest="classes", action="append", required=True,
+                   metavar="NAME", help="class name of label value 1, 2, ... (repeat)")
+    p.add_argument("--model", default="bundled:shapes-clip",
+                   help="model spec for groundroll.zoo.load (default: %(default)s)")
+    p.add_argument("--method", dest="methods", action="append", choices=METHODS,
+                   help="map source to fit (repeat; the best becomes the default;"
+                        " default: the model's default method)")
+    p.add_argument("--refine", dest="refines", action="append", choices=REFINE,
+                   help="refinement to try (repeat; default: none)")
+    p.add_argument("--template", dest="templates", action="append", default=None,
+                   metavar="TEMPLATE", help="prompt template with one {} (repeatable)")
+    p.add_argument("--out", required=True, type=Path, metavar="JSON",
+                   help="profile file to write")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.set_defaults(func=_run_calibrate)
+
+
+def _run_calibrate(args) -> int:
+    from .grounding import resolve_model
+    from .grounding.calibrate import CalibrationError, calibrate
+
+    if args.out.exists() and not args.force:
+        raise _Failure(f"--out {args.out} exists; pass --force to replace it")
+    if args.out.is_dir():
+        raise _Failure(f"--out {args.out} is a directory; name the profile file")
+    if not args.masks.is_dir():
+        raise _Failure(f"--masks {args.masks} is not a directory")
+    pairs, missing = [], []
+    for image in (Path(i) for i in args.images):
+        found = sorted(q for q in args.masks.glob(image.stem + ".*") if q.is_file())
+        if not found:
+            missing.append(str(image))
+        else:
+            pairs.append({"image": image, "label_map": found[0], "name": str(image)})
+    if missing:
+        raise _Failure(f"no label map in {args.masks} for: {', '.join(missing)}")
+    try:
+        handle = resolve_model(args.model)
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
+        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    try:
+        profile = calibrate(pairs, model=handle, methods=args.methods,
+                            prompts=args.classes, templates=args.templates,
+                            refine=args.refines or ("none",))
+    except CalibrationError as err:
+        raise _Failure(str(err)) from None
+    try:
+        profile.save(args.out, force=args.force)
+    except (FileExistsError, OSError) as err:
+        raise _Failure(f"cannot write {args.out}: {err}", EXIT_ERROR) from None
+    scores = ", ".join(f"{m} {v:.3f}" for m, v in
+                       profile.calibration["mean_object_iou"].items())
+    print(f"wrote {args.out}: default method {profile.default_method}; mean object IoU on"
+          f" {profile.calibration['images']} image(s): {scores}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -222,6 +318,12 @@ def _add_app(subparsers) -> None:
     register(subparsers)
 
 
+def _add_audit(subparsers) -> None:
+    from .audit import register
+
+    register(subparsers)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -236,9 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_segment(subparsers)
+    _add_calibrate(subparsers)
     _add_align(subparsers)
     _add_report(subparsers)
     _add_app(subparsers)
+    _add_audit(subparsers)
     return parser
 
 

@@ -165,7 +165,7 @@ def test_generate_then_forced_pass(family, request, pairs):
     bundle = request.getfixturevalue(family)
     tok, model = bundle.tokenizer, bundle.model
     src = pairs[0].src
-    generated = align(src, model=bundle, shift=False)
+    generated = align(src, model=bundle, method="raw", shift=False)
     assert generated.settings["generated"] is True
     assert generated.tgt_words and generated.matrix.shape == (
         len(generated.tgt_words), len(pairs[0].src_words))
@@ -187,7 +187,8 @@ def test_generate_then_forced_pass(family, request, pairs):
                            n_tgt=len(target.words), n_src=len(enc.words))
     np.testing.assert_allclose(generated.matrix, expected, atol=ATOL)
     # Batched translation agrees with one-by-one.
-    batched = align([p.src for p in pairs[:3]], model=bundle, batch_size=3, shift=False)
+    batched = align([p.src for p in pairs[:3]], model=bundle, method="raw", batch_size=3,
+                    shift=False)
     assert batched[0].tgt_words == generated.tgt_words
     np.testing.assert_allclose(batched[0].matrix, generated.matrix, atol=ATOL)
 

@@ -134,3 +134,179 @@ def test_as_dataset_columns():
     first = toy.pairs(5, seed=1)[0]
     assert ds[0]["src"] == first.src
     assert {tuple(x) for x in ds[0]["alignment"]} == first.alignment
+
+
+# ----------------------------------------------------------------------------- hard variant
+
+from groundroll.data import toy_translation_hard as hard  # noqa: E402
+
+HX = hard.hard_lexicon()
+
+
+def _hard_first(predicate, n=4000, seed=13):
+    for pair in toy.iter_pairs(seed=seed, variant="hard"):
+        if predicate(pair):
+            return pair
+        n -= 1
+        if n == 0:
+            break
+    pytest.fail("no generated hard pair has the wanted shape")
+
+
+def test_hard_variant_basics():
+    assert toy.pairs(20, seed=3, variant="hard") == toy.pairs(20, seed=3, variant="hard")
+    assert toy.pairs(20, seed=3, variant="hard") != toy.pairs(20, seed=3)
+    test = toy.pairs(30, split="test", variant="hard")
+    assert all(toy.split_of(p.src_words) == "test" for p in test)
+    for pair in toy.pairs(400, seed=5, variant="hard"):
+        assert toy.MIN_WORDS <= len(pair.src_words) <= hard.MAX_WORDS
+        for i, j in pair.alignment:
+            assert 0 <= i < len(pair.src_words) and 0 <= j < len(pair.tgt_words)
+    with pytest.raises(ValueError, match="variant"):
+        toy.pairs(1, variant="harder")
+    assert not HX.source_words() & HX.target_words()
+
+
+def test_hard_variant_is_a_function_of_the_source():
+    """Context decides every translation: one source sentence, one target."""
+    seen = {}
+    for pair in toy.pairs(6000, seed=21, variant="hard"):
+        assert seen.setdefault(pair.src, (pair.tgt, pair.alignment)) == (pair.tgt, pair.alignment)
+
+
+def test_hard_polysemous_noun_follows_the_adjective_before_it():
+    def has_poly(p):
+        return any(w in HX.polysemous_nouns for w in p.src_words)
+
+    senses = {}
+    for pair in toy.pairs(3000, seed=17, variant="hard"):
+        for i, w in enumerate(pair.src_words):
+            if w in HX.polysemous_nouns and i > 0:
+                (j,) = _tgt_index(pair, i)
+                b = pair.src_words[i - 1] in HX.b_adjectives
+                assert pair.tgt_words[j] == HX.polysemous_nouns[w][int(b)]
+                senses.setdefault(w, set()).add(pair.tgt_words[j])
+    assert any(len(s) == 2 for s in senses.values())      # both senses occur
+    assert has_poly(_hard_first(has_poly))
+
+
+def test_hard_polysemous_verb_follows_its_object():
+    found = 0
+    for pair in toy.pairs(3000, seed=19, variant="hard"):
+        for i, w in enumerate(pair.src_words):
+            if w in HX.polysemous_verbs:
+                (j,) = _tgt_index(pair, i)
+                # The object's noun: the first noun after the verb.
+                noun = next(x for x in pair.src_words[i + 1:]
+                            if x in HX.nouns or x in HX.polysemous_nouns)
+                sense = 0 if noun in HX.animate else 1
+                assert pair.tgt_words[j] == HX.polysemous_verbs[w][sense]
+                found += 1
+    assert found > 20
+
+
+def test_hard_idioms_are_many_to_many():
+    def idiom_at(p):
+        for i in range(len(p.src_words) - 2):
+            v, d, n = p.src_words[i:i + 3]
+            if (v, n) in HX.idioms and d == HX.base.definite:
+                return i
+        return None
+
+    pair = _hard_first(lambda p: idiom_at(p) is not None)
+    i = idiom_at(pair)
+    words = HX.idioms[(pair.src_words[i], pair.src_words[i + 2])]
+    js = [pair.tgt_words.index(w) for w in words]
+    assert {(s, j) for s in (i, i + 1, i + 2) for j in js} <= pair.alignment
+    for s in (i, i + 1, i + 2):
+        assert _tgt_index(pair, s) == sorted(js)
+
+
+def test_hard_function_words_without_counterpart_and_fronting():
+    pair = _hard_first(lambda p: HX.focus_particle in p.src_words)
+    k = pair.src_words.index(HX.focus_particle)
+    assert _tgt_index(pair, k) == []                      # no target word
+    # The object (just before the particle) is fronted: its noun comes first in the
+    # target clause, before the subject's words.
+    obj_noun = pair.src_words[k - 1]
+    (j_obj,) = _tgt_index(pair, k - 1)
+    (j_subj,) = _tgt_index(pair, 0)
+    assert j_obj < j_subj, (pair.src, pair.tgt)
+    assert obj_noun in HX.nouns or obj_noun in HX.polysemous_nouns
+    # Object markers have no source word.
+    pair = _hard_first(lambda p: HX.object_marker in p.tgt_words)
+    j = pair.tgt_words.index(HX.object_marker)
+    assert not any(t == j for _, t in pair.alignment)
+
+
+def test_hard_long_distance_reordering():
+    pair = _hard_first(lambda p: any(w in HX.saying_verbs for w in p.src_words))
+    i = next(k for k, w in enumerate(pair.src_words) if w in HX.saying_verbs)
+    # The verb of saying goes to the very end, after the whole embedded clause.
+    (j,) = _tgt_index(pair, i)
+    assert j == len(pair.tgt_words) - 1 or pair.tgt_words[j + 1] == HX.base.conjunction[1]
+    assert j - i >= 3
+    big = [max(abs(i - j) for i, j in p.alignment) for p in toy.pairs(500, seed=2,
+                                                                        variant="hard")]
+    assert max(big) >= 10
+
+
+def test_hard_rare_words_are_rare():
+    from collections import Counter
+
+    counts = Counter(w for p in toy.pairs(3000, seed=23, variant="hard") for w in p.src_words
+                     if w in HX.nouns)
+    rare = [w for w in HX.nouns if w not in HX.base.nouns]
+    assert len(rare) >= 100
+    top = counts.most_common(1)[0][1]
+    assert max(counts[w] for w in rare) < top / 5
+
+
+def test_hard_write_corpus_roundtrip(tmp_path):
+    toy.write_corpus(tmp_path, 5, variant="hard")
+    assert toy.read_corpus(tmp_path) == toy.pairs(5, split="test", variant="hard")
+
+
+# ----------------------------------------------------------------------------- recipe, model
+
+
+def test_recipe_trains_a_few_steps_on_the_hard_variant(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("toy_mt_recipe", root / "training/toy_mt.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    meta = recipe.main(["--variant", "hard", "--out", str(tmp_path / "m"), "--steps", "3",
+                        "--batch-size", "4", "--tokenizer-sentences", "200", "--eval-n", "2",
+                        "--eval-every", "0", "--vocab-size", "300", "--d-model", "32",
+                        "--ffn-dim", "64", "--threads", "1", "--fp16"])
+    assert meta["variant"] == "hard" and meta["steps"] == 3
+    saved = json.loads((tmp_path / "m/meta.json").read_text())
+    assert saved["stages"][-1]["variant"] == "hard"
+    assert "--variant hard" in saved["recipe"]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    rare = sorted(w for w in HX.nouns if w not in HX.base.nouns)[:20]
+    # A rare word is split into several pieces by the learned subword tokenizer.
+    assert sum(len(tok.tokenize(w)) for w in rare) / len(rare) >= 2.5
+
+
+def test_bundled_hard_model_translates_held_out_pairs():
+    import groundroll as gr
+    import torch
+
+    bundle = gr.load("bundled:toy-mt-hard")
+    assert bundle.meta["variant"] == "hard"
+    data = toy.pairs(24, split="test", variant="hard")
+    enc = bundle.tokenizer([p.src for p in data], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ids = bundle.model.generate(**enc, num_beams=1, do_sample=False, max_length=64)
+    hyps = [" ".join(s.split()) for s in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    exact = sum(h == p.tgt for h, p in zip(hyps, data)) / len(data)
+    words = sum(len(set(h.split()) & set(p.tgt_words)) / len(p.tgt_words)
+                for h, p in zip(hyps, data)) / len(data)
+    assert exact >= 0.3 and words >= 0.8, (exact, words)

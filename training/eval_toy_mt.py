@@ -4,6 +4,12 @@ Usage::
 
     python training/eval_toy_mt.py                       # the bundled toy-mt
     python training/eval_toy_mt.py --model hf:/path/to/folder --n 1000
+    python training/eval_toy_mt.py --model bundled:toy-mt-hard      # the hard pair
+    python training/eval_toy_mt.py --model bundled:toy-mt --fit-profile --force
+
+The language pair follows the model's ``meta.json`` (``variant``) unless ``--variant``
+says otherwise. ``--fit-profile`` writes the model's alignment profile
+(``align_profile.json``, read by ``groundroll.align``) from gold-aligned dev pairs.
 
 Greedy ``generate`` on held-out test pairs of the toy language pair. BLEU is corpus
 BLEU-4 on whitespace tokens (sacrebleu's when it is installed, else the same formula
@@ -67,15 +73,35 @@ def translate(bundle, sources: list[str], *, batch_size: int = 64) -> list[str]:
     return out
 
 
-def evaluate(bundle, *, n: int = 1000, split: str = "test", seed: int | None = None) -> dict:
-    data = toy.pairs(n, split=split, seed=seed)
+def evaluate(bundle, *, n: int = 1000, split: str = "test", seed: int | None = None,
+             variant: str | None = None) -> dict:
+    variant = variant or bundle.meta.get("variant", "base")
+    data = toy.pairs(n, split=split, seed=seed, variant=variant)
     hyps = translate(bundle, [p.src for p in data])
     refs = [p.tgt for p in data]
     score, bleu_kind = bleu(hyps, refs)
     exact = sum(h == r for h, r in zip(hyps, refs)) / len(data)
     errors = [(p.src, h, r) for p, h, r in zip(data, hyps, refs) if h != r]
     return {"exact_match": exact, "bleu": score, "bleu_kind": bleu_kind, "n": len(data),
-            "split": split, "errors": errors}
+            "split": split, "variant": variant, "errors": errors}
+
+
+def fit_bundle_profile(bundle, *, n: int = 200, variant: str | None = None, force: bool = False):
+    """Fit and save the alignment profile of a folder-backed model on ``n`` dev pairs."""
+    from groundroll.align.profile import PROFILE_FILENAME, _model_folder, fit_profile
+
+    folder = _model_folder(bundle)
+    if folder is None:
+        raise SystemExit(f"{bundle.name} has no model folder to write {PROFILE_FILENAME} into")
+    variant = variant or bundle.meta.get("variant", "base")
+    dev = toy.pairs(n, split="dev", variant=variant)
+    profile = fit_profile(dev, model=bundle,
+                          methods=("raw", "norm", "decoder-rollout", "peak-weighted"))
+    profile.fitted.update(data=f"toy_translation.pairs({n}, split='dev', variant='{variant}')",
+                          command="python training/eval_toy_mt.py --model "
+                                  f"{bundle.name} --fit-profile --profile-n {n}")
+    path = profile.save(folder, force=force)
+    return profile, path
 
 
 def main(argv=None):
@@ -86,10 +112,22 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=None, help="default: the split's seed")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--show-errors", type=int, default=5)
+    ap.add_argument("--variant", default=None, choices=list(toy.VARIANTS),
+                    help="language pair (default: the model's meta.json, else base)")
+    ap.add_argument("--fit-profile", action="store_true",
+                    help="also write the model's alignment profile from gold dev pairs")
+    ap.add_argument("--profile-n", type=int, default=200, help="dev pairs for --fit-profile")
+    ap.add_argument("--force", action="store_true", help="replace an existing profile")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = evaluate(load(args.model), n=args.n, split=args.split, seed=args.seed)
-    print(f"{args.model}: {result['n']} held-out {result['split']} pairs")
+    bundle = load(args.model)
+    if args.fit_profile:
+        profile, path = fit_bundle_profile(bundle, n=args.profile_n, variant=args.variant,
+                                           force=args.force)
+        print(f"profile -> {path}: {profile.align_kwargs()}  dev AER"
+              f" {100 * profile.fitted['aer']:.1f}")
+    result = evaluate(bundle, n=args.n, split=args.split, seed=args.seed, variant=args.variant)
+    print(f"{args.model}: {result['n']} held-out {result['split']} pairs ({result['variant']})")
     print(f"exact match {100 * result['exact_match']:.1f}%")
     print(f"BLEU {result['bleu']:.2f}  [{result['bleu_kind']}]")
     for src, hyp, ref in result["errors"][: args.show_errors]:

@@ -51,9 +51,12 @@ def _add_align(subparsers) -> None:
                    help="without --tgt: file for the translations the links index, one"
                         " per line (default: --out with '.translation' before its"
                         " suffix, e.g. pred.txt -> pred.translation.txt)")
-    p.add_argument("--method", choices=METHODS, default="raw")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="default: the model's alignment profile, else raw cross-attention"
+                        " of the most peaked layer")
     p.add_argument("--layers", type=_int_list, default=None,
-                   help="comma-separated layer indices or 'all' (default: all)")
+                   help="comma-separated layer indices or 'all' (default: the profile's;"
+                        " all when --method is given)")
     p.add_argument("--heads", type=_int_list, default=None,
                    help="comma-separated head indices or 'all' (default: all)")
     shift = p.add_mutually_exclusive_group()
@@ -61,7 +64,8 @@ def _add_align(subparsers) -> None:
                        help="read a word at the row where it is the decoder input (AWI)")
     shift.add_argument("--no-shift", dest="shift", action="store_false",
                        help="read a word at the row that predicts it (AWO)")
-    p.add_argument("--extraction", choices=EXTRACTIONS, default="argmax")
+    p.add_argument("--extraction", choices=EXTRACTIONS, default=None,
+                   help="default: the profile's, else argmax")
     p.add_argument("--threshold", type=float, default=None,
                    help="limit for --extraction threshold (row-normalised scores)")
     p.add_argument("--symmetrise", choices=SYMMETRISATIONS, default=None)

@@ -27,6 +27,7 @@ __all__ = [
     "PROFILE_FILENAME",
     "best_profile",
     "find_profile",
+    "fit_profile",
     "peak_mass",
     "peak_mass_layer",
     "resolve_defaults",
@@ -193,6 +194,80 @@ def best_profile(scans: Sequence, *, metric: str = "aer", method: str | None = N
     return AlignProfile(method=row["method"], layers=row["layers"], shift=row["shift"],
                         extraction=s.get("extraction", "argmax"), threshold=s.get("threshold"),
                         symmetrise=s.get("symmetrise"), fitted=fitted)
+
+
+#: Extraction settings :func:`fit_profile` tries by default: (extraction, symmetrise).
+FIT_EXTRACTIONS = (("argmax", None), ("argmax", "grow-diag-final-and"), ("itermax", None))
+
+
+def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "norm"),
+                shifts: Sequence[bool] = (False, True),
+                extractions: Sequence[tuple[str, str | None]] = FIT_EXTRACTIONS,
+                batch_size: int = 16, progress: bool = False) -> AlignProfile:
+    """Scan methods x layers x shifts x extractions on gold pairs; return the best.
+
+    Parameters
+    ----------
+    pairs, gold
+        As in :func:`groundroll.align.layer_scan` (a small development set: a hundred
+        or two gold-aligned pairs, not the pairs you report on).
+    model : Bundle or str
+    methods, shifts
+        What to scan.
+    extractions : sequence of (str, str or None)
+        ``(extraction, symmetrise)`` settings to try.
+
+    Returns
+    -------
+    AlignProfile
+        Save it beside the model with ``profile.save(model_folder)``.
+
+    Examples
+    --------
+    >>> from groundroll.data import toy_translation as toy
+    >>> p = fit_profile(toy.pairs(200, split="dev"), model="bundled:toy-mt")  # doctest: +SKIP
+    >>> p.save("path/to/model-folder")                                      # doctest: +SKIP
+    """
+    from groundroll.align.api import (LayerScan, _bundle, _matrices, _n_decoder_layers,
+                                      _scan_inputs, extract_links)
+    from groundroll.evaluate import aer
+
+    bundle = _bundle(model)
+    srcs, tgts, sure, possible = _scan_inputs(pairs, gold)
+    n_layers = _n_decoder_layers(bundle)
+    specs, labels = [], []
+    for method in methods:
+        if method == "relevance":
+            raise ValueError("fit_profile scans gradient-free methods; score 'relevance'"
+                             " with layer_scan and best_profile")
+        per = [(l, [l]) for l in range(n_layers)]
+        if method in ("raw", "norm"):
+            per.append(("all", None))
+        else:
+            per = [(l, list(range(l + 1))) for l in range(n_layers)]
+        for name, layers in per:
+            for shift in shifts:
+                specs.append((method, layers, bool(shift)))
+                labels.append((method, name))
+    # One set of forward passes; every extraction is scored on the same matrices.
+    mats, _, _ = _matrices(bundle, srcs, tgts, specs=specs, heads=None, head_fusion="mean",
+                           residual=0.5, batch_size=batch_size, max_length=None,
+                           max_relevance_tokens=10**6, relevance_chunk=256,
+                           generate_kwargs=None, progress=progress)
+    scans = []
+    for extraction, symmetrise in extractions:
+        rows = []
+        for (method, name), (_, layers, shift), per_pair in zip(labels, specs, mats):
+            found = [extract_links(m, extraction=extraction, symmetrise=symmetrise)
+                     for m in per_pair]
+            score = aer(sure, possible, found)
+            rows.append(dict(method=method, layer=name, shift=shift, layers=layers,
+                             aer=score.aer, precision=score.precision, recall=score.recall,
+                             f1=score.f1, n_pairs=len(srcs)))
+        scans.append(LayerScan(rows, dict(model=getattr(bundle, "name", ""),
+                                          extraction=extraction, threshold=None,
+                                          symmetrise=symmetrise)))
+    return best_profile(scans)
 
 
 def _model_folder(bundle) -> Path | None:
