@@ -1,8 +1,10 @@
-"""The ``groundroll`` command: ``segment``, ``align`` and ``aer`` subcommands.
+"""The ``groundroll`` command: ``segment``, ``align``, ``aer``, ``report`` and ``app``.
 
 Thin: arguments are parsed here and handed to the library. ``align`` and ``aer``
 come from :mod:`groundroll.align.cli` (its ``register(subparsers)``), imported only
-when the parser is built and only if it is installed.
+when the parser is built and only if it is installed; ``report`` from
+:mod:`groundroll.report.cli` and ``app`` from :mod:`groundroll.app` (Gradio is imported
+only when the app starts).
 
     groundroll segment scene.png -p "red circle" -p "blue star" --out results/
 """

@@ -316,3 +316,9 @@ def test_audit_of_a_model_against_itself():
     data = data_of(result.to_html())
     assert data["aggregate"]["spearman"] == pytest.approx(1.0)
     assert len(data["examples"]) == 2
+
+
+def test_pairs_with_an_empty_side_still_render():
+    a = Alignment(["a", "b"], [], np.zeros((0, 2)), set())
+    data = data_of(alignment_report([a, _alignment(["c"], ["d"])]))
+    assert data["pairs"][0]["tgt"] == [] and data["pairs"][0]["matrices"][0] == []

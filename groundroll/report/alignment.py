@@ -93,7 +93,7 @@ def _html(pairs, variants, *, initial: int, extraction: str, threshold, title: s
         len(first["tgt"]), len(first["src"]))
     from groundroll.align.api import extract_links
 
-    fallback = "" if m.size > 2500 else ("<noscript><p>Without JavaScript: the first pair, "
+    fallback = "" if not 0 < m.size <= 2500 else ("<noscript><p>Without JavaScript: the first pair, "
                 f"{escape(variants[initial]['label'])}.</p>"
                 + static_table(m, first["src"], first["tgt"],
                                extract_links(m, extraction=extraction, threshold=threshold))

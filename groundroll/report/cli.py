@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     report = subparsers.add_parser(
         "report", help="write an interactive, self-contained HTML report",
         description="Write an interactive HTML report (one file, no network, data"
-                    " inline) for a word alignment or a segmentation.")
+                    " inline) for a word alignment, a segmentation or a model audit.")
     kinds = report.add_subparsers(dest="report_kind", metavar="KIND")
     kinds.required = True
 

@@ -311,8 +311,14 @@
   function bindWords() {
     root.querySelectorAll("[data-side][data-i]").forEach(function (n) {
       var sel = {side: n.getAttribute("data-side"), i: +n.getAttribute("data-i")};
+      if (n.classList.contains("gr-word")) n.setAttribute("tabindex", "0");
       n.addEventListener("mouseenter", function () { if (!state.pinned) highlight(sel); });
       n.addEventListener("mouseleave", function () { if (!state.pinned) highlight(null); });
+      n.addEventListener("focus", function () { if (!state.pinned) highlight(sel); });
+      n.addEventListener("blur", function () { if (!state.pinned) highlight(null); });
+      n.addEventListener("keydown", function (ev) {
+        if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); n.click(); }
+      });
       n.addEventListener("click", function () {
         var same = state.pinned && state.pinned.side === sel.side && state.pinned.i === sel.i;
         state.pinned = same ? null : sel; highlight(state.pinned || sel);
