@@ -74,10 +74,18 @@ def _image(path, max_upload_mb: float) -> np.ndarray:
         if size > max_upload_mb * 1e6:
             raise InputError(f"The image is {size / 1e6:.1f} MB; the limit is"
                              f" {max_upload_mb:g} MB.")
+    from PIL import Image
+
+    from groundroll.report.segmentation import _resize, _shrink_hw
+
     try:
-        return load_image(path)
+        rgb = load_image(path)
     except (ValueError, FileNotFoundError) as err:
         raise InputError(f"Cannot read the image: {err}") from None
+    except Image.DecompressionBombError as err:
+        raise InputError(f"The image has too many pixels: {err}") from None
+    # The app works at MAX_SIDE: masks, heatmaps and the page stay light.
+    return _resize(rgb, _shrink_hw(rgb.shape[:2], MAX_SIDE))
 
 
 def _model(spec: str):

@@ -29,6 +29,13 @@ def test_segment_view_answers_bad_input_in_the_page(tmp_path):
     assert "the limit is" in big[3]
     failed = app.segment_view(str(EXAMPLE), "x", "bundled:no-such-model")
     assert "failed to load" in failed[3] and "no-such-model" in failed[3]
+    huge = tmp_path / "huge.png"
+    from PIL import Image
+
+    Image.new("RGB", (3000, 1500), (90, 90, 90)).save(huge)
+    annotated = app.segment_view(str(huge), "red circle", "bundled:shapes-clip-short")[0]
+    assert annotated[0].shape == (512, 1024, 3)              # worked on at MAX_SIDE
+    assert annotated[1][0][0].shape == (512, 1024)
     too_many = app.segment_view(str(EXAMPLE), ",".join(f"p{i}" for i in range(30)),
                                 "bundled:shapes-clip-short")
     assert "at most" in too_many[3]
