@@ -17,30 +17,24 @@ import torch
 import torch.nn.functional as F
 
 from .._locks import short, warn_once
+from ..families import Family, Grounding, family_for
 
 __all__ = ["ModelHandle", "resolve_model", "FAMILIES"]
 
-#: Families the grounding sources know, by ``ModelHandle.family``.
+#: Built-in families with grounding hooks (any registered family with a ``grounding``
+#: record is served too, as are derived Hugging Face dual encoders).
 FAMILIES = ("open_clip", "open_clip_coca", "hf_clip", "hf_siglip", "hf_blip")
-
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _family_of(model) -> str:
-    names = {f"{c.__module__}.{c.__qualname__}" for c in type(model).__mro__}
-    if "open_clip.coca_model.CoCa" in names:
-        return "open_clip_coca"
-    if names & {"open_clip.model.CLIP", "open_clip.model.CustomTextCLIP"}:
-        return "open_clip"
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    family = {"clip": "hf_clip", "siglip": "hf_siglip", "blip": "hf_blip"}.get(model_type)
-    if family is None:
+    family = family_for(model)
+    if family.grounding_for(model) is None:
         raise TypeError(
-            f"grounding supports open_clip CLIP/CoCa and Hugging Face CLIPModel, SiglipModel"
-            f" and BlipForImageTextRetrieval; got {type(model).__module__}."
-            f"{type(model).__qualname__}")
-    return family
+            f"grounding needs an image-text model (open_clip CLIP/CoCa, Hugging Face"
+            f" CLIP, SigLIP, SigLIP2, OWL-ViT, BLIP retrieval or a registered family with"
+            f" grounding hooks); {type(model).__module__}.{type(model).__qualname__}"
+            f" (family {family.name!r}) has none")
+    return family.name
 
 
 @dataclass
@@ -67,11 +61,27 @@ class ModelHandle:
     name: str = ""
     image_processor: Any = None
 
+    # ------------------------------------------------------------------ the record
+
+    @property
+    def record(self) -> Family:
+        """The model family's record (:mod:`groundroll.families`)."""
+        return family_for(self.model)
+
+    @property
+    def grounding(self) -> Grounding:
+        """The family's grounding hooks for this model."""
+        hooks = self.record.grounding_for(self.model)
+        if hooks is None:
+            raise TypeError(f"family {self.family!r} has no grounding hooks")
+        return hooks
+
     # ------------------------------------------------------------------ geometry
 
     @property
     def open_clip(self) -> bool:
-        return self.family.startswith("open_clip")
+        """Whether prompts are tokenised open_clip style (a callable giving ids)."""
+        return self.grounding.tokenizer_style == "open_clip"
 
     @property
     def device(self) -> torch.device:
@@ -84,30 +94,14 @@ class ModelHandle:
     @property
     def image_size(self) -> tuple[int, int]:
         """Model input ``(height, width)``."""
-        if self.open_clip:
-            size = self.model.visual.image_size
-        else:
-            size = self.model.config.vision_config.image_size
-        return (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+        return tuple(self.grounding.image_size(self.model))
 
     @property
     def patch_size(self) -> tuple[int, int]:
-        if self.open_clip:
-            size = self.model.visual.patch_size
-        else:
-            size = self.model.config.vision_config.patch_size
-        return (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+        return tuple(self.grounding.patch_size(self.model))
 
     def _mean_std(self) -> tuple[Sequence[float], Sequence[float]]:
-        if self.open_clip:
-            visual = self.model.visual
-            return (getattr(visual, "image_mean", None) or _OPENAI_MEAN,
-                    getattr(visual, "image_std", None) or _OPENAI_STD)
-        if self.image_processor is not None:
-            return self.image_processor.image_mean, self.image_processor.image_std
-        if self.family == "hf_siglip":
-            return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-        return _OPENAI_MEAN, _OPENAI_STD
+        return self.grounding.mean_std(self.model, self.image_processor)
 
     def pixels(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """``[batch, 3, h, w]`` normalised model input from uint8 ``[h, w, 3]`` images
@@ -123,15 +117,7 @@ class ModelHandle:
 
     @property
     def context_length(self) -> int:
-        if self.open_clip:
-            length = getattr(self.tokenizer, "context_length", None) or getattr(
-                self.model, "context_length", None)
-            return int(length or 77)
-        if self.family == "hf_siglip":
-            return int(self.model.config.text_config.max_position_embeddings)
-        limit = int(self.model.config.text_config.max_position_embeddings)
-        tok_limit = getattr(self.tokenizer, "model_max_length", None)
-        return min(limit, int(tok_limit)) if tok_limit and tok_limit < 10**6 else limit
+        return int(self.grounding.context_length(self.model, self.tokenizer))
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``{"input_ids": [batch, T], "attention_mask": [batch, T]}``; prompts longer
@@ -156,7 +142,7 @@ class ModelHandle:
             if n > length:
                 warn_once(f"prompt {short(text)} has {n} tokens; truncated to the text"
                           f" context of {length}", stacklevel=3)
-        padding = "max_length" if self.family == "hf_siglip" else True
+        padding = "max_length" if self.grounding.pad_to_max else True
         enc = self.tokenizer(texts, padding=padding, truncation=True, max_length=length,
                              return_tensors="pt")
         out = {"input_ids": enc["input_ids"].to(self.device)}
@@ -225,14 +211,11 @@ class ModelHandle:
             texts, groups = ensemble_prompts(list(prompts), list(templates))
         else:
             texts, groups = list(prompts), np.arange(len(prompts))
+        if not self.grounding.contrastive:
+            raise ValueError(f"{self.family} scores image-text pairs with cross-attention,"
+                             " not with a text embedding; use method='cross'")
         enc = self.tokenize(texts)
-        if self.open_clip:
-            emb = self.model.encode_text(enc["input_ids"])
-        elif self.family == "hf_blip":
-            raise ValueError("BLIP retrieval scores image-text pairs with cross-attention;"
-                             " use method='cross'")
-        else:
-            emb = _features(self.model.get_text_features(**enc))
+        emb = self.grounding.text_embeddings(self.model, enc)
         emb = F.normalize(emb.float(), dim=-1)
         groups_t = torch.as_tensor(groups, device=emb.device)
         sums = torch.zeros(len(prompts), emb.shape[-1], device=emb.device)
@@ -241,25 +224,19 @@ class ModelHandle:
 
     def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[batch, D]`` L2-normalised image embeddings (differentiable)."""
-        if self.open_clip:
-            emb = self.model.encode_image(pixels)
-        else:
-            emb = _features(self.model.get_image_features(pixel_values=pixels))
+        emb = self.grounding.image_embeddings(self.model, pixels)
         return F.normalize(emb.float(), dim=-1)
+
+    def vision_forward(self, pixels: torch.Tensor):
+        """Run the vision tower alone (for rollout)."""
+        forward = self.grounding.vision_forward
+        return forward(self.model, pixels) if forward else self.image_embeddings(pixels)
 
     def logit_scale(self) -> float:
         scale = getattr(self.model, "logit_scale", None)
         if scale is None:
             return 100.0
         return float(torch.as_tensor(scale).detach().float().exp())
-
-
-def _features(out) -> torch.Tensor:
-    """transformers 5 returns model outputs from ``get_*_features``; older versions a tensor."""
-    if isinstance(out, torch.Tensor):
-        return out
-    pooled = getattr(out, "pooler_output", None)
-    return pooled if pooled is not None else out[0]
 
 
 def resolve_model(model, *, tokenizer=None, cache: dict | None = None) -> ModelHandle:

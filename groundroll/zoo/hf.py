@@ -1,8 +1,10 @@
 """Load Hugging Face transformers models into a :class:`~groundroll.zoo.bundle.Bundle`.
 
-The model class is chosen from the config's ``model_type`` (a table, not guesswork):
-seq2seq translation models, CLIP, SigLIP, BLIP retrieval, and plain encoders.
-``transformers`` is imported lazily.
+The model class is chosen by the family record of the config's ``model_type``
+(:mod:`groundroll.families`: seq2seq translation models, CLIP, SigLIP, BLIP retrieval,
+plain encoders); any other model type is loaded by the class its config suggests
+(``AutoModelForSeq2SeqLM`` for encoder-decoders, ``AutoModel`` otherwise) and captured
+from its own attention declarations. ``transformers`` is imported lazily.
 
 Offline, a hub name fails at once with a message that says how to load from a local
 folder instead; nothing waits on network retries.
@@ -14,7 +16,6 @@ import json
 import os
 import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from groundroll.zoo.bundle import Bundle
@@ -29,30 +30,19 @@ OFFLINE_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class _Family:
-    model_class: str  # attribute of the transformers package
-    family: str  # coarse family: "hf_seq2seq", "hf_clip", "hf_siglip", "hf_blip", "hf_encoder"
-    adapter: str  # name of the groundroll adapter (groundroll.adapters registry)
-    companion: str  # "tokenizer", "processor" or "image_processor"
+def _families() -> dict[str, tuple[str, str | None]]:
+    """``config.model_type -> (transformers class, adapter name)`` of the registered
+    family records (:mod:`groundroll.families`)."""
+    from groundroll.families import _FAMILIES
+
+    return {t: (f.loader.model_class, f.adapter) for f in _FAMILIES if f.loader
+            for t in f.model_types}
 
 
-def _seq2seq(adapter):
-    return _Family("AutoModelForSeq2SeqLM", "hf_seq2seq", adapter, "tokenizer")
-
-
-#: ``config.model_type`` -> how to load it and which adapter captures it.
-FAMILIES: dict[str, _Family] = {
-    "marian": _seq2seq("hf_marian"),
-    **{t: _seq2seq("hf_bart") for t in ("bart", "mbart", "m2m_100", "pegasus")},
-    **{t: _seq2seq("hf_t5") for t in ("t5", "mt5")},
-    "clip": _Family("CLIPModel", "hf_clip", "hf_clip", "processor"),
-    "siglip": _Family("SiglipModel", "hf_siglip", "hf_siglip", "processor"),
-    "blip": _Family("BlipForImageTextRetrieval", "hf_blip", "hf_blip", "processor"),
-    **{t: _Family("AutoModel", "hf_encoder", "hf_bert", "tokenizer")
-       for t in ("bert", "roberta", "xlm-roberta")},
-    **{t: _Family("AutoModel", "hf_encoder", "hf_vit", "image_processor") for t in ("vit", "deit")},
-}
+def __getattr__(name):
+    if name == "FAMILIES":   # kept for callers of the former table
+        return _families()
+    raise AttributeError(name)
 
 
 class HubUnavailableError(RuntimeError):
@@ -100,19 +90,7 @@ def _hub_reachable(timeout: float = 1.5) -> bool:
     return bool(result and result[0])
 
 
-def _family(config) -> _Family:
-    family = FAMILIES.get(config.model_type)
-    if family is None:
-        if getattr(config, "is_encoder_decoder", False):
-            return _seq2seq("hf_bart")  # best guess; adapter_for(model) has the last word
-        raise ValueError(
-            f"groundroll has no loader for model_type {config.model_type!r}; supported: "
-            f"{sorted(FAMILIES)}"
-        )
-    return family
-
-
-def _companions(family: _Family, source: str, **kwargs):
+def _companions(family, source: str, **kwargs):
     """Tokenizer and image preprocess for the family (either may be None)."""
     import transformers
 
@@ -123,6 +101,12 @@ def _companions(family: _Family, source: str, **kwargs):
         return None, ImagePreprocess(processor)
     processor = transformers.AutoProcessor.from_pretrained(source, **kwargs)
     return getattr(processor, "tokenizer", None), ImagePreprocess(processor.image_processor)
+
+
+def _derived_adapter_name(model) -> str:
+    from groundroll.adapters import adapter_for
+
+    return adapter_for(model).name
 
 
 def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None = None) -> Bundle:
@@ -152,8 +136,8 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     HubUnavailableError
         A hub repository is not cached and the hub cannot be reached (or
         ``HF_HUB_OFFLINE`` is set); the message says how to load from a folder.
-    ValueError
-        The config's ``model_type`` has no loader.
+    groundroll.adapters.UnsupportedModelError
+        The model's attention cannot be rolled out (windowed, local, sparse, CNN).
 
     Examples
     --------
@@ -187,7 +171,11 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
             f"{OFFLINE_HINT}"
         ) from err
 
-    family = _family(config)
+    from groundroll.families import hf_loader
+
+    # The family record says how to load; a model type no record names gets the loader
+    # its config suggests and capture sites derived from its declarations.
+    family, adapter = hf_loader(config)
     model_cls = getattr(transformers, family.model_class)
     model = model_cls.from_pretrained(text, dtype=torch.float32, **kwargs)
     model = model.to(device).eval()
@@ -197,11 +185,11 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     if local.is_dir() and (local / "meta.json").is_file():
         meta = json.loads((local / "meta.json").read_text())
     meta.update(model_type=config.model_type, model_class=type(model).__name__, source=text,
-                family=family.family)
+                family=family.kind)
     return Bundle(
         name=name or text,
         model=model,
-        adapter=family.adapter,
+        adapter=adapter or _derived_adapter_name(model),
         preprocess=preprocess,
         tokenizer=tokenizer,
         meta=meta,

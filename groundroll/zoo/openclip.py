@@ -110,7 +110,10 @@ class WordTokenizer:
 
 
 def _adapter_name(model) -> str:
-    return "open_clip_coca" if type(model).__name__ == "CoCa" else "open_clip"
+    """The capture adapter named by the model's family record."""
+    from groundroll.families import family_for
+
+    return family_for(model).adapter
 
 
 def load_open_clip_dir(path: str | os.PathLike, *, device: str = "cpu") -> Bundle:
