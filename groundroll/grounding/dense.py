@@ -204,8 +204,8 @@ def dense_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *
                sigma: float = 5.0) -> np.ndarray:
     """Cosine similarity of dense patch features and prompt embeddings,
     ``[P, rows, cols]`` float32 in [-1, 1]."""
-    if handle.family != "open_clip":
-        raise ValueError(f"method={method!r} rewrites an open_clip ViT CLIP tower; got"
+    if not handle.grounding.dense:
+        raise ValueError(f"method={method!r}: {handle.grounding.dense_reason}; got"
                          f" {handle.family}")
     text = handle.text_embeddings(prompts, templates)            # [P, D]
     feats = dense_features(handle.model, handle.pixels([image]), method, sigma=sigma)

@@ -68,13 +68,13 @@ def relevance_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str
     >>> maps.shape  # doctest: +SKIP
     (2, 12, 12)
     """
-    if handle.family in ("open_clip_coca", "hf_blip"):
+    if not handle.grounding.relevance:
         raise ValueError(f"method='relevance' reads a CLIP-style vision tower; for"
                          f" {handle.family} use method='cross'")
     text = handle.text_embeddings(prompts, templates)            # [P, D]
     pixels = handle.pixels([image]).float().repeat(len(prompts), 1, 1, 1)
     pixels.requires_grad_(True)
-    streams = ["vision", "pool"] if handle.family == "hf_siglip" else ["vision"]
+    streams = list(handle.grounding.vision_streams)
     model = handle.model
     # The float32 cast below changes the shared model: the model's lock keeps every
     # other groundroll call on it waiting until the dtypes are back.
@@ -92,8 +92,9 @@ def relevance_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str
             if dtype != torch.float32:
                 model.to(dtype)
     tokens = trace.tokens["vision"]
-    if handle.family == "hf_siglip":
-        comp = compose(trace, source="vision", target="pool_queries", method="relevance")
+    if handle.grounding.vision_target != "vision":      # through a pooling head
+        comp = compose(trace, source="vision", target=handle.grounding.vision_target,
+                       method="relevance")
         rows = comp.source_map[:, 0]
     else:
         comp = compose(trace, source="vision", target="vision", method="relevance",
@@ -112,19 +113,17 @@ def rollout_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str],
     """
     pixels = handle.pixels([image])
     model = handle.model
-    if handle.family == "hf_siglip":
-        with capture(model, streams=["vision", "pool"]) as trace:
+    if handle.grounding.vision_target != "vision":      # through a pooling head
+        with capture(model, streams=list(handle.grounding.vision_streams)) as trace:
             handle.image_embeddings(pixels)
-        comp = compose(trace, source="vision", target="pool_queries", method="rollout",
+        comp = compose(trace, source="vision", target=handle.grounding.vision_target,
+                       method="rollout",
                        residual=residual, head_fusion=head_fusion)
         rows = comp.source_map[:, 0]
     else:
         options = {"rows": [0], "residual": residual, "head_fusion": head_fusion}
         with capture(model, streams=["vision"], reduce=options) as trace:
-            if handle.family == "hf_blip":
-                model.vision_model(pixel_values=pixels)
-            else:
-                handle.image_embeddings(pixels)
+            handle.vision_forward(pixels)
         rows = trace.reduced["vision"][:, 0]
     maps = _patch_maps(rows, trace.tokens["vision"])
     return np.repeat(maps, len(prompts), axis=0)
@@ -135,7 +134,8 @@ def _cross_source_map(handle: ModelHandle, image: np.ndarray, texts: Sequence[st
                       weighting: str = "attention"):
     """``[P, T, S]`` text-row x vision-token map of each text run as the caption, with
     the row offset of each text position and the token metadata."""
-    if handle.family not in ("open_clip_coca", "hf_blip"):
+    run = handle.grounding.cross
+    if run is None:
         raise ValueError(f"method='cross' needs a model with cross-attention (open_clip"
                          f" CoCa, BLIP retrieval); got {handle.family}")
     if read not in ("predict", "input"):
@@ -145,20 +145,12 @@ def _cross_source_map(handle: ModelHandle, image: np.ndarray, texts: Sequence[st
     pixels = handle.pixels([image]).repeat(len(texts), 1, 1, 1)
     model = handle.model
     values = compose_method == "norm" or weighting == "norm"
-    if handle.family == "open_clip_coca":
-        streams = ["vision", "pool", "text", "decoder", "decoder_cross"]
-        with capture(model, streams=streams, values=values) as trace:
-            model(pixels, ids)
-        comp = compose(trace, source="vision", target="decoder", method=compose_method,
-                       residual=residual, weighting=weighting)
-        shift = 1 if read == "predict" else 0   # decoder row t predicts text token t+1
-    else:
-        with capture(model, streams=["vision", "text", "text_cross"], values=values) as trace:
-            model(input_ids=ids, attention_mask=mask, pixel_values=pixels,
-                  use_itm_head=True)
-        comp = compose(trace, source="vision", target="text", method=compose_method,
-                       residual=residual, weighting=weighting)
-        shift = 0
+    with capture(model, streams=list(run.streams), values=values) as trace:
+        run.run(model, pixels, ids, mask)
+    comp = compose(trace, source=run.source, target=run.target, method=compose_method,
+                   residual=residual, weighting=weighting)
+    # A decoder row t predicts text token t + 1 (run.shift); "input" reads row t.
+    shift = run.shift if read == "predict" else 0
     return comp.source_map, ids, mask, shift, trace.tokens["vision"]
 
 
@@ -218,13 +210,11 @@ def image_text_scores(handle: ModelHandle, image: np.ndarray, prompts: Sequence[
     text embeddings (BLIP: image-text matching probability).
     """
     pixels = handle.pixels([image])
-    if handle.family == "hf_blip":
+    if handle.grounding.score is not None:              # e.g. BLIP's matching head
         enc = handle.tokenize(prompts)
-        out = handle.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                           pixel_values=pixels.repeat(len(prompts), 1, 1, 1),
-                           use_itm_head=True)
-        itm = out.itm_score if hasattr(out, "itm_score") else out[0]
-        return itm.float().softmax(-1)[:, 1].cpu().numpy().astype(np.float32)
+        score = handle.grounding.score(handle.model, pixels.repeat(len(prompts), 1, 1, 1),
+                                       enc)
+        return score.cpu().numpy().astype(np.float32)
     text = handle.text_embeddings(prompts, templates)
     image_emb = handle.image_embeddings(pixels)
     return (image_emb @ text.T)[0].cpu().numpy().astype(np.float32)
