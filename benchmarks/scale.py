@@ -20,11 +20,13 @@ local engine is timed with one torch thread too.
 Usage::
 
     python benchmarks/scale.py [--images 48] [--lines 600] [--repeats 3] [--cpus 2]
+                               [--jobs segment,align]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -49,8 +51,8 @@ PROMPTS = ["red circle", "blue star", "yellow triangle"]
 CONFIGS = [("local", 1), ("ray", 1), ("ray", 2)]
 
 
-def _steady(paths: list[Path]) -> float:
-    times = sorted(p.stat().st_mtime for p in paths)
+def _steady(times: list[float]) -> float:
+    times = sorted(times)
     span = times[-1] - times[0]
     return (len(times) - 1) / span if len(times) > 1 and span > 0 else float("nan")
 
@@ -63,7 +65,8 @@ def _segment_once(images: Path, out: Path, engine: str, workers: int, batch_size
                           progress=False)
     wall = time.perf_counter() - start
     assert run.processed == run.total and run.failed == 0
-    return run.total / wall, _steady(sorted(out.glob("*_labels.png")))
+    # Workers write the label maps: their times are when each image was done.
+    return run.total / wall, _steady([p.stat().st_mtime for p in out.glob("*_labels.png")])
 
 
 def _align_once(corpus: Path, out: Path, engine: str, workers: int, shard_size: int):
@@ -73,8 +76,11 @@ def _align_once(corpus: Path, out: Path, engine: str, workers: int, shard_size: 
                        batch_size=16, shard_size=shard_size, progress=False)
     wall = time.perf_counter() - start
     assert run.processed == run.total and run.failed == 0
-    shards = sorted(state_dir_for(out).glob("*.txt"))
-    steady = _steady(shards) * shard_size  # shards/s between first and last -> lines/s
+    # Shard records carry the worker's clock when each shard was done (the driver may
+    # receive results in bursts).
+    finished = [json.loads(p.read_text())["finished"]
+                for p in (state_dir_for(out) / "done").glob("*.json")]
+    steady = _steady(finished) * shard_size  # shards/s between first and last -> lines/s
     return run.total / wall, steady
 
 
@@ -92,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     ap.add_argument("--batch-size", type=int, default=4, help="images per worker call")
     ap.add_argument("--shard-size", type=int, default=50, help="lines per alignment shard")
+    ap.add_argument("--jobs", default="segment,align", help="which jobs to time")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -115,7 +122,8 @@ def main(argv=None) -> int:
               f" {time.perf_counter() - start:.1f} s (not counted)", flush=True)
 
         results = {}
-        for task in ("segment", "align"):
+        tasks = [t for t in ("segment", "align") if t in args.jobs.split(",")]
+        for task in tasks:
             for engine, workers in CONFIGS:
                 runs = []
                 for r in range(args.repeats):
@@ -136,10 +144,13 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nmedians of {args.repeats} runs; {args.images} images (128 x 160),"
-          f" {args.lines} sentence pairs; {os.cpu_count()} CPUs on this machine\n")
+          f" {args.lines} sentence pairs; {os.cpu_count()} CPUs on this machine, 1-minute"
+          f" load average {os.getloadavg()[0]:.1f} at the end\n")
     print("| job | engine | workers | end to end /s | x local | steady /s | x local |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for task, unit in (("segment", "images"), ("align", "sentences")):
+        if task not in tasks:
+            continue
         base_e, base_s = results[task, "local", 1]
         for engine, workers in CONFIGS:
             e, s = results[task, engine, workers]

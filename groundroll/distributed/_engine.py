@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ENGINES", "BulkResult", "check_engine", "ray_start", "pool_options",
-           "progress_bar", "worker_threads"]
+           "progress_bar", "ray_results", "worker_threads"]
 
 ENGINES = ("local", "ray")
 
@@ -120,6 +120,19 @@ def map_batches(ds, cls, *, batch_size: int, constructor: dict, options: dict):
         warnings.filterwarnings("ignore", message=".*concurrency.*deprecated.*")
         return ds.map_batches(cls, batch_size=batch_size, batch_format="numpy",
                               fn_constructor_kwargs=constructor, **options)
+
+
+def ray_results(ray, ds, rows):
+    """Result rows of a Ray dataset as they complete; a failure of the Ray job (a batch
+    out of retries, a worker that cannot start) becomes a RuntimeError."""
+    try:
+        for result in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            yield from rows(result)
+    except Exception as err:
+        if not (isinstance(err, ray.exceptions.RayError)
+                or type(err).__module__.startswith("ray.")):
+            raise
+        raise RuntimeError(f"the Ray job failed: {type(err).__name__}: {err}") from err
 
 
 def worker_threads(threads: int | None) -> None:

@@ -20,7 +20,8 @@ import numpy as np
 
 from .._atomic import atomic_write
 from ._engine import (BulkResult, as_path, check_engine, import_ray, map_batches,
-                      pool_options, progress_bar, ray_start, worker_threads)
+                      pool_options, progress_bar, ray_results, ray_start,
+                      worker_threads)
 from ._state import RunState, Shard, digest, plan_shards, write_if_changed
 
 __all__ = ["align_corpus", "state_dir_for"]
@@ -43,7 +44,8 @@ class AlignWorker:
     shard's lines; ``tgt`` empty text to translate). The result has one row per shard:
     ``shard``, ``lines`` (JSON list of Pharaoh lines), ``targets`` (JSON list of the
     target sentences the links index: the translations when translating), ``failures``
-    (JSON list of ``[offset, reason]``) and ``pid``.
+    (JSON list of ``[offset, reason]``), ``pid`` and ``finished`` (the worker's clock when
+    the shard was done, seconds since the epoch).
     """
 
     def __init__(self, *, model, options: dict, batch_size: int, device: str = "cpu",
@@ -85,7 +87,7 @@ class AlignWorker:
         return lines, targets, failures
 
     def __call__(self, batch: dict) -> dict:
-        shards, lines, targets, failures = [], [], [], []
+        shards, lines, targets, failures, finished = [], [], [], [], []
         for shard, src, tgt in zip(batch["shard"], batch["src"], batch["tgt"]):
             src = json.loads(src)
             tgt = json.loads(tgt) if tgt else None
@@ -94,11 +96,13 @@ class AlignWorker:
             lines.append(json.dumps(got))
             targets.append(json.dumps(words))
             failures.append(json.dumps(bad))
+            finished.append(time.time())
         return {"shard": np.array(shards, dtype=object),
                 "lines": np.array(lines, dtype=object),
                 "targets": np.array(targets, dtype=object),
                 "failures": np.array(failures, dtype=object),
-                "pid": np.full(len(shards), self.pid, dtype=np.int64)}
+                "pid": np.full(len(shards), self.pid, dtype=np.int64),
+                "finished": np.array(finished, dtype=np.float64)}
 
 
 # ----------------------------------------------------------------------------- engines
@@ -131,8 +135,7 @@ def _ray_rows(src, tgt, pending, worker_kwargs, *, workers, gpus_per_worker,
     out = map_batches(ds, AlignWorker, batch_size=1,
                       constructor=dict(worker_kwargs, device=device,
                                        threads=threads_per_worker), options=options)
-    for result in out.iter_batches(batch_size=None, batch_format="numpy"):
-        yield from _rows(result)
+    yield from ray_results(ray, out, _rows)
 
 
 # ----------------------------------------------------------------------------- api
@@ -344,7 +347,8 @@ def _collect(rows: Iterable[dict], state: RunState, pending: list[Shard], total:
             failures = [[shard.start + k, reason] for k, reason in json.loads(
                 row["failures"])]
             state.complete(shard, {"start": shard.start, "stop": shard.stop,
-                                   "digest": digest(lines), "failures": failures})
+                                   "digest": digest(lines), "failures": failures,
+                                   "worker": row["pid"], "finished": row["finished"]})
             processed += shard.size
             bar.update(shard.size)
     finally:

@@ -25,7 +25,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ._engine import (BulkResult, as_path, check_engine, import_ray, map_batches,
-                      pool_options, progress_bar, ray_start, worker_threads)
+                      pool_options, progress_bar, ray_results, ray_start,
+                      worker_threads)
 from ._inputs import Items, resolve_images
 from ._state import RunState, Shard, describe_missing, plan_shards, write_if_changed
 
@@ -191,8 +192,7 @@ def _ray_rows(items: Items, pending: list[Shard], worker_kwargs: dict, *, batch_
             kwargs["image_column"] = items.image_column
     out = map_batches(ds, SegmentWorker, batch_size=batch_size, constructor=kwargs,
                       options=options)
-    for result in out.iter_batches(batch_size=None, batch_format="numpy"):
-        yield from _rows(result)
+    yield from ray_results(ray, out, _rows)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -260,7 +260,7 @@ def _parquet_bytes(rows: list[dict], images: list[dict]) -> bytes:
 
 
 def _finish(state: RunState, items: Items, out: Path, prompts, settings,
-            rle_parquet: bool) -> tuple[dict, list]:
+            rle_parquet: bool) -> tuple[dict, list, int]:
     coco, failures, rle_rows = _combined(state, items, prompts, settings)
     files = {"coco": out / "coco.json", "failures": out / "failures.jsonl"}
     blobs = {"coco": (json.dumps(coco) + "\n").encode(),
@@ -496,8 +496,7 @@ def segment_dataset(
     # Options left at None keep groundroll.segment's own defaults.
     options = {k: v for k, v in given.items() if v is not None}
     settings = {"task": "segment", "model": _model_name(model), "prompts": prompts,
-                "shard_size": int(shard_size), "input": items.kind,
-                **_json_ready(given)}
+                "shard_size": int(shard_size), **_json_ready(given)}
     shards = plan_shards(items.keys, shard_size)
     state_dir = out / STATE_DIR
     if not RunState.exists(state_dir) and not force and out.is_dir():
