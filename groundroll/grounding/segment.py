@@ -574,9 +574,11 @@ def segment(
     prompts: Sequence[str],
     *,
     model: Any = "bundled:shapes-clip",
-    method: str = "relevance",
+    method: str | None = None,
     background: Sequence[str] | None = None,
     threshold: float | None = None,
+    background_rule: str | None = None,
+    profile: Any = None,
     refine: str | None = None,
     templates: Sequence[str] | None = None,
     logit_scale: float | None = None,
@@ -602,15 +604,28 @@ def segment(
         A :class:`~groundroll.zoo.Bundle`, a spec for :func:`groundroll.zoo.load`
         (``"bundled:shapes-clip"``, ``"open_clip:ViT-B-16/laion2b_s34b_b88k"``), or a
         model with ``tokenizer=``.
-    method : {"relevance", "rollout", "cross", "maskclip", "sclip", "clearclip", "naclip"}
-        Map source (:mod:`groundroll.grounding.sources`).
+    method : str, optional
+        Map source (:data:`groundroll.grounding.METHODS`: ``"relevance"``,
+        ``"legrad"``, ``"rollout"``, ``"cross"``, ``"maskclip"``, ``"sclip"``,
+        ``"clearclip"``, ``"naclip"``, ``"gradcam"``, ``"ig"``, ``"saliency"``,
+        ``"ensemble"``). Default: the profile's ``default_method`` (the source that
+        measured best for a bundled model), else ``"relevance"``.
     background : sequence of str, optional
         Background prompts ("background", "sky", ...): extra channels whose pixels
         get label 0.
     threshold : float, optional
-        Probability threshold: a pixel whose winning prompt's probability is below
-        it (exclusive) becomes background. With no threshold and no background
-        prompts every pixel gets a prompt.
+        Threshold of the background rule. Given alone it is a probability threshold:
+        a pixel whose winning prompt's probability is below it (exclusive) becomes
+        background.
+    background_rule : {"none", "threshold", "relative", "otsu"}, optional
+        How pixels become background (:mod:`groundroll.grounding.profiles`).
+        Default: the profile's rule for ``method``; with no profile and no
+        threshold every pixel gets a prompt.
+    profile : Profile, dict, str or PathLike, optional
+        Postprocessing profile (a file written by :func:`groundroll.calibrate`).
+        Default: the profile bundled with the model, if any. Each option left as
+        None here is taken from the profile's entry for ``method``. A profile fitted
+        on another model is refused (ValueError).
     refine : {"none", "slic", "pamr"}, optional
         Refine the probabilities with image superpixels or PAMR before the argmax.
     templates : sequence of str, optional
@@ -685,7 +700,8 @@ def segment(
     """
     with warning_scope():
         return _segment(image, prompts, model=model, method=method, background=background,
-                        threshold=threshold, refine=refine, templates=templates,
+                        threshold=threshold, background_rule=background_rule,
+                        profile=profile, refine=refine, templates=templates,
                         logit_scale=logit_scale, normalize=normalize, window=window,
                         max_side=max_side, max_pixels=max_pixels, min_size=min_size,
                         fill_holes=fill_holes, tokenizer=tokenizer, cache=cache,
@@ -738,29 +754,46 @@ def _warn_prompts(handle: ModelHandle, prompts: list[str]) -> None:
                       " token is unknown): its map carries no meaning", stacklevel=4)
 
 
-def _segment(image, prompts, *, model, method, background, threshold, refine, templates,
-             logit_scale, normalize, window, max_side, max_pixels, min_size, fill_holes,
-             tokenizer, cache, source_options) -> Segmentation:
+def _segment(image, prompts, *, model, method, background, threshold, background_rule,
+             profile, refine, templates, logit_scale, normalize, window, max_side,
+             max_pixels, min_size, fill_holes, tokenizer, cache,
+             source_options) -> Segmentation:
     started = time.perf_counter()
     prompts = _check_prompts(prompts)
     background = _check_prompts(background or [], "background prompts")
-    templates = check_templates(templates)
     if int(min_size) < 0:
         raise ValueError(f"min_size must be >= 0 pixels, got {min_size}")
     if int(max_side) < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    refine = "none" if refine is None else refine
-    if refine not in REFINE:
+    if refine is not None and refine not in REFINE:
         raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
-    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold is a probability in [0, 1], got {threshold}")
     rgb, full_hw = _read_image(image, max_side=max_side, max_pixels=max_pixels)
     handle: ModelHandle = resolve_model(model, tokenizer=tokenizer, cache=cache)
+    # Options left as None come from the profile (the bundled one by default).
+    from .profiles import resolve_profile, resolve_settings
+
+    chosen = resolve_profile(profile, handle)
+    if method is None:
+        method = chosen.default_method if chosen is not None else "relevance"
+    tuned = resolve_settings(chosen, method, threshold=threshold,
+                             background_rule=background_rule, refine=refine,
+                             templates=templates, logit_scale=logit_scale,
+                             normalize=normalize, source_options=source_options)
+    threshold, background_rule = tuned["threshold"], tuned["background_rule"]
+    refine = "none" if tuned["refine"] is None else tuned["refine"]
+    if refine not in REFINE:
+        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
+    templates = check_templates(tuned["templates"])
+    logit_scale, normalize = tuned["logit_scale"], tuned["normalize"]
+    source_options = tuned["source_options"]
     with locked(handle.model):
         return _segment_locked(handle, rgb, full_hw, prompts, background, started,
-                               method=method, threshold=threshold, refine=refine,
+                               method=method, threshold=threshold,
+                               background_rule=background_rule,
+                               profile=chosen.model if chosen is not None else None,
+                               refine=refine,
                                templates=templates, logit_scale=logit_scale,
                                normalize=normalize, window=window, max_side=max_side,
                                min_size=min_size, fill_holes=fill_holes,
@@ -768,8 +801,9 @@ def _segment(image, prompts, *, model, method, background, threshold, refine, te
 
 
 def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, method,
-                    threshold, refine, templates, logit_scale, normalize, window, max_side,
-                    min_size, fill_holes, source_options) -> Segmentation:
+                    threshold, background_rule, profile, refine, templates, logit_scale,
+                    normalize, window, max_side, min_size, fill_holes,
+                    source_options) -> Segmentation:
     _warn_prompts(handle, prompts + background)
     if max(full_hw) > max_side:
         work_hw = M.fit_size(full_hw, long_side=max_side)
@@ -791,7 +825,15 @@ def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, metho
     probs = channel_probabilities(maps, work, normalize=normalize, logit_scale=scale,
                                   refine=refine)
     bg_index = list(range(len(prompts), len(channels)))
-    labels = M.label_map(probs, threshold=threshold, background=bg_index or None)
+    from .profiles import background_labels, refine_scores
+
+    scores_for_rule = maps
+    if background_rule in ("relative", "otsu") and refine != "none":
+        scores_for_rule = refine_scores(maps[: len(prompts)], work, refine=refine)
+    labels = background_labels(probs, scores_for_rule, n_prompts=len(prompts),
+                               rule=background_rule, threshold=threshold,
+                               background=bg_index or None)
+    del scores_for_rule
     if min_size:
         labels = M.remove_small(labels, min_size=int(min_size))
     if fill_holes:
@@ -808,7 +850,8 @@ def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, metho
     scores = image_text_scores(handle, model_input, prompts, templates=templates)
     settings = {
         "model": handle.name, "family": handle.family, "method": method,
-        "background": background, "threshold": threshold, "refine": refine,
+        "background": background, "threshold": threshold,
+        "background_rule": background_rule, "profile": profile, "refine": refine,
         "templates": list(templates) if templates else None, "logit_scale": scale,
         "normalize": normalize, "window": bool(window), "max_side": max_side,
         "min_size": min_size, "fill_holes": fill_holes, "source_options": options,

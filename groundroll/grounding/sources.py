@@ -20,6 +20,14 @@ method          what it reads
 ``sclip``,      compared with the text embeddings (cosine).
 ``clearclip``,
 ``naclip``
+``legrad``      LeGrad (:mod:`groundroll.grounding.legrad`): positive gradients of each
+                layer's score w.r.t. that layer's attention, averaged over heads, query
+                rows and layers, read at the patch keys.
+``gradcam``,    Through pytorch-grad-cam and captum
+``ig``,         (:mod:`groundroll.grounding.attribution`); maps at the model input
+``saliency``    resolution.
+``ensemble``    Weighted mean of normalised maps of other sources
+                (:mod:`groundroll.grounding.ensemble`).
 ==============  =====================================================================
 """
 
@@ -34,6 +42,7 @@ from .._locks import locked
 from ..adapters import capture
 from ..compose import compose
 from ._model import ModelHandle
+from .attribution import ATTRIBUTION_METHODS
 from .dense import DENSE_METHODS
 
 __all__ = ["METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "prompt_maps",
@@ -41,7 +50,8 @@ __all__ = ["METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "prompt_maps",
            "image_text_scores"]
 
 ATTENTION_METHODS = ("relevance", "rollout", "cross")
-METHODS = ATTENTION_METHODS + DENSE_METHODS
+METHODS = ATTENTION_METHODS + DENSE_METHODS + ("legrad",) + ATTRIBUTION_METHODS + (
+    "ensemble",)
 
 
 def _patch_maps(rows: torch.Tensor, tokens) -> np.ndarray:
@@ -243,4 +253,21 @@ def prompt_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], 
 
         return dense_maps(handle, image, prompts, method=method, templates=templates,
                           **options)
+    if method == "legrad":
+        from .legrad import legrad_maps
+
+        return legrad_maps(handle, image, prompts, templates=templates, **options)
+    if method == "gradcam":
+        from .attribution import gradcam_maps
+
+        return gradcam_maps(handle, image, prompts, templates=templates, **options)
+    if method in ("ig", "saliency"):
+        from .attribution import captum_maps
+
+        return captum_maps(handle, image, prompts, method=method, templates=templates,
+                           **options)
+    if method == "ensemble":
+        from .ensemble import ensemble_maps
+
+        return ensemble_maps(handle, image, prompts, templates=templates, **options)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
