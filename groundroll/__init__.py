@@ -42,6 +42,7 @@ _LAZY = {
     "load": "groundroll.zoo",
     "Bundle": "groundroll.zoo.bundle",
     "segment": "groundroll.grounding",
+    "calibrate": "groundroll.grounding",
     "Segmentation": "groundroll.grounding",
     "Alignment": "groundroll.align",
     "layer_scan": "groundroll.align",
