@@ -193,6 +193,19 @@ def _hf_auto(source, module, args, kwargs, session) -> dict:
         return {source.stream: Tokens(length=ids.shape[1], ids=ids.detach(), strings=strings,
                                       special=special, mask=mask)}
     pixels = kwargs.get("pixel_values", args[0] if args else None)
+    shapes = kwargs.get("spatial_shapes")
+    if isinstance(pixels, torch.Tensor) and isinstance(shapes, torch.Tensor):
+        # NaFlex (SigLIP2): flattened patches, each image's grid given beside them.
+        if not bool((shapes == shapes[:1]).all()):
+            raise ValueError("images of one batch have different patch grids"
+                             f" {shapes.tolist()}; capture them one grid at a time")
+        rows, cols = (int(v) for v in shapes[0])
+        mask = kwargs.get("attention_mask", kwargs.get("pixel_attention_mask"))
+        mask = mask.bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        if mask is not None and bool(mask.all()):
+            mask = None
+        return {source.stream: Tokens(length=pixels.shape[1], grid=(rows, cols), prefix=0,
+                                      mask=mask)}
     if isinstance(pixels, torch.Tensor) and pixels.dim() == 4:
         size = _hf_patch_size(module)
         if size is None:
