@@ -323,3 +323,16 @@ def test_bundled_loads_show_no_progress_bar(capfd):
 
     load("bundled:toy-mt")
     assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_large_overlays_are_written_in_blocks_with_the_same_pixels(monkeypatch):
+    import io
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, (301, 203)).astype(np.int32)
+    masks = np.stack([labels == 1, labels == 2])
+    s = Segmentation(labels, masks, masks.astype(np.float32), np.zeros(2, np.float32),
+                     ["a", "b"], image=_rgb(151, 102))
+    monkeypatch.setattr(seg_module, "_STREAM_PNG_PIXELS", 0)
+    streamed = np.asarray(Image.open(io.BytesIO(s._overlay_png())))
+    np.testing.assert_array_equal(streamed, s.overlay())

@@ -315,8 +315,14 @@ class Segmentation:
         image = self.image if self.image is not None else np.zeros(
             self.labels.shape + (3,), np.uint8)
         image = _resize_rgb(image, self.labels.shape)
-        return overlay(image, self.labels, palette=M.palette(max(len(self.prompts) + 1, 2)),
-                       alpha=alpha)
+        colours = M.palette(max(len(self.prompts) + 1, 2))
+        # Blocks of rows: the blend's float temporaries stay small on huge images.
+        out = np.empty(self.labels.shape + (3,), np.uint8)
+        step = max(1, 4_000_000 // max(1, self.labels.shape[1]))
+        for top in range(0, self.labels.shape[0], step):
+            rows = slice(top, top + step)
+            out[rows] = overlay(image[rows], self.labels[rows], palette=colours, alpha=alpha)
+        return out
 
     def to_html(self, *, title: str | None = None) -> str:
         """A self-contained interactive HTML page: the image with each prompt's mask and
@@ -374,6 +380,7 @@ class Segmentation:
                 "scores": [float(s) for s in self.scores],
                 "areas": self.areas,
                 "boxes": [None if b is None else list(b) for b in self.boxes()],
+                "box_format": "[x0, y0, x1, y1] pixels, x1 and y1 exclusive",
                 "image_size": list(self.labels.shape),
                 "settings": _jsonable(self.settings)}
 
@@ -415,6 +422,23 @@ class Segmentation:
             out.commit()
         return paths
 
+    def _overlay_png(self, *, alpha: float = 0.5) -> bytes:
+        """PNG bytes of :meth:`overlay`; large images are blended and compressed in
+        blocks of rows, so the full-size overlay never exists in memory at once."""
+        if self.labels.size <= _STREAM_PNG_PIXELS:
+            return _png(self.overlay(alpha=alpha))
+        from ..viz import overlay
+
+        image = self.image if self.image is not None else np.zeros(
+            self.labels.shape + (3,), np.uint8)
+        image = _resize_rgb(image, self.labels.shape)
+        colours = M.palette(max(len(self.prompts) + 1, 2))
+        step = max(1, 4_000_000 // max(1, self.labels.shape[1]))
+        blocks = (overlay(image[top:top + step], self.labels[top:top + step],
+                          palette=colours, alpha=alpha)
+                  for top in range(0, self.labels.shape[0], step))
+        return _png_rgb_rows(blocks, self.labels.shape)
+
     def stage(self, out, *, stem: str = "segmentation") -> dict:
         """Add this result's files to an open :class:`groundroll._atomic.OutputSet`
         (the set of ``stem``); :meth:`save` is ``stage`` then ``commit``."""
@@ -424,7 +448,7 @@ class Segmentation:
         for k, m in enumerate(self.masks):
             out.add(paths[f"mask_{k}"].name, _png(m.astype(np.uint8) * 255),
                     manifest=manifest)
-        out.add(paths["overlay"].name, _png(self.overlay()), manifest=manifest)
+        out.add(paths["overlay"].name, self._overlay_png(), manifest=manifest)
         summary = self.summary()
         summary["files"] = {k: p.name for k, p in paths.items() if k != "summary"}
         out.add(paths["summary"].name, json.dumps(summary, indent=2) + "\n",
@@ -466,6 +490,41 @@ def output_paths(directory, prompts: Sequence[str], *, stem: str = "segmentation
     paths["overlay"] = d / f"{stem}_overlay.png"
     paths["summary"] = d / f"{stem}.json"
     return paths
+
+
+#: Images with more pixels write their overlay PNG in blocks of rows.
+_STREAM_PNG_PIXELS = 16_000_000
+
+
+def _png_rgb_rows(blocks, hw: tuple[int, int]) -> bytes:
+    """An 8-bit RGB PNG from uint8 ``[rows, W, 3]`` blocks, compressed as they come
+    (no filter, zlib level 6)."""
+    import struct
+    import zlib
+
+    height, width = hw
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    parts = [b"\x89PNG\r\n\x1a\n",
+             chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))]
+    compressor = zlib.compressobj(6)
+    rows = 0
+    for block in blocks:
+        block = np.ascontiguousarray(block, dtype=np.uint8)
+        framed = np.zeros((block.shape[0], 1 + 3 * width), np.uint8)   # filter byte 0
+        framed[:, 1:] = block.reshape(block.shape[0], 3 * width)
+        rows += block.shape[0]
+        data = compressor.compress(framed.tobytes())
+        if data:
+            parts.append(chunk(b"IDAT", data))
+    if rows != height:
+        raise ValueError(f"PNG rows: expected {height}, got {rows}")
+    parts.append(chunk(b"IDAT", compressor.flush()))
+    parts.append(chunk(b"IEND", b""))
+    return b"".join(parts)
 
 
 def _png(array: np.ndarray, *, palette: bool = False) -> bytes:
