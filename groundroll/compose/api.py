@@ -6,9 +6,12 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .._deprecation import renamed
+from ..rollout._checks import _check_rows
+from ..rollout.product import _take_rows
 from ..trace import Tokens, Trace
 from .chains import Chain, chain_for
 from .methods import Method, get_method, method_names
@@ -105,20 +108,15 @@ def _read_rows(rows, tokens: Tokens | None, t: int, batch: int) -> torch.Tensor 
             raise ValueError(f"rows={rows!r}: the target tokens have no such position;"
                              f" known: {have}")
         return tokens.special[rows].long().view(batch, 1)
-    idx = torch.as_tensor(rows, dtype=torch.long)
-    idx = idx.view(1, -1).expand(batch, -1) if idx.dim() <= 1 else idx
-    if (idx < 0).any() or (idx >= t).any():
-        raise ValueError(f"rows {idx.tolist()} out of range for {t} target positions")
-    return idx
+    if isinstance(rows, (int, np.integer)):
+        rows = [int(rows)]
+    elif not isinstance(rows, (torch.Tensor, list, tuple, range)):
+        rows = torch.as_tensor(rows)
+    return _check_rows(rows, batch, t, what="rows")
 
 
 def _take(t: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
-    if t is None:
-        return None
-    if t.dim() == 4:  # [batch, head, T, K]
-        gather = idx[:, None, :, None].expand(t.shape[0], t.shape[1], -1, t.shape[-1])
-        return t.gather(2, gather)
-    return t.gather(1, idx[:, :, None].expand(-1, -1, t.shape[-1]))
+    return None if t is None else _take_rows(t, idx)
 
 
 def _shift(t: torch.Tensor | None) -> torch.Tensor | None:

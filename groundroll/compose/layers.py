@@ -166,6 +166,17 @@ def align_keys(rows: torch.Tensor, keys: int) -> torch.Tensor:
     return rows[..., extra:, :]
 
 
+def attended_rows(carried: torch.Tensor | None, attn: torch.Tensor,
+                  per_head: bool) -> torch.Tensor:
+    """What each key of ``attn`` ``[batch, (head,) T, K]`` carries from the source:
+    the last ``K`` rows of ``carried`` (the source rollout or relevance, through any
+    pooling hops), or the identity when the keys are the source tokens themselves."""
+    keys = attn.shape[-1]
+    if carried is None:
+        return eye_like(keys, attn)
+    return align_keys(with_heads(carried, attn, per_head), keys)
+
+
 def with_heads(t: torch.Tensor, like: torch.Tensor, per_head: bool) -> torch.Tensor:
     """Broadcast a head-free tensor to ``like``'s head axis in head-specific mode."""
     if per_head and t.dim() == like.dim() - 1:

@@ -34,6 +34,7 @@ from .chains import Chain
 from .layers import (
     LayerReader,
     align_keys,
+    attended_rows,
     decoder_blocks,
     eye_like,
     layer_indices,
@@ -122,7 +123,19 @@ class Method:
 
 @dataclass(frozen=True)
 class _Fused(Method):
-    """Options of methods that fuse heads and may prune."""
+    """Options of methods that fuse heads and may prune.
+
+    Attributes
+    ----------
+    head_fusion : {"mean", "max", "min"} or torch.Tensor
+        Head reduction (:func:`groundroll.rollout.fuse_heads`).
+    per_head : bool
+        Keep heads apart all the way: maps get a head axis (all streams must have the
+        same head count).
+    prune_threshold, top_k : optional
+        Prune each layer inside the chain (:func:`groundroll.rollout.prune`); the
+        read-out target rows are kept.
+    """
 
     head_fusion: object = "mean"
     per_head: bool = False
@@ -227,11 +240,8 @@ class Rollout(_Fused):
                 r_ts = None if r_ts is None else a @ r_ts
             if cross_layer is not None:
                 c = reader.cross_matrix(cross_layer)
-                keys = c.shape[-1]
-                key_rows = (eye_like(keys, c) if hop is None
-                            else align_keys(with_heads(hop, c, self.per_head), keys))
-                r_ts, r_tt = streams.rollout_cross_update(r_tt, r_ts, c, key_rows,
-                                                          residual=r)
+                r_ts, r_tt = streams.rollout_cross_update(
+                    r_tt, r_ts, c, attended_rows(hop, c, self.per_head), residual=r)
         if r_ts is None:
             raise ValueError(
                 f"no cross-attention layers selected from {chain.target_cross!r}")
@@ -304,12 +314,10 @@ class Relevance(Method):
                     r_ts = relevance.relevance_self_update(r_ts, a)
             if cross_layer is not None:
                 a = a_bar(cross_layer)
-                keys = a.shape[-1]
-                source_rows = (eye_like(keys, a) if key_rows is None else
-                               align_keys(with_heads(key_rows, a, self.per_head), keys))
                 left = relevance.relevance_normalize(r_tt) if self.normalize else r_tt
                 increment = relevance.relevance_co_update(
-                    left, source_rows, a, transpose=self.transpose, normalize=False)
+                    left, attended_rows(key_rows, a, self.per_head), a,
+                    transpose=self.transpose, normalize=False)
                 r_ts = increment if r_ts is None else r_ts + increment
         if r_ts is None:
             raise ValueError(
