@@ -197,12 +197,15 @@ def layer_indices(layers, n: int) -> list[int]:
     return out
 
 
-def decoder_blocks(reader: LayerReader, chain, layers) -> list:
-    """``[(index, self_layer or None, cross_layer or None)]`` in computation order."""
+def decoder_blocks(reader: LayerReader, chain, layers, *, required: bool = False) -> list:
+    """``[(index, self_layer or None, cross_layer or None)]`` in computation order
+    (``required``: raise when the selection is empty)."""
     selfs = {l.index: l for l in reader.stream(chain.target_self)}
     crosses = {l.index: l for l in reader.stream(chain.target_cross)}
     indices = sorted(set(selfs) | set(crosses))
     if layers is not None:
         wanted = set(layer_indices(layers, len(indices)))
         indices = [i for i in indices if i in wanted]
+    if required and not indices:
+        raise ValueError(f"no decoder layers selected from {chain.target_cross!r}")
     return [(i, selfs.get(i), crosses.get(i)) for i in indices]

@@ -55,6 +55,13 @@ def _int_tuple(x) -> tuple[int, ...] | None:
     return tuple(int(i) for i in ([x] if isinstance(x, int) else x))
 
 
+def _with_cross(r_ts, chain: Chain):
+    """The source map, which exists once a cross-attention block has been folded in."""
+    if r_ts is None:
+        raise ValueError(f"no cross-attention layers selected from {chain.target_cross!r}")
+    return r_ts
+
+
 @dataclass(frozen=True)
 class Method:
     """Base of the composition methods: the options every method shares.
@@ -221,9 +228,7 @@ class Rollout(_Fused):
         if chain.source == chain.target:
             return r_src, None
         hop = reader.hop_rows(chain.hops, r_src, reader.cross_matrix)
-        blocks = decoder_blocks(reader, chain, self.layers)
-        if not blocks:
-            raise ValueError(f"no decoder layers selected from {chain.target_cross!r}")
+        blocks = decoder_blocks(reader, chain, self.layers, required=True)
         first = next(l for _, s, c in blocks for l in (c, s) if l is not None)
         t = first.queries
         like = reader.weights(first) if self.per_head else first.weights.detach()[:, 0]
@@ -242,10 +247,7 @@ class Rollout(_Fused):
                 c = reader.cross_matrix(cross_layer)
                 r_ts, r_tt = streams.rollout_cross_update(
                     r_tt, r_ts, c, attended_rows(hop, c, self.per_head), residual=r)
-        if r_ts is None:
-            raise ValueError(
-                f"no cross-attention layers selected from {chain.target_cross!r}")
-        return r_ts, r_tt
+        return _with_cross(r_ts, chain), r_tt
 
 
 @dataclass(frozen=True)
@@ -297,9 +299,7 @@ class Relevance(Method):
         if r_ss is not None and self.normalize:
             key_rows = relevance.relevance_normalize(r_ss)
         key_rows = reader.hop_rows(chain.hops, key_rows, a_bar)
-        blocks = decoder_blocks(reader, chain, self.layers)
-        if not blocks:
-            raise ValueError(f"no decoder layers selected from {chain.target_cross!r}")
+        blocks = decoder_blocks(reader, chain, self.layers, required=True)
         first = a_bar(next(l for _, s, c in blocks for l in (s, c) if l is not None))
         t = first.shape[-2]
         r_tt, r_ts = eye_like(t, first), None
@@ -319,10 +319,7 @@ class Relevance(Method):
                     left, attended_rows(key_rows, a, self.per_head), a,
                     transpose=self.transpose, normalize=False)
                 r_ts = increment if r_ts is None else r_ts + increment
-        if r_ts is None:
-            raise ValueError(
-                f"no cross-attention layers selected from {chain.target_cross!r}")
-        return r_ts, r_tt
+        return _with_cross(r_ts, chain), r_tt
 
 
 @dataclass(frozen=True)
