@@ -1,4 +1,7 @@
-"""Cost of capturing attention on open_clip ViT-B-16's vision tower (CPU).
+"""Cost of capturing attention on an open_clip vision tower (CPU): the native ViT-B-16
+(``nn.MultiheadAttention``, asked for its weights) or the timm trunk of ViT-B-16-SigLIP
+(timm ``Attention`` with ``fused_attn`` switched off inside the capture, the attention
+pool head included).
 
 Three modes on the same model and batch (random weights, no download):
 
@@ -15,7 +18,8 @@ resident set size just before it. That is the real peak of everything the forwar
 allocated (torch's CPU allocator returns memory to the OS, so RSS tracks tensors); it
 includes activations, which are the same in every mode.
 
-Usage: ``python benchmarks/bench_capture.py [--batch 8] [--size 224] [--repeats 3]``
+Usage: ``python benchmarks/bench_capture.py [--arch ViT-B-16-SigLIP] [--batch 8]
+[--size 224] [--repeats 3]``
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def build(size: int):
     import open_clip
 
     torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-16", pretrained=None).eval()
+    model = open_clip.create_model(ARCH, pretrained=None).eval()
     images = torch.randn(BATCH, 3, size, size)
     return model, images
 
@@ -61,7 +65,7 @@ def rss_bytes() -> int:
     return pages * resource.getpagesize()
 
 
-def worker(mode: str, size: int) -> None:
+def worker(mode: str, size: int) -> None:  # noqa: D103
     model, images = build(size)
     before = rss_bytes()
     kept = run(mode, model, images)
@@ -71,14 +75,16 @@ def worker(mode: str, size: int) -> None:
 
 
 def main() -> None:
-    global BATCH
+    global BATCH, ARCH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="ViT-B-16",
+                        help="open_clip architecture (random weights), e.g. ViT-B-16-SigLIP")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", choices=MODES)
     args = parser.parse_args()
-    BATCH = args.batch
+    BATCH, ARCH = args.batch, args.arch
     if args.worker:
         worker(args.worker, args.size)
         return
@@ -86,7 +92,7 @@ def main() -> None:
     memory = {}
     for mode in MODES:
         out = subprocess.run([sys.executable, __file__, "--worker", mode, "--batch",
-                              str(args.batch), "--size", str(args.size)],
+                              str(args.batch), "--size", str(args.size), "--arch", ARCH],
                              check=True, capture_output=True, text=True).stdout
         memory[mode] = json.loads(out.strip().splitlines()[-1])["peak_mib"]
 
@@ -101,7 +107,7 @@ def main() -> None:
             times[mode].append(time.perf_counter() - start)
     median = {mode: statistics.median(ts) for mode, ts in times.items()}
 
-    print(f"open_clip ViT-B-16 vision tower, batch {args.batch}, {args.size} px, CPU,"
+    print(f"open_clip {ARCH} vision tower, batch {args.batch}, {args.size} px, CPU,"
           f" {torch.get_num_threads()} thread(s), {args.repeats} interleaved repeats\n")
     print("| mode | median time (s) | time vs plain | peak memory of the forward (MiB) |"
           " memory vs capture-all |")
@@ -112,6 +118,7 @@ def main() -> None:
 
 
 BATCH = 8
+ARCH = "ViT-B-16"
 
 if __name__ == "__main__":
     main()

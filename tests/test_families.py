@@ -217,3 +217,15 @@ def test_records_hold_loaders_and_adapters():
     assert family_named("open_clip_coca").grounding.cross.target == "decoder"
     with pytest.raises(TypeError, match="family"):
         family_for(torch.nn.Linear(2, 2))
+
+
+def test_zoo_loads_a_derived_family_from_a_folder(tmp_path):
+    bundle = _seq2seq("plbart")
+    bundle.model.save_pretrained(tmp_path)
+    bundle.tokenizer.save_pretrained(tmp_path)
+    loaded = gr.load(f"hf:{tmp_path}")
+    assert type(loaded.model).__name__ == "PLBartForConditionalGeneration"
+    assert loaded.adapter == "hf_plbart" and loaded.meta["family"] == "hf_seq2seq"
+    result = gr.align("wa bo ka", "ta ne ko su", model=loaded, method="raw")
+    one = result[0] if isinstance(result, list) else result
+    assert np.asarray(one.matrix).shape == (4, 3)
