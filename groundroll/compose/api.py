@@ -206,7 +206,21 @@ def compose(
 
     Examples
     --------
+    One stream on its own is the core's rollout of its layers:
+
+    >>> import torch
     >>> import groundroll as gr
+    >>> from groundroll.trace import AttentionLayer, Trace
+    >>> attn = [torch.softmax(torch.randn(1, 2, 4, 4), -1) for _ in range(3)]
+    >>> trace = Trace()
+    >>> for i, a in enumerate(attn):
+    ...     trace.add(AttentionLayer(a, "self", "vision", "vision", "vision", i))
+    >>> out = gr.compose(trace, source="vision", target="vision", rows=[0])
+    >>> torch.allclose(out.source_map, gr.rollout(attn, rows=[0]), atol=1e-6)
+    True
+
+    Through a translation model's encoder, cross-attention and decoder:
+
     >>> with gr.capture(model) as trace:                                # doctest: +SKIP
     ...     model(input_ids=src, decoder_input_ids=tgt)
     >>> gr.compose(trace, source="encoder", target="decoder").source_map.shape
