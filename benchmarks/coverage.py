@@ -70,24 +70,38 @@ def _run(check, name: str, timeout: int) -> dict:
                 reported=result.reported)
 
 
-def sweep(only: str, limit: int | None, timeout: int) -> dict[str, list[dict]]:
+def _job(args) -> dict:
+    library, name, timeout = args
     import torch
+
+    from groundroll.adapters import conformance
+
+    _quiet()
+    torch.set_num_threads(1)
+    check = conformance.check_hf if library == "transformers" else conformance.check_open_clip
+    return _run(check, name, timeout)
+
+
+def sweep(only: str, limit: int | None, timeout: int, workers: int) -> dict[str, list[dict]]:
+    import multiprocessing
+
     from tqdm import tqdm
 
     from groundroll.adapters import conformance
 
-    torch.set_num_threads(1)
-    out: dict[str, list[dict]] = {}
+    jobs: dict[str, list] = {}
     if only in ("all", "hf"):
-        names = list(conformance.hf_model_types())[:limit]
-        out["transformers"] = [_run(conformance.check_hf, n, timeout)
-                               for n in tqdm(names, desc="transformers")]
+        jobs["transformers"] = list(conformance.hf_model_types())[:limit]
     if only in ("all", "open_clip"):
         import open_clip
 
-        names = open_clip.list_models()[:limit]
-        out["open_clip"] = [_run(conformance.check_open_clip, n, timeout)
-                            for n in tqdm(names, desc="open_clip")]
+        jobs["open_clip"] = open_clip.list_models()[:limit]
+    out: dict[str, list[dict]] = {}
+    # Fresh worker processes now and then: a model's import or build may leak memory.
+    with multiprocessing.get_context("spawn").Pool(workers, maxtasksperchild=50) as pool:
+        for library, names in jobs.items():
+            tasks = [(library, n, timeout) for n in names]
+            out[library] = list(tqdm(pool.imap(_job, tasks), total=len(tasks), desc=library))
     return out
 
 
@@ -129,7 +143,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("all", "hf", "open_clip"), default="all")
     parser.add_argument("--limit", type=int, default=None, help="first N models per library")
-    parser.add_argument("--timeout", type=int, default=60, help="seconds per model")
+    parser.add_argument("--timeout", type=int, default=30, help="seconds per model")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--readme-only", action="store_true",
                         help="rewrite the README table from the saved JSON")
     parser.add_argument("--no-readme", action="store_true")
@@ -141,7 +156,7 @@ def main(argv=None) -> int:
         import open_clip
         import transformers
 
-        results = sweep(args.only, args.limit, args.timeout)
+        results = sweep(args.only, args.limit, args.timeout, args.workers)
         saved = {"versions": {"transformers": transformers.__version__,
                               "open_clip": open_clip.__version__},
                  "results": results}
