@@ -143,8 +143,10 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nmedians of {args.repeats} runs; {args.images} images (128 x 160),"
-          f" {args.lines} sentence pairs; {os.cpu_count()} CPUs on this machine, 1-minute"
+    sizes = {"segment": f"{args.images} images (128 x 160)",
+             "align": f"{args.lines} sentence pairs"}
+    print(f"\nmedians of {args.repeats} runs; {', '.join(sizes[t] for t in tasks)};"
+          f" {os.cpu_count()} CPUs on this machine, 1-minute"
           f" load average {os.getloadavg()[0]:.1f} at the end\n")
     print("| job | engine | workers | end to end /s | x local | steady /s | x local |")
     print("|---|---|---:|---:|---:|---:|---:|")
