@@ -494,3 +494,23 @@ def test_chain_for_reads_chains_the_trace_declares(close):
     expected = 0.5 * trace.stream("xattn")[0].weights.mean(1) @ rollout(
         trace.weights("enc_layers"))
     close(out.source_map, expected)
+
+
+def test_chain_for_reads_chains_the_model_family_declares(monkeypatch):
+    from groundroll import families
+
+    trace = Trace(family="test-family")
+    trace.add(AttentionLayer(torch.full((1, 1, 2, 2), 0.5), "self", "enc_layers", "src",
+                             "src", 0))
+    trace.add(AttentionLayer(torch.full((1, 1, 2, 2), 0.5), "cross", "xattn", "tgt", "src",
+                             0))
+    own = Chain("src", "tgt", source_self="enc_layers", target_cross="xattn")
+    with pytest.raises(ValueError, match="no known chain"):
+        chain_for(trace, "src", "tgt")
+
+    class Record:
+        chains = (own,)
+
+    monkeypatch.setattr(families, "family_named",
+                        lambda name: Record() if name == "test-family" else None)
+    assert chain_for(trace, "src", "tgt") == own

@@ -84,12 +84,25 @@ CHAINS: tuple[Chain, ...] = (
 )
 
 
+def _family_chains(trace: Trace) -> tuple[Chain, ...]:
+    """Chains declared by the registered model family the trace was captured from."""
+    if not getattr(trace, "family", ""):
+        return ()
+    from ..families import family_named  # the registry imports this module's Chain
+
+    try:
+        return tuple(family_named(trace.family).chains)
+    except KeyError:
+        return ()
+
+
 def chain_for(trace: Trace, source: str, target: str) -> Chain:
     """The :class:`Chain` from ``source`` to ``target`` whose streams the trace holds.
 
-    Chains the trace declares (``trace.chains``, for model families with their own
-    stream names) are tried first, then :data:`CHAINS`; ``source == target`` gives a
-    single self-attention stream over those tokens.
+    Chains the trace declares (``trace.chains``) are tried first, then those of the
+    trace's registered model family (:mod:`groundroll.families`, for families with
+    their own stream names), then :data:`CHAINS`; ``source == target`` gives a single
+    self-attention stream over those tokens.
 
     Examples
     --------
@@ -110,7 +123,7 @@ def chain_for(trace: Trace, source: str, target: str) -> Chain:
                 f" {trace.streams}"
             )
         return Chain(source, target, source_self=selfs[0])
-    candidates = (*getattr(trace, "chains", ()), *CHAINS)
+    candidates = (*getattr(trace, "chains", ()), *_family_chains(trace), *CHAINS)
     for chain in candidates:
         needed = (chain.target_cross, *chain.hops)
         if (chain.source, chain.target) == (source, target) and all(
