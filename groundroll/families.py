@@ -394,9 +394,10 @@ def _derived_family(model) -> Family | None:
     model_type = _model_type(model)
     if model_type is None:
         return None
-    from .adapters.derive import declared_attention
+    from .adapters.derive import derive_adapter
 
-    if not declared_attention(model):
+    adapter = derive_adapter(model)
+    if adapter is None:
         return None
     config = model.config
     if getattr(config, "is_encoder_decoder", False):
@@ -409,7 +410,8 @@ def _derived_family(model) -> Family | None:
         loader = HFLoader("AutoModel", "tokenizer", "hf_encoder")
     name = f"hf_{model_type}"
     return Family(name, matches=lambda m, t=model_type: _model_type(m) == t,
-                  adapter=None, grounding=_derived_grounding(model), loader=loader,
+                  adapter=None, chains=adapter.chains,
+                  grounding=_derived_grounding(model), loader=loader,
                   model_types=(model_type,))
 
 

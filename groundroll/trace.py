@@ -160,12 +160,17 @@ class Trace:
         of those layers are not kept.
     family : str
         Name of the adapter that filled the trace.
+    chains : tuple
+        Composition chains (:class:`groundroll.compose.Chain`) the model's family
+        declares for its own stream names; :func:`groundroll.compose.chain_for` tries
+        them before the built-in ones.
     """
 
     layers: dict[str, list[AttentionLayer]] = field(default_factory=dict)
     tokens: dict[str, Tokens] = field(default_factory=dict)
     reduced: dict[str, torch.Tensor] = field(default_factory=dict)
     family: str = ""
+    chains: tuple = ()
 
     def __repr__(self) -> str:
         parts = [f"{name}: {len(layers)} layer(s)" for name, layers in self.layers.items()]
@@ -223,7 +228,7 @@ class Trace:
 
     def detach(self) -> "Trace":
         """A copy whose tensors are detached from autograd (grads kept)."""
-        out = Trace(tokens=dict(self.tokens), family=self.family,
+        out = Trace(tokens=dict(self.tokens), family=self.family, chains=self.chains,
                     reduced={k: v.detach() for k, v in self.reduced.items()})
         for layer in self:
             out.add(AttentionLayer(

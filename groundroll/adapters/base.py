@@ -172,6 +172,8 @@ class Adapter:
     switch: str | tuple[str, ...] | None = None
     description: str = ""
     models: tuple[str, ...] = field(default=())
+    # Composition chains over this family's own stream names (set on each Trace).
+    chains: tuple = ()
     # For families whose sites depend on the instance (a timm trunk or a native tower
     # inside the same open_clip class): adapter -> model -> the adapter for that model.
     specialise: Callable[["Adapter", torch.nn.Module], "Adapter"] | None = field(

@@ -120,7 +120,7 @@ class _Session:
         self.grads = bool(grads)
         self.values = bool(values)
         self.tokenizer = tokenizer
-        self.trace = Trace(family=adapter.name)
+        self.trace = Trace(family=adapter.name, chains=tuple(adapter.chains))
         self.handles: list[Any] = []
         self.saved_configs: list[tuple[Any, Any]] = []
         self.saved_fused: list[tuple[torch.nn.Module, Any]] = []

@@ -357,10 +357,20 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
     sites_, tokens_ = _pooling_heads(modules, self_names)
     sites += sites_
     tokens += tokens_
+    # Cross-attention streams composed with the self-attention streams around them
+    # (decoder -> encoder is the built-in seq2seq chain already).
+    from ..compose import Chain
+
+    chains = tuple(
+        Chain(site.key_stream, site.query_stream,
+              source_self=site.key_stream if site.key_stream in self_names else None,
+              target_self=site.query_stream if site.query_stream in self_names else None,
+              target_cross=site.stream)
+        for site in sites if site.kind == "cross" and site.stream != "pool")
     cls = type(model)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     return Adapter(
         name=f"hf_{model_type}" if model_type else f"hf_{cls.__name__}",
         classes=(f"{cls.__module__}.{cls.__qualname__}",),
-        sites=tuple(sites), tokens=tuple(tokens), switch="hf_eager",
+        sites=tuple(sites), tokens=tuple(tokens), switch="hf_eager", chains=chains,
         description=f"derived from {cls.__name__}'s _can_record_outputs")
