@@ -370,3 +370,21 @@ def test_cli_align_resume_writes_every_line(corpus, tmp_path, capsys):
     assert len(read_lines(out)) == 23
     assert main(args) == 0
     assert "0 line(s) processed, 23 skipped" in capsys.readouterr().err
+
+
+def test_the_local_engine_needs_no_ray_and_the_ray_engine_says_how_to_get_it(
+        scene_dir, monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, groundroll.distributed as d; d.segment_dataset; d.align_corpus;"
+            " print('ray' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ImportError, match=r"groundroll\[ray\]"):
+        segment_dataset(scene_dir, PROMPTS, out=tmp_path / "o", engine="ray")
+    with pytest.raises(ImportError, match=r"groundroll\[ray\]"):
+        align_corpus(["a b"], ["c d"], out=tmp_path / "p.txt", engine="ray")
+    assert not (tmp_path / "o").exists()
