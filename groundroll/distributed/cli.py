@@ -58,7 +58,7 @@ def add_engine_options(parser, *, task: str) -> None:
 def wants_engine(args) -> bool:
     """Whether the arguments ask for the bulk engines rather than the plain path."""
     return getattr(args, "engine", "local") != "local" or getattr(args, "resume", False) \
-        or getattr(args, "workers", 1) != 1
+        or getattr(args, "workers", 1) != 1 or getattr(args, "rle_parquet", False)
 
 
 def _images_argument(images: list) -> object:
