@@ -1,22 +1,33 @@
-"""Text-prompted segmentation on held-out synthetic shapes scenes: mIoU per map source
-and postprocessing, and seconds per image.
+"""Text-prompted segmentation on held-out synthetic scenes: every map source on the
+bundled CLIPs, with localisation, mask quality, faithfulness and speed.
 
-    python benchmarks/segmentation.py            # 500 held-out scenes
-    python benchmarks/segmentation.py --quick    # 60 scenes, for a smoke run
+    python benchmarks/segmentation.py --n 100 --calib 40          # table
+    python benchmarks/segmentation.py --n 100 --calib 40 --write-profiles
 
 Protocol
 --------
-* Scenes: ``groundroll.data.shapes.scenes(n, seed=EVAL_SEED_OFFSET)`` (held out from
-  training), 128 x 160 pixels, 1-4 objects.
-* Prompts: the labels present in each scene (``"a red circle"``; the classes an image
-  holds are given, as in :func:`groundroll.evaluate.miou_dataset` without
-  ``class_names``), plus a probability threshold for the background. CLIP sources use the
-  model's prompt templates (``meta["prompt_templates"]``); ``cross`` uses the prompt as
-  the caption.
-* The threshold is chosen per row from {0.2, 0.3, ..., 0.8} on ``--calib`` scenes drawn
-  from training seeds, never on the held-out scenes.
-* mIoU: dataset-level, background included (:func:`groundroll.evaluate.miou_dataset`).
-* Seconds per image: map source plus postprocessing, one thread unless ``--threads``.
+* Held-out scenes from two generators: ``shapes`` (``groundroll.data.shapes`` at seeds
+  ``>= EVAL_SEED_OFFSET``, 128 x 160, 1-4 objects on flat, gradient or noise) and
+  ``variant`` (:func:`variant_scene`: sizes 96-256 px per side, 1-5 objects of radius
+  0.08-0.30, backgrounds of stripes, checkers, smooth colour noise or dark/bright
+  grain, objects with brightness jitter and grain). The variant generator is not what
+  the models were trained on; it checks that settings carry to other scene styles.
+* Prompts: the labels present in each scene, as a user would type them
+  (``"red circle"``). Score: mean object IoU (each object's mask against the mask of
+  its prompt; background is label 0).
+* Calibrated mIoU: the background rule, threshold and refinement of each source are
+  fitted (:func:`groundroll.grounding.calibrate.fit_postprocess`) on ``--calib``
+  scenes, half from each generator, drawn from seeds disjoint from the held-out
+  ones; never on the held-out scenes. ``--write-profiles`` stores these fits as the
+  bundled ``profiles.json`` (default method: the best fit on the calibration scenes).
+* Default call: ``segment(image, prompts, model=M, method=X)`` with nothing else, i.e.
+  the bundled profile (checked against real ``segment`` calls).
+* ROC-AUC (object pixels against background pixels, per object), pointing game (the
+  map's maximum falls inside the object), both on the source's map at image pixels.
+* Deletion / insertion AUC (:mod:`groundroll.evaluate`, 10 steps, black / blurred
+  baseline) of the softmax probability of the object's prompt among the scene's
+  prompts, on the first ``--faith`` held-out ``shapes`` scenes.
+* Seconds per image: the map source on one thread (``OMP_NUM_THREADS=1``).
 """
 
 from __future__ import annotations
@@ -31,150 +42,279 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from groundroll import masks as M  # noqa: E402
 from groundroll.data import shapes  # noqa: E402
-from groundroll.evaluate import miou_dataset  # noqa: E402
+from groundroll.evaluate import deletion_curve, insertion_curve  # noqa: E402
 from groundroll.grounding import (DENSE_METHODS, channel_maps,  # noqa: E402
-                                  channel_probabilities, resolve_model, segment)
+                                  resolve_model, segment)
+from groundroll.grounding.calibrate import (fit_postprocess, object_ious,  # noqa: E402
+                                            score_entry)
+from groundroll.grounding.profiles import (Profile, model_fingerprint,  # noqa: E402
+                                           resolve_profile)
 
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-REFINES = ("none", "slic", "pamr")
-CLIP_METHODS = ("relevance", "rollout", "maskclip", "sclip", "clearclip", "naclip")
-
-
-def _items(n: int, seed: int) -> list[dict]:
-    return [{"image": s.image, "masks": s.masks, "labels": s.labels}
-            for s in shapes.scenes(n, seed=seed)]
-
-
-class Row:
-    """One map source on one model: maps are computed once per scene and shared by the
-    postprocessing options."""
-
-    def __init__(self, handle, model_name: str, method: str, templates, options=None):
-        self.handle, self.model_name, self.method = handle, model_name, method
-        self.options = dict(options or {})
-        self.templates = None if method == "cross" else templates
-        dense = method in DENSE_METHODS
-        self.normalize = "none" if dense else "minmax"
-        self.logit_scale = handle.logit_scale() if dense else 10.0
-
-    def maps(self, items: list[dict]) -> tuple[list[np.ndarray], float]:
-        out, start = [], time.perf_counter()
-        for item in items:
-            prompts = [f"a {label}" for label in dict.fromkeys(item["labels"])]
-            out.append(channel_maps(self.handle, item["image"], prompts, method=self.method,
-                                    templates=self.templates, source_options=self.options))
-        return out, (time.perf_counter() - start) / max(len(items), 1)
-
-    def predictor(self, items, maps, refine: str, threshold: float, timer: list):
-        by_id = {id(item["image"]): m for item, m in zip(items, maps)}
-
-        def predict(image, names):
-            start = time.perf_counter()
-            probs = channel_probabilities(by_id[id(image)], image, normalize=self.normalize,
-                                          logit_scale=self.logit_scale, refine=refine)
-            labels = M.label_map(probs, threshold=threshold)
-            timer.append(time.perf_counter() - start)
-            return labels
-        return predict
-
-    def score(self, items, maps, refine: str, threshold: float) -> tuple[float, float]:
-        timer: list[float] = []
-        scores = miou_dataset(items, self.predictor(items, maps, refine, threshold, timer),
-                              progress=False)
-        return scores.miou, float(np.mean(timer)) if timer else 0.0
+METHODS = ("relevance", "legrad", "rollout", "maskclip", "naclip", "gradcam", "ig",
+           "saliency", "ensemble")
+REFINES = ("none", "slic")
+VARIANT_SEED = 7_000_000
 
 
-def _check_against_segment(row: Row, items, maps, refine: str, threshold: float) -> None:
-    """The shared-maps shortcut must give exactly what segment() gives."""
-    item = items[0]
-    prompts = [f"a {label}" for label in dict.fromkeys(item["labels"])]
-    want = segment(item["image"], prompts, model=row.handle, method=row.method,
-                   templates=row.templates, refine=refine, threshold=threshold,
-                   source_options=row.options).labels
-    got = row.predictor(items, maps, refine, threshold, [])(item["image"], prompts)
-    if not np.array_equal(want, got):
-        raise AssertionError(f"{row.method}/{refine}: benchmark labels differ from segment()")
+# ----------------------------------------------------------------------------- scenes
+
+
+def variant_scene(seed: int) -> dict:
+    """A scene in another style than the training generator (see the module notes):
+    ``{"image", "masks", "labels"}``."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(VARIANT_SEED + seed)
+    H, W = int(rng.integers(96, 257)), int(rng.integers(96, 257))
+    s = shapes.scene(rng, size=(H, W), n_objects=int(rng.integers(1, 6)),
+                     radius=(0.08, 0.3), background="flat", max_overlap=0.3)
+    img = s.image.astype(np.float64)
+    bg = s.label_map == 0
+    yy, xx = np.mgrid[0:H, 0:W]
+    base = rng.uniform(60, 200, size=3)
+    kind = int(rng.integers(4))
+    if kind == 0:                                                # stripes
+        period, angle = rng.uniform(6, 30), rng.uniform(0, np.pi)
+        on = np.sin((np.cos(angle) * xx + np.sin(angle) * yy) * 2 * np.pi / period) > 0
+        texture = np.where(on[..., None], base, rng.uniform(60, 200, size=3))
+    elif kind == 1:                                              # checker
+        cell = int(rng.integers(8, 33))
+        on = (yy // cell + xx // cell) % 2 == 0
+        texture = np.where(on[..., None], base,
+                           np.clip(base + rng.uniform(-50, 50, size=3), 0, 255))
+    elif kind == 2:                                              # smooth colour noise
+        noise = gaussian_filter(rng.normal(0, 1, size=(H, W, 3)),
+                                sigma=(rng.uniform(3, 12),) * 2 + (0,))
+        texture = base + noise / (noise.std() + 1e-6) * 35
+    else:                                                        # dark or bright grain
+        texture = (np.broadcast_to(rng.choice([25.0, 235.0]) + rng.uniform(-10, 10, 3),
+                                   (H, W, 3)) + rng.normal(0, 8, (H, W, 1)))
+    img[bg] = texture[bg]
+    fg = ~bg
+    img[fg] = img[fg] * rng.uniform(0.85, 1.1) + rng.normal(0, 8, size=(fg.sum(), 1))
+    return {"image": np.clip(np.round(img), 0, 255).astype(np.uint8), "masks": s.masks,
+            "labels": list(s.labels)}
+
+
+def scene_sets(n: int, calib: int) -> tuple[dict, list]:
+    held = {"shapes": [{"image": s.image, "masks": s.masks, "labels": list(s.labels)}
+                       for s in shapes.scenes(n, seed=shapes.EVAL_SEED_OFFSET)],
+            "variant": [variant_scene(i) for i in range(n)]}
+    half = calib // 2
+    cal = [{"image": s.image, "masks": s.masks, "labels": list(s.labels)}
+           for s in shapes.scenes(calib - half, seed=shapes.TRAIN_SEED_OFFSET + 123_456)]
+    cal += [variant_scene(500_000 + i) for i in range(half)]
+    return held, cal
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def roc_auc(score: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float:
+    """Probability that a positive pixel scores above a negative one (ties half)."""
+    from scipy.stats import rankdata
+
+    pos, neg = score[positive], score[negative]
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2)
+                 / (pos.size * neg.size))
+
+
+def localisation(maps: list[np.ndarray], items: list[dict]) -> tuple[float, float]:
+    aucs, hits = [], []
+    for m, it in zip(maps, items):
+        background = ~it["masks"].any(0)
+        for k, mask in enumerate(it["masks"]):
+            aucs.append(roc_auc(m[k], mask, background))
+            hits.append(bool(mask.flat[int(np.argmax(m[k]))]))
+    return float(np.nanmean(aucs)), float(np.mean(hits))
+
+
+def faithfulness(handle, templates, maps, items) -> tuple[float, float]:
+    """Mean deletion and insertion AUC over objects (softmax among the scene's prompts)."""
+    import torch
+
+    from groundroll import masks as M
+
+    dels, ins = [], []
+    for m, it in zip(maps, items):
+        if len(it["labels"]) < 2:
+            continue
+        text = handle.text_embeddings(it["labels"], templates)
+        geometry = M.letterbox_geometry(it["image"].shape[:2], handle.image_size)
+        for k in range(len(it["labels"])):
+            def score_fn(batch, k=k):
+                images = [M.letterbox_image(np.clip(b, 0, 255).astype(np.uint8), geometry)
+                          for b in batch]
+                with torch.no_grad():
+                    emb = handle.image_embeddings(handle.pixels(images))
+                    logits = handle.logit_scale() * emb @ text.T
+                return logits.softmax(-1)[:, k].cpu().numpy()
+            image = it["image"].astype(np.float32)
+            dels.append(deletion_curve(score_fn, image, m[k], steps=10, baseline=0.0).auc)
+            ins.append(insertion_curve(score_fn, image, m[k], steps=10).auc)
+    return float(np.mean(dels)), float(np.mean(ins))
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _templates(spec: str):
+    from groundroll.zoo import BUNDLED_DIR
+
+    meta = Path(BUNDLED_DIR) / spec.split(":", 1)[1] / "meta.json"
+    return json.loads(meta.read_text()).get("prompt_templates") if meta.is_file() else None
+
+
+def _maps(handle, method, items, templates, options):
+    out, start = [], time.perf_counter()
+    for it in items:
+        out.append(channel_maps(handle, it["image"], it["labels"], method=method,
+                                templates=templates, source_options=options))
+    return out, (time.perf_counter() - start) / max(len(items), 1)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=500, help="held-out scenes (default 500)")
-    p.add_argument("--quick", action="store_true", help="60 held-out scenes, 20 to calibrate")
-    p.add_argument("--calib", type=int, default=50, help="training-seed scenes for the threshold")
-    p.add_argument("--clip", nargs="+", default=["bundled:shapes-clip", "bundled:shapes-clip-short"],
-                   help="CLIP model specs (default: both bundled CLIPs)")
-    p.add_argument("--coca", default="bundled:shapes-coca",
-                   help="CoCa model spec for 'cross' ('' skips it)")
-    p.add_argument("--methods", nargs="*", default=None, help="subset of methods")
-    p.add_argument("--cross-read", default="predict", choices=["predict", "input"],
-                   help="CoCa decoder row read for each word (default: %(default)s)")
-    p.add_argument("--cross-compose", default="rollout",
-                   choices=["raw", "rollout", "norm"],
-                   help="composition of the cross-attention chain (default: %(default)s)")
+    p.add_argument("--n", type=int, default=100, help="held-out scenes per generator")
+    p.add_argument("--calib", type=int, default=40, help="calibration scenes (both generators)")
+    p.add_argument("--faith", type=int, default=20, help="scenes for deletion/insertion")
+    p.add_argument("--ig-n", type=int, default=None,
+                   help="held-out scenes per generator, and calibration scenes, for ig"
+                        " (slow; default --n and --calib)")
+    p.add_argument("--clip", nargs="+",
+                   default=["bundled:shapes-clip", "bundled:shapes-clip-short"])
+    p.add_argument("--methods", nargs="*", default=list(METHODS))
+    p.add_argument("--write-profiles", action="store_true",
+                   help="write each bundled model's profiles.json from the calibration fits")
+    p.add_argument("--use-profiles", action="store_true",
+                   help="skip the fitting: take the calibrated settings from the bundled"
+                        " profiles.json that a --write-profiles run stored")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = p.parse_args(argv)
-    if args.quick:
-        args.n, args.calib = min(args.n, 60), min(args.calib, 20)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    held_out = _items(args.n, shapes.EVAL_SEED_OFFSET)
-    calib = _items(args.calib, shapes.TRAIN_SEED_OFFSET + 123_456)
-    rows = []
-    for spec in args.clip:
-        clip = resolve_model(spec)
-        templates = _templates(spec)
-        for method in CLIP_METHODS:
-            rows.append(Row(clip, spec, method, templates))
-    if args.coca:
-        rows.append(Row(resolve_model(args.coca), args.coca, "cross", None,
-                        {"read": args.cross_read, "compose_method": args.cross_compose}))
-    if args.methods:
-        rows = [r for r in rows if r.method in args.methods]
-
+    held, cal = scene_sets(args.n, args.calib)
     results = []
-    for row in rows:
-        calib_maps, _ = row.maps(calib)
-        test_maps, map_seconds = row.maps(held_out)
-        for refine in REFINES:
-            best = max(THRESHOLDS, key=lambda t: row.score(calib, calib_maps, refine, t)[0])
-            _check_against_segment(row, held_out, test_maps, refine, best)
-            miou, post_seconds = row.score(held_out, test_maps, refine, best)
-            result = {"model": row.model_name, "method": row.method, "refine": refine,
-                      "options": row.options,
-                      "threshold": best, "miou": miou,
-                      "seconds_per_image": map_seconds + post_seconds, "n": len(held_out)}
-            results.append(result)
-            print(f"{row.method:10s} {refine:5s} t={best:.1f} mIoU={miou:.3f}"
-                  f" {result['seconds_per_image']:.3f}s", file=sys.stderr, flush=True)
+    for spec in args.clip:
+        handle = resolve_model(spec)
+        templates = _templates(spec)
+        fitted, calib_scores = {}, {}
+        per_method = {}
+        stored = resolve_profile(None, handle) if args.use_profiles else None
+        if args.use_profiles and stored is None:
+            raise SystemExit(f"--use-profiles: {spec} has no bundled profiles.json")
+        for method in args.methods:
+            dense = method in DENSE_METHODS
+            normalize, scale = ("none", handle.logit_scale()) if dense else ("minmax", 10.0)
+            options = {"n_steps": 16} if method == "ig" else {}
+            if stored is not None:       # the fits a --write-profiles run stored
+                fitted[method] = stored.settings(method)
+                calib_scores[method] = stored.calibration["mean_object_iou"][method]
+                per_method[method] = (normalize, scale, fitted[method]["source_options"])
+                continue
+            fit_on = (cal[:: max(1, len(cal) // args.ig_n)][: args.ig_n]
+                      if method == "ig" and args.ig_n else cal)
+            cal_maps, _ = _maps(handle, method, fit_on, templates, options)
+            score, entry = fit_postprocess(cal_maps, fit_on,
+                                           images=[c["image"] for c in fit_on],
+                                           normalize=normalize, logit_scale=scale,
+                                           refine=REFINES)
+            fitted[method] = {**entry, "normalize": normalize, "logit_scale": float(scale),
+                              "templates": templates, "source_options": options}
+            calib_scores[method] = round(score, 4)
+            per_method[method] = (normalize, scale, options)
+            print(f"{spec} {method}: calibration {score:.3f} {entry}", file=sys.stderr,
+                  flush=True)
+        if args.write_profiles and stored is None:
+            from groundroll.zoo import BUNDLED_DIR
 
-    print(f"\nHeld-out shapes scenes: n={len(held_out)}, prompts = labels present + "
-          f"background threshold (calibrated on {len(calib)} training-seed scenes), "
-          f"{args.threads} thread(s).\n")
-    print("| model | method | refine | threshold | mIoU | s / image |")
-    print("|---|---|---|---|---|---|")
+            default = max(fitted, key=lambda m: calib_scores[m])
+            profile = Profile(model=spec, fingerprint=model_fingerprint(handle),
+                              default_method=default, methods=fitted, calibration={
+                                  "scenes": len(cal), "objects": sum(len(c["labels"])
+                                                                     for c in cal),
+                                  "generators": "shapes (training seeds) + variant",
+                                  "mean_object_iou": calib_scores,
+                                  "metric": "mean object IoU",
+                                  "command": "python benchmarks/segmentation.py "
+                                             + " ".join(argv or sys.argv[1:])})
+            path = Path(BUNDLED_DIR) / spec.split(":", 1)[1] / "profiles.json"
+            profile.save(path, force=True)
+            print(f"wrote {path} (default method {default})", file=sys.stderr)
+        shipped = resolve_profile(None, handle)
+        for method in args.methods:
+            normalize, scale, options = per_method[method]
+            row = {"model": spec, "method": method, "calibrated": fitted[method]}
+            seconds = []
+            for gen, items in held.items():
+                if method == "ig" and args.ig_n:
+                    items = items[: args.ig_n]
+                maps, sec = _maps(handle, method, items, templates, options)
+                seconds.append(sec)
+                images = [it["image"] for it in items]
+                row[f"calibrated_miou_{gen}"] = score_entry(
+                    maps, items, images=images, entry=fitted[method], normalize=normalize,
+                    logit_scale=scale)
+                entry = shipped.settings(method) if shipped is not None else {}
+                if entry:
+                    row[f"default_miou_{gen}"] = score_entry(
+                        maps, items, images=images, entry=entry,
+                        normalize=entry.get("normalize", normalize),
+                        logit_scale=entry.get("logit_scale", scale))
+                    if gen == "shapes":
+                        _check_default(handle, spec, method, items[0], maps[0], entry)
+                else:
+                    row[f"default_miou_{gen}"] = score_entry(
+                        maps, items, images=images, entry={"background_rule": "none"},
+                        normalize=normalize, logit_scale=scale)
+                row[f"roc_auc_{gen}"], row[f"pointing_{gen}"] = localisation(maps, items)
+                row[f"n_{gen}"] = len(items)
+                row[f"objects_{gen}"] = sum(len(it["labels"]) for it in items)
+                if gen == "shapes" and args.faith:
+                    row["deletion_auc"], row["insertion_auc"] = faithfulness(
+                        handle, templates, maps[: args.faith], items[: args.faith])
+            row["seconds_per_image"] = float(np.mean(seconds))
+            results.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+
+    print(f"\nHeld-out scenes per generator: n={args.n} (ig: {args.ig_n or args.n});"
+          f" calibration: {args.calib} other scenes; faithfulness: first {args.faith}"
+          f" shapes scenes with >= 2 objects; {args.threads} thread(s).\n")
+    print("| model | method | ROC-AUC | pointing | calibrated mIoU shapes / variant |"
+          " default-call mIoU shapes / variant | deletion AUC (lower better) |"
+          " insertion AUC | s / image |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['model']} | {r['method']} | {r['refine']} | {r['threshold']:.1f} |"
-              f" {r['miou']:.3f} | {r['seconds_per_image']:.3f} |")
+        print(f"| {r['model'].split(':')[-1]} | {r['method']} | {r['roc_auc_shapes']:.3f} /"
+              f" {r['roc_auc_variant']:.3f} | {r['pointing_shapes']:.2f} /"
+              f" {r['pointing_variant']:.2f} | {r['calibrated_miou_shapes']:.3f} /"
+              f" {r['calibrated_miou_variant']:.3f} | {r['default_miou_shapes']:.3f} /"
+              f" {r['default_miou_variant']:.3f} | {r.get('deletion_auc', float('nan')):.3f} |"
+              f" {r.get('insertion_auc', float('nan')):.3f} | {r['seconds_per_image']:.3f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
-def _templates(spec: str):
-    if spec.startswith("bundled:"):
-        from groundroll.zoo import BUNDLED_DIR
+def _check_default(handle, spec, method, item, maps, entry) -> None:
+    """The cached-maps shortcut must give what a default segment() call gives."""
+    from groundroll.grounding.calibrate import score_entry as _score
 
-        meta = BUNDLED_DIR / spec.split(":", 1)[1] / "meta.json"
-    else:
-        meta = Path(spec.split(":", 1)[-1]) / "meta.json"
-    if meta.is_file():
-        return json.loads(meta.read_text()).get("prompt_templates")
-    return None
+    seg = segment(item["image"], item["labels"], model=handle, method=method)
+    want = object_ious(seg.labels, item["masks"])
+    got = _score([maps], [item], images=[item["image"]], entry=entry,
+                 normalize=entry.get("normalize", "minmax"),
+                 logit_scale=entry.get("logit_scale", 10.0))
+    if abs(float(np.mean(want)) - got) > 1e-6:
+        raise AssertionError(f"{spec}/{method}: benchmark IoU {got:.4f} differs from a"
+                             f" default segment() call {np.mean(want):.4f}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def _add_segment(subparsers) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("-p", "--prompt", dest="prompts", action="append", default=[],
                    metavar="PROMPT", help="a text prompt (repeat for several)")
-    p.add_argument("--model", default="bundled:shapes-clip",
+    p.add_argument("--model", default="bundled:shapes-clip-short",
                    help="model spec for groundroll.zoo.load (default: %(default)s)")
     p.add_argument("--method", default=None, choices=METHODS,
                    help="map source (default: the profile's default method for bundled"
@@ -225,7 +225,7 @@ def _add_calibrate(subparsers) -> None:
                    help="directory of label-map PNGs named like the images")
     p.add_argument("-c", "--class", dest="classes", action="append", required=True,
                    metavar="NAME", help="class name of label value 1, 2, ... (repeat)")
-    p.add_argument("--model", default="bundled:shapes-clip",
+    p.add_argument("--model", default="bundled:shapes-clip-short",
                    help="model spec for groundroll.zoo.load (default: %(default)s)")
     p.add_argument("--method", dest="methods", action="append", choices=METHODS,
                    help="map source to fit (repeat; the best becomes the default;"

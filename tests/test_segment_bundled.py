@@ -73,5 +73,38 @@ def test_cli_with_the_default_model(tmp_path):
     assert main(["segment", str(EXAMPLES / INFO["image"]), "-p", "a red circle",
                  "--out", str(out)]) == 0
     summary = json.loads((out / "shapes_scene.json").read_text())
-    assert summary["settings"]["model"] == "bundled:shapes-clip"
+    assert summary["settings"]["model"] == "bundled:shapes-clip-short"
     assert (out / "shapes_scene_0_a_red_circle.png").is_file()
+
+
+# Mean object IoU of a default call (image and prompts only) on the scenes below,
+# measured with the shipped profiles; the floors leave room for recalibration.
+DEFAULT_CALL_FLOOR = {"shapes": 0.5, "other sizes": 0.4}
+
+
+def _default_call_scenes():
+    from groundroll.data import shapes
+
+    return {"shapes": list(shapes.scenes(6, seed=shapes.EVAL_SEED_OFFSET + 200)),
+            "other sizes": [shapes.scene(shapes.EVAL_SEED_OFFSET + 300 + i, size=(200, 150),
+                                         n_objects=(2, 5), radius=(0.08, 0.2))
+                            for i in range(6)]}
+
+
+def test_a_default_call_uses_the_shipped_profile_and_finds_background():
+    from groundroll.grounding.calibrate import object_ious
+    from groundroll.grounding.profiles import bundled_profile
+
+    profile = bundled_profile(load("bundled:shapes-clip-short"))
+    entry = profile.methods[profile.default_method]
+    for style, scenes in _default_call_scenes().items():
+        ious = []
+        for s in scenes:
+            seg = segment(s.image, s.labels)
+            assert seg.settings["model"] == "bundled:shapes-clip-short"
+            assert seg.settings["method"] == profile.default_method
+            assert seg.settings["background_rule"] == entry["background_rule"]
+            assert seg.settings["threshold"] == entry["threshold"]
+            assert (seg.labels == 0).any()
+            ious += object_ious(seg.labels, s.masks)
+        assert np.mean(ious) >= DEFAULT_CALL_FLOOR[style], (style, np.mean(ious))

@@ -220,7 +220,7 @@ def score_entry(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
     return float(np.mean(ious))
 
 
-def calibrate(data: Iterable | Any, *, model: Any = "bundled:shapes-clip",
+def calibrate(data: Iterable | Any, *, model: Any = "bundled:shapes-clip-short",
               methods: Sequence[str] | str | None = None,
               prompts: Sequence[str] | None = None,
               templates: Sequence[str] | None = None,

@@ -224,6 +224,22 @@ def _resize_rgb(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((hw[1], hw[0]), Image.BICUBIC))
 
 
+def _resize_rgb_rows(rgb: np.ndarray, hw: tuple[int, int], top: int,
+                     bottom: int) -> np.ndarray:
+    """Rows ``top:bottom`` of ``_resize_rgb(rgb, hw)``, computed alone (PIL resamples a
+    source box with taps from the whole image, so the rows equal the full resize's)."""
+    from PIL import Image
+
+    height, width = hw
+    bottom = min(bottom, height)
+    if tuple(rgb.shape[:2]) == tuple(hw):
+        return rgb[top:bottom]
+    scale = rgb.shape[0] / height
+    box = (0.0, top * scale, float(rgb.shape[1]), bottom * scale)
+    return np.asarray(Image.fromarray(rgb).resize((width, bottom - top), Image.BICUBIC,
+                                                  box=box))
+
+
 def _upsample(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Bilinear, pixel-centre aligned ``[C, h, w]`` -> ``[C, H, W]`` (separable)."""
     h, w = maps.shape[1:]
@@ -431,12 +447,12 @@ class Segmentation:
 
         image = self.image if self.image is not None else np.zeros(
             self.labels.shape + (3,), np.uint8)
-        image = _resize_rgb(image, self.labels.shape)
         colours = M.palette(max(len(self.prompts) + 1, 2))
-        step = max(1, 4_000_000 // max(1, self.labels.shape[1]))
-        blocks = (overlay(image[top:top + step], self.labels[top:top + step],
-                          palette=colours, alpha=alpha)
-                  for top in range(0, self.labels.shape[0], step))
+        height, width = self.labels.shape
+        step = max(1, 4_000_000 // max(1, width))
+        blocks = (overlay(_resize_rgb_rows(image, self.labels.shape, top, top + step),
+                          self.labels[top:top + step], palette=colours, alpha=alpha)
+                  for top in range(0, height, step))
         return _png_rgb_rows(blocks, self.labels.shape)
 
     def stage(self, out, *, stem: str = "segmentation") -> dict:
@@ -632,7 +648,7 @@ def segment(
     image,
     prompts: Sequence[str],
     *,
-    model: Any = "bundled:shapes-clip",
+    model: Any = "bundled:shapes-clip-short",
     method: str | None = None,
     background: Sequence[str] | None = None,
     threshold: float | None = None,
@@ -662,7 +678,8 @@ def segment(
     model : Bundle, str or torch.nn.Module
         A :class:`~groundroll.zoo.Bundle`, a spec for :func:`groundroll.zoo.load`
         (``"bundled:shapes-clip"``, ``"open_clip:ViT-B-16/laion2b_s34b_b88k"``), or a
-        model with ``tokenizer=``.
+        model with ``tokenizer=``. Default ``"bundled:shapes-clip-short"``: of the
+        bundled CLIPs, the one whose calibrated default segments best.
     method : str, optional
         Map source (:data:`groundroll.grounding.METHODS`: ``"relevance"``,
         ``"legrad"``, ``"rollout"``, ``"cross"``, ``"maskclip"``, ``"sclip"``,
