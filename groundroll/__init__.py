@@ -14,7 +14,9 @@ and decoder, :func:`segment` and :func:`align` turn maps into masks and word ali
 
 from importlib import import_module
 
-from .adapters import Adapter, Site, adapter_for, capture, register_adapter, supported_models
+from .adapters import (Adapter, Site, UnsupportedModelError, adapter_for, capture,
+                       register_adapter, supported_models)
+from .families import Family, family_for, register_family
 from .compose import Chain, Composition, chain_for, compose, joint_graph
 from .rollout import (
     RolloutAccumulator,
@@ -73,7 +75,7 @@ _LAZY = {
 }
 # ``groundroll.align`` is the alignment package and, being callable, the align() function.
 _SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "align", "grounding", "cli",
-               "audit", "report")
+               "audit", "report", "families")
 
 __all__ = [
     "AttentionLayer", "Tokens", "Trace",
@@ -82,6 +84,7 @@ __all__ = [
     "relevance_normalise", "relevance_normalize", "relevance_co_update", "self_relevance",
     "rollout_cross_update",
     "capture", "Adapter", "Site", "adapter_for", "register_adapter", "supported_models",
+    "UnsupportedModelError", "Family", "family_for", "register_family",
     "compose", "Composition", "Chain", "chain_for", "joint_graph",
     "align", "audit", "Audit", *_LAZY,
 ]

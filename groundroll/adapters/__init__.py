@@ -19,16 +19,27 @@ hf_blip            ``vision``, ``text``, ``text_cross`` (text -> vision)
 hf_marian,         ``encoder``, ``decoder`` (causal), ``cross`` (decoder -> encoder)
 hf_bart, hf_t5
 hf_bert, hf_vit    ``encoder``
+hf_<model_type>    derived from the model's ``_can_record_outputs``
+                   (:mod:`groundroll.adapters.derive`): ``encoder``, ``decoder``,
+                   ``cross``, ``vision``, ``text``, ``audio``, ``<query>_cross``,
+                   ``pool`` (probe pooling heads)
 =================  ===========================================================
+
+open_clip models with a timm trunk add ``pool`` (the attention-pool head) where the
+trunk has one. Windowed, local, sparse and convolutional models raise
+:class:`UnsupportedModelError` with the reason and what works instead.
 """
 
-from .base import Adapter, Site, TokenSource, adapter_for, register_adapter, supported_models
+from .base import (Adapter, Site, TokenSource, UnsupportedModelError, adapter_for,
+                   register_adapter, supported_models)
+from .derive import declared_attention, derive_adapter, refusal
 from .capture import ROLLOUT_OPTIONS, capture
 from .hf import HF_ADAPTERS
 from .open_clip import OPEN_CLIP, OPEN_CLIP_COCA
 
 __all__ = ["capture", "register_adapter", "adapter_for", "supported_models", "Adapter",
-           "Site", "TokenSource", "ROLLOUT_OPTIONS"]
+           "Site", "TokenSource", "ROLLOUT_OPTIONS", "UnsupportedModelError",
+           "derive_adapter", "declared_attention", "refusal"]
 
 for _adapter in (OPEN_CLIP, OPEN_CLIP_COCA, *HF_ADAPTERS):
     register_adapter(_adapter, first=False)
