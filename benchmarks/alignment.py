@@ -240,7 +240,9 @@ def main(argv=None) -> int:
         st = out[0].settings
         how = (f"{st['method']} layers {st['layers']} {'AWI' if st['shift'] else 'AWO'}"
                f" {st['extraction']}{' + ' + st['symmetrise'] if st['symmetrise'] else ''}")
-        rows.append([label, how, st["defaults"], _pct(s["aer"]), _pct(s["precision"]),
+        if "peak_mass" in st:
+            how += " (peak mass per layer " + ", ".join(f"{x:.3f}" for x in st["peak_mass"]) + ")"
+        rows.append([label, how, st["defaults"].split(":")[0], _pct(s["aer"]), _pct(s["precision"]),
                      _pct(s["recall"]), f"{len(pairs) / secs:.0f}"])
         results.setdefault("default_call", []).append(dict(call=label, settings=how, **s))
         speed.append((label, len(pairs) / secs))
