@@ -232,7 +232,10 @@ def test_segmentation_layers_toggle(driver, reports, tmp_path):
     _open(driver, reports["segmentation"])
     data = _data(reports["segmentation"])
     assert [p["name"] for p in data["prompts"]] == PROMPTS
-    visible = lambda: set(driver.execute_script("return groundroll.visible()"))
+
+    def visible():
+        return set(driver.execute_script("return groundroll.visible()"))
+
     assert visible() == {f"gr-mask-{k}" for k in range(3)}          # masks on at first
     driver.find_element("id", "gr-toggle-heatmap-1").click()
     assert "gr-heatmap-1" in visible()
@@ -281,7 +284,10 @@ def test_app_segments_an_upload_and_aligns(driver, tmp_path):
         driver.get(app.local_url)
         upload = wait_for(lambda: driver.find_elements(
             "css selector", "#gr-app-image input[type=file]"), 60, "the app page")[0]
-        status = lambda: driver.find_element("id", "gr-app-seg-status").text
+
+        def status():
+            return driver.find_element("id", "gr-app-seg-status").text
+
         # bad input is answered in the page
         driver.find_element("id", "gr-app-segment").click()
         wait_for(lambda: "Error" in status(), 60, "an error for the missing input")
