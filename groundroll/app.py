@@ -125,7 +125,7 @@ def segment_view(image, prompts_text: str, model: str, method: str = "relevance"
 
     Examples
     --------
-    >>> segment_view(None, "red circle", "bundled:shapes-clip-short")[3][:36]
+    >>> segment_view(None, "red circle", "bundled:shapes-clip-short")[3][:37]
     '<div class="gr-app-error" role="alert'
     """
     from groundroll.grounding import segment
@@ -163,7 +163,7 @@ def align_view(source: str, target: str, model: str, methods: Sequence[str] = ("
 
     Examples
     --------
-    >>> align_view("", "", "bundled:toy-mt")[2][:36]
+    >>> align_view("", "", "bundled:toy-mt")[2][:37]
     '<div class="gr-app-error" role="alert'
     """
     from groundroll.report import explore_alignment
