@@ -86,7 +86,11 @@ def evaluate(bundle, *, n: int = 1000, split: str = "test", seed: int | None = N
             "split": split, "variant": variant, "errors": errors}
 
 
-def fit_bundle_profile(bundle, *, n: int = 200, variant: str | None = None, force: bool = False):
+PROFILE_METHODS = ("raw", "norm", "decoder-rollout", "peak-weighted", "relevance")
+
+
+def fit_bundle_profile(bundle, *, n: int = 200, variant: str | None = None, force: bool = False,
+                       methods=PROFILE_METHODS):
     """Fit and save the alignment profile of a folder-backed model on ``n`` dev pairs."""
     from groundroll.align.profile import PROFILE_FILENAME, _model_folder, fit_profile
 
@@ -95,11 +99,11 @@ def fit_bundle_profile(bundle, *, n: int = 200, variant: str | None = None, forc
         raise SystemExit(f"{bundle.name} has no model folder to write {PROFILE_FILENAME} into")
     variant = variant or bundle.meta.get("variant", "base")
     dev = toy.pairs(n, split="dev", variant=variant)
-    profile = fit_profile(dev, model=bundle,
-                          methods=("raw", "norm", "decoder-rollout", "peak-weighted"))
+    profile = fit_profile(dev, model=bundle, methods=methods)
     profile.fitted.update(data=f"toy_translation.pairs({n}, split='dev', variant='{variant}')",
                           command="python training/eval_toy_mt.py --model "
-                                  f"{bundle.name} --fit-profile --profile-n {n}")
+                                  f"{bundle.name} --fit-profile --profile-n {n}"
+                                  f" --profile-methods {','.join(methods)}")
     path = profile.save(folder, force=force)
     return profile, path
 
@@ -117,13 +121,16 @@ def main(argv=None):
     ap.add_argument("--fit-profile", action="store_true",
                     help="also write the model's alignment profile from gold dev pairs")
     ap.add_argument("--profile-n", type=int, default=200, help="dev pairs for --fit-profile")
+    ap.add_argument("--profile-methods", default=",".join(PROFILE_METHODS),
+                    help="comma-separated methods --fit-profile compares")
     ap.add_argument("--force", action="store_true", help="replace an existing profile")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bundle = load(args.model)
     if args.fit_profile:
         profile, path = fit_bundle_profile(bundle, n=args.profile_n, variant=args.variant,
-                                           force=args.force)
+                                           force=args.force,
+                                           methods=tuple(args.profile_methods.split(",")))
         print(f"profile -> {path}: {profile.align_kwargs()}  dev AER"
               f" {100 * profile.fitted['aer']:.1f}")
     result = evaluate(bundle, n=args.n, split=args.split, seed=args.seed, variant=args.variant)

@@ -213,7 +213,7 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
         or two gold-aligned pairs, not the pairs you report on).
     model : Bundle or str
     methods, shifts
-        What to scan.
+        What to scan (``relevance`` needs one backward pass per target token: slow).
     extractions : sequence of (str, str or None)
         ``(extraction, symmetrise)`` settings to try.
 
@@ -237,9 +237,6 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
     n_layers = _n_decoder_layers(bundle)
     specs, labels = [], []
     for method in methods:
-        if method == "relevance":
-            raise ValueError("fit_profile scans gradient-free methods; score 'relevance'"
-                             " with layer_scan and best_profile")
         per = [(l, [l]) for l in range(n_layers)]
         if method in ("raw", "norm"):
             per.append(("all", None))
