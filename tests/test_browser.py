@@ -334,3 +334,32 @@ def test_app_segments_an_upload_and_aligns(driver, tmp_path):
     finally:
         driver.switch_to.default_content()
         app.close()
+
+
+def test_audit_report_sorts_and_shows_maps(driver, tmp_path):
+    from groundroll.audit import Audit
+
+    rng = np.random.default_rng(0)
+    maps_a = [rng.random((3, 4)) for _ in range(4)]
+    maps_b = [m if k != 2 else m[::-1] for k, m in enumerate(maps_a)]
+    rho = [1.0, 0.9, -0.3, 0.5]
+    examples = [dict(index=k, label=f"pair {k}", spearman=r, iou_top=1.0, mass_moved=0.0,
+                     aer=0.0) for k, r in enumerate(rho)]
+    aggregate = {m: 0.5 for m in ("spearman", "iou_top", "mass_moved", "aer")}
+    aggregate.update({m + "_median": 0.5 for m in ("spearman", "iou_top", "mass_moved", "aer")})
+    path = tmp_path / "audit.html"
+    path.write_text(Audit("align", examples, aggregate, maps_a, maps_b,
+                          {"model_a": "a", "model_b": "b"}).to_html(), encoding="utf-8")
+    _open(driver, path)
+
+    def order():
+        return [int(r.get_attribute("data-index"))
+                for r in driver.find_elements("css selector", "#gr-examples tr[data-index]")]
+
+    assert order() == [2, 3, 1, 0]                       # lowest Spearman first
+    driver.find_element("css selector", '#gr-examples th[data-col="spearman"]').click()
+    assert order() == [0, 1, 3, 2]
+    assert "Example 2" in driver.find_element("id", "gr-example-view").text
+    driver.find_element("css selector", '#gr-examples tr[data-index="1"]').click()
+    assert "Example 1" in driver.find_element("id", "gr-example-view").text
+    assert len(driver.find_elements("css selector", "#gr-example-view img")) == 3
