@@ -116,6 +116,7 @@ def _run_segment(args) -> int:
 
     from . import grounding
     from ._atomic import OutputSet
+    from ._locks import warning_scope
     from .grounding.segment import (_check_prompts, check_templates, check_writable_set,
                                     manifest_name)
 
@@ -178,8 +179,10 @@ def _run_segment(args) -> int:
 
     stems = [path.stem for path in images]
     try:
-        with OutputSet(out, force=args.force,
-                       manifests=[manifest_name(s) for s in stems]) as output:
+        # One warning scope for the run: a prompt's warning shows once, not per image.
+        with warning_scope(), OutputSet(
+                out, force=args.force,
+                manifests=[manifest_name(s) for s in stems]) as output:
             bar = tqdm(images, desc="segment", unit="image", disable=None, file=sys.stderr)
             for path in bar:
                 try:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
-import signal
 import subprocess
 import sys
 from pathlib import Path

@@ -101,7 +101,8 @@ def _fake_source(maps):
 
 def test_letterbox_geometry_maps_grid_halves_to_image_halves(clip, monkeypatch):
     # Grid 4 x 4: prompt 0 on the left half, prompt 1 on the right half.
-    left = np.zeros((4, 4)); left[:, :2] = 1
+    left = np.zeros((4, 4))
+    left[:, :2] = 1
     monkeypatch.setattr(seg_module, "prompt_maps", _fake_source([left, 1 - left]))
     s = segment(_rgb(16, 64), ["l", "r"], model=clip)   # wide image: padded top/bottom
     assert (s.labels[:, :30] == 1).all() and (s.labels[:, 34:] == 2).all()
@@ -109,7 +110,8 @@ def test_letterbox_geometry_maps_grid_halves_to_image_halves(clip, monkeypatch):
 
 
 def test_threshold_and_background_prompts(clip, monkeypatch):
-    blob = np.zeros((4, 4)); blob[1:3, 1:3] = 1
+    blob = np.zeros((4, 4))
+    blob[1:3, 1:3] = 1
     flat = np.full((4, 4), 0.5)
     monkeypatch.setattr(seg_module, "prompt_maps", _fake_source([blob, flat]))
     s = segment(_rgb(32, 32), ["thing"], model=clip, threshold=0.5)

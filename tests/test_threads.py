@@ -227,3 +227,21 @@ def test_named_models_load_once_per_process():
     a = gr.align("a b", "c d", model="bundled:toy-mt")
     assert a.settings["model"] == "bundled:toy-mt"
     assert cached("bundled:toy-mt") is bundles[0]
+
+
+def test_layer_scan_threads_equal_the_sequential_run(mt):
+    from groundroll.data import toy_translation as toy
+
+    pairs = toy.pairs(4, split="test")
+    before = model_state(mt.model)
+
+    def scan(_):
+        return gr.layer_scan(pairs, model=mt, methods=("raw", "rollout"),
+                             shifts=(False,)).rows
+
+    expected = scan(None)
+    with ThreadPoolExecutor(2) as pool:
+        for rows in pool.map(scan, range(2)):
+            assert [(r["method"], r["layer"], r["aer"]) for r in rows] == [
+                (r["method"], r["layer"], r["aer"]) for r in expected]
+    assert model_state(mt.model) == before
