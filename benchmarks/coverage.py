@@ -70,6 +70,25 @@ def _run(check, name: str, timeout: int) -> dict:
                 reported=result.reported)
 
 
+def _import_first(library: str, name: str) -> None:
+    """Import the model's code before the clock starts: an import cut by the timeout
+    would leave half-initialised modules behind in the worker for every later model."""
+    from groundroll.adapters import conformance
+
+    try:
+        if library == "transformers":
+            import transformers
+            from transformers import CONFIG_MAPPING
+
+            CONFIG_MAPPING[name]
+            getattr(transformers, conformance.hf_model_types()[name])
+        else:
+            import open_clip  # noqa: F401
+            import timm  # noqa: F401
+    except Exception:
+        pass   # the check reports it
+
+
 def _job(args) -> dict:
     library, name, timeout = args
     import torch
@@ -78,6 +97,7 @@ def _job(args) -> dict:
 
     _quiet()
     torch.set_num_threads(1)
+    _import_first(library, name)
     check = conformance.check_hf if library == "transformers" else conformance.check_open_clip
     return _run(check, name, timeout)
 
