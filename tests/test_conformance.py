@@ -108,6 +108,8 @@ def test_causality_and_streams_of_a_derived_seq2seq():
     assert (cross.query_stream, cross.key_stream) == ("decoder", "encoder")
     assert trace.tokens["encoder"].mask is not None      # the padded row
     assert trace.tokens["decoder"].causal
+    chain = trace.chains[0]                              # the family's own chain
+    assert (chain.source, chain.target, chain.target_cross) == ("encoder", "decoder", "cross")
 
 
 def test_derived_image_tokens_count_prefix_tokens():
