@@ -240,7 +240,7 @@ class OutputSet:
     >>> import tempfile, os
     >>> d = tempfile.mkdtemp()
     >>> with OutputSet(d, manifests=[".run.manifest.json"]) as out:
-    ...     out.add("a.txt", b"A", manifest=".run.manifest.json")
+    ...     _ = out.add("a.txt", b"A", manifest=".run.manifest.json")
     ...     out.commit()
     >>> sorted(os.listdir(d))
     ['.run.manifest.json', 'a.txt']
