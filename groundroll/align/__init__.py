@@ -40,11 +40,18 @@ from groundroll.align.links import (
 _API = ("align", "Alignment", "layer_scan", "LayerScan", "extract_links")
 
 
+_PROFILE = ("AlignProfile", "fit_profile", "find_profile")
+
+
 def __getattr__(name: str):
     if name in _API:
         from importlib import import_module
 
         return getattr(import_module("groundroll.align.api"), name)
+    if name in _PROFILE:
+        from importlib import import_module
+
+        return getattr(import_module("groundroll.align.profile"), name)
     raise AttributeError(f"module 'groundroll.align' has no attribute {name!r}")
 
 __all__ = [
