@@ -111,7 +111,7 @@ def test_cli_calibrate_then_segment_with_the_profile(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     seg_out = tmp_path / "seg"
     assert main(["segment", str(images[0]), "-p", "red circle", "--profile", str(out),
-                 "--out", str(seg_out)]) == 0
+                 "--model", MODEL, "--out", str(seg_out)]) == 0
     summary = json.loads((seg_out / f"{images[0].stem}.json").read_text())
     assert summary["settings"]["method"] == "legrad"
     assert summary["settings"]["profile"] == MODEL
