@@ -23,7 +23,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .. import masks as M
 from ._model import resolve_model
 from .profiles import Profile, background_labels, model_fingerprint, refine_scores
 
