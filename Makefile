@@ -38,7 +38,6 @@ DEMO_SCENE := groundroll/data/examples/shapes_scene.png
 demo: $(STAMP)
 	$(VENV)/bin/groundroll segment $(DEMO_SCENE) \
 		-p "red circle" -p "blue star" -p "yellow triangle" \
-		--model bundled:shapes-clip --method relevance --threshold 0.6 --refine slic \
 		--out $(DEMO_OUT) --force
 	@echo "label map: $(DEMO_OUT)/shapes_scene_labels.png"
 	@echo "masks:     $(DEMO_OUT)/shapes_scene_<k>_<prompt>.png"

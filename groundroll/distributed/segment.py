@@ -345,7 +345,7 @@ def segment_dataset(
     images,
     prompts: Sequence[str],
     *,
-    model: Any = "bundled:shapes-clip",
+    model: Any = "bundled:shapes-clip-short",
     method: str | None = None,
     out,
     background: Sequence[str] | None = None,
