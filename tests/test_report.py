@@ -48,7 +48,7 @@ def test_hostile_words_stay_text():
     assert data["pairs"][0]["src"] == words                 # JSON escapes decode back
     assert data["pairs"][0]["tgt"][1] == "https://cdn.example"
     np.testing.assert_allclose(data["pairs"][0]["matrices"][0], a.matrix, atol=1e-5)
-    assert html.count("<script") == 2                      # the data block and the page script
+    assert html.count("<script") == 3                      # data block, shared helpers, page script
 
 
 def test_many_pairs_are_paged_under_the_size_limit():

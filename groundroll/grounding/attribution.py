@@ -60,7 +60,7 @@ class _PromptScores(torch.nn.Module):
 
 
 def _check_family(handle: ModelHandle, method: str) -> None:
-    if handle.family in ("open_clip_coca", "hf_blip"):
+    if not handle.grounding.relevance:
         raise ValueError(f"method={method!r} explains a CLIP-style image-text score; for"
                          f" {handle.family} use method='cross'")
 

@@ -127,7 +127,7 @@ def legrad_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], 
         raise ValueError(f"score must be 'layer' or 'final', got {score!r}")
     if pool not in ("mean", "cls"):
         raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
-    if handle.family in ("open_clip_coca", "hf_blip"):
+    if not handle.grounding.relevance:
         raise ValueError(f"method='legrad' reads a CLIP-style vision tower; for"
                          f" {handle.family} use method='cross'")
     lens = _lens(handle) if score == "layer" else None
@@ -137,7 +137,7 @@ def legrad_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], 
     text = handle.text_embeddings(prompts, templates)            # [P, D]
     pixels = handle.pixels([image]).float().repeat(len(prompts), 1, 1, 1)
     pixels.requires_grad_(True)
-    streams = ["vision", "pool"] if handle.family == "hf_siglip" else ["vision"]
+    streams = list(handle.grounding.vision_streams)
     model = handle.model
     # The float32 cast changes the shared model: hold its lock until dtypes are back.
     with locked(model):

@@ -91,7 +91,8 @@ def page(*, title: str, kind: str, data, script: str, body: str = "",
         f"<body data-report=\"{escape(kind)}\"><header><h1>{escape(title)}</h1>"
         f"{note_html}</header><main id=\"gr-root\"></main>{body}"
         f"<script id=\"gr-data\" type=\"application/json\">{embed_json(data)}</script>"
-        f"<script>{script}</script></body></html>\n")
+        f"<script>{asset('common.js')}</script><script>{script}</script>"
+        "</body></html>\n")
     if _EXTERNAL.search(doc):  # assets and escaping keep this from happening
         raise AssertionError("a report must not refer to an external address")
     return doc

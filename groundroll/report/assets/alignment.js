@@ -1,22 +1,12 @@
 (function () {
   "use strict";
-  var D = JSON.parse(document.getElementById("gr-data").textContent);
-  var root = document.getElementById("gr-root");
+  var D = GR.data, root = GR.root, el = GR.el;
   var state = {pair: 0, variant: D.initial || 0, extraction: D.extraction || "argmax",
                threshold: D.threshold, view: "both", pinned: null, hover: null};
   var links = [];
   // The SVG namespace is a name, not a link; spelt with \u003a so the file holds no
   // address-like text at all.
   var SVG_NS = "http\u003a//www.w3.org/2000/svg";
-
-  function el(tag, attrs, text) {
-    var e = document.createElement(tag);
-    for (var k in (attrs || {})) {
-      if (k === "class") e.className = attrs[k]; else e.setAttribute(k, attrs[k]);
-    }
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
 
   // ---- link extraction: the same rules as groundroll.align.extract_links ----------
   function argmaxRow(row) {          // first index of the maximum (numpy's tie rule)

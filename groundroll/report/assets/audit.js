@@ -1,15 +1,6 @@
 (function () {
   "use strict";
-  var D = JSON.parse(document.getElementById("gr-data").textContent);
-  var root = document.getElementById("gr-root");
-  function el(tag, attrs, text) {
-    var e = document.createElement(tag);
-    for (var k in (attrs || {})) {
-      if (k === "class") e.className = attrs[k]; else e.setAttribute(k, attrs[k]);
-    }
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
+  var D = GR.data, root = GR.root, el = GR.el;
   function fmt(v) { return typeof v === "number" ? v.toFixed(4) : String(v); }
   root.appendChild(el("p", {}, D.summary));
   var agg = el("table", {"class": "gr-table", id: "gr-aggregate"}), hr = el("tr");

@@ -1,15 +1,6 @@
 (function () {
   "use strict";
-  var D = JSON.parse(document.getElementById("gr-data").textContent);
-  var root = document.getElementById("gr-root");
-  function el(tag, attrs, text) {
-    var e = document.createElement(tag);
-    for (var k in (attrs || {})) {
-      if (k === "class") e.className = attrs[k]; else e.setAttribute(k, attrs[k]);
-    }
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
+  var D = GR.data, root = GR.root, el = GR.el;
   var controls = el("div", {"class": "gr-controls"});
   var opLab = el("label", {}, "layer opacity ");
   var opacity = el("input", {type: "range", id: "gr-opacity", min: "0", max: "100", value: String(Math.round(100 * D.opacity))});
