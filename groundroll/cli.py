@@ -85,14 +85,14 @@ def _add_segment(subparsers) -> None:
 
 
 def _default_max_pixels() -> int:
-    from .grounding.segment import DEFAULT_MAX_PIXELS
+    from ._images import DEFAULT_MAX_PIXELS
 
     return DEFAULT_MAX_PIXELS
 
 
 def _check_image(path: Path, max_pixels: int) -> None:
     """Readable image header within ``max_pixels``, without decoding the pixels."""
-    from .grounding.segment import _open_unchecked
+    from ._images import _open_unchecked
 
     if path.is_dir():
         raise _Failure(f"{path} is a directory, not an image file; pass the image files"

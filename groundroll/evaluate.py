@@ -177,9 +177,9 @@ class SegmentationScores:
 
 
 def _to_image(image) -> np.ndarray:
-    if hasattr(image, "convert"):  # PIL
-        image = image.convert("RGB")
-    return np.asarray(image)
+    from ._images import load_image
+
+    return load_image(image, max_pixels=None)
 
 
 def _gt_from_masks(masks, labels: Sequence[str], index: dict[str, int], hw) -> np.ndarray:

@@ -26,21 +26,10 @@ __all__ = [
 
 
 def _rgb_uint8(image) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"expected an image [H, W], [H, W, 3] or [H, W, 4], got {image.shape}")
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    image = image[..., :3]
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == bool:
-        return image.astype(np.uint8) * 255
-    if np.issubdtype(image.dtype, np.floating):
-        return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
-    raise TypeError(f"images must be uint8 or float in [0, 1], got {image.dtype}")
+    """RGB uint8 from an array or PIL image (:func:`groundroll.load_image` rules)."""
+    from ._images import _to_rgb
+
+    return _to_rgb(image, max_pixels=None)
 
 
 def _blend(base: np.ndarray, colour: np.ndarray, weight: np.ndarray) -> np.ndarray:

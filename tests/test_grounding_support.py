@@ -7,7 +7,7 @@ import zlib
 import torch
 
 from groundroll.zoo import Bundle
-from tiny_models import CONTEXT, VOCAB, build
+from helpers.tiny_models import CONTEXT, VOCAB, build
 
 
 class ToyOpenClipTokenizer:

@@ -12,6 +12,7 @@ from groundroll.grounding import Segmentation, load_image, resolve_model, segmen
 from test_grounding_support import tiny_bundle
 
 seg_module = importlib.import_module("groundroll.grounding.segment")
+result_module = importlib.import_module("groundroll.grounding.result")
 
 
 @pytest.fixture(scope="module")
@@ -335,6 +336,6 @@ def test_large_overlays_are_written_in_blocks_with_the_same_pixels(monkeypatch):
     masks = np.stack([labels == 1, labels == 2])
     s = Segmentation(labels, masks, masks.astype(np.float32), np.zeros(2, np.float32),
                      ["a", "b"], image=_rgb(151, 102))
-    monkeypatch.setattr(seg_module, "_STREAM_PNG_PIXELS", 0)
+    monkeypatch.setattr(result_module, "_STREAM_PNG_PIXELS", 0)
     streamed = np.asarray(Image.open(io.BytesIO(s._overlay_png())))
     np.testing.assert_array_equal(streamed, s.overlay())

@@ -78,7 +78,7 @@ def _read_label_map(path) -> np.ndarray:
 def _normalise(data, prompts: Sequence[str] | None) -> list[dict]:
     """Items as ``{"name", "image", "masks" [K, H, W], "labels" [K]}``; every problem
     of every item is collected and raised together."""
-    from .segment import load_image
+    from .._images import load_image
 
     if hasattr(data, "column_names") and hasattr(data, "__getitem__"):   # datasets
         dataset = data
