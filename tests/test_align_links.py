@@ -3,10 +3,35 @@
 Links are (s, t) with matrices [T, S]; every expected set below was worked by hand.
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from groundroll.align import links as L
+
+PACKAGE = Path(__file__).resolve().parents[1] / "groundroll"
+
+# Loads groundroll/align/extract.py by its path under placeholder packages, so that
+# neither groundroll/__init__.py (which imports torch) nor groundroll/align/__init__.py
+# runs: whatever torch shows up comes from extract.py or the modules it imports.
+_LOAD_EXTRACT = """
+import importlib.util, sys, types
+root = sys.argv[1]
+for name, path in (("groundroll", root), ("groundroll.align", root + "/align")):
+    package = types.ModuleType(name)
+    package.__path__ = [path]
+    sys.modules[name] = package
+spec = importlib.util.spec_from_file_location("groundroll.align.extract",
+                                              root + "/align/extract.py")
+extract = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = extract
+spec.loader.exec_module(extract)
+assert sorted(extract.extract_links([[0.8, 0.2], [0.1, 0.9]])) == [(0, 0), (1, 1)]
+assert "torch" not in sys.modules, "torch was imported"
+"""
 
 
 def test_argmax_orientation():
@@ -194,3 +219,9 @@ def test_results_within_union_and_contain_intersection():
             assert L.intersection(f, b) <= out <= L.union(f, b)
         assert L.grow_diag(f, b) <= L.grow_diag_final_and(f, b)
         assert L.grow_diag(f, b) <= L.grow_diag_final(f, b)
+
+
+def test_extract_imports_no_torch():
+    done = subprocess.run([sys.executable, "-c", _LOAD_EXTRACT, str(PACKAGE)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -32,7 +32,8 @@ def _int_list(text: str):
 
 
 def _add_align(subparsers) -> None:
-    from groundroll.align.api import EXTRACTIONS, METHODS, SYMMETRISATIONS
+    from groundroll.align.extract import EXTRACTIONS, SYMMETRISATIONS
+    from groundroll.align.methods import METHODS
 
     p = subparsers.add_parser(
         "align", help="word-align sentence pairs with a translation model",

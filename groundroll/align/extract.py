@@ -1,0 +1,109 @@
+"""Hard links from a ``[T, S]`` word matrix: extraction and symmetrisation.
+
+Numpy only (no torch, no model library): usable on score matrices from anywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from groundroll.align import links as _links
+
+__all__ = ["extract_links", "EXTRACTIONS", "SYMMETRISATIONS", "DEFAULT_THRESHOLD"]
+
+EXTRACTIONS = ("argmax", "threshold", "itermax")
+SYMMETRISATIONS = ("intersection", "union", "grow-diag", "grow-diag-final",
+                   "grow-diag-final-and")
+#: Default exclusive lower limit of ``extraction="threshold"`` on row-normalised scores.
+DEFAULT_THRESHOLD = 0.3
+
+
+def extract_links(matrix, *, extraction: str = "argmax", threshold: float | None = None,
+                  symmetrise: str | None = None, backward=None) -> set[tuple[int, int]]:
+    """Hard links from a ``[T, S]`` word matrix.
+
+    Parameters
+    ----------
+    matrix : array_like, shape [T, S]
+        Target x source scores (the forward, target-to-source direction).
+    extraction : {"argmax", "threshold", "itermax"}
+        ``"argmax"``: each target word links to its best source word.
+        ``"threshold"``: every cell whose row-normalised score is above ``threshold``.
+        ``"itermax"``: SimAlign's IterMax (already uses both directions).
+    threshold : float, optional
+        Exclusive lower limit for ``"threshold"``, on rows normalised to sum 1 (and, for
+        the backward direction, on columns normalised to sum 1). Default
+        :data:`DEFAULT_THRESHOLD`.
+    symmetrise : str, optional
+        ``"intersection"``, ``"union"``, ``"grow-diag"``, ``"grow-diag-final"`` or
+        ``"grow-diag-final-and"``: also extract the source-to-target direction and
+        combine both with this heuristic. None: the forward direction only.
+    backward : array_like, shape [T, S], optional
+        Source-to-target scores from a reverse model, laid out like ``matrix`` (target
+        rows). Default: the columns of ``matrix``.
+
+    Returns
+    -------
+    set of (int, int)
+        ``(s, t)`` links.
+
+    Examples
+    --------
+    >>> m = [[0.8, 0.2, 0.0], [0.1, 0.1, 0.8]]
+    >>> sorted(extract_links(m))
+    [(0, 0), (2, 1)]
+    >>> sorted(extract_links(m, symmetrise="union"))
+    [(0, 0), (1, 0), (2, 1)]
+    >>> sorted(extract_links(m, symmetrise="intersection"))
+    [(0, 0), (2, 1)]
+    """
+    if extraction not in EXTRACTIONS:
+        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"expected a [T, S] matrix, got shape {m.shape}")
+    if m.size == 0:
+        return set()
+    if symmetrise is not None:
+        key = symmetrise.replace("_", "-")
+        if key not in SYMMETRISATIONS:
+            raise ValueError(f"symmetrise must be one of {SYMMETRISATIONS} or None, got"
+                             f" {symmetrise!r}")
+    if extraction == "itermax":
+        if symmetrise is not None:
+            raise ValueError("extraction='itermax' intersects both directions itself;"
+                             " leave symmetrise=None")
+        if backward is not None:
+            m = 0.5 * (_norm_rows(m) + _norm_cols(np.asarray(backward, np.float64)))
+        return _drop_unscored(_links.itermax(m), m)
+    limit = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    if extraction == "argmax":
+        forward = _links.argmax_links(m, axis=1)
+    else:
+        forward = _links.threshold_links(_norm_rows(m), threshold=limit)
+    if symmetrise is None:
+        return _drop_unscored(forward, m)
+    b = m if backward is None else np.asarray(backward, dtype=np.float64)
+    if b.shape != m.shape:
+        raise ValueError(f"backward matrix {b.shape} does not match {m.shape}")
+    if extraction == "argmax":
+        reverse = _links.argmax_links(b, axis=0)
+    else:
+        reverse = _links.threshold_links(_norm_cols(b), threshold=limit)
+    return _drop_unscored(_links.symmetrize(forward, reverse, how=symmetrise), m)
+
+
+def _drop_unscored(found: set, m: np.ndarray) -> set:
+    """Links of words whose row or column is all zero (words cut off by the model's
+    length limit, or given no score) are dropped: there is no evidence for them."""
+    rows, cols = np.any(m != 0, axis=1), np.any(m != 0, axis=0)
+    return {(s, t) for s, t in found if rows[t] and cols[s]}
+
+
+def _norm_rows(m: np.ndarray) -> np.ndarray:
+    total = np.clip(m, 0, None).sum(1, keepdims=True)
+    return np.divide(np.clip(m, 0, None), total, out=np.zeros_like(m), where=total > 0)
+
+
+def _norm_cols(m: np.ndarray) -> np.ndarray:
+    return _norm_rows(m.T).T
