@@ -16,7 +16,9 @@ PACKAGES = ("groundroll.masks", "groundroll.rollout", "groundroll.compose",
             "groundroll.data")
 # Single modules (their examples must exist: each is checked to run at least one).
 MODULES = ("groundroll", "groundroll._deprecation", "groundroll.evaluate",
-           "groundroll.align.links", "groundroll.align.io", "groundroll.align.subwords")
+           "groundroll.align.links", "groundroll.align.io", "groundroll.align.subwords",
+           "groundroll.align.extract", "groundroll.align.result", "groundroll.align.methods",
+           "groundroll.audit.metrics", "groundroll.audit.result")
 
 
 def _walk(package: str) -> list[str]:

@@ -1,0 +1,55 @@
+"""Model auditing: where did relevance move between two models?
+
+:func:`audit` runs two models on the same inputs (the same images and prompts for
+segmentation, the same sentence pairs for alignment) and measures, per example and in
+aggregate, how much their maps agree:
+
+* ``spearman``: Spearman rank correlation of the two maps (all pixels of every prompt's
+  heatmap; all cells of the word matrix);
+* ``iou_top``: intersection over union of the top ``top`` fraction of each map
+  (per prompt, then averaged; the whole matrix for alignment);
+* ``mass_moved``: the share of relevance that moved. Segmentation: each prompt's map
+  normalised to a distribution over pixels, total-variation distance between the two
+  models, averaged over prompts. Alignment: each target word's row normalised to a
+  distribution over source words, total-variation distance, averaged over target words;
+* ``label_agreement`` (segmentation): fraction of pixels with the same label;
+  ``aer`` (alignment): AER of model B's links with model A's links as the gold.
+
+The same model audited against itself agrees perfectly (Spearman 1, IoU 1, no mass
+moved, AER 0). The examples that changed most are those with the lowest Spearman.
+
+Metrics are functions of numpy arrays (:func:`spearman`, :func:`top_iou`,
+:func:`mass_moved`), usable on maps from anywhere.
+
+The package is itself callable: ``groundroll.audit(model_a, model_b, data)`` is
+:func:`audit`. Its modules: :mod:`~groundroll.audit.metrics` (the metrics, numpy only),
+:mod:`~groundroll.audit.result` (:class:`Audit`), :mod:`~groundroll.audit.compare`
+(:func:`audit`) and :mod:`~groundroll.audit.cli` (``groundroll audit``).
+"""
+
+import sys
+
+from groundroll.audit.cli import register  # noqa: F401  (groundroll.cli adds the subcommand)
+from groundroll.audit.compare import audit
+from groundroll.audit.metrics import (  # noqa: F401  (_HIGHER_IS_AGREEMENT: report pages)
+    _HIGHER_IS_AGREEMENT,
+    _METRICS,
+    TASKS,
+    mass_moved,
+    spearman,
+    top_iou,
+)
+from groundroll.audit.result import Audit
+
+__all__ = ["Audit", "audit", "spearman", "top_iou", "mass_moved", "TASKS"]
+
+
+class _CallableModule(type(sys.modules[__name__])):
+    """Lets ``groundroll.audit(...)`` call :func:`audit` while ``groundroll.audit`` stays
+    the module (as ``groundroll.align`` does)."""
+
+    def __call__(self, *args, **kwargs):
+        return audit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

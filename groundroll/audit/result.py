@@ -1,0 +1,215 @@
+"""The result of an audit: per-example and aggregate agreement, with the maps compared."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from groundroll.audit.metrics import _HIGHER_IS_AGREEMENT, _METRICS, mass_moved
+
+__all__ = ["Audit"]
+
+
+@dataclass
+class Audit:
+    """Agreement between two models' maps on the same inputs.
+
+    Attributes
+    ----------
+    task : {"align", "segment"}
+    examples : list of dict
+        One per input: ``index``, ``label`` (the sentence pair or image name and
+        prompts), the metrics of :data:`_METRICS` for the task.
+    aggregate : dict
+        Mean of each metric over the examples (``<metric>``) and its median
+        (``<metric>_median``); ``n`` examples.
+    maps_a, maps_b : list of ndarray
+        The maps compared (alignment: ``[T, S]`` word matrices; segmentation:
+        ``[P, H, W]`` heatmaps).
+    settings : dict
+        Models, options, ``top``.
+    """
+
+    task: str
+    examples: list[dict]
+    aggregate: dict
+    maps_a: list[np.ndarray] = field(default_factory=list, repr=False)
+    maps_b: list[np.ndarray] = field(default_factory=list, repr=False)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return _METRICS[self.task]
+
+    def most_changed(self, n: int = 5, *, by: str = "spearman") -> list[dict]:
+        """The ``n`` examples that changed most (lowest agreement on metric ``by``).
+
+        Examples
+        --------
+        >>> a = Audit("align", [dict(index=0, spearman=0.9), dict(index=1, spearman=0.2)], {})
+        >>> [e["index"] for e in a.most_changed(1)]
+        [1]
+        """
+        if by not in _HIGHER_IS_AGREEMENT:
+            raise ValueError(f"by must be one of {sorted(_HIGHER_IS_AGREEMENT)}, got {by!r}")
+        sign = 1 if _HIGHER_IS_AGREEMENT[by] else -1
+        return sorted(self.examples, key=lambda e: (sign * e[by], e["index"]))[:n]
+
+    @property
+    def perfect(self) -> bool:
+        """Whether the two models agreed exactly on every example (up to 1e-9)."""
+        agg = self.aggregate
+        ok = abs(agg["spearman"] - 1) < 1e-9 and abs(agg["iou_top"] - 1) < 1e-9
+        ok &= agg["mass_moved"] < 1e-9
+        if self.task == "align":
+            ok &= agg["aer"] < 1e-9
+        else:
+            ok &= abs(agg["label_agreement"] - 1) < 1e-9
+        return bool(ok)
+
+    def to_markdown(self, *, n_changed: int = 5) -> str:
+        """Aggregate table and the examples that changed most."""
+        a, s = self.aggregate, self.settings
+        lines = [f"Audit ({self.task}): {s.get('model_a', 'A')} vs {s.get('model_b', 'B')},"
+                 f" {a.get('n', len(self.examples))} examples, top {100 * s.get('top', 0.1):g}%",
+                 "", "| metric | mean | median |", "|---|---|---|"]
+        for m in self.metrics:
+            lines.append(f"| {m} | {a[m]:.4f} | {a[m + '_median']:.4f} |")
+        lines += ["", "Changed most (lowest Spearman):", "",
+                  "| # | example | " + " | ".join(self.metrics) + " |",
+                  "|---|---|" + "---|" * len(self.metrics)]
+        for e in self.most_changed(n_changed):
+            label = str(e.get("label", "")).replace("|", "/")
+            lines.append(f"| {e['index']} | {label[:60]} | "
+                         + " | ".join(f"{e[m]:.3f}" for m in self.metrics) + " |")
+        return "\n".join(lines)
+
+    def plot(self, *, n: int = 3, by: str = "spearman"):
+        """Histograms of the per-example metrics, then the ``n`` most changed examples
+        (model A, model B, B - A).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        import matplotlib.pyplot as plt
+
+        changed = self.most_changed(n, by=by) if self.maps_a else []
+        rows = 1 + len(changed)
+        metrics = self.metrics
+        fig, axes = plt.subplots(rows, max(3, len(metrics)), squeeze=False,
+                                 figsize=(3.2 * max(3, len(metrics)), 2.8 * rows))
+        for ax, m in zip(axes[0], metrics):
+            ax.hist([e[m] for e in self.examples], bins=20, color="0.4")
+            ax.set_title(f"{m} (mean {self.aggregate[m]:.3f})", fontsize=9)
+        for ax in axes[0][len(metrics):]:
+            ax.axis("off")
+        for row, e in zip(axes[1:], changed):
+            a, b = self.maps_a[e["index"]], self.maps_b[e["index"]]
+            if self.task == "segment":
+                # The prompt whose relevance moved most.
+                k = int(np.argmax([mass_moved(a[p].ravel()[None], b[p].ravel()[None])
+                                   for p in range(a.shape[0])]))
+                a, b = a[k], b[k]
+                what = f"#{e['index']} prompt {k}"
+            else:
+                what = f"#{e['index']}"
+            vmax = max(float(np.max(a)), float(np.max(b)), 1e-12)
+            for ax, m, title in zip(row, (a, b, b - a), ("A", "B", "B - A")):
+                cmap = "RdBu_r" if title == "B - A" else "viridis"
+                lim = dict(vmin=-vmax, vmax=vmax) if title == "B - A" else dict(vmin=0, vmax=vmax)
+                ax.imshow(m, cmap=cmap, aspect="auto", **lim)
+                ax.set_title(f"{what} {title}  ρ={e['spearman']:.2f}", fontsize=8)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            for ax in row[3:]:
+                ax.axis("off")
+        fig.tight_layout()
+        return fig
+
+    def to_dict(self) -> dict:
+        return dict(task=self.task, examples=self.examples, aggregate=self.aggregate,
+                    settings=self.settings)
+
+    def to_html(self, *, title: str | None = None) -> str:
+        """A self-contained interactive HTML page: aggregate metrics, a sortable table of
+        the examples and the maps of the most changed ones
+        (:func:`groundroll.report.audit_report`; no network, data inline)."""
+        from groundroll.report import audit_report
+
+        return audit_report(self, title=title)
+
+    def save(self, directory, *, force: bool = False, figure: bool = True) -> Path:
+        """Write ``audit.json``, ``audit.md``, ``maps.npz`` and ``audit.png`` into
+        ``directory``, all or nothing: the files are written into a temporary folder
+        beside it that is then renamed. An existing ``directory`` is an error unless
+        ``force`` (then it is replaced).
+
+        Examples
+        --------
+        >>> a = audit("bundled:toy-mt", "bundled:toy-mt", pairs)    # doctest: +SKIP
+        >>> a.save("audit-out")                                     # doctest: +SKIP
+        """
+        directory = Path(directory)
+        if directory.exists() and not force:
+            raise FileExistsError(f"{directory} exists; pass force=True to replace it")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            (tmp / "audit.json").write_text(json.dumps(_jsonable(self.to_dict()), indent=2)
+                                            + "\n", encoding="utf-8")
+            (tmp / "audit.md").write_text(self.to_markdown() + "\n", encoding="utf-8")
+            arrays = {f"a_{k}": m for k, m in enumerate(self.maps_a)}
+            arrays.update({f"b_{k}": m for k, m in enumerate(self.maps_b)})
+            np.savez_compressed(tmp / "maps.npz", **arrays)
+            if figure:
+                import matplotlib.pyplot as plt
+
+                fig = self.plot()
+                fig.savefig(tmp / "audit.png", dpi=90)
+                plt.close(fig)
+            old = None
+            if directory.exists():
+                old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+                directory.rename(old)
+            tmp.rename(directory)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> "Audit":
+        """Read a folder written by :meth:`save`."""
+        directory = Path(directory)
+        d = json.loads((directory / "audit.json").read_text(encoding="utf-8"))
+        maps_a, maps_b = [], []
+        npz = directory / "maps.npz"
+        if npz.is_file():
+            with np.load(npz) as z:
+                n = sum(1 for k in z.files if k.startswith("a_"))
+                maps_a = [z[f"a_{k}"] for k in range(n)]
+                maps_b = [z[f"b_{k}"] for k in range(n)]
+        return cls(d["task"], d["examples"], d["aggregate"], maps_a, maps_b, d["settings"])
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    return x
