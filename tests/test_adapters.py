@@ -13,10 +13,10 @@ import math
 import pytest
 import torch
 
-import tiny_models as tm
 from groundroll.adapters import (Adapter, Site, adapter_for, capture, register_adapter,
                                  supported_models)
 from groundroll.rollout import rollout
+from helpers import tiny_models as tm
 
 ATOL = 1e-5  # weights, outputs, gradients, value norms
 RTOL = 1e-4

@@ -6,7 +6,7 @@ import torch
 from groundroll.adapters import capture
 from groundroll.compose import compose
 
-from tiny_models import build
+from helpers.tiny_models import build
 
 CHAINS = {
     "marian": ("encoder", "decoder"),

@@ -22,11 +22,11 @@ import torch
 
 pytest.importorskip("transformers")
 
-import tiny_models as tm  # noqa: E402
 from groundroll.adapters import adapter_for, capture, register_adapter  # noqa: E402
 from groundroll.adapters import conformance  # noqa: E402
 from groundroll.adapters.base import UnsupportedModelError  # noqa: E402
 from groundroll.adapters.derive import derive_adapter  # noqa: E402
+from helpers import tiny_models as tm  # noqa: E402
 
 ATOL = 1e-5
 

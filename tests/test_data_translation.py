@@ -271,14 +271,11 @@ def test_hard_write_corpus_roundtrip(tmp_path):
 
 
 def test_recipe_trains_a_few_steps_on_the_hard_variant(tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("toy_mt_recipe", root / "training/toy_mt.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    from helpers.scripts import training_script
+
+    recipe = training_script("toy_mt")
     meta = recipe.main(["--variant", "hard", "--out", str(tmp_path / "m"), "--steps", "3",
                         "--batch-size", "4", "--tokenizer-sentences", "200", "--eval-n", "2",
                         "--eval-every", "0", "--vocab-size", "300", "--d-model", "32",

@@ -188,7 +188,7 @@ FAMILY = register_family(Family(
 
 
 def test_a_new_family_registered_from_one_file_segments(tmp_path):
-    import tiny_models as tm
+    from helpers import tiny_models as tm
     from groundroll.adapters import base
     from groundroll import families
 

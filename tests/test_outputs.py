@@ -179,8 +179,7 @@ def test_cli_checks_the_output_folder_before_loading_the_model(tiny, noisy, tmp_
 
 
 _LIMITED = """
-import resource, signal, sys
-sys.path.insert(0, {tests!r})
+import resource, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 import groundroll.grounding as g
 from test_grounding_support import tiny_bundle
@@ -207,9 +206,11 @@ def test_cli_under_a_file_size_limit(noisy, tmp_path, tiny):
     runs = [["segment", str(noisy), "-p", "a", "-p", "c", "--out", str(fresh)],
             ["segment", str(noisy), "-p", "a", "--out", str(earlier), "--force"]]
     proc = subprocess.run(
-        [sys.executable, "-c", _LIMITED.format(tests=str(TESTS), limit=limit, runs=runs)],
+        [sys.executable, "-c", _LIMITED.format(limit=limit, runs=runs)],
         capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS="1"))
+        env=dict(os.environ, OMP_NUM_THREADS="1",
+                 PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS),
+                                                         os.environ.get("PYTHONPATH")]))))
     assert "codes [1, 1]" in proc.stdout, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     errors = [l for l in proc.stderr.splitlines() if "error:" in l]

@@ -1,4 +1,3 @@
-import importlib.util
 import time
 from pathlib import Path
 
@@ -7,17 +6,11 @@ import torch
 
 from groundroll.data import toy_translation as toy
 from groundroll.zoo import ACCEPTED_FORMS, bundled, load
+from helpers.scripts import training_script
 
 transformers = pytest.importorskip("transformers")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _word_tokenizer():
@@ -61,7 +54,7 @@ def test_toy_mt_loads_offline_and_translates_held_out_sentences(toy_mt, monkeypa
     assert not toy_mt.model.training
     assert toy_mt.model.dtype == torch.float32
     test = toy.pairs(10, split="test")
-    eval_toy_mt = _script("eval_toy_mt")
+    eval_toy_mt = training_script("eval_toy_mt")
     hyps = eval_toy_mt.translate(toy_mt, [p.src for p in test])
     correct = sum(h == p.tgt for h, p in zip(hyps, test))
     assert correct >= 9, list(zip(hyps, [p.tgt for p in test]))
@@ -184,7 +177,7 @@ def test_unknown_bundled_name_lists_bundled_models():
 
 
 def test_recipe_runs_two_steps(tmp_path):
-    recipe = _script("toy_mt")
+    recipe = training_script("toy_mt")
     meta = recipe.main([
         "--out", str(tmp_path), "--steps", "2", "--seed", "1", "--eval-n", "2",
         "--eval-every", "0", "--tokenizer-sentences", "300", "--vocab-size", "300",
@@ -197,7 +190,7 @@ def test_recipe_runs_two_steps(tmp_path):
 
 
 def test_corpus_bleu():
-    bleu = _script("eval_toy_mt").corpus_bleu
+    bleu = training_script("eval_toy_mt").corpus_bleu
     assert bleu(["a b c d e"], ["a b c d e"]) == pytest.approx(100.0)
     assert bleu(["x y z w"], ["a b c d"]) == 0.0
     assert 0 < bleu(["a b c d e f"], ["a b c d e g"]) < 100

@@ -10,6 +10,7 @@ open_clip = pytest.importorskip("open_clip")
 
 from groundroll.zoo import openclip as oc  # noqa: E402
 from groundroll.zoo.bundle import Bundle  # noqa: E402
+from helpers.scripts import training_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "groundroll" / "zoo" / "bundled"
@@ -58,8 +59,7 @@ def test_bundled_loads_offline(name, monkeypatch):
 def test_bundled_shapes_clip_names_held_out_scenes():
     """The shipped shapes-clip weights keep their zero-shot accuracy (card: 100% on 500
     held-out single-object scenes), measured here on 60 against a 90% bar."""
-    sys.path.insert(0, str(ROOT / "training"))
-    import _shapes_common as common
+    common = training_script("_shapes_common")
 
     bundle = oc.load_open_clip_dir(BUNDLED / "shapes-clip")
     result = common.zero_shot(bundle.model, bundle.preprocess, bundle.tokenizer, n=60)
@@ -68,8 +68,7 @@ def test_bundled_shapes_clip_names_held_out_scenes():
 
 
 def test_word_tokenizer(tmp_path):
-    sys.path.insert(0, str(ROOT / "training"))
-    import _shapes_common as common
+    common = training_script("_shapes_common")
 
     tok = oc.WordTokenizer(common.build_tokenizer(), 8)
     ids = tok(["a red circle", "A RED CIRCLE", "a zebra"])
@@ -143,8 +142,7 @@ def test_recipe_with_loader_processes_and_a_time_schedule(recipe, tmp_path):
 
 
 def test_batch_stream_is_reproducible_and_masks_true_pairs():
-    sys.path.insert(0, str(ROOT / "training"))
-    import _shapes_common as common
+    common = training_script("_shapes_common")
 
     tok = oc.WordTokenizer(common.build_tokenizer(), common.CONTEXT_LENGTH)
     first = next(iter(common.BatchStream(3, 6, tok)))
