@@ -36,17 +36,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from groundroll.align.api import align, layer_scan  # noqa: E402
-from groundroll.align.links import grow_diag_final_and  # noqa: E402
-from groundroll.align.subwords import word_matrix  # noqa: E402
-from groundroll.data import toy_translation as toy  # noqa: E402
-from groundroll.evaluate import aer  # noqa: E402
-from groundroll.zoo import bundled, load  # noqa: E402
+from groundroll.align.api import align, layer_scan
+from groundroll.align.links import grow_diag_final_and
+from groundroll.align.subwords import word_matrix
+from groundroll.data import toy_translation as toy
+from groundroll.evaluate import aer
+from groundroll.zoo import bundled, load
 
 MODELS = {"base": "bundled:toy-mt", "hard": "bundled:toy-mt-hard"}
 SCAN_METHODS = ("raw", "norm", "rollout", "decoder-rollout", "peak-weighted")

@@ -9,6 +9,7 @@ Usage: ``python benchmarks/run_all.py``
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -22,7 +23,8 @@ def scripts(folder: Path) -> list[Path]:
                   if path.resolve() != this and not path.name.startswith("_"))
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     folder = Path(__file__).resolve().parent
     root = folder.parent
     env = dict(os.environ)

@@ -35,16 +35,14 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch starts its thread pool
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from groundroll.data import toy_translation  # noqa: E402
 from groundroll.data.shapes import EVAL_SEED_OFFSET, scene  # noqa: E402
-from groundroll.distributed import STATE_DIR, align_corpus, segment_dataset  # noqa: E402
+from groundroll.distributed import align_corpus, segment_dataset  # noqa: E402
 from groundroll.distributed.align import state_dir_for  # noqa: E402
 
 PROMPTS = ["red circle", "blue star", "yellow triangle"]

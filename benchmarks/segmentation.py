@@ -40,15 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from groundroll.data import shapes  # noqa: E402
-from groundroll.evaluate import deletion_curve, insertion_curve  # noqa: E402
-from groundroll.grounding import (DENSE_METHODS, channel_maps,  # noqa: E402
+from groundroll.data import shapes
+from groundroll.evaluate import deletion_curve, insertion_curve
+from groundroll.grounding import (DENSE_METHODS, channel_maps,
                                   resolve_model, segment)
-from groundroll.grounding.calibrate import (fit_postprocess, object_ious,  # noqa: E402
+from groundroll.grounding.calibrate import (fit_postprocess, object_ious,
                                             score_entry)
-from groundroll.grounding.profiles import (Profile, model_fingerprint,  # noqa: E402
+from groundroll.grounding.profiles import (Profile, model_fingerprint,
                                            resolve_profile)
 
 METHODS = ("relevance", "legrad", "rollout", "maskclip", "naclip", "gradcam", "ig",

@@ -13,13 +13,11 @@ import json
 import sys
 from pathlib import Path
 
+from groundroll._atomic import atomic_write
+from groundroll.grounding import caption_heatmaps, load_image
+from groundroll.viz import heatmap_overlay
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from groundroll._atomic import atomic_write  # noqa: E402
-from groundroll.grounding import caption_heatmaps, load_image  # noqa: E402
-from groundroll.viz import heatmap_overlay  # noqa: E402
-
 EXAMPLES = ROOT / "groundroll" / "data" / "examples"
 
 

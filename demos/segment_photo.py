@@ -13,11 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from groundroll.grounding import METHODS, REFINE, segment  # noqa: E402
-from groundroll.masks import DEFAULT_TEMPLATES  # noqa: E402
-from groundroll.zoo import load  # noqa: E402
+from groundroll.grounding import METHODS, REFINE, segment
+from groundroll.masks import DEFAULT_TEMPLATES
+from groundroll.zoo import load
 
 
 def main(argv=None) -> int:

@@ -13,12 +13,10 @@ import json
 import sys
 from pathlib import Path
 
+from groundroll.grounding import METHODS, REFINE, load_image, segment
+from groundroll.zoo import load
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from groundroll.grounding import METHODS, REFINE, load_image, segment  # noqa: E402
-from groundroll.zoo import load  # noqa: E402
-
 EXAMPLES = ROOT / "groundroll" / "data" / "examples"
 
 
