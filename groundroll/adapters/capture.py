@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 
+from .._deprecation import renamed
 from .._locks import model_lock
 from ..trace import AttentionLayer, Tokens, Trace
 from .base import Adapter, Site, adapter_for
@@ -24,8 +25,13 @@ from .tokens import read_tokens
 __all__ = ["capture", "ROLLOUT_OPTIONS"]
 
 #: Options accepted by ``reduce=`` (those of :class:`groundroll.rollout.RolloutAccumulator`).
-ROLLOUT_OPTIONS = frozenset({"head_fusion", "residual", "rows", "threshold", "top_k",
+ROLLOUT_OPTIONS = frozenset({"head_fusion", "residual", "rows", "prune_threshold", "top_k",
                              "discard_ratio", "start_layer", "per_head", "keep"})
+# Deprecated spellings still accepted in ``reduce=``, by their current name.
+_RENAMED_OPTIONS = {"threshold": "prune_threshold"}
+# Frames from ``renamed`` up to the caller's ``with capture(...)``: _reduce_options,
+# _Session.__init__, the capture generator and contextlib's __enter__.
+_WARN_STACKLEVEL = 6
 
 _MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
              "average_attn_weights", "is_causal")
@@ -58,8 +64,9 @@ def capture(
         Default: every stream of the family.
     reduce : dict, optional
         Streaming rollout for self-attention streams: either rollout options
-        (``head_fusion``, ``residual``, ``rows``, ``threshold``, ``top_k``,
-        ``discard_ratio``, ``start_layer``, ``per_head``, ``keep``), applied to every
+        (``head_fusion``, ``residual``, ``rows``, ``prune_threshold``, ``top_k``,
+        ``discard_ratio``, ``start_layer``, ``per_head``, ``keep``; ``threshold`` is the
+        deprecated old name of ``prune_threshold``), applied to every
         captured self-attention stream, or a mapping ``stream -> options``. Each layer's
         heads are fused and folded into a :class:`~groundroll.rollout.RolloutAccumulator`
         as soon as the layer is computed; ``trace.reduced[stream]`` holds the rollout of
@@ -147,7 +154,8 @@ class _Session:
         if not reduce:
             return {}
         self_streams = [s.stream for s in self.sites if s.kind == "self"]
-        if set(reduce) <= ROLLOUT_OPTIONS:
+        known = ROLLOUT_OPTIONS | _RENAMED_OPTIONS.keys()
+        if set(reduce) <= known:
             per_stream = {stream: dict(reduce) for stream in self_streams}
         else:
             per_stream = {stream: dict(options) for stream, options in reduce.items()}
@@ -159,10 +167,14 @@ class _Session:
             if stream not in self_streams:
                 raise ValueError(f"reduce=: no captured stream {stream!r}; captured"
                                  f" self-attention streams are {self_streams}")
-            bad = sorted(set(options) - ROLLOUT_OPTIONS)
+            bad = sorted(set(options) - known)
             if bad:
                 raise ValueError(f"reduce=: unknown rollout option(s) {bad}; allowed:"
                                  f" {sorted(ROLLOUT_OPTIONS)}")
+            for old, new in _RENAMED_OPTIONS.items():
+                if old in options:
+                    options[new] = renamed("capture(reduce=...)", old, new, options.pop(old),
+                                           options.get(new), stacklevel=_WARN_STACKLEVEL)
         return per_stream
 
     # ------------------------------------------------------------------ enter / exit
