@@ -173,6 +173,23 @@ def test_unknown_bundled_name_lists_bundled_models():
         load("bundled:no-such-model")
 
 
+@pytest.mark.parametrize("flag", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_one_offline_switch_for_both_loaders(monkeypatch, flag):
+    from huggingface_hub import constants
+
+    from groundroll.zoo import _offline
+
+    for name in _offline.OFFLINE_FLAGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert not _offline.hub_offline()
+    monkeypatch.setenv(flag, "1")
+    assert _offline.hub_offline()
+    monkeypatch.delenv(flag)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)   # set before the import
+    assert _offline.hub_offline()
+
+
 # ----------------------------------------------------------------------------- recipes
 
 

@@ -93,7 +93,7 @@ def test_registry_tag_fails_fast_offline(monkeypatch):
 
 def test_unreachable_host_fails_fast(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(oc, "_hub_offline", lambda: False)
+    monkeypatch.setattr(oc, "hub_offline", lambda: False)
     monkeypatch.setattr(oc, "_is_cached", lambda cfg: False)
     monkeypatch.setattr(oc, "_unreachable", lambda cfg: "host unreachable (test)")
     start = time.time()

@@ -18,9 +18,10 @@ import socket
 import threading
 from pathlib import Path
 
+from groundroll.zoo._offline import hub_offline
 from groundroll.zoo.bundle import Bundle
 
-__all__ = ["load_hf", "FAMILIES", "OFFLINE_HINT", "HubUnavailableError"]
+__all__ = ["load_hf", "OFFLINE_HINT", "HubUnavailableError"]
 
 OFFLINE_HINT = (
     "To use a model without hub access, on a machine that has it run "
@@ -60,11 +61,6 @@ class ImagePreprocess:
 
     def __repr__(self) -> str:
         return f"ImagePreprocess({type(self.image_processor).__name__})"
-
-
-def _env_offline() -> bool:
-    flags = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    return any(os.environ.get(f, "").lower() in ("1", "true", "yes", "on") for f in flags)
 
 
 def _hub_reachable(timeout: float = 1.5) -> bool:
@@ -156,14 +152,14 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
         text = str(local.resolve())
     elif text.startswith(("/", ".", "~")) or text.count("/") > 1:
         raise FileNotFoundError(f"no model folder at {text!r} (hub names are 'owner/name')")
-    elif _env_offline() or not _hub_reachable():
+    elif hub_offline() or not _hub_reachable():
         kwargs["local_files_only"] = True
     try:
         config = transformers.AutoConfig.from_pretrained(text, **kwargs)
     except (OSError, ValueError) as err:
         if local.is_dir():
             raise
-        why = ("the hub is offline (HF_HUB_OFFLINE)" if _env_offline()
+        why = ("the hub is offline (HF_HUB_OFFLINE)" if hub_offline()
                else "the hub is unreachable" if kwargs else "it could not be fetched")
         raise HubUnavailableError(
             f"could not load Hugging Face model {text!r}: it is not in the local cache and "

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from ._offline import hub_offline
 from .bundle import Bundle
 
 __all__ = ["load_open_clip", "load_open_clip_dir", "WordTokenizer", "OFFLINE_HINT"]
@@ -181,7 +182,7 @@ def _pretrained_or_fail(arch: str, tag: str, device: str):
     if not _is_cached(cfg):
         # huggingface_hub retries unreachable hosts with back-off for about a minute;
         # a cheap probe turns "no network" into an immediate, explicit error.
-        reason = "HF_HUB_OFFLINE is set" if _hub_offline() else _unreachable(cfg)
+        reason = "HF_HUB_OFFLINE is set" if hub_offline() else _unreachable(cfg)
         if reason:
             raise RuntimeError(
                 f"open_clip weights {arch}/{tag} are not in the local cache and cannot be "
@@ -191,15 +192,6 @@ def _pretrained_or_fail(arch: str, tag: str, device: str):
     except Exception as err:  # download errors come in many types
         raise RuntimeError(
             f"could not load open_clip weights {arch}/{tag}: {err}. {OFFLINE_HINT}") from err
-
-
-def _hub_offline() -> bool:
-    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return flag
-    return flag or bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
 def _unreachable(cfg: dict, timeout: float = 3.0) -> str | None:
