@@ -1,3 +1,4 @@
+import itertools
 import random
 
 import pytest
@@ -11,14 +12,12 @@ def _tgt_index(pair, i):
     return sorted(j for s, j in pair.alignment if s == i)
 
 
-def _first(predicate, n=3000, seed=11):
-    for pair in toy.iter_pairs(seed=seed):
+def _first(predicate, n=3000, seed=11, variant="base"):
+    """The first of ``n`` generated pairs that ``predicate`` accepts."""
+    for pair in itertools.islice(toy.iter_pairs(seed=seed, variant=variant), n):
         if predicate(pair):
             return pair
-        n -= 1
-        if n == 0:
-            break
-    pytest.fail("no generated pair has the wanted shape")
+    pytest.fail(f"no generated {variant} pair has the wanted shape")
 
 
 def test_deterministic_from_seed():
@@ -143,14 +142,8 @@ from groundroll.data import toy_translation_hard as hard  # noqa: E402
 HX = hard.hard_lexicon()
 
 
-def _hard_first(predicate, n=4000, seed=13):
-    for pair in toy.iter_pairs(seed=seed, variant="hard"):
-        if predicate(pair):
-            return pair
-        n -= 1
-        if n == 0:
-            break
-    pytest.fail("no generated hard pair has the wanted shape")
+def _hard_first(predicate):
+    return _first(predicate, n=4000, seed=13, variant="hard")
 
 
 def test_hard_variant_basics():
