@@ -51,7 +51,7 @@ from groundroll.grounding.profiles import (Profile, model_fingerprint,
 
 METHODS = ("relevance", "legrad", "rollout", "maskclip", "naclip", "gradcam", "ig",
            "saliency", "ensemble")
-REFINES = ("none", "slic")
+REFINES = ("none", "slic", "superpixels")
 VARIANT_SEED = 7_000_000
 
 

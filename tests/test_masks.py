@@ -135,11 +135,13 @@ def test_masks_from_labels():
     assert not m[2].any()
 
 
-@pytest.mark.parametrize("refine", ["slic", "pamr"])
+@pytest.mark.parametrize("refine", ["slic", "superpixels", "pamr"])
 def test_refinement_improves_noisy_two_region_map(refine):
     img, truth, noisy = two_region_image()
     if refine == "slic":
         out = M.slic_pool(noisy, img, n_segments=16, compactness=10.0)
+    elif refine == "superpixels":
+        out = M.superpixel_pool(noisy, img)
     else:
         out = M.pamr(noisy, img, iterations=10)
     assert out.shape == noisy.shape and out.dtype == noisy.dtype
@@ -264,3 +266,28 @@ def test_label_map_old_threshold_name_warns():
     with pytest.warns(FutureWarning, match="mask_threshold="):
         old = M.label_map(probs, threshold=0.85)
     np.testing.assert_array_equal(old, M.label_map(probs, mask_threshold=0.85))
+
+
+def test_superpixel_pool_is_the_mean_of_per_partition_means():
+    rng = np.random.default_rng(0)
+    maps = rng.random((2, 6, 7))
+    parts = [rng.integers(0, 4, (6, 7)), rng.integers(0, 9, (6, 7))]
+    want = np.zeros_like(maps)
+    for seg in parts:                                  # naive loop over superpixels
+        for p in range(2):
+            for label in np.unique(seg):
+                want[p][seg == label] += maps[p][seg == label].mean() / len(parts)
+    np.testing.assert_allclose(M.superpixel_pool(maps, partitions=parts), want, atol=1e-12)
+
+
+def test_superpixel_partitions_follow_a_colour_edge_and_cap_the_working_size():
+    img = np.zeros((40, 1200, 3), np.uint8)
+    img[:, 600:] = (220, 30, 30)
+    parts = M.superpixel_partitions(img)
+    assert len(parts) == len(M.SUPERPIXEL_SCALES) + len(M.SUPERPIXEL_SIZES)
+    for seg in parts:
+        assert seg.shape == (40, 1200)
+        # No superpixel straddles the edge (partitions ran at 512 px, then resized back).
+        assert not set(np.unique(seg[:, :598])) & set(np.unique(seg[:, 602:]))
+    with pytest.raises(ValueError, match="image or its partitions"):
+        M.superpixel_pool(np.zeros((1, 4, 4)))

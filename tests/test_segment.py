@@ -125,6 +125,25 @@ def test_threshold_and_background_prompts(clip, monkeypatch):
     assert s.labels[16, 16] == 1
 
 
+def test_superpixel_refinement_snaps_a_coarse_map_to_the_object(clip, monkeypatch):
+    # A red square on grey; the source's map is a blurry 4 x 4 grid blob around it.
+    image = np.full((32, 32, 3), 128, np.uint8)
+    image[8:20, 8:20] = (220, 30, 30)
+    blob = np.zeros((4, 4))
+    blob[1:3, 1:3] = 1.0
+    blob[0:4, 0:4] += 0.2
+    monkeypatch.setattr(seg_module, "prompt_maps", _fake_source([blob, 1 - blob]))
+    truth = np.zeros((32, 32), bool)
+    truth[8:20, 8:20] = True
+    iou = {}
+    for refine in ("none", "superpixels"):
+        s = segment(image, ["red square"], model=clip, refine=refine,
+                    background_rule="otsu", threshold=1.0)
+        assert s.settings["refine"] == refine
+        iou[refine] = (s.masks[0] & truth).sum() / (s.masks[0] | truth).sum()
+    assert iou["superpixels"] > 0.9 > 0.6 > iou["none"], iou
+
+
 # ------------------------------------------------------------------- export
 
 

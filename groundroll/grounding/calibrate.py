@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .. import masks as M
 from ._model import resolve_model
 from .profiles import Profile, background_labels, model_fingerprint, refine_scores
 
@@ -167,6 +168,13 @@ def _bundle_templates(handle) -> list[str] | None:
     return None
 
 
+def _partitions(images: Sequence[np.ndarray], refine: str) -> list:
+    """Superpixel partitions of each image when ``refine`` uses them, else Nones."""
+    if refine != "superpixels":
+        return [None] * len(images)
+    return [M.superpixel_partitions(image) for image in images]
+
+
 def fit_postprocess(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
                     images: Sequence[np.ndarray], normalize: str, logit_scale: float,
                     refine: Sequence[str] = ("none",),
@@ -180,11 +188,13 @@ def fit_postprocess(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
 
     best = None
     for r in refine:
+        parts = _partitions(images, r)
         probs = [channel_probabilities(m, image, normalize=normalize,
-                                       logit_scale=logit_scale, refine=r)
-                 for m, image in zip(maps, images)]
+                                       logit_scale=logit_scale, refine=r, partitions=pp)
+                 for m, image, pp in zip(maps, images, parts)]
         scored = maps if r == "none" else [
-            refine_scores(m, image, refine=r) for m, image in zip(maps, images)]
+            refine_scores(m, image, refine=r, partitions=pp)
+            for m, image, pp in zip(maps, images, parts)]
         for rule in rules:
             for t in RULE_GRID[rule]:
                 ious = []
@@ -209,10 +219,11 @@ def score_entry(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
     rule = entry.get("background_rule", "none")
     ious = []
     for m, image, it in zip(maps, images, items):
+        pp = _partitions([image], refine)[0]
         probs = channel_probabilities(m, image, normalize=normalize,
-                                      logit_scale=logit_scale, refine=refine)
+                                      logit_scale=logit_scale, refine=refine, partitions=pp)
         scored = m if refine == "none" or rule not in ("relative", "otsu") else (
-            refine_scores(m, image, refine=refine))
+            refine_scores(m, image, refine=refine, partitions=pp))
         lab = background_labels(probs, scored, n_prompts=len(it["masks"]), rule=rule,
                                 threshold=entry.get("threshold"))
         ious += object_ious(lab, it["masks"])
@@ -223,7 +234,7 @@ def calibrate(data: Iterable | Any, *, model: Any = "bundled:shapes-clip-short",
               methods: Sequence[str] | str | None = None,
               prompts: Sequence[str] | None = None,
               templates: Sequence[str] | None = None,
-              refine: Sequence[str] = ("none",),
+              refine: Sequence[str] = ("none", "slic", "superpixels"),
               rules: Sequence[str] = ("relative", "otsu", "threshold"),
               source_options: Mapping[str, dict] | None = None,
               keep_margin: float = 0.01, progress: bool = True,
@@ -245,8 +256,8 @@ def calibrate(data: Iterable | Any, *, model: Any = "bundled:shapes-clip-short",
         holds.
     templates : sequence of str, optional
         Prompt templates (default: those of the model's bundled profile).
-    refine : sequence of {"none", "slic", "pamr"}
-        Refinements to try.
+    refine : sequence of {"none", "slic", "superpixels", "pamr"}
+        Refinements to try (default: all but the slow ``"pamr"``).
     rules : sequence of str
         Background rules to try (keys of :data:`RULE_GRID`).
     source_options : mapping of str to dict, optional

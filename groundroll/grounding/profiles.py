@@ -48,11 +48,12 @@ from .. import masks as M
 
 __all__ = ["Profile", "PROFILE_FORMAT", "BACKGROUND_RULES", "POSTPROCESS_KEYS",
            "model_fingerprint", "bundled_profile", "resolve_profile", "background_labels",
-           "refine_scores",
-           "resolve_settings"]
+           "refine_maps", "refine_scores", "resolve_settings", "REFINE"]
 
 PROFILE_FORMAT = "groundroll-profile/1"
 BACKGROUND_RULES = ("none", "threshold", "relative", "otsu")
+#: Refinements of the probabilities before the argmax (:func:`refine_maps`).
+REFINE = ("none", "slic", "superpixels", "pamr")
 #: Keys a method's entry may hold (anything else in a profile file is an error).
 POSTPROCESS_KEYS = ("background_rule", "threshold", "refine", "normalize", "logit_scale",
                     "templates", "source_options")
@@ -228,10 +229,40 @@ def resolve_profile(profile, handle) -> Profile | None:
     return found
 
 
-def refine_scores(maps: np.ndarray, image: np.ndarray, *, refine: str) -> np.ndarray:
+def refine_maps(maps: np.ndarray, image: np.ndarray, *, refine: str,
+                partitions=None) -> np.ndarray:
+    """Maps ``[C, H, W]`` snapped to the image's structure.
+
+    ``"none"``: unchanged; ``"superpixels"``: averaged within superpixels at several
+    scales (:func:`groundroll.masks.superpixel_pool`; ``partitions`` from
+    :func:`groundroll.masks.superpixel_partitions` of ``image`` to reuse them);
+    ``"slic"``: averaged within one SLIC partition of about 150 pixels per
+    superpixel; ``"pamr"``: pixel-adaptive mask refinement.
+
+    Examples
+    --------
+    >>> refine_maps(np.ones((1, 2, 2)), np.zeros((2, 2, 3), np.uint8), refine="none").shape
+    (1, 2, 2)
+    """
+    if refine == "none":
+        return maps
+    if refine == "superpixels":
+        if partitions is None:
+            partitions = M.superpixel_partitions(image)
+        return M.superpixel_pool(maps, partitions=partitions)
+    if refine == "slic":
+        n_segments = max(50, int(np.prod(image.shape[:2]) / 150))
+        return M.slic_pool(maps, image, n_segments=n_segments, compactness=10.0)
+    if refine == "pamr":
+        return M.pamr(maps, image)
+    raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
+
+
+def refine_scores(maps: np.ndarray, image: np.ndarray, *, refine: str,
+                  partitions=None) -> np.ndarray:
     """Per-prompt min-max normalised maps ``[P, H, W]`` (float32), refined as
     :func:`~groundroll.grounding.channel_probabilities` refines probabilities
-    (``"slic"`` superpixel means, ``"pamr"``), for the ``relative`` and ``otsu`` rules.
+    (:func:`refine_maps`), for the ``relative`` and ``otsu`` rules.
 
     Examples
     --------
@@ -240,14 +271,8 @@ def refine_scores(maps: np.ndarray, image: np.ndarray, *, refine: str) -> np.nda
     array([[[0., 1.]]], dtype=float32)
     """
     norm = M.normalize_maps(np.asarray(maps, dtype=np.float32), how="minmax")
-    if refine == "slic":
-        n_segments = max(50, int(np.prod(image.shape[:2]) / 150))
-        norm = M.slic_pool(norm, image, n_segments=n_segments, compactness=10.0)
-    elif refine == "pamr":
-        norm = M.pamr(norm, image)
-    elif refine != "none":
-        raise ValueError(f"refine must be 'none', 'slic' or 'pamr', got {refine!r}")
-    return np.asarray(norm, dtype=np.float32)
+    return np.asarray(refine_maps(norm, image, refine=refine, partitions=partitions),
+                      dtype=np.float32)
 
 
 def background_labels(probs: np.ndarray, maps: np.ndarray, *, n_prompts: int,

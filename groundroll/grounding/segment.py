@@ -12,7 +12,8 @@ Pipeline (numpy after the map source, all through :mod:`groundroll.masks`):
    stitch the windows.
 3. Per-channel normalisation, then probabilities: a softmax across channels of
    ``logit_scale * maps`` (with a single channel, the normalised map itself).
-4. Optional refinement (``"slic"`` superpixel pooling or ``"pamr"``), argmax label map,
+4. Optional refinement (``"superpixels"``: multi-scale superpixel pooling, ``"slic"``,
+   or ``"pamr"``), argmax label map,
    background by probability ``threshold`` and background prompts, optional removal of
    small objects and hole filling.
 5. The label map is resized to the full image by nearest neighbour and the heatmaps
@@ -35,13 +36,13 @@ from ._model import ModelHandle, resolve_model
 from .dense import DENSE_METHODS
 from .result import (Segmentation, check_writable_set, manifest_name,  # noqa: F401
                      output_paths, slug)
+from .profiles import REFINE
 from .sources import METHODS, image_text_scores, prompt_maps
 
 __all__ = ["segment", "Segmentation", "load_image", "output_paths", "channel_maps",
            "channel_probabilities", "REFINE", "slug", "check_templates", "manifest_name",
            "check_writable_set", "DEFAULT_MAX_PIXELS"]
 
-REFINE = ("none", "slic", "pamr")
 
 
 def _check_prompts(prompts, what: str = "prompts") -> list[str]:
@@ -106,13 +107,17 @@ def channel_maps(handle: ModelHandle, image: np.ndarray, channels: Sequence[str]
 
 
 def channel_probabilities(maps: np.ndarray, image: np.ndarray, *, normalize: str,
-                          logit_scale: float, refine: str = "none") -> np.ndarray:
+                          logit_scale: float, refine: str = "none",
+                          partitions=None) -> np.ndarray:
     """Per-pixel probabilities ``[C, H, W]`` (float32) from channel maps.
 
     ``softmax(logit_scale * normalize(maps))`` across channels; with one channel, the
-    map min-max normalised to [0, 1]. ``refine`` ``"slic"`` averages them within
-    superpixels of ``image`` (about one per 150 pixels), ``"pamr"`` applies PAMR.
+    map min-max normalised to [0, 1]. Then refined by ``refine``
+    (:func:`groundroll.grounding.profiles.refine_maps`; ``partitions``: superpixel
+    partitions of ``image`` already computed, for ``"superpixels"``).
     """
+    from .profiles import refine_maps
+
     if refine not in REFINE:
         raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
     if maps.shape[0] > 1:
@@ -120,12 +125,7 @@ def channel_probabilities(maps: np.ndarray, image: np.ndarray, *, normalize: str
         probs = M.softmax_maps(scored, logit_scale=logit_scale).astype(np.float32)
     else:
         probs = M.normalize_maps(maps, how="minmax").astype(np.float32)
-    if refine == "slic":
-        n_segments = max(50, int(np.prod(image.shape[:2]) / 150))
-        probs = M.slic_pool(probs, image, n_segments=n_segments, compactness=10.0)
-    elif refine == "pamr":
-        probs = M.pamr(probs, image)
-    return probs
+    return refine_maps(probs, image, refine=refine, partitions=partitions)
 
 
 def segment(
@@ -186,8 +186,11 @@ def segment(
         Default: the profile bundled with the model, if any. Each option left as
         None here is taken from the profile's entry for ``method``. A profile fitted
         on another model is refused (ValueError).
-    refine : {"none", "slic", "pamr"}, optional
-        Refine the probabilities with image superpixels or PAMR before the argmax.
+    refine : {"none", "slic", "superpixels", "pamr"}, optional
+        Refine the probabilities before the argmax: ``"superpixels"`` averages them
+        within superpixels at several scales (:func:`groundroll.masks.superpixel_pool`),
+        ``"slic"`` within one SLIC partition, ``"pamr"`` applies PAMR. Default: the
+        profile's.
     templates : sequence of str, optional
         Prompt templates with one ``{}``; text embeddings are averaged over them
         (:func:`groundroll.masks.ensemble_prompts`). Not for ``"cross"``.
@@ -382,14 +385,16 @@ def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, metho
     normalize = normalize or ("none" if dense else "minmax")
     scale = float(logit_scale) if logit_scale is not None else (
         handle.logit_scale() if dense else 10.0)
+    partitions = M.superpixel_partitions(work) if refine == "superpixels" else None
     probs = channel_probabilities(maps, work, normalize=normalize, logit_scale=scale,
-                                  refine=refine)
+                                  refine=refine, partitions=partitions)
     bg_index = list(range(len(prompts), len(channels)))
     from .profiles import background_labels, refine_scores
 
     scores_for_rule = maps
     if background_rule in ("relative", "otsu") and refine != "none":
-        scores_for_rule = refine_scores(maps[: len(prompts)], work, refine=refine)
+        scores_for_rule = refine_scores(maps[: len(prompts)], work, refine=refine,
+                                        partitions=partitions)
     labels = background_labels(probs, scores_for_rule, n_prompts=len(prompts),
                                rule=background_rule, threshold=threshold,
                                background=bg_index or None)

@@ -32,7 +32,8 @@ from .geometry import (
 )
 from .labels import label_map, masks_from_labels, normalize_maps, softmax_maps
 from .prompts import DEFAULT_TEMPLATES, average_groups, ensemble_prompts
-from .refine import fill_holes, pamr, remove_small, slic_pool
+from .refine import (SUPERPIXEL_SCALES, SUPERPIXEL_SIZES, fill_holes, pamr,
+                     remove_small, slic_pool, superpixel_partitions, superpixel_pool)
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -52,6 +53,10 @@ __all__ = [
     "resize_maps",
     "sliding_windows",
     "slic_pool",
+    "superpixel_partitions",
+    "superpixel_pool",
+    "SUPERPIXEL_SCALES",
+    "SUPERPIXEL_SIZES",
     "softmax_maps",
     "stitch",
     "unletterbox",

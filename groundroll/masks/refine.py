@@ -1,4 +1,4 @@
-"""Refinement: snap maps to image structure (SLIC, PAMR) and clean masks up."""
+"""Refinement: snap maps to image structure (superpixels, PAMR) and clean masks up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from scipy import ndimage as ndi
 
 from ._common import _as_maps, _float
 
-__all__ = ["slic_pool", "pamr", "remove_small", "fill_holes"]
+__all__ = ["slic_pool", "superpixel_partitions", "superpixel_pool", "pamr", "remove_small",
+           "fill_holes", "SUPERPIXEL_SCALES", "SUPERPIXEL_SIZES"]
+
+#: Felzenszwalb-Huttenlocher ``scale`` values of :func:`superpixel_partitions`.
+SUPERPIXEL_SCALES = (50, 150, 400)
+#: Mean pixels per SLIC superpixel of :func:`superpixel_partitions`.
+SUPERPIXEL_SIZES = (150, 400, 1000)
 
 
 def _check_image(image, hw) -> np.ndarray:
@@ -64,6 +70,127 @@ def slic_pool(maps, image, *, n_segments: int = 200, compactness: float = 10.0, 
     for p, m in enumerate(maps):
         means = np.bincount(flat, weights=m.ravel(), minlength=n) / np.maximum(counts, 1)
         out[p] = means[segments]
+    return out[0] if single else out
+
+
+def _uint8_image(image) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` (or ``[H, W]``) for the superpixel algorithms, whose
+    parameters are defined on 0-255 colours; floats are read as [0, 1]."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    image = image.astype(np.float64)
+    if image.size and image.max() > 1.0:
+        image = image / 255.0
+    return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def superpixel_partitions(image, *, scales: Sequence[float] = SUPERPIXEL_SCALES,
+                          sizes: Sequence[int] = SUPERPIXEL_SIZES,
+                          max_side: int = 512) -> list[np.ndarray]:
+    """Partitions of an image into superpixels at several scales, from two algorithms.
+
+    Felzenszwalb-Huttenlocher graph segmentations (one per ``scales`` value; they follow
+    colour edges and adapt region size to the content) and SLIC segmentations (one per
+    ``sizes`` value, in mean pixels per superpixel; compact regions). Together they
+    give :func:`superpixel_pool` partitions both fine and coarse, so a map pooled over
+    all of them keeps object outlines where any partition finds them and smooths what
+    no partition separates.
+
+    Parameters
+    ----------
+    image : array_like, shape [H, W, 3] or [H, W]
+        uint8, or float in [0, 1].
+    scales, sizes : sequence of numbers, optional
+    max_side : int, optional
+        Images with a longer side are partitioned at this size (the labels are
+        resized back by nearest neighbour), which bounds the time on large images.
+
+    Returns
+    -------
+    list of ndarray of int64, each [H, W]
+        One label image per partition (labels ``0 .. n - 1``).
+
+    Examples
+    --------
+    >>> img = np.zeros((24, 24, 3), np.uint8); img[:, 12:] = 255
+    >>> parts = superpixel_partitions(img, scales=(100,), sizes=(72,))
+    >>> len(parts), parts[0].shape
+    (2, (24, 24))
+    >>> bool((parts[0][:, :12, None] != parts[0][:, None, 12:]).all())
+    True
+    """
+    from skimage.segmentation import felzenszwalb, slic
+
+    full = _uint8_image(image)
+    H, W = full.shape[:2]
+    work = full
+    if max(H, W) > max_side:
+        from PIL import Image
+
+        f = max_side / max(H, W)
+        size = (max(1, round(W * f)), max(1, round(H * f)))
+        work = np.asarray(Image.fromarray(full).resize(size, Image.BILINEAR))
+    h, w = work.shape[:2]
+    channel_axis = -1 if work.ndim == 3 else None
+    parts = [felzenszwalb(work, scale=float(sc), sigma=0.8, min_size=20,
+                          channel_axis=channel_axis) for sc in scales]
+    parts += [slic(work, n_segments=max(4, (h * w) // int(n)), compactness=10.0,
+                   start_label=0, channel_axis=channel_axis) for n in sizes]
+    if (h, w) != (H, W):
+        rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+        cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+        parts = [p[rows[:, None], cols[None, :]] for p in parts]
+    return [np.asarray(p, dtype=np.int64) for p in parts]
+
+
+def superpixel_pool(maps, image=None, *, partitions: Sequence[np.ndarray] | None = None
+                    ) -> np.ndarray:
+    """Average each map inside the superpixels of several partitions, then over the
+    partitions.
+
+    Parameters
+    ----------
+    maps : array_like, shape [P, H, W] or [H, W]
+        Maps at image resolution.
+    image : array_like, shape [H, W, 3] or [H, W], optional
+        The image; needed unless ``partitions`` is given.
+    partitions : sequence of ndarray [H, W], optional
+        Label images (default :func:`superpixel_partitions` of ``image``); pass them
+        to pool several maps of one image without partitioning it again.
+
+    Returns
+    -------
+    ndarray
+        Same shape and floating dtype as ``maps``.
+
+    Examples
+    --------
+    >>> maps = np.array([[[0.0, 1.0, 0.0, 1.0]]])
+    >>> superpixel_pool(maps, partitions=[np.array([[0, 0, 1, 1]]),
+    ...                                   np.array([[0, 0, 0, 0]])])
+    array([[[0.5, 0.5, 0.5, 0.5]]])
+    """
+    maps, single = _as_maps(maps)
+    if partitions is None:
+        if image is None:
+            raise ValueError("superpixel_pool needs the image or its partitions")
+        _check_image(image, maps.shape[1:])
+        partitions = superpixel_partitions(image)
+    if not len(partitions):
+        raise ValueError("superpixel_pool needs at least one partition")
+    out = np.zeros_like(maps)
+    for segments in partitions:
+        segments = np.asarray(segments)
+        if segments.shape != maps.shape[1:]:
+            raise ValueError(f"a partition is {segments.shape} but the maps are"
+                             f" {maps.shape[1:]}")
+        flat = segments.ravel()
+        n = int(flat.max()) + 1
+        counts = np.maximum(np.bincount(flat, minlength=n), 1).astype(np.float64)
+        for p, m in enumerate(maps):
+            out[p] += (np.bincount(flat, weights=m.ravel(), minlength=n) / counts)[segments]
+    out /= len(partitions)
     return out[0] if single else out
 
 

@@ -52,6 +52,8 @@ def _common(p) -> None:
 
 def register(subparsers) -> None:
     """Add ``report`` (with ``align`` and ``segment``) to a ``groundroll`` parser."""
+    from ..grounding.profiles import REFINE
+
     report = subparsers.add_parser(
         "report", help="write an interactive, self-contained HTML report",
         description="Write an interactive HTML report (one file, no network, data"
@@ -87,10 +89,12 @@ def register(subparsers) -> None:
                    metavar="PROMPT", help="a text prompt (repeat for several)")
     s.add_argument("--model", default="bundled:shapes-clip-short",
                    help="model spec for groundroll.zoo.load (default: %(default)s)")
-    s.add_argument("--method", default="relevance", help="map source (default: %(default)s)")
+    s.add_argument("--method", default=None,
+                   help="map source (default: the model profile's, else relevance)")
     s.add_argument("--threshold", type=float, default=None,
                    help="probability below which a pixel is background")
-    s.add_argument("--refine", choices=("none", "slic", "pamr"), default="none")
+    s.add_argument("--refine", choices=REFINE, default=None,
+                   help="refinement (default: the model profile's)")
     s.add_argument("--layer-prompt", type=int, default=0, metavar="K",
                    help="prompt index whose per-layer maps are shown (-1: none)")
     _common(s)

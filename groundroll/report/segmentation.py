@@ -254,7 +254,7 @@ def layer_maps(image, prompt: str, *, model="bundled:shapes-clip-short",
 
 
 def explore_segmentation(image, prompts: Sequence[str], *, model="bundled:shapes-clip-short",
-                         method: str = "relevance", layer_prompt: int | str | None = 0,
+                         method: str | None = None, layer_prompt: int | str | None = 0,
                          layer_method: str | None = None, title: str | None = None,
                          max_side: int = DEFAULT_MAX_SIDE, max_bytes: int = DEFAULT_MAX_BYTES,
                          **segment_options) -> str:
@@ -265,8 +265,8 @@ def explore_segmentation(image, prompts: Sequence[str], *, model="bundled:shapes
     image : str, PathLike, PIL.Image or ndarray
     prompts : sequence of str
     model : Bundle or str
-    method : str
-        Map source of :func:`groundroll.segment`.
+    method : str, optional
+        Map source of :func:`groundroll.segment` (default: the model profile's).
     layer_prompt : int or str, optional
         The prompt (index or text) whose per-layer maps are shown; None: none.
     layer_method : {"relevance", "rollout"}, optional
@@ -295,7 +295,7 @@ def explore_segmentation(image, prompts: Sequence[str], *, model="bundled:shapes
         k = seg.prompts.index(layer_prompt) if isinstance(layer_prompt, str) else int(layer_prompt)
         if not 0 <= k < len(seg.prompts):
             raise ValueError(f"layer_prompt {layer_prompt!r} is not one of the prompts")
-        how = layer_method or ("rollout" if method == "rollout" else "relevance")
+        how = layer_method or ("rollout" if seg.settings["method"] == "rollout" else "relevance")
         maps = layer_maps(seg.image, seg.prompts[k], model=handle, method=how)
         names = [f"layer {l}" for l in range(len(maps))]
         heading = (f"Per-layer {how} of “{seg.prompts[k]}”" if how == "relevance"
