@@ -40,6 +40,35 @@ def _open_unchecked(path: Path):
             Image.MAX_IMAGE_PIXELS = limit
 
 
+def _image_file(image) -> Path:
+    """``image`` as the path of an existing file (clear errors for a folder or a
+    missing file)."""
+    path = Path(image)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not an image file; pass the"
+                                " image files inside it")
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    return path
+
+
+def image_size(path) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, without decoding pixels.
+
+    Raises
+    ------
+    IsADirectoryError, FileNotFoundError
+    ValueError
+        Not a readable image.
+    """
+    path = _image_file(path)
+    try:
+        with _open_unchecked(path) as im:
+            return im.size
+    except Exception as err:  # PIL raises many types for unreadable files
+        raise ValueError(f"cannot read image {path}: {err}") from None
+
+
 def _read_image(image, *, max_side: int | None = None,
                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, tuple]:
     """``(rgb, full_hw)``: the RGB uint8 image, decoded at a reduced size when a file
@@ -50,12 +79,7 @@ def _read_image(image, *, max_side: int | None = None,
     if not isinstance(image, (str, os.PathLike)):
         rgb = _to_rgb(image, max_pixels=max_pixels)
         return rgb, tuple(rgb.shape[:2])
-    path = Path(image)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory, not an image file; pass the"
-                                " image files inside it")
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    path = _image_file(image)
     try:
         with _open_unchecked(path) as im:
             width, height = im.size

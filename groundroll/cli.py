@@ -92,18 +92,12 @@ def _default_max_pixels() -> int:
 
 def _check_image(path: Path, max_pixels: int) -> None:
     """Readable image header within ``max_pixels``, without decoding the pixels."""
-    from ._images import _open_unchecked
+    from ._images import image_size
 
-    if path.is_dir():
-        raise _Failure(f"{path} is a directory, not an image file; pass the image files"
-                       " inside it")
-    if not path.is_file():
-        raise _Failure(f"image file not found: {path}")
     try:
-        with _open_unchecked(path) as im:
-            width, height = im.size
-    except Exception as err:  # PIL raises many types for unreadable files
-        raise _Failure(f"cannot read image {path}: {err}") from None
+        width, height = image_size(path)
+    except (OSError, ValueError) as err:
+        raise _Failure(str(err)) from None
     n = width * height
     if n > max_pixels:
         raise _Failure(f"image {path} is {width} x {height} = {n:,} pixels, more than"

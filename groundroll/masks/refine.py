@@ -63,14 +63,7 @@ def slic_pool(maps, image, *, n_segments: int = 200, compactness: float = 10.0, 
         start_label=0,
         channel_axis=-1 if image.ndim == 3 else None,
     )
-    n = int(segments.max()) + 1
-    flat = segments.ravel()
-    counts = np.bincount(flat, minlength=n).astype(np.float64)
-    out = np.empty_like(maps)
-    for p, m in enumerate(maps):
-        means = np.bincount(flat, weights=m.ravel(), minlength=n) / np.maximum(counts, 1)
-        out[p] = means[segments]
-    return out[0] if single else out
+    return superpixel_pool(maps[0] if single else maps, partitions=[segments])
 
 
 def _uint8_image(image) -> np.ndarray:

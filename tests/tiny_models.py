@@ -1,1 +1,0 @@
-from helpers.tiny_models import *  # noqa: F401,F403
