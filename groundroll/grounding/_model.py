@@ -9,14 +9,15 @@ embeddings, the logit scale, and the positions of a prompt's content tokens.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._locks import short, warn_once
+from .._locks import locked, short, warn_once
 from ..families import Family, Grounding, family_for
 
 __all__ = ["ModelHandle", "resolve_model", "FAMILIES"]
@@ -237,6 +238,30 @@ class ModelHandle:
         if scale is None:
             return 100.0
         return float(torch.as_tensor(scale).detach().float().exp())
+
+    # ------------------------------------------------------------------ gradients
+
+    @contextmanager
+    def float32(self) -> Iterator[None]:
+        """Run the model in float32 within the block (half-precision gradients
+        underflow), holding its lock (:func:`groundroll._locks.locked`): the cast
+        changes the shared model, so every other groundroll call on it waits until the
+        dtype is restored on exit."""
+        with locked(self.model):
+            dtype = self.dtype
+            if dtype != torch.float32:
+                self.model.float()
+            try:
+                yield
+            finally:
+                if dtype != torch.float32:
+                    self.model.to(dtype)
+
+    def prompt_copies(self, image: np.ndarray, n: int) -> torch.Tensor:
+        """``[n, 3, h, w]`` float32 model input: ``image`` (uint8 ``[h, w, 3]`` at the
+        model's input size) once per prompt, so each copy's score and gradients can
+        belong to one prompt."""
+        return self.pixels([image]).float().repeat(n, 1, 1, 1)
 
 
 def resolve_model(model, *, tokenizer=None, cache: dict | None = None) -> ModelHandle:

@@ -27,7 +27,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .._locks import locked
 from ._model import ModelHandle
 
 __all__ = ["ATTRIBUTION_METHODS", "gradcam_maps", "captum_maps", "gradcam_target_layer"]
@@ -110,9 +109,12 @@ def gradcam_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str],
     Parameters
     ----------
     handle : ModelHandle
+        A CLIP-style model whose vision tower :func:`gradcam_target_layer` knows (ViT,
+        ModifiedResNet, timm stages).
     image : ndarray of uint8, shape [h, w, 3]
         At the model's input size.
     prompts : sequence of str
+        One map each: the class activation map of the image's logit with that prompt.
     templates : sequence of str, optional
     layer : torch.nn.Module, optional
         Target layer; default :func:`gradcam_target_layer`.
@@ -129,22 +131,17 @@ def gradcam_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str],
     default_layer, reshape = gradcam_target_layer(handle)
     target_layer = layer if layer is not None else default_layer
     text = handle.text_embeddings(prompts, templates)
-    pixels = handle.pixels([image]).float().repeat(len(prompts), 1, 1, 1)
+    pixels = handle.prompt_copies(image, len(prompts))
     wrapper = _PromptScores(handle, text)
-    model = handle.model
-    with locked(model):     # dtype cast and parameter gradients: keep other calls out
-        dtype = handle.dtype
-        if dtype != torch.float32:
-            model.float()
+    with handle.float32():     # the lock also keeps other calls off the parameter grads
         try:
             with cam_module.GradCAM(model=wrapper, target_layers=[target_layer],
                                     reshape_transform=reshape) as cam:
                 maps = cam(input_tensor=pixels,
                            targets=[ClassifierOutputTarget(p) for p in range(len(prompts))])
         finally:
-            model.zero_grad(set_to_none=True)  # the library back-propagates into parameters
-            if dtype != torch.float32:
-                model.to(dtype)
+            # the library back-propagates into parameters
+            handle.model.zero_grad(set_to_none=True)
     return np.asarray(maps, dtype=np.float32)
 
 
@@ -164,9 +161,11 @@ def captum_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], 
     Parameters
     ----------
     handle : ModelHandle
+        A CLIP-style model (any vision tower: attributions are taken at the pixels).
     image : ndarray of uint8, shape [h, w, 3]
         At the model's input size.
     prompts : sequence of str
+        One map each, attributing the image's logit with that prompt.
     method : {"ig", "saliency"}
         ``IntegratedGradients`` from a black image or ``Saliency``.
     templates : sequence of str, optional
@@ -186,27 +185,17 @@ def captum_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], 
         raise ValueError(f"method must be 'ig' or 'saliency', got {method!r}")
     attr = _require("captum.attr", "captum")
     text = handle.text_embeddings(prompts, templates)
-    pixels = handle.pixels([image]).float().repeat(len(prompts), 1, 1, 1)
-    pixels.requires_grad_(True)
+    pixels = handle.prompt_copies(image, len(prompts)).requires_grad_(True)
     wrapper = _PromptScores(handle, text)
     targets = list(range(len(prompts)))
-    model = handle.model
-    with locked(model):
-        dtype = handle.dtype
-        if dtype != torch.float32:
-            model.float()
-        try:
-            with torch.enable_grad():
-                if method == "ig":
-                    black = handle.pixels([np.zeros_like(image)]).float().expand_as(pixels)
-                    out = attr.IntegratedGradients(wrapper).attribute(
-                        pixels, baselines=black.contiguous(), target=targets,
-                        n_steps=int(n_steps), internal_batch_size=max(len(prompts), 1) * 8)
-                else:
-                    out = attr.Saliency(wrapper).attribute(pixels, target=targets, abs=True)
-        finally:
-            if dtype != torch.float32:
-                model.to(dtype)
+    with handle.float32(), torch.enable_grad():
+        if method == "ig":
+            black = handle.pixels([np.zeros_like(image)]).float().expand_as(pixels)
+            out = attr.IntegratedGradients(wrapper).attribute(
+                pixels, baselines=black.contiguous(), target=targets,
+                n_steps=int(n_steps), internal_batch_size=max(len(prompts), 1) * 8)
+        else:
+            out = attr.Saliency(wrapper).attribute(pixels, target=targets, abs=True)
     maps = out.detach().float().sum(1).abs().cpu().numpy()
     sigma = 0.5 * min(handle.patch_size) if smooth is None else float(smooth)
     return _smooth(maps, sigma).astype(np.float32)

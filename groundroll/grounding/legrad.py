@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._locks import locked
 from ..adapters import capture
 from ._model import ModelHandle
 
@@ -135,53 +134,42 @@ def legrad_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], 
         raise ValueError(f"LeGrad's per-layer score needs a ViT tower with a known head;"
                          f" {handle.family} is not supported: pass score='final'")
     text = handle.text_embeddings(prompts, templates)            # [P, D]
-    pixels = handle.pixels([image]).float().repeat(len(prompts), 1, 1, 1)
-    pixels.requires_grad_(True)
+    pixels = handle.prompt_copies(image, len(prompts)).requires_grad_(True)
     streams = list(handle.grounding.vision_streams)
-    model = handle.model
-    # The float32 cast changes the shared model: hold its lock until dtypes are back.
-    with locked(model):
-        dtype = handle.dtype
-        if dtype != torch.float32:  # fp16 gradients underflow
-            model.float()
-        try:
-            with torch.enable_grad():
-                blocks = lens[0] if lens else []
-                with _block_outputs(blocks) as outputs, capture(model, grads=True,
-                                                                streams=streams) as trace:
-                    image_emb = handle.image_embeddings(pixels)      # [P, D]
-                layers = trace.stream("vision")
-                weights = [layer.weights for layer in layers]
-                bases = [_in_graph(w) for w in weights]
-                first = start_layer % len(weights) if start_layer < 0 else start_layer
-                if not 0 <= first < len(weights):
-                    raise ValueError(f"start_layer {start_layer} outside the {len(weights)}"
-                                     f" layers of the vision tower")
-                total = None
-                if score == "final":
-                    final = (image_emb * text).sum()
-                    raw = torch.autograd.grad(final, [b for b, _ in bases[first:]])
-                    grads = [view(g) for g, (_, view) in zip(raw, bases[first:])]
-                else:
-                    if len(outputs) != len(weights):
-                        raise RuntimeError(f"{len(outputs)} block outputs for {len(weights)}"
-                                           f" attention layers; cannot pair them")
-                    grads = []
-                    for l in range(first, len(weights)):
-                        tokens = outputs[l] if lens[2] else outputs[l].transpose(0, 1)
-                        pooled = tokens.mean(1) if pool == "mean" else tokens[:, 0]
-                        emb = F.normalize(lens[1](pooled).float(), dim=-1)
-                        s_l = (emb * text).sum()
-                        base, view = bases[l]
-                        grad = torch.autograd.grad(s_l, base, retain_graph=True)[0]
-                        grads.append(view(grad))
-                for g in grads:
-                    # [P, H, Q, K] -> positive part, mean over heads and query rows -> [P, K]
-                    part = g.float().clamp(min=0).mean(dim=(1, 2))
-                    total = part if total is None else total + part
-        finally:
-            if dtype != torch.float32:
-                model.to(dtype)
+    with handle.float32(), torch.enable_grad():
+        blocks = lens[0] if lens else []
+        with _block_outputs(blocks) as outputs, capture(handle.model, grads=True,
+                                                        streams=streams) as trace:
+            image_emb = handle.image_embeddings(pixels)      # [P, D]
+        layers = trace.stream("vision")
+        weights = [layer.weights for layer in layers]
+        bases = [_in_graph(w) for w in weights]
+        first = start_layer % len(weights) if start_layer < 0 else start_layer
+        if not 0 <= first < len(weights):
+            raise ValueError(f"start_layer {start_layer} outside the {len(weights)}"
+                             f" layers of the vision tower")
+        total = None
+        if score == "final":
+            final = (image_emb * text).sum()
+            raw = torch.autograd.grad(final, [b for b, _ in bases[first:]])
+            grads = [view(g) for g, (_, view) in zip(raw, bases[first:])]
+        else:
+            if len(outputs) != len(weights):
+                raise RuntimeError(f"{len(outputs)} block outputs for {len(weights)}"
+                                   f" attention layers; cannot pair them")
+            grads = []
+            for l in range(first, len(weights)):
+                tokens = outputs[l] if lens[2] else outputs[l].transpose(0, 1)
+                pooled = tokens.mean(1) if pool == "mean" else tokens[:, 0]
+                emb = F.normalize(lens[1](pooled).float(), dim=-1)
+                s_l = (emb * text).sum()
+                base, view = bases[l]
+                grad = torch.autograd.grad(s_l, base, retain_graph=True)[0]
+                grads.append(view(grad))
+        for g in grads:
+            # [P, H, Q, K] -> positive part, mean over heads and query rows -> [P, K]
+            part = g.float().clamp(min=0).mean(dim=(1, 2))
+            total = part if total is None else total + part
     tokens_meta = trace.tokens["vision"]
     gh, gw = tokens_meta.grid
     maps = total[:, tokens_meta.patches].reshape(len(prompts), gh, gw)

@@ -38,7 +38,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .._locks import locked
 from ..adapters import capture
 from ..compose import compose
 from ._model import ModelHandle
@@ -82,25 +81,14 @@ def relevance_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str
         raise ValueError(f"method='relevance' reads a CLIP-style vision tower; for"
                          f" {handle.family} use method='cross'")
     text = handle.text_embeddings(prompts, templates)            # [P, D]
-    pixels = handle.pixels([image]).float().repeat(len(prompts), 1, 1, 1)
-    pixels.requires_grad_(True)
+    pixels = handle.prompt_copies(image, len(prompts)).requires_grad_(True)
     streams = list(handle.grounding.vision_streams)
-    model = handle.model
-    # The float32 cast below changes the shared model: the model's lock keeps every
-    # other groundroll call on it waiting until the dtypes are back.
-    with locked(model):
-        dtype = handle.dtype
-        if dtype != torch.float32:  # fp16 gradients underflow
-            model.float()
-        try:
-            with torch.enable_grad(), capture(model, grads=True, streams=streams) as trace:
-                image_emb = handle.image_embeddings(pixels)          # [P, D]
-                logits = handle.logit_scale() * (image_emb * text).sum(-1)
-                # Gradients w.r.t. the input only: parameters keep no .grad of ours.
-                torch.autograd.grad(logits.sum(), pixels)
-        finally:
-            if dtype != torch.float32:
-                model.to(dtype)
+    with handle.float32(), torch.enable_grad(), capture(handle.model, grads=True,
+                                                        streams=streams) as trace:
+        image_emb = handle.image_embeddings(pixels)          # [P, D]
+        logits = handle.logit_scale() * (image_emb * text).sum(-1)
+        # Gradients w.r.t. the input only: parameters keep no .grad of ours.
+        torch.autograd.grad(logits.sum(), pixels)
     tokens = trace.tokens["vision"]
     if handle.grounding.vision_target != "vision":      # through a pooling head
         comp = compose(trace, source="vision", target=handle.grounding.vision_target,

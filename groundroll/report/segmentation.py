@@ -196,7 +196,6 @@ def layer_maps(image, prompt: str, *, model="bundled:shapes-clip-short",
     import torch
 
     from groundroll import masks as M
-    from groundroll._locks import locked
     from groundroll.adapters import capture
     from groundroll.grounding import load_image, resolve_model
     from groundroll.rollout import gradient_weighted, relevance_self_update, rollout
@@ -218,19 +217,11 @@ def layer_maps(image, prompt: str, *, model="bundled:shapes-clip-short",
         text = handle.text_embeddings([prompt]).float()
         pixels = handle.pixels([model_input]).float().requires_grad_(True)
         # The score is the image-prompt logit, as in groundroll.grounding's relevance.
-        with locked(net):  # the float32 cast changes the shared model
-            dtype = handle.dtype
-            if dtype != torch.float32:  # fp16 gradients underflow
-                net.float()
-            try:
-                with torch.enable_grad(), capture(net, grads=True,
-                                                  streams=["vision"]) as trace:
-                    emb = handle.image_embeddings(pixels).float()
-                    logit = handle.logit_scale() * (emb * text).sum()
-                    torch.autograd.grad(logit, pixels)
-            finally:
-                if dtype != torch.float32:
-                    net.to(dtype)
+        with handle.float32(), torch.enable_grad(), capture(net, grads=True,
+                                                            streams=["vision"]) as trace:
+            emb = handle.image_embeddings(pixels).float()
+            logit = handle.logit_scale() * (emb * text).sum()
+            torch.autograd.grad(logit, pixels)
         weights, grads = trace.weights("vision"), trace.grads("vision")
         n = weights[0].shape[-1]
         R = torch.eye(n, dtype=torch.float32).unsqueeze(0)
