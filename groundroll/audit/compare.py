@@ -8,7 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from groundroll.audit.metrics import _METRICS, TASKS, mass_moved, spearman, top_iou
-from groundroll.audit.result import Audit, _jsonable
+from groundroll._json import jsonable
+from groundroll.audit.result import Audit
 
 __all__ = ["audit"]
 
@@ -104,7 +105,8 @@ def audit(model_a, model_b, data, *, task: str | None = None, prompts=None, top:
                                                          options=options, options_b=options_b,
                                                          progress=progress)
     settings = dict(model_a=_name(bundle_a), model_b=_name(bundle_b), top=top,
-                    options=_jsonable(options), options_b=_jsonable(options_b), **extra)
+                    options=jsonable(options, other=None),
+                    options_b=jsonable(options_b, other=None), **extra)
     return Audit(task, examples, _aggregate(examples, _METRICS[task]), maps_a, maps_b, settings)
 
 
@@ -138,8 +140,8 @@ def _audit_align(a, b, data, *, top, options, options_b, progress):
             links_a=sorted([list(l) for l in x.links]), links_b=sorted([list(l) for l in y.links])))
         maps_a.append(x.matrix)
         maps_b.append(y.matrix)
-    extra = dict(settings_a=_jsonable(res_a[0].settings) if res_a else {},
-                 settings_b=_jsonable(res_b[0].settings) if res_b else {})
+    extra = dict(settings_a=jsonable(res_a[0].settings, other=None) if res_a else {},
+                 settings_b=jsonable(res_b[0].settings, other=None) if res_b else {})
     return examples, maps_a, maps_b, extra
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from groundroll._json import jsonable
 from groundroll.audit.metrics import _HIGHER_IS_AGREEMENT, _METRICS, mass_moved
 
 __all__ = ["Audit"]
@@ -162,7 +163,7 @@ class Audit:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
-            (tmp / "audit.json").write_text(json.dumps(_jsonable(self.to_dict()), indent=2)
+            (tmp / "audit.json").write_text(json.dumps(jsonable(self.to_dict(), other=None), indent=2)
                                             + "\n", encoding="utf-8")
             (tmp / "audit.md").write_text(self.to_markdown() + "\n", encoding="utf-8")
             arrays = {f"a_{k}": m for k, m in enumerate(self.maps_a)}
@@ -199,17 +200,3 @@ class Audit:
                 maps_a = [z[f"a_{k}"] for k in range(n)]
                 maps_b = [z[f"b_{k}"] for k in range(n)]
         return cls(d["task"], d["examples"], d["aggregate"], maps_a, maps_b, d["settings"])
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    return x

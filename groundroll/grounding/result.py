@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import masks as M
 from .._images import _resize_rgb, _resize_rgb_rows
+from .._json import jsonable
 
 __all__ = ["Segmentation", "output_paths", "manifest_name", "check_writable_set", "slug"]
 
@@ -161,7 +162,7 @@ class Segmentation:
                 "boxes": [None if b is None else list(b) for b in self.boxes()],
                 "box_format": "[x0, y0, x1, y1] pixels, x1 and y1 exclusive",
                 "image_size": list(self.labels.shape),
-                "settings": _jsonable(self.settings)}
+                "settings": jsonable(self.settings)}
 
     def output_paths(self, directory, *, stem: str = "segmentation") -> dict[str, Path]:
         """Files :meth:`save` writes: ``labels``, ``overlay``, ``summary`` and
@@ -321,19 +322,3 @@ def _png(array: np.ndarray, *, palette: bool = False) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return repr(value)
-
-

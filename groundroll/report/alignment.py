@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._json import jsonable
 from ._page import DEFAULT_MAX_BYTES, asset, escape, page
 
 __all__ = ["alignment_report", "explore_alignment", "alignment_variants"]
@@ -138,7 +139,8 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
     Returns
     -------
     str
-        The HTML document.
+        The page as one HTML document (words, matrices and script inline), for
+        :func:`~groundroll.report.write_report`.
 
     Examples
     --------
@@ -170,7 +172,7 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
         notes.append(f"The alignment was symmetrised ({first['symmetrise']}); this page"
                      " extracts links from the target-to-source matrix alone.")
     return _html(pairs, [v], initial=0, extraction=extraction, threshold=threshold,
-                 title=title or "Word alignment", settings=_jsonable(first),
+                 title=title or "Word alignment", settings=jsonable(first, other=str),
                  max_bytes=max_bytes, notes=notes)
 
 
@@ -178,18 +180,6 @@ def _layers_label(x):
     if isinstance(x, (list, tuple)):
         return x[0] if len(x) == 1 else ",".join(str(i) for i in x)
     return x
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
 
 
 def _initial(variants: list[dict], settings: dict, n_layers: int) -> int:
@@ -297,7 +287,7 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
     Returns
     -------
     str
-        The HTML document.
+        The page as one HTML document, with every variant's matrices embedded.
 
     Examples
     --------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._json import jsonable
 from ._page import DEFAULT_MAX_BYTES, asset, page, png_data_uri
 
 __all__ = ["audit_report"]
@@ -62,7 +63,8 @@ def audit_report(audit, *, title: str | None = None, by: str = "spearman",
     Returns
     -------
     str
-        The HTML document.
+        The page as one HTML document (metrics, the table of examples and their
+        pictures inline), for :func:`~groundroll.report.write_report`.
 
     Examples
     --------
@@ -82,14 +84,12 @@ def audit_report(audit, *, title: str | None = None, by: str = "spearman",
         pictures[str(i)] = dict(
             a=_picture(a, lo=0, hi=hi, cmap="viridis"), b=_picture(b, lo=0, hi=hi, cmap="viridis"),
             diff=_picture(b - a, lo=-hi, hi=hi, cmap="RdBu_r"), what=what)
-    from .alignment import _jsonable
-
     agg = audit.aggregate
-    data = dict(metrics=list(audit.metrics), aggregate=_jsonable(agg),
+    data = dict(metrics=list(audit.metrics), aggregate=jsonable(agg, other=str),
                 higher={m: _HIGHER_IS_AGREEMENT[m] for m in audit.metrics},
-                examples=_jsonable(audit.examples), pictures=pictures, sort=by,
+                examples=jsonable(audit.examples, other=str), pictures=pictures, sort=by,
                 first=with_maps[0] if with_maps else None, model_a=model_a, model_b=model_b,
-                settings=_jsonable(s),
+                settings=jsonable(s, other=str),
                 summary=f"{audit.task} audit: {model_a} (A) against {model_b} (B) on"
                         f" {agg.get('n', len(audit.examples))} examples.")
     notes = []

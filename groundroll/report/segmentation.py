@@ -127,7 +127,8 @@ def segmentation_report(seg, *, title: str | None = None, layers=None,
     Returns
     -------
     str
-        The HTML document.
+        The page as one HTML document (the image, masks and heatmaps as PNG data URIs),
+        for :func:`~groundroll.report.write_report`.
 
     Examples
     --------
@@ -270,7 +271,7 @@ def explore_segmentation(image, prompts: Sequence[str], *, model="bundled:shapes
     Returns
     -------
     str
-        The HTML document.
+        The page of :func:`segmentation_report`, with the per-layer maps.
 
     Examples
     --------
