@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ._command import add_command
+
 __all__ = ["build_app", "serve", "register", "segment_view", "align_view",
            "SEGMENT_MODELS", "ALIGN_MODELS", "DEFAULT_HOST", "DEFAULT_PORT",
            "DEFAULT_MAX_UPLOAD_MB"]
@@ -320,10 +322,8 @@ def serve(*, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT,
 
 def register(subparsers) -> None:
     """Add ``app`` to a ``groundroll`` parser."""
-    p = subparsers.add_parser(
-        "app", help="local web app: segmentation and alignment explorers (needs gradio)",
-        description="Serve the groundroll web app (Gradio) on this machine. It binds to"
-                    " 127.0.0.1 unless --host says otherwise.")
+    p = add_command(subparsers, "app", _run,
+                    help="local web app: segmentation and alignment explorers (needs gradio)")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default: %(default)s; 0.0.0.0 exposes it to the"
                         " network)")
@@ -337,10 +337,11 @@ def register(subparsers) -> None:
     p.add_argument("--align-model", dest="align_models", action="append", default=None,
                    metavar="SPEC", help="translation model offered (repeatable; default:"
                                         " bundled:toy-mt)")
-    p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
+    """Serve the groundroll web app (Gradio) on this machine. It binds to 127.0.0.1 unless
+    --host says otherwise."""
     if not 0 < args.port < 65536:
         print(f"groundroll app: error: --port must be in 1..65535, got {args.port}",
               file=sys.stderr)

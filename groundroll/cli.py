@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ._command import add_command
+
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE"]
 
 EXIT_OK = 0
@@ -38,11 +40,7 @@ class _Failure(Exception):
 def _add_segment(subparsers) -> None:
     from .grounding import METHODS, REFINE
 
-    p = subparsers.add_parser(
-        "segment", help="segment images with text prompts",
-        description="Segment images with text prompts. Per image writes <stem>_labels.png"
-                    " (palette PNG), <stem>_<k>_<prompt>.png (one mask per prompt),"
-                    " <stem>_overlay.png and <stem>.json into --out.")
+    p = add_command(subparsers, "segment", _run_segment, help="segment images with text prompts")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("-p", "--prompt", dest="prompts", action="append", default=[],
                    metavar="PROMPT", help="a text prompt (repeat for several)")
@@ -81,7 +79,6 @@ def _add_segment(subparsers) -> None:
     from .distributed.cli import add_engine_options
 
     add_engine_options(p, task="segment")
-    p.set_defaults(func=_run_segment)
 
 
 def _default_max_pixels() -> int:
@@ -106,6 +103,9 @@ def _check_image(path: Path, max_pixels: int) -> None:
 
 
 def _run_segment(args) -> int:
+    """Segment images with text prompts. Per image writes <stem>_labels.png (palette PNG),
+    <stem>_<k>_<prompt>.png (one mask per prompt), <stem>_overlay.png and <stem>.json into
+    --out."""
     from tqdm.auto import tqdm
 
     from . import grounding
@@ -210,13 +210,8 @@ def _run_segment(args) -> int:
 def _add_calibrate(subparsers) -> None:
     from .grounding import METHODS, REFINE
 
-    p = subparsers.add_parser(
-        "calibrate", help="fit a segmentation profile on labelled images",
-        description="Fit the postprocessing (background rule, threshold, refinement) of"
-                    " each map source on a few labelled images and write a profile JSON"
-                    " that 'groundroll segment --profile' and segment(profile=...) read."
-                    " Each IMAGE needs a label map in --masks with the same file stem"
-                    " (pixel value k = the k-th --class, 0 background).")
+    p = add_command(subparsers, "calibrate", _run_calibrate,
+                    help="fit a segmentation profile on labelled images")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--masks", required=True, type=Path, metavar="DIR",
                    help="directory of label-map PNGs named like the images")
@@ -234,10 +229,13 @@ def _add_calibrate(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="JSON",
                    help="profile file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
-    p.set_defaults(func=_run_calibrate)
 
 
 def _run_calibrate(args) -> int:
+    """Fit the postprocessing (background rule, threshold, refinement) of each map source on a
+    few labelled images and write a profile JSON that 'groundroll segment --profile' and
+    segment(profile=...) read. Each IMAGE needs a label map in --masks with the same file stem
+    (pixel value k = the k-th --class, 0 background)."""
     from .grounding import resolve_model
     from .grounding.calibrate import CalibrationError, calibrate
 

@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from groundroll._command import add_command
+
 __all__ = ["register", "main"]
 
 DEFAULT_MODEL = "bundled:toy-mt"
@@ -35,14 +37,8 @@ def _add_align(subparsers) -> None:
     from groundroll.align.extract import EXTRACTIONS, SYMMETRISATIONS
     from groundroll.align.methods import METHODS
 
-    p = subparsers.add_parser(
-        "align", help="word-align sentence pairs with a translation model",
-        description="Word-align sentence pairs (one whitespace-tokenised sentence per line)"
-                    " from a translation model's attention; writes one Pharaoh line"
-                    " (0-indexed 's-t' links) per input line. Without --tgt the model"
-                    " translates first and the translations (the words the target"
-                    " indices refer to) go to a second file (--out-translation). The"
-                    " files are written as one set: all or nothing.")
+    p = add_command(subparsers, "align", _run_align,
+                    help="word-align sentence pairs with a translation model")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model spec for groundroll.zoo.load (default {DEFAULT_MODEL})")
     p.add_argument("--src", required=True, help="source sentences, one per line")
@@ -81,19 +77,15 @@ def _add_align(subparsers) -> None:
     from groundroll.distributed.cli import add_engine_options
 
     add_engine_options(p, task="align")
-    p.set_defaults(func=_run_align)
 
 
 def _add_aer(subparsers) -> None:
-    p = subparsers.add_parser(
-        "aer", help="alignment error rate of predicted links against gold",
-        description="Corpus AER, precision, recall and F1 of a Pharaoh prediction file"
-                    " (0-indexed) against a gold file.")
+    p = add_command(subparsers, "aer", _run_aer,
+                    help="alignment error rate of predicted links against gold")
     p.add_argument("--gold", required=True,
                    help="gold alignments: talp (1-indexed, 's-t' sure, 'spt' possible)")
     p.add_argument("--pred", required=True, help="predicted Pharaoh file (0-indexed)")
     p.add_argument("--gold-format", choices=("talp", "pharaoh"), default="talp")
-    p.set_defaults(func=_run_aer)
 
 
 def register(subparsers) -> None:
@@ -114,6 +106,11 @@ def _read(path: str) -> list[str]:
 
 
 def _run_align(args) -> int:
+    """Word-align sentence pairs (one whitespace-tokenised sentence per line) from a
+    translation model's attention; writes one Pharaoh line (0-indexed 's-t' links) per input
+    line. Without --tgt the model translates first and the translations (the words the target
+    indices refer to) go to a second file (--out-translation). The files are written as one
+    set: all or nothing."""
     from groundroll._atomic import check_directory, check_writable
     from groundroll.distributed.cli import run_align, wants_engine
 
@@ -200,6 +197,8 @@ def _write_outputs(args, outputs: list, result) -> None:
 
 
 def _run_aer(args) -> int:
+    """Corpus AER, precision, recall and F1 of a Pharaoh prediction file (0-indexed) against a
+    gold file."""
     from groundroll.align.io import read_pharaoh, read_talp
     from groundroll.evaluate import aer
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from groundroll._command import add_command
 from groundroll.audit.compare import audit
 from groundroll.audit.metrics import TASKS
 
@@ -17,12 +18,8 @@ __all__ = ["register"]
 
 def register(subparsers) -> None:
     """Add ``groundroll audit`` to a parent parser (sets ``func(args) -> exit status``)."""
-    p = subparsers.add_parser(
-        "audit", help="compare two models' maps on the same inputs",
-        description="Audit where relevance moved between two models (e.g. before and after"
-                    " fine-tuning): alignment on the same sentence pairs, or segmentation on"
-                    " the same images and prompts. Writes audit.json, audit.md, maps.npz"
-                    " and audit.png into --out (all or nothing) and prints the summary.")
+    p = add_command(subparsers, "audit", _run_cli,
+                    help="compare two models' maps on the same inputs")
     p.add_argument("model_a", help="model spec for groundroll.load (the reference)")
     p.add_argument("model_b", help="model spec compared against model_a")
     p.add_argument("--out", required=True, help="output folder (must not exist unless --force)")
@@ -44,7 +41,6 @@ def register(subparsers) -> None:
     p.add_argument("--top", type=float, default=0.1,
                    help="fraction of each map in the top region for IoU (default 0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_cli)
 
 
 def _cli_fail(message: str, code: int = 2) -> int:
@@ -55,6 +51,10 @@ def _cli_fail(message: str, code: int = 2) -> int:
 
 
 def _run_cli(args) -> int:
+    """Audit where relevance moved between two models (e.g. before and after fine-tuning):
+    alignment on the same sentence pairs, or segmentation on the same images and prompts.
+    Writes audit.json, audit.md, maps.npz and audit.png into --out (all or nothing) and prints
+    the summary."""
     import sys
 
     out = Path(args.out)

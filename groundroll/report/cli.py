@@ -14,8 +14,11 @@ an existing output without ``--force``, 1 other failures (a model that fails to 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
+
+from groundroll._command import add_command
 
 __all__ = ["register"]
 
@@ -38,20 +41,26 @@ def _size(text: str) -> int:
     return int(value * 1e6)
 
 
-def _common(p) -> None:
+def _kind(kinds, name: str, run, *, help: str):
+    """The parser of ``groundroll report NAME``, which calls ``run(args)`` (described by
+    its docstring, as every ``groundroll`` command is); the output options come in a group
+    of their own."""
     from ._page import DEFAULT_MAX_BYTES
 
-    p.add_argument("--out", required=True, type=Path, metavar="FILE.html",
-                   help="output HTML file")
-    p.add_argument("--title", default=None, help="page title")
-    p.add_argument("--max-mb", dest="max_bytes", type=_size, default=DEFAULT_MAX_BYTES,
-                   help="size limit of the page in MB; larger inputs are downscaled or"
-                        " paged with a note (default: %(default)s bytes)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p = add_command(kinds, name, _guard(run), help=help)
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=True, type=Path, metavar="FILE.html",
+                     help="output HTML file")
+    out.add_argument("--title", default=None, help="page title")
+    out.add_argument("--max-mb", dest="max_bytes", type=_size, default=DEFAULT_MAX_BYTES,
+                     help="size limit of the page in MB; larger inputs are downscaled or"
+                          " paged with a note (default: %(default)s bytes)")
+    out.add_argument("--force", action="store_true", help="overwrite an existing output")
+    return p
 
 
 def register(subparsers) -> None:
-    """Add ``report`` (with ``align`` and ``segment``) to a ``groundroll`` parser."""
+    """Add ``report`` (with ``align``, ``segment`` and ``audit``) to a ``groundroll`` parser."""
     from ..grounding.profiles import REFINE
 
     report = subparsers.add_parser(
@@ -61,9 +70,7 @@ def register(subparsers) -> None:
     kinds = report.add_subparsers(dest="report_kind", metavar="KIND")
     kinds.required = True
 
-    a = kinds.add_parser("align", help="alignment explorer for sentence pairs",
-                         description="Align sentence pairs under every method, layer, head"
-                                     " and shift and write the alignment explorer.")
+    a = _kind(kinds, "align", _run_align, help="alignment explorer for sentence pairs")
     a.add_argument("sentence", nargs="?", help="a source sentence (or use --src)")
     a.add_argument("target", nargs="?", help="its target sentence (default: translate)")
     a.add_argument("--src", type=Path, help="source sentences, one per line")
@@ -77,13 +84,8 @@ def register(subparsers) -> None:
                    help="comma-separated methods to compute (default: %(default)s)")
     a.add_argument("--extraction", choices=("argmax", "threshold", "itermax"),
                    default=None, help="initial extraction (default: the model's)")
-    _common(a)
-    a.set_defaults(func=_guard(_run_align))
 
-    s = kinds.add_parser("segment", help="segmentation explorer for one image",
-                         description="Segment an image with text prompts and write the"
-                                     " segmentation explorer (masks, heatmaps, per-layer"
-                                     " maps of one prompt).")
+    s = _kind(kinds, "segment", _run_segment, help="segmentation explorer for one image")
     s.add_argument("image", type=Path, help="image file")
     s.add_argument("-p", "--prompt", dest="prompts", action="append", default=[],
                    metavar="PROMPT", help="a text prompt (repeat for several)")
@@ -97,18 +99,11 @@ def register(subparsers) -> None:
                    help="refinement (default: the model profile's)")
     s.add_argument("--layer-prompt", type=int, default=0, metavar="K",
                    help="prompt index whose per-layer maps are shown (-1: none)")
-    _common(s)
-    s.set_defaults(func=_guard(_run_segment))
 
-    d = kinds.add_parser("audit", help="audit report from a folder written by Audit.save",
-                         description="Write the audit report (aggregate metrics, sortable"
-                                     " examples, maps of the most changed examples) of an"
-                                     " audit saved with Audit.save.")
+    d = _kind(kinds, "audit", _run_audit, help="audit report from a folder written by Audit.save")
     d.add_argument("folder", type=Path, help="folder written by Audit.save")
     d.add_argument("--by", default="spearman",
                    help="metric that orders the examples (default: %(default)s)")
-    _common(d)
-    d.set_defaults(func=_guard(_run_audit))
 
 
 def _check_out(args) -> None:
@@ -140,6 +135,8 @@ def _write(args, html: str) -> int:
 
 
 def _run_align(args) -> int:
+    """Align sentence pairs under every method, layer, head and shift and write the alignment
+    explorer."""
     from . import alignment_report, explore_alignment
 
     _check_out(args)
@@ -191,6 +188,8 @@ def _run_align(args) -> int:
 
 
 def _run_segment(args) -> int:
+    """Segment an image with text prompts and write the segmentation explorer (masks, heatmaps,
+    per-layer maps of one prompt)."""
     from groundroll.grounding import load_image, resolve_model
 
     from . import explore_segmentation
@@ -222,6 +221,8 @@ def _run_segment(args) -> int:
 
 
 def _run_audit(args) -> int:
+    """Write the audit report (aggregate metrics, sortable examples, maps of the most changed
+    examples) of an audit saved with Audit.save."""
     from groundroll.audit import Audit
 
     from . import audit_report
@@ -239,6 +240,7 @@ def _run_audit(args) -> int:
 
 def _guard(run):
     """``run(args)`` with errors printed on stderr and returned as the exit status."""
+    @functools.wraps(run)
     def guarded(args) -> int:
         try:
             return run(args)
