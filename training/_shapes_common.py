@@ -3,11 +3,14 @@ losses, saving and the held-out zero-shot evaluation."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -251,6 +254,31 @@ def tensor_batch(rng: np.random.Generator, batch_size: int, tokenizer, *,
     return images, tokenizer(pos + neg), false_negatives(img_sets, text_sets)
 
 
+def recipe_parser(description: str, *, steps: int, batch_size: int) -> argparse.ArgumentParser:
+    """The options every shapes recipe takes: output directory, steps, seed, batch size,
+    learning rate, vision position embedding, the run options (:func:`add_run_options`)
+    and the held-out evaluation. Read them with :func:`parse_recipe_args`."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--pos-embed", choices=["sin_cos_2d", "learnable"], default="sin_cos_2d",
+                   help="vision position embedding (fixed 2-D sin-cos gives spatial layout "
+                        "from the first step)")
+    add_run_options(p)
+    p.add_argument("--eval-n", type=int, default=500, help="held-out scenes; 0 skips")
+    return p
+
+
+def parse_recipe_args(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """``p.parse_args(argv)``, with the run options checked together."""
+    args = p.parse_args(argv)
+    check_run_options(p, args)
+    return args
+
+
 def add_run_options(p) -> None:
     """Command-line options shared by the shapes recipes: threads, device, loader
     processes, warm-up, schedule, time budget and periodic saves."""
@@ -305,6 +333,46 @@ def batch_source(args, tokenizer, rng: np.random.Generator, *, subset_prob: floa
     return draw()
 
 
+@dataclass
+class Run:
+    """What a recipe run sets up before building its model (:func:`start`).
+
+    Attributes
+    ----------
+    args : argparse.Namespace
+    device : torch.device
+    hf_tokenizer : tokenizers.Tokenizer
+        The word-level vocabulary, saved with the model.
+    tokenizer : groundroll.zoo.openclip.WordTokenizer
+        ``hf_tokenizer`` padded to :data:`CONTEXT_LENGTH`.
+    warmup : int
+        Linear warm-up steps.
+    stream : iterator or None
+        ``tensor_batch`` results (:func:`batch_source`); :func:`train` drops it at the
+        end, which stops the loader processes.
+    """
+
+    args: argparse.Namespace
+    device: torch.device
+    hf_tokenizer: Any
+    tokenizer: Any
+    warmup: int
+    stream: Iterator | None
+
+
+def start(args, *, subset_prob: float = 0.5) -> Run:
+    """Set up the device, seed, tokenizers and batch stream of a run. The loader processes
+    start here, so call it before the model goes to a GPU."""
+    from groundroll.zoo.openclip import WordTokenizer
+
+    device = setup_device(args)
+    rng = seed_everything(args.seed)
+    hf_tok = build_tokenizer()
+    tokenizer = WordTokenizer(hf_tok, CONTEXT_LENGTH)
+    stream = batch_source(args, tokenizer, rng, subset_prob=subset_prob)
+    return Run(args, device, hf_tok, tokenizer, warmup_steps(args), stream)
+
+
 def warmup_steps(args) -> int:
     return args.warmup if args.warmup is not None else max(1, min(100, args.steps // 10))
 
@@ -315,11 +383,12 @@ def learning_rate(args, step: int, elapsed: float, warmup: int) -> float:
     return cosine_lr(step, args.steps, args.lr, warmup, progress=progress)
 
 
-def run_meta(args, meta: dict, device: torch.device, warmup: int) -> dict:
+def run_meta(run: Run, meta: dict) -> dict:
     """Add the device, loader and schedule facts to ``base_meta``'s training record."""
+    args, device = run.args, run.device
     cuda = device.type == "cuda"
     meta["training"].update({"device": torch.cuda.get_device_name(device) if cuda else "cpu",
-                             "workers": args.workers, "warmup": warmup,
+                             "workers": args.workers, "warmup": run.warmup,
                              "schedule": args.schedule,
                              "scenes_seen": meta["training"]["steps"] * args.batch_size})
     if args.workers:
@@ -336,19 +405,20 @@ def make_optimizer(model, lr: float) -> torch.optim.AdamW:
                               {"params": other, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
 
 
-def train(args, model, opt, stream, losses, save, *, device: torch.device, warmup: int,
-          desc: str) -> tuple[dict, float]:
+def train(run: Run, model, opt, losses, save, *, desc: str) -> tuple[dict, float]:
     """The recipes' training loop; returns the final ``save(steps_done, seconds)`` and the
     seconds spent.
 
     Each step: stop at ``--max-minutes``, save every ``--save-every-minutes``, set the
-    learning rate, take a batch from ``stream`` to ``device``, ``losses(images, text, drop)``
-    under bfloat16 autocast on CUDA (a dict whose ``"loss"`` is minimised; every entry is
-    logged), clip gradients at 1, step, clamp the logit scale at 100. The model ends in
-    eval mode on the CPU.
+    learning rate, take a batch from ``run.stream`` to ``run.device``,
+    ``losses(images, text, drop)`` under bfloat16 autocast on CUDA (a dict whose ``"loss"``
+    is minimised; every entry is logged), clip gradients at 1, step, clamp the logit scale
+    at 100. The model ends in eval mode on the CPU, and the stream is dropped (its loader
+    processes stop) before the final save.
     """
     from tqdm import tqdm
 
+    args, device, warmup, stream = run.args, run.device, run.warmup, run.stream
     cuda = device.type == "cuda"
     timer = Timer()
     model.train()
@@ -385,6 +455,7 @@ def train(args, model, opt, stream, losses, save, *, device: torch.device, warmu
             print(f"step {step} " + " ".join(f"{k} {v:.4f}" for k, v in values.items())
                   + f" lr {lr:.2e} t {timer():.0f}s waiting for data {waited:.0f}s", flush=True)
     seconds = timer()
+    run.stream = stream = None  # the last references: the loader processes stop
     model.eval()
     model.cpu()
     return save(steps_done, seconds), seconds

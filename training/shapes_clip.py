@@ -10,7 +10,6 @@ shapes scenes with a word-level vocabulary.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,55 +20,36 @@ import _shapes_common as common  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=48)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--pos-embed", choices=["sin_cos_2d", "learnable"], default="sin_cos_2d",
-                   help="vision position embedding (fixed 2-D sin-cos gives spatial layout "
-                        "from the first step)")
-    common.add_run_options(p)
-    p.add_argument("--eval-n", type=int, default=500, help="held-out scenes; 0 skips")
+    p = common.recipe_parser(__doc__.splitlines()[0], steps=600, batch_size=48)
     p.add_argument("--init", type=Path, default=None,
                    help="continue from the weights of a saved model directory")
-    args = p.parse_args(argv)
-    common.check_run_options(p, args)
+    args = common.parse_recipe_args(p, argv)
 
     import open_clip
-    from groundroll.zoo.openclip import WordTokenizer
 
-    device = common.setup_device(args)
-    rng = common.seed_everything(args.seed)
-    hf_tok = common.build_tokenizer()
-    tokenizer = WordTokenizer(hf_tok, common.CONTEXT_LENGTH)
-    stream = common.batch_source(args, tokenizer, rng)  # loader processes start here
-    cfg = common.clip_config(tokenizer.vocab_size, args.pos_embed)
+    run = common.start(args)  # loader processes start here
+    cfg = common.clip_config(run.tokenizer.vocab_size, args.pos_embed)
     model = open_clip.CLIP(**cfg)
     if args.init is not None:
         from safetensors.torch import load_file
 
         state = load_file(str(args.init / "open_clip_model.safetensors"))
         model.load_state_dict({k: v.float() for k, v in state.items()})
-    model.to(device)
+    model.to(run.device)
     n_params = sum(p.numel() for p in model.parameters())
     opt = common.make_optimizer(model, args.lr)
-    warmup = common.warmup_steps(args)
 
     def save(steps_done: int, seconds: float) -> dict:
-        meta = common.run_meta(args, common.base_meta("open_clip", args, steps_done, seconds,
-                                                      n_params), device, warmup)
-        common.save(model, cfg, hf_tok, args.out, meta)
+        meta = common.run_meta(run, common.base_meta("open_clip", args, steps_done, seconds,
+                                                     n_params))
+        common.save(model, cfg, run.hf_tokenizer, args.out, meta)
         return meta
 
     def losses(images, text, drop):
         img_f, txt_f, scale = model(images, text)
         return {"loss": common.contrastive_loss(img_f, txt_f, scale, drop=drop)}
 
-    meta, seconds = common.train(args, model, opt, stream, losses, save, device=device,
-                                 warmup=warmup, desc="shapes-clip")
-    del stream  # stops the loader processes before the evaluation
+    meta, seconds = common.train(run, model, opt, losses, save, desc="shapes-clip")
     common.evaluate_saved(args, meta)
     print(f"saved {args.out} ({n_params} params, {seconds:.0f}s)", flush=True)
 

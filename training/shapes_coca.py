@@ -10,7 +10,6 @@ Runs on a GPU with scenes drawn by loader processes as ``training/shapes_clip.py
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,30 +23,15 @@ import _shapes_common as common  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=550)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--pos-embed", choices=["sin_cos_2d", "learnable"], default="sin_cos_2d",
-                   help="vision position embedding (fixed 2-D sin-cos gives spatial layout "
-                        "from the first step)")
+    p = common.recipe_parser(__doc__.splitlines()[0], steps=550, batch_size=32)
     p.add_argument("--caption-weight", type=float, default=1.0)
-    common.add_run_options(p)
-    p.add_argument("--eval-n", type=int, default=500, help="held-out scenes; 0 skips")
-    args = p.parse_args(argv)
-    common.check_run_options(p, args)
+    args = common.parse_recipe_args(p, argv)
 
     import open_clip
-    from groundroll.zoo.openclip import WordTokenizer
 
-    device = common.setup_device(args)
-    rng = common.seed_everything(args.seed)
-    hf_tok = common.build_tokenizer()
-    tokenizer = WordTokenizer(hf_tok, common.CONTEXT_LENGTH)
     # Full captions only: the decoder learns to name every object.
-    stream = common.batch_source(args, tokenizer, rng, subset_prob=0.0)  # loaders start here
+    run = common.start(args, subset_prob=0.0)  # loader processes start here
+    tokenizer = run.tokenizer
     cfg = common.coca_config(tokenizer.vocab_size, args.pos_embed)
     model = open_clip.CoCa(**{k: v for k, v in cfg.items() if k != "custom_text"})
     # open_clip 3.3's MultimodalTransformer never initialises its text_projection (its
@@ -55,16 +39,15 @@ def main(argv=None):
     # projection starts as uninitialised memory: inf/NaN logits at random.
     decoder = model.text_decoder
     torch.nn.init.normal_(decoder.text_projection, std=decoder.width ** -0.5)
-    model.to(device)
+    model.to(run.device)
     n_params = sum(p.numel() for p in model.parameters())
     opt = common.make_optimizer(model, args.lr)
-    warmup = common.warmup_steps(args)
 
     def save(steps_done: int, seconds: float) -> dict:
-        meta = common.run_meta(args, common.base_meta("open_clip_coca", args, steps_done,
-                                                      seconds, n_params), device, warmup)
+        meta = common.run_meta(run, common.base_meta("open_clip_coca", args, steps_done,
+                                                     seconds, n_params))
         meta["training"]["caption_weight"] = args.caption_weight
-        common.save(model, cfg, hf_tok, args.out, meta)
+        common.save(model, cfg, run.hf_tokenizer, args.out, meta)
         return meta
 
     def losses(images, text, drop):
@@ -79,9 +62,7 @@ def main(argv=None):
         return {"loss": clip_loss + args.caption_weight * cap_loss, "clip": clip_loss,
                 "caption": cap_loss}
 
-    meta, seconds = common.train(args, model, opt, stream, losses, save, device=device,
-                                 warmup=warmup, desc="shapes-coca")
-    del stream  # stops the loader processes before the evaluation
+    meta, seconds = common.train(run, model, opt, losses, save, desc="shapes-coca")
     common.evaluate_saved(args, meta)
     print(f"saved {args.out} ({n_params} params, {seconds:.0f}s)", flush=True)
 
