@@ -291,10 +291,10 @@ def add_run_options(p) -> None:
     p.add_argument("--schedule", choices=["steps", "time"], default="steps",
                    help="cosine decay over --steps, or over --max-minutes of wall time "
                         "(for hardware whose speed is not known in advance)")
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--max-minutes", type=float, default=None, metavar="MINUTES",
                    help="stop early and save when training takes longer (steps done are "
                         "recorded in meta.json)")
-    p.add_argument("--save-every-minutes", type=float, default=None,
+    p.add_argument("--save-every-minutes", type=float, default=None, metavar="MINUTES",
                    help="also save the weights at this interval while training")
 
 

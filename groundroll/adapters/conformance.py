@@ -253,14 +253,16 @@ def tiny_open_clip(arch: str, *, seed: int = 0, image: int = 32):
 # --------------------------------------------------------------------------- checks
 
 def _tensors(out) -> list[torch.Tensor]:
+    """Every tensor of a model output, in a stable order (dicts and ``ModelOutput`` in
+    key order)."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
-        return [t for k in out for t in _tensors(out[k])]
+        out = list(out.values())
+    elif hasattr(out, "to_tuple"):
+        out = out.to_tuple()
     if isinstance(out, (tuple, list)):
         return [t for x in out for t in _tensors(x)]
-    if hasattr(out, "to_tuple"):
-        return _tensors(out.to_tuple())
     return []
 
 
@@ -414,15 +416,38 @@ def _configs(model):
                  }.values())
 
 
+def _not_built(name: str, err: Exception, start: float) -> Result:
+    """A ``not_built`` result naming the build error (its first line, at most 160
+    characters)."""
+    first = str(err).splitlines()[0][:160] if str(err) else ""
+    return Result(name, "not_built", f"build: {type(err).__name__}: {first}",
+                  time.perf_counter() - start)
+
+
 def check_hf(model_type: str) -> Result:
-    """Build the tiny model of ``model_type`` and :func:`check` it."""
+    """Build the tiny model of ``model_type`` (:func:`tiny_hf`) and :func:`check` it.
+
+    Parameters
+    ----------
+    model_type : str
+        A transformers ``model_type`` (a key of :func:`hf_model_types`).
+
+    Returns
+    -------
+    Result
+        ``refused`` without a check where groundroll says why rollout does not apply;
+        ``extra["class"]`` names the model class.
+
+    Examples
+    --------
+    >>> check_hf("bert").status                                     # doctest: +SKIP
+    'captured'
+    """
     start = time.perf_counter()
     try:
         model, inputs = tiny_hf(model_type)
     except Exception as err:
-        return Result(model_type, "not_built", f"build: {type(err).__name__}: "
-                      f"{str(err).splitlines()[0][:160] if str(err) else ''}",
-                      time.perf_counter() - start)
+        return _not_built(model_type, err, start)
     if inputs is None:
         # Refusals do not need inputs.
         from .base import UnsupportedModelError, adapter_for
@@ -449,14 +474,31 @@ def check_hf(model_type: str) -> Result:
 
 
 def check_open_clip(arch: str) -> Result:
-    """Build open_clip ``arch`` small and :func:`check` it (rows sum to one)."""
+    """Build open_clip ``arch`` small (:func:`tiny_open_clip`) and :func:`check` it.
+
+    open_clip models report no attention themselves, so the reference is that the
+    captured rows sum to one (``reference="rows"``).
+
+    Parameters
+    ----------
+    arch : str
+        An open_clip architecture name, e.g. ``"ViT-B-32"``.
+
+    Returns
+    -------
+    Result
+
+    Examples
+    --------
+    >>> result = check_open_clip("ViT-B-32")                       # doctest: +SKIP
+    >>> result.status, result.streams                               # doctest: +SKIP
+    ('captured', ('vision', 'text'))
+    """
     start = time.perf_counter()
     try:
         model, inputs = tiny_open_clip(arch)
     except Exception as err:
-        return Result(arch, "not_built", f"build: {type(err).__name__}: "
-                      f"{str(err).splitlines()[0][:160] if str(err) else ''}",
-                      time.perf_counter() - start)
+        return _not_built(arch, err, start)
     result = check(model, inputs, name=arch, reference="rows")
     result.seconds = time.perf_counter() - start
     return result
