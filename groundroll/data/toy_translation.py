@@ -59,12 +59,11 @@ __all__ = [
 LEXICON_SEED = 20240613
 #: Conventional seeds for drawing each split (any seed works: the split is by hash).
 SPLIT_SEEDS = {"train": 0, "dev": 1, "test": 2}
-MIN_WORDS = 3
-MAX_WORDS = 15
-_SPLITS = ("train", "dev", "test")
 #: ``"base"``: the pair described above; ``"hard"``: polysemy, long-distance reordering,
 #: idioms, unlinked function words and rare words (:mod:`groundroll.data.toy_translation_hard`).
 VARIANTS = ("base", "hard")
+MIN_WORDS = 3
+MAX_WORDS = 15
 
 
 @dataclass(frozen=True)
@@ -210,12 +209,18 @@ _Src = list  # list[str]
 _Tgt = list  # list[tuple[str, tuple[int, ...]]]
 
 
+def _word(rng, table: dict, src: _Src) -> _Tgt:
+    """Append a source word drawn from ``table`` (source -> target form); return its one
+    target word, linked to it."""
+    word = rng.choice(sorted(table))
+    src.append(word)
+    return [(table[word], (len(src) - 1,))]
+
+
 def _noun_phrase(rng, lex, src: _Src, *, allow_pronoun: bool):
     """Append a source NP; return its target words (form, linked source positions)."""
     if allow_pronoun and rng.random() < 0.2:
-        word = rng.choice(sorted(lex.pronouns))
-        src.append(word)
-        return [(lex.pronouns[word], (len(src) - 1,))]
+        return _word(rng, lex.pronouns, src)
     det = rng.choice(sorted(lex.determiners))
     adjs = rng.sample(sorted(lex.adjectives), rng.choices([0, 1, 2], [0.5, 0.35, 0.15])[0])
     noun = rng.choice(sorted(lex.nouns))
@@ -241,11 +246,7 @@ def _prepositional_phrase(rng, lex, src: _Src):
 
 def _clause(rng, lex, src: _Src, *, short: bool) -> _Tgt:
     subj = _noun_phrase(rng, lex, src, allow_pronoun=True)
-    adv = []
-    if rng.random() < (0.15 if short else 0.3):
-        word = rng.choice(sorted(lex.adverbs))
-        src.append(word)
-        adv = [(lex.adverbs[word], (len(src) - 1,))]
+    adv = _word(rng, lex.adverbs, src) if rng.random() < (0.15 if short else 0.3) else []
     if rng.random() < 0.12:
         src.append(rng.choice(lex.emphatic_particles))  # dropped: no target word
     verb = rng.choice(sorted(lex.simple_verbs) + sorted(lex.compound_verbs))
@@ -264,20 +265,31 @@ def _clause(rng, lex, src: _Src, *, short: bool) -> _Tgt:
     return subj + pp + obj + adv + [(lex.simple_verbs[verb], verb_pos)]
 
 
-def _generate(rng: random.Random, lex: Lexicon) -> Pair:
+def _sentence(rng: random.Random, lex, clause, *, p_second: float, p_particle: float,
+              max_words: int) -> Pair:
+    """Draw sentences until one has ``MIN_WORDS..max_words`` source words: a clause
+    (``clause(src, second=False)`` appends it and returns its target words), then with
+    probability ``p_second`` the conjunction and a second clause, then with probability
+    ``p_particle`` a final particle."""
     while True:
         src: _Src = []
-        tgt: _Tgt = _clause(rng, lex, src, short=False)
-        if rng.random() < 0.15:
+        tgt: _Tgt = clause(src, second=False)
+        if rng.random() < p_second:
             src.append(lex.conjunction[0])
             tgt.append((lex.conjunction[1], (len(src) - 1,)))
-            tgt += _clause(rng, lex, src, short=True)
-        if rng.random() < 0.15:
+            tgt += clause(src, second=True)
+        if rng.random() < p_particle:
             src.append(rng.choice(lex.final_particles))  # dropped: no target word
-        if MIN_WORDS <= len(src) <= MAX_WORDS:
+        if MIN_WORDS <= len(src) <= max_words:
             break
     alignment = frozenset((i, j) for j, (_, links) in enumerate(tgt) for i in links)
     return Pair(tuple(src), tuple(w for w, _ in tgt), alignment)
+
+
+def _generate(rng: random.Random, lex: Lexicon) -> Pair:
+    def clause(src: _Src, *, second: bool) -> _Tgt:
+        return _clause(rng, lex, src, short=second)
+    return _sentence(rng, lex, clause, p_second=0.15, p_particle=0.15, max_words=MAX_WORDS)
 
 
 def _generator(variant: str):
@@ -327,8 +339,8 @@ def split_of(src_words) -> str:
 
 def iter_pairs(*, seed: int, split: str | None = None, variant: str = "base") -> Iterator[Pair]:
     """Endless stream of pairs from ``seed``, optionally only those of one split."""
-    if split is not None and split not in _SPLITS:
-        raise ValueError(f"split must be one of {_SPLITS} or None, got {split!r}")
+    if split is not None and split not in SPLIT_SEEDS:
+        raise ValueError(f"split must be one of {tuple(SPLIT_SEEDS)} or None, got {split!r}")
     rng, generate = random.Random(seed), _generator(variant)
     while True:
         pair = generate(rng)

@@ -135,9 +135,7 @@ def _noun(rng, hx: HardLexicon) -> str:
 def _noun_phrase(rng, hx: HardLexicon, src: list, *, allow_pronoun: bool):
     lex = hx.base
     if allow_pronoun and rng.random() < 0.2:
-        word = rng.choice(sorted(lex.pronouns))
-        src.append(word)
-        return [(lex.pronouns[word], (len(src) - 1,))], None
+        return base._word(rng, lex.pronouns, src), None
     det = rng.choice(sorted(lex.determiners))
     adjs = rng.sample(sorted(lex.adjectives), rng.choices([0, 1, 2], [0.45, 0.4, 0.15])[0])
     noun = _noun(rng, hx)
@@ -169,11 +167,7 @@ def _prepositional_phrase(rng, hx: HardLexicon, src: list):
 def _clause(rng, hx: HardLexicon, src: list, *, embedded: bool):
     lex = hx.base
     subj, _ = _noun_phrase(rng, hx, src, allow_pronoun=True)
-    adv = []
-    if rng.random() < (0.1 if embedded else 0.25):
-        word = rng.choice(sorted(lex.adverbs))
-        src.append(word)
-        adv = [(lex.adverbs[word], (len(src) - 1,))]
+    adv = base._word(rng, lex.adverbs, src) if rng.random() < (0.1 if embedded else 0.25) else []
     if rng.random() < 0.1:
         src.append(rng.choice(lex.emphatic_particles))  # dropped: no target word
     kinds = ["simple", "compound", "polysemous", "idiom"] + ([] if embedded else ["saying"])
@@ -229,17 +223,8 @@ def _clause(rng, hx: HardLexicon, src: list, *, embedded: bool):
 def generate(rng: random.Random) -> base.Pair:
     """Draw one hard-variant pair (3 to :data:`MAX_WORDS` source words)."""
     hx = hard_lexicon()
-    lex = hx.base
-    while True:
-        src: list = []
-        tgt = _clause(rng, hx, src, embedded=False)
-        if rng.random() < 0.12:
-            src.append(lex.conjunction[0])
-            tgt.append((lex.conjunction[1], (len(src) - 1,)))
-            tgt += _clause(rng, hx, src, embedded=True)
-        if rng.random() < 0.12:
-            src.append(rng.choice(lex.final_particles))  # dropped: no target word
-        if base.MIN_WORDS <= len(src) <= MAX_WORDS:
-            break
-    alignment = frozenset((i, j) for j, (_, links) in enumerate(tgt) for i in links)
-    return base.Pair(tuple(src), tuple(w for w, _ in tgt), alignment)
+
+    def clause(src: list, *, second: bool) -> list:
+        return _clause(rng, hx, src, embedded=second)
+    return base._sentence(rng, hx.base, clause, p_second=0.12, p_particle=0.12,
+                          max_words=MAX_WORDS)
