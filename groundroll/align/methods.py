@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Iterator, Mapping, Sequence
 
+from groundroll._names import LiveNames
 from groundroll.align.composition import COMPOSED_METHODS
 from groundroll.compose import method_names as _composition_names
 
@@ -25,31 +26,6 @@ def method_names() -> tuple[str, ...]:
     ('raw', 'rollout', 'relevance', 'norm', 'flow', 'decoder-rollout', 'peak-weighted')
     """
     return (*_composition_names(), *COMPOSED_METHODS)
-
-
-class _Names(Sequence):
-    """Read-only live view of :func:`method_names` (a tuple to read and print)."""
-
-    def __getitem__(self, i):
-        return method_names()[i]
-
-    def __len__(self) -> int:
-        return len(method_names())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(method_names())
-
-    def __contains__(self, name) -> bool:
-        return name in method_names()
-
-    def __repr__(self) -> str:
-        return repr(method_names())
-
-    def __eq__(self, other) -> bool:
-        return tuple(self) == (tuple(other) if isinstance(other, (tuple, _Names))
-                               else other)
-
-    __hash__ = None
 
 
 class _Shifts(Mapping):
@@ -72,6 +48,6 @@ class _Shifts(Mapping):
 
 
 #: Names of the alignment methods (live: includes composition methods registered later).
-METHODS: Sequence[str] = _Names()
+METHODS: Sequence[str] = LiveNames(method_names)
 #: Default ``shift`` of each method when ``align(shift=None)`` (see :mod:`groundroll.align.api`).
 DEFAULT_SHIFT: Mapping[str, bool] = _Shifts()

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
+from .._names import LiveNames
 from ..rollout import flow, fusion, relevance, streams
 from ..trace import Trace
 from .chains import Chain
@@ -411,33 +412,8 @@ def get_method(name: str) -> type[Method]:
     return _REGISTRY[name]
 
 
-class _Names(Sequence):
-    """Read-only live view of the registered names (a tuple to read and print)."""
-
-    def __getitem__(self, i):
-        return method_names()[i]
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(method_names())
-
-    def __contains__(self, name) -> bool:
-        return name in _REGISTRY
-
-    def __repr__(self) -> str:
-        return repr(method_names())
-
-    def __eq__(self, other) -> bool:
-        return tuple(self) == (tuple(other) if isinstance(other, (tuple, _Names))
-                               else other)
-
-    __hash__ = None
-
-
 #: Names of the composition methods (live: includes methods registered later).
-METHODS: Sequence[str] = _Names()
+METHODS: Sequence[str] = LiveNames(method_names)
 
 for _cls in (Raw, Rollout, Relevance, Norm, Flow):
     register_method(_cls)
