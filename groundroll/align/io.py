@@ -63,6 +63,18 @@ def _where(lineno: int | None, name: str | None) -> str:
     return (", ".join(parts) + ": ") if parts else ""
 
 
+def _links(pattern: re.Pattern, line: str, *, kind: str, expected: str, lineno: int | None,
+           name: str | None) -> Iterator[tuple[str, re.Match]]:
+    """``(token, match)`` for each space-separated token of ``line``; a token that
+    ``pattern`` does not match raises :class:`AlignmentFormatError` naming the line."""
+    for token in line.split():
+        match = pattern.match(token)
+        if match is None:
+            raise AlignmentFormatError(
+                f"{_where(lineno, name)}malformed {kind} link {token!r} ({expected})")
+        yield token, match
+
+
 def parse_pharaoh(line: str, *, lineno: int | None = None, name: str | None = None) -> Links:
     """Parse one Pharaoh line into 0-indexed ``(s, t)`` links.
 
@@ -87,16 +99,10 @@ def parse_pharaoh(line: str, *, lineno: int | None = None, name: str | None = No
     >>> parse_pharaoh("")
     set()
     """
-    links: Links = set()
-    for token in line.split():
-        match = _PHARAOH.match(token)
-        if match is None:
-            raise AlignmentFormatError(
-                f"{_where(lineno, name)}malformed Pharaoh link {token!r} "
-                "(expected 0-indexed 'source-target', e.g. '0-1')"
-            )
-        links.add((int(match.group(1)), int(match.group(2))))
-    return links
+    tokens = _links(_PHARAOH, line, kind="Pharaoh",
+                    expected="expected 0-indexed 'source-target', e.g. '0-1'",
+                    lineno=lineno, name=name)
+    return {(int(match.group(1)), int(match.group(2))) for _, match in tokens}
 
 
 def format_pharaoh(links: Iterable[Link]) -> str:
@@ -163,8 +169,9 @@ def read_pharaoh(source: Source) -> list[Links]:
 
     Raises
     ------
-    ValueError
-        On a malformed token; the message gives the file and line number.
+    AlignmentFormatError
+        A ``ValueError``: on a token that is not ``int-int``; the message gives the file
+        and line number.
 
     Examples
     --------
@@ -238,13 +245,10 @@ def parse_talp(
     """
     sure: Links = set()
     possible: Links = set()
-    for token in line.split():
-        match = _TALP.match(token)
-        if match is None:
-            raise AlignmentFormatError(
-                f"{_where(lineno, name)}malformed talp link {token!r} (expected 1-indexed "
-                "'s-t' (sure), 'spt' or 's?t' (possible), or 's-t-S' / 's-t-P')"
-            )
+    tokens = _links(_TALP, line, kind="talp",
+                    expected="expected 1-indexed 's-t' (sure), 'spt' or 's?t' (possible),"
+                             " or 's-t-S' / 's-t-P'", lineno=lineno, name=name)
+    for token, match in tokens:
         first, hyphen, second_h, mark, p_mark, second_p = match.groups()
         if hyphen:
             second = second_h
@@ -298,8 +302,9 @@ def read_talp(
 
     Raises
     ------
-    ValueError
-        On a malformed line; the message gives the file and line number.
+    AlignmentFormatError
+        A ``ValueError``: on a malformed link, or with ``with_ids`` a line without a tab;
+        the message gives the file and line number.
 
     Examples
     --------
@@ -346,11 +351,10 @@ def write_talp(
 
     Examples
     --------
-    >>> import io
-    >>> buf = io.StringIO()
-    >>> write_talp(buf, [{(0, 0)}], [{(0, 0), (1, 1)}])
-    >>> buf.getvalue()
-    '1-1 2p2\\n'
+    >>> import sys
+    >>> write_talp(sys.stdout, [{(0, 0)}, set()], [{(0, 0), (1, 1)}, {(2, 0)}])
+    1-1 2p2
+    3p1
     """
     if possible is None:
         possible = [set() for _ in sure]
