@@ -348,7 +348,10 @@ def grow_diag_final(forward: AbstractSet[Link], backward: AbstractSet[Link]) -> 
 
     Examples
     --------
-    >>> sorted(grow_diag_final({(0, 0), (2, 1)}, {(0, 0)}))
+    >>> forward, backward = {(0, 0), (2, 1)}, {(0, 0)}
+    >>> sorted(grow_diag(forward, backward))       # (2, 1) neighbours no link
+    [(0, 0)]
+    >>> sorted(grow_diag_final(forward, backward))
     [(0, 0), (2, 1)]
     """
     return _grow(forward, backward, diagonal=True, final=True, final_and=False)

@@ -231,6 +231,8 @@ def align_corpus(
     Returns
     -------
     BulkResult
+        Lines in all, aligned by this call, skipped (done by an earlier run) and failed;
+        the output files (``"pharaoh"``, ``"failures"``, ``"translation"``).
 
     Examples
     --------
