@@ -22,6 +22,12 @@ SELF = "self"
 CROSS = "cross"
 
 
+def _axis(i: int, name: str) -> property:
+    """A read-only property: the size of axis ``i`` of ``self.weights``."""
+    return property(lambda self: self.weights.shape[i],
+                    doc=f"Size of the {name} axis of ``weights`` ([batch, head, query, key]).")
+
+
 @dataclass
 class AttentionLayer:
     """One attention module's probabilities from one forward call.
@@ -76,21 +82,10 @@ class AttentionLayer:
                 f" got shape {tuple(self.weights.shape)}"
             )
 
-    @property
-    def batch(self) -> int:
-        return self.weights.shape[0]
-
-    @property
-    def heads(self) -> int:
-        return self.weights.shape[1]
-
-    @property
-    def queries(self) -> int:
-        return self.weights.shape[2]
-
-    @property
-    def keys(self) -> int:
-        return self.weights.shape[3]
+    batch = _axis(0, "batch")
+    heads = _axis(1, "head")
+    queries = _axis(2, "query")
+    keys = _axis(3, "key")
 
 
 @dataclass

@@ -169,6 +169,8 @@ def plot_alignment(
     Returns
     -------
     matplotlib.figure.Figure
+        The figure of ``ax``, or a new one (not registered with pyplot).
+        ``ax``'s figure when ``ax`` is given, else a new one (no pyplot state).
 
     Examples
     --------
