@@ -409,7 +409,8 @@ def aer(
 
 @dataclass(frozen=True)
 class Curve:
-    """A deletion or insertion curve.
+    """A deletion or insertion curve: ``score_fn`` as the pixels are replaced by the
+    baseline (or revealed over it), most relevant first.
 
     Attributes
     ----------
@@ -506,6 +507,7 @@ def deletion_curve(
     Returns
     -------
     Curve
+        The score at each fraction of pixels removed, and its area (``auc``).
 
     Examples
     --------
@@ -534,6 +536,7 @@ def insertion_curve(
     Returns
     -------
     Curve
+        The score at each fraction of original pixels put back, and its area (``auc``).
 
     Examples
     --------
