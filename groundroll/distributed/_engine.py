@@ -1,15 +1,20 @@
-"""What both bulk jobs share: engine checks, Ray start-up and pool options, progress."""
+"""What both bulk jobs share: engine checks, Ray start-up and pool options, result rows,
+progress and the failures file's JSON lines."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
 
 __all__ = ["ENGINES", "BulkResult", "check_engine", "ray_start", "pool_options",
-           "progress_bar", "ray_results", "worker_threads"]
+           "progress_bar", "ray_results", "result_rows", "json_lines", "worker_threads"]
 
 ENGINES = ("local", "ray")
 
@@ -133,6 +138,20 @@ def ray_results(ray, ds, rows):
                 or type(err).__module__.startswith("ray.")):
             raise
         raise RuntimeError(f"the Ray job failed: {type(err).__name__}: {err}") from err
+
+
+def result_rows(result: dict) -> Iterator[dict]:
+    """The rows of a worker's result (columns of equal length, one of them ``shard``),
+    numpy scalars as Python values."""
+    for i in range(len(result["shard"])):
+        yield {k: (v[i].item() if isinstance(v[i], np.generic) else v[i])
+               for k, v in result.items()}
+
+
+def json_lines(records: Iterable, *, ensure_ascii: bool = True) -> bytes:
+    """One JSON document per line, UTF-8."""
+    text = "".join(json.dumps(r, ensure_ascii=ensure_ascii) + "\n" for r in records)
+    return text.encode("utf-8")
 
 
 def worker_threads(threads: int | None) -> None:

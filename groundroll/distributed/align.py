@@ -19,9 +19,9 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .._atomic import atomic_write
-from ._engine import (BulkResult, as_path, check_engine, import_ray, map_batches,
-                      pool_options, progress_bar, ray_results, ray_start,
-                      worker_threads)
+from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
+                      map_batches, pool_options, progress_bar, ray_results, ray_start,
+                      result_rows, worker_threads)
 from ._state import RunState, Shard, digest, plan_shards, write_if_changed
 
 __all__ = ["align_corpus", "state_dir_for"]
@@ -114,16 +114,10 @@ def _shard_rows(src, tgt, pending: list[Shard]) -> list[dict]:
             for s in pending]
 
 
-def _rows(result: dict) -> Iterator[dict]:
-    for i in range(len(result["shard"])):
-        yield {k: (v[i].item() if isinstance(v[i], np.generic) else v[i])
-               for k, v in result.items()}
-
-
 def _local_rows(src, tgt, pending, worker_kwargs) -> Iterator[dict]:
     worker = AlignWorker(**worker_kwargs)
     for row in _shard_rows(src, tgt, pending):
-        yield from _rows(worker({k: [v] for k, v in row.items()}))
+        yield from result_rows(worker({k: [v] for k, v in row.items()}))
 
 
 def _ray_rows(src, tgt, pending, worker_kwargs, *, workers, gpus_per_worker,
@@ -135,7 +129,7 @@ def _ray_rows(src, tgt, pending, worker_kwargs, *, workers, gpus_per_worker,
     out = map_batches(ds, AlignWorker, batch_size=1,
                       constructor=dict(worker_kwargs, device=device,
                                        threads=threads_per_worker), options=options)
-    yield from ray_results(ray, out, _rows)
+    yield from ray_results(ray, out, result_rows)
 
 
 # ----------------------------------------------------------------------------- api
@@ -381,8 +375,6 @@ def _finish(state: RunState, files: dict, src_lines: list[str]):
     if "translation" in files and write_if_changed(
             files["translation"], "".join(targets).encode("utf-8")):
         written.append(files["translation"])
-    if write_if_changed(files["failures"],
-                        "".join(json.dumps(f, ensure_ascii=False) + "\n"
-                                for f in failures).encode("utf-8")):
+    if write_if_changed(files["failures"], json_lines(failures, ensure_ascii=False)):
         written.append(files["failures"])
     return written, len(failures)

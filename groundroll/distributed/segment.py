@@ -24,9 +24,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ._engine import (BulkResult, as_path, check_engine, import_ray, map_batches,
-                      pool_options, progress_bar, ray_results, ray_start,
-                      worker_threads)
+from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
+                      map_batches, pool_options, progress_bar, ray_results, ray_start,
+                      result_rows, worker_threads)
 from ._inputs import Items, resolve_images
 from ._state import RunState, Shard, describe_missing, plan_shards, write_if_changed
 
@@ -142,12 +142,6 @@ def _tag_rows(batch: dict, *, shard_of: dict, key_column: str, image_column: str
 # ----------------------------------------------------------------------------- engines
 
 
-def _rows(result: dict) -> Iterator[dict]:
-    for i in range(len(result["key"])):
-        yield {k: (v[i].item() if isinstance(v[i], np.generic) else v[i])
-               for k, v in result.items()}
-
-
 def _local_rows(items: Items, pending: list[Shard], worker_kwargs: dict,
                 batch_size: int) -> Iterator[dict]:
     worker = SegmentWorker(**worker_kwargs)
@@ -157,7 +151,7 @@ def _local_rows(items: Items, pending: list[Shard], worker_kwargs: dict,
             tagged = _tag_rows(batch, shard_of=shard_of, key_column=items.key_column,
                                image_column=items.image_column)
             if len(tagged["key"]):
-                yield from _rows(worker(tagged))
+                yield from result_rows(worker(tagged))
         return
     for shard in pending:
         for start in range(shard.start, shard.stop, batch_size):
@@ -165,7 +159,7 @@ def _local_rows(items: Items, pending: list[Shard], worker_kwargs: dict,
             batch = {"key": np.array(items.keys[start:stop], dtype=object),
                      "shard": np.array([shard.id] * (stop - start), dtype=object),
                      "ref": np.array(items.refs[start:stop], dtype=object)}
-            yield from _rows(worker(batch))
+            yield from result_rows(worker(batch))
 
 
 def _shard_of(items: Items, pending: list[Shard]) -> dict:
@@ -192,7 +186,7 @@ def _ray_rows(items: Items, pending: list[Shard], worker_kwargs: dict, *, batch_
             kwargs["image_column"] = items.image_column
     out = map_batches(ds, SegmentWorker, batch_size=batch_size, constructor=kwargs,
                       options=options)
-    yield from ray_results(ray, out, _rows)
+    yield from ray_results(ray, out, result_rows)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -264,7 +258,7 @@ def _finish(state: RunState, items: Items, out: Path, prompts, settings,
     coco, failures, rle_rows = _combined(state, items, prompts, settings)
     files = {"coco": out / "coco.json", "failures": out / "failures.jsonl"}
     blobs = {"coco": (json.dumps(coco) + "\n").encode(),
-             "failures": "".join(json.dumps(f) + "\n" for f in failures).encode()}
+             "failures": json_lines(failures)}
     if rle_parquet:
         files["parquet"] = out / "masks.parquet"
         blobs["parquet"] = _parquet_bytes(rle_rows, coco["images"])
