@@ -171,6 +171,47 @@ def test_profile_drives_the_default_call(tmp_path, marian, pairs):
     assert no_profile.settings["defaults"] == "rule:peak-mass"
 
 
+def test_a_profile_names_the_reverse_model_of_the_default_call(tmp_path, marian, pairs,
+                                                              monkeypatch):
+    import groundroll.zoo as zoo
+
+    real = zoo.cached
+    monkeypatch.setattr(zoo, "cached", lambda spec, *a, **k: (
+        marian if spec == "test:reverse" else real(spec, *a, **k)))
+    src, tgt = [p.src for p in pairs], [p.tgt for p in pairs]
+    AlignProfile("raw", [1], False, "argmax", None, "grow-diag-final-and",
+                 reverse_model="test:reverse", reverse_layers=[0]).save(tmp_path)
+    by_profile = align(src, tgt, model=marian, profile=tmp_path)
+    # The same call by hand: the reverse model reads target -> source at layer 0.
+    forward = align(src, tgt, model=marian, method="raw", layers=[1])
+    backward = align(tgt, src, model=marian, method="raw", layers=[0])
+    from groundroll.align.extract import extract_links
+
+    for a, f, b in zip(by_profile, forward, backward):
+        assert a.settings["reverse_model"] == "test:reverse"
+        assert a.links == extract_links(f.matrix, symmetrise="grow-diag-final-and",
+                                        backward=b.matrix.T)
+    # An explicit extraction drops the profile's reverse model with the rest.
+    plain = align(src, tgt, model=marian, profile=tmp_path, extraction="argmax")
+    assert plain[0].settings["reverse_model"] is None
+
+
+def test_fit_profile_scores_the_reverse_model(marian, pairs):
+    from groundroll.align.profile import fit_profile
+    from groundroll.evaluate import aer
+
+    fitted = fit_profile(pairs, model=marian, reverse_model=marian, methods=("raw",),
+                         shifts=(False,), extractions=(("argmax", "intersection"),))
+    # Only the symmetrised setting, once with the matrix's columns, once with the model.
+    assert fitted.symmetrise == "intersection"
+    assert len(fitted.fitted["runners_up"]) >= 1
+    got = align([p.src for p in pairs], [p.tgt for p in pairs], model=marian,
+                profile=fitted)
+    gold = [p.alignment for p in pairs]
+    want = aer(gold, None, [a.links for a in got]).aer
+    assert want == pytest.approx(fitted.fitted["aer"], abs=1e-5)
+
+
 @pytest.mark.parametrize("name", ["toy-mt", "toy-mt-hard"])
 def test_bundled_models_ship_a_profile(name):
     import groundroll as gr

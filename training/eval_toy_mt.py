@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections import Counter
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from groundroll.data import toy_translation as toy  # noqa: E402
-from groundroll.zoo import load  # noqa: E402
+from groundroll.data import toy_translation as toy
+from groundroll.zoo import load
 
 
 def corpus_bleu(hypotheses: list[str], references: list[str], max_n: int = 4) -> float:
@@ -77,6 +73,8 @@ def evaluate(bundle, *, n: int = 1000, split: str = "test", seed: int | None = N
              variant: str | None = None) -> dict:
     variant = variant or bundle.meta.get("variant", "base")
     data = toy.pairs(n, split=split, seed=seed, variant=variant)
+    if bundle.meta.get("direction") == "reverse":
+        data = [p.reversed() for p in data]
     hyps = translate(bundle, [p.src for p in data])
     refs = [p.tgt for p in data]
     score, bleu_kind = bleu(hyps, refs)
@@ -90,7 +88,7 @@ PROFILE_METHODS = ("raw", "norm", "decoder-rollout", "peak-weighted", "relevance
 
 
 def fit_bundle_profile(bundle, *, n: int = 200, variant: str | None = None, force: bool = False,
-                       methods=PROFILE_METHODS):
+                       methods=PROFILE_METHODS, reverse_model: str | None = None):
     """Fit and save the alignment profile of a folder-backed model on ``n`` dev pairs."""
     from groundroll.align.profile import PROFILE_FILENAME, _model_folder, fit_profile
 
@@ -99,11 +97,13 @@ def fit_bundle_profile(bundle, *, n: int = 200, variant: str | None = None, forc
         raise SystemExit(f"{bundle.name} has no model folder to write {PROFILE_FILENAME} into")
     variant = variant or bundle.meta.get("variant", "base")
     dev = toy.pairs(n, split="dev", variant=variant)
-    profile = fit_profile(dev, model=bundle, methods=methods)
+    profile = fit_profile(dev, model=bundle, methods=methods, reverse_model=reverse_model)
     profile.fitted.update(data=f"toy_translation.pairs({n}, split='dev', variant='{variant}')",
                           command="python training/eval_toy_mt.py --model "
                                   f"{bundle.name} --fit-profile --profile-n {n}"
-                                  f" --profile-methods {','.join(methods)}")
+                                  f" --profile-methods {','.join(methods)}"
+                                  + (f" --reverse-model {reverse_model}" if reverse_model
+                                     else ""))
     path = profile.save(folder, force=force)
     return profile, path
 
@@ -124,13 +124,17 @@ def main(argv=None):
     ap.add_argument("--profile-methods", default=",".join(PROFILE_METHODS),
                     help="comma-separated methods --fit-profile compares")
     ap.add_argument("--force", action="store_true", help="replace an existing profile")
+    ap.add_argument("--reverse-model", default=None,
+                    help="a target-to-source model (spec) --fit-profile also scores for"
+                         " symmetrised links")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bundle = load(args.model)
     if args.fit_profile:
         profile, path = fit_bundle_profile(bundle, n=args.profile_n, variant=args.variant,
                                            force=args.force,
-                                           methods=tuple(args.profile_methods.split(",")))
+                                           methods=tuple(args.profile_methods.split(",")),
+                                           reverse_model=args.reverse_model)
         print(f"profile -> {path}: {profile.align_kwargs()}  dev AER"
               f" {100 * profile.fitted['aer']:.1f}")
     result = evaluate(bundle, n=args.n, split=args.split, seed=args.seed, variant=args.variant)

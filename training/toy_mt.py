@@ -144,6 +144,11 @@ def _stages(previous: dict | None) -> list[dict]:
     return previous.get("stages") or [{k: previous.get(k) for k in keys}]
 
 
+def _direction(pairs, reverse: bool):
+    """Pairs as given, or read target-to-source (:meth:`toy.Pair.reversed`)."""
+    return (p.reversed() for p in pairs) if reverse else pairs
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder (save_pretrained + meta.json)")
@@ -163,6 +168,8 @@ def main(argv=None):
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--eval-n", type=int, default=500, help="held-out pairs for the final exact match")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop early after this wall time")
+    ap.add_argument("--reverse", action="store_true",
+                    help="train the target-to-source model (for symmetrised alignments)")
     ap.add_argument("--fp16", action="store_true", help="save weights as float16")
     ap.add_argument("--init", default=None,
                     help="continue from a folder saved by this recipe (use a new --seed)")
@@ -208,8 +215,9 @@ def main(argv=None):
 
     start = time.time()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    stream = toy.iter_pairs(seed=args.seed, split="train", variant=args.variant)
-    dev = toy.pairs(200, split="dev", variant=args.variant)
+    stream = _direction(toy.iter_pairs(seed=args.seed, split="train", variant=args.variant),
+                        args.reverse)
+    dev = list(_direction(toy.pairs(200, split="dev", variant=args.variant), args.reverse))
     step, history = 0, []
     bar = tqdm(range(args.steps), desc="toy-mt" if args.variant == "base" else f"toy-mt-{args.variant}",
                mininterval=5.0)
@@ -233,7 +241,8 @@ def main(argv=None):
     steps_done = step + 1
     train_seconds = time.time() - start
 
-    test = toy.pairs(args.eval_n, split="test", variant=args.variant)
+    test = list(_direction(toy.pairs(args.eval_n, split="test", variant=args.variant),
+                           args.reverse))
     em = exact_match(model, tokenizer, test)
     print(f"held-out exact match {em:.4f} on {len(test)} test pairs", flush=True)
 
@@ -249,6 +258,7 @@ def main(argv=None):
         "model_class": "MarianMTModel",
         "data": "groundroll.data.toy_translation",
         "variant": args.variant,
+        "direction": "reverse" if args.reverse else "forward",
         "recipe": " && ".join(
             ([previous["recipe"]] if previous else [])
             + ["python training/toy_mt.py " + " ".join(list(sys.argv[1:] if argv is None else argv))]

@@ -131,8 +131,10 @@ def align(
         :class:`~groundroll.align.profile.AlignProfile`: that one. Options passed
         explicitly always win over the profile's.
     reverse_model : Bundle or str, optional
-        A target-to-source model; with ``symmetrise`` its alignment gives the backward
-        direction instead of the columns of the forward matrix.
+        A target-to-source model; with ``symmetrise`` (or ``itermax``) its alignment
+        gives the backward direction instead of the columns of the forward matrix.
+        Default: the profile's, when the profile names one and the caller sets no
+        extraction.
     batch_size : int
         Sentence pairs per forward pass (padded; results do not depend on it).
     max_length : int, optional
@@ -212,9 +214,14 @@ def align(
         matrices = [matrices[best]]
     forward = matrices[0]
     backward = [None] * len(srcs)
+    reverse_layers = layers
+    if reverse_model is None and chosen["reverse_model"] is not None:
+        reverse_model = chosen["reverse_model"]
+        reverse_layers = chosen["reverse_layers"] or layers
     if reverse_model is not None and (symmetrise is not None or extraction == "itermax"):
         rev, _, _ = _matrices(
-            _bundle(reverse_model), tgt_words, src_words, specs=[(method, layers, shift)],
+            _bundle(reverse_model), tgt_words, src_words,
+            specs=[(method, reverse_layers, shift)],
             heads=heads, head_fusion=head_fusion, residual=residual, batch_size=batch_size,
             max_length=max_length, max_relevance_tokens=max_relevance_tokens,
             relevance_chunk=relevance_chunk, generate_kwargs=None, progress=progress)

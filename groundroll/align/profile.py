@@ -59,6 +59,12 @@ class AlignProfile:
     fitted : dict
         Where the choice came from: model, number of gold pairs, AER, precision and
         recall of the chosen row, and the runner-up settings.
+    reverse_model : str or None
+        Spec (:func:`groundroll.zoo.load`) of a target-to-source model whose links give
+        the backward direction of ``symmetrise`` / ``itermax``; None: the columns of
+        the forward matrix.
+    reverse_layers : list of int or None
+        Decoder layers read in the reverse model (None: ``layers``).
 
     Examples
     --------
@@ -74,6 +80,8 @@ class AlignProfile:
     threshold: float | None = None
     symmetrise: str | None = None
     fitted: dict = field(default_factory=dict)
+    reverse_model: str | None = None
+    reverse_layers: list[int] | None = None
 
     def __post_init__(self) -> None:
         from groundroll.align.api import EXTRACTIONS, METHODS
@@ -85,13 +93,19 @@ class AlignProfile:
                              f" {self.extraction!r}")
         if self.layers is not None:
             self.layers = [int(x) for x in self.layers]
+        if self.reverse_layers is not None:
+            self.reverse_layers = [int(x) for x in self.reverse_layers]
         self.shift = bool(self.shift)
 
     def align_kwargs(self) -> dict:
         """The keyword arguments of :func:`groundroll.align` this profile stands for."""
-        return dict(method=self.method, layers=None if self.layers is None else list(self.layers),
-                    shift=self.shift, extraction=self.extraction, threshold=self.threshold,
-                    symmetrise=self.symmetrise)
+        out = dict(method=self.method,
+                   layers=None if self.layers is None else list(self.layers),
+                   shift=self.shift, extraction=self.extraction, threshold=self.threshold,
+                   symmetrise=self.symmetrise)
+        if self.reverse_model is not None:
+            out["reverse_model"] = self.reverse_model
+        return out
 
     def to_dict(self) -> dict:
         return dict(asdict(self), version=_VERSION)
@@ -185,6 +199,7 @@ def best_profile(scans: Sequence, *, metric: str = "aer", method: str | None = N
         return dict(method=r["method"], layers=r["layers"], shift=r["shift"],
                     extraction=sc.settings.get("extraction", "argmax"),
                     symmetrise=sc.settings.get("symmetrise"),
+                    reverse_model=sc.settings.get("reverse_model"),
                     aer=round(r["aer"], 5))
 
     fitted = dict(model=s.get("model", ""), metric=metric, n_pairs=row["n_pairs"],
@@ -193,7 +208,8 @@ def best_profile(scans: Sequence, *, metric: str = "aer", method: str | None = N
                   runners_up=[summary(c) for c in candidates[1:4]])
     return AlignProfile(method=row["method"], layers=row["layers"], shift=row["shift"],
                         extraction=s.get("extraction", "argmax"), threshold=s.get("threshold"),
-                        symmetrise=s.get("symmetrise"), fitted=fitted)
+                        symmetrise=s.get("symmetrise"), reverse_model=s.get("reverse_model"),
+                        fitted=fitted)
 
 
 #: Extraction settings :func:`fit_profile` tries by default: (extraction, symmetrise).
@@ -203,7 +219,8 @@ FIT_EXTRACTIONS = (("argmax", None), ("argmax", "grow-diag-final-and"), ("iterma
 def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "norm"),
                 shifts: Sequence[bool] = (False, True),
                 extractions: Sequence[tuple[str, str | None]] = FIT_EXTRACTIONS,
-                batch_size: int = 16, progress: bool = False) -> AlignProfile:
+                reverse_model=None, batch_size: int = 16,
+                progress: bool = False) -> AlignProfile:
     """Scan methods x layers x shifts x extractions on gold pairs; return the best.
 
     Parameters
@@ -216,6 +233,12 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
         What to scan (``relevance`` needs one backward pass per target token: slow).
     extractions : sequence of (str, str or None)
         ``(extraction, symmetrise)`` settings to try.
+    reverse_model : Bundle or str, optional
+        A target-to-source model. Every setting with a symmetrisation (or ``itermax``)
+        is then scored twice: with the backward direction from the columns of the
+        forward matrix, and from the reverse model read with the same method, layers
+        and shift. A profile that picks the reverse model names it (its spec), and
+        :func:`groundroll.align` loads it for the default call.
 
     Returns
     -------
@@ -251,19 +274,34 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
                            residual=0.5, batch_size=batch_size, max_length=None,
                            max_relevance_tokens=10**6, relevance_chunk=256,
                            generate_kwargs=None, progress=progress)
+    backwards = {None: [[None] * len(srcs) for _ in specs]}
+    if reverse_model is not None:
+        reverse = _bundle(reverse_model)
+        rev, _, _ = _matrices(reverse, tgts, srcs, specs=specs, heads=None,
+                              head_fusion="mean", residual=0.5, batch_size=batch_size,
+                              max_length=None, max_relevance_tokens=10**6,
+                              relevance_chunk=256, generate_kwargs=None, progress=progress)
+        backwards[getattr(reverse, "name", "") or str(reverse_model)] = [
+            [m.T for m in per_pair] for per_pair in rev]
     scans = []
     for extraction, symmetrise in extractions:
-        rows = []
-        for (method, name), (_, layers, shift), per_pair in zip(labels, specs, mats):
-            found = [extract_links(m, extraction=extraction, symmetrise=symmetrise)
-                     for m in per_pair]
-            score = aer(sure, possible, found)
-            rows.append(dict(method=method, layer=name, shift=shift, layers=layers,
-                             aer=score.aer, precision=score.precision, recall=score.recall,
-                             f1=score.f1, n_pairs=len(srcs)))
-        scans.append(LayerScan(rows, dict(model=getattr(bundle, "name", ""),
-                                          extraction=extraction, threshold=None,
-                                          symmetrise=symmetrise)))
+        both_ways = symmetrise is not None or extraction == "itermax"
+        for reverse_name, backward in backwards.items():
+            if reverse_name is not None and not both_ways:
+                continue
+            rows = []
+            for (method, name), (_, layers, shift), per_pair, back in zip(
+                    labels, specs, mats, backward):
+                found = [extract_links(m, extraction=extraction, symmetrise=symmetrise,
+                                       backward=b) for m, b in zip(per_pair, back)]
+                score = aer(sure, possible, found)
+                rows.append(dict(method=method, layer=name, shift=shift, layers=layers,
+                                 aer=score.aer, precision=score.precision,
+                                 recall=score.recall, f1=score.f1, n_pairs=len(srcs)))
+            scans.append(LayerScan(rows, dict(model=getattr(bundle, "name", ""),
+                                              extraction=extraction, threshold=None,
+                                              symmetrise=symmetrise,
+                                              reverse_model=reverse_name)))
     return best_profile(scans)
 
 
@@ -353,7 +391,8 @@ def resolve_defaults(bundle, *, method, layers, shift, extraction, threshold, sy
     """Fill the options a caller left unset, from a profile or the unsupervised rule.
 
     Returns a dict with ``method``, ``layers``, ``shift``, ``extraction``, ``threshold``,
-    ``symmetrise``, ``defaults`` (where they came from: ``"explicit"``,
+    ``symmetrise``, ``reverse_model`` and ``reverse_layers`` (a profile's reverse model,
+    used when the caller set no extraction and no reverse model), ``defaults`` (where they came from: ``"explicit"``,
     ``"profile:<path or object>"`` or ``"rule:peak-mass"``) and ``rule`` (True when the
     layer is still to be chosen by :func:`peak_mass_layer`).
     """
@@ -376,6 +415,7 @@ def resolve_defaults(bundle, *, method, layers, shift, extraction, threshold, sy
     elif profile not in (None, False):
         raise ValueError("profile= sets the method; leave method=None to use a profile")
     rule = False
+    reverse_model = reverse_layers = None
     if chosen is not None:
         method = chosen.method
         if layers is None:
@@ -385,6 +425,7 @@ def resolve_defaults(bundle, *, method, layers, shift, extraction, threshold, sy
         if extraction is None and symmetrise is None and threshold is None:
             extraction, threshold, symmetrise = (chosen.extraction, chosen.threshold,
                                                  chosen.symmetrise)
+            reverse_model, reverse_layers = chosen.reverse_model, chosen.reverse_layers
     elif method is None:
         method, source = "raw", "rule:peak-mass"
         rule = layers is None
@@ -393,4 +434,5 @@ def resolve_defaults(bundle, *, method, layers, shift, extraction, threshold, sy
     if extraction is None:
         extraction = "argmax"
     return dict(method=method, layers=layers, shift=bool(shift), extraction=extraction,
-                threshold=threshold, symmetrise=symmetrise, defaults=source, rule=rule)
+                threshold=threshold, symmetrise=symmetrise, reverse_model=reverse_model,
+                reverse_layers=reverse_layers, defaults=source, rule=rule)

@@ -94,6 +94,18 @@ class Pair:
         """The alignment as a talp line, 1-indexed ``i-j`` pairs, sorted."""
         return " ".join(f"{i + 1}-{j + 1}" for i, j in sorted(self.alignment))
 
+    def reversed(self) -> "Pair":
+        """The pair read the other way round (target words first, links flipped), for
+        training and scoring a target-to-source model.
+
+        Examples
+        --------
+        >>> Pair(("a", "b"), ("x",), frozenset({(1, 0)})).reversed()
+        Pair(src_words=('x',), tgt_words=('a', 'b'), alignment=frozenset({(0, 1)}))
+        """
+        return Pair(tuple(self.tgt_words), tuple(self.src_words),
+                    frozenset((t, s) for s, t in self.alignment))
+
 
 # ----------------------------------------------------------------------------- lexicon
 
