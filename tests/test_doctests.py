@@ -18,7 +18,11 @@ PACKAGES = ("groundroll.masks", "groundroll.rollout", "groundroll.compose",
 MODULES = ("groundroll", "groundroll._deprecation", "groundroll.evaluate",
            "groundroll.align.links", "groundroll.align.io", "groundroll.align.subwords",
            "groundroll.align.extract", "groundroll.align.result", "groundroll.align.methods",
-           "groundroll.audit.metrics", "groundroll.audit.result")
+           "groundroll.audit.metrics", "groundroll.audit.result", "groundroll.align.profile",
+           "groundroll.align.composition", "groundroll.grounding.profiles",
+           "groundroll.grounding.calibrate", "groundroll.grounding.result",
+           "groundroll._images", "groundroll.viz", "groundroll.families", "groundroll._json",
+           "groundroll._command", "groundroll._names")
 
 
 def _walk(package: str) -> list[str]:

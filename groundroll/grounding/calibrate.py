@@ -47,7 +47,7 @@ def object_ious(labels: np.ndarray, masks: np.ndarray) -> list[float]:
 
     Examples
     --------
-    >>> m = np.zeros((1, 2, 2), bool); m[0, 0] = True
+    >>> m = np.zeros((1, 2, 2), bool); m[0, 0, 0] = True
     >>> object_ious(np.array([[1, 0], [1, 0]]), m)
     [0.5]
     """

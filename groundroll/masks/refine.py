@@ -238,9 +238,14 @@ def pamr(
 
     Examples
     --------
+    A noisy two-class map of a two-region image: the argmax misses 4 pixels before
+    PAMR and none after.
+
     >>> img = np.zeros((8, 8)); img[:, 4:] = 1
-    >>> pamr(np.random.default_rng(0).random((2, 8, 8)), img, iterations=2).shape
-    (2, 8, 8)
+    >>> rng = np.random.default_rng(0)
+    >>> noisy = np.stack([1 - img, img]) + rng.normal(0, 0.4, (2, 8, 8))
+    >>> int((noisy.argmax(0) != img).sum()), int((pamr(noisy, img, iterations=10).argmax(0) != img).sum())
+    (4, 0)
     """
     maps, single = _as_maps(maps)
     image = _check_image(image, maps.shape[1:])
@@ -291,6 +296,24 @@ def _components_apply(mask: np.ndarray, keep_fn, connectivity: int) -> np.ndarra
     return keep[comp]
 
 
+def _each_mask_or_label(masks_or_labels, on_mask, on_label) -> np.ndarray:
+    """Bool masks ``[P, H, W]`` / ``[H, W]``: ``on_mask(mask)`` of each. An integer
+    label map ``[H, W]``: a copy that ``on_label(out, k, labels == k)`` edits in place
+    for every label ``k > 0`` in turn."""
+    a = np.asarray(masks_or_labels)
+    if a.dtype == bool:
+        stack = a[None] if a.ndim == 2 else a
+        out = np.stack([on_mask(m) for m in stack])
+        return out[0] if a.ndim == 2 else out
+    if not np.issubdtype(a.dtype, np.integer) or a.ndim != 2:
+        raise TypeError("expected bool masks or an integer [H, W] label map")
+    out = a.copy()
+    for k in np.unique(a):
+        if k != 0:
+            on_label(out, k, a == k)
+    return out
+
+
 def remove_small(masks_or_labels, *, min_size: int, connectivity: int = 1) -> np.ndarray:
     """Remove connected components smaller than ``min_size`` pixels.
 
@@ -315,22 +338,13 @@ def remove_small(masks_or_labels, *, min_size: int, connectivity: int = 1) -> np
     >>> int(remove_small(m, min_size=2).sum())
     9
     """
-    a = np.asarray(masks_or_labels)
-    if a.dtype == bool:
-        stack = a[None] if a.ndim == 2 else a
-        out = np.stack(
-            [_components_apply(m, lambda s: s >= min_size, connectivity) for m in stack]
-        )
-        return out[0] if a.ndim == 2 else out
-    if not np.issubdtype(a.dtype, np.integer) or a.ndim != 2:
-        raise TypeError("expected bool masks or an integer [H, W] label map")
-    out = a.copy()
-    for k in np.unique(a):
-        if k == 0:
-            continue
-        mask = a == k
-        out[mask & ~_components_apply(mask, lambda s: s >= min_size, connectivity)] = 0
-    return out
+    def keep(mask):
+        return _components_apply(mask, lambda s: s >= min_size, connectivity)
+
+    def drop_small(out, k, mask):
+        out[mask & ~keep(mask)] = 0
+
+    return _each_mask_or_label(masks_or_labels, keep, drop_small)
 
 
 def _fill(mask: np.ndarray, max_size: int | None, allowed: np.ndarray | None = None) -> np.ndarray:
@@ -364,18 +378,9 @@ def fill_holes(masks_or_labels, *, max_size: int | None = None) -> np.ndarray:
     >>> bool(fill_holes(m)[1, 1])
     True
     """
-    a = np.asarray(masks_or_labels)
-    if a.dtype == bool:
-        stack = a[None] if a.ndim == 2 else a
-        out = np.stack([_fill(m, max_size) for m in stack])
-        return out[0] if a.ndim == 2 else out
-    if not np.issubdtype(a.dtype, np.integer) or a.ndim != 2:
-        raise TypeError("expected bool masks or an integer [H, W] label map")
-    out = a.copy()
-    for k in np.unique(a):
-        if k == 0:
-            continue
-        mask = a == k
+    def fill_background(out, k, mask):
         filled = _fill(mask, max_size, allowed=(out == 0))
         out[filled & ~mask] = k
-    return out
+
+    return _each_mask_or_label(masks_or_labels, lambda m: _fill(m, max_size),
+                               fill_background)
