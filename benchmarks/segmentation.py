@@ -42,12 +42,12 @@ import numpy as np
 
 from groundroll.data import shapes
 from groundroll.evaluate import deletion_curve, insertion_curve
-from groundroll.grounding import (DENSE_METHODS, channel_maps,
-                                  resolve_model, segment)
+from groundroll.grounding import channel_maps, resolve_model, segment
 from groundroll.grounding.calibrate import (fit_postprocess, object_ious,
                                             score_entry)
 from groundroll.grounding.profiles import (Profile, model_fingerprint,
                                            resolve_profile)
+from groundroll.grounding.registry import SOURCES
 
 METHODS = ("relevance", "legrad", "rollout", "maskclip", "naclip", "gradcam", "ig",
            "saliency", "ensemble")
@@ -209,8 +209,8 @@ def main(argv=None) -> int:
         if args.use_profiles and stored is None:
             raise SystemExit(f"--use-profiles: {spec} has no bundled profiles.json")
         for method in args.methods:
-            dense = method in DENSE_METHODS
-            normalize, scale = ("none", handle.logit_scale()) if dense else ("minmax", 10.0)
+            src = SOURCES[method]
+            normalize, scale = src.normalize, src.logit_scale(handle)
             options = {"n_steps": 16} if method == "ig" else {}
             if stored is not None:       # the fits a --write-profiles run stored
                 fitted[method] = stored.settings(method)

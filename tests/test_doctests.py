@@ -22,7 +22,7 @@ MODULES = ("groundroll", "groundroll._deprecation", "groundroll.evaluate",
            "groundroll.align.composition", "groundroll.grounding.profiles",
            "groundroll.grounding.calibrate", "groundroll.grounding.result",
            "groundroll._images", "groundroll.viz", "groundroll.families", "groundroll._json",
-           "groundroll._command", "groundroll._names")
+           "groundroll._command", "groundroll._names", "groundroll.grounding.registry")
 
 
 def _walk(package: str) -> list[str]:

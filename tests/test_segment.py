@@ -358,3 +358,23 @@ def test_large_overlays_are_written_in_blocks_with_the_same_pixels(monkeypatch):
     monkeypatch.setattr(result_module, "_STREAM_PNG_PIXELS", 0)
     streamed = np.asarray(Image.open(io.BytesIO(s._overlay_png())))
     np.testing.assert_array_equal(streamed, s.overlay())
+
+
+def test_source_options_are_checked_against_the_source_and_may_be_typed(clip):
+    from groundroll.grounding import SOURCES
+
+    image = _rgb(32, 32)
+    with pytest.raises(ValueError, match=r"no option\(s\) \['sigmaa'\]; it takes \['sigma'\]"):
+        segment(image, ["x"], model=clip, method="naclip", source_options={"sigmaa": 2.0})
+    typed = segment(image, ["x", "y"], model=clip, method="naclip",
+                    source_options=SOURCES["naclip"].options(sigma=3.0))
+    plain = segment(image, ["x", "y"], model=clip, method="naclip",
+                    source_options={"sigma": 3.0})
+    assert typed.settings["source_options"] == {"sigma": 3.0}
+    np.testing.assert_array_equal(typed.heatmaps, plain.heatmaps)
+    # The defaults a source declares: cosine maps are not normalised and use the
+    # model's logit scale; attention maps are min-max normalised, temperature 10.
+    assert typed.settings["normalize"] == "none"
+    assert typed.settings["logit_scale"] == pytest.approx(clip.logit_scale())
+    rel = segment(image, ["x", "y"], model=clip, method="relevance")
+    assert (rel.settings["normalize"], rel.settings["logit_scale"]) == ("minmax", 10.0)

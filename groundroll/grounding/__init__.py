@@ -13,6 +13,7 @@ from .dense import dense_features, dense_maps, dense_rewrite
 from .segment import (REFINE, Segmentation, caption_heatmaps, channel_maps,
                       channel_probabilities, load_image, output_paths, segment)
 from .profiles import Profile
+from .registry import SOURCES, Source
 from .sources import (ATTENTION_METHODS, DENSE_METHODS, METHODS, caption_word_maps,
                       cross_maps, image_text_scores, prompt_maps, relevance_maps,
                       rollout_maps)
@@ -23,5 +24,5 @@ __all__ = [
     "METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "ModelHandle", "resolve_model",
     "prompt_maps", "relevance_maps", "rollout_maps", "cross_maps", "caption_word_maps",
     "image_text_scores", "dense_rewrite", "dense_features", "dense_maps",
-    "calibrate", "Profile",
+    "calibrate", "Profile", "SOURCES", "Source",
 ]

@@ -292,8 +292,8 @@ def calibrate(data: Iterable | Any, *, model: Any = "bundled:shapes-clip-short",
     """
     from tqdm.auto import tqdm
 
+    from .registry import source
     from .segment import REFINE, channel_maps
-    from .dense import DENSE_METHODS
     from .sources import METHODS
 
     from .profiles import resolve_profile
@@ -326,10 +326,9 @@ def calibrate(data: Iterable | Any, *, model: Any = "bundled:shapes-clip-short",
     bar = tqdm(total=len(methods) * len(items), desc="calibrate", unit="map",
                disable=not progress or None)
     for method in methods:
-        dense = method in DENSE_METHODS
-        normalize = "none" if dense else "minmax"
-        scale = handle.logit_scale() if dense else 10.0
-        use_templates = None if method == "cross" else templates
+        src = source(method)
+        normalize, scale = src.normalize, src.logit_scale(handle)
+        use_templates = None if src.templates == "refuse" else templates
         cached = []
         for it in items:
             maps = channel_maps(handle, it["image"], it["labels"], method=method,

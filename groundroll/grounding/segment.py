@@ -33,10 +33,10 @@ from .._images import (DEFAULT_MAX_PIXELS, _open_unchecked, _read_image,  # noqa
                        _resize_rgb, _upsample, _nearest, load_image)
 from .._locks import locked, short, warn_once, warning_scope
 from ._model import ModelHandle, resolve_model
-from .dense import DENSE_METHODS
 from .result import (Segmentation, check_writable_set, manifest_name,  # noqa: F401
                      output_paths, slug)
 from .profiles import REFINE
+from .registry import source
 from .sources import METHODS, image_text_scores, prompt_maps
 
 __all__ = ["segment", "Segmentation", "load_image", "output_paths", "channel_maps",
@@ -222,9 +222,11 @@ def segment(
     cache : dict, optional
         Caller-owned dict keeping models loaded from spec strings across calls
         (without it a spec is loaded once per process, :func:`groundroll.zoo.cached`).
-    source_options : dict, optional
-        Extra keyword arguments of the map source (e.g. ``{"read": "input"}`` for
-        ``"cross"``, ``{"sigma": 3.0}`` for ``"naclip"``).
+    source_options : dict or the source's options object, optional
+        Options of the map source, checked against its options class
+        (``groundroll.grounding.SOURCES[method].options``, e.g. ``NaclipOptions(sigma=3.0)``
+        or ``{"sigma": 3.0}``; ``{"read": "input"}`` for ``"cross"``). Default: the
+        profile's, else the source's own defaults.
 
     Returns
     -------
@@ -350,7 +352,7 @@ def _segment(image, prompts, *, model, method, background, threshold, background
         raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
     templates = check_templates(tuned["templates"])
     logit_scale, normalize = tuned["logit_scale"], tuned["normalize"]
-    source_options = tuned["source_options"]
+    source_options = source(method).check_options(tuned["source_options"])
     with locked(handle.model):
         return _segment_locked(handle, rgb, full_hw, prompts, background, started,
                                method=method, threshold=threshold,
@@ -375,16 +377,15 @@ def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, metho
         work_hw, work = tuple(full_hw), _resize_rgb(rgb, full_hw)
 
     channels = prompts + background
-    dense = method in DENSE_METHODS
+    src = source(method)
     size = handle.image_size
     if window is None:
-        window = dense and min(work_hw) > 2 * min(size)
-    options = dict(source_options or {})
+        window = src.window(work_hw, size)
+    options = src.check_options(source_options)
     maps = channel_maps(handle, work, channels, method=method, templates=templates,
                         window=window, source_options=options)
-    normalize = normalize or ("none" if dense else "minmax")
-    scale = float(logit_scale) if logit_scale is not None else (
-        handle.logit_scale() if dense else 10.0)
+    normalize = normalize or src.normalize
+    scale = float(logit_scale) if logit_scale is not None else src.logit_scale(handle)
     partitions = M.superpixel_partitions(work) if refine == "superpixels" else None
     probs = channel_probabilities(maps, work, normalize=normalize, logit_scale=scale,
                                   refine=refine, partitions=partitions)

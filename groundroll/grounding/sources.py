@@ -221,41 +221,13 @@ def image_text_scores(handle: ModelHandle, image: np.ndarray, prompts: Sequence[
 def prompt_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *,
                 method: str = "relevance", templates: Sequence[str] | None = None,
                 **options) -> np.ndarray:
-    """Dispatch to the source ``method``: ``[P, rows, cols]`` float32 maps for one
-    image at the model's input size.
+    """``[P, rows, cols]`` float32 maps of the source ``method`` for one image at the
+    model's input size (:data:`groundroll.grounding.registry.SOURCES`; ``options``
+    are checked against the source's options).
 
     Attention sources give non-negative relevance (scale differs per prompt); dense
     sources give cosine similarities in [-1, 1], comparable across prompts.
     """
-    if method == "relevance":
-        return relevance_maps(handle, image, prompts, templates=templates, **options)
-    if method == "rollout":
-        return rollout_maps(handle, image, prompts, **options)
-    if method == "cross":
-        if templates:
-            raise ValueError("method='cross' grounds the prompt's own tokens; templates"
-                             " are not supported with it")
-        return cross_maps(handle, image, prompts, **options)
-    if method in DENSE_METHODS:
-        from .dense import dense_maps
+    from .registry import source
 
-        return dense_maps(handle, image, prompts, method=method, templates=templates,
-                          **options)
-    if method == "legrad":
-        from .legrad import legrad_maps
-
-        return legrad_maps(handle, image, prompts, templates=templates, **options)
-    if method == "gradcam":
-        from .attribution import gradcam_maps
-
-        return gradcam_maps(handle, image, prompts, templates=templates, **options)
-    if method in ("ig", "saliency"):
-        from .attribution import captum_maps
-
-        return captum_maps(handle, image, prompts, method=method, templates=templates,
-                           **options)
-    if method == "ensemble":
-        from .ensemble import ensemble_maps
-
-        return ensemble_maps(handle, image, prompts, templates=templates, **options)
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return source(method).maps(handle, image, prompts, templates=templates, **options)
