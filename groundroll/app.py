@@ -30,7 +30,7 @@ __all__ = ["build_app", "serve", "register", "segment_view", "align_view",
            "SEGMENT_MODELS", "ALIGN_MODELS", "DEFAULT_HOST", "DEFAULT_PORT",
            "DEFAULT_MAX_UPLOAD_MB"]
 
-SEGMENT_MODELS = ("bundled:shapes-clip-short", "bundled:shapes-clip", "bundled:shapes-coca")
+SEGMENT_MODELS = ("bundled:shapes-clip", "bundled:shapes-clip-short", "bundled:shapes-coca")
 ALIGN_MODELS = ("bundled:toy-mt",)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860

@@ -38,13 +38,13 @@ class _Failure(Exception):
 
 
 def _add_segment(subparsers) -> None:
-    from .grounding import METHODS, REFINE
+    from .grounding import DEFAULT_MODEL, METHODS, REFINE
 
     p = add_command(subparsers, "segment", _run_segment, help="segment images with text prompts")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("-p", "--prompt", dest="prompts", action="append", default=[],
                    metavar="PROMPT", help="a text prompt (repeat for several)")
-    p.add_argument("--model", default="bundled:shapes-clip-short",
+    p.add_argument("--model", default=DEFAULT_MODEL,
                    help="model spec for groundroll.zoo.load (default: %(default)s)")
     p.add_argument("--method", default=None, choices=METHODS,
                    help="map source (default: the profile's default method for bundled"
@@ -208,7 +208,7 @@ def _run_segment(args) -> int:
 
 
 def _add_calibrate(subparsers) -> None:
-    from .grounding import METHODS, REFINE
+    from .grounding import DEFAULT_MODEL, METHODS, REFINE
 
     p = add_command(subparsers, "calibrate", _run_calibrate,
                     help="fit a segmentation profile on labelled images")
@@ -217,7 +217,7 @@ def _add_calibrate(subparsers) -> None:
                    help="directory of label-map PNGs named like the images")
     p.add_argument("-c", "--class", dest="classes", action="append", required=True,
                    metavar="NAME", help="class name of label value 1, 2, ... (repeat)")
-    p.add_argument("--model", default="bundled:shapes-clip-short",
+    p.add_argument("--model", default=DEFAULT_MODEL,
                    help="model spec for groundroll.zoo.load (default: %(default)s)")
     p.add_argument("--method", dest="methods", action="append", choices=METHODS,
                    help="map source to fit (repeat; the best becomes the default;"

@@ -12,7 +12,7 @@ beyond groundroll.
 
 >>> from groundroll.distributed import segment_dataset, align_corpus
 >>> run = segment_dataset("scenes/", ["red circle", "blue star"], out="labels/",
-...                       model="bundled:shapes-clip-short", engine="local")  # doctest: +SKIP
+...                       model="bundled:shapes-clip", engine="local")  # doctest: +SKIP
 """
 
 from ._engine import ENGINES, BulkResult

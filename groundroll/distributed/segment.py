@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..grounding._model import DEFAULT_MODEL
 from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
                       result_rows, worker_threads)
@@ -339,7 +340,7 @@ def segment_dataset(
     images,
     prompts: Sequence[str],
     *,
-    model: Any = "bundled:shapes-clip-short",
+    model: Any = DEFAULT_MODEL,
     method: str | None = None,
     out,
     background: Sequence[str] | None = None,
@@ -445,7 +446,7 @@ def segment_dataset(
     --------
     >>> from groundroll.distributed import segment_dataset
     >>> run = segment_dataset("scenes/", ["red circle", "blue star"],
-    ...                       model="bundled:shapes-clip-short", out="labels/",
+    ...                       model="bundled:shapes-clip", out="labels/",
     ...                       engine="ray", workers=2)             # doctest: +SKIP
     >>> run.files["coco"]                                           # doctest: +SKIP
     PosixPath('labels/coco.json')

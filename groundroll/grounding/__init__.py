@@ -7,7 +7,7 @@
 ((128, 160), (2, 128, 160))
 """
 
-from ._model import ModelHandle, resolve_model
+from ._model import DEFAULT_MODEL, ModelHandle, resolve_model
 from .calibrate import calibrate
 from .dense import dense_features, dense_maps, dense_rewrite
 from .segment import (REFINE, Segmentation, caption_heatmaps, channel_maps,
@@ -21,7 +21,7 @@ from .sources import (ATTENTION_METHODS, DENSE_METHODS, METHODS, caption_word_ma
 __all__ = [
     "segment", "Segmentation", "caption_heatmaps", "load_image", "output_paths",
     "channel_maps", "channel_probabilities", "REFINE",
-    "METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "ModelHandle", "resolve_model",
+    "METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "ModelHandle", "resolve_model", "DEFAULT_MODEL",
     "prompt_maps", "relevance_maps", "rollout_maps", "cross_maps", "caption_word_maps",
     "image_text_scores", "dense_rewrite", "dense_features", "dense_maps",
     "calibrate", "Profile", "SOURCES", "Source",

@@ -20,7 +20,11 @@ import torch.nn.functional as F
 from .._locks import locked, short, warn_once
 from ..families import Family, Grounding, family_for
 
-__all__ = ["ModelHandle", "resolve_model", "FAMILIES"]
+__all__ = ["ModelHandle", "resolve_model", "FAMILIES", "DEFAULT_MODEL"]
+
+#: The model a segmentation call uses when none is named: of the bundled CLIPs, the one
+#: whose calibrated default call segments best on held-out scenes (its card's table).
+DEFAULT_MODEL = "bundled:shapes-clip"
 
 #: Built-in families with grounding hooks (any registered family with a ``grounding``
 #: record is served too, as are derived Hugging Face dual encoders).

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .. import masks as M
-from ._model import resolve_model
+from ._model import DEFAULT_MODEL, resolve_model
 from .profiles import Profile, background_labels, model_fingerprint, refine_scores
 
 __all__ = ["calibrate", "fit_postprocess", "RULE_GRID", "CalibrationError", "object_ious",
@@ -230,7 +230,7 @@ def score_entry(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
     return float(np.mean(ious))
 
 
-def calibrate(data: Iterable | Any, *, model: Any = "bundled:shapes-clip-short",
+def calibrate(data: Iterable | Any, *, model: Any = DEFAULT_MODEL,
               methods: Sequence[str] | str | None = None,
               prompts: Sequence[str] | None = None,
               templates: Sequence[str] | None = None,

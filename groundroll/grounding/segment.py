@@ -32,7 +32,7 @@ from .. import masks as M
 from .._images import (DEFAULT_MAX_PIXELS, _open_unchecked, _read_image,  # noqa: F401
                        _resize_rgb, _upsample, _nearest, load_image)
 from .._locks import locked, short, warn_once, warning_scope
-from ._model import ModelHandle, resolve_model
+from ._model import DEFAULT_MODEL, ModelHandle, resolve_model
 from .result import (Segmentation, check_writable_set, manifest_name,  # noqa: F401
                      output_paths, slug)
 from .profiles import REFINE
@@ -132,7 +132,7 @@ def segment(
     image,
     prompts: Sequence[str],
     *,
-    model: Any = "bundled:shapes-clip-short",
+    model: Any = DEFAULT_MODEL,
     method: str | None = None,
     background: Sequence[str] | None = None,
     threshold: float | None = None,
@@ -162,7 +162,7 @@ def segment(
     model : Bundle, str or torch.nn.Module
         A :class:`~groundroll.zoo.Bundle`, a spec for :func:`groundroll.zoo.load`
         (``"bundled:shapes-clip"``, ``"open_clip:ViT-B-16/laion2b_s34b_b88k"``), or a
-        model with ``tokenizer=``. Default ``"bundled:shapes-clip-short"``: of the
+        model with ``tokenizer=``. Default :data:`~groundroll.grounding._model.DEFAULT_MODEL` (``"bundled:shapes-clip"``): of the
         bundled CLIPs, the one whose calibrated default segments best.
     method : str, optional
         Map source (:data:`groundroll.grounding.METHODS`: ``"relevance"``,

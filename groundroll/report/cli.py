@@ -61,6 +61,7 @@ def _kind(kinds, name: str, run, *, help: str):
 
 def register(subparsers) -> None:
     """Add ``report`` (with ``align``, ``segment`` and ``audit``) to a ``groundroll`` parser."""
+    from ..grounding import DEFAULT_MODEL
     from ..grounding.profiles import REFINE
 
     report = subparsers.add_parser(
@@ -89,7 +90,7 @@ def register(subparsers) -> None:
     s.add_argument("image", type=Path, help="image file")
     s.add_argument("-p", "--prompt", dest="prompts", action="append", default=[],
                    metavar="PROMPT", help="a text prompt (repeat for several)")
-    s.add_argument("--model", default="bundled:shapes-clip-short",
+    s.add_argument("--model", default=DEFAULT_MODEL,
                    help="model spec for groundroll.zoo.load (default: %(default)s)")
     s.add_argument("--method", default=None,
                    help="map source (default: the model profile's, else relevance)")

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..grounding._model import DEFAULT_MODEL
 from ._page import DEFAULT_MAX_BYTES, asset, page, png_data_uri
 
 __all__ = ["segmentation_report", "explore_segmentation", "layer_maps", "DEFAULT_MAX_SIDE"]
@@ -132,7 +133,7 @@ def segmentation_report(seg, *, title: str | None = None, layers=None,
 
     Examples
     --------
-    >>> seg = gr.segment("scene.png", ["red circle"], model="bundled:shapes-clip-short")
+    >>> seg = gr.segment("scene.png", ["red circle"], model="bundled:shapes-clip")
     ... # doctest: +SKIP
     >>> html = segmentation_report(seg)                                  # doctest: +SKIP
     """
@@ -163,7 +164,7 @@ def _letterboxed(handle, rgb):
     return M.letterbox_image(rgb, geometry, fill=0), geometry
 
 
-def layer_maps(image, prompt: str, *, model="bundled:shapes-clip-short",
+def layer_maps(image, prompt: str, *, model=DEFAULT_MODEL,
                method: str = "relevance", max_side: int = 1024):
     """Maps of one prompt read after each vision layer of a CLIP model.
 
@@ -177,7 +178,7 @@ def layer_maps(image, prompt: str, *, model="bundled:shapes-clip-short",
     image : str, PathLike, PIL.Image or ndarray
     prompt : str
     model : Bundle or str
-        An open_clip or Hugging Face CLIP model (default ``bundled:shapes-clip-short``).
+        An open_clip or Hugging Face CLIP model (default ``bundled:shapes-clip``).
     method : {"relevance", "rollout"}
     max_side : int
         Images are downscaled to this long side first.
@@ -245,7 +246,7 @@ def layer_maps(image, prompt: str, *, model="bundled:shapes-clip-short",
     return np.where(hi > lo, (maps - lo) / np.where(hi > lo, hi - lo, 1), 0).astype(np.float32)
 
 
-def explore_segmentation(image, prompts: Sequence[str], *, model="bundled:shapes-clip-short",
+def explore_segmentation(image, prompts: Sequence[str], *, model=DEFAULT_MODEL,
                          method: str | None = None, layer_prompt: int | str | None = 0,
                          layer_method: str | None = None, title: str | None = None,
                          max_side: int = DEFAULT_MAX_SIDE, max_bytes: int = DEFAULT_MAX_BYTES,
