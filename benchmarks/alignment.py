@@ -11,7 +11,7 @@ hard`` for the hard pair and the ``bundled:toy-mt-hard`` model). Sections:
    alignment profile), the unsupervised rule (``profile=False``) and the former default
    (``method="raw"``, mean of all layers).
 3. **peers**: eflomal (statistical, no neural model; trained on ``--eflomal-train``
-   training pairs plus the test pairs, both directions, symmetrised with groundroll's
+   training pairs plus the test pairs, both directions, symmetrized with groundroll's
    grow-diag-final-and) and inseq 0.7.1's ``attention`` and ``saliency`` on the same
    model (first ``--inseq-n`` pairs), with and without the Marian decoder embedding
    scale workaround (``model.model.decoder.embed_scale = 1.0``: with transformers >=
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
         s = _score(pairs, [a.links for a in out])
         st = out[0].settings
         how = (f"{st['method']} layers {st['layers']} {'AWI' if st['shift'] else 'AWO'}"
-               f" {st['extraction']}{' + ' + st['symmetrise'] if st['symmetrise'] else ''}")
+               f" {st['extraction']}{' + ' + st['symmetrize'] if st['symmetrize'] else ''}")
         if "peak_mass" in st:
             how += " (peak mass per layer " + ", ".join(f"{x:.3f}" for x in st["peak_mass"]) + ")"
         rows.append([label, how, st["defaults"].split(":")[0], _pct(s["aer"]), _pct(s["precision"]),

@@ -10,6 +10,8 @@ import torch
 
 from groundroll.adapters import capture
 from groundroll.align.api import (
+    SYMMETRISATIONS,
+    SYMMETRIZATIONS,
     Alignment,
     LayerScan,
     _make_batch,
@@ -53,20 +55,20 @@ def test_extract_links_hand_worked():
                   [0.0, 0.3, 0.7]])
     assert extract_links(m) == {(0, 0), (2, 1), (2, 2)}
     # Column argmax: source 0 -> t0, source 1 -> t2, source 2 -> t1.
-    assert extract_links(m, symmetrise="intersection") == {(0, 0), (2, 1)}
-    assert extract_links(m, symmetrise="union") == {(0, 0), (2, 1), (2, 2), (1, 2)}
+    assert extract_links(m, symmetrize="intersection") == {(0, 0), (2, 1)}
+    assert extract_links(m, symmetrize="union") == {(0, 0), (2, 1), (2, 2), (1, 2)}
     # Rows normalised: [.8 .2 0], [.1 .1 .8], [0 .3 .7]; > 0.25.
-    assert extract_links(m, extraction="threshold", threshold=0.25) == {(0, 0), (2, 1), (1, 2), (2, 2)}
+    assert extract_links(m, extraction="threshold", link_threshold=0.25) == {(0, 0), (2, 1), (1, 2), (2, 2)}
     assert extract_links(m, extraction="threshold") == {(0, 0), (2, 1), (2, 2)}   # > 0.3
     assert extract_links(m, extraction="itermax") >= {(0, 0), (2, 1)}
     with pytest.raises(ValueError, match="itermax"):
-        extract_links(m, extraction="itermax", symmetrise="union")
-    with pytest.raises(ValueError, match="symmetrise"):
-        extract_links(m, symmetrise="diagonal")
+        extract_links(m, extraction="itermax", symmetrize="union")
+    with pytest.raises(ValueError, match="symmetrize"):
+        extract_links(m, symmetrize="diagonal")
     # A reverse model's matrix replaces the columns of the forward one.
     backward = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     # Its column argmax: source 0 -> t1, source 1 -> t2, source 2 -> t0.
-    assert extract_links(m, symmetrise="union", backward=backward) == {
+    assert extract_links(m, symmetrize="union", backward=backward) == {
         (0, 0), (2, 1), (2, 2), (0, 1), (1, 2), (2, 0)}
     assert extract_links(np.zeros((0, 3))) == set()
 
@@ -214,17 +216,71 @@ def test_empty_lines_and_truncation(marian, pairs):
         align(pairs[0].src, pairs[0].tgt, model=marian, method="attention")
 
 
-def test_symmetrise_and_reverse_model(marian, pairs):
+def test_symmetrize_and_reverse_model(marian, pairs):
     p = pairs[0]
     fwd = align(p.src, p.tgt, model=marian)
-    inter = align(p.src, p.tgt, model=marian, symmetrise="intersection")
-    union = align(p.src, p.tgt, model=marian, symmetrise="union")
-    gdfa = align(p.src, p.tgt, model=marian, symmetrise="grow-diag-final-and")
+    inter = align(p.src, p.tgt, model=marian, symmetrize="intersection")
+    union = align(p.src, p.tgt, model=marian, symmetrize="union")
+    gdfa = align(p.src, p.tgt, model=marian, symmetrize="grow-diag-final-and")
     assert inter.links <= fwd.links <= union.links
     assert inter.links <= gdfa.links <= union.links
-    rev = align(p.src, p.tgt, model=marian, symmetrise="union", reverse_model=models.marian(1))
+    rev = align(p.src, p.tgt, model=marian, symmetrize="union", reverse_model=models.marian(1))
     assert fwd.links <= rev.links
     assert align(p.src, p.tgt, model=marian, extraction="itermax").links
+
+
+def test_deprecated_option_names_warn_and_agree(marian, pairs):
+    p = pairs[0]
+    union = align(p.src, p.tgt, model=marian, method="raw", symmetrize="union")
+    with pytest.warns(FutureWarning, match="symmetrize="):
+        old = align(p.src, p.tgt, model=marian, method="raw", symmetrise="union")
+    assert old.links == union.links and old.settings["symmetrize"] == "union"
+    limited = align(p.src, p.tgt, model=marian, method="raw", extraction="threshold",
+                    link_threshold=0.2)
+    with pytest.warns(FutureWarning, match="link_threshold="):
+        old = align(p.src, p.tgt, model=marian, method="raw", extraction="threshold",
+                    threshold=0.2)
+    assert old.links == limited.links and old.settings["link_threshold"] == 0.2
+    m = union.matrix
+    with pytest.warns(FutureWarning):
+        assert extract_links(m, symmetrise="union", extraction="threshold",
+                             threshold=0.2) == extract_links(
+            m, symmetrize="union", extraction="threshold", link_threshold=0.2)
+    with pytest.raises(TypeError, match="symmetrize= only"):
+        align(p.src, p.tgt, model=marian, symmetrize="union", symmetrise="union")
+    with pytest.raises(TypeError, match="link_threshold= only"):
+        align(p.src, p.tgt, model=marian, extraction="threshold", link_threshold=0.2,
+              threshold=0.2)
+    with pytest.raises(TypeError, match="symmetrize= only"):
+        extract_links(m, symmetrize="union", symmetrise="intersection")
+    assert SYMMETRISATIONS is SYMMETRIZATIONS
+
+
+def test_old_key_profile_and_alignment_load(tmp_path):
+    from groundroll.align.profile import AlignProfile
+
+    old = dict(method="raw", layers=[1], shift=False, extraction="threshold",
+               threshold=0.4, symmetrise="union",
+               fitted={"runners_up": [dict(method="norm", symmetrise=None, aer=0.2)]},
+               version=1)
+    profile = AlignProfile.from_dict(old)
+    assert (profile.link_threshold, profile.symmetrize) == (0.4, "union")
+    assert profile.fitted["runners_up"][0] == dict(method="norm", symmetrize=None, aer=0.2)
+    assert profile.align_kwargs()["link_threshold"] == 0.4
+    with pytest.warns(FutureWarning, match="symmetrize"):
+        assert profile.symmetrise == "union"
+    with pytest.warns(FutureWarning, match="link_threshold"):
+        assert profile.threshold == 0.4
+    with pytest.raises(ValueError, match="both"):
+        AlignProfile.from_dict(dict(old, symmetrize="union"))
+    # The toy-mt-hard profile may still use the old keys; it loads either way.
+    hard = AlignProfile.load(TOY_MT.parent / "toy-mt-hard")
+    assert hard.method and hard.extraction
+    a = Alignment(["a"], ["x"], np.ones((1, 1)), {(0, 0)}, {(0, 0): 1.0},
+                  {"method": "raw", "threshold": 0.4, "symmetrise": "union"})
+    a.save(tmp_path / "old.json")
+    loaded = Alignment.load(tmp_path / "old.json")
+    assert loaded.settings == {"method": "raw", "link_threshold": 0.4, "symmetrize": "union"}
 
 
 def test_layer_scan(marian, pairs):

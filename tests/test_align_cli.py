@@ -43,9 +43,24 @@ def test_align_writes_one_line_per_input_line(model_dir, corpus, capsys):
     assert main(argv + ["--method", "rollout"]) == 2
     assert "--force" in capsys.readouterr().err
     assert out.read_text() == before
-    assert main(argv + ["--method", "rollout", "--no-shift", "--symmetrise", "union",
+    assert main(argv + ["--method", "rollout", "--no-shift", "--symmetrize", "union",
                         "--force", "--quiet"]) == 0
     assert len(out.read_text().split("\n")) - 1 == 4
+
+
+def test_old_option_names_are_hidden_aliases(capsys):
+    from groundroll.cli import build_parser
+
+    parser = build_parser()
+    base = ["align", "--src", "s.txt", "--out", "o.txt", "--extraction", "threshold"]
+    new = parser.parse_args(base + ["--symmetrize", "union", "--link-threshold", "0.4"])
+    old = parser.parse_args(base + ["--symmetrise", "union", "--threshold", "0.4"])
+    assert (old.symmetrize, old.link_threshold) == (new.symmetrize, new.link_threshold) == (
+        "union", 0.4)
+    assert main(["align", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--symmetrize" in shown and "--link-threshold" in shown
+    assert "--symmetrise" not in shown and "--threshold " not in shown
 
 
 def test_align_translates_without_tgt(model_dir, corpus):
@@ -124,9 +139,9 @@ def test_words_past_the_model_limit_get_no_links():
     unscored = ~a.matrix.any(axis=1)
     assert unscored[limit:].all()
     assert not any(unscored[t] for _, t in a.links)
-    for extraction, symmetrise in [("threshold", None), ("itermax", None),
+    for extraction, symmetrize in [("threshold", None), ("itermax", None),
                                    ("argmax", "grow-diag-final")]:
-        links = gr.extract_links(a.matrix, extraction=extraction, symmetrise=symmetrise)
+        links = gr.extract_links(a.matrix, extraction=extraction, symmetrize=symmetrize)
         assert links and not any(unscored[t] for _, t in links)
 
 

@@ -59,8 +59,8 @@ def test_profile_roundtrip_and_errors(tmp_path):
     q = AlignProfile.load(tmp_path)
     assert q == p
     assert q.align_kwargs() == dict(method="norm", layers=[1], shift=True,
-                                    extraction="argmax", threshold=None,
-                                    symmetrise="grow-diag-final-and")
+                                    extraction="argmax", link_threshold=None,
+                                    symmetrize="grow-diag-final-and")
     with pytest.raises(FileExistsError):
         p.save(path)
     p.save(path, force=True)
@@ -81,11 +81,11 @@ def test_profile_roundtrip_and_errors(tmp_path):
 def test_best_profile_picks_lowest_aer_over_scans():
     argmax = LayerScan([_row("raw", 0, False, 0.30), _row("raw", 1, False, 0.12),
                         _row("raw", "all", False, 0.20)],
-                       dict(model="m", extraction="argmax", symmetrise=None))
+                       dict(model="m", extraction="argmax", symmetrize=None))
     gdfa = LayerScan([_row("raw", 0, False, 0.25), _row("raw", 1, True, 0.08)],
-                     dict(model="m", extraction="argmax", symmetrise="grow-diag-final-and"))
+                     dict(model="m", extraction="argmax", symmetrize="grow-diag-final-and"))
     p = best_profile([argmax, gdfa])
-    assert (p.method, p.layers, p.shift, p.symmetrise) == ("raw", [1], True,
+    assert (p.method, p.layers, p.shift, p.symmetrize) == ("raw", [1], True,
                                                            "grow-diag-final-and")
     assert p.fitted["aer"] == 0.08
     assert p.fitted["runners_up"][0]["aer"] == 0.12
@@ -99,7 +99,7 @@ def test_best_profile_picks_lowest_aer_over_scans():
 
 def test_scan_save_profile(tmp_path):
     scan = LayerScan([_row("raw", 0, False, 0.3), _row("norm", 1, False, 0.1)],
-                     dict(model="m", extraction="itermax", symmetrise=None))
+                     dict(model="m", extraction="itermax", symmetrize=None))
     p = scan.save_profile(tmp_path / "p.json")
     assert AlignProfile.load(tmp_path / "p.json") == p
     assert (p.method, p.layers, p.extraction) == ("norm", [1], "itermax")
@@ -122,24 +122,24 @@ def test_peak_mass_hand_worked():
 def test_resolve_defaults_precedence(tmp_path, marian):
     profile = AlignProfile("norm", [0], True, "itermax")
     r = resolve_defaults(marian, method=None, layers=None, shift=None, extraction=None,
-                         threshold=None, symmetrise=None, profile=profile)
+                         link_threshold=None, symmetrize=None, profile=profile)
     assert (r["method"], r["layers"], r["shift"], r["extraction"]) == ("norm", [0], True,
                                                                        "itermax")
     # Explicit options win over the profile's.
     r = resolve_defaults(marian, method=None, layers=[1], shift=False, extraction="argmax",
-                         threshold=None, symmetrise=None, profile=profile)
+                         link_threshold=None, symmetrize=None, profile=profile)
     assert (r["method"], r["layers"], r["shift"], r["extraction"]) == ("norm", [1], False,
                                                                        "argmax")
     # A method given explicitly: no profile, no rule; the method's own defaults.
     r = resolve_defaults(marian, method="raw", layers=None, shift=None, extraction=None,
-                         threshold=None, symmetrise=None, profile=None)
+                         link_threshold=None, symmetrize=None, profile=None)
     assert (r["layers"], r["rule"], r["defaults"]) == (None, False, "explicit")
     with pytest.raises(ValueError, match="leave method=None"):
         resolve_defaults(marian, method="raw", layers=None, shift=None, extraction=None,
-                         threshold=None, symmetrise=None, profile=profile)
+                         link_threshold=None, symmetrize=None, profile=profile)
     # No profile anywhere: the rule.
     r = resolve_defaults(marian, method=None, layers=None, shift=None, extraction=None,
-                         threshold=None, symmetrise=None, profile=None)
+                         link_threshold=None, symmetrize=None, profile=None)
     assert r["rule"] and r["defaults"] == "rule:peak-mass"
     assert find_profile(marian) is None
 
@@ -163,7 +163,7 @@ def test_profile_drives_the_default_call(tmp_path, marian, pairs):
     AlignProfile("norm", [1], True, "argmax", None, "union").save(tmp_path)
     by_profile = align(p.src, p.tgt, model=marian, profile=tmp_path)
     explicit = align(p.src, p.tgt, model=marian, method="norm", layers=[1], shift=True,
-                     symmetrise="union")
+                     symmetrize="union")
     np.testing.assert_allclose(by_profile.matrix, explicit.matrix, atol=ATOL)
     assert by_profile.links == explicit.links
     assert by_profile.settings["defaults"].startswith("profile")
@@ -189,7 +189,7 @@ def test_a_profile_names_the_reverse_model_of_the_default_call(tmp_path, marian,
 
     for a, f, b in zip(by_profile, forward, backward):
         assert a.settings["reverse_model"] == "test:reverse"
-        assert a.links == extract_links(f.matrix, symmetrise="grow-diag-final-and",
+        assert a.links == extract_links(f.matrix, symmetrize="grow-diag-final-and",
                                         backward=b.matrix.T)
     # An explicit extraction drops the profile's reverse model with the rest.
     plain = align(src, tgt, model=marian, profile=tmp_path, extraction="argmax")
@@ -202,8 +202,8 @@ def test_fit_profile_scores_the_reverse_model(marian, pairs):
 
     fitted = fit_profile(pairs, model=marian, reverse_model=marian, methods=("raw",),
                          shifts=(False,), extractions=(("argmax", "intersection"),))
-    # Only the symmetrised setting, once with the matrix's columns, once with the model.
-    assert fitted.symmetrise == "intersection"
+    # Only the symmetrized setting, once with the matrix's columns, once with the model.
+    assert fitted.symmetrize == "intersection"
     assert len(fitted.fitted["runners_up"]) >= 1
     got = align([p.src for p in pairs], [p.tgt for p in pairs], model=marian,
                 profile=fitted)

@@ -299,6 +299,21 @@ def test_align_corpus_keeps_order_and_line_count(corpus, align_bundle, tmp_path)
     assert _snapshot(tmp_path) == before
 
 
+def test_align_corpus_symmetrize_and_its_old_name(corpus, align_bundle, tmp_path):
+    src = read_lines(corpus / "src.txt")
+    tgt = read_lines(corpus / "tgt.txt")
+    expected = [a.pharaoh() for a in gr.align(src, tgt, model=align_bundle, method="raw",
+                                                symmetrize="union")]
+    _align(corpus, tmp_path / "new.txt", align_bundle, symmetrize="union")
+    assert (tmp_path / "new.txt").read_text().split("\n")[:-1] == expected
+    with pytest.warns(FutureWarning, match="symmetrize="):
+        _align(corpus, tmp_path / "old.txt", align_bundle, symmetrise="union")
+    assert (tmp_path / "old.txt").read_text() == (tmp_path / "new.txt").read_text()
+    with pytest.raises(TypeError, match="link_threshold= only"):
+        _align(corpus, tmp_path / "both.txt", align_bundle, link_threshold=0.2,
+               threshold=0.2)
+
+
 def test_align_failed_line_keeps_its_place(align_bundle, tmp_path):
     src = ["su tuga vefin", "", "su tuga vefin"]
     tgt = ["thun krakron quxe", "", "thun krakron quxe"]

@@ -71,7 +71,7 @@ def test_one_huge_pair_keeps_the_variants_that_fit():
     variants = [_variant("raw", l, "fused", False) for l in range(20)]
     pair = dict(src=[f"s{i}" for i in range(150)], tgt=[f"t{i}" for i in range(150)],
                 matrices=[m] * 20)
-    html = _html([pair], variants, initial=0, extraction="argmax", threshold=None,
+    html = _html([pair], variants, initial=0, extraction="argmax", link_threshold=None,
                  title="t", settings={}, max_bytes=1_500_000)
     data = data_of(html)
     assert 1 <= len(data["variants"]) < 20

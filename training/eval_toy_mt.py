@@ -126,7 +126,7 @@ def main(argv=None):
     ap.add_argument("--force", action="store_true", help="replace an existing profile")
     ap.add_argument("--reverse-model", default=None,
                     help="a target-to-source model (spec) --fit-profile also scores for"
-                         " symmetrised links")
+                         " symmetrized links")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bundle = load(args.model)

@@ -35,6 +35,7 @@ translation), :mod:`~groundroll.align.maps` (word matrices from attention),
 
 from __future__ import annotations
 
+from groundroll._deprecation import _UNSET, renamed
 from groundroll.align.batching import (  # noqa: F401  (used by profile, composition, report)
     FALLBACK_MAX_LENGTH,
     _batches,
@@ -49,6 +50,7 @@ from groundroll.align.extract import (
     DEFAULT_THRESHOLD,
     EXTRACTIONS,
     SYMMETRISATIONS,
+    SYMMETRIZATIONS,
     extract_links,
 )
 from groundroll.align.maps import (  # noqa: F401  (used by profile, composition, report, tests)
@@ -69,6 +71,7 @@ __all__ = [
     "LayerScan",
     "METHODS",
     "EXTRACTIONS",
+    "SYMMETRIZATIONS",
     "SYMMETRISATIONS",
     "DEFAULT_SHIFT",
     "DEFAULT_THRESHOLD",
@@ -77,11 +80,12 @@ __all__ = [
 
 def align(
     src, tgt=None, *, model, method: str | None = None, layers=None, heads=None,
-    shift: bool | None = None, extraction: str | None = None, threshold: float | None = None,
-    symmetrise: str | None = None, profile=None, reverse_model=None, batch_size: int = 16,
-    max_length: int | None = None, head_fusion="mean", residual: float = 0.5,
-    max_relevance_tokens: int = 128, relevance_chunk: int = 256,
-    generate_kwargs: dict | None = None, progress: bool = False,
+    shift: bool | None = None, extraction: str | None = None,
+    link_threshold: float | None = None, symmetrize: str | None = None, profile=None,
+    reverse_model=None, batch_size: int = 16, max_length: int | None = None,
+    head_fusion="mean", residual: float = 0.5, max_relevance_tokens: int = 128,
+    relevance_chunk: int = 256, generate_kwargs: dict | None = None, progress: bool = False,
+    threshold=_UNSET, symmetrise=_UNSET,
 ):
     """Word alignment of sentence pairs from a translation model's attention.
 
@@ -120,10 +124,10 @@ def align(
         the row that predicts it (AWO). None: :data:`DEFAULT_SHIFT` of the method.
     extraction : {"argmax", "threshold", "itermax"}, optional
         Default: the profile's (when ``method`` is None), else ``"argmax"``.
-    threshold : float, optional
-        For ``extraction="threshold"`` (on row-normalised scores; default
-        :data:`DEFAULT_THRESHOLD`).
-    symmetrise : {"intersection", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and"}, optional
+    link_threshold : float, optional
+        For ``extraction="threshold"``: exclusive lower limit on row-normalised scores
+        (default :data:`DEFAULT_THRESHOLD`).
+    symmetrize : {"intersection", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and"}, optional
         Combine target-to-source and source-to-target links (see :func:`extract_links`).
     profile : None, False, path or AlignProfile
         Used when ``method`` is None. None: the profile stored with the model, if any;
@@ -131,7 +135,7 @@ def align(
         :class:`~groundroll.align.profile.AlignProfile`: that one. Options passed
         explicitly always win over the profile's.
     reverse_model : Bundle or str, optional
-        A target-to-source model; with ``symmetrise`` (or ``itermax``) its alignment
+        A target-to-source model; with ``symmetrize`` (or ``itermax``) its alignment
         gives the backward direction instead of the columns of the forward matrix.
         Default: the profile's, when the profile names one and the caller sets no
         extraction.
@@ -150,6 +154,8 @@ def align(
         Passed to ``model.generate`` when ``tgt`` is None.
     progress : bool
         Show a progress bar (tqdm, on stderr).
+    threshold, symmetrise
+        Deprecated old names of ``link_threshold`` and ``symmetrize``.
 
     Returns
     -------
@@ -163,16 +169,18 @@ def align(
     >>> a.pharaoh()                                                 # doctest: +SKIP
     '0-0 1-1 2-1'
     """
+    link_threshold = renamed("align", "threshold", "link_threshold", threshold, link_threshold)
+    symmetrize = renamed("align", "symmetrise", "symmetrize", symmetrise, symmetrize)
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if extraction is not None and extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
-    if extraction == "itermax" and symmetrise is not None:
+    if extraction == "itermax" and symmetrize is not None:
         raise ValueError("extraction='itermax' intersects both directions itself;"
-                         " leave symmetrise=None")
-    if symmetrise is not None and symmetrise.replace("_", "-") not in SYMMETRISATIONS:
-        raise ValueError(f"symmetrise must be one of {SYMMETRISATIONS} or None, got"
-                         f" {symmetrise!r}")
+                         " leave symmetrize=None")
+    if symmetrize is not None and symmetrize.replace("_", "-") not in SYMMETRIZATIONS:
+        raise ValueError(f"symmetrize must be one of {SYMMETRIZATIONS} or None, got"
+                         f" {symmetrize!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     single = isinstance(src, str)
@@ -188,14 +196,14 @@ def align(
     from groundroll.align.profile import peak_mass_layer, resolve_defaults
 
     chosen = resolve_defaults(bundle, method=method, layers=layers, shift=shift,
-                              extraction=extraction, threshold=threshold,
-                              symmetrise=symmetrise, profile=profile)
+                              extraction=extraction, link_threshold=link_threshold,
+                              symmetrize=symmetrize, profile=profile)
     method, layers, shift = chosen["method"], chosen["layers"], chosen["shift"]
-    extraction, threshold, symmetrise = (chosen["extraction"], chosen["threshold"],
-                                         chosen["symmetrise"])
-    if extraction == "itermax" and symmetrise is not None:
+    extraction, link_threshold, symmetrize = (chosen["extraction"], chosen["link_threshold"],
+                                              chosen["symmetrize"])
+    if extraction == "itermax" and symmetrize is not None:
         raise ValueError("extraction='itermax' intersects both directions itself;"
-                         " leave symmetrise=None")
+                         " leave symmetrize=None")
     if chosen["rule"]:
         # Every layer from the same forward passes; keep the most peaked one.
         specs = [(method, [k], shift) for k in range(_n_decoder_layers(bundle))]
@@ -218,7 +226,7 @@ def align(
     if reverse_model is None and chosen["reverse_model"] is not None:
         reverse_model = chosen["reverse_model"]
         reverse_layers = chosen["reverse_layers"] or layers
-    if reverse_model is not None and (symmetrise is not None or extraction == "itermax"):
+    if reverse_model is not None and (symmetrize is not None or extraction == "itermax"):
         rev, _, _ = _matrices(
             _bundle(reverse_model), tgt_words, src_words,
             specs=[(method, reverse_layers, shift)],
@@ -228,7 +236,8 @@ def align(
         backward = [m.T for m in rev[0]]
     settings = dict(model=getattr(bundle, "name", ""), method=method,
                     layers=_plain(layers), heads=_plain(heads), shift=shift,
-                    extraction=extraction, threshold=threshold, symmetrise=symmetrise,
+                    extraction=extraction, link_threshold=link_threshold,
+                    symmetrize=symmetrize,
                     reverse_model=None if reverse_model is None else str(
                         getattr(reverse_model, "name", reverse_model)),
                     head_fusion=head_fusion if isinstance(head_fusion, str) else "tensor",
@@ -237,8 +246,8 @@ def align(
         settings["peak_mass"] = [round(x, 4) for x in peak]
     out = []
     for m, b, sw, tw in zip(forward, backward, src_words, tgt_words):
-        found = extract_links(m, extraction=extraction, threshold=threshold,
-                              symmetrise=symmetrise, backward=b)
+        found = extract_links(m, extraction=extraction, link_threshold=link_threshold,
+                              symmetrize=symmetrize, backward=b)
         out.append(Alignment(list(sw), list(tw), m, found,
                              {(s, t): float(m[t, s]) for s, t in found}, dict(settings)))
     return out[0] if single else out

@@ -34,7 +34,7 @@ def _int_list(text: str):
 
 
 def _add_align(subparsers) -> None:
-    from groundroll.align.extract import EXTRACTIONS, SYMMETRISATIONS
+    from groundroll.align.extract import EXTRACTIONS, SYMMETRIZATIONS
     from groundroll.align.methods import METHODS
 
     p = add_command(subparsers, "align", _run_align,
@@ -63,9 +63,14 @@ def _add_align(subparsers) -> None:
                        help="read a word at the row that predicts it (AWO)")
     p.add_argument("--extraction", choices=EXTRACTIONS, default=None,
                    help="default: the profile's, else argmax")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="limit for --extraction threshold (row-normalised scores)")
-    p.add_argument("--symmetrise", choices=SYMMETRISATIONS, default=None)
+    p.add_argument("--link-threshold", type=float, default=None,
+                   help="exclusive lower limit for --extraction threshold (row-normalised"
+                        " scores)")
+    p.add_argument("--threshold", dest="link_threshold", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--symmetrize", choices=SYMMETRIZATIONS, default=None,
+                   help="combine both directions' links with this heuristic")
+    p.add_argument("--symmetrise", dest="symmetrize", choices=SYMMETRIZATIONS,
+                   help=argparse.SUPPRESS)
     p.add_argument("--reverse-model", default=None,
                    help="target-to-source model for the backward direction")
     p.add_argument("--batch-size", type=int, default=16)
@@ -141,7 +146,7 @@ def _run_align(args) -> int:
     try:
         result = align(src, tgt, model=args.model, method=args.method, layers=args.layers,
                        heads=args.heads, shift=args.shift, extraction=args.extraction,
-                       threshold=args.threshold, symmetrise=args.symmetrise,
+                       link_threshold=args.link_threshold, symmetrize=args.symmetrize,
                        reverse_model=args.reverse_model, batch_size=args.batch_size,
                        max_length=args.max_length, progress=not args.quiet)
     except (ValueError, TypeError, FileNotFoundError) as err:

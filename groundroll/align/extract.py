@@ -7,19 +7,35 @@ from __future__ import annotations
 
 import numpy as np
 
+from groundroll._deprecation import _UNSET, renamed
 from groundroll.align import links as _links
 
-__all__ = ["extract_links", "EXTRACTIONS", "SYMMETRISATIONS", "DEFAULT_THRESHOLD"]
+__all__ = ["extract_links", "EXTRACTIONS", "SYMMETRIZATIONS", "SYMMETRISATIONS",
+           "DEFAULT_THRESHOLD"]
 
 EXTRACTIONS = ("argmax", "threshold", "itermax")
-SYMMETRISATIONS = ("intersection", "union", "grow-diag", "grow-diag-final",
+SYMMETRIZATIONS = ("intersection", "union", "grow-diag", "grow-diag-final",
                    "grow-diag-final-and")
+#: Deprecated old name of :data:`SYMMETRIZATIONS`.
+SYMMETRISATIONS = SYMMETRIZATIONS
 #: Default exclusive lower limit of ``extraction="threshold"`` on row-normalised scores.
 DEFAULT_THRESHOLD = 0.3
 
+# Option names in files written by earlier releases, and their names now.
+_OLD_KEYS = {"threshold": "link_threshold", "symmetrise": "symmetrize"}
 
-def extract_links(matrix, *, extraction: str = "argmax", threshold: float | None = None,
-                  symmetrise: str | None = None, backward=None) -> set[tuple[int, int]]:
+
+def _current_keys(settings: dict, *, what: str) -> dict:
+    """``settings`` with the old option names of a stored file replaced by the new ones."""
+    for old, new in _OLD_KEYS.items():
+        if old in settings and new in settings:
+            raise ValueError(f"{what} has both {old!r} and its new name {new!r}")
+    return {_OLD_KEYS.get(key, key): value for key, value in settings.items()}
+
+
+def extract_links(matrix, *, extraction: str = "argmax", link_threshold: float | None = None,
+                  symmetrize: str | None = None, backward=None, threshold=_UNSET,
+                  symmetrise=_UNSET) -> set[tuple[int, int]]:
     """Hard links from a ``[T, S]`` word matrix.
 
     Parameters
@@ -28,19 +44,22 @@ def extract_links(matrix, *, extraction: str = "argmax", threshold: float | None
         Target x source scores (the forward, target-to-source direction).
     extraction : {"argmax", "threshold", "itermax"}
         ``"argmax"``: each target word links to its best source word.
-        ``"threshold"``: every cell whose row-normalised score is above ``threshold``.
+        ``"threshold"``: every cell whose row-normalised score is above
+        ``link_threshold``.
         ``"itermax"``: SimAlign's IterMax (already uses both directions).
-    threshold : float, optional
+    link_threshold : float, optional
         Exclusive lower limit for ``"threshold"``, on rows normalised to sum 1 (and, for
         the backward direction, on columns normalised to sum 1). Default
         :data:`DEFAULT_THRESHOLD`.
-    symmetrise : str, optional
+    symmetrize : str, optional
         ``"intersection"``, ``"union"``, ``"grow-diag"``, ``"grow-diag-final"`` or
         ``"grow-diag-final-and"``: also extract the source-to-target direction and
         combine both with this heuristic. None: the forward direction only.
     backward : array_like, shape [T, S], optional
         Source-to-target scores from a reverse model, laid out like ``matrix`` (target
         rows). Default: the columns of ``matrix``.
+    threshold, symmetrise
+        Deprecated old names of ``link_threshold`` and ``symmetrize``.
 
     Returns
     -------
@@ -52,11 +71,14 @@ def extract_links(matrix, *, extraction: str = "argmax", threshold: float | None
     >>> m = [[0.8, 0.2, 0.0], [0.1, 0.1, 0.8]]
     >>> sorted(extract_links(m))
     [(0, 0), (2, 1)]
-    >>> sorted(extract_links(m, symmetrise="union"))
+    >>> sorted(extract_links(m, symmetrize="union"))
     [(0, 0), (1, 0), (2, 1)]
-    >>> sorted(extract_links(m, symmetrise="intersection"))
+    >>> sorted(extract_links(m, symmetrize="intersection"))
     [(0, 0), (2, 1)]
     """
+    link_threshold = renamed("extract_links", "threshold", "link_threshold", threshold,
+                             link_threshold)
+    symmetrize = renamed("extract_links", "symmetrise", "symmetrize", symmetrise, symmetrize)
     if extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
     m = np.asarray(matrix, dtype=np.float64)
@@ -64,24 +86,24 @@ def extract_links(matrix, *, extraction: str = "argmax", threshold: float | None
         raise ValueError(f"expected a [T, S] matrix, got shape {m.shape}")
     if m.size == 0:
         return set()
-    if symmetrise is not None:
-        key = symmetrise.replace("_", "-")
-        if key not in SYMMETRISATIONS:
-            raise ValueError(f"symmetrise must be one of {SYMMETRISATIONS} or None, got"
-                             f" {symmetrise!r}")
+    if symmetrize is not None:
+        key = symmetrize.replace("_", "-")
+        if key not in SYMMETRIZATIONS:
+            raise ValueError(f"symmetrize must be one of {SYMMETRIZATIONS} or None, got"
+                             f" {symmetrize!r}")
     if extraction == "itermax":
-        if symmetrise is not None:
+        if symmetrize is not None:
             raise ValueError("extraction='itermax' intersects both directions itself;"
-                             " leave symmetrise=None")
+                             " leave symmetrize=None")
         if backward is not None:
             m = 0.5 * (_norm_rows(m) + _norm_cols(np.asarray(backward, np.float64)))
         return _drop_unscored(_links.itermax(m), m)
-    limit = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    limit = DEFAULT_THRESHOLD if link_threshold is None else float(link_threshold)
     if extraction == "argmax":
         forward = _links.argmax_links(m, axis=1)
     else:
         forward = _links.threshold_links(_norm_rows(m), threshold=limit)
-    if symmetrise is None:
+    if symmetrize is None:
         return _drop_unscored(forward, m)
     b = m if backward is None else np.asarray(backward, dtype=np.float64)
     if b.shape != m.shape:
@@ -90,7 +112,7 @@ def extract_links(matrix, *, extraction: str = "argmax", threshold: float | None
         reverse = _links.argmax_links(b, axis=0)
     else:
         reverse = _links.threshold_links(_norm_cols(b), threshold=limit)
-    return _drop_unscored(_links.symmetrize(forward, reverse, how=symmetrise), m)
+    return _drop_unscored(_links.symmetrize(forward, reverse, how=symmetrize), m)
 
 
 def _drop_unscored(found: set, m: np.ndarray) -> set:

@@ -16,11 +16,14 @@ all layers, the previous default, is clearly worse.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from groundroll._deprecation import _UNSET, renamed
 
 __all__ = [
     "AlignProfile",
@@ -35,7 +38,8 @@ __all__ = [
 
 #: File name of a profile inside a model folder.
 PROFILE_FILENAME = "align_profile.json"
-_VERSION = 1
+# 2: the options are named link_threshold and symmetrize (1: threshold and symmetrise).
+_VERSION = 2
 
 
 @dataclass
@@ -52,16 +56,16 @@ class AlignProfile:
         AWI (True) or AWO (False).
     extraction : str
         ``"argmax"``, ``"threshold"`` or ``"itermax"``.
-    threshold : float or None
+    link_threshold : float or None
         For ``extraction="threshold"``.
-    symmetrise : str or None
+    symmetrize : str or None
         Symmetrisation heuristic, or None for the target-to-source direction only.
     fitted : dict
         Where the choice came from: model, number of gold pairs, AER, precision and
         recall of the chosen row, and the runner-up settings.
     reverse_model : str or None
         Spec (:func:`groundroll.zoo.load`) of a target-to-source model whose links give
-        the backward direction of ``symmetrise`` / ``itermax``; None: the columns of
+        the backward direction of ``symmetrize`` / ``itermax``; None: the columns of
         the forward matrix.
     reverse_layers : list of int or None
         Decoder layers read in the reverse model (None: ``layers``).
@@ -77,8 +81,8 @@ class AlignProfile:
     layers: list[int] | None
     shift: bool
     extraction: str = "argmax"
-    threshold: float | None = None
-    symmetrise: str | None = None
+    link_threshold: float | None = None
+    symmetrize: str | None = None
     fitted: dict = field(default_factory=dict)
     reverse_model: str | None = None
     reverse_layers: list[int] | None = None
@@ -101,8 +105,8 @@ class AlignProfile:
         """The keyword arguments of :func:`groundroll.align` this profile stands for."""
         out = dict(method=self.method,
                    layers=None if self.layers is None else list(self.layers),
-                   shift=self.shift, extraction=self.extraction, threshold=self.threshold,
-                   symmetrise=self.symmetrise)
+                   shift=self.shift, extraction=self.extraction,
+                   link_threshold=self.link_threshold, symmetrize=self.symmetrize)
         if self.reverse_model is not None:
             out["reverse_model"] = self.reverse_model
         return out
@@ -110,13 +114,35 @@ class AlignProfile:
     def to_dict(self) -> dict:
         return dict(asdict(self), version=_VERSION)
 
+    @property
+    def threshold(self) -> float | None:
+        """Deprecated old name of ``link_threshold``."""
+        _renamed_attribute("threshold", "link_threshold")
+        return self.link_threshold
+
+    @property
+    def symmetrise(self) -> str | None:
+        """Deprecated old name of ``symmetrize``."""
+        _renamed_attribute("symmetrise", "symmetrize")
+        return self.symmetrize
+
     @classmethod
     def from_dict(cls, d: dict) -> "AlignProfile":
+        """The inverse of :meth:`to_dict`; also reads files of earlier releases, which
+        name the options ``threshold`` and ``symmetrise``."""
+        from groundroll.align.extract import _current_keys
+
         d = dict(d)
         version = d.pop("version", _VERSION)
         if version > _VERSION:
             raise ValueError(f"alignment profile version {version} is newer than this"
                              f" groundroll understands ({_VERSION}); upgrade groundroll")
+        d = _current_keys(d, what="alignment profile")
+        fitted = d.get("fitted")
+        if isinstance(fitted, dict) and isinstance(fitted.get("runners_up"), list):
+            d["fitted"] = dict(fitted, runners_up=[
+                _current_keys(r, what="alignment profile runner-up")
+                if isinstance(r, dict) else r for r in fitted["runners_up"]])
         return cls(**d)
 
     def save(self, path, *, force: bool = False) -> Path:
@@ -152,6 +178,11 @@ class AlignProfile:
         return best_profile([scan], metric=metric, method=method)
 
 
+def _renamed_attribute(old: str, new: str) -> None:
+    warnings.warn(f"AlignProfile.{old} is deprecated and will be removed in the next"
+                  f" release; use AlignProfile.{new}", FutureWarning, stacklevel=3)
+
+
 def _row_key(row: dict, metric: str) -> float:
     return row[metric] if metric == "aer" else -row[metric]
 
@@ -177,7 +208,7 @@ def best_profile(scans: Sequence, *, metric: str = "aer", method: str | None = N
     >>> from groundroll.align.api import layer_scan
     >>> from groundroll.data import toy_translation as toy
     >>> dev = toy.pairs(100, split="dev")
-    >>> scans = [layer_scan(dev, model="bundled:toy-mt", methods=("raw",), symmetrise=s)
+    >>> scans = [layer_scan(dev, model="bundled:toy-mt", methods=("raw",), symmetrize=s)
     ...          for s in (None, "grow-diag-final-and")]           # doctest: +SKIP
     >>> best_profile(scans).save("my-model/")                       # doctest: +SKIP
     """
@@ -198,7 +229,7 @@ def best_profile(scans: Sequence, *, metric: str = "aer", method: str | None = N
         sc, r = c
         return dict(method=r["method"], layers=r["layers"], shift=r["shift"],
                     extraction=sc.settings.get("extraction", "argmax"),
-                    symmetrise=sc.settings.get("symmetrise"),
+                    symmetrize=sc.settings.get("symmetrize"),
                     reverse_model=sc.settings.get("reverse_model"),
                     aer=round(r["aer"], 5))
 
@@ -207,12 +238,13 @@ def best_profile(scans: Sequence, *, metric: str = "aer", method: str | None = N
                   recall=round(row["recall"], 5),
                   runners_up=[summary(c) for c in candidates[1:4]])
     return AlignProfile(method=row["method"], layers=row["layers"], shift=row["shift"],
-                        extraction=s.get("extraction", "argmax"), threshold=s.get("threshold"),
-                        symmetrise=s.get("symmetrise"), reverse_model=s.get("reverse_model"),
+                        extraction=s.get("extraction", "argmax"),
+                        link_threshold=s.get("link_threshold"),
+                        symmetrize=s.get("symmetrize"), reverse_model=s.get("reverse_model"),
                         fitted=fitted)
 
 
-#: Extraction settings :func:`fit_profile` tries by default: (extraction, symmetrise).
+#: Extraction settings :func:`fit_profile` tries by default: (extraction, symmetrize).
 FIT_EXTRACTIONS = (("argmax", None), ("argmax", "grow-diag-final-and"), ("itermax", None))
 
 
@@ -232,7 +264,7 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
     methods, shifts
         What to scan (``relevance`` needs one backward pass per target token: slow).
     extractions : sequence of (str, str or None)
-        ``(extraction, symmetrise)`` settings to try.
+        ``(extraction, symmetrize)`` settings to try.
     reverse_model : Bundle or str, optional
         A target-to-source model. Every setting with a symmetrisation (or ``itermax``)
         is then scored twice: with the backward direction from the columns of the
@@ -284,23 +316,23 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
         backwards[getattr(reverse, "name", "") or str(reverse_model)] = [
             [m.T for m in per_pair] for per_pair in rev]
     scans = []
-    for extraction, symmetrise in extractions:
-        both_ways = symmetrise is not None or extraction == "itermax"
+    for extraction, symmetrize in extractions:
+        both_ways = symmetrize is not None or extraction == "itermax"
         for reverse_name, backward in backwards.items():
             if reverse_name is not None and not both_ways:
                 continue
             rows = []
             for (method, name), (_, layers, shift), per_pair, back in zip(
                     labels, specs, mats, backward):
-                found = [extract_links(m, extraction=extraction, symmetrise=symmetrise,
+                found = [extract_links(m, extraction=extraction, symmetrize=symmetrize,
                                        backward=b) for m, b in zip(per_pair, back)]
                 score = aer(sure, possible, found)
                 rows.append(dict(method=method, layer=name, shift=shift, layers=layers,
                                  aer=score.aer, precision=score.precision,
                                  recall=score.recall, f1=score.f1, n_pairs=len(srcs)))
             scans.append(LayerScan(rows, dict(model=getattr(bundle, "name", ""),
-                                              extraction=extraction, threshold=None,
-                                              symmetrise=symmetrise,
+                                              extraction=extraction, link_threshold=None,
+                                              symmetrize=symmetrize,
                                               reverse_model=reverse_name)))
     return best_profile(scans)
 
@@ -386,18 +418,24 @@ def peak_mass_layer(per_layer: Sequence[Sequence[np.ndarray]]) -> tuple[int, lis
     return best, scores
 
 
-def resolve_defaults(bundle, *, method, layers, shift, extraction, threshold, symmetrise,
-                     profile) -> dict:
+def resolve_defaults(bundle, *, method, layers, shift, extraction, link_threshold=None,
+                     symmetrize=None, profile, threshold=_UNSET, symmetrise=_UNSET) -> dict:
     """Fill the options a caller left unset, from a profile or the unsupervised rule.
 
-    Returns a dict with ``method``, ``layers``, ``shift``, ``extraction``, ``threshold``,
-    ``symmetrise``, ``reverse_model`` and ``reverse_layers`` (a profile's reverse model,
-    used when the caller set no extraction and no reverse model), ``defaults`` (where they came from: ``"explicit"``,
+    Returns a dict with ``method``, ``layers``, ``shift``, ``extraction``,
+    ``link_threshold``, ``symmetrize``, ``reverse_model`` and ``reverse_layers`` (a
+    profile's reverse model, used when the caller set no extraction and no reverse
+    model), ``defaults`` (where they came from: ``"explicit"``,
     ``"profile:<path or object>"`` or ``"rule:peak-mass"``) and ``rule`` (True when the
-    layer is still to be chosen by :func:`peak_mass_layer`).
+    layer is still to be chosen by :func:`peak_mass_layer`). ``threshold`` and
+    ``symmetrise`` are the deprecated old names of ``link_threshold`` and ``symmetrize``.
     """
     from groundroll.align.api import DEFAULT_SHIFT
 
+    link_threshold = renamed("resolve_defaults", "threshold", "link_threshold", threshold,
+                             link_threshold)
+    symmetrize = renamed("resolve_defaults", "symmetrise", "symmetrize", symmetrise,
+                         symmetrize)
     chosen = None
     source = "explicit"
     if method is None:
@@ -422,9 +460,9 @@ def resolve_defaults(bundle, *, method, layers, shift, extraction, threshold, sy
             layers = chosen.layers
         if shift is None:
             shift = chosen.shift
-        if extraction is None and symmetrise is None and threshold is None:
-            extraction, threshold, symmetrise = (chosen.extraction, chosen.threshold,
-                                                 chosen.symmetrise)
+        if extraction is None and symmetrize is None and link_threshold is None:
+            extraction, link_threshold, symmetrize = (chosen.extraction, chosen.link_threshold,
+                                                      chosen.symmetrize)
             reverse_model, reverse_layers = chosen.reverse_model, chosen.reverse_layers
     elif method is None:
         method, source = "raw", "rule:peak-mass"
@@ -434,5 +472,6 @@ def resolve_defaults(bundle, *, method, layers, shift, extraction, threshold, sy
     if extraction is None:
         extraction = "argmax"
     return dict(method=method, layers=layers, shift=bool(shift), extraction=extraction,
-                threshold=threshold, symmetrise=symmetrise, reverse_model=reverse_model,
+                link_threshold=link_threshold, symmetrize=symmetrize,
+                reverse_model=reverse_model,
                 reverse_layers=reverse_layers, defaults=source, rule=rule)

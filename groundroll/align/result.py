@@ -28,7 +28,7 @@ class Alignment:
         ``matrix[t, s]`` of every link ``(s, t)``.
     settings : dict
         Everything the alignment was computed with (model, method, layers, heads, shift,
-        extraction, threshold, symmetrise, whether the target was generated, ...).
+        extraction, link_threshold, symmetrize, whether the target was generated, ...).
     """
 
     src_words: list[str]
@@ -89,12 +89,16 @@ class Alignment:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Alignment":
+        """The inverse of :meth:`to_dict`; settings written by earlier releases
+        (``threshold``, ``symmetrise``) get their current names."""
+        from groundroll.align.extract import _current_keys
+
         t, s = len(d["tgt_words"]), len(d["src_words"])
         return cls(list(d["src_words"]), list(d["tgt_words"]),
                    np.asarray(d["matrix"], dtype=np.float64).reshape(t, s),
                    {(int(a), int(b)) for a, b in d["links"]},
                    {(int(a), int(b)): float(v) for a, b, v in d.get("scores", [])},
-                   dict(d.get("settings", {})))
+                   _current_keys(d.get("settings", {}), what="alignment settings"))
 
     def save(self, path, *, force: bool = False) -> None:
         """Write :meth:`to_dict` as JSON (atomically; no overwrite unless ``force``)."""

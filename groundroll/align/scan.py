@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from groundroll._deprecation import _UNSET, renamed
 from groundroll.align.batching import _bundle, _n_decoder_layers, _plain, _words
 from groundroll.align.extract import extract_links
 from groundroll.align.maps import _matrices
@@ -32,7 +33,7 @@ class LayerScan:
         ``layers`` (the decoder layers used), ``aer``, ``precision``, ``recall``,
         ``f1``, ``n_pairs``.
     settings : dict
-        Extraction, symmetrisation, model, number of pairs per method.
+        Extraction, link threshold, symmetrisation, model, number of pairs per method.
     seconds : dict of str to float
         Wall time spent per method (forward passes, composition, aggregation).
     """
@@ -152,9 +153,9 @@ def _scan_inputs(pairs, gold):
 def layer_scan(
     pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "rollout", "relevance", "norm"),
     shifts: Sequence[bool] = (False, True), extraction: str = "argmax",
-    threshold: float | None = None, symmetrise: str | None = None, heads=None,
+    link_threshold: float | None = None, symmetrize: str | None = None, heads=None,
     batch_size: int = 16, max_length: int | None = None, limits: dict | None = None,
-    include_mean: bool = True, progress: bool = False,
+    include_mean: bool = True, progress: bool = False, threshold=_UNSET, symmetrise=_UNSET,
 ) -> LayerScan:
     """Score every layer x method x shift against gold alignments.
 
@@ -175,13 +176,15 @@ def layer_scan(
     methods : sequence of str
     shifts : sequence of bool
         ``False``: AWO, ``True``: AWI.
-    extraction, threshold, symmetrise, heads
+    extraction, link_threshold, symmetrize, heads
         As in :func:`align`.
     limits : dict of str to int, optional
         Use only the first ``n`` pairs for a method, e.g. ``{"relevance": 100}`` (one
         backward per target token is expensive).
     include_mean : bool
         Add the all-layer mean rows of ``raw``/``norm``.
+    threshold, symmetrise
+        Deprecated old names of ``link_threshold`` and ``symmetrize``.
 
     Returns
     -------
@@ -198,6 +201,9 @@ def layer_scan(
     """
     from groundroll.evaluate import aer
 
+    link_threshold = renamed("layer_scan", "threshold", "link_threshold", threshold,
+                             link_threshold)
+    symmetrize = renamed("layer_scan", "symmetrise", "symmetrize", symmetrise, symmetrize)
     bundle = _bundle(model)
     srcs, tgts, sure, possible = _scan_inputs(pairs, gold)
     n_layers = _n_decoder_layers(bundle)
@@ -220,8 +226,8 @@ def layer_scan(
                                head_fusion="mean", residual=0.5, batch_size=batch_size,
                                max_length=max_length, max_relevance_tokens=10**6,
                                relevance_chunk=256, generate_kwargs=None, progress=progress)
-        preds_all = [[extract_links(m, extraction=extraction, threshold=threshold,
-                                    symmetrise=symmetrise) for m in per_spec]
+        preds_all = [[extract_links(m, extraction=extraction, link_threshold=link_threshold,
+                                    symmetrize=symmetrize) for m in per_spec]
                      for per_spec in mats]
         seconds[method] = time.perf_counter() - start
         for (name, shift), (_, layers, _), preds in zip(labels, specs, preds_all):
@@ -231,6 +237,7 @@ def layer_scan(
                              aer=score.aer, precision=score.precision, recall=score.recall,
                              f1=score.f1, n_pairs=n))
     settings = dict(model=getattr(bundle, "name", ""), extraction=extraction,
-                    threshold=threshold, symmetrise=symmetrise, heads=_plain(heads),
+                    link_threshold=link_threshold, symmetrize=symmetrize,
+                    heads=_plain(heads),
                     n_pairs={m: min(len(srcs), limits.get(m, len(srcs))) for m in methods})
     return LayerScan(rows, settings, seconds)

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .._atomic import atomic_write
+from .._deprecation import _UNSET, renamed
 from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
                       result_rows, worker_threads)
@@ -167,8 +168,8 @@ def align_corpus(
     heads=None,
     shift: bool | None = None,
     extraction: str | None = None,
-    threshold: float | None = None,
-    symmetrise: str | None = None,
+    link_threshold: float | None = None,
+    symmetrize: str | None = None,
     reverse_model: str | None = None,
     max_length: int | None = None,
     engine: str = "ray",
@@ -182,6 +183,8 @@ def align_corpus(
     retries: int = 3,
     address: str | None = None,
     progress: bool = True,
+    threshold=_UNSET,
+    symmetrise=_UNSET,
 ) -> BulkResult:
     """Word-align a parallel corpus, on one process or a Ray cluster, resumably.
 
@@ -198,7 +201,7 @@ def align_corpus(
         Target sentences; None translates ``src`` first (see :func:`groundroll.align`).
     model : str or Bundle
         A :func:`groundroll.zoo.load` spec; ``engine="ray"`` needs a spec string.
-    method, layers, heads, shift, extraction, threshold, symmetrise, reverse_model, max_length
+    method, layers, heads, shift, extraction, link_threshold, symmetrize, reverse_model, max_length
         As in :func:`groundroll.align`; None keeps its default. Each shard is one
         :func:`groundroll.align` call, so a default that looks at all sentences of a
         call (a layer chosen from the data) is chosen per shard: pass ``method`` and
@@ -221,6 +224,8 @@ def align_corpus(
         replacing an existing ``out``.
     gpus_per_worker, threads_per_worker, retries, address, progress
         As in :func:`groundroll.distributed.segment_dataset` (the bar counts lines).
+    threshold, symmetrise
+        Deprecated old names of ``link_threshold`` and ``symmetrize``.
 
     Returns
     -------
@@ -236,16 +241,19 @@ def align_corpus(
     >>> run.total                                                         # doctest: +SKIP
     2000
     """
-    from ..align.api import EXTRACTIONS, METHODS, SYMMETRISATIONS
+    from ..align.api import EXTRACTIONS, METHODS, SYMMETRIZATIONS
 
+    link_threshold = renamed("align_corpus", "threshold", "link_threshold", threshold,
+                             link_threshold)
+    symmetrize = renamed("align_corpus", "symmetrise", "symmetrize", symmetrise, symmetrize)
     started = time.perf_counter()
     check_engine(engine, workers, batch_size)
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if extraction is not None and extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
-    if symmetrise is not None and symmetrise.replace("_", "-") not in SYMMETRISATIONS:
-        raise ValueError(f"symmetrise must be one of {SYMMETRISATIONS}, got {symmetrise!r}")
+    if symmetrize is not None and symmetrize.replace("_", "-") not in SYMMETRIZATIONS:
+        raise ValueError(f"symmetrize must be one of {SYMMETRIZATIONS}, got {symmetrize!r}")
     if engine == "ray":
         if not isinstance(model, str) or not (reverse_model is None or isinstance(
                 reverse_model, str)):
@@ -266,7 +274,7 @@ def align_corpus(
         raise FileNotFoundError(f"folder {out.parent} does not exist (for out {out})")
 
     given = dict(method=method, layers=layers, heads=heads, shift=shift,
-                 extraction=extraction, threshold=threshold, symmetrise=symmetrise,
+                 extraction=extraction, link_threshold=link_threshold, symmetrize=symmetrize,
                  reverse_model=reverse_model, max_length=max_length)
     # Options left at None keep groundroll.align's own defaults.
     options = {k: v for k, v in given.items() if v is not None}

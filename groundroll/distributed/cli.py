@@ -128,8 +128,8 @@ def run_align(args, fail) -> int:
             args.src, args.tgt, model=args.model, out=args.out,
             translation=getattr(args, "out_translation", None), method=args.method,
             layers=args.layers, heads=args.heads, shift=args.shift,
-            extraction=args.extraction, threshold=args.threshold,
-            symmetrise=args.symmetrise, reverse_model=args.reverse_model,
+            extraction=args.extraction, link_threshold=args.link_threshold,
+            symmetrize=args.symmetrize, reverse_model=args.reverse_model,
             max_length=args.max_length, engine=args.engine, workers=args.workers,
             batch_size=args.batch_size, shard_size=args.shard_size, resume=args.resume,
             force=args.force, address=args.ray_address, progress=not args.quiet)

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._deprecation import _UNSET, renamed
 from .._json import jsonable
 from ._page import DEFAULT_MAX_BYTES, asset, escape, page
 
@@ -74,7 +75,7 @@ def _budget(pairs: list[dict], variants: list[dict], max_bytes: int) -> tuple[li
     return kept, variants, notes
 
 
-def _html(pairs, variants, *, initial: int, extraction: str, threshold, title: str,
+def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, title: str,
           settings: dict, max_bytes: int, notes: Sequence[str] = ()) -> str:
     from groundroll.align.api import DEFAULT_THRESHOLD, EXTRACTIONS
     from groundroll.viz import alignment_html as static_table
@@ -87,7 +88,8 @@ def _html(pairs, variants, *, initial: int, extraction: str, threshold, title: s
     pairs, variants, budget_notes = _budget(pairs, variants, max_bytes)
     initial = initial if initial < len(variants) else 0
     data = dict(pairs=pairs, variants=variants, initial=initial, extraction=extraction,
-                threshold=DEFAULT_THRESHOLD if threshold is None else float(threshold),
+                threshold=DEFAULT_THRESHOLD if link_threshold is None
+                else float(link_threshold),
                 settings=settings)
     first = pairs[0]
     m = np.asarray(first["matrices"][initial], dtype=np.float64).reshape(
@@ -97,7 +99,8 @@ def _html(pairs, variants, *, initial: int, extraction: str, threshold, title: s
     fallback = "" if not 0 < m.size <= 2500 else ("<noscript><p>Without JavaScript: the first pair, "
                 f"{escape(variants[initial]['label'])}.</p>"
                 + static_table(m, first["src"], first["tgt"],
-                               extract_links(m, extraction=extraction, threshold=threshold))
+                               extract_links(m, extraction=extraction,
+                                             link_threshold=link_threshold))
                 .replace(":/", "&#58;/") + "</noscript>")
     while True:
         doc = page(title=title, kind="alignment", data=data, script=asset("alignment.js"),
@@ -114,8 +117,8 @@ def _html(pairs, variants, *, initial: int, extraction: str, threshold, title: s
 
 
 def alignment_report(alignments, *, title: str | None = None, extraction: str | None = None,
-                     threshold: float | None = None,
-                     max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+                     link_threshold: float | None = None,
+                     max_bytes: int = DEFAULT_MAX_BYTES, threshold=_UNSET) -> str:
     """A self-contained interactive HTML page for one or more alignments.
 
     Hovering or clicking a word highlights its links and lists its scores; the page
@@ -131,10 +134,12 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
     title : str, optional
     extraction : {"argmax", "threshold", "itermax"}, optional
         Initial extraction (default: the first alignment's own).
-    threshold : float, optional
-        Initial threshold for ``"threshold"`` (default: the alignment's, else 0.3).
+    link_threshold : float, optional
+        Initial limit for ``"threshold"`` (default: the alignment's, else 0.3).
     max_bytes : int
         Size limit of the page; pairs beyond it are left out with a note.
+    threshold
+        Deprecated old name of ``link_threshold``.
 
     Returns
     -------
@@ -151,6 +156,8 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
     >>> "http://" in html, "Haus" in html
     (False, True)
     """
+    link_threshold = renamed("alignment_report", "threshold", "link_threshold", threshold,
+                             link_threshold)
     single = hasattr(alignments, "matrix")
     items = [alignments] if single else list(alignments)
     if not items:
@@ -165,13 +172,13 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
         pairs.append(dict(src=list(map(str, a.src_words)), tgt=list(map(str, a.tgt_words)),
                           matrices=[_rounded(a.matrix)]))
     extraction = extraction or first.get("extraction") or "argmax"
-    if threshold is None:
-        threshold = first.get("threshold")
+    if link_threshold is None:
+        link_threshold = first.get("link_threshold")
     notes = []
-    if first.get("symmetrise"):
-        notes.append(f"The alignment was symmetrised ({first['symmetrise']}); this page"
+    if first.get("symmetrize"):
+        notes.append(f"The alignment was symmetrized ({first['symmetrize']}); this page"
                      " extracts links from the target-to-source matrix alone.")
-    return _html(pairs, [v], initial=0, extraction=extraction, threshold=threshold,
+    return _html(pairs, [v], initial=0, extraction=extraction, link_threshold=link_threshold,
                  title=title or "Word alignment", settings=jsonable(first, other=str),
                  max_bytes=max_bytes, notes=notes)
 
@@ -254,8 +261,9 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
                       methods: Sequence[str] = ("raw", "norm", "rollout"),
                       shifts: Sequence[bool] = (False, True), per_layer: bool = True,
                       per_head: bool = True, extraction: str | None = None,
-                      threshold: float | None = None, title: str | None = None,
-                      max_bytes: int = DEFAULT_MAX_BYTES, progress: bool = False) -> str:
+                      link_threshold: float | None = None, title: str | None = None,
+                      max_bytes: int = DEFAULT_MAX_BYTES, progress: bool = False,
+                      threshold=_UNSET) -> str:
     """Align sentence pairs under many settings and show them all in one HTML page.
 
     Every variant of :func:`alignment_variants` is computed with
@@ -276,13 +284,15 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
     extraction : {"argmax", "threshold", "itermax"}, optional
         Initial extraction in the page (default: the model's default for
         :func:`groundroll.align`; the page opens on the variant those defaults pick).
-    threshold : float, optional
-        Initial threshold for ``"threshold"``.
+    link_threshold : float, optional
+        Initial limit for ``"threshold"``.
     max_bytes : int
         Size limit of the page (pairs, then variants, beyond it are left out with a
         note).
     progress : bool
         Show a progress bar over the variants.
+    threshold
+        Deprecated old name of ``link_threshold``.
 
     Returns
     -------
@@ -296,6 +306,8 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
     from groundroll.align.api import METHODS, _bundle
     from groundroll.align.api import align as run_align
 
+    link_threshold = renamed("explore_alignment", "threshold", "link_threshold", threshold,
+                             link_threshold)
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -350,9 +362,10 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
     initial = _initial(variants, defaults, n_layers)
     if defaults.get("extraction") in ("argmax", "threshold", "itermax") and extraction is None:
         extraction = defaults["extraction"]
-        threshold = defaults.get("threshold") if threshold is None else threshold
+        if link_threshold is None:
+            link_threshold = defaults.get("link_threshold")
     settings = dict(model=str(getattr(bundle, "name", "")), generated=tgt is None,
                     methods=list(methods), shifts=[bool(s) for s in shifts])
     return _html(pairs, variants, initial=initial, extraction=extraction or "argmax",
-                 threshold=threshold, title=title or "Word alignment explorer",
+                 link_threshold=link_threshold, title=title or "Word alignment explorer",
                  settings=settings, max_bytes=max_bytes)
