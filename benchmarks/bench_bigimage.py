@@ -30,7 +30,7 @@ path, model, method, out, prompts = sys.argv[1], sys.argv[2], sys.argv[3], sys.a
 bundle = load(model)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-seg = gr.segment(path, prompts, model=bundle, method=method, threshold=0.5)
+seg = gr.segment(path, prompts, model=bundle, method=method, mask_threshold=0.5)
 seconds = time.perf_counter() - start
 after_segment = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if out != "-":

@@ -58,7 +58,7 @@ def _steady(times: list[float]) -> float:
 def _segment_once(images: Path, out: Path, engine: str, workers: int, batch_size: int):
     start = time.perf_counter()
     run = segment_dataset(images, PROMPTS, model="bundled:shapes-clip-short",
-                          method="relevance", threshold=0.5, out=out, engine=engine,
+                          method="relevance", mask_threshold=0.5, out=out, engine=engine,
                           workers=workers, batch_size=batch_size, shard_size=8,
                           progress=False)
     wall = time.perf_counter() - start

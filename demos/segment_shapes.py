@@ -25,7 +25,10 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="bundled:shapes-clip")
     p.add_argument("--method", default="relevance", choices=METHODS)
     p.add_argument("--refine", default="none", choices=REFINE)
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--mask-threshold", type=float, default=0.5,
+                   help="probability below which a pixel is background")
+    p.add_argument("--threshold", dest="mask_threshold", type=float,
+                   help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=Path("demo_out/segment_shapes"))
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
@@ -35,7 +38,8 @@ def main(argv=None) -> int:
     bundle = load(args.model)
     templates = None if args.method == "cross" else bundle.meta.get("prompt_templates")
     seg = segment(EXAMPLES / info["image"], prompts, model=bundle, method=args.method,
-                  threshold=args.threshold, refine=args.refine, templates=templates)
+                  mask_threshold=args.mask_threshold, refine=args.refine,
+                  templates=templates)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         paths = seg.save(args.out, stem="shapes_scene", force=args.force)

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from ._command import add_command
+from ._deprecation import _UNSET, renamed
 
 __all__ = ["build_app", "serve", "register", "segment_view", "align_view",
            "SEGMENT_MODELS", "ALIGN_MODELS", "DEFAULT_HOST", "DEFAULT_PORT",
@@ -114,8 +115,27 @@ def _error(message: str) -> str:
 
 
 def segment_view(image, prompts_text: str, model: str, method: str = "relevance",
-                 threshold: float = 0.0, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+                 mask_threshold: float = 0.0, *,
+                 max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, threshold=_UNSET):
     """What the Segment tab shows for its inputs.
+
+    Parameters
+    ----------
+    image : str, PathLike, PIL.Image, ndarray or None
+        The uploaded image.
+    prompts_text : str
+        Prompts, one per line or comma-separated.
+    model : str
+        Model spec for :func:`groundroll.zoo.load`.
+    method : str
+        Map source of :func:`groundroll.segment`.
+    mask_threshold : float
+        Probability below which a pixel is background (``mask_threshold`` of
+        :func:`groundroll.segment`); 0: every pixel gets a prompt.
+    max_upload_mb : float
+        Largest image accepted.
+    threshold
+        Deprecated old name of ``mask_threshold``.
 
     Returns
     -------
@@ -134,13 +154,15 @@ def segment_view(image, prompts_text: str, model: str, method: str = "relevance"
     from groundroll.report import segmentation_report
     from groundroll.viz import heatmap_overlay
 
+    mask_threshold = renamed("segment_view", "threshold", "mask_threshold", threshold,
+                             mask_threshold, default=0.0)
     try:
         prompts = _prompts(prompts_text)
         rgb = _image(image, max_upload_mb)
         bundle = _model(model)
         try:
             seg = segment(rgb, prompts, model=bundle, method=method,
-                          threshold=float(threshold) or None, max_side=MAX_SIDE)
+                          mask_threshold=float(mask_threshold) or None, max_side=MAX_SIDE)
         except ValueError as err:
             raise InputError(str(err)) from None
     except InputError as err:
@@ -235,8 +257,9 @@ def build_app(*, segment_models: Sequence[str] = SEGMENT_MODELS,
                                         elem_id="gr-app-seg-model")
                     method = gr.Dropdown(list(METHODS), value="relevance", label="method",
                                          elem_id="gr-app-method")
-                    threshold = gr.Slider(0.0, 1.0, value=0.6, step=0.05,
-                                          label="threshold (0: every pixel gets a prompt)")
+                    mask_threshold = gr.Slider(
+                        0.0, 1.0, value=0.6, step=0.05,
+                        label="mask threshold (0: every pixel gets a prompt)")
                     run = gr.Button("Segment", variant="primary", elem_id="gr-app-segment")
                 with gr.Column(scale=2):
                     status = gr.HTML(elem_id="gr-app-seg-status")
@@ -258,7 +281,7 @@ def build_app(*, segment_models: Sequence[str] = SEGMENT_MODELS,
                 return (gr.update(value=annotated, color_map=color_map), heatmaps, report,
                         message)
 
-            run.click(on_segment, [image, prompts, model, method, threshold],
+            run.click(on_segment, [image, prompts, model, method, mask_threshold],
                       [masks, heat, report, status])
         with gr.Tab("Align"):
             with gr.Row():

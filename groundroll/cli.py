@@ -53,9 +53,10 @@ def _add_segment(subparsers) -> None:
                    help="output directory (created if missing)")
     p.add_argument("--background", action="append", default=[], metavar="TEXT",
                    help="background prompt mapped to label 0 (repeatable)")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--mask-threshold", type=float, default=None,
                    help="threshold of the background rule (alone: probability below"
                         " which a pixel is background)")
+    p.add_argument("--threshold", dest="mask_threshold", type=float, help=argparse.SUPPRESS)
     p.add_argument("--background-rule", default=None,
                    choices=("none", "threshold", "relative", "otsu"),
                    help="how pixels become background (default: the profile's rule)")
@@ -119,9 +120,9 @@ def _run_segment(args) -> int:
         background = _check_prompts(args.background, "background prompts")
     except ValueError as err:
         raise _Failure(f"{err} (use -p PROMPT)") from None
-    if (args.threshold is not None and args.background_rule != "otsu"
-            and not 0.0 <= args.threshold <= 1.0):
-        raise _Failure(f"--threshold must be in [0, 1], got {args.threshold}")
+    if (args.mask_threshold is not None and args.background_rule != "otsu"
+            and not 0.0 <= args.mask_threshold <= 1.0):
+        raise _Failure(f"--mask-threshold must be in [0, 1], got {args.mask_threshold}")
     profile = None
     if args.profile is not None:
         from .grounding.profiles import Profile
@@ -182,7 +183,8 @@ def _run_segment(args) -> int:
                 try:
                     seg = grounding.segment(
                         path, prompts, model=handle, method=args.method,
-                        background=background or None, threshold=args.threshold,
+                        background=background or None,
+                        mask_threshold=args.mask_threshold,
                         background_rule=args.background_rule, profile=profile,
                         refine=args.refine, templates=templates, max_side=args.max_side,
                         max_pixels=max_pixels, min_size=args.min_size,

@@ -101,7 +101,7 @@ def reports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("reports")
     align_html = explore_alignment(SRC, TGT, model=_toy())
     seg_html = explore_segmentation(EXAMPLE, PROMPTS, model="bundled:shapes-clip-short",
-                                    threshold=0.6)   # resolve_model shares zoo.cached
+                                    mask_threshold=0.6)   # resolve_model shares zoo.cached
     paths = {"alignment": folder / "alignment.html", "segmentation": folder / "segment.html",
              "plain": folder / "plain.html"}
     paths["alignment"].write_text(align_html, encoding="utf-8")
@@ -204,7 +204,7 @@ def test_switching_variants_and_extraction_matches_python(driver, reports):
             got = driver.execute_script("return groundroll.extract(arguments[0], arguments[1],"
                                         " 0.2)", m.tolist(), extraction)
             assert {tuple(l) for l in got} == extract_links(
-                m, extraction=extraction, threshold=0.2), (shape, extraction)
+                m, extraction=extraction, link_threshold=0.2), (shape, extraction)
     # Pharaoh export shows the current links
     _choose(driver, "extraction", "argmax")
     driver.find_element("id", "gr-pharaoh-button").click()

@@ -52,7 +52,7 @@ def test_a_calibrated_default_call_is_at_least_as_good(fitted, tmp_path):
     seg = segment(held_out[0]["image"], held_out[0]["labels"], model=MODEL, profile=path)
     entry = fitted.methods[fitted.default_method]
     assert seg.settings["background_rule"] == entry["background_rule"]
-    assert seg.settings["threshold"] == entry["threshold"]
+    assert seg.settings["mask_threshold"] == entry["threshold"]
 
 
 def test_bad_items_are_reported_by_name():

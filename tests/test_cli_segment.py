@@ -46,7 +46,7 @@ def _run(*args):
 def test_writes_every_output_for_every_image_format(tiny, images, tmp_path):
     out = tmp_path / "out"
     code = _run(*images, "-p", "red circle", "-p", "blue star", "--out", out,
-                "--threshold", "0.5", "--refine", "slic")
+                "--mask-threshold", "0.5", "--refine", "slic")
     assert code == 0
     for path in images:
         stem = path.stem
@@ -57,6 +57,7 @@ def test_writes_every_output_for_every_image_format(tiny, images, tmp_path):
         assert summary["prompts"] == ["red circle", "blue star"]
         assert len(summary["scores"]) == 2 and len(summary["boxes"]) == 2
         assert summary["settings"]["refine"] == "slic"
+        assert summary["settings"]["mask_threshold"] == 0.5
         assert Image.open(out / f"{stem}_labels.png").size == (40, 24)
 
 
@@ -89,7 +90,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(tiny, images, tmp_path, caps
         "no_prompt": [images[0]],
         "empty_prompt": [images[0], "-p", "a", "-p", ""],
         "empty_background": [images[0], "-p", "a", "--background", " "],
-        "bad_threshold": [images[0], "-p", "a", "--threshold", "2"],
+        "bad_threshold": [images[0], "-p", "a", "--mask-threshold", "2"],
         "same_stem": [images[0], other / "rgb.png", "-p", "a"],
     }[problem]
     code = _run(*args, "--out", out)
@@ -122,6 +123,19 @@ def test_option_errors_come_before_the_model_loads(images, tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_old_threshold_option_is_a_hidden_alias(capsys):
+    from groundroll.cli import build_parser
+
+    parser = build_parser()
+    base = ["segment", "x.png", "-p", "a", "--out", "o"]
+    new = parser.parse_args(base + ["--mask-threshold", "0.4"])
+    old = parser.parse_args(base + ["--threshold", "0.4"])
+    assert new.mask_threshold == old.mask_threshold == 0.4
+    assert main(["segment", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--mask-threshold" in shown and "--threshold " not in shown
 
 
 def test_a_directory_as_image_is_named(tiny, tmp_path, capsys):

@@ -49,13 +49,13 @@ def reference(scene_dir, seg_bundle):
     """Label maps and COCO annotations of plain segment() calls, one image at a time."""
     out = {}
     for path in sorted(scene_dir.glob("*.png")):
-        seg = gr.segment(path, PROMPTS, model=seg_bundle, threshold=0.5)
+        seg = gr.segment(path, PROMPTS, model=seg_bundle, mask_threshold=0.5)
         out[path.stem] = (seg.labels, seg.to_coco())
     return out
 
 
 def _run(images, out, bundle, **kw):
-    kw.setdefault("threshold", 0.5)
+    kw.setdefault("mask_threshold", 0.5)
     kw.setdefault("shard_size", 3)
     kw.setdefault("batch_size", 2)
     return segment_dataset(images, PROMPTS, model=bundle, out=out, engine="local",
@@ -156,14 +156,34 @@ def test_resume_with_other_settings_is_refused(scene_dir, seg_bundle, tmp_path):
     before = _snapshot(out)
     with pytest.raises(SettingsMismatchError, match="prompts") as err:
         segment_dataset(scene_dir, ["green square"], model=seg_bundle, out=out,
-                        engine="local", threshold=0.5, shard_size=3, resume=True,
+                        engine="local", mask_threshold=0.5, shard_size=3, resume=True,
                         progress=False)
     assert "'red circle'" in str(err.value) and "green square" in str(err.value)
-    with pytest.raises(SettingsMismatchError, match="threshold"):
-        _run(scene_dir, out, seg_bundle, threshold=0.7, resume=True)
+    with pytest.raises(SettingsMismatchError, match="mask_threshold"):
+        _run(scene_dir, out, seg_bundle, mask_threshold=0.7, resume=True)
     with pytest.raises(SettingsMismatchError, match="shard_size"):
         _run(scene_dir, out, seg_bundle, shard_size=4, resume=True)
     assert _snapshot(out) == before
+
+
+def test_mask_threshold_old_name_and_runs_recorded_with_it(scene_dir, seg_bundle,
+                                                           tmp_path):
+    out = tmp_path / "out"
+    with pytest.warns(FutureWarning, match="mask_threshold="):
+        _run(scene_dir, out, seg_bundle, mask_threshold=None, threshold=0.5)
+    manifest = out / STATE_DIR / "run.json"
+    run = json.loads(manifest.read_text())
+    assert run["settings"]["mask_threshold"] == 0.5
+    with pytest.raises(TypeError, match="mask_threshold= only"):
+        _run(scene_dir, out, seg_bundle, threshold=0.5, resume=True)
+    # A run recorded under the old key resumes with the new one.
+    run["settings"] = {("threshold" if k == "mask_threshold" else k): v
+                       for k, v in run["settings"].items()}
+    manifest.write_text(json.dumps(run))
+    again = _run(scene_dir, out, seg_bundle, resume=True)
+    assert (again.processed, again.skipped) == (0, N_IMAGES)
+    with pytest.raises(SettingsMismatchError, match="threshold"):
+        _run(scene_dir, out, seg_bundle, mask_threshold=0.7, resume=True)
 
 
 def test_fresh_run_does_not_overwrite_outputs_without_force(scene_dir, seg_bundle,
@@ -244,7 +264,7 @@ def test_datasets_input_reads_rows(seg_bundle, tmp_path):
     out = tmp_path / "out"
     _run(ds, out, seg_bundle)
     for key, im in zip(["x0", "x1", "x2"], images):
-        seg = gr.segment(im, PROMPTS, model=seg_bundle, threshold=0.5)
+        seg = gr.segment(im, PROMPTS, model=seg_bundle, mask_threshold=0.5)
         assert np.array_equal(_labels(out, key), seg.labels)
 
 
@@ -362,7 +382,7 @@ def test_cli_resume_runs_the_sharded_local_engine_and_refuses_other_prompts(
     monkeypatch.setattr(zoo, "load", lambda spec, **kw: seg_bundle)  # loaded once here
     out = tmp_path / "out"
     base = ["segment", str(scene_dir), "-p", PROMPTS[0], "-p", PROMPTS[1], "--model",
-            SEG_MODEL, "--threshold", "0.5", "--out", str(out), "--shard-size", "3"]
+            SEG_MODEL, "--mask-threshold", "0.5", "--out", str(out), "--shard-size", "3"]
     assert main(base + ["--resume"]) == 0
     assert "7 image(s) processed" in capsys.readouterr().err
     for stem, (labels, _) in reference.items():

@@ -49,7 +49,7 @@ def _segment(images, out, *extra):
     args = ["segment", *map(str, images)]
     for p in PROMPTS:
         args += ["-p", p]
-    return main([*args, "--model", SEG_MODEL, "--threshold", "0.5", "--out", str(out),
+    return main([*args, "--model", SEG_MODEL, "--mask-threshold", "0.5", "--out", str(out),
                  *extra])
 
 
@@ -143,7 +143,7 @@ def test_ray_datasets_are_read_by_path_or_by_image_and_id(cluster, scenes, tmp_p
     from groundroll.distributed import segment_dataset
 
     model = gr.load(SEG_MODEL)
-    options = dict(model=model, threshold=0.5, engine="local", shard_size=2, progress=False)
+    options = dict(model=model, mask_threshold=0.5, engine="local", shard_size=2, progress=False)
     by_path = ray.data.from_items([{"path": str(p)} for p in scenes[:3]])
     segment_dataset(by_path, PROMPTS, out=tmp_path / "paths", **options)
     pixels = {f"img{i}": np.asarray(Image.open(p)) for i, p in enumerate(scenes[:3])}
@@ -151,7 +151,7 @@ def test_ray_datasets_are_read_by_path_or_by_image_and_id(cluster, scenes, tmp_p
     run = segment_dataset(by_image, PROMPTS, out=tmp_path / "images", **options)
     assert (run.total, run.processed, run.failed) == (3, 3, 0)
     for i, path in enumerate(scenes[:3]):
-        expected = gr.segment(path, PROMPTS, model=model, threshold=0.5).labels
+        expected = gr.segment(path, PROMPTS, model=model, mask_threshold=0.5).labels
         for got in (tmp_path / "paths" / f"{path.stem}_labels.png",
                     tmp_path / "images" / f"img{i}_labels.png"):
             assert np.array_equal(np.asarray(Image.open(got)), expected)

@@ -101,8 +101,12 @@ def test_caller_options_win_over_the_profile():
     p = _profile(refine="slic", templates=["{}"])
     s = resolve_settings(p, "legrad")
     assert (s["background_rule"], s["threshold"], s["refine"]) == ("relative", 0.5, "slic")
-    s = resolve_settings(p, "legrad", threshold=0.8)
+    s = resolve_settings(p, "legrad", mask_threshold=0.8)
     assert (s["background_rule"], s["threshold"]) == ("threshold", 0.8)
+    with pytest.warns(FutureWarning, match="mask_threshold="):
+        assert resolve_settings(p, "legrad", threshold=0.8) == s
+    with pytest.raises(TypeError, match="mask_threshold= only"):
+        resolve_settings(p, "legrad", mask_threshold=0.8, threshold=0.8)
     s = resolve_settings(p, "legrad", background_rule="relative")
     assert s["threshold"] == 0.5                       # the profile's, same rule
     with pytest.raises(ValueError, match="needs a threshold"):
@@ -111,7 +115,7 @@ def test_caller_options_win_over_the_profile():
     assert s["refine"] == "none" and s["templates"] == ["a {}"]
     assert resolve_settings(p, "naclip")["background_rule"] == "none"   # no entry
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        resolve_settings(None, "legrad", background_rule="relative", threshold=1.5)
+        resolve_settings(None, "legrad", background_rule="relative", mask_threshold=1.5)
 
 
 def test_fingerprints_tell_the_bundled_clips_apart():

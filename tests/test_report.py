@@ -261,13 +261,25 @@ def test_cli_report_segment_errors_write_nothing(tmp_path, capsys):
 def test_cli_report_segment(tmp_path):
     out = tmp_path / "s.html"
     assert run_cli("report", "segment", EXAMPLE, "-p", "red circle", "-p", "blue star",
-                   "--model", "bundled:shapes-clip-short", "--threshold", "0.6",
+                   "--model", "bundled:shapes-clip-short", "--mask-threshold", "0.6",
                    "--out", out) == 0
     html = out.read_text(encoding="utf-8")
     assert not EXTERNAL.search(html)
     data = data_of(html)
     assert [p["name"] for p in data["prompts"]] == ["red circle", "blue star"]
     assert len(data["layers"]["maps"]) == 4 and "red circle" in data["layers"]["title"]
+
+
+def test_explore_segmentation_takes_the_old_threshold_name():
+    from groundroll.report import explore_segmentation
+
+    kw = dict(model="bundled:shapes-clip-short", layer_prompt=None)
+    new = explore_segmentation(EXAMPLE, ["red circle"], mask_threshold=0.6, **kw)
+    with pytest.warns(FutureWarning, match="mask_threshold="):
+        old = explore_segmentation(EXAMPLE, ["red circle"], threshold=0.6, **kw)
+    assert data_of(old)["prompts"] == data_of(new)["prompts"]
+    with pytest.raises(TypeError, match="mask_threshold= only"):
+        explore_segmentation(EXAMPLE, ["red circle"], mask_threshold=0.6, threshold=0.6, **kw)
 
 
 # ----------------------------------------------------------------------------- audit

@@ -115,14 +115,31 @@ def test_threshold_and_background_prompts(clip, monkeypatch):
     blob[1:3, 1:3] = 1
     flat = np.full((4, 4), 0.5)
     monkeypatch.setattr(seg_module, "prompt_maps", _fake_source([blob, flat]))
-    s = segment(_rgb(32, 32), ["thing"], model=clip, threshold=0.5)
+    s = segment(_rgb(32, 32), ["thing"], model=clip, mask_threshold=0.5)
     assert s.labels[16, 16] == 1 and s.labels[0, 0] == 0
     s = segment(_rgb(32, 32), ["thing"], background=["background"], model=clip,
                 normalize="none", logit_scale=50)
     assert s.labels[16, 16] == 1 and s.labels[0, 0] == 0 and s.masks.shape[0] == 1
-    s = segment(_rgb(32, 32), ["thing"], model=clip, refine="pamr", threshold=0.5,
+    s = segment(_rgb(32, 32), ["thing"], model=clip, refine="pamr", mask_threshold=0.5,
                 min_size=4, fill_holes=True)
     assert s.labels[16, 16] == 1
+
+
+def test_mask_threshold_and_its_old_name(clip, monkeypatch):
+    blob = np.zeros((4, 4))
+    blob[1:3, 1:3] = 1
+    monkeypatch.setattr(seg_module, "prompt_maps", _fake_source([blob]))
+    new = segment(_rgb(32, 32), ["thing"], model=clip, mask_threshold=0.5)
+    assert new.settings["mask_threshold"] == 0.5 and "threshold" not in new.settings
+    assert new.settings["background_rule"] == "threshold"
+    assert new.labels[16, 16] == 1 and new.labels[0, 0] == 0
+    with pytest.warns(FutureWarning, match="mask_threshold="):
+        old = segment(_rgb(32, 32), ["thing"], model=clip, threshold=0.5)
+    np.testing.assert_array_equal(old.labels, new.labels)
+    np.testing.assert_array_equal(old.masks, new.masks)
+    assert old.settings["mask_threshold"] == 0.5
+    with pytest.raises(TypeError, match="mask_threshold= only"):
+        segment(_rgb(32, 32), ["thing"], model=clip, mask_threshold=0.5, threshold=0.5)
 
 
 def test_superpixel_refinement_snaps_a_coarse_map_to_the_object(clip, monkeypatch):
@@ -138,7 +155,7 @@ def test_superpixel_refinement_snaps_a_coarse_map_to_the_object(clip, monkeypatc
     iou = {}
     for refine in ("none", "superpixels"):
         s = segment(image, ["red square"], model=clip, refine=refine,
-                    background_rule="otsu", threshold=1.0)
+                    background_rule="otsu", mask_threshold=1.0)
         assert s.settings["refine"] == refine
         iou[refine] = (s.masks[0] & truth).sum() / (s.masks[0] | truth).sum()
     assert iou["superpixels"] > 0.9 > 0.6 > iou["none"], iou
@@ -200,7 +217,7 @@ def test_save_writes_everything_and_needs_force(tmp_path):
 def test_a_6000_by_4000_image_completes(clip):
     big = np.zeros((4000, 6000, 3), np.uint8)
     big[1000:3000, 2000:4000] = 220
-    s = segment(big, ["square"], model=clip, method="maskclip", threshold=0.5)
+    s = segment(big, ["square"], model=clip, method="maskclip", mask_threshold=0.5)
     assert s.labels.shape == (4000, 6000) and s.masks.shape == (1, 4000, 6000)
     assert s.heatmaps.dtype == np.float32 and s.settings["working_size"] == [683, 1024]
     assert s.settings["window"]

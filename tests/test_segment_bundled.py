@@ -46,7 +46,7 @@ def _ious(seg):
 def test_the_example_scene_segments(clips, name, method):
     clip = clips[name]
     seg = segment(EXAMPLES / INFO["image"], PROMPTS, model=clip, method=method,
-                  threshold=0.5, templates=clip.meta.get("prompt_templates"))
+                  mask_threshold=0.5, templates=clip.meta.get("prompt_templates"))
     assert seg.labels.shape == tuple(INFO["size"])
     ious = _ious(seg)
     assert np.mean(ious) > MIN_MEAN_IOU[name, method], ious
@@ -55,15 +55,15 @@ def test_the_example_scene_segments(clips, name, method):
 def test_relevance_is_prompt_specific_where_rollout_is_not(clip):
     handle = resolve_model(clip)
     image = EXAMPLES / INFO["image"]
-    rel = segment(image, PROMPTS, model=handle, method="relevance", threshold=0.5)
-    roll = segment(image, PROMPTS, model=handle, method="rollout", threshold=0.5)
+    rel = segment(image, PROMPTS, model=handle, method="relevance", mask_threshold=0.5)
+    roll = segment(image, PROMPTS, model=handle, method="rollout", mask_threshold=0.5)
     assert np.mean(_ious(rel)) > np.mean(_ious(roll))
 
 
 def test_cross_attention_on_the_bundled_coca():
     coca = load("bundled:shapes-coca")
     seg = segment(EXAMPLES / INFO["image"], PROMPTS, model=coca, method="cross",
-                  threshold=0.5)
+                  mask_threshold=0.5)
     assert seg.heatmaps.shape == (3, *INFO["size"])
     words, maps = caption_heatmaps(EXAMPLES / INFO["image"], INFO["caption"], model=coca)
     assert words[:3] == ["a", "red", "circle"] and maps.shape[0] == len(words)
@@ -105,7 +105,7 @@ def test_a_default_call_uses_the_shipped_profile_and_finds_background():
             assert seg.settings["model"] == DEFAULT_MODEL
             assert seg.settings["method"] == profile.default_method
             assert seg.settings["background_rule"] == entry["background_rule"]
-            assert seg.settings["threshold"] == entry["threshold"]
+            assert seg.settings["mask_threshold"] == entry["threshold"]
             assert (seg.labels == 0).any()
             ious += object_ious(seg.labels, s.masks)
         assert np.mean(ious) >= DEFAULT_CALL_FLOOR[style], (style, np.mean(ious))

@@ -55,7 +55,7 @@ def held_out():
 
 
 def _segment(scene, model, method):
-    return gr.segment(scene.image, scene.labels, model=model, method=method, threshold=0.5)
+    return gr.segment(scene.image, scene.labels, model=model, method=method, mask_threshold=0.5)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -95,7 +95,7 @@ def run_segment(args, prompts, background, failure) -> int:
     try:
         result = segment_dataset(
             _images_argument(args.images), prompts, model=args.model, method=args.method,
-            out=args.out, background=background or None, threshold=args.threshold,
+            out=args.out, background=background or None, mask_threshold=args.mask_threshold,
             refine=args.refine, templates=args.templates, min_size=args.min_size,
             fill_holes=args.fill_holes, max_side=getattr(args, "max_side", 1024),
             segment_options={k: getattr(args, k) for k in (

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .._deprecation import _UNSET, renamed
 from ..grounding._model import DEFAULT_MODEL
 from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
@@ -296,8 +297,8 @@ def _segment_parameters() -> set:
     from ..grounding import segment
 
     return set(inspect.signature(segment).parameters) - set(_RESERVED) - {
-        "method", "background", "threshold", "refine", "templates", "min_size",
-        "fill_holes", "max_side"}
+        "method", "background", "mask_threshold", "threshold", "refine", "templates",
+        "min_size", "fill_holes", "max_side"}
 
 
 def _json_ready(value):
@@ -317,6 +318,20 @@ def _check_model_spec(model) -> None:
 
         if model.split(":", 1)[1] not in bundled():
             raise ValueError(f"no bundled model {model!r}; bundled models: {bundled()}")
+
+
+def _recorded_names(state_dir: Path, settings: dict) -> dict:
+    """``settings`` with ``mask_threshold`` under its old key ``threshold`` when the run
+    in ``state_dir`` was started by a release that recorded it so, so that the run can
+    be resumed."""
+    try:
+        recorded = json.loads((state_dir / "run.json").read_text(encoding="utf-8"))
+        names = set(recorded["settings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return settings     # RunState.open reports an unreadable manifest
+    if "threshold" not in names or "mask_threshold" in names:
+        return settings
+    return {("threshold" if k == "mask_threshold" else k): v for k, v in settings.items()}
 
 
 def _redo_missing(state: RunState, prompts) -> None:
@@ -344,7 +359,7 @@ def segment_dataset(
     method: str | None = None,
     out,
     background: Sequence[str] | None = None,
-    threshold: float | None = None,
+    mask_threshold: float | None = None,
     refine: str | None = None,
     templates: Sequence[str] | None = None,
     min_size: int = 0,
@@ -364,6 +379,7 @@ def segment_dataset(
     retries: int = 3,
     address: str | None = None,
     progress: bool = True,
+    threshold=_UNSET,
 ) -> BulkResult:
     """Segment an image collection with text prompts, on one process or a Ray cluster.
 
@@ -390,7 +406,7 @@ def segment_dataset(
     model : str or Bundle
         A :func:`groundroll.zoo.load` spec. ``engine="ray"`` needs a spec string: each
         worker loads its own copy once.
-    method, background, threshold, refine, templates, min_size, fill_holes, max_side
+    method, background, mask_threshold, refine, templates, min_size, fill_holes, max_side
         As in :func:`groundroll.segment` (None keeps its default).
     segment_options : dict, optional
         Further keyword arguments of :func:`groundroll.segment` (``logit_scale``,
@@ -426,6 +442,8 @@ def segment_dataset(
         ``$RAY_ADDRESS``, else a local Ray is started).
     progress : bool
         Show a progress bar over images (stderr).
+    threshold
+        Deprecated old name of ``mask_threshold``.
 
     Returns
     -------
@@ -453,6 +471,8 @@ def segment_dataset(
     """
     from ..grounding import METHODS, REFINE
 
+    mask_threshold = renamed("segment_dataset", "threshold", "mask_threshold", threshold,
+                             mask_threshold)
     started = time.perf_counter()
     check_engine(engine, workers, batch_size)
     prompts = _check_texts(prompts, "prompts", allow_empty=False)
@@ -467,9 +487,10 @@ def segment_dataset(
     if unknown:
         raise ValueError(f"segment_options: groundroll.segment takes no {unknown};"
                          f" it accepts {sorted(accepted)}")
-    if threshold is not None and extra.get("background_rule") != "otsu" and not (
-            0.0 <= float(threshold) <= 1.0):
-        raise ValueError(f"threshold is a probability in [0, 1], got {threshold}")
+    if mask_threshold is not None and extra.get("background_rule") != "otsu" and not (
+            0.0 <= float(mask_threshold) <= 1.0):
+        raise ValueError(f"mask_threshold is in [0, 1] (for every background rule but"
+                         f" 'otsu'), got {mask_threshold}")
     if int(min_size) < 0 or int(max_side) < 1:
         raise ValueError(f"min_size must be >= 0 and max_side >= 1, got {min_size} and"
                          f" {max_side}")
@@ -484,7 +505,7 @@ def segment_dataset(
     out = as_path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out {out} exists and is not a folder")
-    given = dict(method=method, background=background or None, threshold=threshold,
+    given = dict(method=method, background=background or None, mask_threshold=mask_threshold,
                  refine=refine, templates=list(templates) if templates else None,
                  min_size=int(min_size), fill_holes=bool(fill_holes), max_side=int(max_side),
                  **extra)
@@ -494,6 +515,8 @@ def segment_dataset(
                 "shard_size": int(shard_size), **_json_ready(given)}
     shards = plan_shards(items.keys, shard_size)
     state_dir = out / STATE_DIR
+    if resume:
+        settings = _recorded_names(state_dir, settings)
     if not RunState.exists(state_dir) and not force and out.is_dir():
         from .._atomic import check_writable
 

@@ -4,7 +4,8 @@
 source, the background rule and threshold (and refinement) with the best mean object
 IoU; the best source becomes the profile's default. The result is a
 :class:`~groundroll.grounding.profiles.Profile` that ``segment(..., profile=...)`` and
-``groundroll segment --profile`` read.
+``groundroll segment --profile`` read; each method's entry holds the rule's threshold
+under ``"threshold"``, which ``segment`` uses as its ``mask_threshold``.
 
 Labelled data comes as
 

@@ -32,6 +32,12 @@ rule           a pixel won by prompt ``k`` is background when
 ``otsu``       prompt ``k``'s normalised map is below ``threshold`` times its Otsu
                threshold (``threshold`` 1.0: plain Otsu)
 =============  ======================================================================
+
+A method's entry keeps the rule's threshold under the key ``"threshold"``: it sits next
+to ``background_rule``, which says what it measures. The same value is the
+``mask_threshold`` option of :func:`groundroll.segment` (and ``--mask-threshold`` of
+``groundroll segment``) and the ``mask_threshold`` key of
+:attr:`~groundroll.grounding.Segmentation.settings`.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import masks as M
+from .._deprecation import _UNSET, renamed
 
 __all__ = ["Profile", "PROFILE_FORMAT", "BACKGROUND_RULES", "POSTPROCESS_KEYS",
            "model_fingerprint", "bundled_profile", "resolve_profile", "background_labels",
@@ -330,15 +337,32 @@ def background_labels(probs: np.ndarray, maps: np.ndarray, *, n_prompts: int,
     return out.astype(np.int32)
 
 
-def resolve_settings(profile: Profile | None, method: str, *, threshold=None,
+def resolve_settings(profile: Profile | None, method: str, *, mask_threshold=None,
                      background_rule=None, refine=None, templates=None, logit_scale=None,
-                     normalize=None, source_options=None) -> dict:
+                     normalize=None, source_options=None, threshold=_UNSET) -> dict:
     """Postprocessing for one call: what the caller passed, else the profile's entry
     for ``method``, else None (the caller's own fallbacks apply).
 
-    A caller's ``threshold`` without ``background_rule`` is a probability threshold
-    (``rule="threshold"``), as it always was; a caller's ``background_rule`` without
-    a threshold takes the profile's threshold when the profile uses the same rule.
+    A caller's ``mask_threshold`` without ``background_rule`` is a probability
+    threshold (``rule="threshold"``), as it always was; a caller's ``background_rule``
+    without a ``mask_threshold`` takes the profile's threshold when the profile uses
+    the same rule.
+
+    Parameters
+    ----------
+    profile : Profile or None
+    method : str
+        Map source whose entry applies.
+    mask_threshold, background_rule, refine, templates, logit_scale, normalize, source_options
+        The caller's options (None: not given); as in :func:`groundroll.segment`.
+    threshold
+        Deprecated old name of ``mask_threshold``.
+
+    Returns
+    -------
+    dict
+        Keyed like a profile entry (:data:`POSTPROCESS_KEYS`): the rule's threshold is
+        under ``"threshold"``.
 
     Examples
     --------
@@ -347,9 +371,11 @@ def resolve_settings(profile: Profile | None, method: str, *, threshold=None,
     >>> s = resolve_settings(p, "legrad")
     >>> s["background_rule"], s["threshold"]
     ('relative', 0.4)
-    >>> resolve_settings(p, "legrad", threshold=0.7)["background_rule"]
+    >>> resolve_settings(p, "legrad", mask_threshold=0.7)["background_rule"]
     'threshold'
     """
+    threshold = renamed("resolve_settings", "threshold", "mask_threshold", threshold,
+                        mask_threshold)
     tuned = profile.settings(method) if profile is not None else {}
     if background_rule is not None:
         rule = background_rule
@@ -363,13 +389,16 @@ def resolve_settings(profile: Profile | None, method: str, *, threshold=None,
     if rule not in BACKGROUND_RULES:
         raise ValueError(f"background_rule must be one of {BACKGROUND_RULES}, got {rule!r}")
     if rule != "none" and threshold is None:
-        raise ValueError(f"background_rule={rule!r} needs a threshold (pass threshold=)")
+        raise ValueError(f"background_rule={rule!r} needs a threshold (pass"
+                         " mask_threshold=)")
     if threshold is not None:
         t = float(threshold)
         if rule in ("threshold", "relative") and not 0.0 <= t <= 1.0:
-            raise ValueError(f"threshold of rule {rule!r} is in [0, 1], got {threshold}")
+            raise ValueError(f"mask_threshold of rule {rule!r} is in [0, 1], got"
+                             f" {threshold}")
         if rule == "otsu" and not 0.0 < t <= 10.0:
-            raise ValueError(f"threshold of rule 'otsu' is a factor in (0, 10], got {threshold}")
+            raise ValueError(f"mask_threshold of rule 'otsu' is a factor in (0, 10], got"
+                             f" {threshold}")
     pick = lambda mine, key: mine if mine is not None else tuned.get(key)  # noqa: E731
     return {"background_rule": rule, "threshold": threshold,
             "refine": pick(refine, "refine"), "templates": pick(templates, "templates"),

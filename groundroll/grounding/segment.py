@@ -13,9 +13,9 @@ Pipeline (numpy after the map source, all through :mod:`groundroll.masks`):
 3. Per-channel normalisation, then probabilities: a softmax across channels of
    ``logit_scale * maps`` (with a single channel, the normalised map itself).
 4. Optional refinement (``"superpixels"``: multi-scale superpixel pooling, ``"slic"``,
-   or ``"pamr"``), argmax label map,
-   background by probability ``threshold`` and background prompts, optional removal of
-   small objects and hole filling.
+   or ``"pamr"``), argmax label map, background by the background rule with its
+   ``mask_threshold`` and by background prompts, optional removal of small objects
+   and hole filling.
 5. The label map is resized to the full image by nearest neighbour and the heatmaps
    bilinearly, so the working memory stays that of the working resolution.
 """
@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import masks as M
+from .._deprecation import _UNSET, renamed
 from .._images import (DEFAULT_MAX_PIXELS, _open_unchecked, _read_image,  # noqa: F401
                        _resize_rgb, _upsample, _nearest, load_image)
 from .._locks import locked, short, warn_once, warning_scope
@@ -135,7 +136,7 @@ def segment(
     model: Any = DEFAULT_MODEL,
     method: str | None = None,
     background: Sequence[str] | None = None,
-    threshold: float | None = None,
+    mask_threshold: float | None = None,
     background_rule: str | None = None,
     profile: Any = None,
     refine: str | None = None,
@@ -150,6 +151,7 @@ def segment(
     tokenizer: Any = None,
     cache: dict | None = None,
     source_options: dict | None = None,
+    threshold=_UNSET,
 ) -> Segmentation:
     """Segment an image with text prompts.
 
@@ -173,14 +175,17 @@ def segment(
     background : sequence of str, optional
         Background prompts ("background", "sky", ...): extra channels whose pixels
         get label 0.
-    threshold : float, optional
-        Threshold of the background rule. Given alone it is a probability threshold:
-        a pixel whose winning prompt's probability is below it (exclusive) becomes
-        background.
+    mask_threshold : float, optional
+        Threshold of the background rule; what it measures depends on the rule
+        (:mod:`groundroll.grounding.profiles`). Given alone (or with rule
+        ``"threshold"``) it is a probability: a pixel whose winning prompt's
+        probability is below it (exclusive) becomes background. With ``"relative"``
+        it is a fraction of each prompt map's range, in [0, 1]; with ``"otsu"`` a
+        factor of the map's Otsu threshold, in (0, 10]. Default: the profile's.
     background_rule : {"none", "threshold", "relative", "otsu"}, optional
         How pixels become background (:mod:`groundroll.grounding.profiles`).
         Default: the profile's rule for ``method``; with no profile and no
-        threshold every pixel gets a prompt.
+        ``mask_threshold`` every pixel gets a prompt.
     profile : Profile, dict, str or PathLike, optional
         Postprocessing profile (a file written by :func:`groundroll.calibrate`).
         Default: the profile bundled with the model, if any. Each option left as
@@ -227,6 +232,8 @@ def segment(
         (``groundroll.grounding.SOURCES[method].options``, e.g. ``NaclipOptions(sigma=3.0)``
         or ``{"sigma": 3.0}``; ``{"read": "input"}`` for ``"cross"``). Default: the
         profile's, else the source's own defaults.
+    threshold
+        Deprecated old name of ``mask_threshold``.
 
     Returns
     -------
@@ -237,11 +244,15 @@ def segment(
     ValueError
         No prompts, an empty prompt, an unknown method or refinement, a corrupt image,
         an image over ``max_pixels``, a negative ``min_size``.
+    TypeError
+        Both ``mask_threshold`` and its old name ``threshold``.
     FileNotFoundError
         A missing image file.
 
     Warns
     -----
+    FutureWarning
+        ``threshold=`` (the old name of ``mask_threshold``).
     UserWarning
         Once per call each: duplicate prompts (all but the first get empty masks),
         prompts made only of words the tokenizer does not know, prompts truncated to
@@ -259,13 +270,15 @@ def segment(
     --------
     >>> from groundroll.grounding import segment
     >>> seg = segment("groundroll/data/examples/shapes_scene.png",
-    ...               ["red circle", "blue star"], threshold=0.6)   # doctest: +SKIP
+    ...               ["red circle", "blue star"], mask_threshold=0.6)  # doctest: +SKIP
     >>> seg.masks.shape                                              # doctest: +SKIP
     (2, 128, 160)
     """
+    mask_threshold = renamed("segment", "threshold", "mask_threshold", threshold,
+                             mask_threshold)
     with warning_scope():
         return _segment(image, prompts, model=model, method=method, background=background,
-                        threshold=threshold, background_rule=background_rule,
+                        mask_threshold=mask_threshold, background_rule=background_rule,
                         profile=profile, refine=refine, templates=templates,
                         logit_scale=logit_scale, normalize=normalize, window=window,
                         max_side=max_side, max_pixels=max_pixels, min_size=min_size,
@@ -319,7 +332,7 @@ def _warn_prompts(handle: ModelHandle, prompts: list[str]) -> None:
                       " token is unknown): its map carries no meaning", stacklevel=4)
 
 
-def _segment(image, prompts, *, model, method, background, threshold, background_rule,
+def _segment(image, prompts, *, model, method, background, mask_threshold, background_rule,
              profile, refine, templates, logit_scale, normalize, window, max_side,
              max_pixels, min_size, fill_holes, tokenizer, cache,
              source_options) -> Segmentation:
@@ -342,11 +355,11 @@ def _segment(image, prompts, *, model, method, background, threshold, background
     chosen = resolve_profile(profile, handle)
     if method is None:
         method = chosen.default_method if chosen is not None else "relevance"
-    tuned = resolve_settings(chosen, method, threshold=threshold,
+    tuned = resolve_settings(chosen, method, mask_threshold=mask_threshold,
                              background_rule=background_rule, refine=refine,
                              templates=templates, logit_scale=logit_scale,
                              normalize=normalize, source_options=source_options)
-    threshold, background_rule = tuned["threshold"], tuned["background_rule"]
+    mask_threshold, background_rule = tuned["threshold"], tuned["background_rule"]
     refine = "none" if tuned["refine"] is None else tuned["refine"]
     if refine not in REFINE:
         raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
@@ -355,7 +368,7 @@ def _segment(image, prompts, *, model, method, background, threshold, background
     source_options = source(method).check_options(tuned["source_options"])
     with locked(handle.model):
         return _segment_locked(handle, rgb, full_hw, prompts, background, started,
-                               method=method, threshold=threshold,
+                               method=method, mask_threshold=mask_threshold,
                                background_rule=background_rule,
                                profile=chosen.model if chosen is not None else None,
                                refine=refine,
@@ -366,8 +379,8 @@ def _segment(image, prompts, *, model, method, background, threshold, background
 
 
 def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, method,
-                    threshold, background_rule, profile, refine, templates, logit_scale,
-                    normalize, window, max_side, min_size, fill_holes,
+                    mask_threshold, background_rule, profile, refine, templates,
+                    logit_scale, normalize, window, max_side, min_size, fill_holes,
                     source_options) -> Segmentation:
     _warn_prompts(handle, prompts + background)
     if max(full_hw) > max_side:
@@ -397,7 +410,7 @@ def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, metho
         scores_for_rule = refine_scores(maps[: len(prompts)], work, refine=refine,
                                         partitions=partitions)
     labels = background_labels(probs, scores_for_rule, n_prompts=len(prompts),
-                               rule=background_rule, threshold=threshold,
+                               rule=background_rule, threshold=mask_threshold,
                                background=bg_index or None)
     del scores_for_rule
     if min_size:
@@ -416,7 +429,7 @@ def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, metho
     scores = image_text_scores(handle, model_input, prompts, templates=templates)
     settings = {
         "model": handle.name, "family": handle.family, "method": method,
-        "background": background, "threshold": threshold,
+        "background": background, "mask_threshold": mask_threshold,
         "background_rule": background_rule, "profile": profile, "refine": refine,
         "templates": list(templates) if templates else None, "logit_scale": scale,
         "normalize": normalize, "window": bool(window), "max_side": max_side,

@@ -94,8 +94,9 @@ def register(subparsers) -> None:
                    help="model spec for groundroll.zoo.load (default: %(default)s)")
     s.add_argument("--method", default=None,
                    help="map source (default: the model profile's, else relevance)")
-    s.add_argument("--threshold", type=float, default=None,
+    s.add_argument("--mask-threshold", type=float, default=None,
                    help="probability below which a pixel is background")
+    s.add_argument("--threshold", dest="mask_threshold", type=float, help=argparse.SUPPRESS)
     s.add_argument("--refine", choices=REFINE, default=None,
                    help="refinement (default: the model profile's)")
     s.add_argument("--layer-prompt", type=int, default=0, metavar="K",
@@ -198,8 +199,8 @@ def _run_segment(args) -> int:
     _check_out(args)
     if not args.prompts:
         raise _Failure("no prompts given (use -p PROMPT)")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise _Failure(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.mask_threshold is not None and not 0.0 <= args.mask_threshold <= 1.0:
+        raise _Failure(f"--mask-threshold must be in [0, 1], got {args.mask_threshold}")
     if not -1 <= args.layer_prompt < len(args.prompts):
         raise _Failure(f"--layer-prompt must be -1 or a prompt index below"
                        f" {len(args.prompts)}, got {args.layer_prompt}")
@@ -213,8 +214,9 @@ def _run_segment(args) -> int:
         raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
     try:
         html = explore_segmentation(
-            image, args.prompts, model=handle, method=args.method, threshold=args.threshold,
-            refine=args.refine, layer_prompt=None if args.layer_prompt < 0 else args.layer_prompt,
+            image, args.prompts, model=handle, method=args.method,
+            mask_threshold=args.mask_threshold, refine=args.refine,
+            layer_prompt=None if args.layer_prompt < 0 else args.layer_prompt,
             title=args.title, max_bytes=args.max_bytes)
     except ValueError as err:
         raise _Failure(str(err)) from None
