@@ -225,3 +225,33 @@ def test_extract_imports_no_torch():
     done = subprocess.run([sys.executable, "-c", _LOAD_EXTRACT, str(PACKAGE)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_mutual_extraction_by_hand():
+    from groundroll.align.extract import extract_links, mutual_scores
+
+    # Target 0 splits between sources 0 and 1 (an idiom: one target word, two source
+    # words); target 1 is source 2's; target 2 (a particle) spreads over everything.
+    m = np.array([[0.45, 0.45, 0.10],
+                  [0.05, 0.05, 0.90],
+                  [0.30, 0.30, 0.40]])
+    # P(s | t): rows as they are (they sum to 1). P(t | s): columns normalised:
+    # column 0 = [0.45, 0.05, 0.30] / 0.8, column 2 = [0.10, 0.90, 0.40] / 1.4.
+    want = np.sqrt(m * (m / m.sum(0, keepdims=True)))
+    np.testing.assert_allclose(mutual_scores(m), want)
+    assert want[0, 0] == pytest.approx(np.sqrt(0.45 * 0.45 / 0.8))        # 0.503
+    assert want[2, 0] == pytest.approx(np.sqrt(0.30 * 0.30 / 0.8))        # 0.335
+    # At 0.4: the idiom's two links and target 1's link; the particle stays unlinked,
+    # where argmax would force a link for it.
+    assert extract_links(m, extraction="mutual", link_threshold=0.4) == {(0, 0), (1, 0),
+                                                                          (2, 1)}
+    assert (2, 2) in extract_links(m) and not any(
+        t == 2 for _, t in extract_links(m, extraction="mutual", link_threshold=0.4))
+    # A reverse model's scores replace the columns: it puts source 1 on target 2 alone,
+    # so P(t=2 | s=1) = 1 and sqrt(0.30 * 1) = 0.548 links them; source 1 no longer
+    # shares target 0 (sqrt(0.45 * 0) = 0).
+    backward = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    assert extract_links(m, extraction="mutual", link_threshold=0.4,
+                         backward=backward) == {(0, 0), (2, 1), (1, 2)}
+    with pytest.raises(ValueError, match="combines both directions"):
+        extract_links(m, extraction="mutual", symmetrize="union")

@@ -192,7 +192,7 @@ def test_switching_variants_and_extraction_matches_python(driver, reports):
                    shift=True)
     np.testing.assert_allclose(matrix, ref.matrix, atol=1e-5)
     # link extraction in the page follows groundroll.align.extract_links
-    for extraction in ("argmax", "itermax", "threshold"):
+    for extraction in ("argmax", "itermax", "threshold", "mutual"):
         _choose(driver, "extraction", extraction)
         got = {tuple(l) for l in driver.execute_script("return groundroll.links()")}
         assert got == extract_links(matrix, extraction=extraction), extraction
@@ -200,7 +200,7 @@ def test_switching_variants_and_extraction_matches_python(driver, reports):
     for shape in [(5, 7), (6, 4), (3, 3), (8, 8)]:
         m = rng.random(shape).round(5)
         m[0] = m[1]                                      # ties go to the lowest index
-        for extraction in ("argmax", "itermax", "threshold"):
+        for extraction in ("argmax", "itermax", "threshold", "mutual"):
             got = driver.execute_script("return groundroll.extract(arguments[0], arguments[1],"
                                         " 0.2)", m.tolist(), extraction)
             assert {tuple(l) for l in got} == extract_links(

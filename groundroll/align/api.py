@@ -122,11 +122,13 @@ def align(
     shift : bool, optional
         Read target word ``t`` at the row where it is the decoder input (AWI) instead of
         the row that predicts it (AWO). None: :data:`DEFAULT_SHIFT` of the method.
-    extraction : {"argmax", "threshold", "itermax"}, optional
+    extraction : {"argmax", "threshold", "itermax", "mutual"}, optional
         Default: the profile's (when ``method`` is None), else ``"argmax"``.
     link_threshold : float, optional
         For ``extraction="threshold"``: exclusive lower limit on row-normalised scores
-        (default :data:`DEFAULT_THRESHOLD`).
+        (default :data:`DEFAULT_THRESHOLD`); for ``"mutual"``: on the geometric mean of
+        both directions' probabilities (default the profile's, else
+        :data:`~groundroll.align.extract.DEFAULT_MUTUAL_THRESHOLD`).
     symmetrize : {"intersection", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and"}, optional
         Combine target-to-source and source-to-target links (see :func:`extract_links`).
     profile : None, False, path or AlignProfile
@@ -135,7 +137,7 @@ def align(
         :class:`~groundroll.align.profile.AlignProfile`: that one. Options passed
         explicitly always win over the profile's.
     reverse_model : Bundle or str, optional
-        A target-to-source model; with ``symmetrize`` (or ``itermax``) its alignment
+        A target-to-source model; with ``symmetrize`` (or ``itermax``, ``mutual``) its alignment
         gives the backward direction instead of the columns of the forward matrix.
         Default: the profile's, when the profile names one and the caller sets no
         extraction.
@@ -175,8 +177,8 @@ def align(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if extraction is not None and extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
-    if extraction == "itermax" and symmetrize is not None:
-        raise ValueError("extraction='itermax' intersects both directions itself;"
+    if extraction in ("itermax", "mutual") and symmetrize is not None:
+        raise ValueError(f"extraction={extraction!r} combines both directions itself;"
                          " leave symmetrize=None")
     if symmetrize is not None and symmetrize.replace("_", "-") not in SYMMETRIZATIONS:
         raise ValueError(f"symmetrize must be one of {SYMMETRIZATIONS} or None, got"
@@ -201,8 +203,8 @@ def align(
     method, layers, shift = chosen["method"], chosen["layers"], chosen["shift"]
     extraction, link_threshold, symmetrize = (chosen["extraction"], chosen["link_threshold"],
                                               chosen["symmetrize"])
-    if extraction == "itermax" and symmetrize is not None:
-        raise ValueError("extraction='itermax' intersects both directions itself;"
+    if extraction in ("itermax", "mutual") and symmetrize is not None:
+        raise ValueError(f"extraction={extraction!r} combines both directions itself;"
                          " leave symmetrize=None")
     if chosen["rule"]:
         # Every layer from the same forward passes; keep the most peaked one.
@@ -226,7 +228,8 @@ def align(
     if reverse_model is None and chosen["reverse_model"] is not None:
         reverse_model = chosen["reverse_model"]
         reverse_layers = chosen["reverse_layers"] or layers
-    if reverse_model is not None and (symmetrize is not None or extraction == "itermax"):
+    if reverse_model is not None and (symmetrize is not None
+                                      or extraction in ("itermax", "mutual")):
         rev, _, _ = _matrices(
             _bundle(reverse_model), tgt_words, src_words,
             specs=[(method, reverse_layers, shift)],

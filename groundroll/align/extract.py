@@ -10,16 +10,19 @@ import numpy as np
 from groundroll._deprecation import _UNSET, renamed
 from groundroll.align import links as _links
 
-__all__ = ["extract_links", "EXTRACTIONS", "SYMMETRIZATIONS", "SYMMETRISATIONS",
-           "DEFAULT_THRESHOLD"]
+__all__ = ["extract_links", "mutual_scores", "EXTRACTIONS", "SYMMETRIZATIONS",
+           "SYMMETRISATIONS", "DEFAULT_THRESHOLD", "DEFAULT_MUTUAL_THRESHOLD"]
 
-EXTRACTIONS = ("argmax", "threshold", "itermax")
+EXTRACTIONS = ("argmax", "threshold", "itermax", "mutual")
 SYMMETRIZATIONS = ("intersection", "union", "grow-diag", "grow-diag-final",
                    "grow-diag-final-and")
 #: Deprecated old name of :data:`SYMMETRIZATIONS`.
 SYMMETRISATIONS = SYMMETRIZATIONS
 #: Default exclusive lower limit of ``extraction="threshold"`` on row-normalised scores.
 DEFAULT_THRESHOLD = 0.3
+#: Default exclusive lower limit of ``extraction="mutual"`` (the geometric mean of the
+#: two directions' probabilities), used when no profile sets one.
+DEFAULT_MUTUAL_THRESHOLD = 0.3
 
 # Option names in files written by earlier releases, and their names now.
 _OLD_KEYS = {"threshold": "link_threshold", "symmetrise": "symmetrize"}
@@ -47,10 +50,16 @@ def extract_links(matrix, *, extraction: str = "argmax", link_threshold: float |
         ``"threshold"``: every cell whose row-normalised score is above
         ``link_threshold``.
         ``"itermax"``: SimAlign's IterMax (already uses both directions).
+        ``"mutual"``: every cell whose :func:`mutual_scores` (the geometric mean of
+        ``P(source | target)`` from the forward rows and ``P(target | source)`` from the
+        backward columns) is above ``link_threshold``: a link needs both directions, a
+        word may link to several words or to none (no forced link for a word with no
+        counterpart).
     link_threshold : float, optional
         Exclusive lower limit for ``"threshold"``, on rows normalised to sum 1 (and, for
-        the backward direction, on columns normalised to sum 1). Default
-        :data:`DEFAULT_THRESHOLD`.
+        the backward direction, on columns normalised to sum 1; default
+        :data:`DEFAULT_THRESHOLD`), and for ``"mutual"`` (default
+        :data:`DEFAULT_MUTUAL_THRESHOLD`).
     symmetrize : str, optional
         ``"intersection"``, ``"union"``, ``"grow-diag"``, ``"grow-diag-final"`` or
         ``"grow-diag-final-and"``: also extract the source-to-target direction and
@@ -75,6 +84,8 @@ def extract_links(matrix, *, extraction: str = "argmax", link_threshold: float |
     [(0, 0), (1, 0), (2, 1)]
     >>> sorted(extract_links(m, symmetrize="intersection"))
     [(0, 0), (2, 1)]
+    >>> sorted(extract_links([[0.5, 0.5, 0.0], [0.1, 0.1, 0.8]], extraction="mutual"))
+    [(0, 0), (1, 0), (2, 1)]
     """
     link_threshold = renamed("extract_links", "threshold", "link_threshold", threshold,
                              link_threshold)
@@ -91,10 +102,15 @@ def extract_links(matrix, *, extraction: str = "argmax", link_threshold: float |
         if key not in SYMMETRIZATIONS:
             raise ValueError(f"symmetrize must be one of {SYMMETRIZATIONS} or None, got"
                              f" {symmetrize!r}")
+    if extraction in ("itermax", "mutual") and symmetrize is not None:
+        raise ValueError(f"extraction={extraction!r} combines both directions itself;"
+                         " leave symmetrize=None")
+    if extraction == "mutual":
+        limit = DEFAULT_MUTUAL_THRESHOLD if link_threshold is None else float(link_threshold)
+        scores = mutual_scores(m, backward)
+        t, s = np.nonzero(scores > limit)
+        return _drop_unscored({(int(a), int(b)) for a, b in zip(s, t)}, m)
     if extraction == "itermax":
-        if symmetrize is not None:
-            raise ValueError("extraction='itermax' intersects both directions itself;"
-                             " leave symmetrize=None")
         if backward is not None:
             m = 0.5 * (_norm_rows(m) + _norm_cols(np.asarray(backward, np.float64)))
         return _drop_unscored(_links.itermax(m), m)
@@ -113,6 +129,28 @@ def extract_links(matrix, *, extraction: str = "argmax", link_threshold: float |
     else:
         reverse = _links.threshold_links(_norm_cols(b), threshold=limit)
     return _drop_unscored(_links.symmetrize(forward, reverse, how=symmetrize), m)
+
+
+def mutual_scores(matrix, backward=None) -> np.ndarray:
+    """``sqrt(P(s | t) * P(t | s))`` for a ``[T, S]`` word matrix.
+
+    ``P(s | t)``: the forward rows normalised to sum 1; ``P(t | s)``: the columns of
+    ``backward`` (a reverse model's scores laid out with target rows; default
+    ``matrix`` itself) normalised to sum 1. High only where each word is the other's
+    main counterpart, so a threshold on it leaves words with no counterpart unlinked
+    and keeps one-to-many links whose shares are both large.
+
+    Examples
+    --------
+    >>> mutual_scores([[0.5, 0.5], [0.0, 1.0]]).round(3)
+    array([[0.707, 0.408],
+           [0.   , 0.816]])
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    b = m if backward is None else np.asarray(backward, dtype=np.float64)
+    if b.shape != m.shape:
+        raise ValueError(f"backward matrix {b.shape} does not match {m.shape}")
+    return np.sqrt(_norm_rows(m) * _norm_cols(b))
 
 
 def _drop_unscored(found: set, m: np.ndarray) -> set:

@@ -230,6 +230,7 @@ def best_profile(scans: Sequence, *, metric: str = "aer", method: str | None = N
         return dict(method=r["method"], layers=r["layers"], shift=r["shift"],
                     extraction=sc.settings.get("extraction", "argmax"),
                     symmetrize=sc.settings.get("symmetrize"),
+                    link_threshold=sc.settings.get("link_threshold"),
                     reverse_model=sc.settings.get("reverse_model"),
                     aer=round(r["aer"], 5))
 
@@ -244,13 +245,16 @@ def best_profile(scans: Sequence, *, metric: str = "aer", method: str | None = N
                         fitted=fitted)
 
 
-#: Extraction settings :func:`fit_profile` tries by default: (extraction, symmetrize).
-FIT_EXTRACTIONS = (("argmax", None), ("argmax", "grow-diag-final-and"), ("itermax", None))
+#: Extraction settings :func:`fit_profile` tries by default: (extraction, symmetrize) or
+#: (extraction, symmetrize, link_threshold); ``"mutual"`` over a grid of thresholds.
+FIT_EXTRACTIONS = (("argmax", None), ("argmax", "grow-diag-final-and"), ("itermax", None),
+                   *(("mutual", None, t) for t in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45,
+                                                  0.5)))
 
 
 def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "norm"),
                 shifts: Sequence[bool] = (False, True),
-                extractions: Sequence[tuple[str, str | None]] = FIT_EXTRACTIONS,
+                extractions: Sequence[tuple] = FIT_EXTRACTIONS,
                 reverse_model=None, batch_size: int = 16,
                 progress: bool = False) -> AlignProfile:
     """Scan methods x layers x shifts x extractions on gold pairs; return the best.
@@ -263,10 +267,12 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
     model : Bundle or str
     methods, shifts
         What to scan (``relevance`` needs one backward pass per target token: slow).
-    extractions : sequence of (str, str or None)
-        ``(extraction, symmetrize)`` settings to try.
+    extractions : sequence of tuples
+        ``(extraction, symmetrize)`` or ``(extraction, symmetrize, link_threshold)``
+        settings to try.
     reverse_model : Bundle or str, optional
-        A target-to-source model. Every setting with a symmetrisation (or ``itermax``)
+        A target-to-source model. Every setting with a symmetrisation (or ``itermax``,
+        ``mutual``)
         is then scored twice: with the backward direction from the columns of the
         forward matrix, and from the reverse model read with the same method, layers
         and shift. A profile that picks the reverse model names it (its spec), and
@@ -316,8 +322,9 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
         backwards[getattr(reverse, "name", "") or str(reverse_model)] = [
             [m.T for m in per_pair] for per_pair in rev]
     scans = []
-    for extraction, symmetrize in extractions:
-        both_ways = symmetrize is not None or extraction == "itermax"
+    for setting in extractions:
+        extraction, symmetrize, link_threshold = (tuple(setting) + (None,))[:3]
+        both_ways = symmetrize is not None or extraction in ("itermax", "mutual")
         for reverse_name, backward in backwards.items():
             if reverse_name is not None and not both_ways:
                 continue
@@ -325,13 +332,15 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
             for (method, name), (_, layers, shift), per_pair, back in zip(
                     labels, specs, mats, backward):
                 found = [extract_links(m, extraction=extraction, symmetrize=symmetrize,
-                                       backward=b) for m, b in zip(per_pair, back)]
+                                       link_threshold=link_threshold, backward=b)
+                         for m, b in zip(per_pair, back)]
                 score = aer(sure, possible, found)
                 rows.append(dict(method=method, layer=name, shift=shift, layers=layers,
                                  aer=score.aer, precision=score.precision,
                                  recall=score.recall, f1=score.f1, n_pairs=len(srcs)))
             scans.append(LayerScan(rows, dict(model=getattr(bundle, "name", ""),
-                                              extraction=extraction, link_threshold=None,
+                                              extraction=extraction,
+                                              link_threshold=link_threshold,
                                               symmetrize=symmetrize,
                                               reverse_model=reverse_name)))
     return best_profile(scans)

@@ -4,7 +4,7 @@ Two ways in:
 
 * :func:`alignment_report` shows :class:`~groundroll.align.Alignment` results as they
   are (one pair or several, one matrix each); the page re-extracts links (argmax,
-  threshold, itermax) from the embedded matrix.
+  threshold, itermax, mutual) from the embedded matrix.
 * :func:`explore_alignment` runs a model once per variant (method x layer x head x
   shift) and embeds every matrix, so the page switches between them without Python.
 """
@@ -77,7 +77,7 @@ def _budget(pairs: list[dict], variants: list[dict], max_bytes: int) -> tuple[li
 
 def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, title: str,
           settings: dict, max_bytes: int, notes: Sequence[str] = ()) -> str:
-    from groundroll.align.api import DEFAULT_THRESHOLD, EXTRACTIONS
+    from groundroll.align.extract import DEFAULT_MUTUAL_THRESHOLD, DEFAULT_THRESHOLD, EXTRACTIONS
     from groundroll.viz import alignment_html as static_table
 
     if extraction not in EXTRACTIONS:
@@ -88,8 +88,8 @@ def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, tit
     pairs, variants, budget_notes = _budget(pairs, variants, max_bytes)
     initial = initial if initial < len(variants) else 0
     data = dict(pairs=pairs, variants=variants, initial=initial, extraction=extraction,
-                threshold=DEFAULT_THRESHOLD if link_threshold is None
-                else float(link_threshold),
+                threshold=float(link_threshold) if link_threshold is not None else (
+                    DEFAULT_MUTUAL_THRESHOLD if extraction == "mutual" else DEFAULT_THRESHOLD),
                 settings=settings)
     first = pairs[0]
     m = np.asarray(first["matrices"][initial], dtype=np.float64).reshape(
@@ -123,7 +123,7 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
 
     Hovering or clicking a word highlights its links and lists its scores; the page
     switches between the links view and the matrix view, re-extracts links
-    (argmax, threshold, itermax) from the matrix, and exports Pharaoh lines.
+    (argmax, threshold, itermax, mutual) from the matrix, and exports Pharaoh lines.
     For several methods, layers and heads on one page see :func:`explore_alignment`.
 
     Parameters
@@ -132,7 +132,7 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
         One result of :func:`groundroll.align` or a list of them (one page entry per
         sentence pair).
     title : str, optional
-    extraction : {"argmax", "threshold", "itermax"}, optional
+    extraction : {"argmax", "threshold", "itermax", "mutual"}, optional
         Initial extraction (default: the first alignment's own).
     link_threshold : float, optional
         Initial limit for ``"threshold"`` (default: the alignment's, else 0.3).
@@ -178,6 +178,10 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
     if first.get("symmetrize"):
         notes.append(f"The alignment was symmetrized ({first['symmetrize']}); this page"
                      " extracts links from the target-to-source matrix alone.")
+    if first.get("reverse_model"):
+        notes.append(f"The alignment's links also used a reverse model"
+                     f" ({first['reverse_model']}); this page extracts links from the"
+                     " target-to-source matrix alone.")
     return _html(pairs, [v], initial=0, extraction=extraction, link_threshold=link_threshold,
                  title=title or "Word alignment", settings=jsonable(first, other=str),
                  max_bytes=max_bytes, notes=notes)
@@ -281,7 +285,7 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
         A translation model (default ``bundled:toy-mt``).
     methods, shifts, per_layer, per_head
         Which variants to compute (see :func:`alignment_variants`).
-    extraction : {"argmax", "threshold", "itermax"}, optional
+    extraction : {"argmax", "threshold", "itermax", "mutual"}, optional
         Initial extraction in the page (default: the model's default for
         :func:`groundroll.align`; the page opens on the variant those defaults pick).
     link_threshold : float, optional
@@ -304,6 +308,7 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
     >>> html = explore_alignment("su tuga vefin", model="bundled:toy-mt")  # doctest: +SKIP
     """
     from groundroll.align.api import METHODS, _bundle
+    from groundroll.align.extract import EXTRACTIONS
     from groundroll.align.api import align as run_align
 
     link_threshold = renamed("explore_alignment", "threshold", "link_threshold", threshold,
@@ -360,7 +365,7 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
     pairs = [dict(src=list(s), tgt=list(t), matrices=[per_variant[i] for per_variant in matrices])
              for i, (s, t) in enumerate(zip(src_words, tgt_words))]
     initial = _initial(variants, defaults, n_layers)
-    if defaults.get("extraction") in ("argmax", "threshold", "itermax") and extraction is None:
+    if defaults.get("extraction") in EXTRACTIONS and extraction is None:
         extraction = defaults["extraction"]
         if link_threshold is None:
             link_threshold = defaults.get("link_threshold")

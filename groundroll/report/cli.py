@@ -83,7 +83,7 @@ def register(subparsers) -> None:
                    help="model spec for groundroll.zoo.load (default: %(default)s)")
     a.add_argument("--methods", default="raw,norm,rollout",
                    help="comma-separated methods to compute (default: %(default)s)")
-    a.add_argument("--extraction", choices=("argmax", "threshold", "itermax"),
+    a.add_argument("--extraction", choices=("argmax", "threshold", "itermax", "mutual"),
                    default=None, help="initial extraction (default: the model's)")
 
     s = _kind(kinds, "segment", _run_segment, help="segmentation explorer for one image")

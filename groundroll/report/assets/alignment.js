@@ -26,7 +26,10 @@
       return c.map(function (v) { return s > 0 ? v / s : 0; });
     });
   }
-  function extract(m, how, threshold) {
+  function transpose(m) {
+    return m[0].map(function (_, j) { return m.map(function (row) { return row[j]; }); });
+  }
+    function extract(m, how, threshold) {
     var T = m.length, S = T ? m[0].length : 0, out = [], t, s;
     if (!T || !S) return out;
     if (how === "argmax") {
@@ -36,6 +39,12 @@
     if (how === "threshold") {
       var n = normRows(m);
       for (t = 0; t < T; t++) for (s = 0; s < S; s++) if (n[t][s] > threshold) out.push([s, t]);
+      return out;
+    }
+    if (how === "mutual") {      // sqrt(P(s | t) P(t | s)): rows and columns normalised
+      var pr = normRows(m), pc = normRows(transpose(m));
+      for (t = 0; t < T; t++) for (s = 0; s < S; s++)
+        if (Math.sqrt(pr[t][s] * pc[s][t]) > threshold) out.push([s, t]);
       return out;
     }
     // itermax (SimAlign): mutual argmax, then rounds on cells with an unaligned word
@@ -112,7 +121,7 @@
   }
   ["method", "layer", "head", "shift"].forEach(function (f) { addSelect(f, f); });
   var ex = addSelect("extraction", "extraction");
-  ["argmax", "threshold", "itermax"].forEach(function (x) { ex.appendChild(el("option", {value: x}, x)); });
+  ["argmax", "threshold", "itermax", "mutual"].forEach(function (x) { ex.appendChild(el("option", {value: x}, x)); });
   ex.value = state.extraction;
   var thLab = el("label", {}, "threshold ");
   var th = el("input", {type: "number", id: "gr-threshold", min: "0", max: "1", step: "0.05", value: String(state.threshold)});
