@@ -92,7 +92,7 @@ def test_variants_cover_methods_layers_heads_and_shift():
 def test_explored_matrices_equal_align():
     import groundroll as gr
 
-    html = explore_alignment(SRC, TGT, model=toy(), methods=("raw", "rollout"))
+    html = explore_alignment(SRC, TGT, model=toy(), methods=("raw", "norm", "rollout"))
     data = data_of(html)
     assert not EXTERNAL.search(html)
     index = {(v["method"], v["layer"], v["head"], v["shift"]): k
