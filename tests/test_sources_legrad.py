@@ -72,7 +72,7 @@ def test_bad_options_and_families(handle, image):
 def test_segment_with_legrad_localises_objects():
     s = shapes.scene(shapes.EVAL_SEED_OFFSET + 5)
     seg = segment(s.image, s.labels, model="bundled:shapes-clip", method="legrad",
-                  background_rule="relative", threshold=0.5, refine="none")
+                  background_rule="relative", mask_threshold=0.5, refine="none")
     assert seg.settings["method"] == "legrad"
     # each object's prompt map is higher on the object than off it
     for k, mask in enumerate(s.masks):
