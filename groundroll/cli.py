@@ -225,7 +225,7 @@ def _add_calibrate(subparsers) -> None:
                    help="map source to fit (repeat; the best becomes the default;"
                         " default: the model's default method)")
     p.add_argument("--refine", dest="refines", action="append", choices=REFINE,
-                   help="refinement to try (repeat; default: none)")
+                   help="refinement to try (repeat; default: none, slic and superpixels)")
     p.add_argument("--template", dest="templates", action="append", default=None,
                    metavar="TEMPLATE", help="prompt template with one {} (repeatable)")
     p.add_argument("--out", required=True, type=Path, metavar="JSON",
@@ -261,9 +261,9 @@ def _run_calibrate(args) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
         raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
     try:
+        extra = {"refine": tuple(args.refines)} if args.refines else {}
         profile = calibrate(pairs, model=handle, methods=args.methods,
-                            prompts=args.classes, templates=args.templates,
-                            refine=args.refines or ("none",))
+                            prompts=args.classes, templates=args.templates, **extra)
     except CalibrationError as err:
         raise _Failure(str(err)) from None
     try:

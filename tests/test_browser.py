@@ -192,10 +192,17 @@ def test_switching_variants_and_extraction_matches_python(driver, reports):
                    shift=True)
     np.testing.assert_allclose(matrix, ref.matrix, atol=1e-5)
     # link extraction in the page follows groundroll.align.extract_links
+    # (threshold and mutual each keep their own cut-off; the page opens on the model
+    # profile's extraction and cut-off: mutual at 0.4 for toy-mt)
+    assert driver.execute_script("return groundroll.state.thresholds") == {
+        "threshold": 0.3, "mutual": 0.4}
     for extraction in ("argmax", "itermax", "threshold", "mutual"):
         _choose(driver, "extraction", extraction)
         got = {tuple(l) for l in driver.execute_script("return groundroll.links()")}
-        assert got == extract_links(matrix, extraction=extraction), extraction
+        cut = driver.execute_script("return groundroll.state.thresholds[arguments[0]]",
+                                    extraction)
+        assert got == extract_links(matrix, extraction=extraction,
+                                    link_threshold=cut), extraction
     rng = np.random.default_rng(0)
     for shape in [(5, 7), (6, 4), (3, 3), (8, 8)]:
         m = rng.random(shape).round(5)

@@ -43,7 +43,8 @@ def test_bundled_models_fit_the_size_budget():
     names = bundled()
     assert {"shapes-clip", "shapes-clip-short", "shapes-coca", "toy-mt"} <= set(names)
     total = sum(f.stat().st_size for f in BUNDLED_DIR.rglob("*") if f.is_file())
-    assert total <= 20 * 10**6, f"bundled models take {total / 1e6:.1f} MB; the budget is 20 MB"
+    # Six toy models of 3.0-4.6 MB each (float16 weights).
+    assert total <= 24 * 10**6, f"bundled models take {total / 1e6:.1f} MB; the budget is 24 MB"
 
 
 def test_toy_mt_loads_offline_and_translates_held_out_sentences(toy_mt, monkeypatch):

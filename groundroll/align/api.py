@@ -228,8 +228,9 @@ def align(
     if reverse_model is None and chosen["reverse_model"] is not None:
         reverse_model = chosen["reverse_model"]
         reverse_layers = chosen["reverse_layers"] or layers
-    if reverse_model is not None and (symmetrize is not None
-                                      or extraction in ("itermax", "mutual")):
+    if symmetrize is None and extraction not in ("itermax", "mutual"):
+        reverse_model = None                 # one direction: nothing to read it for
+    if reverse_model is not None:
         rev, _, _ = _matrices(
             _bundle(reverse_model), tgt_words, src_words,
             specs=[(method, reverse_layers, shift)],

@@ -65,7 +65,7 @@ def _add_align(subparsers) -> None:
                    help="default: the profile's, else argmax")
     p.add_argument("--link-threshold", type=float, default=None,
                    help="exclusive lower limit for --extraction threshold (row-normalised"
-                        " scores)")
+                        " scores) or mutual (geometric mean of both directions)")
     p.add_argument("--threshold", dest="link_threshold", type=float, help=argparse.SUPPRESS)
     p.add_argument("--symmetrize", choices=SYMMETRIZATIONS, default=None,
                    help="combine both directions' links with this heuristic")

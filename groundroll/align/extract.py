@@ -45,7 +45,7 @@ def extract_links(matrix, *, extraction: str = "argmax", link_threshold: float |
     ----------
     matrix : array_like, shape [T, S]
         Target x source scores (the forward, target-to-source direction).
-    extraction : {"argmax", "threshold", "itermax"}
+    extraction : {"argmax", "threshold", "itermax", "mutual"}
         ``"argmax"``: each target word links to its best source word.
         ``"threshold"``: every cell whose row-normalised score is above
         ``link_threshold``.

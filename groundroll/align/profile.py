@@ -55,9 +55,9 @@ class AlignProfile:
     shift : bool
         AWI (True) or AWO (False).
     extraction : str
-        ``"argmax"``, ``"threshold"`` or ``"itermax"``.
+        ``"argmax"``, ``"threshold"``, ``"itermax"`` or ``"mutual"``.
     link_threshold : float or None
-        For ``extraction="threshold"``.
+        For ``extraction="threshold"`` and ``"mutual"``.
     symmetrize : str or None
         Symmetrisation heuristic, or None for the target-to-source direction only.
     fitted : dict
@@ -65,8 +65,8 @@ class AlignProfile:
         recall of the chosen row, and the runner-up settings.
     reverse_model : str or None
         Spec (:func:`groundroll.zoo.load`) of a target-to-source model whose links give
-        the backward direction of ``symmetrize`` / ``itermax``; None: the columns of
-        the forward matrix.
+        the backward direction of ``symmetrize``, ``itermax`` and ``mutual``; None:
+        the columns of the forward matrix.
     reverse_layers : list of int or None
         Decoder layers read in the reverse model (None: ``layers``).
 
@@ -469,9 +469,12 @@ def resolve_defaults(bundle, *, method, layers, shift, extraction, link_threshol
             layers = chosen.layers
         if shift is None:
             shift = chosen.shift
-        if extraction is None and symmetrize is None and link_threshold is None:
-            extraction, link_threshold, symmetrize = (chosen.extraction, chosen.link_threshold,
-                                                      chosen.symmetrize)
+        if extraction is None and symmetrize is None:
+            # The profile's extraction (and reverse model); a link_threshold given alone
+            # tunes the profile's cut-off.
+            extraction, symmetrize = chosen.extraction, chosen.symmetrize
+            if link_threshold is None:
+                link_threshold = chosen.link_threshold
             reverse_model, reverse_layers = chosen.reverse_model, chosen.reverse_layers
     elif method is None:
         method, source = "raw", "rule:peak-mass"

@@ -110,7 +110,9 @@ class Source:
         if options is None:
             return {}
         if isinstance(options, self.options):
-            return dataclasses.asdict(options)
+            # Not dataclasses.asdict: it deep-copies values, and an option may be a
+            # module of the model (Grad-CAM's layer) that must stay the model's own.
+            return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
         if not isinstance(options, Mapping):
             raise TypeError(f"options of source {self.name!r} must be a dict or"
                             f" {self.options.__name__}, got {type(options).__name__}")

@@ -55,8 +55,9 @@ def slic_pool(maps, image, *, n_segments: int = 200, compactness: float = 10.0, 
 
     maps, single = _as_maps(maps)
     image = _check_image(image, maps.shape[1:])
+    # SLIC's colour distances (Lab for RGB) are defined on images in [0, 1] or uint8.
     segments = slic(
-        image,
+        _uint8_image(image),
         n_segments=n_segments,
         compactness=compactness,
         sigma=sigma,
@@ -70,6 +71,8 @@ def _uint8_image(image) -> np.ndarray:
     """uint8 ``[H, W, 3]`` (or ``[H, W]``) for the superpixel algorithms, whose
     parameters are defined on 0-255 colours; floats are read as [0, 1]."""
     image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
     if image.dtype == np.uint8:
         return image
     image = image.astype(np.float64)
@@ -101,8 +104,8 @@ def superpixel_partitions(image, *, scales: Sequence[float] = SUPERPIXEL_SCALES,
 
     Returns
     -------
-    list of ndarray of int64, each [H, W]
-        One label image per partition (labels ``0 .. n - 1``).
+    list of ndarray of int32, each [H, W]
+        One label image per partition (non-negative labels).
 
     Examples
     --------
@@ -134,7 +137,7 @@ def superpixel_partitions(image, *, scales: Sequence[float] = SUPERPIXEL_SCALES,
         rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
         cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
         parts = [p[rows[:, None], cols[None, :]] for p in parts]
-    return [np.asarray(p, dtype=np.int64) for p in parts]
+    return [np.asarray(p, dtype=np.int32) for p in parts]
 
 
 def superpixel_pool(maps, image=None, *, partitions: Sequence[np.ndarray] | None = None

@@ -82,14 +82,18 @@ def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, tit
 
     if extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
+    # Each extraction with a cut-off keeps its own in the page; the one given applies to
+    # the extraction the page opens on.
+    thresholds = {"threshold": DEFAULT_THRESHOLD, "mutual": DEFAULT_MUTUAL_THRESHOLD}
+    if link_threshold is not None and extraction in thresholds:
+        thresholds[extraction] = float(link_threshold)
     if not pairs:
         raise ValueError("nothing to show: no sentence pairs")
     n_input = len(pairs)
     pairs, variants, budget_notes = _budget(pairs, variants, max_bytes)
     initial = initial if initial < len(variants) else 0
     data = dict(pairs=pairs, variants=variants, initial=initial, extraction=extraction,
-                threshold=float(link_threshold) if link_threshold is not None else (
-                    DEFAULT_MUTUAL_THRESHOLD if extraction == "mutual" else DEFAULT_THRESHOLD),
+                thresholds=thresholds, threshold=thresholds.get(extraction),
                 settings=settings)
     first = pairs[0]
     m = np.asarray(first["matrices"][initial], dtype=np.float64).reshape(

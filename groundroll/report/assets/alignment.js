@@ -2,7 +2,10 @@
   "use strict";
   var D = GR.data, root = GR.root, el = GR.el;
   var state = {pair: 0, variant: D.initial || 0, extraction: D.extraction || "argmax",
-               threshold: D.threshold, view: "both", pinned: null, hover: null};
+               thresholds: D.thresholds || {threshold: D.threshold, mutual: D.threshold},
+               view: "both", pinned: null, hover: null};
+  // The cut-off of the current extraction (undefined for argmax and itermax).
+  function cutoff() { return state.thresholds[state.extraction]; }
   var links = [];
   // The SVG namespace is a name, not a link; spelt with \u003a so the file holds no
   // address-like text at all.
@@ -124,9 +127,9 @@
   ["argmax", "threshold", "itermax", "mutual"].forEach(function (x) { ex.appendChild(el("option", {value: x}, x)); });
   ex.value = state.extraction;
   var thLab = el("label", {}, "threshold ");
-  var th = el("input", {type: "number", id: "gr-threshold", min: "0", max: "1", step: "0.05", value: String(state.threshold)});
+  var th = el("input", {type: "number", id: "gr-threshold", min: "0", max: "1", step: "0.05", value: String(cutoff() || 0)});
   thLab.appendChild(th); controls.appendChild(thLab);
-  th.addEventListener("input", function () { state.threshold = parseFloat(th.value) || 0; render(); });
+  th.addEventListener("input", function () { state.thresholds[state.extraction] = parseFloat(th.value) || 0; render(); });
   var vw = addSelect("view", "view");
   ["both", "links", "matrix"].forEach(function (x) { vw.appendChild(el("option", {value: x}, x)); });
   var phBtn = el("button", {id: "gr-pharaoh-button", type: "button"}, "Pharaoh");
@@ -193,7 +196,7 @@
   });
   phSave.addEventListener("click", function () {
     var lines = D.pairs.map(function (p, i) {
-      return i === state.pair ? pharaoh() : extract(p.matrices[state.variant], state.extraction, state.threshold)
+      return i === state.pair ? pharaoh() : extract(p.matrices[state.variant], state.extraction, cutoff())
         .sort(function (a, b) { return a[0] - b[0] || a[1] - b[1]; }).map(function (l) { return l[0] + "-" + l[1]; }).join(" ");
     });
     var blob = new Blob([lines.join("\n") + "\n"], {type: "text/plain"});
@@ -208,8 +211,9 @@
   function render() {
     syncSelects();
     var p = D.pairs[state.pair], m = matrix(), v = V[state.variant];
-    thLab.style.display = state.extraction === "threshold" ? "" : "none";
-    links = extract(m, state.extraction, state.threshold);
+    thLab.style.display = cutoff() === undefined ? "none" : "";
+    if (cutoff() !== undefined && document.activeElement !== th) th.value = String(cutoff());
+    links = extract(m, state.extraction, cutoff());
     linkView.style.display = state.view === "matrix" ? "none" : "";
     matrixView.style.display = state.view === "links" ? "none" : "";
     // links view
@@ -265,7 +269,7 @@
     });
     matrixView.appendChild(table);
     meta.textContent = v.label + " · extraction " + state.extraction +
-      (state.extraction === "threshold" ? " > " + state.threshold : "") + " · " + links.length + " links" +
+      (cutoff() === undefined ? "" : " > " + cutoff()) + " · " + links.length + " links" +
       (D.pairs.length > 1 ? " · pair " + (state.pair + 1) + " of " + D.pairs.length : "");
     if (!phBox.hidden) phText.value = pharaoh();
     bindWords();
