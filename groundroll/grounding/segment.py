@@ -262,9 +262,10 @@ def segment(
     -----
     Thread safety: several threads may call :func:`segment` with one shared model.
     The model's lock (:func:`groundroll._locks.model_lock`) is held while the model
-    runs, so the calls run one after another on that model and each gives exactly
-    the result of a call made alone; the model is left as it was, also when a call
-    fails.
+    runs (the maps and the image-text scores), so the model passes run one after
+    another and each call gives exactly the result of a call made alone; decoding and
+    postprocessing run outside the lock and overlap. The model is left as it was, also
+    when a call fails.
 
     Examples
     --------
@@ -366,23 +367,23 @@ def _segment(image, prompts, *, model, method, background, mask_threshold, backg
     templates = check_templates(tuned["templates"])
     logit_scale, normalize = tuned["logit_scale"], tuned["normalize"]
     source_options = source(method).check_options(tuned["source_options"])
-    with locked(handle.model):
-        return _segment_locked(handle, rgb, full_hw, prompts, background, started,
-                               method=method, mask_threshold=mask_threshold,
-                               background_rule=background_rule,
-                               profile=chosen.model if chosen is not None else None,
-                               refine=refine,
-                               templates=templates, logit_scale=logit_scale,
-                               normalize=normalize, window=window, max_side=max_side,
-                               min_size=min_size, fill_holes=fill_holes,
-                               source_options=source_options)
+    return _segment_image(handle, rgb, full_hw, prompts, background, started,
+                          method=method, mask_threshold=mask_threshold,
+                          background_rule=background_rule,
+                          profile=chosen.model if chosen is not None else None,
+                          refine=refine, templates=templates, logit_scale=logit_scale,
+                          normalize=normalize, window=window, max_side=max_side,
+                          min_size=min_size, fill_holes=fill_holes,
+                          source_options=source_options)
 
 
-def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, method,
-                    mask_threshold, background_rule, profile, refine, templates,
-                    logit_scale, normalize, window, max_side, min_size, fill_holes,
-                    source_options) -> Segmentation:
-    _warn_prompts(handle, prompts + background)
+def _segment_image(handle, rgb, full_hw, prompts, background, started, *, method,
+                   mask_threshold, background_rule, profile, refine, templates,
+                   logit_scale, normalize, window, max_side, min_size, fill_holes,
+                   source_options) -> Segmentation:
+    """The pipeline on one image. The model's lock is held only while the model runs
+    (the maps and the image-text scores); the postprocessing runs without it, so
+    threads sharing a model overlap their numpy work."""
     if max(full_hw) > max_side:
         work_hw = M.fit_size(full_hw, long_side=max_side)
         work = _resize_rgb(rgb, work_hw)
@@ -395,10 +396,14 @@ def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, metho
     if window is None:
         window = src.window(work_hw, size)
     options = src.check_options(source_options)
-    maps = channel_maps(handle, work, channels, method=method, templates=templates,
-                        window=window, source_options=options)
+    model_input = M.letterbox_image(work, M.letterbox_geometry(work_hw, size, mode="pad"))
+    with locked(handle.model):                 # the tokenizer is the model's too
+        _warn_prompts(handle, prompts + background)
+        maps = channel_maps(handle, work, channels, method=method, templates=templates,
+                            window=window, source_options=options)
+        scores = image_text_scores(handle, model_input, prompts, templates=templates)
+        scale = float(logit_scale) if logit_scale is not None else src.logit_scale(handle)
     normalize = normalize or src.normalize
-    scale = float(logit_scale) if logit_scale is not None else src.logit_scale(handle)
     partitions = M.superpixel_partitions(work) if refine == "superpixels" else None
     probs = channel_probabilities(maps, work, normalize=normalize, logit_scale=scale,
                                   refine=refine, partitions=partitions)
@@ -425,8 +430,6 @@ def _segment_locked(handle, rgb, full_hw, prompts, background, started, *, metho
     heat = _upsample(heat, full_hw).astype(np.float32, copy=False)
     np.clip(heat, 0.0, 1.0, out=heat)
     masks = M.masks_from_labels(labels, len(prompts))
-    model_input = M.letterbox_image(work, M.letterbox_geometry(work_hw, size, mode="pad"))
-    scores = image_text_scores(handle, model_input, prompts, templates=templates)
     settings = {
         "model": handle.name, "family": handle.family, "method": method,
         "background": background, "mask_threshold": mask_threshold,
