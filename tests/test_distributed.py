@@ -332,6 +332,17 @@ def test_align_corpus_symmetrize_and_its_old_name(corpus, align_bundle, tmp_path
     with pytest.raises(TypeError, match="link_threshold= only"):
         _align(corpus, tmp_path / "both.txt", align_bundle, link_threshold=0.2,
                threshold=0.2)
+    # A run recorded under the old keys resumes with the new names.
+    from groundroll.distributed.align import state_dir_for
+
+    manifest = state_dir_for(tmp_path / "new.txt") / "run.json"
+    run = json.loads(manifest.read_text())
+    old = {"symmetrize": "symmetrise", "link_threshold": "threshold"}
+    run["settings"] = {old.get(k, k): v for k, v in run["settings"].items()}
+    manifest.write_text(json.dumps(run))
+    again = _align(corpus, tmp_path / "new.txt", align_bundle, symmetrize="union",
+                   resume=True)
+    assert (again.processed, again.skipped) == (0, 23)
 
 
 def test_align_failed_line_keeps_its_place(align_bundle, tmp_path):

@@ -23,7 +23,8 @@ from .._deprecation import _UNSET, renamed
 from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
                       result_rows, worker_threads)
-from ._state import RunState, Shard, digest, plan_shards, write_if_changed
+from ._state import (RunState, Shard, digest, plan_shards, recorded_names,
+                     write_if_changed)
 
 __all__ = ["align_corpus", "state_dir_for"]
 
@@ -296,6 +297,9 @@ def align_corpus(
             raise FileExistsError(f"{path} already exists; pass force to overwrite it"
                                   + (" or resume to continue its run" if RunState.exists(
                                       state_dir) else ""))
+    if resume:      # a run recorded before the options were renamed
+        settings = recorded_names(state_dir, settings, {"link_threshold": "threshold",
+                                                        "symmetrize": "symmetrise"})
     state = RunState.open(state_dir, settings=settings, shards=shards, resume=resume,
                           force=force)
     for shard_id in list(state.done):

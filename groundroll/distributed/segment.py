@@ -30,7 +30,8 @@ from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
                       result_rows, worker_threads)
 from ._inputs import Items, resolve_images
-from ._state import RunState, Shard, describe_missing, plan_shards, write_if_changed
+from ._state import (RunState, Shard, describe_missing, plan_shards, recorded_names,
+                     write_if_changed)
 
 __all__ = ["segment_dataset", "STATE_DIR"]
 
@@ -320,20 +321,6 @@ def _check_model_spec(model) -> None:
             raise ValueError(f"no bundled model {model!r}; bundled models: {bundled()}")
 
 
-def _recorded_names(state_dir: Path, settings: dict) -> dict:
-    """``settings`` with ``mask_threshold`` under its old key ``threshold`` when the run
-    in ``state_dir`` was started by a release that recorded it so, so that the run can
-    be resumed."""
-    try:
-        recorded = json.loads((state_dir / "run.json").read_text(encoding="utf-8"))
-        names = set(recorded["settings"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return settings     # RunState.open reports an unreadable manifest
-    if "threshold" not in names or "mask_threshold" in names:
-        return settings
-    return {("threshold" if k == "mask_threshold" else k): v for k, v in settings.items()}
-
-
 def _redo_missing(state: RunState, prompts) -> None:
     """Done shards whose output files went missing are done again (listed first)."""
     missing, shards = [], []
@@ -516,7 +503,7 @@ def segment_dataset(
     shards = plan_shards(items.keys, shard_size)
     state_dir = out / STATE_DIR
     if resume:
-        settings = _recorded_names(state_dir, settings)
+        settings = recorded_names(state_dir, settings, {"mask_threshold": "threshold"})
     if not RunState.exists(state_dir) and not force and out.is_dir():
         from .._atomic import check_writable
 
