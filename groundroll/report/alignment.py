@@ -375,6 +375,11 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
             link_threshold = defaults.get("link_threshold")
     settings = dict(model=str(getattr(bundle, "name", "")), generated=tgt is None,
                     methods=list(methods), shifts=[bool(s) for s in shifts])
+    notes = []
+    if defaults.get("reverse_model"):
+        notes.append(f"The model's default alignment also reads a reverse model"
+                     f" ({defaults['reverse_model']}); this page reads both directions from"
+                     " the target-to-source matrix alone, so its links may differ.")
     return _html(pairs, variants, initial=initial, extraction=extraction or "argmax",
                  link_threshold=link_threshold, title=title or "Word alignment explorer",
-                 settings=settings, max_bytes=max_bytes)
+                 settings=settings, max_bytes=max_bytes, notes=notes)
