@@ -319,3 +319,16 @@ def test_toy_mt_alignment_quality():
     out = align([p.src for p in data], [p.tgt for p in data], model="bundled:toy-mt")
     score = aer([p.alignment for p in data], None, [a.links for a in out])
     assert score.aer < 0.25, score
+
+
+def test_align_profile_takes_the_old_keyword_names():
+    from groundroll.align.profile import AlignProfile
+
+    new = AlignProfile("raw", [2], False, "threshold", link_threshold=0.2, symmetrize="union")
+    with pytest.warns(FutureWarning, match="link_threshold="):
+        old = AlignProfile("raw", [2], False, "threshold", threshold=0.2, symmetrize="union")
+    assert old == new
+    with pytest.warns(FutureWarning, match="symmetrize="):
+        assert AlignProfile("raw", [2], False, "argmax", symmetrise="union").symmetrize == "union"
+    with pytest.raises(TypeError, match="link_threshold= only"):
+        AlignProfile("raw", [2], False, "threshold", link_threshold=0.3, threshold=0.2)

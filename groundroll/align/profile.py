@@ -183,6 +183,23 @@ def _renamed_attribute(old: str, new: str) -> None:
                   f" release; use AlignProfile.{new}", FutureWarning, stacklevel=3)
 
 
+def _accept_old_names(init):
+    """``AlignProfile(threshold=..., symmetrise=...)``: the old keyword names, with a
+    FutureWarning, for one release."""
+    def __init__(self, *args, threshold=_UNSET, symmetrise=_UNSET, **kwargs):
+        for old, new, value in (("threshold", "link_threshold", threshold),
+                                ("symmetrise", "symmetrize", symmetrise)):
+            if value is not _UNSET:
+                kwargs[new] = renamed("AlignProfile", old, new, value, kwargs.get(new))
+        init(self, *args, **kwargs)
+
+    __init__.__doc__, __init__.__wrapped__ = init.__doc__, init
+    return __init__
+
+
+AlignProfile.__init__ = _accept_old_names(AlignProfile.__init__)
+
+
 def _row_key(row: dict, metric: str) -> float:
     return row[metric] if metric == "aer" else -row[metric]
 
