@@ -19,6 +19,7 @@ import argparse
 import collections
 import json
 import logging
+import multiprocessing
 import signal
 import sys
 import warnings
@@ -103,8 +104,6 @@ def _job(args) -> dict:
 
 
 def sweep(only: str, limit: int | None, timeout: int, workers: int) -> dict[str, list[dict]]:
-    import multiprocessing
-
     from tqdm import tqdm
 
     from groundroll.adapters import conformance
@@ -117,12 +116,55 @@ def sweep(only: str, limit: int | None, timeout: int, workers: int) -> dict[str,
 
         jobs["open_clip"] = open_clip.list_models()[:limit]
     out: dict[str, list[dict]] = {}
-    # Fresh worker processes now and then: a model's import or build may leak memory.
-    with multiprocessing.get_context("spawn").Pool(workers, maxtasksperchild=50) as pool:
-        for library, names in jobs.items():
-            tasks = [(library, n, timeout) for n in names]
-            out[library] = list(tqdm(pool.imap(_job, tasks), total=len(tasks), desc=library))
+    for library, names in jobs.items():
+        tasks = [(library, n, timeout) for n in names]
+        with tqdm(total=len(tasks), desc=library) as bar:
+            out[library] = _map_with_watchdog(multiprocessing.get_context("spawn"), tasks,
+                                              workers, grace=timeout + 90, bar=bar)
     return out
+
+
+def _map_with_watchdog(ctx, tasks: list, workers: int, *, grace: int, bar) -> list[dict]:
+    """``_job`` over ``tasks`` in worker processes, in order. A worker that dies (out of
+    memory, a crash in native code) or hangs where the in-process alarm cannot reach it
+    would stall a plain ``Pool.imap`` for ever: here a task not back within ``grace``
+    seconds of its turn is recorded as lost, the pool is replaced and the remaining
+    tasks go on."""
+    results: dict[int, dict] = {}
+    pending = list(range(len(tasks)))
+    while pending:
+        # Fresh worker processes now and then: a model's import or build may leak memory.
+        pool = ctx.Pool(workers, maxtasksperchild=50)
+        handles = {i: pool.apply_async(_job, (tasks[i],)) for i in pending}
+        lost = None
+        for i in pending:
+            try:
+                results[i] = handles[i].get(timeout=grace)
+            except multiprocessing.TimeoutError:
+                lost = i
+                break
+            bar.update(1)
+        if lost is None:
+            pool.close()
+            pool.join()
+            break
+        for j in pending:                  # whatever else came back in the meantime
+            if j not in results and j != lost and handles[j].ready():
+                try:
+                    results[j] = handles[j].get(0)
+                    bar.update(1)
+                except Exception:
+                    pass
+        pool.terminate()
+        pool.join()
+        name = tasks[lost][1]
+        results[lost] = dict(name=name, status="not_built",
+                             detail=f"worker lost: no result within {grace} s (it crashed,"
+                                    " ran out of memory or hung in native code)",
+                             seconds=float(grace), streams=[], reported=0)
+        bar.update(1)
+        pending = [j for j in pending if j not in results]
+    return [results[i] for i in range(len(tasks))]
 
 
 def table(results: dict[str, list[dict]], versions: dict[str, str]) -> str:
