@@ -43,8 +43,8 @@ import numpy as np
 from groundroll.data import shapes
 from groundroll.evaluate import deletion_curve, insertion_curve
 from groundroll.grounding import channel_maps, resolve_model, segment
-from groundroll.grounding.calibrate import (fit_postprocess, object_ious,
-                                            score_entry)
+from groundroll.grounding.calibrate import (default_source, fit_postprocess,
+                                            object_ious, score_entry)
 from groundroll.grounding.profiles import (Profile, model_fingerprint,
                                            resolve_profile)
 from groundroll.grounding.registry import SOURCES
@@ -233,10 +233,7 @@ def main(argv=None) -> int:
         if args.write_profiles and stored is None:
             from groundroll.zoo import BUNDLED_DIR
 
-            # The fastest source within 0.02 calibration IoU of the best.
-            top = max(calib_scores.values())
-            default = min((m for m in fitted if calib_scores[m] >= top - 0.02),
-                          key=lambda m: cal_seconds[m])
+            default = default_source(calib_scores, cal_seconds)
             profile = Profile(model=spec, fingerprint=model_fingerprint(handle),
                               default_method=default, methods=fitted, calibration={
                                   "scenes": len(cal), "objects": sum(len(c["labels"])

@@ -146,7 +146,11 @@ def test_hf_repo_offline_fails_fast_with_instructions(monkeypatch, offline_env):
     if offline_env:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     else:
+        # No network from a test: the hub's reachability probe answers "unreachable".
+        import groundroll.zoo.hf as hf
+
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(hf, "_hub_reachable", lambda timeout=1.5: False)
     start = time.monotonic()
     with pytest.raises(RuntimeError) as info:
         load("hf:groundroll-nonexistent/some-repo")

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .._deprecation import _UNSET, renamed
+from .._json import jsonable
 from ..grounding._model import DEFAULT_MODEL
 from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
@@ -302,17 +303,6 @@ def _segment_parameters() -> set:
         "min_size", "fill_holes", "max_side"}
 
 
-def _json_ready(value):
-    """Settings as JSON keeps them (paths and other objects by their text)."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
 def _check_model_spec(model) -> None:
     if isinstance(model, str) and model.startswith("bundled:"):
         from ..zoo import bundled
@@ -499,7 +489,7 @@ def segment_dataset(
     # Options left at None keep groundroll.segment's own defaults.
     options = {k: v for k, v in given.items() if v is not None}
     settings = {"task": "segment", "model": _model_name(model), "prompts": prompts,
-                "shard_size": int(shard_size), **_json_ready(given)}
+                "shard_size": int(shard_size), **jsonable(given, other=str)}
     shards = plan_shards(items.keys, shard_size)
     state_dir = out / STATE_DIR
     if resume:

@@ -395,7 +395,7 @@ def _segment_image(handle, rgb, full_hw, prompts, background, started, *, method
     size = handle.image_size
     if window is None:
         window = src.window(work_hw, size)
-    options = src.check_options(source_options)
+    options = dict(source_options)          # checked by _segment
     model_input = M.letterbox_image(work, M.letterbox_geometry(work_hw, size, mode="pad"))
     with locked(handle.model):                 # the tokenizer is the model's too
         _warn_prompts(handle, prompts + background)
