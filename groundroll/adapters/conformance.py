@@ -355,9 +355,9 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
         result.detail = f"capture: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
         result.extra["traceback"] = traceback.format_exc()
         if reference == "hf" and not _reported(_eager_reference(model, inputs)):
-            # Nothing to capture: no attention reported by the model either.
-            result.status = "not_built"
-            result.detail = "the model reports no attentions"
+            # The model reports no attention either; groundroll must still refuse it
+            # with a reason rather than crash, so this stays a failure.
+            result.detail += " (the model reports no attentions: refuse it with a reason)"
         result.seconds = time.perf_counter() - start
         return result
     result.streams = tuple(trace.streams)
