@@ -3,16 +3,33 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench demo demos install clean browser
+.PHONY: test lint bench demo demos install clean browser constraints
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[all,test]"
+# What `make test` and CI install: every version pinned by constraints.txt, so an upstream
+# release cannot change a build that changed nothing. `make constraints` refreshes it.
+CONSTRAINTS := constraints.txt
+EXTRAS := all,test
+
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Resolve every dependency afresh (newest releases within pyproject's bounds) in a scratch
+# environment and pin the result; review the diff and run `make test` before committing it.
+RESOLVE := .venv-resolve
+constraints:
+	rm -rf $(RESOLVE)
+	$(PYTHON) -m venv $(RESOLVE)
+	$(RESOLVE)/bin/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	{ echo "# Pinned by 'make constraints' on $$(date -u +%Y-%m-%d) (Python $$($(RESOLVE)/bin/python -c 'import platform; print(platform.python_version())')): what make test and CI install."; \
+	  $(RESOLVE)/bin/python -m pip freeze --exclude-editable --exclude groundroll; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf $(RESOLVE)
 
 test: $(STAMP) browser
 	$(PY) -m pytest tests

@@ -12,35 +12,26 @@ The math core (:mod:`groundroll.rollout`) works on attention tensors from anywhe
 and decoder, :func:`segment` and :func:`align` turn maps into masks and word alignments.
 """
 
+import sys
+import types
 from importlib import import_module
-
-from .adapters import (Adapter, Site, UnsupportedModelError, adapter_for, capture,
-                       register_adapter, supported_models)
-from .families import Family, family_for, register_family
-from .compose import Chain, Composition, chain_for, compose, joint_graph
-from .rollout import (
-    RolloutAccumulator,
-    attention_flow,
-    fuse_heads,
-    gradient_weighted,
-    prune,
-    relevance_co_update,
-    relevance_normalise,
-    relevance_normalize,
-    relevance_self_update,
-    residual_correct,
-    rollout,
-    rollout_cross_update,
-    rownorm,
-    self_relevance,
-    value_weighted,
-)
-from .trace import AttentionLayer, Tokens, Trace
 
 __version__ = "0.1.0"
 
-# Names whose modules pull in model libraries, datasets or plotting: imported on first use.
+# Every public name is imported on first use, so that ``import groundroll`` and the
+# ``groundroll`` command do not pay for torch and the model libraries until they need them.
 _LAZY = {
+    **dict.fromkeys(("Adapter", "Site", "UnsupportedModelError", "adapter_for", "capture",
+                     "register_adapter", "supported_models"), "groundroll.adapters"),
+    **dict.fromkeys(("Family", "family_for", "register_family"), "groundroll.families"),
+    **dict.fromkeys(("Chain", "Composition", "chain_for", "compose", "joint_graph"),
+                    "groundroll.compose"),
+    **dict.fromkeys(("RolloutAccumulator", "attention_flow", "fuse_heads",
+                     "gradient_weighted", "prune", "relevance_co_update",
+                     "relevance_normalise", "relevance_normalize", "relevance_self_update",
+                     "residual_correct", "rollout", "rollout_cross_update", "rownorm",
+                     "self_relevance", "value_weighted"), "groundroll.rollout"),
+    **dict.fromkeys(("AttentionLayer", "Tokens", "Trace"), "groundroll.trace"),
     "load": "groundroll.zoo",
     "Bundle": "groundroll.zoo.bundle",
     "segment": "groundroll.grounding",
@@ -76,6 +67,9 @@ _LAZY = {
 # ``groundroll.align`` is the alignment package and, being callable, the align() function.
 _SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "align", "grounding", "cli",
                "audit", "report", "families")
+# Public functions that share their name with a subpackage: the function is what
+# ``groundroll.<name>`` means, however and whenever the subpackage itself gets imported.
+_FUNCTIONS_OVER_PACKAGES = ("rollout", "compose")
 
 __all__ = [
     "AttentionLayer", "Tokens", "Trace",
@@ -92,7 +86,9 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     if name == "Audit":
         return import_module("groundroll.audit").Audit
     if name in _SUBMODULES:
@@ -102,3 +98,16 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+
+
+class _Package(types.ModuleType):
+    """The import system binds each loaded subpackage as an attribute of its parent; for
+    the names in ``_FUNCTIONS_OVER_PACKAGES`` the public function keeps the name."""
+
+    def __setattr__(self, name, value):
+        if name in _FUNCTIONS_OVER_PACKAGES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -326,7 +326,23 @@ def _add_audit(subparsers) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Each command: its line in the command list, and what adds its parser. Building a
+#: command's parser imports what it runs (torch, the model libraries), so ``main`` builds
+#: only the one on the command line and lists the others by name.
+_COMMANDS = {
+    "segment": ("segment images with text prompts", _add_segment),
+    "calibrate": ("fit a segmentation profile on labelled images", _add_calibrate),
+    "align": ("word-align sentence pairs with a translation model", _add_align),
+    "aer": ("alignment error rate of predicted links against gold", _add_align),
+    "report": ("write an interactive, self-contained HTML report", _add_report),
+    "app": ("local web app: segmentation and alignment explorers (needs gradio)", _add_app),
+    "audit": ("compare two models' maps on the same inputs", _add_audit),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``groundroll`` parser: every command's full parser, or with ``command`` that
+    command's alone and the others listed by name (their options are not built)."""
     parser = argparse.ArgumentParser(
         prog="groundroll",
         description="Attention rollout on stock open_clip / Hugging Face models:"
@@ -336,19 +352,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"groundroll {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    _add_segment(subparsers)
-    _add_calibrate(subparsers)
-    _add_align(subparsers)
-    _add_report(subparsers)
-    _add_app(subparsers)
-    _add_audit(subparsers)
+    wanted = {add for name, (_, add) in _COMMANDS.items() if command in (None, name)}
+    for name, (help, add) in _COMMANDS.items():
+        if add in wanted:
+            if name not in subparsers.choices:
+                add(subparsers)
+        else:
+            subparsers.add_parser(name, help=help, add_help=False)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str:
+    """The command named on the command line ("" when there is none, or before it an
+    option such as ``--help``)."""
+    first = next((a for a in argv if not a.startswith("-") or a == "-"), "")
+    before = argv[:argv.index(first)] if first else argv
+    return first if first in _COMMANDS and not before else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad input or
     existing outputs without ``--force``, 1 other failures)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:

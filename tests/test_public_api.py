@@ -23,3 +23,38 @@ def test_align_is_both_the_package_and_the_function():
 def test_submodules_load_on_first_use():
     assert gr.masks.label_map is gr.label_map
     assert gr.evaluate.aer is gr.aer
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules loaded by running ``code`` in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint(*sys.modules)"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_import_and_command_list_need_no_torch():
+    assert "torch" not in _modules_after("import groundroll")
+    help_ = "from groundroll.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    assert "torch" not in _modules_after(help_)
+    assert "torch" in _modules_after("import groundroll as gr\ngr.rollout")
+
+
+def test_functions_named_like_their_package_stay_functions():
+    import groundroll.compose.graph  # noqa: F401  (binds the subpackages in the import system)
+    import groundroll.rollout.fusion  # noqa: F401
+
+    assert callable(gr.rollout) and gr.rollout.__module__.startswith("groundroll.rollout")
+    assert callable(gr.compose) and not isinstance(gr.compose, type(gr))
+
+
+def test_each_command_builds_alone():
+    from groundroll.cli import _COMMANDS, build_parser
+
+    for name in _COMMANDS:
+        parser = build_parser(name)
+        sub = parser._subparsers._group_actions[0].choices
+        assert set(sub) == set(_COMMANDS), name
+        assert sub[name]._actions, f"{name}: only a placeholder was built"
