@@ -14,15 +14,22 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# -rs lists every skip with its reason; the JUnit report is what .ci/run's skip check
+# (.ci/skip_report.py against .ci/expected_skips) reads.
+TEST_REPORT := .test-report.xml
+
 test: $(STAMP) browser
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -rs --junitxml=$(TEST_REPORT)
 
 # Headless Chromium and its driver for the browser tests (tests/test_browser.py), from the
-# system's packages: installed when missing and run as root; otherwise those tests skip.
+# system's packages: installed when missing and run as root. Otherwise those tests skip,
+# except in CI (CI=true), where a missing browser fails here and in the tests.
 browser:
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	elif [ "$${CI:-}" = true ]; then \
+		echo "chromium/chromedriver missing and not root: CI needs them for tests/test_browser.py" >&2; exit 1; \
 	else echo "chromium/chromedriver missing and not root: the browser tests will skip"; fi
 
 lint: $(STAMP)
