@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench demo demos install clean browser
+.PHONY: test lint bench demo demos install clean browser mutate
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ browser:
 	elif [ "$${CI:-}" = true ]; then \
 		echo "chromium/chromedriver missing and not root: CI needs them for tests/test_browser.py" >&2; exit 1; \
 	else echo "chromium/chromedriver missing and not root: the browser tests will skip"; fi
+
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml says which, and
+# which test files each mutant runs): one worker, about 10 minutes on 2 cores. Prints the
+# score; `$(VENV)/bin/mutmut results` lists the survivors, `mutmut show NAME` one diff.
+mutate: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[mutate]"
+	rm -rf mutants
+	OMP_NUM_THREADS=1 PYTHONPATH=tests $(VENV)/bin/mutmut run --max-children 1
+	$(PY) benchmarks/mutation_score.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check groundroll tests benchmarks training demos
