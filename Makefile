@@ -39,7 +39,11 @@ mutate: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[mutate]"
 	rm -rf mutants
 	OMP_NUM_THREADS=1 PYTHONPATH=tests $(VENV)/bin/mutmut run --max-children 1
-	$(PY) benchmarks/mutation_score.py
+	$(VENV)/bin/mutmut export-cicd-stats
+	$(PY) -c "import json; s = json.load(open('mutants/mutmut-cicd-stats.json')); \
+		k = s['killed'] + s['timeout'] + s['segfault']; \
+		print(f\"mutation score: {k}/{s['total']} killed ({100 * k / s['total']:.1f}%),\" \
+		      f\" {s['survived']} survived, {s['no_tests']} without a test\")"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check groundroll tests benchmarks training demos
