@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench demo demos install clean browser constraints
+.PHONY: test lint bench demo demos install clean browser constraints mutate
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,16 +31,36 @@ constraints:
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	rm -rf $(RESOLVE)
 
+# -rs lists every skip with its reason; the JUnit report is what .ci/run's skip check
+# (.ci/skip_report.py against .ci/expected_skips) reads.
+TEST_REPORT := .test-report.xml
+
 test: $(STAMP) browser
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -rs --junitxml=$(TEST_REPORT)
 
 # Headless Chromium and its driver for the browser tests (tests/test_browser.py), from the
-# system's packages: installed when missing and run as root; otherwise those tests skip.
+# system's packages: installed when missing and run as root. Otherwise those tests skip,
+# except in CI (CI=true), where a missing browser fails here and in the tests.
 browser:
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	elif [ "$${CI:-}" = true ]; then \
+		echo "chromium/chromedriver missing and not root: CI needs them for tests/test_browser.py" >&2; exit 1; \
 	else echo "chromium/chromedriver missing and not root: the browser tests will skip"; fi
+
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml says which, and
+# which test files each mutant runs): one worker, about 10 minutes on 2 cores. Prints the
+# score; `$(VENV)/bin/mutmut results` lists the survivors, `mutmut show NAME` one diff.
+mutate: $(STAMP)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[mutate]"
+	rm -rf mutants
+	OMP_NUM_THREADS=1 PYTHONPATH=tests $(VENV)/bin/mutmut run --max-children 1
+	$(VENV)/bin/mutmut export-cicd-stats
+	$(PY) -c "import json; s = json.load(open('mutants/mutmut-cicd-stats.json')); \
+		k = s['killed'] + s['timeout'] + s['segfault']; \
+		print(f\"mutation score: {k}/{s['total']} killed ({100 * k / s['total']:.1f}%),\" \
+		      f\" {s['survived']} survived, {s['no_tests']} without a test\")"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check groundroll tests benchmarks training demos

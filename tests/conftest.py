@@ -9,12 +9,41 @@ Tolerances (absolute, ``rtol=0`` unless stated):
   normalisation (capacities are rounded to 1e-6).
 * ``tol.MODEL`` / ``tol.MODEL_RTOL`` - weights, outputs and gradients read through real
   modules (hooked vs ``output_attentions``).
+
+Determinism: every test starts from the same global seeds (torch, numpy's legacy global
+generator, ``random``), so a test that draws without its own generator still draws the
+same numbers in every run and in every order; hypothesis runs derandomized (its examples
+come from the test's own source, not from the clock).
 """
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
+
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:          # the test extra brings it; tests that need it import it
+    pass
+else:
+    _hypothesis_settings.register_profile("groundroll", derandomize=True)
+    _hypothesis_settings.load_profile("groundroll")
+
+GLOBAL_SEED = 0
+
+
+@pytest.fixture(autouse=True)
+def _seed_global_generators():
+    """Seed torch, numpy and ``random`` before every test (see the module docstring)."""
+    random.seed(GLOBAL_SEED)
+    np.random.seed(GLOBAL_SEED)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(GLOBAL_SEED)
 
 
 class Tolerances:

@@ -311,6 +311,12 @@ def test_layer_scan(marian, pairs):
     assert [r["aer"] for r in again.rows] == [r["aer"] for r in scan.rows if r["method"] == "raw"]
 
 
+# AER of align()'s default on 30 held-out toy-mt test pairs, measured 0.0129 by
+# `PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/quality_floors.py`; the ceiling is
+# 124% of it (the former mean-of-layers default, 0.050, fails it).
+MAX_TOY_MT_AER = 0.016
+
+
 def test_toy_mt_alignment_quality():
     from groundroll.data import toy_translation as toy
     from groundroll.evaluate import aer
@@ -318,7 +324,7 @@ def test_toy_mt_alignment_quality():
     data = toy.pairs(30, split="test")
     out = align([p.src for p in data], [p.tgt for p in data], model="bundled:toy-mt")
     score = aer([p.alignment for p in data], None, [a.links for a in out])
-    assert score.aer < 0.25, score
+    assert score.aer < MAX_TOY_MT_AER, score
 
 
 def test_align_profile_takes_the_old_keyword_names():

@@ -3,7 +3,8 @@
 Chromium and its driver come from the system's packages (``apt-get install chromium
 chromium-driver``; ``make test`` installs them when run as root). Selenium is pointed at
 both binaries explicitly, so it never tries to download a driver. Without them these
-tests skip and say what to install.
+tests skip and say what to install, except in CI (``CI=true``), where they fail: there
+``make test`` installs the browser, and a missing one is a broken install, not a pass.
 
 ``GROUNDROLL_SCREENSHOTS=docs/img pytest tests/test_browser.py`` also writes the README
 screenshots.
@@ -35,14 +36,30 @@ def _binaries():
     return chromium, driver
 
 
+def in_ci(environ=os.environ) -> bool:
+    """Whether this is a CI run (``CI`` set to true/1/yes, as CI services do)."""
+    return environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str):
+    """Skip with ``reason`` locally; fail in CI, where everything the tests need is
+    installed by ``make test``."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: make test must install it)", pytrace=False)
+    pytest.skip(reason)
+
+
 def make_driver(width: int = 1100, height: int = 800):
-    """A headless Chromium WebDriver on the system binaries, or a skip saying why not."""
+    """A headless Chromium WebDriver on the system binaries, or a skip (a failure in CI)
+    saying why not."""
     chromium, driver = _binaries()
     if chromium is None or driver is None:
-        pytest.skip("headless Chromium not found: install the system packages 'chromium'"
+        unavailable("headless Chromium not found: install the system packages 'chromium'"
                     " and 'chromium-driver' (make test does it when run as root)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium"
-                                    " (in the test extra)")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        unavailable("selenium missing: pip install selenium (in the test extra)")
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
@@ -281,7 +298,10 @@ def _free_port() -> int:
 
 
 def test_app_segments_an_upload_and_aligns(driver, tmp_path):
-    pytest.importorskip("gradio", reason="the app needs gradio (pip install 'groundroll[app]')")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        unavailable("the app needs gradio (pip install 'groundroll[app]')")
     from groundroll.app import serve
 
     app = serve(port=_free_port(), block=False, quiet=True)
@@ -370,3 +390,14 @@ def test_audit_report_sorts_and_shows_maps(driver, tmp_path):
     driver.find_element("css selector", '#gr-examples tr[data-index="1"]').click()
     assert "Example 1" in driver.find_element("id", "gr-example-view").text
     assert len(driver.find_elements("css selector", "#gr-example-view img")) == 3
+
+
+def test_a_missing_browser_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    assert in_ci({"CI": "true"}) and in_ci({"CI": "1"}) and in_ci({"CI": " True "})
+    assert not in_ci({}) and not in_ci({"CI": "false"}) and not in_ci({"CI": ""})
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no chromium .CI=true"):
+        unavailable("no chromium")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no chromium"):
+        unavailable("no chromium")

@@ -199,6 +199,25 @@ def test_flow_over_composed_graph_is_normalised_and_finite(close):
     assert out.source_map.shape == (1, 2, 3)
 
 
+@pytest.mark.parametrize("residual", [0.5, 0.2])
+def test_flow_over_composed_graph_equals_networkx_max_flow(residual, close, tol):
+    """Max flow from each target node to each input node of the composed graph, by
+    networkx's Edmonds-Karp on the block matrices that rollout multiplies; and it is not
+    the rollout (the graph has bottlenecks)."""
+    from test_flow import networkx_flow
+
+    trace = _random_trace(6, s=3, t=2, n_enc=2, n_dec=1, batch=2)
+    out = compose(trace, source="encoder", target="decoder", method="flow", residual=residual)
+    mats, layout = joint_graph(trace, chain_for(trace, "encoder", "decoder"),
+                               residual=residual)
+    want = networkx_flow([m.unsqueeze(1) for m in mats], residual=0.0).float()
+    rows = want[:, layout["target"]]
+    close(out.source_map, rows[..., layout["source"]], tol.FLOW)
+    close(out.target_map, rows[..., layout["target"]], tol.FLOW)
+    roll = compose(trace, source="encoder", target="decoder", residual=residual)
+    assert (out.source_map - roll.source_map).abs().max() > 1e-3
+
+
 def test_per_head_mean_equals_fused_when_heads_agree(close, tol):
     trace = _random_trace(3, heads=1)
     for layer in trace:

@@ -132,3 +132,75 @@ def test_caption_heatmaps_at_image_pixels():
                                    model=tiny_bundle("open_clip_coca"))
     assert len(words) == 3 and maps.shape == (3, 20, 44)
     assert maps.min() >= 0 and maps.max() <= 1
+
+
+def _dense_reference(clip, image, method, sigma=5.0):
+    """Each dense method's patch-prompt cosine map, from its paper's formula: the last
+    block in float64, one head at a time, the Gaussian prior from explicit loops over
+    patch positions. Shares no code with groundroll.grounding.dense."""
+    import copy
+
+    model = copy.deepcopy(clip.model).double()
+    visual = model.visual
+    with torch.no_grad():
+        x = visual._embeds(clip.pixels([image]).double())
+        for block in visual.transformer.resblocks[:-1]:
+            x = block(x)
+        last = visual.transformer.resblocks[-1]
+        attn = last.attn
+        e, heads = attn.embed_dim, attn.num_heads
+        d = e // heads
+        h = last.ln_1(x)[0]                                        # [N, e]
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        q, k, v = (h @ w[i * e:(i + 1) * e].T + b[i * e:(i + 1) * e] for i in range(3))
+        n = h.shape[0]
+        gh, gw = visual.grid_size
+        prefix = n - gh * gw
+        prior = torch.zeros(n, n, dtype=torch.float64)
+        for i in range(gh * gw):
+            for j in range(gh * gw):
+                dy, dx = i // gw - j // gw, i % gw - j % gw
+                prior[prefix + i, prefix + j] = np.exp(-(dy * dy + dx * dx) / (2 * sigma ** 2))
+        mixed = []
+        for head in range(heads):
+            cols = slice(head * d, (head + 1) * d)
+            qh, kh, vh = q[:, cols], k[:, cols], v[:, cols]
+            qq = torch.softmax(qh @ qh.T / np.sqrt(d), -1)
+            kk_logits = kh @ kh.T / np.sqrt(d)
+            weights = {"maskclip": torch.eye(n, dtype=torch.float64),
+                       "clearclip": qq,
+                       "sclip": qq + torch.softmax(kk_logits, -1),
+                       "naclip": torch.softmax(kk_logits + prior, -1)}[method]
+            mixed.append(weights @ vh)
+        out = attn.out_proj(torch.cat(mixed, -1))
+        if method == "sclip":                       # the only method keeping the residual
+            out = x[0] + last.ls_1(out)
+        feats = visual.ln_post(out[prefix:]) @ visual.proj
+        feats = F.normalize(feats, dim=-1)
+        text = F.normalize(model.encode_text(clip.tokenize(PROMPTS)["input_ids"]), dim=-1)
+        return (feats @ text.T).T.reshape(len(PROMPTS), gh, gw).numpy()
+
+
+@pytest.mark.parametrize("method", ["maskclip", "sclip", "clearclip", "naclip"])
+def test_dense_sources_equal_their_formulas_in_float64(clip, method):
+    image = _image(seed=3)
+    got = dense_maps(clip, image, PROMPTS, method=method)
+    want = _dense_reference(clip, image, method)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+    # the methods differ from each other on this model (a swapped branch would show)
+    others = [m for m in ("maskclip", "sclip", "clearclip", "naclip") if m != method]
+    for other in others:
+        assert np.abs(_dense_reference(clip, image, other) - want).max() > 1e-3, other
+
+
+def test_naclip_prior_width_is_used(clip):
+    """NACLIP's sigma reaches the prior: a narrow and a wide Gaussian give different maps,
+    each the formula's."""
+    image = _image(seed=4)
+    narrow = dense_maps(clip, image, PROMPTS, method="naclip", sigma=0.5)
+    wide = dense_maps(clip, image, PROMPTS, method="naclip", sigma=1e4)
+    np.testing.assert_allclose(narrow, _dense_reference(clip, image, "naclip", sigma=0.5),
+                               rtol=0, atol=2e-5)
+    np.testing.assert_allclose(wide, _dense_reference(clip, image, "naclip", sigma=1e4),
+                               rtol=0, atol=2e-5)
+    assert np.abs(narrow - wide).max() > 1e-3

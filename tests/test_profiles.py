@@ -67,8 +67,28 @@ def test_refine_scores_are_normalised_and_pooled():
     none = refine_scores(maps, image, refine="none")
     assert none.min() == 0.0 and none.max() == 1.0
     slic = refine_scores(maps, image, refine="slic")
-    # superpixels never cross the colour edge: each half is pooled on its own side
-    assert np.allclose(slic[0, :, :4].mean(), none[0, :, :4].mean(), atol=0.2)
+    # superpixels never cross the colour edge: each half keeps its own mean exactly
+    np.testing.assert_allclose(slic[0, :, :4].mean(), none[0, :, :4].mean(), rtol=1e-5)
+
+
+def test_superpixel_pooling_stays_on_its_side_of_a_colour_edge():
+    # Left half dark with low scores, right half bright with high scores. Pooling within
+    # superpixels that respect the edge keeps each half's sum exactly (a mean over a
+    # region replaces its values by their mean) and keeps low and high apart; pooling
+    # over the whole image, or a mirrored map, does neither.
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[:, 8:] = 255
+    rng = np.random.default_rng(4)
+    maps = np.concatenate([rng.uniform(0.0, 0.45, (16, 8)), rng.uniform(0.55, 1.0, (16, 8))],
+                          axis=1)[None]
+    none = refine_scores(maps, image, refine="none")
+    slic = refine_scores(maps, image, refine="slic")
+    for half in (np.s_[:, :8], np.s_[:, 8:]):
+        np.testing.assert_allclose(slic[0][half].sum(), none[0][half].sum(), rtol=1e-5)
+    assert slic[0, :, :8].max() <= none[0, :, :8].max() + 1e-6
+    assert slic[0, :, 8:].min() >= none[0, :, 8:].min() - 1e-6
+    assert np.abs(slic - none).max() > 0.1                  # it did pool
+    assert slic[0].std() < none[0].std()
     with pytest.raises(ValueError, match="refine"):
         refine_scores(maps, image, refine="crf")
 

@@ -238,7 +238,8 @@ def test_accumulator_equals_batch(options, close):
 
 def test_accumulator_with_gradients_equals_batch(close):
     layers = random_layers(6)
-    grads = [torch.randn_like(a) for a in layers]
+    gen = torch.Generator().manual_seed(6)
+    grads = [torch.randn(a.shape, generator=gen) for a in layers]
     acc = RolloutAccumulator(rows=[0])
     for a, g in zip(layers, grads):
         acc.add(a, g)
@@ -275,7 +276,8 @@ def test_per_head_rolls_each_head_with_itself(close):
 
 def test_gradient_weighting_per_layer_order(close):
     layers = random_layers(10)
-    grads = [torch.randn_like(a) for a in layers]
+    gen = torch.Generator().manual_seed(10)
+    grads = [torch.randn(a.shape, generator=gen) for a in layers]
     fused = [(g * a).clamp(min=0).mean(1) for a, g in zip(layers, grads)]
     close(rollout(layers, grads=grads), rollout(fused))
     # grads zipped to the wrong layers give a different answer

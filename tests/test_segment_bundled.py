@@ -15,11 +15,18 @@ from groundroll.zoo import bundled, load
 EXAMPLES = Path(__file__).resolve().parents[1] / "groundroll" / "data" / "examples"
 INFO = json.loads((EXAMPLES / "shapes_scene.json").read_text())
 PROMPTS = [f"a {label}" for label in INFO["labels"]]
-# Mean IoU measured on this scene at threshold 0.5 (rollout: 0.0 for both models):
-# shapes-clip relevance 0.38, maskclip 0.38; shapes-clip-short relevance 0.59, maskclip 0.28.
-# The bars leave room for retrained weights.
-MIN_MEAN_IOU = {("shapes-clip", "relevance"): 0.3, ("shapes-clip", "maskclip"): 0.25,
-                ("shapes-clip-short", "relevance"): 0.45, ("shapes-clip-short", "maskclip"): 0.2}
+# Floors within 25% of the measured values (about 85% of them). The example scene is used
+# by no calibration (profiles are calibrated on generated scenes of other seeds).
+# Measured by `PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/quality_floors.py`
+# (mean IoU of the masks at threshold 0.5): shapes-clip relevance 0.622, maskclip 0.565;
+# shapes-clip-short relevance 0.877, maskclip 0.336; rollout 0.000 for both (see below).
+MIN_MEAN_IOU = {("shapes-clip", "relevance"): 0.53, ("shapes-clip", "maskclip"): 0.48,
+                ("shapes-clip-short", "relevance"): 0.75, ("shapes-clip-short", "maskclip"): 0.285}
+# Rollout is one map for every prompt: useless for telling prompts apart (mean IoU 0.0),
+# meant to show where the image's class token looks. What it is for is tested instead: its
+# mean on object pixels over its mean on background pixels, measured by the same command
+# as 2.84 (shapes-clip) and 4.85 (shapes-clip-short).
+MIN_ROLLOUT_CONTRAST = {"shapes-clip": 2.4, "shapes-clip-short": 4.1}
 
 
 def test_the_bundled_shapes_models_exist():
@@ -52,12 +59,18 @@ def test_the_example_scene_segments(clips, name, method):
     assert np.mean(ious) > MIN_MEAN_IOU[name, method], ious
 
 
-def test_relevance_is_prompt_specific_where_rollout_is_not(clip):
-    handle = resolve_model(clip)
+@pytest.mark.parametrize("name", sorted(MIN_ROLLOUT_CONTRAST))
+def test_rollout_is_prompt_agnostic_and_lands_on_the_objects(clips, name):
+    handle = resolve_model(clips[name])
     image = EXAMPLES / INFO["image"]
-    rel = segment(image, PROMPTS, model=handle, method="relevance", mask_threshold=0.5)
     roll = segment(image, PROMPTS, model=handle, method="rollout", mask_threshold=0.5)
-    assert np.mean(_ious(rel)) > np.mean(_ious(roll))
+    for k in range(1, len(PROMPTS)):
+        np.testing.assert_array_equal(roll.heatmaps[k], roll.heatmaps[0])
+    truth = load_image(EXAMPLES / INFO["label_map"])[..., 0]
+    objects = np.isin(truth, INFO["label_ids"])
+    heat = roll.heatmaps[0]
+    contrast = heat[objects].mean() / heat[~objects].mean()
+    assert contrast > MIN_ROLLOUT_CONTRAST[name], contrast
 
 
 def test_cross_attention_on_the_bundled_coca():
@@ -78,9 +91,11 @@ def test_cli_with_the_default_model(tmp_path):
     assert (out / "shapes_scene_0_a_red_circle.png").is_file()
 
 
-# Mean object IoU of a default call (image and prompts only) on the scenes below,
-# measured with the shipped profiles; the floors leave room for recalibration.
-DEFAULT_CALL_FLOOR = {"shapes": 0.7, "other sizes": 0.7}
+# Mean object IoU of a default call (image and prompts only) on the held-out scenes below
+# (seeds EVAL_SEED_OFFSET + 200 and + 300; calibration uses others), measured with the
+# shipped profiles by `PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/quality_floors.py`:
+# shapes 0.824, other sizes 0.853. Floors at about 87% of them.
+DEFAULT_CALL_FLOOR = {"shapes": 0.72, "other sizes": 0.74}
 
 
 def _default_call_scenes():
