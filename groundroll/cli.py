@@ -24,6 +24,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 #: Bad arguments or inputs, or outputs that exist without ``--force``.
 EXIT_USAGE = 2
+#: Stopped by SIGINT (Ctrl-C) or SIGTERM: the shell's 128 + signal number.
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class _Failure(Exception):
@@ -347,17 +350,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad input or
-    existing outputs without ``--force``, 1 other failures)."""
+    existing outputs without ``--force``, 1 other failures, 130 after Ctrl-C and 143
+    after SIGTERM, with a one-line message and no partial outputs)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    from ._interrupt import Terminated, terminate_as_interrupt
+
     try:
-        code = args.func(args)
+        with terminate_as_interrupt():
+            code = args.func(args)
     except _Failure as err:
         print(f"groundroll {args.command}: error: {err}", file=sys.stderr)
         return err.code
+    except KeyboardInterrupt as err:
+        # Every output set being staged was discarded on the way out (finally blocks).
+        what = "terminated" if isinstance(err, Terminated) else "interrupted"
+        print(f"groundroll {args.command}: {what}; outputs not yet complete were discarded"
+              " (earlier outputs are unchanged)", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     return EXIT_OK if code is None else int(code)
 
 
