@@ -123,9 +123,14 @@ def _run_segment(args) -> int:
         background = _check_prompts(args.background, "background prompts")
     except ValueError as err:
         raise _Failure(f"{err} (use -p PROMPT)") from None
-    if (args.mask_threshold is not None and args.background_rule != "otsu"
-            and not 0.0 <= args.mask_threshold <= 1.0):
-        raise _Failure(f"--mask-threshold must be in [0, 1], got {args.mask_threshold}")
+    from ._options import OptionError, check_segment_options
+
+    try:
+        check_segment_options(prompts=prompts, mask_threshold=args.mask_threshold,
+                              background_rule=args.background_rule, min_size=args.min_size,
+                              max_side=args.max_side, max_pixels=args.max_pixels)
+    except OptionError as err:
+        raise _Failure(err.as_flag()) from None
     profile = None
     if args.profile is not None:
         from .grounding.profiles import Profile
@@ -138,13 +143,7 @@ def _run_segment(args) -> int:
 
     if wants_engine(args):  # --engine ray / --resume: sharded, resumable runs
         return run_segment(args, prompts, background, _Failure)
-    if args.min_size < 0:
-        raise _Failure(f"--min-size must be >= 0 pixels, got {args.min_size}")
-    if args.max_side < 1:
-        raise _Failure(f"--max-side must be >= 1, got {args.max_side}")
     max_pixels = _default_max_pixels() if args.max_pixels is None else args.max_pixels
-    if max_pixels < 1:
-        raise _Failure(f"--max-pixels must be >= 1, got {args.max_pixels}")
     try:
         templates = check_templates(args.templates)
     except ValueError as err:

@@ -249,6 +249,9 @@ def align_corpus(
     symmetrize = renamed("align_corpus", "symmetrise", "symmetrize", symmetrise, symmetrize)
     started = time.perf_counter()
     check_engine(engine, workers, batch_size)
+    from .._options import check_align_options
+
+    check_align_options(link_threshold=link_threshold, max_length=max_length)
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if extraction is not None and extraction not in EXTRACTIONS:

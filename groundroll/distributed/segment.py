@@ -537,13 +537,16 @@ def segment_dataset(
     if unknown:
         raise ValueError(f"segment_options: groundroll.segment takes no {unknown};"
                          f" it accepts {sorted(accepted)}")
-    if mask_threshold is not None and extra.get("background_rule") != "otsu" and not (
-            0.0 <= float(mask_threshold) <= 1.0):
-        raise ValueError(f"mask_threshold is in [0, 1] (for every background rule but"
-                         f" 'otsu'), got {mask_threshold}")
-    if int(min_size) < 0 or int(max_side) < 1:
-        raise ValueError(f"min_size must be >= 0 and max_side >= 1, got {min_size} and"
-                         f" {max_side}")
+    from .._options import check_segment_options
+
+    check_segment_options(prompts=prompts, mask_threshold=mask_threshold,
+                          background_rule=extra.get("background_rule"),
+                          logit_scale=extra.get("logit_scale"), min_size=min_size,
+                          max_side=max_side, max_pixels=extra.get("max_pixels"))
+    if "source_options" in extra and method is not None:
+        from ..grounding.registry import source
+
+        source(method).check_options(extra["source_options"])
     if engine == "ray" and not isinstance(model, str):
         raise TypeError("engine='ray' needs the model as a spec string (each worker loads"
                         " its own copy), e.g. 'bundled:shapes-clip'")

@@ -265,7 +265,16 @@ def check_writable_set(directory, planned: Sequence[dict], *, force: bool = Fals
 
 
 def output_paths(directory, prompts: Sequence[str], *, stem: str = "segmentation") -> dict:
-    """Paths :meth:`Segmentation.save` writes for ``prompts`` (see there)."""
+    """Paths :meth:`Segmentation.save` writes for ``prompts`` (see there).
+
+    Raises
+    ------
+    OptionError
+        More prompts than a label-map PNG holds (255).
+    """
+    from .._options import check_segment_options
+
+    check_segment_options(prompts=prompts)
     d = Path(directory)
     paths = {"labels": d / f"{stem}_labels.png"}
     for k, p in enumerate(prompts):
