@@ -243,13 +243,10 @@ def _unreadable_checkpoint(spec: str):
     """A file that is not a loadable checkpoint (not a pickle or safetensors file, a
     truncated one, weights of another architecture, an unknown architecture) becomes
     a one-line ValueError naming the spec; torch and open_clip raise many types for it."""
-    import pickle
-
     try:
         yield
-    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError,
-            AttributeError, TypeError, OSError, ImportError) as err:
-        if isinstance(err, FileNotFoundError):
+    except Exception as err:  # UnpicklingError, SafetensorError, RuntimeError, KeyError...
+        if isinstance(err, (FileNotFoundError, MemoryError)):
             raise
         first = (str(err).strip().splitlines() or [""])[0]
         if len(first) > 200:
