@@ -7,23 +7,28 @@ never leaves a half-written file behind.
 Output *sets* (a segmentation's label map, masks, overlay and JSON; an alignment and
 its translation) are staged whole by :class:`OutputSet`: every file is written into a
 temporary folder inside the destination and moved into place only when all are
-written. A manifest beside the files records what the set holds, so replacing a set
-(``force``) removes the previous set's files that the new one does not have, and never
-a file groundroll did not write.
+written. A manifest beside the files records what the set holds and the SHA-256 of each
+file, so replacing a set (``force``) removes the previous set's files that the new one
+does not have, and never a file groundroll did not write (or one changed since). Nothing
+is written or removed through a symbolic link.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Union
 
-__all__ = ["atomic_write", "check_writable", "check_directory", "OutputSet",
-           "manifest_files"]
+__all__ = ["atomic_write", "check_writable", "check_directory", "check_set", "OutputSet",
+           "OutputPathError", "manifest_files", "read_manifest", "owned_files",
+           "refuse_symlink", "sweep_staging"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -162,6 +167,39 @@ def atomic_write(
 
 _MANIFEST_TOOL = "groundroll"
 _STAGING_PREFIX = ".groundroll-staging-"
+#: A manifest larger than this is not one of ours (they list a few file names).
+_MANIFEST_MAX_BYTES = 4 << 20
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+_STAGING_NAME = re.compile(re.escape(_STAGING_PREFIX) + r"([0-9a-f]{8})-(\d+)-")
+
+
+def refuse_symlink(path: PathLike, what: str) -> None:
+    """Raise if ``path`` is a symbolic link: groundroll writes and deletes only inside
+    the output folder, never through a link that may point elsewhere.
+
+    Raises
+    ------
+    OutputPathError
+        ``path`` is a symbolic link (the message names it and says what to do).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> os.symlink("/", os.path.join(d, "state"))
+    >>> refuse_symlink(os.path.join(d, "state"), "the run state folder")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    groundroll._atomic.OutputPathError: the run state folder ... is a symbolic link; ...
+    """
+    if os.path.islink(path):
+        raise OutputPathError(f"{what} {path} is a symbolic link; groundroll does not write"
+                              " through links: remove the link or choose another output"
+                              " folder")
+
+
+class OutputPathError(OSError):
+    """An output location groundroll refuses to use (a symbolic link, a reserved name)."""
 
 
 def check_directory(directory: PathLike) -> None:
@@ -183,10 +221,10 @@ def check_directory(directory: PathLike) -> None:
     path = Path(directory)
     probe = path
     while not probe.exists():
-        if probe.parent == probe:
-            break
+        if os.path.lexists(probe) or probe.parent == probe:
+            break                        # a dangling link: not a folder
         probe = probe.parent
-    if probe.exists() and not probe.is_dir():
+    if os.path.lexists(probe) and not probe.is_dir():
         raise NotADirectoryError(f"{probe} exists and is not a directory (output folder"
                                  f" {path})")
     try:
@@ -199,17 +237,198 @@ def check_directory(directory: PathLike) -> None:
     os.unlink(tmp)
 
 
+def _file_name(name) -> bool:
+    """A name for a file directly inside the output folder."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and name == Path(name).name
+            and "\0" not in name)
+
+
+def _plain_name(name) -> bool:
+    """A name a manifest may list: a visible file directly inside the folder (never
+    another manifest, a staging folder or a path elsewhere)."""
+    return _file_name(name) and not name.startswith(".") and "\\" not in name
+
+
+def read_manifest(manifest: PathLike) -> dict[str, str | None]:
+    """The files a manifest written by :class:`OutputSet` lists, with the SHA-256 of
+    each as written (None where the manifest records none: an older release's).
+
+    Anything else (a missing, unreadable, oversized or malformed file, one that is not
+    a groundroll manifest, a symbolic link, entries that are not plain file names) gives
+    ``{}`` or leaves those entries out: a manifest is only ever a reason to remove files,
+    so doubt means removing nothing.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> m = os.path.join(d, ".x.groundroll.json")
+    >>> _ = open(m, "w").write('{"tool": "groundroll", "files": ["a.png", "../etc"]}')
+    >>> read_manifest(m)
+    {'a.png': None}
+    """
+    path = Path(manifest)
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MANIFEST_MAX_BYTES:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict) or data.get("tool") != _MANIFEST_TOOL:
+        return {}
+    files = data.get("files")
+    digests = data.get("sha256")
+    if not isinstance(files, list):
+        return {}
+    if not isinstance(digests, dict):
+        digests = {}
+    out: dict[str, str | None] = {}
+    for name in files:
+        if _plain_name(name):
+            digest = digests.get(name)
+            out[name] = digest if isinstance(digest, str) and _SHA256.fullmatch(digest) else None
+    return out
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def manifest_files(manifest: PathLike) -> list[str]:
     """File names a manifest written by :class:`OutputSet` lists (``[]`` if it is
-    missing or not one of ours)."""
+    missing or not one of ours; see :func:`read_manifest`)."""
+    return list(read_manifest(manifest))
+
+
+def _sha256_of(path: Path) -> str | None:
+    h = hashlib.sha256()
     try:
-        data = json.loads(Path(manifest).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(data, dict) or data.get("tool") != _MANIFEST_TOOL:
-        return []
-    return [str(n) for n in data.get("files", []) if isinstance(n, str)
-            and n == Path(n).name and not n.startswith(".")]
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def owned_files(directory: PathLike, manifest: str) -> list[str]:
+    """Files of ``directory`` that its manifest ``manifest`` lists and that are still
+    exactly as groundroll wrote them: regular files (not links) whose SHA-256 is the
+    one recorded. Only these may be removed when the set is replaced; a listed file
+    that was edited, replaced or never written by groundroll is left alone.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> with OutputSet(d, manifests=[".m.json"]) as out:
+    ...     _ = out.add("a.txt", b"A", manifest=".m.json")
+    ...     out.commit()
+    >>> owned_files(d, ".m.json")
+    ['a.txt']
+    >>> _ = open(os.path.join(d, "a.txt"), "w").write("edited by hand")
+    >>> owned_files(d, ".m.json")
+    []
+    """
+    directory = Path(directory)
+    owned = []
+    for name, digest in read_manifest(directory / manifest).items():
+        path = directory / name
+        if digest is None or path.is_symlink() or not path.is_file():
+            continue
+        if _sha256_of(path) == digest:
+            owned.append(name)
+    return owned
+
+
+def check_set(directory: PathLike, names: Iterable[str], manifest: str | None = None, *,
+              force: bool = False) -> None:
+    """Check, before any work, that the set ``names`` (plain file names) with its
+    manifest ``manifest`` can be written into ``directory``.
+
+    The folder (or the nearest existing one that would hold it) must be writable and
+    no name may be a folder; without ``force`` no name may exist, and an existing
+    manifest must be ours with none of the files it owns left over (a manifest whose
+    files were all deleted by hand is simply replaced).
+
+    Raises
+    ------
+    NotADirectoryError, PermissionError, IsADirectoryError, FileExistsError, ValueError
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> check_set(tempfile.mkdtemp(), ["audit.json", "audit.md"], ".audit.groundroll.json")
+    """
+    check_directory(directory)
+    directory = Path(directory)
+    names = list(names)
+    for name in names:
+        if not _file_name(name):
+            raise ValueError(f"output name must be a plain file name, got {name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError("two outputs share a file name")
+    if not directory.is_dir():
+        return
+    for name in names:
+        path = directory / name
+        if path.is_dir() and not path.is_symlink():
+            raise IsADirectoryError(f"{path} is a directory, expected a file path")
+        if os.path.lexists(path) and not force:
+            raise FileExistsError(_exists_message(path))
+    if manifest is None or force:
+        return
+    target = directory / manifest
+    if os.path.lexists(target):
+        if not read_manifest(target):
+            raise FileExistsError(_exists_message(target))
+        left = sorted(set(owned_files(directory, manifest)) - set(names))
+        if left:
+            raise FileExistsError(_exists_message(directory / left[0]))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def sweep_staging(directory: PathLike) -> list[str]:
+    """Remove staging folders that a groundroll process on this machine left in
+    ``directory`` when it was killed (its process is gone); returns their names.
+
+    Only real folders named by :class:`OutputSet` with this machine's tag and a dead
+    process id are removed; anything else (a live run's staging, another machine's on a
+    shared disk, a link) is left alone.
+    """
+    directory = Path(directory)
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _STAGING_NAME.match(entry.name)
+        if not match or match.group(1) != _HOST_TAG:
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        if _pid_alive(int(match.group(2))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
+
+
+def _staging_folder(directory: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{_HOST_TAG}-{os.getpid()}-",
+                                 dir=directory))
 
 
 class OutputSet:
@@ -221,7 +440,8 @@ class OutputSet:
         Destination folder; created (with parents) if missing.
     force : bool
         Replace existing files. The previous sets named by ``manifests`` are replaced
-        whole: their files that the new set does not have are removed.
+        whole: their files that the new set does not have are removed, if they are
+        still byte-identical to what groundroll wrote (:func:`owned_files`).
     manifests : sequence of str
         Names of the manifest files (one per set; a run may commit several sets).
 
@@ -229,11 +449,14 @@ class OutputSet:
     -----
     Use :meth:`add` for each file (``name`` is a plain file name inside
     ``directory``; ``manifest`` says which set it belongs to), then :meth:`commit`.
-    Before :meth:`commit` nothing is visible in ``directory``; on any error the staged
-    files are removed (:meth:`discard`), a folder created for the set is removed again
-    and previous files are left byte-identical. :meth:`commit` first moves the files
-    it replaces or removes aside, then moves the new ones in, and on failure moves
-    everything back.
+    Before :meth:`commit` nothing is visible in ``directory``; on any error (and on an
+    interrupt: :mod:`groundroll._interrupt` turns SIGTERM into one) the staged files
+    are removed (:meth:`discard`), a folder created for the set is removed again and
+    previous files are left byte-identical. :meth:`commit` first moves the files it
+    replaces or removes aside, then moves the new ones in, and on failure moves
+    everything back. A manifest records each file's SHA-256, so a file is removed
+    later only if it is still the one written. Staging folders left by a killed run
+    are removed by the next set opened in the same folder (:func:`sweep_staging`).
 
     Examples
     --------
@@ -251,6 +474,7 @@ class OutputSet:
         self.directory = Path(directory)
         self.force = bool(force)
         self.members: dict[str, list[str]] = {m: [] for m in manifests}
+        self.digests: dict[str, str] = {}
         self.staging: Path | None = None
         self.created: list[Path] = []
         self.committed = False
@@ -272,7 +496,8 @@ class OutputSet:
             probe = probe.parent
         self.directory.mkdir(parents=True, exist_ok=True)
         self.created = missing           # deepest first
-        self.staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=self.directory))
+        sweep_staging(self.directory)
+        self.staging = _staging_folder(self.directory)
 
     def path(self, name: str) -> Path:
         """Final path of ``name``."""
@@ -282,12 +507,12 @@ class OutputSet:
         """Stage file ``name`` with ``data`` (bytes, or str written as UTF-8)."""
         if self.staging is None:
             raise RuntimeError("OutputSet.add before open()")
-        if name != Path(name).name or name in ("", ".", ".."):
+        if not _file_name(name):
             raise ValueError(f"output name must be a plain file name, got {name!r}")
         target = self.path(name)
-        if target.is_dir():
+        if target.is_dir() and not target.is_symlink():
             raise IsADirectoryError(f"{target} is a directory, expected a file path")
-        if target.exists() and not self.force:
+        if os.path.lexists(target) and not self.force:
             raise FileExistsError(_exists_message(target))
         payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
         staged = self.staging / name
@@ -296,6 +521,7 @@ class OutputSet:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(staged, _target_mode(target))
+        self.digests[name] = hashlib.sha256(payload).hexdigest()
         if manifest is not None:
             self.members.setdefault(manifest, []).append(name)
         return target
@@ -304,11 +530,17 @@ class OutputSet:
         """Move every staged file (and the manifests) into place."""
         if self.staging is None:
             raise RuntimeError("OutputSet.commit before open()")
+        ours = set()                     # existing manifests of ours: replaceable
         for manifest, names in self.members.items():
-            body = json.dumps({"tool": _MANIFEST_TOOL, "files": sorted(names)}, indent=1)
+            body = json.dumps({"tool": _MANIFEST_TOOL, "files": sorted(names),
+                               "sha256": {n: self.digests[n] for n in sorted(names)}},
+                              indent=1)
             target = self.path(manifest)
-            if target.exists() and not self.force and not manifest_files(target):
-                raise FileExistsError(_exists_message(target))
+            if os.path.lexists(target):
+                if read_manifest(target):
+                    ours.add(manifest)
+                elif not self.force:
+                    raise FileExistsError(_exists_message(target))
             with open(self.staging / manifest, "w", encoding="utf-8") as f:
                 f.write(body + "\n")
                 f.flush()
@@ -317,13 +549,13 @@ class OutputSet:
         new = sorted(p.name for p in self.staging.iterdir() if p.is_file())
         stale = set()
         for manifest in self.members:
-            stale.update(manifest_files(self.path(manifest)))
-        stale = {n for n in stale - set(new) if self.path(n).is_file()}
-        replaced = [n for n in new if self.path(n).exists()]
-        if (replaced or stale) and not self.force:
-            taken = sorted(set(replaced) | stale)[0]
-            raise FileExistsError(_exists_message(self.path(taken)))
-        aside = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=self.directory))
+            stale.update(owned_files(self.directory, manifest))
+        stale -= set(new)
+        replaced = [n for n in new if os.path.lexists(self.path(n))]
+        taken = sorted((set(replaced) - ours) | stale)
+        if taken and not self.force:
+            raise FileExistsError(_exists_message(self.path(taken[0])))
+        aside = _staging_folder(self.directory)
         moved_aside: list[str] = []
         moved_in: list[str] = []
         try:

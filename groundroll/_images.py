@@ -16,7 +16,7 @@ import numpy as np
 
 from . import masks as M
 
-__all__ = ["load_image", "DEFAULT_MAX_PIXELS"]
+__all__ = ["load_image", "DEFAULT_MAX_PIXELS", "ImageReadError"]
 
 
 #: Default limit of :func:`load_image` / :func:`segment` ``max_pixels``: PIL's own
@@ -24,6 +24,11 @@ __all__ = ["load_image", "DEFAULT_MAX_PIXELS"]
 DEFAULT_MAX_PIXELS = 178_956_970
 
 _PIL_OPEN_LOCK = threading.Lock()
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be read: not an image, truncated, too many pixels, or
+    pixel values outside what an image holds."""
 
 
 def _open_unchecked(path: Path):
@@ -66,7 +71,7 @@ def image_size(path) -> tuple[int, int]:
         with _open_unchecked(path) as im:
             return im.size
     except Exception as err:  # PIL raises many types for unreadable files
-        raise ValueError(f"cannot read image {path}: {err}") from None
+        raise ImageReadError(f"cannot read image {path}: {err}") from None
 
 
 def _read_image(image, *, max_side: int | None = None,
@@ -74,7 +79,6 @@ def _read_image(image, *, max_side: int | None = None,
     """``(rgb, full_hw)``: the RGB uint8 image, decoded at a reduced size when a file
     is larger than ``max_side`` and the format allows it, and the image's full size.
     """
-    from PIL import Image, UnidentifiedImageError
 
     if not isinstance(image, (str, os.PathLike)):
         rgb = _to_rgb(image, max_pixels=max_pixels)
@@ -103,15 +107,17 @@ def _read_image(image, *, max_side: int | None = None,
             else:
                 im.load()
             return _to_rgb(im, max_pixels=None), full_hw
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
-        if isinstance(err, (IsADirectoryError, FileNotFoundError)):
+    except ImageReadError:
+        raise
+    except Exception as err:  # PIL raises many types for crafted or truncated files
+        if isinstance(err, (IsADirectoryError, FileNotFoundError, MemoryError)):
             raise
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise ImageReadError(f"cannot read image {path}: {err}") from None
 
 
 def _check_pixels(pixels: int, max_pixels: int | None, what: str) -> None:
     if max_pixels is not None and pixels > max_pixels:
-        raise ValueError(
+        raise ImageReadError(
             f"{what} has {pixels:,} pixels, more than max_pixels={max_pixels:,} (a guard"
             " against decompression bombs); if you trust the file, allow it with"
             " max_pixels= (command line: --max-pixels N)")
@@ -136,8 +142,8 @@ def load_image(image, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndar
         A path that does not exist.
     IsADirectoryError
         A path that is a directory.
-    ValueError
-        A file that is not a readable image, an image larger than ``max_pixels``, a
+    ImageReadError
+        (a ValueError) A file that is not a readable image, an image larger than ``max_pixels``, a
         float array with values outside [0, 1] (or NaN), or an array of an unusable
         shape.
 
@@ -162,7 +168,7 @@ def _to_rgb(image, *, max_pixels: int | None) -> np.ndarray:
             arr = np.asarray(image, dtype=np.float64)
             if arr.size and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1):
                 # Mode "F" images usually hold raw measurements: scale them to [0, 1].
-                raise ValueError("float image (mode 'F') has values outside [0, 1];"
+                raise ImageReadError("float image (mode 'F') has values outside [0, 1];"
                                  " scale it to [0, 1] first")
             return _to_rgb(arr, max_pixels=None)
         rgb = image if image.mode == "RGB" else image.convert("RGB")
@@ -171,7 +177,7 @@ def _to_rgb(image, *, max_pixels: int | None) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4) or min(arr.shape[:2]) < 1:
-        raise ValueError(f"expected an image [H, W], [H, W, 3] or [H, W, 4], got shape"
+        raise ImageReadError(f"expected an image [H, W], [H, W, 3] or [H, W, 4], got shape"
                          f" {arr.shape}")
     _check_pixels(arr.shape[0] * arr.shape[1], max_pixels,
                   f"image array ({arr.shape[1]} x {arr.shape[0]})")
@@ -184,18 +190,18 @@ def _to_rgb(image, *, max_pixels: int | None) -> np.ndarray:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
-            raise ValueError("float image has NaN or infinite values")
+            raise ImageReadError("float image has NaN or infinite values")
         lo, hi = float(arr.min()), float(arr.max())
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"float image values must lie in [0, 1], got [{lo:g}, {hi:g}];"
+            raise ImageReadError(f"float image values must lie in [0, 1], got [{lo:g}, {hi:g}];"
                              " divide 0-255 data by 255 or pass a uint8 array")
         return np.round(arr * 255).astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer):
         if arr.min(initial=0) < 0:
-            raise ValueError("integer image has negative values")
+            raise ImageReadError("integer image has negative values")
         top = 255 if arr.max(initial=0) <= 255 else 65535
         return np.round(np.clip(arr, 0, top) * (255.0 / top)).astype(np.uint8)
-    raise ValueError(f"unsupported image dtype {arr.dtype}")
+    raise ImageReadError(f"unsupported image dtype {arr.dtype}")
 
 
 def _resize_rgb(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

@@ -3,11 +3,14 @@
 Upload an image, type prompts, pick a model and a method: the page shows the masks, the
 heatmaps, the scores and the interactive segmentation report. Type a sentence pair (or
 only a source sentence, to translate it first): the page shows the alignment explorer.
-The bundled models are offered by default; any ``groundroll.zoo.load`` spec can be typed.
+The bundled models are offered by default (``--segment-model``/``--align-model`` offer
+others); only the offered specs are accepted, unless ``--any-model`` lets a user on this
+machine type any ``groundroll.zoo.load`` spec.
 
-The app binds to 127.0.0.1 unless told otherwise, limits the upload size, turns
-Gradio's usage analytics off and uses system fonts only. Gradio is imported only
-when the app is built (``pip install "groundroll[app]"``).
+The app binds to 127.0.0.1 unless told otherwise; an address other machines can reach
+needs ``--allow-remote`` (and then says what it exposes; ``--any-model`` is refused).
+It limits the upload size, turns Gradio's usage analytics off and uses system fonts
+only. Gradio is imported only when the app is built (``pip install "groundroll[app]"``).
 
     groundroll app                      # http://127.0.0.1:7860
     groundroll app --port 8000 --max-upload-mb 5
@@ -15,6 +18,7 @@ when the app is built (``pip install "groundroll[app]"``).
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 import re
@@ -91,12 +95,17 @@ def _image(path, max_upload_mb: float) -> np.ndarray:
     return _resize(rgb, _shrink_hw(rgb.shape[:2], MAX_SIDE))
 
 
-def _model(spec: str):
+def _model(spec: str, allowed: Sequence[str] | None = None):
+    """The loaded model ``spec``; with ``allowed``, only one of those specs (a served
+    app never opens a path or fetches a model a client typed)."""
     from groundroll.zoo import cached
 
     spec = (spec or "").strip()
     if not spec:
         raise InputError("No model chosen.")
+    if allowed is not None and spec not in allowed:
+        raise InputError("This server offers only the models in the list:"
+                         f" {', '.join(allowed)}.")
     try:
         return cached(spec)
     except Exception as err:  # any loader failure is the user's to read, in the page
@@ -116,7 +125,8 @@ def _error(message: str) -> str:
 
 def segment_view(image, prompts_text: str, model: str, method: str = "relevance",
                  mask_threshold: float = 0.0, *,
-                 max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, threshold=_UNSET):
+                 max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+                 allowed: Sequence[str] | None = None, threshold=_UNSET):
     """What the Segment tab shows for its inputs.
 
     Parameters
@@ -134,6 +144,8 @@ def segment_view(image, prompts_text: str, model: str, method: str = "relevance"
         :func:`groundroll.segment`); 0: every pixel gets a prompt.
     max_upload_mb : float
         Largest image accepted.
+    allowed : sequence of str, optional
+        The only model specs accepted (what a served app offers); None: any spec.
     threshold
         Deprecated old name of ``mask_threshold``.
 
@@ -159,7 +171,7 @@ def segment_view(image, prompts_text: str, model: str, method: str = "relevance"
     try:
         prompts = _prompts(prompts_text)
         rgb = _image(image, max_upload_mb)
-        bundle = _model(model)
+        bundle = _model(model, allowed)
         try:
             seg = segment(rgb, prompts, model=bundle, method=method,
                           mask_threshold=float(mask_threshold) or None, max_side=MAX_SIDE)
@@ -179,11 +191,11 @@ def segment_view(image, prompts_text: str, model: str, method: str = "relevance"
 
 
 def align_view(source: str, target: str, model: str, methods: Sequence[str] = ("raw", "norm",
-               "rollout")):
+               "rollout"), *, allowed: Sequence[str] | None = None):
     """What the Align tab shows: ``(explorer_html, pharaoh, message)``.
 
     An empty target translates the source first. Bad input gives an error message and
-    empty outputs.
+    empty outputs. With ``allowed``, a model spec not in it is such an error.
 
     Examples
     --------
@@ -200,7 +212,7 @@ def align_view(source: str, target: str, model: str, methods: Sequence[str] = ("
             raise InputError("No source sentence: type one (words separated by spaces).")
         if len(src) > MAX_WORDS or len(tgt) > MAX_WORDS:
             raise InputError(f"Sentences of at most {MAX_WORDS} words, please.")
-        bundle = _model(model)
+        bundle = _model(model, allowed)
         try:
             first = align(" ".join(src), " ".join(tgt) if tgt else None, model=bundle)
             report = explore_alignment(" ".join(src), " ".join(first.tgt_words), model=bundle,
@@ -216,15 +228,19 @@ def align_view(source: str, target: str, model: str, methods: Sequence[str] = ("
 
 def build_app(*, segment_models: Sequence[str] = SEGMENT_MODELS,
               align_models: Sequence[str] = ALIGN_MODELS,
-              max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+              max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, any_model: bool = False):
     """The Gradio ``Blocks`` of the app (not launched; see :func:`serve`).
 
     Parameters
     ----------
     segment_models, align_models : sequence of str
-        Model specs offered in the drop-downs (others may be typed).
+        Model specs offered in the drop-downs: the only ones the app accepts.
     max_upload_mb : float
         Largest image accepted, in MB.
+    any_model : bool
+        Let users type any :func:`groundroll.zoo.load` spec (a local path, a hub model).
+        Off by default: a typed spec makes this machine open that path or download
+        that model. For a trusted user on this machine only.
 
     Returns
     -------
@@ -253,7 +269,7 @@ def build_app(*, segment_models: Sequence[str] = SEGMENT_MODELS,
                                          value="", lines=3, elem_id="gr-app-prompts",
                                          placeholder="red circle\nblue star")
                     model = gr.Dropdown(list(segment_models), value=segment_models[0],
-                                        allow_custom_value=True, label="model",
+                                        allow_custom_value=any_model, label="model",
                                         elem_id="gr-app-seg-model")
                     method = gr.Dropdown(list(METHODS), value="relevance", label="method",
                                          elem_id="gr-app-method")
@@ -271,7 +287,8 @@ def build_app(*, segment_models: Sequence[str] = SEGMENT_MODELS,
 
             def on_segment(img, text, spec, how, limit):
                 annotated, heatmaps, report, message = segment_view(
-                    img, text, spec, how, limit, max_upload_mb=max_upload_mb)
+                    img, text, spec, how, limit, max_upload_mb=max_upload_mb,
+                    allowed=None if any_model else list(segment_models))
                 if annotated is None:
                     return None, heatmaps, report, message
                 # the library's label colours, as in the report and the saved overlays
@@ -291,14 +308,16 @@ def build_app(*, segment_models: Sequence[str] = SEGMENT_MODELS,
                                     elem_id="gr-app-target")
             with gr.Row():
                 amodel = gr.Dropdown(list(align_models), value=align_models[0],
-                                     allow_custom_value=True, label="model",
+                                     allow_custom_value=any_model, label="model",
                                      elem_id="gr-app-align-model")
                 go = gr.Button("Align", variant="primary", elem_id="gr-app-align")
             astatus = gr.HTML(elem_id="gr-app-align-status")
             pharaoh = gr.Textbox(label="Pharaoh (raw, all layers, argmax)",
                                  elem_id="gr-app-pharaoh")
             explorer = gr.HTML(elem_id="gr-app-explorer")
-            go.click(align_view, [source, target, amodel], [explorer, pharaoh, astatus])
+            go.click(functools.partial(
+                align_view, allowed=None if any_model else list(align_models)),
+                [source, target, amodel], [explorer, pharaoh, astatus])
     return demo
 
 
@@ -325,6 +344,9 @@ def serve(*, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT,
         stop it with ``app.close()``.
     quiet : bool
         Don't print the address.
+    build_options
+        Passed to :func:`build_app` (``segment_models``, ``align_models``,
+        ``any_model``).
 
     Returns
     -------
@@ -343,13 +365,44 @@ def serve(*, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT,
     return demo
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` serves this machine only (a loopback address, or a
+    name that resolves to loopback addresses only).
+
+    Examples
+    --------
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback
+                                   for a in addresses)
+
+
 def register(subparsers) -> None:
     """Add ``app`` to a ``groundroll`` parser."""
     p = add_command(subparsers, "app", _run,
                     help="local web app: segmentation and alignment explorers (needs gradio)")
     p.add_argument("--host", default=DEFAULT_HOST,
-                   help="address to bind (default: %(default)s; 0.0.0.0 exposes it to the"
-                        " network)")
+                   help="address to bind (default: %(default)s, this machine only; any"
+                        " other address needs --allow-remote)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host that other machines can reach (0.0.0.0, a LAN"
+                        " address): anyone who reaches it can run the offered models")
+    p.add_argument("--any-model", action="store_true",
+                   help="let users type any model spec (local paths, hub downloads);"
+                        " refused with a remote --host")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help="port (default: %(default)s)")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
@@ -377,11 +430,29 @@ def _run(args) -> int:
     except ImportError as err:
         print(f"groundroll app: error: {err}", file=sys.stderr)
         return 1
-    options = {}
+    remote = not is_loopback(args.host)
+    if remote and not args.allow_remote:
+        print(f"groundroll app: error: --host {args.host} is reachable from other machines;"
+              " pass --allow-remote to serve there (or keep the default 127.0.0.1)",
+              file=sys.stderr)
+        return 2
+    if remote and args.any_model:
+        print("groundroll app: error: --any-model lets a client open any path or download"
+              " any model on this machine; it is refused with a remote --host",
+              file=sys.stderr)
+        return 2
+    options = {"any_model": bool(args.any_model)}
     if args.segment_models:
         options["segment_models"] = args.segment_models
     if args.align_models:
         options["align_models"] = args.align_models
+    if remote:
+        offered = ", ".join([*(args.segment_models or SEGMENT_MODELS),
+                             *(args.align_models or ALIGN_MODELS)])
+        print(f"groundroll app: serving on {args.host}:{args.port} to other machines: anyone"
+              f" who reaches this address can upload images up to {args.max_upload_mb:g} MB"
+              f" and run these models on this machine: {offered}. No login, no TLS.",
+              file=sys.stderr)
     try:
         serve(host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, **options)
     except OSError as err:

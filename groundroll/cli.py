@@ -24,6 +24,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 #: Bad arguments or inputs, or outputs that exist without ``--force``.
 EXIT_USAGE = 2
+#: Stopped by SIGINT (Ctrl-C) or SIGTERM: the shell's 128 + signal number.
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class _Failure(Exception):
@@ -120,9 +123,14 @@ def _run_segment(args) -> int:
         background = _check_prompts(args.background, "background prompts")
     except ValueError as err:
         raise _Failure(f"{err} (use -p PROMPT)") from None
-    if (args.mask_threshold is not None and args.background_rule != "otsu"
-            and not 0.0 <= args.mask_threshold <= 1.0):
-        raise _Failure(f"--mask-threshold must be in [0, 1], got {args.mask_threshold}")
+    from ._options import OptionError, check_segment_options
+
+    try:
+        check_segment_options(prompts=prompts, mask_threshold=args.mask_threshold,
+                              background_rule=args.background_rule, min_size=args.min_size,
+                              max_side=args.max_side, max_pixels=args.max_pixels)
+    except OptionError as err:
+        raise _Failure(err.as_flag()) from None
     profile = None
     if args.profile is not None:
         from .grounding.profiles import Profile
@@ -135,13 +143,7 @@ def _run_segment(args) -> int:
 
     if wants_engine(args):  # --engine ray / --resume: sharded, resumable runs
         return run_segment(args, prompts, background, _Failure)
-    if args.min_size < 0:
-        raise _Failure(f"--min-size must be >= 0 pixels, got {args.min_size}")
-    if args.max_side < 1:
-        raise _Failure(f"--max-side must be >= 1, got {args.max_side}")
     max_pixels = _default_max_pixels() if args.max_pixels is None else args.max_pixels
-    if max_pixels < 1:
-        raise _Failure(f"--max-pixels must be >= 1, got {args.max_pixels}")
     try:
         templates = check_templates(args.templates)
     except ValueError as err:
@@ -372,18 +374,28 @@ def _command_in(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad input or
-    existing outputs without ``--force``, 1 other failures)."""
+    existing outputs without ``--force``, 1 other failures, 130 after Ctrl-C and 143
+    after SIGTERM, with a one-line message and no partial outputs)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_in(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    from ._interrupt import Terminated, terminate_as_interrupt
+
     try:
-        code = args.func(args)
+        with terminate_as_interrupt():
+            code = args.func(args)
     except _Failure as err:
         print(f"groundroll {args.command}: error: {err}", file=sys.stderr)
         return err.code
+    except KeyboardInterrupt as err:
+        # Every output set being staged was discarded on the way out (finally blocks).
+        what = "terminated" if isinstance(err, Terminated) else "interrupted"
+        print(f"groundroll {args.command}: {what}; outputs not yet complete were discarded"
+              " (earlier outputs are unchanged)", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     return EXIT_OK if code is None else int(code)
 
 

@@ -96,8 +96,8 @@ def test_audit_alignment_settings_differ(toy_mt):
 
 def test_audit_save_is_atomic(tmp_path, self_audit, monkeypatch):
     out = self_audit.save(tmp_path / "a")
-    assert sorted(p.name for p in out.iterdir()) == ["audit.json", "audit.md", "audit.png",
-                                                     "maps.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [".audit.groundroll.json", "audit.json",
+                                                     "audit.md", "audit.png", "maps.npz"]
     back = Audit.load(out)
     assert back.aggregate == pytest.approx(self_audit.aggregate)
     assert len(back.maps_a) == 6

@@ -35,6 +35,7 @@ translation), :mod:`~groundroll.align.maps` (word matrices from attention),
 
 from __future__ import annotations
 
+from groundroll._options import check_align_options
 from groundroll._deprecation import _UNSET, renamed
 from groundroll.align.batching import (  # noqa: F401  (used by profile, composition, report)
     FALLBACK_MAX_LENGTH,
@@ -183,8 +184,8 @@ def align(
     if symmetrize is not None and symmetrize.replace("_", "-") not in SYMMETRIZATIONS:
         raise ValueError(f"symmetrize must be one of {SYMMETRIZATIONS} or None, got"
                          f" {symmetrize!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_align_options(link_threshold=link_threshold, max_length=max_length,
+                        batch_size=batch_size)
     single = isinstance(src, str)
     srcs = [src] if single else list(src)
     if tgt is not None:
@@ -203,6 +204,7 @@ def align(
     method, layers, shift = chosen["method"], chosen["layers"], chosen["shift"]
     extraction, link_threshold, symmetrize = (chosen["extraction"], chosen["link_threshold"],
                                               chosen["symmetrize"])
+    check_align_options(link_threshold=link_threshold)     # a profile's, too
     if extraction in ("itermax", "mutual") and symmetrize is not None:
         raise ValueError(f"extraction={extraction!r} combines both directions itself;"
                          " leave symmetrize=None")

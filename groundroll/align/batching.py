@@ -22,19 +22,32 @@ FALLBACK_MAX_LENGTH = 512
 
 
 def _bundle(model):
+    """The translation model ``model`` names: a Bundle or a spec, checked to be an
+    encoder-decoder (a CLIP or a decoder-only model is a TypeError saying so)."""
     from groundroll.zoo import Bundle, cached
 
-    if isinstance(model, Bundle):
-        return model
     if isinstance(model, (str, Path)):
-        return cached(str(model))
-    raise TypeError("model must be a groundroll.zoo.Bundle or a spec for"
-                    f" groundroll.zoo.load (e.g. 'bundled:toy-mt'), got {type(model).__name__}")
+        bundle = cached(str(model))
+    elif isinstance(model, Bundle):
+        bundle = model
+    else:
+        raise TypeError("model must be a groundroll.zoo.Bundle or a spec for"
+                        " groundroll.zoo.load (e.g. 'bundled:toy-mt'), got"
+                        f" {type(model).__name__}")
+    config = getattr(bundle.model, "config", None)
+    if not getattr(config, "is_encoder_decoder", False):
+        name = getattr(bundle, "name", None) or type(bundle.model).__name__
+        raise TypeError(f"model {name!r} ({type(bundle.model).__name__}) is not an"
+                        " encoder-decoder translation model; alignment needs one, e.g."
+                        " 'bundled:toy-mt' or an hf: Marian/T5/BART model")
+    return bundle
 
 
 def _limit(bundle, max_length: int | None) -> int:
     if max_length is not None:
-        return int(max_length)
+        from groundroll._options import check_align_options
+
+        return check_align_options(max_length=max_length)["max_length"]
     limits = [getattr(bundle.tokenizer, "model_max_length", None),
               getattr(bundle.model.config, "max_position_embeddings", None)]
     finite = [int(x) for x in limits if isinstance(x, (int, float)) and 0 < x < 1e6]

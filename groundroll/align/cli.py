@@ -130,8 +130,13 @@ def _run_align(args) -> int:
     if tgt is not None and len(tgt) != len(src):
         return _fail(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)};"
                      " source and target files must have one sentence per line each")
-    if args.batch_size < 1:
-        return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
+    from groundroll._options import OptionError, check_align_options
+
+    try:
+        check_align_options(link_threshold=args.link_threshold, max_length=args.max_length,
+                            batch_size=args.batch_size)
+    except OptionError as err:
+        return _fail(err.as_flag())
     outputs = _outputs(args)
     try:
         check_directory(Path(args.out).parent)

@@ -51,6 +51,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from groundroll._markup import markdown_text
+
 __all__ = ["VARIANTS", "COMPOSED_METHODS", "fuse", "residual_rows", "rollout_variants",
            "variant_maps", "peak_weighted", "token_map", "composition_study",
            "CompositionStudy"]
@@ -267,7 +269,7 @@ class CompositionStudy:
         for name in names:
             awo = self.row(name, False)
             awi = next((r for r in self.rows if r["variant"] == name and r["shift"]), None)
-            cells = [name, f"{100 * awo['aer']:.1f}", f"{100 * awo['precision']:.1f}",
+            cells = [markdown_text(name), f"{100 * awo['aer']:.1f}", f"{100 * awo['precision']:.1f}",
                      f"{100 * awo['recall']:.1f}",
                      "" if awi is None else f"{100 * awi['aer']:.1f}",
                      f"{100 * (awo['aer'] - best_raw[False]['aer']):+.1f}"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from groundroll._options import check_align_options
 from groundroll._deprecation import _UNSET, renamed
 from groundroll.align import links as _links
 
@@ -92,6 +93,7 @@ def extract_links(matrix, *, extraction: str = "argmax", link_threshold: float |
     symmetrize = renamed("extract_links", "symmetrise", "symmetrize", symmetrise, symmetrize)
     if extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
+    check_align_options(link_threshold=link_threshold)
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2:
         raise ValueError(f"expected a [T, S] matrix, got shape {m.shape}")

@@ -90,15 +90,60 @@ class Alignment:
     @classmethod
     def from_dict(cls, d: dict) -> "Alignment":
         """The inverse of :meth:`to_dict`; settings written by earlier releases
-        (``threshold``, ``symmetrise``) get their current names."""
-        from groundroll.align.extract import _current_keys
+        (``threshold``, ``symmetrise``) get their current names.
 
+        Everything is checked against the schema: words are lists of strings, the
+        matrix is ``[T, S]`` finite numbers, every link ``[s, t]`` and score
+        ``[s, t, value]`` names a source and a target word that exist.
+
+        Raises
+        ------
+        AlignmentFormatError
+            What is wrong, where.
+        """
+        from groundroll.align.extract import _current_keys
+        from groundroll.align.io import AlignmentFormatError as Bad
+
+        if not isinstance(d, dict):
+            raise Bad(f"a saved alignment is a JSON object, got {type(d).__name__}")
+        for key in ("src_words", "tgt_words", "matrix", "links"):
+            if key not in d:
+                raise Bad(f"saved alignment: missing {key!r}")
+        for key in ("src_words", "tgt_words"):
+            if not isinstance(d[key], list) or not all(isinstance(w, str) for w in d[key]):
+                raise Bad(f"saved alignment: {key} must be a list of strings")
         t, s = len(d["tgt_words"]), len(d["src_words"])
-        return cls(list(d["src_words"]), list(d["tgt_words"]),
-                   np.asarray(d["matrix"], dtype=np.float64).reshape(t, s),
-                   {(int(a), int(b)) for a, b in d["links"]},
-                   {(int(a), int(b)): float(v) for a, b, v in d.get("scores", [])},
-                   _current_keys(d.get("settings", {}), what="alignment settings"))
+        try:
+            matrix = np.asarray(d["matrix"], dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise Bad("saved alignment: matrix must be a list of rows of numbers") from None
+        if matrix.size != t * s or (matrix.ndim != 2 and matrix.size) or (
+                matrix.ndim == 2 and matrix.shape != (t, s)):
+            raise Bad(f"saved alignment: matrix has shape {matrix.shape}, expected"
+                      f" [{t}, {s}] (target x source words)")
+        if not np.isfinite(matrix).all():
+            raise Bad("saved alignment: matrix holds NaN or infinite values")
+        links = {_pair(item, s, t, "links") for item in _list(d["links"], "links")}
+        scores = {}
+        for item in _list(d.get("scores", []), "scores"):
+            if not isinstance(item, list) or len(item) != 3:
+                raise Bad(f"saved alignment: each score is [s, t, value], got {item!r:.60}")
+            value = item[2]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    np.isfinite(value)):
+                raise Bad(f"saved alignment: score value {value!r:.60} is not a finite"
+                          " number")
+            scores[_pair(item[:2], s, t, "scores")] = float(value)
+        settings = d.get("settings", {})
+        if not isinstance(settings, dict):
+            raise Bad(f"saved alignment: settings must be a JSON object, got"
+                      f" {type(settings).__name__}")
+        try:
+            settings = _current_keys(settings, what="alignment settings")
+        except ValueError as err:
+            raise Bad(f"saved alignment: {err}") from None
+        return cls(list(d["src_words"]), list(d["tgt_words"]), matrix.reshape(t, s), links,
+                   scores, settings)
 
     def save(self, path, *, force: bool = False) -> None:
         """Write :meth:`to_dict` as JSON (atomically; no overwrite unless ``force``)."""
@@ -111,6 +156,52 @@ class Alignment:
 
     @classmethod
     def load(cls, path) -> "Alignment":
+        """Read a file written by :meth:`save` (checked as :meth:`from_dict` says).
+
+        Raises
+        ------
+        AlignmentFormatError
+            Not JSON, not UTF-8, nested too deeply, or not a saved alignment.
+        FileNotFoundError
+            No such file.
+        """
         import json
 
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        from groundroll.align.io import AlignmentFormatError
+
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except ValueError as err:           # JSONDecodeError, UnicodeDecodeError
+            raise AlignmentFormatError(f"{path} is not valid JSON: {err}") from None
+        except RecursionError:
+            raise AlignmentFormatError(f"{path} is nested too deeply to be a saved"
+                                       " alignment") from None
+        try:
+            return cls.from_dict(data)
+        except AlignmentFormatError as err:
+            raise AlignmentFormatError(f"{path}: {err}") from None
+
+
+def _list(value, what: str) -> list:
+    from groundroll.align.io import AlignmentFormatError
+
+    if not isinstance(value, list):
+        raise AlignmentFormatError(f"saved alignment: {what} must be a list, got"
+                                   f" {type(value).__name__}")
+    return value
+
+
+def _pair(item, s: int, t: int, what: str) -> tuple[int, int]:
+    """A link ``[s, t]`` of a saved alignment, within its ``s`` source and ``t`` target
+    words."""
+    from groundroll.align.io import AlignmentFormatError
+
+    if (not isinstance(item, list) or len(item) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)):
+        raise AlignmentFormatError(f"saved alignment: each entry of {what} starts with two"
+                                   f" integer word indices [s, t], got {str(item)[:60]}")
+    a, b = item
+    if not (0 <= a < s and 0 <= b < t):
+        raise AlignmentFormatError(f"saved alignment: {what} entry [{a}, {b}] is outside"
+                                   f" the {s} source x {t} target words")
+    return a, b

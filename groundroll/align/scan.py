@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from groundroll._deprecation import _UNSET, renamed
+from groundroll._markup import markdown_text
 from groundroll.align.batching import _bundle, _n_decoder_layers, _plain, _words
 from groundroll.align.extract import extract_links
 from groundroll.align.maps import _matrices
@@ -77,10 +78,10 @@ class LayerScan:
         best = self.best()
         head = ["method", "layer", "shift", "AER", "P", "R", "F1"]
         if base:
-            head += [f"{baseline} AER", "Δ AER"]
+            head += [f"{markdown_text(baseline)} AER", "Δ AER"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
-            cells = [r["method"], str(r["layer"]), "AWI" if r["shift"] else "AWO",
+            cells = [markdown_text(r["method"]), str(r["layer"]), "AWI" if r["shift"] else "AWO",
                      f"{100 * r['aer']:.1f}", f"{100 * r['precision']:.1f}",
                      f"{100 * r['recall']:.1f}", f"{100 * r['f1']:.1f}"]
             if base:

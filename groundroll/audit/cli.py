@@ -22,8 +22,10 @@ def register(subparsers) -> None:
                     help="compare two models' maps on the same inputs")
     p.add_argument("model_a", help="model spec for groundroll.load (the reference)")
     p.add_argument("model_b", help="model spec compared against model_a")
-    p.add_argument("--out", required=True, help="output folder (must not exist unless --force)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--out", required=True,
+                   help="output folder (created if missing; other files in it are kept)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the audit files of an earlier audit in --out")
     p.add_argument("--task", choices=TASKS, default=None,
                    help="default: align for --src/--toy, segment for --images/--scenes")
     data = p.add_argument_group("alignment data")
@@ -57,9 +59,16 @@ def _run_cli(args) -> int:
     the summary."""
     import sys
 
+    from groundroll._atomic import check_set
+    from groundroll.audit.result import Audit
+
     out = Path(args.out)
-    if out.exists() and not args.force:
-        return _cli_fail(f"{out} exists; pass --force to replace it")
+    try:
+        # Before any model runs: a plain file at --out, an unwritable folder, or audit
+        # files that exist without --force.
+        check_set(out, Audit.FILES, Audit.MANIFEST, force=args.force)
+    except (OSError, ValueError) as err:
+        return _cli_fail(str(err))
     sources = [x for x in ("src", "toy", "images", "scenes") if getattr(args, x) is not None]
     if len(sources) != 1:
         return _cli_fail("give exactly one input: --src/--tgt, --toy N, --images or --scenes N")
@@ -100,7 +109,8 @@ def _run_cli(args) -> int:
     except FileExistsError as err:
         return _cli_fail(str(err))
     except OSError as err:
-        return _cli_fail(f"cannot write {out}: {err}; nothing was written", 1)
+        reason = err.strerror or str(err)
+        return _cli_fail(f"cannot write {out}: {reason}; nothing was written", 1)
     print(result.to_markdown())
     print(f"\nwrote {out}/audit.json, audit.md, maps.npz, audit.png", file=sys.stderr)
     return 0

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from groundroll._json import jsonable
+from groundroll._markup import markdown_text
 from groundroll.audit.metrics import _HIGHER_IS_AGREEMENT, _METRICS, mass_moved
 
 __all__ = ["Audit"]
@@ -75,9 +73,14 @@ class Audit:
         return bool(ok)
 
     def to_markdown(self, *, n_changed: int = 5) -> str:
-        """Aggregate table and the examples that changed most."""
+        """Aggregate table and the examples that changed most.
+
+        Sentences, prompts and model names are escaped (:func:`groundroll._markup.markdown_text`):
+        HTML in them shows as text when the Markdown is rendered, never as markup."""
         a, s = self.aggregate, self.settings
-        lines = [f"Audit ({self.task}): {s.get('model_a', 'A')} vs {s.get('model_b', 'B')},"
+        model_a = markdown_text(s.get("model_a", "A"))
+        model_b = markdown_text(s.get("model_b", "B"))
+        lines = [f"Audit ({markdown_text(self.task)}): {model_a} vs {model_b},"
                  f" {a.get('n', len(self.examples))} examples, top {100 * s.get('top', 0.1):g}%",
                  "", "| metric | mean | median |", "|---|---|---|"]
         for m in self.metrics:
@@ -86,8 +89,8 @@ class Audit:
                   "| # | example | " + " | ".join(self.metrics) + " |",
                   "|---|---|" + "---|" * len(self.metrics)]
         for e in self.most_changed(n_changed):
-            label = str(e.get("label", "")).replace("|", "/")
-            lines.append(f"| {e['index']} | {label[:60]} | "
+            label = markdown_text(e.get("label", ""), limit=60)
+            lines.append(f"| {e['index']} | {label} | "
                          + " | ".join(f"{e[m]:.3f}" for m in self.metrics) + " |")
         return "\n".join(lines)
 
@@ -146,45 +149,58 @@ class Audit:
 
         return audit_report(self, title=title)
 
+    #: The files :meth:`save` writes, and the hidden manifest that lists them.
+    FILES = ("audit.json", "audit.md", "maps.npz", "audit.png")
+    MANIFEST = ".audit.groundroll.json"
+
     def save(self, directory, *, force: bool = False, figure: bool = True) -> Path:
         """Write ``audit.json``, ``audit.md``, ``maps.npz`` and ``audit.png`` into
-        ``directory``, all or nothing: the files are written into a temporary folder
-        beside it that is then renamed. An existing ``directory`` is an error unless
-        ``force`` (then it is replaced).
+        ``directory`` (created if missing), all or nothing.
+
+        The files are one output set (:class:`groundroll._atomic.OutputSet`): staged in
+        a temporary folder inside ``directory`` and moved into place together. Other
+        files in ``directory`` are never touched; existing audit files are an error
+        unless ``force`` (then the previous audit's files are replaced).
+
+        Raises
+        ------
+        FileExistsError
+            Audit files exist in ``directory`` and ``force`` is false.
+        NotADirectoryError
+            ``directory`` exists and is not a folder.
 
         Examples
         --------
         >>> a = audit("bundled:toy-mt", "bundled:toy-mt", pairs)    # doctest: +SKIP
         >>> a.save("audit-out")                                     # doctest: +SKIP
         """
+        import io
+
+        from groundroll._atomic import OutputSet, check_set
+
         directory = Path(directory)
-        if directory.exists() and not force:
-            raise FileExistsError(f"{directory} exists; pass force=True to replace it")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            (tmp / "audit.json").write_text(json.dumps(jsonable(self.to_dict(), other=None), indent=2)
-                                            + "\n", encoding="utf-8")
-            (tmp / "audit.md").write_text(self.to_markdown() + "\n", encoding="utf-8")
+        names = self.FILES if figure else self.FILES[:3]
+        check_set(directory, names, self.MANIFEST, force=force)
+        with OutputSet(directory, force=force, manifests=[self.MANIFEST]) as out:
+            out.add("audit.json", json.dumps(jsonable(self.to_dict(), other=None), indent=2)
+                    + "\n", manifest=self.MANIFEST)
+            out.add("audit.md", self.to_markdown() + "\n", manifest=self.MANIFEST)
             arrays = {f"a_{k}": m for k, m in enumerate(self.maps_a)}
             arrays.update({f"b_{k}": m for k, m in enumerate(self.maps_b)})
-            np.savez_compressed(tmp / "maps.npz", **arrays)
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **arrays)
+            out.add("maps.npz", buf.getvalue(), manifest=self.MANIFEST)
             if figure:
                 import matplotlib.pyplot as plt
 
                 fig = self.plot()
-                fig.savefig(tmp / "audit.png", dpi=90)
-                plt.close(fig)
-            old = None
-            if directory.exists():
-                old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-                directory.rename(old)
-            tmp.rename(directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                buf = io.BytesIO()
+                try:
+                    fig.savefig(buf, format="png", dpi=90)
+                finally:
+                    plt.close(fig)
+                out.add("audit.png", buf.getvalue(), manifest=self.MANIFEST)
+            out.commit()
         return directory
 
     @classmethod

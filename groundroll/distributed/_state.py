@@ -9,6 +9,13 @@ A shard counts as done when, and only when, its record exists: the record is wri
 after every output of the shard is in place, and it is written to a temporary file and
 renamed, so an interrupted run can leave outputs of an unfinished shard behind (they
 are rewritten on resume) but never a record of a shard that is not complete.
+
+Everything read back is checked against its schema: a ``run.json`` that is not a
+manifest of this format is a :class:`SettingsMismatchError`; a record that does not
+match its shard (hand-edited, truncated, of another release) is not trusted and the
+shard is done again. The state folder, ``done/`` and the files in them are never
+symbolic links (:class:`groundroll._atomic.OutputPathError`): a run writes and deletes
+only inside its own folders.
 """
 
 from __future__ import annotations
@@ -19,9 +26,9 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write, refuse_symlink
 
 __all__ = ["Shard", "RunState", "SettingsMismatchError", "plan_shards", "digest"]
 
@@ -93,6 +100,45 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
+#: Larger state files are not ours (a run manifest lists shard ids and sizes).
+_MAX_STATE_BYTES = 256 << 20
+
+
+def read_json(path: Path):
+    """The JSON value in ``path``, or None if it cannot be read or parsed (missing,
+    oversized, not UTF-8, malformed, nested too deeply)."""
+    try:
+        if path.stat().st_size > _MAX_STATE_BYTES:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def read_run_manifest(path: Path) -> dict:
+    """``run.json`` of a run, checked: a JSON object of :data:`FORMAT` whose
+    ``settings`` is an object.
+
+    Raises
+    ------
+    SettingsMismatchError
+        Anything else, with what was wrong and what to do.
+    """
+    recorded = read_json(path)
+    hint = "; start over with force, or use another output location"
+    if recorded is None:
+        raise SettingsMismatchError(f"cannot read the run manifest {path} (missing,"
+                                    f" unreadable or not JSON){hint}")
+    if not isinstance(recorded, dict) or recorded.get("format") != FORMAT:
+        found = recorded.get("format") if isinstance(recorded, dict) else type(
+            recorded).__name__
+        raise SettingsMismatchError(f"{path} is not a {FORMAT} manifest (found"
+                                    f" {str(found)[:60]!r}){hint}")
+    if not isinstance(recorded.get("settings"), dict):
+        raise SettingsMismatchError(f"{path}: 'settings' is not a JSON object{hint}")
+    return recorded
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -109,6 +155,7 @@ class RunState:
     settings: dict
     shards: list[Shard]
     done: dict[str, dict] = field(default_factory=dict)
+    valid: Callable[[Shard, dict], bool] | None = field(default=None, repr=False)
 
     @property
     def run_file(self) -> Path:
@@ -127,30 +174,40 @@ class RunState:
 
     @classmethod
     def open(cls, folder, *, settings: dict, shards: list[Shard], resume: bool,
-             force: bool) -> "RunState":
+             force: bool, valid: Callable[[Shard, dict], bool] | None = None
+             ) -> "RunState":
         """Start or continue the run in ``folder``.
+
+        Parameters
+        ----------
+        valid : callable, optional
+            ``valid(shard, record)``: whether a done record read back on resume is
+            whole and belongs to ``shard`` (the job's schema). Records it refuses (and
+            any that are not JSON objects naming their shard) are redone.
 
         Raises
         ------
         FileExistsError
             ``folder`` holds a run and neither ``resume`` nor ``force`` is set.
         SettingsMismatchError
-            ``resume`` and the folder's run was made with other settings.
+            ``resume`` and the folder's run was made with other settings, or its
+            ``run.json`` is not a run manifest.
+        OutputPathError
+            The state folder, its ``done`` folder or ``run.json`` is a symbolic link.
         """
         folder = Path(folder)
         state = cls(folder, json.loads(json.dumps(settings)), list(shards))
+        state.valid = valid
+        refuse_symlink(folder, "the run state folder")
+        refuse_symlink(state.done_folder, "the run state folder")
+        refuse_symlink(state.run_file, "the run manifest")
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise NotADirectoryError(f"the run state folder {folder} exists and is not a"
+                                     " folder; remove it or choose another output location")
         if cls.exists(folder):
             if resume:
-                try:
-                    recorded = json.loads(state.run_file.read_text(encoding="utf-8"))
-                except (OSError, ValueError) as err:
-                    raise SettingsMismatchError(
-                        f"cannot read the run manifest {state.run_file}: {err}") from None
-                if recorded.get("format") != FORMAT:
-                    raise SettingsMismatchError(
-                        f"{state.run_file} is not a {FORMAT} manifest"
-                        f" (format {recorded.get('format')!r})")
-                diff = _differences(recorded.get("settings", {}), state.settings)
+                recorded = read_run_manifest(state.run_file)
+                diff = _differences(recorded["settings"], state.settings)
                 if diff:
                     raise SettingsMismatchError(
                         f"{folder} holds a run made with other settings; resuming would"
@@ -158,7 +215,8 @@ class RunState:
                         "\nuse another output location, or start over with force")
                 state._read_done()
             elif force:
-                shutil.rmtree(state.done_folder, ignore_errors=True)
+                if state.done_folder.is_dir():
+                    shutil.rmtree(state.done_folder)
             else:
                 raise FileExistsError(
                     f"{folder} holds an earlier run ({state.run_file}); pass resume to"
@@ -173,17 +231,20 @@ class RunState:
                 "shards": [[s.id, s.size] for s in self.shards]}
 
     def _read_done(self) -> None:
-        wanted = {s.id for s in self.shards}
+        by_id = {s.id: s for s in self.shards}
         for path in sorted(self.done_folder.glob("*.json")):
-            shard_id = path.stem
-            if shard_id not in wanted:
-                continue  # a shard of an earlier input; its id no longer occurs
+            shard = by_id.get(path.stem)
+            if shard is None or path.is_symlink():
+                continue  # a shard of an earlier input (its id no longer occurs), or a link
+            record = read_json(path)
+            if not isinstance(record, dict) or record.get("shard") != shard.id:
+                continue  # unreadable or not this shard's: redo the shard
             try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue  # unreadable: redo the shard
-            if record.get("shard") == shard_id:
-                self.done[shard_id] = record
+                ok = self.valid is None or bool(self.valid(shard, record))
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                ok = False
+            if ok:
+                self.done[shard.id] = record
 
     def pending(self) -> list[Shard]:
         return [s for s in self.shards if s.id not in self.done]
@@ -232,10 +293,9 @@ def recorded_names(state_dir: Path, settings: dict, renamed: dict[str, str]) -> 
     >>> recorded_names(Path("/nonexistent"), {"a": 1}, {"a": "b"})
     {'a': 1}
     """
-    try:
-        recorded = json.loads((Path(state_dir) / "run.json").read_text(encoding="utf-8"))
-        names = set(recorded["settings"])
-    except (OSError, ValueError, KeyError, TypeError):
+    recorded = read_json(Path(state_dir) / "run.json")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("settings"), dict):
         return settings     # RunState.open reports an unreadable manifest
+    names = set(recorded["settings"])
     return {(renamed[k] if k in renamed and renamed[k] in names and k not in names else k): v
             for k, v in settings.items()}

@@ -249,6 +249,9 @@ def align_corpus(
     symmetrize = renamed("align_corpus", "symmetrise", "symmetrize", symmetrise, symmetrize)
     started = time.perf_counter()
     check_engine(engine, workers, batch_size)
+    from .._options import check_align_options
+
+    check_align_options(link_threshold=link_threshold, max_length=max_length)
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if extraction is not None and extraction not in EXTRACTIONS:
@@ -301,7 +304,7 @@ def align_corpus(
         settings = recorded_names(state_dir, settings, {"link_threshold": "threshold",
                                                         "symmetrize": "symmetrise"})
     state = RunState.open(state_dir, settings=settings, shards=shards, resume=resume,
-                          force=force)
+                          force=force, valid=_record_valid)
     for shard_id in list(state.done):
         if not (state.folder / f"{shard_id}.txt").is_file() or (
                 tgt_lines is None and not (state.folder / f"{shard_id}.tgt").is_file()):
@@ -328,6 +331,16 @@ def align_corpus(
     return BulkResult(out=out, total=len(src_lines), processed=processed, skipped=skipped,
                       failed=failed, shards=len(shards), files=files, written=written,
                       seconds=time.perf_counter() - started)
+
+
+def _record_valid(shard: Shard, record: dict) -> bool:
+    """A done record read back on resume: the digest of its lines and failures as
+    ``[line index inside the shard, reason]``."""
+    failures = record.get("failures", [])
+    return isinstance(record.get("digest"), str) and isinstance(failures, list) and all(
+        isinstance(f, list) and len(f) == 2 and isinstance(f[0], int)
+        and not isinstance(f[0], bool) and shard.start <= f[0] < shard.stop
+        and isinstance(f[1], str) for f in failures)
 
 
 def _collect(rows: Iterable[dict], state: RunState, pending: list[Shard], total: int,

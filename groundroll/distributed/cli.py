@@ -80,10 +80,11 @@ def _report(result, what: str) -> None:
 
 
 def _errors():
+    from .._atomic import OutputPathError
     from ._state import SettingsMismatchError
 
     usage = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-             SettingsMismatchError, ValueError, TypeError)
+             SettingsMismatchError, OutputPathError, ValueError, TypeError)
     return usage
 
 

@@ -39,6 +39,9 @@ __all__ = ["segment_dataset", "STATE_DIR"]
 #: Folder inside ``out`` that holds the run manifest and the shard records.
 STATE_DIR = "_groundroll_run"
 
+#: The run's combined outputs in ``out``: no image's own files may take these names.
+COMBINED = {"coco": "coco.json", "failures": "failures.jsonl", "parquet": "masks.parquet"}
+
 #: Arguments of groundroll.segment that segment_dataset sets itself.
 _RESERVED = ("image", "prompts", "model", "cache", "tokenizer")
 
@@ -209,6 +212,73 @@ def _file_names(prompts: Sequence[str], key: str) -> list[str]:
     return [p.name for p in output_paths(Path("."), prompts, stem=key).values()]
 
 
+def check_output_names(keys: Sequence[str], prompts: Sequence[str]) -> None:
+    """Every file of the run has its own name: no image's file is one of the combined
+    outputs (an image ``coco.png`` would write ``coco.json``), the state folder, or a
+    file of another image (stem ``a`` with prompt ``labels`` and stem ``a_0`` both
+    write ``a_0_labels.png``).
+
+    Raises
+    ------
+    ValueError
+        The first clash, naming the stems and what to do.
+    """
+    owner = {name: None for name in COMBINED.values()}
+    owner[STATE_DIR] = None
+    for key in keys:
+        for name in _file_names(prompts, key):
+            if name in owner:
+                other = owner[name]
+                what = (f"the output of image stem {other!r}" if other is not None
+                        else "a combined output of the run")
+                raise ValueError(
+                    f"image stem {key!r} would write {name}, which is {what}; rename the"
+                    " image, or list the images in a manifest (.json: [{\"path\": ...,"
+                    " \"id\": ...}]) to give it another output stem")
+            owner[name] = key
+
+
+def _valid_annotation(ann) -> bool:
+    seg = ann.get("segmentation") if isinstance(ann, dict) else None
+    return (isinstance(seg, dict) and isinstance(seg.get("counts"), str)
+            and _ints(seg.get("size"), 2) and isinstance(ann.get("category_id"), int)
+            and isinstance(ann.get("category_name"), str) and _numbers(ann.get("bbox"), 4)
+            and _numbers([ann.get("area"), ann.get("score")], 2))
+
+
+def _ints(value, n: int) -> bool:
+    return (isinstance(value, list) and len(value) == n
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
+
+
+def _numbers(value, n: int) -> bool:
+    import math
+
+    return (isinstance(value, list) and len(value) == n
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and math.isfinite(v) for v in value))
+
+
+def _record_valid(items: Items, shard: Shard, record: dict) -> bool:
+    """A done record read back on resume: one entry per image of ``shard``, in order,
+    each with the fields the combined outputs are built from."""
+    images = record.get("images")
+    if not isinstance(images, list) or len(images) != shard.size:
+        return False
+    for i, entry in zip(range(shard.start, shard.stop), images):
+        if not isinstance(entry, dict) or entry.get("key") != items.keys[i]:
+            return False
+        if not isinstance(entry.get("name"), str) or not isinstance(entry.get("ok"), bool):
+            return False
+        if not isinstance(entry.get("error"), str):
+            return False
+        if entry["ok"] and not (_ints([entry.get("height"), entry.get("width")], 2)
+                                and isinstance(entry.get("annotations"), list)
+                                and all(map(_valid_annotation, entry["annotations"]))):
+            return False
+    return True
+
+
 def _combined(state: RunState, items: Items, prompts: Sequence[str], settings: dict):
     images, annotations, failures, rle_rows = [], [], [], []
     position = 0
@@ -260,11 +330,11 @@ def _parquet_bytes(rows: list[dict], images: list[dict]) -> bytes:
 def _finish(state: RunState, items: Items, out: Path, prompts, settings,
             rle_parquet: bool) -> tuple[dict, list, int]:
     coco, failures, rle_rows = _combined(state, items, prompts, settings)
-    files = {"coco": out / "coco.json", "failures": out / "failures.jsonl"}
+    files = {"coco": out / COMBINED["coco"], "failures": out / COMBINED["failures"]}
     blobs = {"coco": (json.dumps(coco) + "\n").encode(),
              "failures": json_lines(failures)}
     if rle_parquet:
-        files["parquet"] = out / "masks.parquet"
+        files["parquet"] = out / COMBINED["parquet"]
         blobs["parquet"] = _parquet_bytes(rle_rows, coco["images"])
     written = [files[k] for k in files if write_if_changed(files[k], blobs[k])]
     return files, written, len(failures)
@@ -435,7 +505,10 @@ def segment_dataset(
     SettingsMismatchError
         ``resume`` and ``out`` was made with other settings (the differences are listed).
     ValueError
-        Bad prompts or options, or colliding output stems.
+        Bad prompts or options, or colliding output names (two images' files, or an
+        image's file and a combined output such as ``coco.json``).
+    OutputPathError
+        ``out/_groundroll_run`` is a symbolic link (nothing is written through it).
 
     Examples
     --------
@@ -464,13 +537,16 @@ def segment_dataset(
     if unknown:
         raise ValueError(f"segment_options: groundroll.segment takes no {unknown};"
                          f" it accepts {sorted(accepted)}")
-    if mask_threshold is not None and extra.get("background_rule") != "otsu" and not (
-            0.0 <= float(mask_threshold) <= 1.0):
-        raise ValueError(f"mask_threshold is in [0, 1] (for every background rule but"
-                         f" 'otsu'), got {mask_threshold}")
-    if int(min_size) < 0 or int(max_side) < 1:
-        raise ValueError(f"min_size must be >= 0 and max_side >= 1, got {min_size} and"
-                         f" {max_side}")
+    from .._options import check_segment_options
+
+    check_segment_options(prompts=prompts, mask_threshold=mask_threshold,
+                          background_rule=extra.get("background_rule"),
+                          logit_scale=extra.get("logit_scale"), min_size=min_size,
+                          max_side=max_side, max_pixels=extra.get("max_pixels"))
+    if "source_options" in extra and method is not None:
+        from ..grounding.registry import source
+
+        source(method).check_options(extra["source_options"])
     if engine == "ray" and not isinstance(model, str):
         raise TypeError("engine='ray' needs the model as a spec string (each worker loads"
                         " its own copy), e.g. 'bundled:shapes-clip'")
@@ -479,6 +555,7 @@ def segment_dataset(
         import_ray()  # fail before any work when Ray is missing
 
     items = resolve_images(images, image_column=image_column)
+    check_output_names(items.keys, prompts)
     out = as_path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out {out} exists and is not a folder")
@@ -492,15 +569,17 @@ def segment_dataset(
                 "shard_size": int(shard_size), **jsonable(given, other=str)}
     shards = plan_shards(items.keys, shard_size)
     state_dir = out / STATE_DIR
+    from .._atomic import check_writable, refuse_symlink
+
+    refuse_symlink(state_dir, "the run state folder")
     if resume:
         settings = recorded_names(state_dir, settings, {"mask_threshold": "threshold"})
     if not RunState.exists(state_dir) and not force and out.is_dir():
-        from .._atomic import check_writable
-
-        check_writable(_planned_files(out, prompts, items.keys), force=False)
+        combined = [out / COMBINED[k] for k in COMBINED if k != "parquet" or rle_parquet]
+        check_writable([*_planned_files(out, prompts, items.keys), *combined], force=False)
     out.mkdir(parents=True, exist_ok=True)
     state = RunState.open(state_dir, settings=settings, shards=shards, resume=resume,
-                          force=force)
+                          force=force, valid=functools.partial(_record_valid, items))
     if resume:
         _redo_missing(state, prompts)
     pending = state.pending()

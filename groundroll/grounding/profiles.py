@@ -55,7 +55,7 @@ from .._deprecation import _UNSET, renamed
 
 __all__ = ["Profile", "PROFILE_FORMAT", "BACKGROUND_RULES", "POSTPROCESS_KEYS",
            "model_fingerprint", "bundled_profile", "resolve_profile", "background_labels",
-           "refine_maps", "refine_scores", "resolve_settings", "REFINE"]
+           "refine_maps", "refine_scores", "resolve_settings", "REFINE", "ProfileFormatError"]
 
 PROFILE_FORMAT = "groundroll-profile/1"
 BACKGROUND_RULES = ("none", "threshold", "relative", "otsu")
@@ -94,19 +94,60 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()[:16]
 
 
+class ProfileFormatError(ValueError):
+    """A profile file or dict that is not a valid profile (says what is wrong where)."""
+
+
 def _check_entry(method: str, entry: Mapping[str, Any], where: str) -> dict:
+    from .._options import OptionError, check_segment_options
+
+    if not isinstance(method, str) or not method:
+        raise ProfileFormatError(f"{where}: method names are non-empty strings, got"
+                                 f" {method!r}")
+    if not isinstance(entry, Mapping):
+        raise ProfileFormatError(f"{where}: the entry of method {method!r} must be a JSON"
+                                 f" object, got {type(entry).__name__}")
     unknown = set(entry) - set(POSTPROCESS_KEYS)
     if unknown:
-        raise ValueError(f"{where}: method {method!r} has unknown settings {sorted(unknown)};"
-                         f" allowed: {list(POSTPROCESS_KEYS)}")
+        raise ProfileFormatError(f"{where}: method {method!r} has unknown settings"
+                                 f" {sorted(map(str, unknown))}; allowed:"
+                                 f" {list(POSTPROCESS_KEYS)}")
     out = dict(entry)
     rule = out.get("background_rule", "none")
-    if rule not in BACKGROUND_RULES:
-        raise ValueError(f"{where}: background_rule of {method!r} must be one of"
-                         f" {BACKGROUND_RULES}, got {rule!r}")
+    if not isinstance(rule, str) or rule not in BACKGROUND_RULES:
+        raise ProfileFormatError(f"{where}: background_rule of {method!r} must be one of"
+                                 f" {BACKGROUND_RULES}, got {rule!r}")
     if rule in ("threshold", "relative", "otsu") and out.get("threshold") is None:
-        raise ValueError(f"{where}: background_rule {rule!r} of {method!r} needs a threshold")
+        raise ProfileFormatError(f"{where}: background_rule {rule!r} of {method!r} needs a"
+                                 " threshold")
+    try:
+        check_segment_options(mask_threshold=out.get("threshold"), background_rule=rule,
+                              logit_scale=out.get("logit_scale"))
+    except OptionError as err:
+        raise ProfileFormatError(f"{where}: method {method!r}: {err}"
+                                 .replace("mask_threshold", "threshold")) from None
+    refine = out.get("refine")
+    if refine is not None and (not isinstance(refine, str) or refine not in REFINE):
+        raise ProfileFormatError(f"{where}: refine of {method!r} must be one of {REFINE},"
+                                 f" got {refine!r}")
+    normalize = out.get("normalize")
+    if normalize is not None and not isinstance(normalize, str):
+        raise ProfileFormatError(f"{where}: normalize of {method!r} must be a string, got"
+                                 f" {normalize!r}")
+    templates = out.get("templates")
+    if templates is not None and not (isinstance(templates, list) and all(
+            isinstance(t, str) for t in templates)):
+        raise ProfileFormatError(f"{where}: templates of {method!r} must be a list of"
+                                 " strings")
+    options = out.get("source_options")
+    if options is not None and not isinstance(options, Mapping):
+        raise ProfileFormatError(f"{where}: source_options of {method!r} must be a JSON"
+                                 f" object, got {type(options).__name__}")
     return out
+
+
+#: A profile file larger than this is not one (they hold a few settings per method).
+_MAX_PROFILE_BYTES = 16 << 20
 
 
 @dataclass
@@ -134,10 +175,14 @@ class Profile:
     calibration: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.methods, Mapping):
+            raise ProfileFormatError(f"profile for {self.model!r}: methods must be a JSON"
+                                     " object of method -> settings, got"
+                                     f" {type(self.methods).__name__}")
         self.methods = {m: _check_entry(m, e, f"profile for {self.model!r}")
                         for m, e in self.methods.items()}
         if self.default_method not in self.methods:
-            raise ValueError(f"profile for {self.model!r}: default_method"
+            raise ProfileFormatError(f"profile for {self.model!r}: default_method"
                              f" {self.default_method!r} has no entry in methods"
                              f" {sorted(self.methods)}")
 
@@ -163,15 +208,25 @@ class Profile:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "profile") -> "Profile":
         if not isinstance(data, Mapping):
-            raise ValueError(f"{where}: a profile is a JSON object, got {type(data).__name__}")
+            raise ProfileFormatError(f"{where}: a profile is a JSON object, got"
+                                     f" {type(data).__name__}")
         fmt = data.get("format")
         if fmt != PROFILE_FORMAT:
-            raise ValueError(f"{where}: format must be {PROFILE_FORMAT!r}, got {fmt!r}")
+            raise ProfileFormatError(f"{where}: format must be {PROFILE_FORMAT!r}, got"
+                                     f" {str(fmt)[:60]!r}")
         missing = [k for k in ("model", "default_method", "methods") if k not in data]
         if missing:
-            raise ValueError(f"{where}: missing keys {missing}")
-        return cls(model=str(data["model"]), fingerprint=str(data.get("fingerprint", "")),
-                   default_method=str(data["default_method"]),
+            raise ProfileFormatError(f"{where}: missing keys {missing}")
+        for key in ("model", "default_method", "fingerprint"):
+            if not isinstance(data.get(key, ""), str):
+                raise ProfileFormatError(f"{where}: {key} must be a string, got"
+                                         f" {type(data[key]).__name__}")
+        for key in ("methods", "calibration"):
+            if not isinstance(data.get(key, {}), Mapping):
+                raise ProfileFormatError(f"{where}: {key} must be a JSON object, got"
+                                         f" {type(data[key]).__name__}")
+        return cls(model=data["model"], fingerprint=data.get("fingerprint", ""),
+                   default_method=data["default_method"],
                    methods=dict(data["methods"]),
                    calibration=dict(data.get("calibration", {})))
 
@@ -198,9 +253,18 @@ class Profile:
         if not path.is_file():
             raise FileNotFoundError(f"profile file not found: {path}")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"profile {path} is not valid JSON: {err}") from err
+            if path.stat().st_size > _MAX_PROFILE_BYTES:
+                raise ProfileFormatError(f"profile {path} is larger than"
+                                         f" {_MAX_PROFILE_BYTES >> 20} MB: not a profile")
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ProfileFormatError(f"profile {path} is not valid JSON: {err}") from None
+        except RecursionError:
+            raise ProfileFormatError(f"profile {path} is nested too deeply to be a"
+                                     " profile") from None
+        except OSError as err:
+            raise ProfileFormatError(f"cannot read profile {path}:"
+                                     f" {err.strerror or err}") from None
         return cls.from_dict(data, where=f"profile {path}")
 
 

@@ -106,7 +106,9 @@ class Source:
 
     def check_options(self, options) -> dict:
         """``options`` (None, a mapping or an instance of :attr:`options`) as a dict of
-        the names given; unknown names are a ValueError listing the accepted ones."""
+        the names given; unknown names are a ValueError listing the accepted ones, and
+        each value is checked against its default's type and its range
+        (:func:`groundroll._options.check_source_options`)."""
         if options is None:
             return {}
         if isinstance(options, self.options):
@@ -121,7 +123,10 @@ class Source:
         if unknown:
             raise ValueError(f"source {self.name!r} has no option(s) {unknown}; it takes"
                              f" {accepted or 'no options'}")
-        return dict(options)
+        from .._options import check_source_options
+
+        defaults = {f.name: f.default for f in dataclasses.fields(self.options)}
+        return check_source_options(self.name, options, defaults)
 
     def maps(self, handle, image: np.ndarray, prompts: Sequence[str], *,
              templates: Sequence[str] | None = None, **options) -> np.ndarray:

@@ -242,27 +242,39 @@ def manifest_name(stem: str) -> str:
 
 
 def check_writable_set(directory, planned: Sequence[dict], *, force: bool = False) -> None:
-    """Check, before any work, that the sets ``planned`` (dicts of paths, one per
-    stem) can be written into ``directory``: the folder (or the nearest existing one
-    that would hold it) is writable, no planned path is a directory, and without
-    ``force`` no planned file exists.
+    """Check, before any work, that the sets ``planned`` (dicts of paths as
+    :func:`output_paths` gives, one per stem) can be written into ``directory``: the
+    folder (or the nearest existing one that would hold it) is writable, no planned
+    path is a directory, no two sets share a file, and without ``force`` no planned
+    file exists and no earlier set of a stem has files left over (a hidden manifest
+    whose files were all deleted is replaced).
 
     Raises
     ------
     NotADirectoryError, PermissionError, IsADirectoryError, FileExistsError, ValueError
     """
-    from .._atomic import check_directory, check_writable
+    from .._atomic import check_directory, check_set
 
     check_directory(directory)
     files = [p for paths in planned for p in paths.values()]
-    if Path(directory).is_dir():
-        check_writable(files, force=force)
-    elif len({os.path.abspath(p) for p in files}) != len(files):
+    if len({os.path.abspath(p) for p in files}) != len(files):
         raise ValueError("two outputs share a file name")
+    for paths in planned:
+        check_set(directory, [p.name for p in paths.values()],
+                  manifest_name(paths["summary"].stem), force=force)
 
 
 def output_paths(directory, prompts: Sequence[str], *, stem: str = "segmentation") -> dict:
-    """Paths :meth:`Segmentation.save` writes for ``prompts`` (see there)."""
+    """Paths :meth:`Segmentation.save` writes for ``prompts`` (see there).
+
+    Raises
+    ------
+    OptionError
+        More prompts than a label-map PNG holds (255).
+    """
+    from .._options import check_segment_options
+
+    check_segment_options(prompts=prompts)
     d = Path(directory)
     paths = {"labels": d / f"{stem}_labels.png"}
     for k, p in enumerate(prompts):

@@ -33,6 +33,7 @@ from .._deprecation import _UNSET, renamed
 from .._images import (DEFAULT_MAX_PIXELS, _open_unchecked, _read_image,  # noqa: F401
                        _resize_rgb, _upsample, _nearest, load_image)
 from .._locks import locked, short, warn_once, warning_scope
+from .._options import check_segment_options
 from ._model import DEFAULT_MODEL, ModelHandle, resolve_model
 from .result import (Segmentation, check_writable_set, manifest_name,  # noqa: F401
                      output_paths, slug)
@@ -340,10 +341,9 @@ def _segment(image, prompts, *, model, method, background, mask_threshold, backg
     started = time.perf_counter()
     prompts = _check_prompts(prompts)
     background = _check_prompts(background or [], "background prompts")
-    if int(min_size) < 0:
-        raise ValueError(f"min_size must be >= 0 pixels, got {min_size}")
-    if int(max_side) < 1:
-        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    check_segment_options(mask_threshold=mask_threshold, background_rule=background_rule,
+                          logit_scale=logit_scale, min_size=min_size, max_side=max_side,
+                          max_pixels=max_pixels)
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if refine is not None and refine not in REFINE:

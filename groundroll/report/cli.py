@@ -109,13 +109,14 @@ def register(subparsers) -> None:
 
 
 def _check_out(args) -> None:
-    from groundroll._atomic import check_writable
+    from groundroll._atomic import check_directory, check_writable
 
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise _Failure(f"--out {args.out} should end in .html")
     try:
         check_writable([args.out], force=args.force)
-    except (FileExistsError, IsADirectoryError, FileNotFoundError, ValueError) as err:
+        check_directory(args.out.parent)            # a read-only folder, before any work
+    except (OSError, ValueError) as err:
         raise _Failure(str(err)) from None
 
 
@@ -131,7 +132,13 @@ def _lines(path: Path) -> list[str]:
 def _write(args, html: str) -> int:
     from ._page import write_html
 
-    write_html(html, args.out, force=args.force)
+    try:
+        write_html(html, args.out, force=args.force)
+    except FileExistsError as err:
+        raise _Failure(str(err)) from None
+    except OSError as err:                      # a full disk, a folder made read-only
+        raise _Failure(f"cannot write {args.out}: {err.strerror or err}; nothing was"
+                       " written", EXIT_ERROR) from None
     print(f"wrote {args.out} ({len(html.encode('utf-8')) / 1e6:.2f} MB)", file=sys.stderr)
     return EXIT_OK
 

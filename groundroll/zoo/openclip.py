@@ -15,6 +15,8 @@ modules are stock open_clip modules.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import warnings
@@ -148,8 +150,9 @@ def load_open_clip_dir(path: str | os.PathLike, *, device: str = "cpu") -> Bundl
     path = Path(path).resolve()
     if not (path / "open_clip_config.json").is_file():
         raise FileNotFoundError(f"{path} has no open_clip_config.json")
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        f"local-dir:{path}", device=device, precision="fp32")
+    with _unreadable_checkpoint(str(path)):
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            f"local-dir:{path}", device=device, precision="fp32")
     model = model.float().eval()
     meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() \
         else {}
@@ -235,6 +238,23 @@ def _is_cached(cfg: dict) -> bool:
     return any(isinstance(try_to_load_from_cache(repo_id, n), str) for n in names)
 
 
+@contextlib.contextmanager
+def _unreadable_checkpoint(spec: str):
+    """A file that is not a loadable checkpoint (not a pickle or safetensors file, a
+    truncated one, weights of another architecture, an unknown architecture) becomes
+    a one-line ValueError naming the spec; torch and open_clip raise many types for it."""
+    try:
+        yield
+    except Exception as err:  # UnpicklingError, SafetensorError, RuntimeError, KeyError...
+        if isinstance(err, (FileNotFoundError, MemoryError)):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0]
+        if len(first) > 200:
+            first = first[:197] + "..."
+        raise ValueError(f"cannot load open_clip model {spec!r}: not a checkpoint of that"
+                         f" architecture ({type(err).__name__}: {first})") from None
+
+
 def load_open_clip(spec: str | os.PathLike, *, device: str = "cpu") -> Bundle:
     """Load an open_clip model from a directory, a registry tag or a local checkpoint.
 
@@ -270,8 +290,9 @@ def load_open_clip(spec: str | os.PathLike, *, device: str = "cpu") -> Bundle:
         arch, _, checkpoint = text.partition("@")
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"checkpoint {checkpoint!r} not found (spec {text!r})")
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=checkpoint, device=device)
+        with _unreadable_checkpoint(text):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=checkpoint, device=device)
         tag = checkpoint
     elif "/" in text:
         arch, _, tag = text.partition("/")
