@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench demo demos install clean browser
+.PHONY: test lint bench demo demos install clean browser docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ browser:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check groundroll tests benchmarks training demos
+
+# The documentation site, built offline and strictly into site/ (the tutorials run on the
+# bundled models; executed copies are cached in .cache/docs-notebooks).
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	OMP_NUM_THREADS=1 $(PY) -m mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
@@ -52,4 +58,4 @@ demos: $(STAMP)
 	-$(PY) demos/segment_photo.py --out $(DEMO_OUT)/segment_photo --force
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info site .cache/docs-notebooks
