@@ -32,7 +32,7 @@ lint: $(STAMP)
 # bundled models; executed copies are cached in .cache/docs-notebooks).
 docs: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[docs]"
-	OMP_NUM_THREADS=1 $(PY) -m mkdocs build --strict
+	OMP_NUM_THREADS=1 NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

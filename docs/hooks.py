@@ -37,6 +37,7 @@ _INLINE_MATH = re.compile(r"(?<![\\$\w])\$(?=\S)([^$\n]+?)(?<=\S)\$(?![\w$])")
 _EXTERNAL_LOAD = re.compile(
     r"""(?is)<(?:script|link|img|iframe|source|video|audio|embed|object)\b[^>]*?"""
     r"""\b(?:src|href|data)\s*=\s*["']?((?:https?:)?//[^"'\s>]+)|url\(\s*["']?((?:https?:)?//[^)"']+)""")
+_BRACKETS = re.compile(r"(?<![\\!\]])\[([^\]\n]+)\](?![(\[:])")
 _MATH: dict[str, list[tuple[str, bool]]] = {}
 
 
@@ -46,7 +47,7 @@ _MATH: dict[str, list[tuple[str, bool]]] = {}
 def on_files(files, config):
     for card in sorted((ROOT / "model_cards").glob("*.md")):
         files.append(File.generated(config, f"models/{card.name}",
-                                    content=card.read_text(encoding="utf-8")))
+                                    content=_literal_brackets(card.read_text(encoding="utf-8"))))
     for path in sorted((Path(config["docs_dir"]) / "tutorials").glob("*.ipynb")):
         text, pictures = _notebook_page(_executed(path), path.stem)
         files.append(File.generated(config, f"tutorials/{path.stem}.md", content=text))
@@ -55,6 +56,18 @@ def on_files(files, config):
                                         content=data))
     files.append(File.generated(config, "img/coverage.png", content=_coverage_png()))
     return files
+
+
+def _literal_brackets(text: str) -> str:
+    """Brackets that are not links stay text (the cards write optional words as
+    ``[adv]``, which Markdown would read as reference links)."""
+    pieces, last = [], 0
+    for code in _FENCE.finditer(text):
+        pieces.append(_BRACKETS.sub(r"\\[\1\\]", text[last:code.start()]))
+        pieces.append(code.group(0))
+        last = code.end()
+    pieces.append(_BRACKETS.sub(r"\\[\1\\]", text[last:]))
+    return "".join(pieces)
 
 
 def _source_hash(path: Path) -> str:
