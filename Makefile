@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench demo demos install clean browser constraints mutate
+.PHONY: test lint bench demo demos install clean browser constraints mutate docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,14 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 install: $(STAMP)
 
 # Resolve every dependency afresh (newest releases within pyproject's bounds) in a scratch
-# environment and pin the result; review the diff and run `make test` before committing it.
+# environment and pin the result (every extra, so make docs and make mutate are pinned too);
+# review the diff and run `make test` before committing it.
 RESOLVE := .venv-resolve
+RESOLVE_EXTRAS := all,test,docs,mutate
 constraints:
 	rm -rf $(RESOLVE)
 	$(PYTHON) -m venv $(RESOLVE)
-	$(RESOLVE)/bin/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(RESOLVE)/bin/python -m pip install --quiet -e ".[$(RESOLVE_EXTRAS)]"
 	{ echo "# Pinned by 'make constraints' on $$(date -u +%Y-%m-%d) (Python $$($(RESOLVE)/bin/python -c 'import platform; print(platform.python_version())')): what make test and CI install."; \
 	  $(RESOLVE)/bin/python -m pip freeze --exclude-editable --exclude groundroll; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
@@ -65,6 +67,12 @@ mutate: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check groundroll tests benchmarks training demos
 
+# The documentation site, built offline and strictly into site/ (the tutorials run on the
+# bundled models; executed copies are cached in .cache/docs-notebooks).
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[docs]"
+	OMP_NUM_THREADS=1 NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
@@ -89,4 +97,4 @@ demos: $(STAMP)
 	-$(PY) demos/segment_photo.py --out $(DEMO_OUT)/segment_photo --force
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info site .cache/docs-notebooks

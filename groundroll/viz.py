@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "alignment_html",
+    "figure_png",
     "heatmap_overlay",
     "overlay",
     "plot_alignment",
@@ -127,6 +128,28 @@ def _new_axes(ax, figsize):
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
+
+
+def figure_png(fig, *, dpi: int = 80) -> bytes:
+    """PNG bytes of a matplotlib figure (Agg), drawn whatever the active backend.
+
+    A figure that pyplot manages is closed afterwards, so that a notebook's inline
+    backend does not show it a second time.
+
+    Examples
+    --------
+    >>> fig = plot_alignment(np.eye(2), ["a", "b"], ["x", "y"])
+    >>> figure_png(fig)[:8]
+    b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    import io
+    import sys
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close(fig)
+    return buf.getvalue()
 
 
 def _split_gold(gold):

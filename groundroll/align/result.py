@@ -80,6 +80,20 @@ class Alignment:
 
         return alignment_report(self, title=title)
 
+    def _repr_html_(self) -> str:
+        """The interactive report in a notebook (:func:`groundroll.report.notebook_frame`),
+        within :data:`groundroll.report.NOTEBOOK_MAX_BYTES`."""
+        from groundroll.report import NOTEBOOK_MAX_BYTES, alignment_report, notebook_frame
+
+        doc = alignment_report(self, max_bytes=NOTEBOOK_MAX_BYTES)
+        return notebook_frame(doc, height=min(900, 320 + 28 * len(self.tgt_words)))
+
+    def _repr_png_(self) -> bytes:
+        """:meth:`plot` as PNG: what a notebook shows where HTML is not rendered."""
+        from groundroll.viz import figure_png
+
+        return figure_png(self.plot())
+
     def to_dict(self) -> dict:
         """JSON-ready dict (links as sorted ``[s, t]`` lists)."""
         return dict(src_words=list(self.src_words), tgt_words=list(self.tgt_words),

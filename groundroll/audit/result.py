@@ -153,6 +153,19 @@ class Audit:
     FILES = ("audit.json", "audit.md", "maps.npz", "audit.png")
     MANIFEST = ".audit.groundroll.json"
 
+    def _repr_html_(self) -> str:
+        """The interactive report in a notebook (:func:`groundroll.report.notebook_frame`),
+        within :data:`groundroll.report.NOTEBOOK_MAX_BYTES`."""
+        from groundroll.report import NOTEBOOK_MAX_BYTES, audit_report, notebook_frame
+
+        return notebook_frame(audit_report(self, max_bytes=NOTEBOOK_MAX_BYTES), height=640)
+
+    def _repr_png_(self) -> bytes:
+        """:meth:`plot` as PNG: what a notebook shows where HTML is not rendered."""
+        from groundroll.viz import figure_png
+
+        return figure_png(self.plot())
+
     def save(self, directory, *, force: bool = False, figure: bool = True) -> Path:
         """Write ``audit.json``, ``audit.md``, ``maps.npz`` and ``audit.png`` into
         ``directory`` (created if missing), all or nothing.

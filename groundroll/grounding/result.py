@@ -118,6 +118,70 @@ class Segmentation:
 
         return segmentation_report(self, title=title)
 
+    def plot(self, *, ax=None, alpha: float = 0.5, max_side: int = 512):
+        """The overlay with a legend: each prompt's colour, score and mask area.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Draw here instead of a new figure.
+        alpha : float
+            Opacity of the label colours.
+        max_side : int
+            Long side, in pixels, above which the overlay is drawn downscaled.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            ``ax``'s figure, or a new one (not registered with pyplot).
+        """
+        from matplotlib.patches import Patch
+
+        from ..viz import _new_axes
+
+        if max_side < 16:
+            raise ValueError(f"max_side must be at least 16 pixels, got {max_side}")
+        h, w = self.labels.shape
+        scale = min(1.0, max_side / max(h, w))
+        small = (max(1, round(h * scale)), max(1, round(w * scale)))
+        shown = self if small == (h, w) else self._resized(small)
+        fig, ax = _new_axes(ax, (5.0, 5.0 * h / w + 1.0))
+        ax.imshow(shown.overlay(alpha=alpha), interpolation="nearest")
+        ax.set_axis_off()
+        colours = M.palette(max(len(self.prompts) + 1, 2)) / 255.0
+        total = max(1, h * w)
+        handles = [Patch(facecolor=colours[k + 1], edgecolor="0.3",
+                         label=f"{p}: score {float(self.scores[k]):.3f},"
+                               f" {100 * area / total:.1f}% of the image")
+                   for k, (p, area) in enumerate(zip(self.prompts, self.areas))]
+        if handles:
+            ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01),
+                      fontsize=8, frameon=False)
+        return fig
+
+    def _resized(self, hw: tuple[int, int]) -> "Segmentation":
+        """A copy with labels (nearest neighbour) and image at size ``hw``, for pictures."""
+        rows = (np.arange(hw[0]) * self.labels.shape[0] // hw[0])[:, None]
+        cols = (np.arange(hw[1]) * self.labels.shape[1] // hw[1])[None, :]
+        labels = self.labels[rows, cols]
+        image = None if self.image is None else _resize_rgb(self.image, hw)
+        return Segmentation(labels, np.zeros((0,) + hw, bool), np.zeros((0,) + hw, np.float32),
+                            self.scores, list(self.prompts), image=image)
+
+    def _repr_html_(self) -> str:
+        """The interactive report in a notebook (:func:`groundroll.report.notebook_frame`),
+        within :data:`groundroll.report.NOTEBOOK_MAX_BYTES`."""
+        from ..report import NOTEBOOK_MAX_BYTES, notebook_frame, segmentation_report
+
+        doc = segmentation_report(self, max_side=512, max_bytes=NOTEBOOK_MAX_BYTES)
+        return notebook_frame(doc, height=720)
+
+    def _repr_png_(self) -> bytes:
+        """:meth:`plot` as PNG: what a notebook shows where HTML is not rendered."""
+        from ..viz import figure_png
+
+        return figure_png(self.plot())
+
     def to_coco(self, *, image_id: int = 0, start_id: int = 1) -> list[dict]:
         """COCO annotations, one per non-empty mask, with RLE segmentation.
 

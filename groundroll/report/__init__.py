@@ -13,13 +13,16 @@ external address.
 * :func:`audit_report`: any result with ``to_dict()`` (and optional figures) as a page.
 * :func:`write_report`: write one atomically (never over an existing file without
   ``force``).
+* :func:`notebook_frame`: a page as one sandboxed frame for a notebook output (what the
+  results' ``_repr_html_`` return, rendered within :data:`NOTEBOOK_MAX_BYTES`).
 """
 
-from ._page import DEFAULT_MAX_BYTES, write_html as write_report
+from ._page import DEFAULT_MAX_BYTES, NOTEBOOK_MAX_BYTES, notebook_frame
+from ._page import write_html as write_report
 from .audit import audit_report
 from .alignment import alignment_report, alignment_variants, explore_alignment
 from .segmentation import explore_segmentation, layer_maps, segmentation_report
 
-__all__ = ["DEFAULT_MAX_BYTES", "alignment_report", "audit_report", "alignment_variants",
-           "explore_alignment", "explore_segmentation", "layer_maps",
+__all__ = ["DEFAULT_MAX_BYTES", "NOTEBOOK_MAX_BYTES", "alignment_report", "audit_report", "alignment_variants",
+           "explore_alignment", "explore_segmentation", "layer_maps", "notebook_frame",
            "segmentation_report", "write_report"]

@@ -16,11 +16,16 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["DEFAULT_MAX_BYTES", "page", "png_data_uri", "embed_json", "escape", "asset", "write_html"]
+__all__ = ["DEFAULT_MAX_BYTES", "NOTEBOOK_MAX_BYTES", "page", "png_data_uri", "embed_json",
+           "escape", "asset", "write_html", "notebook_frame"]
 
 #: Reports are kept below this many bytes (about 8 MB): larger inputs are downscaled
 #: or paged, with a note in the page saying so.
 DEFAULT_MAX_BYTES = 8_000_000
+
+#: A result shown in a notebook (``_repr_html_``) renders its report within this many
+#: bytes: notebooks keep every output in the ``.ipynb`` file.
+NOTEBOOK_MAX_BYTES = 1_500_000
 
 _EXTERNAL = re.compile(r"(?i)\b(?:https?|ftp)://")
 
@@ -104,3 +109,36 @@ def write_html(text: str, path, *, force: bool = False) -> None:
 
     with atomic_write(path, force=force, mode="w") as handle:
         handle.write(text)
+
+
+def notebook_frame(doc: str, *, height: int = 560) -> str:
+    """An HTML fragment that shows the report page ``doc`` inside a notebook output.
+
+    The page goes into a sandboxed ``<iframe srcdoc=...>`` (scripts and downloads
+    allowed, no access to the notebook's page): its styles, element ids and script
+    cannot collide with the notebook's or with another result's, and it stays one
+    self-contained piece of HTML in the ``.ipynb`` file.
+
+    Parameters
+    ----------
+    doc : str
+        A complete page from :func:`page`.
+    height : int
+        Height of the frame in CSS pixels (the reader can drag it taller).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> notebook_frame("<!DOCTYPE html><p>a & b</p>", height=100)[:8]
+    '<iframe '
+    """
+    if height < 1:
+        raise ValueError(f"height must be a positive number of pixels, got {height}")
+    # In an attribute only '&' and '"' need escaping; the page never holds an address.
+    srcdoc = doc.replace("&", "&amp;").replace('"', "&quot;")
+    return (f'<iframe class="groundroll-report" sandbox="allow-scripts allow-downloads"'
+            f' style="width: 100%; height: {int(height)}px; border: 1px solid #ddd;'
+            f' resize: vertical; overflow: auto" srcdoc="{srcdoc}"></iframe>')
