@@ -34,7 +34,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _exists_message(path: Path) -> str:
-    return f"{path} already exists; pass --force to overwrite it"
+    return (f"{path} already exists; pass force=True (--force on the command line) to"
+            " overwrite it")
 
 
 def check_writable(paths: Iterable[PathLike], *, force: bool = False) -> None:

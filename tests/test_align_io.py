@@ -86,7 +86,7 @@ def test_atomic_write_no_file_on_exception(tmp_path):
 def test_atomic_write_replaces_only_on_success(tmp_path):
     path = tmp_path / "out.txt"
     path.write_text("old")
-    with pytest.raises(FileExistsError, match="pass --force"):
+    with pytest.raises(FileExistsError, match=r"pass force=True \(--force on the command line\)"):
         with atomic_write(path, mode="w"):
             pass
     with pytest.raises(ValueError):

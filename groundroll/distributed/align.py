@@ -297,9 +297,10 @@ def align_corpus(
             f"{out.stem}.translation{out.suffix or '.txt'}"))
     for path in outputs:
         if path.exists() and not force and not (resume and RunState.exists(state_dir)):
-            raise FileExistsError(f"{path} already exists; pass force to overwrite it"
-                                  + (" or resume to continue its run" if RunState.exists(
-                                      state_dir) else ""))
+            resumable = " (or resume=True to continue its run)" if RunState.exists(
+                state_dir) else ""
+            raise FileExistsError(f"{path} already exists; pass force=True (--force on the"
+                                  f" command line) to overwrite it{resumable}")
     if resume:      # a run recorded before the options were renamed
         settings = recorded_names(state_dir, settings, {"link_threshold": "threshold",
                                                         "symmetrize": "symmetrise"})
