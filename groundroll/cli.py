@@ -325,6 +325,52 @@ def _add_audit(subparsers) -> None:
     register(subparsers)
 
 
+# --------------------------------------------------------------------------- examples
+
+
+def _add_examples(subparsers) -> None:
+    p = add_command(subparsers, "examples", _run_examples,
+                    help="copy the bundled example files into a folder")
+    p.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+                   help="folder to copy them into (created if missing; default: here)")
+    p.add_argument("--force", action="store_true",
+                   help="replace files of the same names whose content differs")
+
+
+def _run_examples(args) -> int:
+    """Copy the example scene that ships with groundroll (shapes_scene.png, its label map
+    and its JSON description) into --out, so the commands of the documentation run from
+    any folder. A file already there with the same content is left as it is; one with
+    other content is kept unless --force is given."""
+    from ._atomic import OutputPathError, atomic_write, refuse_symlink
+    from .data import example_path, examples
+
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise _Failure(f"--out {out} exists and is not a folder")
+    plan = []
+    for name in examples():
+        source, target = example_path(name), out / name
+        data = source.read_bytes()
+        if target.is_file() and not target.is_symlink() and target.read_bytes() == data:
+            print(f"{target} (already there)")
+            continue
+        if (target.exists() or target.is_symlink()) and not args.force:
+            raise _Failure(f"{target} already exists with other content; pass --force to"
+                           " replace it")
+        plan.append((target, data))
+    out.mkdir(parents=True, exist_ok=True)
+    for target, data in plan:
+        try:
+            refuse_symlink(target, "the example file")
+        except OutputPathError as err:
+            raise _Failure(str(err)) from None
+        with atomic_write(target, force=args.force) as f:
+            f.write(data)
+        print(target)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -339,6 +385,7 @@ _COMMANDS = {
     "report": ("write an interactive, self-contained HTML report", _add_report),
     "app": ("local web app: segmentation and alignment explorers (needs gradio)", _add_app),
     "audit": ("compare two models' maps on the same inputs", _add_audit),
+    "examples": ("copy the bundled example files into a folder", _add_examples),
 }
 
 

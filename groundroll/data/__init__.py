@@ -81,7 +81,9 @@ def example_scene() -> dict:
     for k, mask in enumerate(masks):
         label_map[mask] = k + 1
     return {"image": rgb, "label_map": label_map, "labels": list(meta["labels"]),
-            "caption": meta.get("caption", ""), "boxes": meta.get("boxes", []),
+            "caption": meta.get("caption", ""),
+            # The file stores shapes' (row0, col0, row1, col1); groundroll's boxes are x, y.
+            "boxes": [[c0, r0, c1, r1] for r0, c0, r1, c1 in meta.get("boxes", [])],
             "masks": masks}
 
 
