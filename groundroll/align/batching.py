@@ -21,19 +21,24 @@ from groundroll.align.subwords import Encoded, words_from_ids
 FALLBACK_MAX_LENGTH = 512
 
 
-def _bundle(model):
-    """The translation model ``model`` names: a Bundle or a spec, checked to be an
-    encoder-decoder (a CLIP or a decoder-only model is a TypeError saying so)."""
+def bundle_of(model):
+    """The loaded :class:`~groundroll.zoo.Bundle` that ``model`` names: a Bundle as it is,
+    a spec through the process-wide cache (:func:`groundroll.zoo.cached`)."""
     from groundroll.zoo import Bundle, cached
 
     if isinstance(model, (str, Path)):
-        bundle = cached(str(model))
-    elif isinstance(model, Bundle):
-        bundle = model
-    else:
-        raise TypeError("model must be a groundroll.zoo.Bundle or a spec for"
-                        " groundroll.zoo.load (e.g. 'bundled:toy-mt'), got"
-                        f" {type(model).__name__}")
+        return cached(str(model))
+    if isinstance(model, Bundle):
+        return model
+    raise TypeError("model must be a groundroll.zoo.Bundle or a spec for"
+                    " groundroll.zoo.load (e.g. 'bundled:toy-mt'), got"
+                    f" {type(model).__name__}")
+
+
+def _bundle(model):
+    """The translation model ``model`` names (:func:`bundle_of`), checked to be an
+    encoder-decoder (a CLIP or a decoder-only model is a TypeError saying so)."""
+    bundle = bundle_of(model)
     config = getattr(bundle.model, "config", None)
     if not getattr(config, "is_encoder_decoder", False):
         name = getattr(bundle, "name", None) or type(bundle.model).__name__

@@ -92,9 +92,9 @@ def audit(model_a, model_b, data, *, task: str | None = None, prompts=None, top:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     options = dict(options or {})
     options_b = dict(options if options_b is None else options_b)
-    from groundroll.align.api import _bundle
+    from groundroll.align.batching import bundle_of
 
-    bundle_a, bundle_b = _bundle(model_a), _bundle(model_b)
+    bundle_a, bundle_b = bundle_of(model_a), bundle_of(model_b)
     if task == "align":
         examples, maps_a, maps_b, extra = _audit_align(bundle_a, bundle_b, data, top=top,
                                                        options=options, options_b=options_b,
