@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench demo demos install clean browser constraints mutate docs
+.PHONY: test lint bench demo demos install clean browser constraints mutate docs wheel-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,12 @@ demos: $(STAMP)
 	$(PY) demos/coca_words.py --out $(DEMO_OUT)/coca_words.png --force
 	$(PY) demos/align_toy.py --out-dir $(DEMO_OUT)/align_toy --force
 	-$(PY) demos/segment_photo.py --out $(DEMO_OUT)/segment_photo --force
+
+# A stranger's check: the wheel and sdist built, the wheel installed into a fresh venv
+# outside the repository, the examples and the sdist's tests run from there.
+wheel-check: $(STAMP)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) build
+	PYTHON=$(abspath $(PY)) bash .ci/wheel_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info site .cache/docs-notebooks
