@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench demo demos install clean browser constraints mutate docs wheel-check
+.PHONY: test lint bench demo demos install clean browser constraints mutate docs wheel-check floors
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +101,33 @@ demos: $(STAMP)
 wheel-check: $(STAMP)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) build
 	PYTHON=$(abspath $(PY)) bash .ci/wheel_check.sh
+
+# The declared floors, tested: a separate venv with every dependency at the lowest version
+# pyproject.toml allows (requirements/floors.txt), then the core tests: rollout, capture on
+# the bundled models, segment and align default calls, loading, the missing-extra errors.
+# FLOORS_PIP_ARGS passes options to pip (an index, --find-links for a local wheel).
+FLOORS_VENV := .venv-floors
+FLOORS_PY := $(FLOORS_VENV)/bin/python
+FLOORS_STAMP := $(FLOORS_VENV)/.installed
+FLOORS_PIP_ARGS ?=
+FLOORS_TESTS := tests/test_rollout.py tests/test_trace.py tests/test_flow.py \
+	tests/test_adapters.py tests/test_zoo.py tests/test_zoo_openclip.py \
+	tests/test_segment_bundled.py tests/test_align_api.py tests/test_extras.py
+
+$(FLOORS_STAMP): requirements/floors.txt pyproject.toml
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	# A current pip: older ones miss the normalised extra names ("open_clip" -> "open-clip").
+	$(FLOORS_PY) -m pip install --quiet --upgrade pip
+	$(FLOORS_PY) -m pip install --quiet $(FLOORS_PIP_ARGS) -c requirements/floors.txt \
+		-e ".[open_clip,hf,test]"
+	$(FLOORS_PY) -m pip check
+	touch $(FLOORS_STAMP)
+
+floors: $(FLOORS_STAMP)
+	$(FLOORS_PY) requirements/check_floors.py requirements/floors.txt
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(FLOORS_PY) -m pytest -p no:cacheprovider \
+		$(FLOORS_TESTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info site .cache/docs-notebooks

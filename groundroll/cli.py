@@ -166,7 +166,7 @@ def _run_segment(args) -> int:
         raise _Failure(str(err)) from None
     try:
         handle = grounding.resolve_model(args.model)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError, ImportError) as err:
         raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
     if profile is not None:
         try:
@@ -260,7 +260,7 @@ def _run_calibrate(args) -> int:
         raise _Failure(f"no label map in {args.masks} for: {', '.join(missing)}")
     try:
         handle = resolve_model(args.model)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError, ImportError) as err:
         raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
     try:
         extra = {"refine": tuple(args.refines)} if args.refines else {}

@@ -154,7 +154,7 @@ def _run_align(args) -> int:
                        link_threshold=args.link_threshold, symmetrize=args.symmetrize,
                        reverse_model=args.reverse_model, batch_size=args.batch_size,
                        max_length=args.max_length, progress=not args.quiet)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         return _fail(str(err))
     try:
         _write_outputs(args, outputs, result)

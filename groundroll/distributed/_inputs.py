@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._extras import MissingExtraError
 from ._state import describe_missing, missing_files
 
 __all__ = ["Items", "resolve_images", "IMAGE_SUFFIXES"]
@@ -132,8 +133,8 @@ def _parquet_manifest(path: Path) -> Items:
     try:
         import pyarrow.parquet as pq
     except ImportError:  # pragma: no cover - pyarrow comes with datasets and ray
-        raise ImportError("reading a Parquet manifest needs pyarrow: pip install pyarrow"
-                          ) from None
+        raise MissingExtraError("reading a Parquet manifest needs pyarrow:"
+                                ' pip install "groundroll[parquet]"') from None
     origin = f"manifest {path}"
     table = pq.read_table(path)
     column = next((c for c in ("path", "file_name") if c in table.column_names), None)

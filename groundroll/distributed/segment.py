@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .._deprecation import _UNSET, renamed
+from .._extras import MissingExtraError
 from .._json import jsonable
 from ..grounding._model import DEFAULT_MODEL
 from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
@@ -308,7 +309,8 @@ def _parquet_bytes(rows: list[dict], images: list[dict]) -> bytes:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError("rle_parquet=True needs pyarrow: pip install pyarrow") from None
+        raise MissingExtraError(
+            'rle_parquet=True needs pyarrow: pip install "groundroll[parquet]"') from None
     stems = {im["id"]: im["stem"] for im in images}
     table = pa.table({
         "image_id": pa.array([r["image_id"] for r in rows], pa.int64()),

@@ -217,7 +217,8 @@ def _run_segment(args) -> int:
         raise _Failure(str(err)) from None
     try:
         handle = resolve_model(args.model)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError, OSError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError, OSError,
+            ImportError) as err:
         raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
     try:
         html = explore_segmentation(

@@ -17,10 +17,11 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from groundroll._extras import MissingExtraError, require_extra
 from groundroll.zoo.bundle import Bundle
 
 __all__ = ["load", "cached", "clear_cache", "bundled", "Bundle", "BUNDLED_DIR",
-           "ACCEPTED_FORMS", "CACHE_SIZE"]
+           "ACCEPTED_FORMS", "CACHE_SIZE", "MissingExtraError"]
 
 #: Most models :func:`cached` keeps loaded at once (least recently used dropped first).
 CACHE_SIZE = 4
@@ -55,9 +56,11 @@ def _load_bundled(name: str, device: str) -> Bundle:
         raise ValueError(f"no bundled model {name!r}; bundled models: {bundled()}")
     # Hugging Face folders have config.json; open_clip folders open_clip_config.json.
     if (path / "config.json").is_file():
+        require_extra("hf", f"the bundled model 'bundled:{name}'")
         from groundroll.zoo.hf import load_hf
 
         return _quiet(load_hf, path, device=device)
+    require_extra("open_clip", f"the bundled model 'bundled:{name}'")
     from groundroll.zoo.openclip import load_open_clip_dir
 
     return load_open_clip_dir(path, device=device)
@@ -177,6 +180,9 @@ def load(name: str, *, device: str = "cpu") -> Bundle:
         Unknown form or bundled name; the message lists the accepted forms.
     RuntimeError
         Hub weights are unavailable offline; the message says how to load a local copy.
+    MissingExtraError
+        The model's library is not installed; the message names the extra to install
+        (``pip install "groundroll[open_clip]"`` or ``"groundroll[hf]"``).
 
     Examples
     --------
@@ -193,10 +199,12 @@ def load(name: str, *, device: str = "cpu") -> Bundle:
     if scheme == "bundled":
         bundle = _load_bundled(rest, device)
     elif scheme == "open_clip":
+        require_extra("open_clip", f"model {name!r}")
         from groundroll.zoo.openclip import load_open_clip
 
         bundle = load_open_clip(rest, device=device)
     elif scheme == "hf":
+        require_extra("hf", f"model {name!r}")
         from groundroll.zoo.hf import load_hf
 
         bundle = load_hf(rest, device=device)
