@@ -11,7 +11,7 @@ $(PY):
 # What `make test` and CI install: every version pinned by constraints.txt, so an upstream
 # release cannot change a build that changed nothing. `make constraints` refreshes it.
 CONSTRAINTS := constraints.txt
-EXTRAS := all,test
+EXTRAS := all,test,docs
 
 $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
@@ -27,7 +27,7 @@ RESOLVE_EXTRAS := all,test,docs,mutate
 constraints:
 	rm -rf $(RESOLVE)
 	$(PYTHON) -m venv $(RESOLVE)
-	$(RESOLVE)/bin/python -m pip install --quiet -e ".[$(RESOLVE_EXTRAS)]"
+	$(RESOLVE)/bin/python -m pip install --quiet -e ".[$(RESOLVE_EXTRAS)]" build
 	{ echo "# Pinned by 'make constraints' on $$(date -u +%Y-%m-%d) (Python $$($(RESOLVE)/bin/python -c 'import platform; print(platform.python_version())')): what make test and CI install."; \
 	  $(RESOLVE)/bin/python -m pip freeze --exclude-editable --exclude groundroll; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
@@ -70,7 +70,6 @@ lint: $(STAMP)
 # The documentation site, built offline and strictly into site/ (the tutorials run on the
 # bundled models; executed copies are cached in .cache/docs-notebooks).
 docs: $(STAMP)
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[docs]"
 	OMP_NUM_THREADS=1 NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 bench: $(STAMP)
