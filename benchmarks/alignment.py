@@ -16,7 +16,7 @@ hard`` for the hard pair and the ``bundled:toy-mt-hard`` model). Sections:
    model (first ``--inseq-n`` pairs), with and without the Marian decoder embedding
    scale workaround (``model.model.decoder.embed_scale = 1.0``: with transformers >=
    4.53 Marian scales decoder embeddings that inseq passes in already scaled).
-4. **composition study** (:mod:`groundroll.align.composition`): the end-to-end rollout
+4. **composition study** (:mod:`groundroll.alignment.composition`): the end-to-end rollout
    with encoder mixing, decoder self-attention and the residual share switched off one by
    one, and the composed alternatives.
 5. **throughput**: sentences per second of each method and peer.
@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from groundroll.align.api import align, layer_scan
-from groundroll.align.links import grow_diag_final_and
-from groundroll.align.subwords import word_matrix
+from groundroll.alignment.api import align, layer_scan
+from groundroll.alignment.links import grow_diag_final_and
+from groundroll.alignment.subwords import word_matrix
 from groundroll.data import toy_translation as toy
 from groundroll.evaluate import aer
 from groundroll.zoo import bundled, load
@@ -273,7 +273,7 @@ def main(argv=None) -> int:
                                        ("saliency", True, None)):
                 mats, secs = _timed(lambda: inseq_matrices(bundle, sub, method=method,
                                                            fix_embed_scale=fix, layer=layer))
-                from groundroll.align.api import extract_links
+                from groundroll.alignment.api import extract_links
 
                 s = _score(sub, [extract_links(m) for m in mats])
                 what = method + ("" if method == "saliency" else
@@ -296,7 +296,7 @@ def main(argv=None) -> int:
         print(f"\ngroundroll default call on all {len(pairs)} pairs: AER {_pct(default_aer)}")
 
     # 4. composition study -------------------------------------------------------------
-    from groundroll.align.composition import composition_study
+    from groundroll.alignment.composition import composition_study
 
     study = composition_study(pairs, model=bundle, batch_size=args.batch_size)
     results["composition"] = dict(rows=study.rows, residual_share=study.residual_share)

@@ -17,7 +17,7 @@ import sys
 import torch
 
 import groundroll as gr
-from groundroll.align.extract import extract_links
+from groundroll.alignment.extract import extract_links
 from groundroll.data import toy_translation as toy
 from groundroll.evaluate import aer
 

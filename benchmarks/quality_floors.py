@@ -65,7 +65,7 @@ def default_call() -> dict:
 
 
 def alignment() -> dict:
-    from groundroll.align import align
+    from groundroll.alignment import align
     from groundroll.data import toy_translation as toy
     from groundroll.evaluate import aer
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from groundroll._atomic import atomic_write, check_writable
-from groundroll.align import align
+from groundroll.alignment import align
 from groundroll.data import toy_translation as toy
 from groundroll.evaluate import aer
 from groundroll.zoo import load

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import groundroll as gr
-from groundroll.align.profile import find_profile
+from groundroll.alignment.profile import find_profile
 from groundroll.data import shapes
 from groundroll.data import toy_translation as toy
 

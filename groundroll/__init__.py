@@ -37,10 +37,10 @@ _LAZY = {
     "segment": "groundroll.grounding",
     "calibrate": "groundroll.grounding",
     "Segmentation": "groundroll.grounding",
-    "Alignment": "groundroll.align",
-    "layer_scan": "groundroll.align",
-    "LayerScan": "groundroll.align",
-    "extract_links": "groundroll.align",
+    "Alignment": "groundroll.alignment",
+    "layer_scan": "groundroll.alignment",
+    "LayerScan": "groundroll.alignment",
+    "extract_links": "groundroll.alignment",
     "label_map": "groundroll.masks",
     "softmax_maps": "groundroll.masks",
     "normalize_maps": "groundroll.masks",
@@ -56,32 +56,24 @@ _LAZY = {
     "overlay": "groundroll.viz",
     "heatmap_overlay": "groundroll.viz",
     "plot_alignment": "groundroll.viz",
-    "read_pharaoh": "groundroll.align",
-    "write_pharaoh": "groundroll.align",
-    "read_talp": "groundroll.align",
-    "symmetrize": "groundroll.align",
-    "itermax": "groundroll.align",
+    "read_pharaoh": "groundroll.alignment",
+    "write_pharaoh": "groundroll.alignment",
+    "read_talp": "groundroll.alignment",
+    "symmetrize": "groundroll.alignment",
+    "itermax": "groundroll.alignment",
     "segment_dataset": "groundroll.distributed",
     "align_corpus": "groundroll.distributed",
+    "align": "groundroll.alignment",
+    "audit": "groundroll.auditing",
+    "Audit": "groundroll.auditing",
 }
-# ``groundroll.align`` is the alignment package and, being callable, the align() function.
-_SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "align", "grounding", "cli",
-               "audit", "report", "families")
+_SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "alignment", "grounding", "cli",
+               "auditing", "report", "families")
 # Public functions that share their name with a subpackage: the function is what
 # ``groundroll.<name>`` means, however and whenever the subpackage itself gets imported.
 _FUNCTIONS_OVER_PACKAGES = ("rollout", "compose")
 
-__all__ = [
-    "AttentionLayer", "Tokens", "Trace",
-    "rownorm", "fuse_heads", "gradient_weighted", "residual_correct", "prune", "rollout",
-    "RolloutAccumulator", "attention_flow", "value_weighted", "relevance_self_update",
-    "relevance_normalise", "relevance_normalize", "relevance_co_update", "self_relevance",
-    "rollout_cross_update",
-    "capture", "Adapter", "Site", "adapter_for", "register_adapter", "supported_models",
-    "UnsupportedModelError", "Family", "family_for", "register_family",
-    "compose", "Composition", "Chain", "chain_for", "joint_graph",
-    "align", "audit", "Audit", *_LAZY,
-]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str):
@@ -89,8 +81,6 @@ def __getattr__(name: str):
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    if name == "Audit":
-        return import_module("groundroll.audit").Audit
     if name in _SUBMODULES:
         return import_module(f"groundroll.{name}")
     raise AttributeError(f"module 'groundroll' has no attribute {name!r}")

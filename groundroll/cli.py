@@ -1,7 +1,7 @@
 """The ``groundroll`` command: ``segment``, ``align``, ``aer``, ``report`` and ``app``.
 
 Thin: arguments are parsed here and handed to the library. ``align`` and ``aer``
-come from :mod:`groundroll.align.cli` (its ``register(subparsers)``), imported only
+come from :mod:`groundroll.alignment.cli` (its ``register(subparsers)``), imported only
 when the parser is built and only if it is installed; ``report`` from
 :mod:`groundroll.report.cli` and ``app`` from :mod:`groundroll.app` (Gradio is imported
 only when the app starts).
@@ -284,7 +284,7 @@ def _run_calibrate(args) -> int:
 
 def _add_align(subparsers) -> None:
     try:
-        from .align import cli as align_cli
+        from .alignment import cli as align_cli
         register = align_cli.register
     except (ImportError, AttributeError) as err:
         reason = f"{type(err).__name__}: {err}"
@@ -320,7 +320,7 @@ def _add_app(subparsers) -> None:
 
 
 def _add_audit(subparsers) -> None:
-    from .audit import register
+    from .auditing import register
 
     register(subparsers)
 

@@ -5,7 +5,7 @@ Conventions
 * Label maps are integer ``[H, W]``; ``ignore_index`` pixels of the ground truth
   are skipped. Confusion matrices are ``[n_classes, n_classes]`` int64 with rows
   = ground truth and columns = prediction.
-* Alignment links are 0-indexed ``(s, t)`` pairs (see :mod:`groundroll.align.links`).
+* Alignment links are 0-indexed ``(s, t)`` pairs (see :mod:`groundroll.alignment.links`).
 * Images for faithfulness curves are float ``[H, W, C]``; heatmaps float ``[H, W]``
   of the same size (higher = more important).
 """

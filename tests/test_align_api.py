@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from groundroll.adapters import capture
-from groundroll.align.api import (
+from groundroll.alignment.api import (
     SYMMETRISATIONS,
     SYMMETRIZATIONS,
     Alignment,
@@ -21,7 +21,7 @@ from groundroll.align.api import (
     extract_links,
     layer_scan,
 )
-from groundroll.align.subwords import encode_words, word_matrix, words_from_ids
+from groundroll.alignment.subwords import encode_words, word_matrix, words_from_ids
 from groundroll.compose import compose
 
 import test_align_api_models as models
@@ -257,7 +257,7 @@ def test_deprecated_option_names_warn_and_agree(marian, pairs):
 
 
 def test_old_key_profile_and_alignment_load(tmp_path):
-    from groundroll.align.profile import AlignProfile
+    from groundroll.alignment.profile import AlignProfile
 
     old = dict(method="raw", layers=[1], shift=False, extraction="threshold",
                threshold=0.4, symmetrise="union",
@@ -300,7 +300,7 @@ def test_layer_scan(marian, pairs):
                 and r["shift"] is False)
     assert last["layers"] == [0, 1]
     # Gold from a talp file and pairs from files.
-    from groundroll.align.io import write_talp
+    from groundroll.alignment.io import write_talp
 
     d = Path(pairs[0].src and __import__("tempfile").mkdtemp())
     (d / "src.txt").write_text("".join(p.src + "\n" for p in pairs))
@@ -328,7 +328,7 @@ def test_toy_mt_alignment_quality():
 
 
 def test_align_profile_takes_the_old_keyword_names():
-    from groundroll.align.profile import AlignProfile
+    from groundroll.alignment.profile import AlignProfile
 
     new = AlignProfile("raw", [2], False, "threshold", link_threshold=0.2, symmetrize="union")
     with pytest.warns(FutureWarning, match="link_threshold="):

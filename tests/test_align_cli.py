@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from groundroll.align.cli import main
+from groundroll.alignment.cli import main
 
 import test_align_api_models as models
 

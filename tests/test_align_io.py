@@ -4,7 +4,7 @@ import os
 import pytest
 
 from groundroll._atomic import atomic_write, check_writable
-from groundroll.align import io as aio
+from groundroll.alignment import io as aio
 
 
 def test_pharaoh_roundtrip_keeps_empty_lines(tmp_path):

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from groundroll.align.api import LayerScan, align
-from groundroll.align.composition import (
+from groundroll.alignment.api import LayerScan, align
+from groundroll.alignment.composition import (
     peak_weighted,
     residual_rows,
     rollout_variants,
     variant_maps,
 )
-from groundroll.align.profile import (
+from groundroll.alignment.profile import (
     PROFILE_FILENAME,
     AlignProfile,
     best_profile,
@@ -185,7 +185,7 @@ def test_a_profile_names_the_reverse_model_of_the_default_call(tmp_path, marian,
     # The same call by hand: the reverse model reads target -> source at layer 0.
     forward = align(src, tgt, model=marian, method="raw", layers=[1])
     backward = align(tgt, src, model=marian, method="raw", layers=[0])
-    from groundroll.align.extract import extract_links
+    from groundroll.alignment.extract import extract_links
 
     for a, f, b in zip(by_profile, forward, backward):
         assert a.settings["reverse_model"] == "test:reverse"
@@ -197,7 +197,7 @@ def test_a_profile_names_the_reverse_model_of_the_default_call(tmp_path, marian,
 
 
 def test_fit_profile_scores_the_reverse_model(marian, pairs):
-    from groundroll.align.profile import fit_profile
+    from groundroll.alignment.profile import fit_profile
     from groundroll.evaluate import aer
 
     fitted = fit_profile(pairs, model=marian, reverse_model=marian, methods=("raw",),
@@ -271,7 +271,7 @@ def test_rollout_matches_compose(marian, pairs):
     """The study's full rollout is compose(method='rollout')'s source map."""
     from groundroll.adapters import capture
     from groundroll.compose import compose
-    from groundroll.align.composition import fuse
+    from groundroll.alignment.composition import fuse
 
     p = pairs[0]
     tok = marian.tokenizer

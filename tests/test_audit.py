@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import groundroll as gr
-from groundroll.audit import Audit, audit, mass_moved, spearman, top_iou
+from groundroll.auditing import Audit, audit, mass_moved, spearman, top_iou
 from groundroll.data import shapes
 from groundroll.data import toy_translation as toy
 

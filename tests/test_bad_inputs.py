@@ -16,8 +16,8 @@ from PIL import Image
 import groundroll as gr
 from groundroll import app
 from groundroll._options import OptionError, check_align_options, check_segment_options
-from groundroll.align import Alignment
-from groundroll.align.io import AlignmentFormatError
+from groundroll.alignment import Alignment
+from groundroll.alignment.io import AlignmentFormatError
 from groundroll.cli import main
 from groundroll.grounding.profiles import Profile, ProfileFormatError
 

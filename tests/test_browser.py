@@ -192,7 +192,7 @@ def _choose(driver, name: str, value: str):
 
 def test_switching_variants_and_extraction_matches_python(driver, reports):
     import groundroll as gr
-    from groundroll.align import extract_links
+    from groundroll.alignment import extract_links
 
     _open(driver, reports["alignment"])
     data = _data(reports["alignment"])
@@ -208,7 +208,7 @@ def test_switching_variants_and_extraction_matches_python(driver, reports):
     ref = gr.align(SRC, TGT, model=_toy(), method="norm", layers=[1], heads=[2],
                    shift=True)
     np.testing.assert_allclose(matrix, ref.matrix, atol=1e-5)
-    # link extraction in the page follows groundroll.align.extract_links
+    # link extraction in the page follows groundroll.alignment.extract_links
     # (threshold and mutual each keep their own cut-off; the page opens on the model
     # profile's extraction and cut-off: mutual at 0.4 for toy-mt)
     assert driver.execute_script("return groundroll.state.thresholds") == {
@@ -364,7 +364,7 @@ def test_app_segments_an_upload_and_aligns(driver, tmp_path):
 
 
 def test_audit_report_sorts_and_shows_maps(driver, tmp_path):
-    from groundroll.audit import Audit
+    from groundroll.auditing import Audit
 
     rng = np.random.default_rng(0)
     maps_a = [rng.random((3, 4)) for _ in range(4)]

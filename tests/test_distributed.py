@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import groundroll as gr
-from groundroll.align.io import read_lines
+from groundroll.alignment.io import read_lines
 from groundroll.data import toy_translation
 from groundroll.data.shapes import EVAL_SEED_OFFSET, scene
 from groundroll.distributed import (STATE_DIR, SettingsMismatchError, align_corpus,

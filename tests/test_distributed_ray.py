@@ -15,7 +15,7 @@ from PIL import Image
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from groundroll.align.io import read_lines  # noqa: E402
+from groundroll.alignment.io import read_lines  # noqa: E402
 from groundroll.cli import main  # noqa: E402
 from groundroll.data import toy_translation  # noqa: E402
 from groundroll.data.shapes import EVAL_SEED_OFFSET, scene  # noqa: E402

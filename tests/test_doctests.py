@@ -16,10 +16,10 @@ PACKAGES = ("groundroll.masks", "groundroll.rollout", "groundroll.compose",
             "groundroll.data")
 # Single modules (their examples must exist: each is checked to run at least one).
 MODULES = ("groundroll", "groundroll._deprecation", "groundroll.evaluate",
-           "groundroll.align.links", "groundroll.align.io", "groundroll.align.subwords",
-           "groundroll.align.extract", "groundroll.align.result", "groundroll.align.methods",
-           "groundroll.audit.metrics", "groundroll.audit.result", "groundroll.align.profile",
-           "groundroll.align.composition", "groundroll.grounding.profiles",
+           "groundroll.alignment.links", "groundroll.alignment.io", "groundroll.alignment.subwords",
+           "groundroll.alignment.extract", "groundroll.alignment.result", "groundroll.alignment.methods",
+           "groundroll.auditing.metrics", "groundroll.auditing.result", "groundroll.alignment.profile",
+           "groundroll.alignment.composition", "groundroll.grounding.profiles",
            "groundroll.grounding.calibrate", "groundroll.grounding.result",
            "groundroll._images", "groundroll.viz", "groundroll.families", "groundroll._json",
            "groundroll._command", "groundroll._names", "groundroll.grounding.registry")

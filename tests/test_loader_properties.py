@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from groundroll._atomic import read_manifest
 from groundroll._images import ImageReadError, load_image
-from groundroll.align import Alignment
-from groundroll.align.io import AlignmentFormatError, read_pharaoh, read_talp
+from groundroll.alignment import Alignment
+from groundroll.alignment.io import AlignmentFormatError, read_pharaoh, read_talp
 from groundroll.distributed._state import (RunState, SettingsMismatchError, plan_shards,
                                            read_run_manifest)
 from groundroll.grounding.profiles import Profile, ProfileFormatError

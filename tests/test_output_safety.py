@@ -157,7 +157,7 @@ def test_outputs_are_never_written_through_links(tmp_path):
 
 def test_audit_force_keeps_other_files_and_refuses_a_plain_file(tmp_path):
     """Item 1: --force replaces the audit's own files, nothing else in the folder."""
-    from groundroll.audit import Audit
+    from groundroll.auditing import Audit
 
     a = Audit("align", [dict(index=0, label="x ||| y", spearman=1.0, iou_top=1.0,
                              mass_moved=0.0, aer=0.0)],
@@ -204,7 +204,7 @@ def test_cli_audit_force_onto_a_folder_and_a_file(tmp_path, capsys):
 
 def test_audit_markdown_escapes_html_and_markdown(tmp_path):
     """Item 12: a sentence with <script> is text when audit.md is rendered."""
-    from groundroll.audit import Audit
+    from groundroll.auditing import Audit
 
     label = '<script>alert(1)</script> | ![x](javascript:alert(2)) <img src=x onerror=y>'
     a = Audit("align", [dict(index=0, label=label, spearman=1.0, iou_top=1.0,

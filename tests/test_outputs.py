@@ -223,7 +223,7 @@ def test_cli_under_a_file_size_limit(noisy, tmp_path, tiny):
 
 
 def test_align_cli_translation_file_and_whole_set(tmp_path, monkeypatch, capsys):
-    from groundroll.align.cli import main as align_main
+    from groundroll.alignment.cli import main as align_main
     from groundroll.data import toy_translation as toy
 
     pairs = toy.pairs(3, split="test")

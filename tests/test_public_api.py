@@ -3,7 +3,7 @@
 import numpy as np
 
 import groundroll as gr
-import groundroll.align.io
+import groundroll.alignment.io
 
 
 def test_every_exported_name_resolves():
@@ -11,9 +11,15 @@ def test_every_exported_name_resolves():
         assert getattr(gr, name) is not None, name
 
 
-def test_align_is_both_the_package_and_the_function():
-    assert gr.align.read_pharaoh is groundroll.align.io.read_pharaoh
-    links = gr.align.extract_links(np.array([[0.9, 0.1], [0.2, 0.8]]), extraction="argmax")
+def test_align_and_audit_are_functions_with_their_signatures():
+    import inspect
+
+    assert inspect.isfunction(gr.align) and inspect.isfunction(gr.audit)
+    assert "model" in inspect.signature(gr.align).parameters
+    assert list(inspect.signature(gr.audit).parameters)[:3] == ["model_a", "model_b", "data"]
+    assert gr.alignment.read_pharaoh is groundroll.alignment.io.read_pharaoh
+    links = gr.alignment.extract_links(np.array([[0.9, 0.1], [0.2, 0.8]]),
+                                       extraction="argmax")
     assert set(links) == {(0, 0), (1, 1)}
     result = gr.align("su tuga vefin", "thun krakron quxe", model="bundled:toy-mt")
     assert isinstance(result, gr.Alignment)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from groundroll.align import Alignment, extract_links
+from groundroll.alignment import Alignment, extract_links
 from groundroll.report import (
     alignment_report, alignment_variants, explore_alignment, layer_maps,
     segmentation_report, write_report)
@@ -286,7 +286,7 @@ def test_explore_segmentation_takes_the_old_threshold_name():
 
 
 def _audit():
-    from groundroll.audit import Audit
+    from groundroll.auditing import Audit
 
     rng = np.random.default_rng(0)
     maps_a = [rng.random((3, 4)) for _ in range(5)]
@@ -322,7 +322,7 @@ def test_audit_report_and_cli(tmp_path):
 
 
 def test_audit_of_a_model_against_itself():
-    from groundroll.audit import audit
+    from groundroll.auditing import audit
 
     result = audit(toy(), toy(), [(SRC, TGT), ("su vefin", "thun quxe")])
     data = data_of(result.to_html())

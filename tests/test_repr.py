@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groundroll.align import Alignment, extract_links
-from groundroll.audit import Audit
+from groundroll.alignment import Alignment, extract_links
+from groundroll.auditing import Audit
 from groundroll.grounding import Segmentation
 from groundroll.report import (NOTEBOOK_MAX_BYTES, alignment_report, audit_report,
                                notebook_frame, segmentation_report)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from groundroll.align.subwords import (
+from groundroll.alignment.subwords import (
     encode_words,
     word_ids_from_markers,
     word_ids_from_offsets,

@@ -90,7 +90,7 @@ PROFILE_METHODS = ("raw", "norm", "decoder-rollout", "peak-weighted", "relevance
 def fit_bundle_profile(bundle, *, n: int = 200, variant: str | None = None, force: bool = False,
                        methods=PROFILE_METHODS, reverse_model: str | None = None):
     """Fit and save the alignment profile of a folder-backed model on ``n`` dev pairs."""
-    from groundroll.align.profile import PROFILE_FILENAME, _model_folder, fit_profile
+    from groundroll.alignment.profile import PROFILE_FILENAME, _model_folder, fit_profile
 
     folder = _model_folder(bundle)
     if folder is None:

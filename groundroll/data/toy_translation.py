@@ -24,7 +24,7 @@ held-out sets are drawn with :data:`SPLIT_SEEDS`.
 
 Alignments are 0-indexed ``(source_index, target_index)`` pairs in Python objects and
 1-indexed ``i-j`` (talp, sure links) in files, read and written with
-:mod:`groundroll.align.io`.
+:mod:`groundroll.alignment.io`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from groundroll.align.io import read_talp, write_talp
+from groundroll.alignment.io import read_talp, write_talp
 
 __all__ = [
     "Pair",

@@ -66,7 +66,7 @@ class AlignWorker:
     def align_lines(self, src: list[str], tgt: list[str] | None
                     ) -> tuple[list[str], list[str], list]:
         """Pharaoh lines, target sentences and ``[offset, reason]`` failures."""
-        from ..align import align
+        from ..alignment import align
 
         try:
             found = align(src, tgt, model=self.model, batch_size=self.batch_size,
@@ -139,7 +139,7 @@ def _ray_rows(src, tgt, pending, worker_kwargs, *, workers, gpus_per_worker,
 
 def _lines_of(value, what: str) -> list[str]:
     if isinstance(value, (str, os.PathLike)):
-        from ..align.io import read_lines
+        from ..alignment.io import read_lines
 
         path = Path(value)
         if not path.is_file():
@@ -242,7 +242,7 @@ def align_corpus(
     >>> run.total                                                         # doctest: +SKIP
     2000
     """
-    from ..align.api import EXTRACTIONS, METHODS, SYMMETRIZATIONS
+    from ..alignment.api import EXTRACTIONS, METHODS, SYMMETRIZATIONS
 
     link_threshold = renamed("align_corpus", "threshold", "link_threshold", threshold,
                              link_threshold)

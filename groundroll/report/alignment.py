@@ -2,7 +2,7 @@
 
 Two ways in:
 
-* :func:`alignment_report` shows :class:`~groundroll.align.Alignment` results as they
+* :func:`alignment_report` shows :class:`~groundroll.alignment.Alignment` results as they
   are (one pair or several, one matrix each); the page re-extracts links (argmax,
   threshold, itermax, mutual) from the embedded matrix.
 * :func:`explore_alignment` runs a model once per variant (method x layer x head x
@@ -77,7 +77,7 @@ def _budget(pairs: list[dict], variants: list[dict], max_bytes: int) -> tuple[li
 
 def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, title: str,
           settings: dict, max_bytes: int, notes: Sequence[str] = ()) -> str:
-    from groundroll.align.extract import DEFAULT_MUTUAL_THRESHOLD, DEFAULT_THRESHOLD, EXTRACTIONS
+    from groundroll.alignment.extract import DEFAULT_MUTUAL_THRESHOLD, DEFAULT_THRESHOLD, EXTRACTIONS
     from groundroll.viz import alignment_html as static_table
 
     if extraction not in EXTRACTIONS:
@@ -98,7 +98,7 @@ def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, tit
     first = pairs[0]
     m = np.asarray(first["matrices"][initial], dtype=np.float64).reshape(
         len(first["tgt"]), len(first["src"]))
-    from groundroll.align.api import extract_links
+    from groundroll.alignment.api import extract_links
 
     fallback = "" if not 0 < m.size <= 2500 else ("<noscript><p>Without JavaScript: the first pair, "
                 f"{escape(variants[initial]['label'])}.</p>"
@@ -154,7 +154,7 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
     Examples
     --------
     >>> import numpy as np
-    >>> from groundroll.align import Alignment
+    >>> from groundroll.alignment import Alignment
     >>> a = Alignment(["das", "Haus"], ["the", "house"], np.eye(2), {(0, 0), (1, 1)})
     >>> html = alignment_report(a)
     >>> "http://" in html, "Haus" in html
@@ -311,9 +311,9 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
     --------
     >>> html = explore_alignment("su tuga vefin", model="bundled:toy-mt")  # doctest: +SKIP
     """
-    from groundroll.align.api import METHODS, _bundle
-    from groundroll.align.extract import EXTRACTIONS
-    from groundroll.align.api import align as run_align
+    from groundroll.alignment.api import METHODS, _bundle
+    from groundroll.alignment.extract import EXTRACTIONS
+    from groundroll.alignment.api import align as run_align
 
     link_threshold = renamed("explore_alignment", "threshold", "link_threshold", threshold,
                              link_threshold)
@@ -338,7 +338,7 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
     variants = alignment_variants(n_layers=n_layers, n_heads=n_heads, methods=methods,
                                   shifts=shifts, per_layer=per_layer, per_head=per_head)
     # One captured forward pass per head setting serves every method, layer and shift.
-    from groundroll.align.api import _matrices
+    from groundroll.alignment.api import _matrices
 
     by_heads: dict = {}
     for k, v in enumerate(variants):

@@ -1,6 +1,6 @@
 """Audit reports: where two models' maps agree and where relevance moved.
 
-:func:`audit_report` shows a :class:`groundroll.audit.Audit`: the aggregate metrics,
+:func:`audit_report` shows a :class:`groundroll.auditing.Audit`: the aggregate metrics,
 a sortable table of every example, and for the examples that changed most the maps of
 model A, model B and their difference as pictures.
 """
@@ -37,7 +37,7 @@ def _maps(audit, index: int):
     a, b = np.asarray(audit.maps_a[index], float), np.asarray(audit.maps_b[index], float)
     what = ""
     if audit.task == "segment" and a.ndim == 3:
-        from groundroll.audit import mass_moved
+        from groundroll.auditing import mass_moved
 
         k = int(np.argmax([mass_moved(a[p].ravel()[None], b[p].ravel()[None])
                            for p in range(a.shape[0])]))
@@ -51,7 +51,7 @@ def audit_report(audit, *, title: str | None = None, by: str = "spearman",
 
     Parameters
     ----------
-    audit : groundroll.audit.Audit
+    audit : groundroll.auditing.Audit
     title : str, optional
     by : str
         Metric the examples are first sorted by (and that picks the examples whose
@@ -71,7 +71,7 @@ def audit_report(audit, *, title: str | None = None, by: str = "spearman",
     >>> a = gr.audit("bundled:toy-mt", "bundled:toy-mt", pairs)      # doctest: +SKIP
     >>> html = audit_report(a)                                       # doctest: +SKIP
     """
-    from groundroll.audit import _HIGHER_IS_AGREEMENT
+    from groundroll.auditing import _HIGHER_IS_AGREEMENT
 
     s = audit.settings or {}
     model_a, model_b = str(s.get("model_a", "A")), str(s.get("model_b", "B"))

@@ -121,7 +121,7 @@ def _check_out(args) -> None:
 
 
 def _lines(path: Path) -> list[str]:
-    from groundroll.align.io import read_lines
+    from groundroll.alignment.io import read_lines
 
     try:
         return read_lines(path)
@@ -152,7 +152,7 @@ def _run_align(args) -> int:
     if args.load is not None:
         if args.sentence or args.src:
             raise _Failure("--load shows a saved alignment; give no sentence or --src")
-        from groundroll.align import Alignment
+        from groundroll.alignment import Alignment
 
         try:
             loaded = Alignment.load(args.load)
@@ -177,7 +177,7 @@ def _run_align(args) -> int:
     if not any(s.split() for s in srcs):
         raise _Failure("the source is empty")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    from groundroll.align.api import METHODS
+    from groundroll.alignment.api import METHODS
     from groundroll.zoo import cached
 
     unknown = [m for m in methods if m not in METHODS]
@@ -234,7 +234,7 @@ def _run_segment(args) -> int:
 def _run_audit(args) -> int:
     """Write the audit report (aggregate metrics, sortable examples, maps of the most changed
     examples) of an audit saved with Audit.save."""
-    from groundroll.audit import Audit
+    from groundroll.auditing import Audit
 
     from . import audit_report
 

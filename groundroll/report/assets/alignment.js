@@ -11,7 +11,7 @@
   // address-like text at all.
   var SVG_NS = "http\u003a//www.w3.org/2000/svg";
 
-  // ---- link extraction: the same rules as groundroll.align.extract_links ----------
+  // ---- link extraction: the same rules as groundroll.alignment.extract_links ----------
   function argmaxRow(row) {          // first index of the maximum (numpy's tie rule)
     var b = 0;
     for (var j = 1; j < row.length; j++) if (row[j] > row[b]) b = j;

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from groundroll.align.subwords import Encoded, words_from_ids
+from groundroll.alignment.subwords import Encoded, words_from_ids
 
 #: Sentences longer than this many tokens are truncated when neither ``max_length`` nor
 #: a finite tokenizer/model limit says otherwise.

@@ -22,7 +22,7 @@ the sure links (``S ⊆ P``). The one-link-per-line NAACL 2003 format is not
 read here.
 
 In memory, every reader returns 0-indexed ``(s, t)`` tuples in sets, the
-convention of :mod:`groundroll.align.links`.
+convention of :mod:`groundroll.alignment.links`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, AbstractSet, Iterable, Iterator, Sequence, Union
 
 from groundroll._atomic import atomic_write
-from groundroll.align.links import Link, Links
+from groundroll.alignment.links import Link, Links
 
 __all__ = [
     "AlignmentFormatError",

@@ -1,4 +1,4 @@
-"""``groundroll align`` and ``groundroll aer``: thin wrappers of :func:`~groundroll.align.align`
+"""``groundroll align`` and ``groundroll aer``: thin wrappers of :func:`~groundroll.alignment.align`
 and :func:`~groundroll.evaluate.aer`.
 
 ``register(subparsers)`` adds both subcommands to a parent parser (each sets
@@ -34,8 +34,8 @@ def _int_list(text: str):
 
 
 def _add_align(subparsers) -> None:
-    from groundroll.align.extract import EXTRACTIONS, SYMMETRIZATIONS
-    from groundroll.align.methods import METHODS
+    from groundroll.alignment.extract import EXTRACTIONS, SYMMETRIZATIONS
+    from groundroll.alignment.methods import METHODS
 
     p = add_command(subparsers, "align", _run_align,
                     help="word-align sentence pairs with a translation model")
@@ -105,7 +105,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _read(path: str) -> list[str]:
-    from groundroll.align.io import read_lines
+    from groundroll.alignment.io import read_lines
 
     return read_lines(path)
 
@@ -146,7 +146,7 @@ def _run_align(args) -> int:
     except (OSError, ValueError) as err:
         return _fail(str(err))
 
-    from groundroll.align.api import align
+    from groundroll.alignment.api import align
 
     try:
         result = align(src, tgt, model=args.model, method=args.method, layers=args.layers,
@@ -181,7 +181,7 @@ def _outputs(args) -> list:
 def _write_outputs(args, outputs: list, result) -> None:
     """Both files as one set (:class:`groundroll._atomic.OutputSet`) per folder."""
     from groundroll._atomic import OutputSet
-    from groundroll.align.io import format_pharaoh
+    from groundroll.alignment.io import format_pharaoh
 
     texts = ["".join(format_pharaoh(a.links) + "\n" for a in result)]
     if len(outputs) > 1:
@@ -209,7 +209,7 @@ def _write_outputs(args, outputs: list, result) -> None:
 def _run_aer(args) -> int:
     """Corpus AER, precision, recall and F1 of a Pharaoh prediction file (0-indexed) against a
     gold file."""
-    from groundroll.align.io import read_pharaoh, read_talp
+    from groundroll.alignment.io import read_pharaoh, read_talp
     from groundroll.evaluate import aer
 
     try:

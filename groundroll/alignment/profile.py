@@ -49,7 +49,7 @@ class AlignProfile:
     Attributes
     ----------
     method : str
-        One of :data:`groundroll.align.api.METHODS`.
+        One of :data:`groundroll.alignment.api.METHODS`.
     layers : list of int or None
         Decoder layers (``None``: all layers, i.e. the mean for ``raw``/``norm``).
     shift : bool
@@ -88,7 +88,7 @@ class AlignProfile:
     reverse_layers: list[int] | None = None
 
     def __post_init__(self) -> None:
-        from groundroll.align.api import EXTRACTIONS, METHODS
+        from groundroll.alignment.api import EXTRACTIONS, METHODS
 
         if self.method not in METHODS:
             raise ValueError(f"profile method must be one of {METHODS}, got {self.method!r}")
@@ -130,7 +130,7 @@ class AlignProfile:
     def from_dict(cls, d: dict) -> "AlignProfile":
         """The inverse of :meth:`to_dict`; also reads files of earlier releases, which
         name the options ``threshold`` and ``symmetrise``."""
-        from groundroll.align.extract import _current_keys
+        from groundroll.alignment.extract import _current_keys
 
         d = dict(d)
         version = d.pop("version", _VERSION)
@@ -174,7 +174,7 @@ class AlignProfile:
 
     @classmethod
     def from_scan(cls, scan, *, metric: str = "aer", method: str | None = None) -> "AlignProfile":
-        """The best row of a :class:`~groundroll.align.api.LayerScan` as a profile."""
+        """The best row of a :class:`~groundroll.alignment.api.LayerScan` as a profile."""
         return best_profile([scan], metric=metric, method=method)
 
 
@@ -222,7 +222,7 @@ def best_profile(scans: Sequence, *, metric: str = "aer", method: str | None = N
 
     Examples
     --------
-    >>> from groundroll.align.api import layer_scan
+    >>> from groundroll.alignment.api import layer_scan
     >>> from groundroll.data import toy_translation as toy
     >>> dev = toy.pairs(100, split="dev")
     >>> scans = [layer_scan(dev, model="bundled:toy-mt", methods=("raw",), symmetrize=s)
@@ -279,7 +279,7 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
     Parameters
     ----------
     pairs, gold
-        As in :func:`groundroll.align.layer_scan` (a small development set: a hundred
+        As in :func:`groundroll.alignment.layer_scan` (a small development set: a hundred
         or two gold-aligned pairs, not the pairs you report on).
     model : Bundle or str
     methods, shifts
@@ -306,7 +306,7 @@ def fit_profile(pairs, gold=None, *, model, methods: Sequence[str] = ("raw", "no
     >>> p = fit_profile(toy.pairs(200, split="dev"), model="bundled:toy-mt")  # doctest: +SKIP
     >>> p.save("path/to/model-folder")                                      # doctest: +SKIP
     """
-    from groundroll.align.api import (LayerScan, _bundle, _matrices, _n_decoder_layers,
+    from groundroll.alignment.api import (LayerScan, _bundle, _matrices, _n_decoder_layers,
                                       _scan_inputs, extract_links)
     from groundroll.evaluate import aer
 
@@ -456,7 +456,7 @@ def resolve_defaults(bundle, *, method, layers, shift, extraction, link_threshol
     layer is still to be chosen by :func:`peak_mass_layer`). ``threshold`` and
     ``symmetrise`` are the deprecated old names of ``link_threshold`` and ``symmetrize``.
     """
-    from groundroll.align.api import DEFAULT_SHIFT
+    from groundroll.alignment.api import DEFAULT_SHIFT
 
     link_threshold = renamed("resolve_defaults", "threshold", "link_threshold", threshold,
                              link_threshold)

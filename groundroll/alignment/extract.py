@@ -9,7 +9,7 @@ import numpy as np
 
 from groundroll._options import check_align_options
 from groundroll._deprecation import _UNSET, renamed
-from groundroll.align import links as _links
+from groundroll.alignment import links as _links
 
 __all__ = ["extract_links", "mutual_scores", "EXTRACTIONS", "SYMMETRIZATIONS",
            "SYMMETRISATIONS", "DEFAULT_THRESHOLD", "DEFAULT_MUTUAL_THRESHOLD"]

@@ -1,4 +1,4 @@
-"""``groundroll audit``: a thin wrapper of :func:`~groundroll.audit.audit`.
+"""``groundroll audit``: a thin wrapper of :func:`~groundroll.auditing.audit`.
 
 ``register(subparsers)`` adds the subcommand to a parent parser (it sets
 ``func(args) -> int``, the exit status: 0 on success, 2 on bad input, 1 when the output
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from groundroll._command import add_command
-from groundroll.audit.compare import audit
-from groundroll.audit.metrics import TASKS
+from groundroll.auditing.compare import audit
+from groundroll.auditing.metrics import TASKS
 
 __all__ = ["register"]
 
@@ -60,7 +60,7 @@ def _run_cli(args) -> int:
     import sys
 
     from groundroll._atomic import check_set
-    from groundroll.audit.result import Audit
+    from groundroll.auditing.result import Audit
 
     out = Path(args.out)
     try:
@@ -75,7 +75,7 @@ def _run_cli(args) -> int:
     prompts = None
     try:
         if args.src is not None:
-            from groundroll.align.io import read_lines
+            from groundroll.alignment.io import read_lines
 
             if args.tgt is None:
                 return _cli_fail("--src needs --tgt: an audit compares both models on the"

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from groundroll.align.batching import (
+from groundroll.alignment.batching import (
     _Batch,
     _batches,
     _device,
@@ -22,7 +22,7 @@ from groundroll.align.batching import (
     _make_batch,
     _translate,
 )
-from groundroll.align.subwords import Encoded, encode_words, word_matrix
+from groundroll.alignment.subwords import Encoded, encode_words, word_matrix
 
 def _token_map(trace, method: str, *, layers, heads, head_fusion, residual) -> torch.Tensor:
     from groundroll.compose import compose
@@ -48,7 +48,7 @@ def _forward_maps(bundle, batch: _Batch, specs: Sequence[tuple[str, Any]], *,
     values = any(method == "norm" for method, _ in specs)
     with torch.no_grad(), capture(bundle.model, values=values) as trace:
         bundle.model(**batch.model_inputs())
-    from groundroll.align import composition
+    from groundroll.alignment import composition
 
     rows = batch.decoder_attention_mask.float().cpu()
     return [composition.token_map(trace, method, layers=layers, heads=heads,

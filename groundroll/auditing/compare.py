@@ -7,9 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from groundroll.audit.metrics import _METRICS, TASKS, mass_moved, spearman, top_iou
+from groundroll.auditing.metrics import _METRICS, TASKS, mass_moved, spearman, top_iou
 from groundroll._json import jsonable
-from groundroll.audit.result import Audit
+from groundroll.auditing.result import Audit
 
 __all__ = ["audit"]
 
@@ -92,7 +92,7 @@ def audit(model_a, model_b, data, *, task: str | None = None, prompts=None, top:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     options = dict(options or {})
     options_b = dict(options if options_b is None else options_b)
-    from groundroll.align.batching import bundle_of
+    from groundroll.alignment.batching import bundle_of
 
     bundle_a, bundle_b = bundle_of(model_a), bundle_of(model_b)
     if task == "align":
@@ -119,7 +119,7 @@ def _pair_words(p):
 
 
 def _audit_align(a, b, data, *, top, options, options_b, progress):
-    from groundroll.align.api import align
+    from groundroll.alignment.api import align
     from groundroll.evaluate import aer
 
     pairs = [_pair_words(p) for p in data]

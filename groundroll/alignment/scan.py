@@ -1,6 +1,6 @@
 """Every layer x method x shift scored against gold alignments.
 
-:func:`layer_scan` measures which setting of :func:`~groundroll.align.align` works best
+:func:`layer_scan` measures which setting of :func:`~groundroll.alignment.align` works best
 on a model (AER, precision, recall); :meth:`LayerScan.save_profile` stores the best one
 as the model's alignment profile.
 """
@@ -14,10 +14,10 @@ from typing import Sequence
 
 from groundroll._deprecation import _UNSET, renamed
 from groundroll._markup import markdown_text
-from groundroll.align.batching import _bundle, _n_decoder_layers, _plain, _words
-from groundroll.align.extract import extract_links
-from groundroll.align.maps import _matrices
-from groundroll.align.methods import METHODS
+from groundroll.alignment.batching import _bundle, _n_decoder_layers, _plain, _words
+from groundroll.alignment.extract import extract_links
+from groundroll.alignment.maps import _matrices
+from groundroll.alignment.methods import METHODS
 
 __all__ = ["LayerScan", "layer_scan"]
 
@@ -54,17 +54,17 @@ class LayerScan:
     def save_profile(self, path, *, metric: str = "aer", method: str | None = None,
                      force: bool = False):
         """Store the best row as the model's alignment profile, which :func:`align`
-        then uses by default (see :mod:`groundroll.align.profile`).
+        then uses by default (see :mod:`groundroll.alignment.profile`).
 
         ``path``: a file, or the model folder (the file is then ``align_profile.json``
-        in it). Returns the :class:`~groundroll.align.profile.AlignProfile`.
+        in it). Returns the :class:`~groundroll.alignment.profile.AlignProfile`.
 
         Examples
         --------
         >>> scan = layer_scan(toy.pairs(100, split="dev"), model="bundled:toy-mt")  # doctest: +SKIP
         >>> scan.save_profile("path/to/model-folder")                              # doctest: +SKIP
         """
-        from groundroll.align.profile import AlignProfile
+        from groundroll.alignment.profile import AlignProfile
 
         profile = AlignProfile.from_scan(self, metric=metric, method=method)
         profile.save(path, force=force)
@@ -106,14 +106,14 @@ class LayerScan:
 
 
 def _read_lines(path) -> list[str]:
-    from groundroll.align.io import read_lines
+    from groundroll.alignment.io import read_lines
 
     return read_lines(path)
 
 
 def _scan_inputs(pairs, gold):
     """``(src words, tgt words, sure, possible)`` from pairs, files or toy pairs."""
-    from groundroll.align.io import read_talp
+    from groundroll.alignment.io import read_talp
 
     if isinstance(pairs, tuple) and len(pairs) == 2 and all(
             isinstance(p, (str, Path)) for p in pairs) and Path(pairs[0]).is_file():

@@ -22,16 +22,14 @@ Metrics are functions of numpy arrays (:func:`spearman`, :func:`top_iou`,
 :func:`mass_moved`), usable on maps from anywhere.
 
 The package is itself callable: ``groundroll.audit(model_a, model_b, data)`` is
-:func:`audit`. Its modules: :mod:`~groundroll.audit.metrics` (the metrics, numpy only),
-:mod:`~groundroll.audit.result` (:class:`Audit`), :mod:`~groundroll.audit.compare`
-(:func:`audit`) and :mod:`~groundroll.audit.cli` (``groundroll audit``).
+:func:`audit`. Its modules: :mod:`~groundroll.auditing.metrics` (the metrics, numpy only),
+:mod:`~groundroll.auditing.result` (:class:`Audit`), :mod:`~groundroll.auditing.compare`
+(:func:`audit`) and :mod:`~groundroll.auditing.cli` (``groundroll audit``).
 """
 
-import sys
-
-from groundroll.audit.cli import register  # noqa: F401  (groundroll.cli adds the subcommand)
-from groundroll.audit.compare import audit
-from groundroll.audit.metrics import (  # noqa: F401  (_HIGHER_IS_AGREEMENT: report pages)
+from groundroll.auditing.cli import register  # noqa: F401  (groundroll.cli adds the subcommand)
+from groundroll.auditing.compare import audit
+from groundroll.auditing.metrics import (  # noqa: F401  (_HIGHER_IS_AGREEMENT: report pages)
     _HIGHER_IS_AGREEMENT,
     _METRICS,
     TASKS,
@@ -39,17 +37,6 @@ from groundroll.audit.metrics import (  # noqa: F401  (_HIGHER_IS_AGREEMENT: rep
     spearman,
     top_iou,
 )
-from groundroll.audit.result import Audit
+from groundroll.auditing.result import Audit
 
 __all__ = ["Audit", "audit", "spearman", "top_iou", "mass_moved", "TASKS"]
-
-
-class _CallableModule(type(sys.modules[__name__])):
-    """Lets ``groundroll.audit(...)`` call :func:`audit` while ``groundroll.audit`` stays
-    the module (as ``groundroll.align`` does)."""
-
-    def __call__(self, *args, **kwargs):
-        return audit(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,15 +1,13 @@
 """Word alignment: links from score matrices, symmetrisation, Pharaoh/talp IO.
 
-The module is itself callable: ``groundroll.align(src, tgt, model=...)`` is
-:func:`groundroll.align.api.align`.
+:func:`groundroll.align` (this package's :func:`~groundroll.alignment.api.align`) aligns
+sentence pairs with a translation model.
 
 Conventions: score matrices are ``[T, S]`` (target rows, source columns); links
 are sets of 0-indexed ``(s, t)`` pairs, source first (Pharaoh ``s-t``).
 """
 
-import sys
-
-from groundroll.align.io import (
+from groundroll.alignment.io import (
     AlignmentFormatError,
     format_pharaoh,
     format_talp,
@@ -20,7 +18,7 @@ from groundroll.align.io import (
     write_pharaoh,
     write_talp,
 )
-from groundroll.align.links import (
+from groundroll.alignment.links import (
     Link,
     Links,
     argmax_links,
@@ -35,7 +33,7 @@ from groundroll.align.links import (
     union,
 )
 
-# The model-facing alignment API lives in groundroll/align/api.py. It is loaded on
+# The model-facing alignment API lives in groundroll/alignment/api.py. It is loaded on
 # first use, so links and IO stay importable without torch or a model library.
 _API = ("align", "Alignment", "layer_scan", "LayerScan", "extract_links")
 
@@ -47,12 +45,12 @@ def __getattr__(name: str):
     if name in _API:
         from importlib import import_module
 
-        return getattr(import_module("groundroll.align.api"), name)
+        return getattr(import_module("groundroll.alignment.api"), name)
     if name in _PROFILE:
         from importlib import import_module
 
-        return getattr(import_module("groundroll.align.profile"), name)
-    raise AttributeError(f"module 'groundroll.align' has no attribute {name!r}")
+        return getattr(import_module("groundroll.alignment.profile"), name)
+    raise AttributeError(f"module 'groundroll.alignment' has no attribute {name!r}")
 
 __all__ = [
     "AlignmentFormatError",
@@ -77,16 +75,3 @@ __all__ = [
     "write_pharaoh",
     "write_talp",
 ]
-
-
-class _CallableModule(type(sys.modules[__name__])):
-    """Lets ``groundroll.align(...)`` call :func:`align` while ``groundroll.align``
-    stays the package."""
-
-    def __call__(self, *args, **kwargs):
-        from groundroll.align.api import align
-
-        return align(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -46,7 +46,7 @@ class Alignment:
         >>> Alignment(["a", "b"], ["x"], np.ones((1, 2)), {(1, 0), (0, 0)}).pharaoh()
         '0-0 1-0'
         """
-        from groundroll.align.io import format_pharaoh
+        from groundroll.alignment.io import format_pharaoh
 
         return format_pharaoh(self.links)
 
@@ -115,8 +115,8 @@ class Alignment:
         AlignmentFormatError
             What is wrong, where.
         """
-        from groundroll.align.extract import _current_keys
-        from groundroll.align.io import AlignmentFormatError as Bad
+        from groundroll.alignment.extract import _current_keys
+        from groundroll.alignment.io import AlignmentFormatError as Bad
 
         if not isinstance(d, dict):
             raise Bad(f"a saved alignment is a JSON object, got {type(d).__name__}")
@@ -181,7 +181,7 @@ class Alignment:
         """
         import json
 
-        from groundroll.align.io import AlignmentFormatError
+        from groundroll.alignment.io import AlignmentFormatError
 
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -197,7 +197,7 @@ class Alignment:
 
 
 def _list(value, what: str) -> list:
-    from groundroll.align.io import AlignmentFormatError
+    from groundroll.alignment.io import AlignmentFormatError
 
     if not isinstance(value, list):
         raise AlignmentFormatError(f"saved alignment: {what} must be a list, got"
@@ -208,7 +208,7 @@ def _list(value, what: str) -> list:
 def _pair(item, s: int, t: int, what: str) -> tuple[int, int]:
     """A link ``[s, t]`` of a saved alignment, within its ``s`` source and ``t`` target
     words."""
-    from groundroll.align.io import AlignmentFormatError
+    from groundroll.alignment.io import AlignmentFormatError
 
     if (not isinstance(item, list) or len(item) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)):

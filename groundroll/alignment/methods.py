@@ -1,8 +1,8 @@
-"""The map methods :func:`~groundroll.align.align` accepts, and their default shift.
+"""The map methods :func:`~groundroll.alignment.align` accepts, and their default shift.
 
 One list: the composition methods registered in :mod:`groundroll.compose`
 (:func:`groundroll.compose.method_names`, including any registered later), then the
-alignment's own compositions (:data:`groundroll.align.composition.COMPOSED_METHODS`).
+alignment's own compositions (:data:`groundroll.alignment.composition.COMPOSED_METHODS`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterator, Mapping, Sequence
 
 from groundroll._names import LiveNames
-from groundroll.align.composition import COMPOSED_METHODS
+from groundroll.alignment.composition import COMPOSED_METHODS
 from groundroll.compose import method_names as _composition_names
 
 __all__ = ["METHODS", "DEFAULT_SHIFT", "method_names"]
@@ -30,7 +30,7 @@ def method_names() -> tuple[str, ...]:
 
 class _Shifts(Mapping):
     """Default ``shift`` of every method in :data:`METHODS`: AWO (``False``) for all of
-    them (see :mod:`groundroll.align.api`)."""
+    them (see :mod:`groundroll.alignment.api`)."""
 
     def __getitem__(self, method: str) -> bool:
         if method not in METHODS:
@@ -49,5 +49,5 @@ class _Shifts(Mapping):
 
 #: Names of the alignment methods (live: includes composition methods registered later).
 METHODS: Sequence[str] = LiveNames(method_names)
-#: Default ``shift`` of each method when ``align(shift=None)`` (see :mod:`groundroll.align.api`).
+#: Default ``shift`` of each method when ``align(shift=None)`` (see :mod:`groundroll.alignment.api`).
 DEFAULT_SHIFT: Mapping[str, bool] = _Shifts()

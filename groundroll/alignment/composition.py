@@ -303,9 +303,9 @@ def composition_study(pairs, *, model, residual: float = 0.5, gamma: float = 8.0
     >>> print(study.to_markdown())                                                      # doctest: +SKIP
     """
     from groundroll.adapters import capture
-    from groundroll.align.api import (_batches, _bundle, _limit, _make_batch, _word_matrices,
+    from groundroll.alignment.api import (_batches, _bundle, _limit, _make_batch, _word_matrices,
                                       extract_links)
-    from groundroll.align.subwords import encode_words
+    from groundroll.alignment.subwords import encode_words
     from groundroll.evaluate import aer
 
     bundle = _bundle(model)

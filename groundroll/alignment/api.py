@@ -26,18 +26,18 @@ Without a target, :func:`align` translates with ``model.generate`` and then runs
 forced forward pass on the generated ids; attention is never read from cached
 generation steps.
 
-The pieces live beside this module: :mod:`~groundroll.align.extract` (links from a
-matrix, numpy only), :mod:`~groundroll.align.batching` (teacher-forcing batches and
-translation), :mod:`~groundroll.align.maps` (word matrices from attention),
-:mod:`~groundroll.align.result` (:class:`Alignment`), :mod:`~groundroll.align.scan`
-(:func:`layer_scan`) and :mod:`~groundroll.align.methods` (:data:`METHODS`).
+The pieces live beside this module: :mod:`~groundroll.alignment.extract` (links from a
+matrix, numpy only), :mod:`~groundroll.alignment.batching` (teacher-forcing batches and
+translation), :mod:`~groundroll.alignment.maps` (word matrices from attention),
+:mod:`~groundroll.alignment.result` (:class:`Alignment`), :mod:`~groundroll.alignment.scan`
+(:func:`layer_scan`) and :mod:`~groundroll.alignment.methods` (:data:`METHODS`).
 """
 
 from __future__ import annotations
 
 from groundroll._options import check_align_options
 from groundroll._deprecation import _UNSET, renamed
-from groundroll.align.batching import (  # noqa: F401  (used by profile, composition, report)
+from groundroll.alignment.batching import (  # noqa: F401  (used by profile, composition, report)
     FALLBACK_MAX_LENGTH,
     _batches,
     _bundle,
@@ -47,22 +47,22 @@ from groundroll.align.batching import (  # noqa: F401  (used by profile, composi
     _plain,
     _words,
 )
-from groundroll.align.extract import (
+from groundroll.alignment.extract import (
     DEFAULT_THRESHOLD,
     EXTRACTIONS,
     SYMMETRISATIONS,
     SYMMETRIZATIONS,
     extract_links,
 )
-from groundroll.align.maps import (  # noqa: F401  (used by profile, composition, report, tests)
+from groundroll.alignment.maps import (  # noqa: F401  (used by profile, composition, report, tests)
     _matrices,
     _relevance_maps,
     _shift_rows,
     _word_matrices,
 )
-from groundroll.align.methods import DEFAULT_SHIFT, METHODS
-from groundroll.align.result import Alignment
-from groundroll.align.scan import LayerScan, _scan_inputs, layer_scan  # noqa: F401
+from groundroll.alignment.methods import DEFAULT_SHIFT, METHODS
+from groundroll.alignment.result import Alignment
+from groundroll.alignment.scan import LayerScan, _scan_inputs, layer_scan  # noqa: F401
 
 __all__ = [
     "Alignment",
@@ -103,10 +103,10 @@ def align(
         (``"bundled:toy-mt"``, ``"hf:Helsinki-NLP/opus-mt-de-en"``, ...).
     method : {"raw", "rollout", "relevance", "norm", "flow"}, optional
         None (the default call): the settings of the model's alignment profile
-        (:mod:`groundroll.align.profile`: method, layers, shift and extraction that
+        (:mod:`groundroll.alignment.profile`: method, layers, shift and extraction that
         measured best on gold pairs, stored beside the model), or, without a profile,
         ``raw`` cross-attention of the single most peaked layer
-        (:func:`~groundroll.align.profile.peak_mass_layer`, chosen over all sentences of
+        (:func:`~groundroll.alignment.profile.peak_mass_layer`, chosen over all sentences of
         the call). ``raw``: fused cross-attention averaged over ``layers``. ``norm``: the same with
         value-norm weighting. ``rollout``: encoder rollout composed through the
         decoder's self- and cross-attention. ``relevance``: gradient-weighted relevance
@@ -114,7 +114,7 @@ def align(
         attention flow over the composed graph (slow). See
         :func:`groundroll.compose.compose`. ``decoder-rollout``: the rollout without
         encoder mixing; ``peak-weighted``: the layers' cross-attention weighted by how
-        peaked each is (:mod:`groundroll.align.composition`).
+        peaked each is (:mod:`groundroll.alignment.composition`).
     layers : int or sequence of int, optional
         ``raw``/``norm``: cross-attention layers averaged (default all). ``rollout``,
         ``relevance``, ``flow``: decoder layers taking part (default all).
@@ -129,13 +129,13 @@ def align(
         For ``extraction="threshold"``: exclusive lower limit on row-normalised scores
         (default :data:`DEFAULT_THRESHOLD`); for ``"mutual"``: on the geometric mean of
         both directions' probabilities (default the profile's, else
-        :data:`~groundroll.align.extract.DEFAULT_MUTUAL_THRESHOLD`).
+        :data:`~groundroll.alignment.extract.DEFAULT_MUTUAL_THRESHOLD`).
     symmetrize : {"intersection", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and"}, optional
         Combine target-to-source and source-to-target links (see :func:`extract_links`).
     profile : None, False, path or AlignProfile
         Used when ``method`` is None. None: the profile stored with the model, if any;
         False: none (the unsupervised rule); a path or an
-        :class:`~groundroll.align.profile.AlignProfile`: that one. Options passed
+        :class:`~groundroll.alignment.profile.AlignProfile`: that one. Options passed
         explicitly always win over the profile's.
     reverse_model : Bundle or str, optional
         A target-to-source model; with ``symmetrize`` (or ``itermax``, ``mutual``) its alignment
@@ -196,7 +196,7 @@ def align(
     else:
         tgts = None
     bundle = _bundle(model)
-    from groundroll.align.profile import peak_mass_layer, resolve_defaults
+    from groundroll.alignment.profile import peak_mass_layer, resolve_defaults
 
     chosen = resolve_defaults(bundle, method=method, layers=layers, shift=shift,
                               extraction=extraction, link_threshold=link_threshold,

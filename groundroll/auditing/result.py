@@ -10,7 +10,7 @@ import numpy as np
 
 from groundroll._json import jsonable
 from groundroll._markup import markdown_text
-from groundroll.audit.metrics import _HIGHER_IS_AGREEMENT, _METRICS, mass_moved
+from groundroll.auditing.metrics import _HIGHER_IS_AGREEMENT, _METRICS, mass_moved
 
 __all__ = ["Audit"]
 
