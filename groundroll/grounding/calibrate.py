@@ -24,9 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .. import masks as M
 from ._model import DEFAULT_MODEL, resolve_model
-from .profiles import Profile, background_labels, model_fingerprint, refine_scores
+from .profiles import Profile, background_labels, model_fingerprint
 
 __all__ = ["calibrate", "default_source", "fit_postprocess", "RULE_GRID", "CalibrationError", "object_ious",
            "score_entry"]
@@ -169,13 +168,6 @@ def _bundle_templates(handle) -> list[str] | None:
     return None
 
 
-def _partitions(images: Sequence[np.ndarray], refine: str) -> list:
-    """Superpixel partitions of each image when ``refine`` uses them, else Nones."""
-    if refine != "superpixels":
-        return [None] * len(images)
-    return [M.superpixel_partitions(image) for image in images]
-
-
 #: A source within this much mean object IoU of the best may be the default if faster.
 DEFAULT_MARGIN = 0.02
 
@@ -205,49 +197,55 @@ def fit_postprocess(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
     :data:`RULE_GRID` for maps already computed (``maps[i]`` ``[K_i, H, W]`` for
     ``items[i]["masks"]``, channels in the order of the item's objects).
     Ties keep the earlier candidate (rules in the given order, then thresholds)."""
-    from .segment import channel_probabilities
+    from .segment import refine_inputs, refined_probabilities
 
     best = None
     for r in refine:
-        parts = _partitions(images, r)
-        probs = [channel_probabilities(m, image, normalize=normalize,
-                                       logit_scale=logit_scale, refine=r, partitions=pp)
-                 for m, image, pp in zip(maps, images, parts)]
-        scored = maps if r == "none" else [
-            refine_scores(m, image, refine=r, partitions=pp)
-            for m, image, pp in zip(maps, images, parts)]
+        small = [refine_inputs(m, image, refine=r) for m, image in zip(maps, images)]
         for rule in rules:
+            # probabilities do not depend on the rule; the scores it reads may
+            pooled = [refined_probabilities(sm, si, n_prompts=len(it["masks"]),
+                                            normalize=normalize, logit_scale=logit_scale,
+                                            refine=r, rule=rule, partitions=pp)
+                      for (sm, si, pp), it in zip(small, items)]
             for t in RULE_GRID[rule]:
                 ious = []
-                for p, m, it in zip(probs, scored, items):
+                for (p, m), it in zip(pooled, items):
                     lab = background_labels(p, m, n_prompts=len(it["masks"]), rule=rule,
                                             threshold=t)
-                    ious += object_ious(lab, it["masks"])
+                    ious += object_ious(_at(lab, it["masks"]), it["masks"])
                 score = float(np.mean(ious))
                 if best is None or score > best[0] + 1e-9:
                     best = (score, {"background_rule": rule, "threshold": t, "refine": r})
     return best
 
 
+def _at(labels: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``labels`` resized (nearest) to the masks' pixels, as :func:`segment` resizes."""
+    from .._images import _nearest
+
+    return _nearest(labels, tuple(np.asarray(masks).shape[-2:]))
+
+
 def score_entry(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
                 images: Sequence[np.ndarray], entry: Mapping, normalize: str,
                 logit_scale: float) -> float:
     """Mean object IoU of one postprocessing ``entry`` (``background_rule``,
-    ``threshold``, ``refine``) on maps already computed."""
-    from .segment import channel_probabilities
+    ``threshold``, ``refine``) on maps already computed, postprocessed as
+    :func:`segment` postprocesses them."""
+    from .segment import refine_inputs, refined_probabilities
 
     refine = entry.get("refine") or "none"
     rule = entry.get("background_rule", "none")
     ious = []
     for m, image, it in zip(maps, images, items):
-        pp = _partitions([image], refine)[0]
-        probs = channel_probabilities(m, image, normalize=normalize,
-                                      logit_scale=logit_scale, refine=refine, partitions=pp)
-        scored = m if refine == "none" or rule not in ("relative", "otsu") else (
-            refine_scores(m, image, refine=refine, partitions=pp))
+        sm, si, pp = refine_inputs(m, image, refine=refine)
+        probs, scored = refined_probabilities(sm, si, n_prompts=len(it["masks"]),
+                                              normalize=normalize, logit_scale=logit_scale,
+                                              refine=refine, rule=rule, partitions=pp)
         lab = background_labels(probs, scored, n_prompts=len(it["masks"]), rule=rule,
                                 threshold=entry.get("threshold"))
-        ious += object_ious(lab, it["masks"])
+        ious += object_ious(_at(lab, it["masks"]), it["masks"])
     return float(np.mean(ious))
 
 
