@@ -486,3 +486,39 @@ def test_source_options_are_checked_against_the_source_and_may_be_typed(clip):
     assert typed.settings["logit_scale"] == pytest.approx(clip.logit_scale())
     rel = segment(image, ["x", "y"], model=clip, method="relevance")
     assert (rel.settings["normalize"], rel.settings["logit_scale"]) == ("minmax", 10.0)
+
+
+def test_device_defaults_to_the_models_and_a_mismatch_is_refused(clip):
+    import torch
+
+    image = _rgb(24, 24)
+    here = segment(image, ["a"], model=clip)
+    same = segment(image, ["a"], model=clip, device="cpu")
+    np.testing.assert_array_equal(here.labels, same.labels)
+    np.testing.assert_allclose(here.heatmaps, same.heatmaps)
+    with pytest.raises(ValueError, match=r"device='cuda:0' but the model is on cpu; move"):
+        segment(image, ["a"], model=clip, device="cuda:0")
+    with pytest.raises(ValueError, match=r"device='meta' but the model is on cpu"):
+        resolve_model(clip, device=torch.device("meta"))
+
+
+def test_a_spec_is_loaded_on_the_device_asked_for():
+    cache = {}
+    handle = resolve_model("bundled:shapes-clip-short", cache=cache, device="cpu")
+    assert handle.device.type == "cpu"
+    assert resolve_model("bundled:shapes-clip-short", cache=cache, device="cpu") is handle
+    assert ("bundled:shapes-clip-short", "cpu") in cache
+
+
+def test_segment_dataset_takes_device_for_the_local_engine_only(tmp_path):
+    from groundroll.distributed import segment_dataset
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(_rgb(16, 16)).save(path)
+    with pytest.raises(ValueError, match=r"device= places the model of engine='local'"):
+        segment_dataset([str(path)], ["a"], model="bundled:shapes-clip-short",
+                        out=tmp_path / "o", engine="ray", device="cpu")
+    result = segment_dataset([str(path)], ["a"], model="bundled:shapes-clip-short",
+                             out=tmp_path / "p", engine="local", device="cpu",
+                             progress=False)
+    assert result.processed == 1 and result.failed == 0

@@ -21,13 +21,22 @@ from groundroll.align.subwords import Encoded, words_from_ids
 FALLBACK_MAX_LENGTH = 512
 
 
-def _bundle(model):
+def _bundle(model, device=None):
+    """The Bundle of ``model`` (a Bundle, or a spec loaded on ``device``, default the
+    CPU); a Bundle on another device than ``device`` is a ValueError."""
     from groundroll.zoo import Bundle, cached
 
     if isinstance(model, Bundle):
+        if device is not None:
+            want = torch.device(device)
+            have = next(model.model.parameters()).device
+            if want.type != have.type or (want.index is not None and want.index != have.index):
+                raise ValueError(f"device={str(device)!r} but the model is on {have}; move"
+                                 f" the model there first or leave device unset to run"
+                                 " where the model is")
         return model
     if isinstance(model, (str, Path)):
-        return cached(str(model))
+        return cached(str(model), device=str(device or "cpu"))
     raise TypeError("model must be a groundroll.zoo.Bundle or a spec for"
                     f" groundroll.zoo.load (e.g. 'bundled:toy-mt'), got {type(model).__name__}")
 

@@ -252,6 +252,7 @@ def segment(
     tokenizer: Any = None,
     cache: dict | None = None,
     source_options: dict | None = None,
+    device=None,
     threshold=_UNSET,
 ) -> Segmentation:
     """Segment an image with text prompts.
@@ -327,12 +328,19 @@ def segment(
         Tokenizer for a bare ``model``.
     cache : dict, optional
         Caller-owned dict keeping models loaded from spec strings across calls
-        (without it a spec is loaded once per process, :func:`groundroll.zoo.cached`).
+        (without it a spec is loaded once per process, :func:`groundroll.zoo.cached`)
+        and the superpixel partitions of the last few images (a second call on the
+        same image, e.g. with other prompts, does not partition it again).
     source_options : dict or the source's options object, optional
         Options of the map source, checked against its options class
         (``groundroll.grounding.SOURCES[method].options``, e.g. ``NaclipOptions(sigma=3.0)``
         or ``{"sigma": 3.0}``; ``{"read": "input"}`` for ``"cross"``). Default: the
         profile's, else the source's own defaults.
+    device : str or torch.device, optional
+        Where the model runs: the model's own device by default. A spec string is
+        loaded there; a loaded model on another device is a ValueError. The maps and
+        any rollout are computed on that device and come to the host once, as the
+        source's maps on the patch grid.
     threshold
         Deprecated old name of ``mask_threshold``.
 
@@ -385,7 +393,7 @@ def segment(
                         logit_scale=logit_scale, normalize=normalize, window=window,
                         max_side=max_side, max_pixels=max_pixels, min_size=min_size,
                         fill_holes=fill_holes, tokenizer=tokenizer, cache=cache,
-                        source_options=source_options)
+                        source_options=source_options, device=device)
 
 
 def check_templates(templates) -> list[str] | None:
@@ -437,7 +445,7 @@ def _warn_prompts(handle: ModelHandle, prompts: list[str]) -> None:
 def _segment(image, prompts, *, model, method, background, mask_threshold, background_rule,
              profile, refine, templates, logit_scale, normalize, window, max_side,
              max_pixels, min_size, fill_holes, tokenizer, cache,
-             source_options) -> Segmentation:
+             source_options, device=None) -> Segmentation:
     started = time.perf_counter()
     prompts = _check_prompts(prompts)
     background = _check_prompts(background or [], "background prompts")
@@ -450,7 +458,8 @@ def _segment(image, prompts, *, model, method, background, mask_threshold, backg
     if refine is not None and refine not in REFINE:
         raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
     rgb, full_hw = _read_image(image, max_side=max_side, max_pixels=max_pixels)
-    handle: ModelHandle = resolve_model(model, tokenizer=tokenizer, cache=cache)
+    handle: ModelHandle = resolve_model(model, tokenizer=tokenizer, cache=cache,
+                                        device=device)
     # Options left as None come from the profile (the bundled one by default).
     from .profiles import resolve_profile, resolve_settings
 
@@ -547,7 +556,7 @@ def _segment_image(handle, rgb, full_hw, prompts, background, started, *, method
 
 def caption_heatmaps(image, caption: str, *, model: Any = "bundled:shapes-coca",
                      compose_method: str = "rollout", read: str = "predict",
-                     tokenizer: Any = None) -> tuple[list[str], np.ndarray]:
+                     tokenizer: Any = None, device=None) -> tuple[list[str], np.ndarray]:
     """One heatmap per word of a caption, through a captioner's cross-attention.
 
     Parameters
@@ -559,6 +568,8 @@ def caption_heatmaps(image, caption: str, *, model: Any = "bundled:shapes-coca",
         open_clip CoCa or Hugging Face BLIP retrieval.
     compose_method, read : str
         See :func:`groundroll.grounding.cross_maps`.
+    device : str or torch.device, optional
+        Where the model runs (as in :func:`segment`): the model's device by default.
 
     Returns
     -------
@@ -577,7 +588,7 @@ def caption_heatmaps(image, caption: str, *, model: Any = "bundled:shapes-coca",
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError(f"caption must be a non-empty string, got {caption!r}")
     rgb = load_image(image)
-    handle = resolve_model(model, tokenizer=tokenizer)
+    handle = resolve_model(model, tokenizer=tokenizer, device=device)
     geometry = M.letterbox_geometry(rgb.shape[:2], handle.image_size, mode="pad")
     with warning_scope(), locked(handle.model):
         words, grid = caption_word_maps(handle, M.letterbox_image(rgb, geometry, fill=0),
