@@ -45,6 +45,8 @@ PLAN = (
 LEFT_OUT = {
     "coverage.py": "the capture-coverage sweep: make coverage",
     "scale.py": "starts a local Ray cluster; python benchmarks/scale.py",
+    "before_after.py": "compares with an earlier commit: python benchmarks/before_after.py"
+                       " --base REF",
 }
 
 
