@@ -21,7 +21,7 @@ thread (``--threads`` to change): on a shared machine, multi-threaded kernels wa
 on busy cores make timings meaningless.
 
 Usage: ``python benchmarks/bench_rollout.py [--threads 1] [--sizes 197 577 1025 2305]
-[--no-flow] [--json out.json]``
+[--flow-sizes 16 32] [--no-flow] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def networkx_rows(layers, rows, *, residual=0.5):
     return flows / flows.sum(-1, keepdim=True), per_pair
 
 
-def bench_flow() -> None:
+def bench_flow(sizes=FLOW_SIZES) -> None:
     print("\n### attention_flow (scipy) vs networkx Edmonds-Karp\n")
     print(f"L={LAYERS}, H={HEADS}, batch 1; load average before:"
           f" {os.getloadavg()[0]:.1f}\n")
@@ -152,7 +152,7 @@ def bench_flow() -> None:
           " (sampled) | networkx all pairs s (extrapolated) | speed-up |"
           " max abs diff (sampled rows) |")
     print("|---|---|---|---|---|---|---|")
-    for n, rows in FLOW_SIZES.items():
+    for n, rows in sizes.items():
         layers = random_attention(n, seed=SEED + n)
         attention_flow(layers, rows=rows)  # warm up scipy imports
         times = [0.0] * FLOW_REPEATS
@@ -175,6 +175,8 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", type=int, nargs="+", default=list(ROLLOUT_SIZES),
                         help="token counts N of the rollout tables")
     parser.add_argument("--no-flow", action="store_true", help="skip attention_flow")
+    parser.add_argument("--flow-sizes", type=int, nargs="+", default=list(FLOW_SIZES),
+                        help="token counts N of the attention_flow table")
     parser.add_argument("--json", default=None, help="also write the rollout rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -182,7 +184,7 @@ if __name__ == "__main__":
     rows: list = []
     bench_rollout({n: ROLLOUT_SIZES.get(n, 3) for n in args.sizes}, rows)
     if not args.no_flow:
-        bench_flow()
+        bench_flow({n: FLOW_SIZES.get(n, [0]) for n in args.flow_sizes})
     if args.json:
         import json
 

@@ -30,7 +30,7 @@ RESULTS = HERE / "results"
 #: (script, arguments, takes --json): the quick configuration of each benchmark.
 PLAN = (
     ("bench_segment_speed.py", ["--repeats", "5"], True),
-    ("bench_rollout.py", ["--sizes", "197", "577", "1025", "2305"], True),
+    ("bench_rollout.py", ["--sizes", "197", "577", "1025", "--flow-sizes", "16"], True),
     ("segmentation.py", ["--n", "20", "--calib", "0", "--faith", "0", "--use-profiles",
                          "--methods", "legrad", "relevance", "gradcam",
                          "--clip", "bundled:shapes-clip"], True),
