@@ -201,10 +201,12 @@ def _pooling_operator(partitions: Sequence[np.ndarray], hw):
         flat = segments.ravel().astype(np.int64)
         flats.append(flat + offset)
         offset += int(flat.max()) + 1 if flat.size else 0
-    n = int(np.prod(hw))
-    cols = np.concatenate(flats)
-    rows = np.tile(np.arange(n, dtype=np.int64), len(flats))
-    pool = sparse.csr_matrix((np.ones(cols.size), (rows, cols)), shape=(n, offset))
+    n, k = int(np.prod(hw)), len(flats)
+    # Every pixel is in exactly one segment of each partition: row p of the CSR matrix
+    # holds its k segments, built directly (no COO sort).
+    cols = np.stack(flats, axis=1).ravel()
+    pool = sparse.csr_matrix((np.ones(cols.size), cols, np.arange(0, n * k + 1, k)),
+                             shape=(n, offset))
     pool.counts = np.maximum(np.bincount(cols, minlength=offset), 1).astype(np.float64)
     return pool
 
