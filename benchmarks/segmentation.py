@@ -224,6 +224,7 @@ def main(argv=None) -> int:
         handle = resolve_model(spec)
         templates = _templates(spec)
         fitted, calib_scores, cal_seconds = {}, {}, {}
+        partitions: dict = {}     # each scene partitioned once for every source
         per_method = {}
         stored = resolve_profile(None, handle) if args.use_profiles else None
         if args.use_profiles and stored is None:
@@ -243,7 +244,7 @@ def main(argv=None) -> int:
             score, entry = fit_postprocess(cal_maps, fit_on,
                                            images=[c["image"] for c in fit_on],
                                            normalize=normalize, logit_scale=scale,
-                                           refine=REFINES)
+                                           refine=REFINES, cache=partitions)
             fitted[method] = {**entry, "normalize": normalize, "logit_scale": float(scale),
                               "templates": templates, "source_options": options}
             calib_scores[method] = round(score, 4)
@@ -281,13 +282,13 @@ def main(argv=None) -> int:
                 images = [it["image"] for it in items]
                 row[f"calibrated_miou_{gen}"] = score_entry(
                     maps, items, images=images, entry=fitted[method], normalize=normalize,
-                    logit_scale=scale)
+                    logit_scale=scale, cache=partitions)
                 entry = shipped.settings(method) if shipped is not None else {}
                 if entry:
                     row[f"default_miou_{gen}"] = score_entry(
                         maps, items, images=images, entry=entry,
                         normalize=entry.get("normalize", normalize),
-                        logit_scale=entry.get("logit_scale", scale))
+                        logit_scale=entry.get("logit_scale", scale), cache=partitions)
                     if gen == "shapes":
                         _check_default(handle, spec, method, items[0], maps[0], entry)
                 else:

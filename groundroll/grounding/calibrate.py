@@ -191,17 +191,20 @@ def default_source(scores: Mapping[str, float], seconds: Mapping[str, float], *,
 def fit_postprocess(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
                     images: Sequence[np.ndarray], normalize: str, logit_scale: float,
                     refine: Sequence[str] = ("none",),
-                    rules: Sequence[str] = ("relative", "otsu", "threshold")
-                    ) -> tuple[float, dict]:
+                    rules: Sequence[str] = ("relative", "otsu", "threshold"),
+                    cache: dict | None = None) -> tuple[float, dict]:
     """Best ``(mean object IoU, {"background_rule", "threshold", "refine"})`` over
     :data:`RULE_GRID` for maps already computed (``maps[i]`` ``[K_i, H, W]`` for
     ``items[i]["masks"]``, channels in the order of the item's objects).
-    Ties keep the earlier candidate (rules in the given order, then thresholds)."""
+    Ties keep the earlier candidate (rules in the given order, then thresholds).
+    ``cache``: a dict that keeps every image's superpixel partitions, to share them
+    with other calls on the same images (other sources, :func:`score_entry`)."""
     from .segment import refine_inputs, refined_probabilities
 
     best = None
     for r in refine:
-        small = [refine_inputs(m, image, refine=r) for m, image in zip(maps, images)]
+        small = [refine_inputs(m, image, refine=r, cache=cache, keep=None)
+                 for m, image in zip(maps, images)]
         for rule in rules:
             # probabilities do not depend on the rule; the scores it reads may
             pooled = [refined_probabilities(sm, si, n_prompts=len(it["masks"]),
@@ -229,17 +232,17 @@ def _at(labels: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 def score_entry(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
                 images: Sequence[np.ndarray], entry: Mapping, normalize: str,
-                logit_scale: float) -> float:
+                logit_scale: float, cache: dict | None = None) -> float:
     """Mean object IoU of one postprocessing ``entry`` (``background_rule``,
     ``threshold``, ``refine``) on maps already computed, postprocessed as
-    :func:`segment` postprocesses them."""
+    :func:`segment` postprocesses them (``cache`` as in :func:`fit_postprocess`)."""
     from .segment import refine_inputs, refined_probabilities
 
     refine = entry.get("refine") or "none"
     rule = entry.get("background_rule", "none")
     ious = []
     for m, image, it in zip(maps, images, items):
-        sm, si, pp = refine_inputs(m, image, refine=refine)
+        sm, si, pp = refine_inputs(m, image, refine=refine, cache=cache, keep=None)
         probs, scored = refined_probabilities(sm, si, n_prompts=len(it["masks"]),
                                               normalize=normalize, logit_scale=logit_scale,
                                               refine=refine, rule=rule, partitions=pp)
@@ -342,6 +345,7 @@ def calibrate(data: Iterable | Any, *, model: Any = DEFAULT_MODEL,
 
     bundled = resolve_profile(None, handle)
     entries, scores, seconds = {}, {}, {}
+    partitions: dict = {}        # every image partitioned once for all sources
     bar = tqdm(total=len(methods) * len(items), desc="calibrate", unit="map",
                disable=not progress or None)
     for method in methods:
@@ -357,13 +361,14 @@ def calibrate(data: Iterable | Any, *, model: Any = DEFAULT_MODEL,
         seconds[method] = time.perf_counter() - tick
         score, entry = fit_postprocess(cached, items, images=[it["image"] for it in items],
                                        normalize=normalize, logit_scale=scale,
-                                       refine=refine, rules=rules)
+                                       refine=refine, rules=rules, cache=partitions)
         shipped = bundled.settings(method) if bundled is not None else {}
         if shipped.get("background_rule") and shipped.get("normalize", normalize) == normalize:
             # A few images are noisy evidence: the shipped setting stays unless the fit
             # beats it on them by more than `keep_margin`.
             kept = score_entry(cached, items, images=[it["image"] for it in items],
-                               entry=shipped, normalize=normalize, logit_scale=scale)
+                               entry=shipped, normalize=normalize, logit_scale=scale,
+                               cache=partitions)
             if kept >= score - keep_margin:
                 score = kept
                 entry = {k: shipped.get(k) for k in ("background_rule", "threshold",

@@ -144,9 +144,11 @@ def _shrink_maps(maps: np.ndarray, hw) -> np.ndarray:
                                 .resize(size, Image.BOX)) for m in maps])
 
 
-def _partitions_of(image: np.ndarray, cache: dict | None) -> list:
+def _partitions_of(image: np.ndarray, cache: dict | None,
+                   keep: int | None = CACHED_PARTITIONS) -> list:
     """:func:`groundroll.masks.superpixel_partitions` of ``image``, kept in ``cache``
-    (keyed by the image's bytes) so calls on the same image partition it once."""
+    (keyed by the image's bytes) so calls on the same image partition it once; at most
+    ``keep`` images' partitions stay (None: all)."""
     if cache is None:
         return M.superpixel_partitions(image)
     import hashlib
@@ -158,19 +160,20 @@ def _partitions_of(image: np.ndarray, cache: dict | None) -> list:
         found = cache[key] = M.superpixel_partitions(image)
         keys = [k for k in list(cache) if isinstance(k, tuple) and k
                 and k[0] == "superpixel_partitions"]
-        for old in keys[:-CACHED_PARTITIONS]:
+        for old in (keys[:-keep] if keep is not None else []):
             cache.pop(old, None)
     return found
 
 
 def refine_inputs(maps: np.ndarray, image: np.ndarray, *, refine: str,
-                  cache: dict | None = None):
+                  cache: dict | None = None, keep: int | None = CACHED_PARTITIONS):
     """``(maps, image, partitions)`` at the resolution ``refine`` runs at.
 
     For ``"superpixels"``: images with a long side over :data:`SUPERPIXEL_SIDE` are
     shrunk to it (bilinear), the maps area-averaged to match, and the image's
-    superpixel partitions computed (or taken from ``cache``). Other refinements run
-    at the image's own resolution, with no partitions.
+    superpixel partitions computed (or taken from ``cache``, which keeps those of
+    ``keep`` images at most; None: every image's). Other refinements run at the
+    image's own resolution, with no partitions.
     """
     if refine != "superpixels":
         return maps, image, None
@@ -178,7 +181,7 @@ def refine_inputs(maps: np.ndarray, image: np.ndarray, *, refine: str,
     if max(hw) > SUPERPIXEL_SIDE:
         hw = M.fit_size(hw, long_side=SUPERPIXEL_SIDE)
         image, maps = _shrink_rgb(image, hw), _shrink_maps(maps, hw)
-    return maps, image, _partitions_of(image, cache)
+    return maps, image, _partitions_of(image, cache, keep)
 
 
 def refined_probabilities(maps: np.ndarray, image: np.ndarray, *, n_prompts: int,
