@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench demo demos install clean browser constraints mutate docs wheel-check floors
+.PHONY: test lint bench coverage demo demos install clean browser constraints mutate docs wheel-check floors
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -72,8 +72,15 @@ lint: $(STAMP)
 docs: $(STAMP)
 	OMP_NUM_THREADS=1 NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
+# Quick configurations of every benchmark (a few minutes on 2 cores); writes only under
+# benchmarks/results/.
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# The capture-coverage sweep (15-25 minutes): benchmarks/results/coverage.json and the
+# README's coverage table.
+coverage: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/coverage.py
 
 DEMO_OUT := demo-out
 DEMO_SCENE := groundroll/data/examples/shapes_scene.png

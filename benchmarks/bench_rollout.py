@@ -3,8 +3,10 @@
 1. Rows-only rollout (the CLS row, ``rollout(layers, rows=[0])``) against a
    store-everything loop that keeps all L layers' per-head weights, fuses heads and
    multiplies full ``N x N`` matrices, at ViT sizes N = 197, 577, 1025, 2305
-   (L = 12, H = 12, batch 1). Agreement: both float32 results against a float64 run
-   of the same store-everything loop. A second table times the product stage alone
+   (L = 12, H = 12, batch 1), and against one read of its input (``a.sum()`` of every
+   layer's ``[batch, head, N, N]`` weights): "input reads" is the rows-only time over
+   that read's. Agreement: both float32 results against a float64 run of the same
+   store-everything loop. A second table times the product stage alone
    from already fused ``[batch, N, N]`` layers (what a streaming capture hands over).
 2. ``attention_flow`` (scipy integer max flow) against networkx Edmonds-Karp with float
    capacities, N = 16 and 32, L = 12. networkx on all N^2 pairs takes far too long, so
@@ -18,7 +20,8 @@ between the two methods, so that machine load hits both alike. torch runs on one
 thread (``--threads`` to change): on a shared machine, multi-threaded kernels waiting
 on busy cores make timings meaningless.
 
-Usage: ``python benchmarks/bench_rollout.py [--threads 1]``
+Usage: ``python benchmarks/bench_rollout.py [--threads 1] [--sizes 197 577 1025 2305]
+[--flow-sizes 16 32] [--no-flow] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -71,15 +74,21 @@ def store_everything(layers, *, residual=0.5, dtype=torch.float32, fused=False):
     return product[:, :1]
 
 
-def bench_rollout() -> None:
+def one_read(layers) -> None:
+    for attn in layers:
+        attn.sum()
+
+
+def bench_rollout(sizes=ROLLOUT_SIZES, results=None) -> None:
     print("### Rows-only rollout (CLS row) vs store-everything full products\n")
     print(f"L={LAYERS}, H={HEADS}, batch 1, float32; torch threads"
           f" {torch.get_num_threads()}; load average before: {os.getloadavg()[0]:.1f}\n")
-    print("| N | rows-only ms | store-everything ms | speed-up |"
+    print("| N | rows-only ms | one read of the input ms | input reads |"
+          " store-everything ms | speed-up |"
           " max abs diff rows-only vs f64 | max abs diff store-everything vs f64 |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     fused_rows = []
-    for n, repeats in ROLLOUT_SIZES.items():
+    for n, repeats in sizes.items():
         layers = random_attention(n, seed=SEED + n)
         fast = rollout(layers, rows=[0])
         slow = store_everything(layers)
@@ -87,10 +96,20 @@ def bench_rollout() -> None:
         diff_fast = (fast.double() - reference).abs().max().item()
         diff_slow = (slow.double() - reference).abs().max().item()
         t = interleaved({"rows": lambda layers=layers: rollout(layers, rows=[0]),
-                         "full": lambda layers=layers: store_everything(layers)}, repeats)
-        print(f"| {n} | {t['rows'] * 1e3:.1f} | {t['full'] * 1e3:.1f} |"
+                         "read": lambda layers=layers: one_read(layers),
+                         "full": lambda layers=layers: store_everything(layers)},
+                        max(repeats, 3))
+        print(f"| {n} | {t['rows'] * 1e3:.1f} | {t['read'] * 1e3:.1f} |"
+              f" {t['rows'] / t['read']:.2f} | {t['full'] * 1e3:.1f} |"
               f" {t['full'] / t['rows']:.1f}x | {diff_fast:.1e} | {diff_slow:.1e} |",
               flush=True)
+        if results is not None:
+            results.append({"n": n, "rows_only_ms": round(t["rows"] * 1e3, 2),
+                            "one_read_ms": round(t["read"] * 1e3, 2),
+                            "input_reads": round(t["rows"] / t["read"], 2),
+                            "store_everything_ms": round(t["full"] * 1e3, 2),
+                            "speed_up": round(t["full"] / t["rows"], 2),
+                            "max_abs_diff_rows_only": diff_fast})
         fused = [attn.mean(1) for attn in layers]
         del layers
         t = interleaved({"rows": lambda fused=fused: rollout(fused, rows=[0]),
@@ -125,7 +144,7 @@ def networkx_rows(layers, rows, *, residual=0.5):
     return flows / flows.sum(-1, keepdim=True), per_pair
 
 
-def bench_flow() -> None:
+def bench_flow(sizes=FLOW_SIZES) -> None:
     print("\n### attention_flow (scipy) vs networkx Edmonds-Karp\n")
     print(f"L={LAYERS}, H={HEADS}, batch 1; load average before:"
           f" {os.getloadavg()[0]:.1f}\n")
@@ -133,7 +152,7 @@ def bench_flow() -> None:
           " (sampled) | networkx all pairs s (extrapolated) | speed-up |"
           " max abs diff (sampled rows) |")
     print("|---|---|---|---|---|---|---|")
-    for n, rows in FLOW_SIZES.items():
+    for n, rows in sizes.items():
         layers = random_attention(n, seed=SEED + n)
         attention_flow(layers, rows=rows)  # warm up scipy imports
         times = [0.0] * FLOW_REPEATS
@@ -153,8 +172,22 @@ def bench_flow() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    torch.set_num_threads(parser.parse_args().threads)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(ROLLOUT_SIZES),
+                        help="token counts N of the rollout tables")
+    parser.add_argument("--no-flow", action="store_true", help="skip attention_flow")
+    parser.add_argument("--flow-sizes", type=int, nargs="+", default=list(FLOW_SIZES),
+                        help="token counts N of the attention_flow table")
+    parser.add_argument("--json", default=None, help="also write the rollout rows here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    bench_rollout()
-    bench_flow()
+    rows: list = []
+    bench_rollout({n: ROLLOUT_SIZES.get(n, 3) for n in args.sizes}, rows)
+    if not args.no_flow:
+        bench_flow({n: FLOW_SIZES.get(n, [0]) for n in args.flow_sizes})
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            f.write(json.dumps({"threads": args.threads, "rows": rows}, indent=2) + "\n")
     print(f"\n(total {time.perf_counter() - start:.0f} s)")

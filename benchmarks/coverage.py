@@ -3,7 +3,8 @@ open_clip architecture, built tiny with random weights, checked by
 :func:`groundroll.adapters.conformance.check`.
 
 Writes ``benchmarks/results/coverage.json`` (one record per model) and replaces the
-table between ``<!-- coverage:start -->`` and ``<!-- coverage:end -->`` in README.md.
+table between ``<!-- coverage:start -->`` and ``<!-- coverage:end -->`` in
+docs/how-to/rollout.md.
 
     OMP_NUM_THREADS=1 python benchmarks/coverage.py            # full sweep (~15-25 min)
     python benchmarks/coverage.py --only hf --limit 40          # a first slice
@@ -27,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "coverage.json"
-README = ROOT / "README.md"
+README = ROOT / "docs" / "how-to" / "rollout.md"   # the page with the coverage table
 START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
 
 LABELS = {"captured": "captured exactly", "refused": "refused with a reason",
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, default=30, help="seconds per model")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--readme-only", action="store_true",
-                        help="rewrite the README table from the saved JSON")
+                        help="rewrite the coverage table of docs/how-to/rollout.md from the saved JSON")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args(argv)
     _quiet()

@@ -1,10 +1,18 @@
-"""Run every benchmark script in this folder, one subprocess each, in sorted order.
+"""Run the benchmark suite (``make bench``): each script in a subprocess, sized to finish
+in a few minutes on a 2-core CPU, printing its tables as it goes.
 
-Skips this file and files whose name starts with ``_``. Each script runs with the same
-interpreter and its output streams through as it is produced. Exits non-zero when any
-script fails, after running all of them.
+Everything it writes goes under ``benchmarks/results/``: each script's printed output as
+``<script>.md`` and, where the script has ``--json``, its figures as ``<script>.json``.
+It never touches README.md, the model cards, the bundled profiles or any other file.
+The capture-coverage sweep (``benchmarks/coverage.py``, 15-25 minutes, and it rewrites
+the README table) is not part of it: ``make coverage``. The full-size runs behind the
+model cards are in each script's docstring.
 
-Usage: ``python benchmarks/run_all.py``
+Scripts run with ``OMP_NUM_THREADS=1`` unless it is set, with the same interpreter and
+this checkout first on ``PYTHONPATH``. Exits non-zero when any script fails, after
+running all of them.
+
+Usage: ``python benchmarks/run_all.py [--only NAME ...] [--list]``
 """
 
 from __future__ import annotations
@@ -16,28 +24,81 @@ import sys
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
 
-def scripts(folder: Path) -> list[Path]:
-    this = Path(__file__).resolve()
-    return sorted(path for path in folder.glob("*.py")
-                  if path.resolve() != this and not path.name.startswith("_"))
+#: (script, arguments, takes --json): the quick configuration of each benchmark.
+PLAN = (
+    ("bench_segment_speed.py", ["--repeats", "5"], True),
+    ("bench_rollout.py", ["--sizes", "197", "577", "1025", "--flow-sizes", "16"], True),
+    ("segmentation.py", ["--n", "20", "--calib", "0", "--faith", "0", "--use-profiles",
+                         "--methods", "legrad", "relevance", "gradcam",
+                         "--clip", "bundled:shapes-clip"], True),
+    ("alignment.py", ["--n", "100", "--relevance-n", "20", "--peers", "",
+                      "--speed-n", "100"], True),
+    ("alignment_extraction.py", ["--n", "100"], False),
+    ("bench_capture.py", ["--batch", "2", "--repeats", "3"], False),
+    ("bench_bigimage.py", ["--size", "6000x4000", "--formats", "JPEG"], True),
+    ("gpu.py", ["--repeats", "5"], True),
+)
+#: Scripts in this folder that ``make bench`` leaves out, and why.
+LEFT_OUT = {
+    "coverage.py": "the capture-coverage sweep: make coverage",
+    "scale.py": "starts a local Ray cluster; python benchmarks/scale.py",
+    "before_after.py": "compares with an earlier commit: python benchmarks/before_after.py"
+                       " --base REF",
+}
+
+
+def _tee(command, env, log: Path) -> int:
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=HERE.parent, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            out.write(line)
+        return proc.wait()
 
 
 def main(argv=None) -> int:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
-    folder = Path(__file__).resolve().parent
-    root = folder.parent
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                        help="run only these scripts (file names, with or without .py)")
+    parser.add_argument("--list", action="store_true", help="print the plan and exit")
+    args = parser.parse_args(argv)
+    plan = PLAN
+    if args.only:
+        wanted = {name if name.endswith(".py") else f"{name}.py" for name in args.only}
+        unknown = wanted - {script for script, _, _ in PLAN}
+        if unknown:
+            parser.error(f"not in the plan: {sorted(unknown)}; the plan runs"
+                         f" {[script for script, _, _ in PLAN]}")
+        plan = tuple(step for step in PLAN if step[0] in wanted)
+    if args.list:
+        for script, arguments, _ in plan:
+            print(script, " ".join(arguments))
+        for script, why in LEFT_OUT.items():
+            print(f"(not run: {script}: {why})")
+        return 0
+    RESULTS.mkdir(exist_ok=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    failed = []
-    for script in scripts(folder):
-        print(f"\n## {script.name}\n", flush=True)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent),
+                                                      env.get("PYTHONPATH")]))
+    failed, started = [], time.perf_counter()
+    for script, arguments, has_json in plan:
+        stem = Path(script).stem
+        command = [sys.executable, str(HERE / script), *arguments]
+        if has_json:
+            command += ["--json", str(RESULTS / f"{stem}.json")]
+        print(f"\n## {script} {' '.join(arguments)}\n", flush=True)
         start = time.perf_counter()
-        code = subprocess.call([sys.executable, str(script)], cwd=root, env=env)
-        print(f"\n({script.name}: exit {code}, {time.perf_counter() - start:.1f} s)",
-              flush=True)
+        code = _tee(command, env, RESULTS / f"{stem}.md")
+        print(f"\n({script}: exit {code}, {time.perf_counter() - start:.1f} s)", flush=True)
         if code != 0:
-            failed.append(f"{script.name} (exit {code})")
+            failed.append(f"{script} (exit {code})")
+    print(f"\n(all: {time.perf_counter() - started:.0f} s; outputs in {RESULTS})")
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
         return 1

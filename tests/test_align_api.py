@@ -338,3 +338,12 @@ def test_align_profile_takes_the_old_keyword_names():
         assert AlignProfile("raw", [2], False, "argmax", symmetrise="union").symmetrize == "union"
     with pytest.raises(TypeError, match="link_threshold= only"):
         AlignProfile("raw", [2], False, "threshold", link_threshold=0.3, threshold=0.2)
+
+
+def test_align_device_defaults_to_the_models_and_a_mismatch_is_refused(marian, pairs):
+    src, tgt = pairs[0].src, pairs[0].tgt
+    here = align(src, tgt, model=marian, method="raw", layers=[0])
+    same = align(src, tgt, model=marian, method="raw", layers=[0], device="cpu")
+    np.testing.assert_allclose(here.matrix, same.matrix)
+    with pytest.raises(ValueError, match=r"device='cuda' but the model is on cpu; move"):
+        align(src, tgt, model=marian, method="raw", layers=[0], device="cuda")

@@ -132,3 +132,17 @@ def test_cli_calibrate_names_images_without_label_maps(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(images[1]) in err and str(images[0]) not in err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_every_image_is_partitioned_once_for_all_sources(monkeypatch):
+    import importlib
+
+    seg_module = importlib.import_module("groundroll.grounding.segment")
+    calls = []
+    real = seg_module.M.superpixel_partitions
+    monkeypatch.setattr(seg_module.M, "superpixel_partitions",
+                        lambda image, **kw: calls.append(image.shape) or real(image, **kw))
+    items = _items(2, 99)
+    calibrate(items, model=MODEL, methods=["legrad", "relevance"],
+              refine=("none", "superpixels"), progress=False)
+    assert len(calls) == len(items)          # 2 sources x (fit + shipped check): once each

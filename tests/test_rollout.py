@@ -338,10 +338,16 @@ def test_input_errors_name_layer_and_problem():
         ([good[0], nan], {}, r"layer 1: contains NaN or inf"),
         ([good[0], good[1] * float("inf")], {}, r"layer 1: contains NaN or inf"),
         ([good[0], neg], {}, r"layer 1: negative attention weights"),
-        # the rows-only path scans values block by block, skipped layers included
+        # the rows-only path sees NaN/inf in its row sums, skipped layers included;
+        # negatives on request (check_values="all")
         ([good[0], nan], {"rows": [0]}, r"layer 1: contains NaN or inf"),
-        ([good[0], neg], {"rows": [0]}, r"layer 1: negative attention weights"),
+        ([good[0], good[1] * float("inf")], {"rows": [0]}, r"layer 1: contains NaN or inf"),
+        ([good[0], neg], {"rows": [0], "check_values": "all"},
+         r"layer 1: negative attention weights"),
+        ([good[0], neg], {"rows": [0], "head_fusion": torch.ones(2),
+                          "check_values": "all"}, r"layer 1: negative attention weights"),
         ([nan, good[1]], {"rows": [0], "start_layer": 1}, r"layer 0: contains NaN"),
+        (good, {"check_values": "some"}, r"check_values must be None, 'all' or 'finite'"),
         ([good[0], torch.rand(4, 4)], {}, r"layer 1: wrong rank"),
         ([good[0], torch.rand(1, 2, 5, 5)], {}, r"layer 1: mismatched N"),
         ([good[0], torch.rand(2, 2, 4, 4)], {}, r"layer 1: mismatched batch"),
@@ -377,7 +383,44 @@ def test_rows_only_scans_every_row_block(monkeypatch, close):
     bad = layers[0].clone()
     bad[0, 1, 5, 2] = -0.5  # the last block of the last head
     with pytest.raises(ValueError, match=r"layer 0: negative attention weights"):
-        rollout([bad, layers[1]], rows=[0])
+        rollout([bad, layers[1]], rows=[0], check_values="all")
+
+
+def test_check_values_default_is_what_each_path_reads_anyway():
+    layers = random_layers(14, batch=1, heads=2, n=5, layers=2)
+    neg = layers[1].clone()
+    neg[0, 0, 3, 1] = -0.05
+    # full product: every check by default, NaN/inf only with "finite"
+    with pytest.raises(ValueError, match=r"layer 1: negative attention weights"):
+        rollout([layers[0], neg])
+    full = rollout([layers[0], neg], check_values="finite")
+    # rows-only mean fusion: negatives pass unless asked for, and the rows are those
+    # of the full product of the same (unchecked) weights
+    torch.testing.assert_close(rollout([layers[0], neg], rows=[0, 3]), full[:, [0, 3]],
+                               atol=1e-6, rtol=0)
+    # the gradient-weighted and pruned rows-only paths keep checking negatives
+    with pytest.raises(ValueError, match=r"layer 1: negative attention weights"):
+        rollout([layers[0], neg], rows=[0], grads=[torch.ones_like(layers[0])] * 2)
+    with pytest.raises(ValueError, match=r"layer 1: negative attention weights"):
+        rollout([layers[0], neg], rows=[0], top_k=3)
+
+
+def test_rows_only_flat_product_matches_a_hand_worked_layer():
+    # one layer, two heads, N = 2, residual 0.5, head weights 3 : 1
+    a = torch.tensor([[[[0.2, 0.8], [0.6, 0.4]], [[1.0, 0.0], [0.0, 1.0]]]])
+    fused = 0.75 * a[0, 0] + 0.25 * a[0, 1]          # [[0.4, 0.6], [0.45, 0.55]]
+    corrected = 0.5 * fused + 0.5 * torch.eye(2)      # rows sum to 1 already
+    want = corrected[1]                               # [0.225, 0.775]
+    got = rollout([a], rows=[1], head_fusion=torch.tensor([3.0, 1.0]))
+    torch.testing.assert_close(got[0, 0], want)
+    torch.testing.assert_close(got[0, 0], torch.tensor([0.225, 0.775]))
+    # rows that do not sum to one are renormalised after the residual
+    b = a * torch.tensor([2.0, 1.0]).view(1, 1, 2, 1)   # row 0 of each head doubled
+    fused_b = 0.75 * b[0, 0] + 0.25 * b[0, 1]
+    mixed = 0.5 * fused_b + 0.5 * torch.eye(2)
+    want_b = (mixed / mixed.sum(-1, keepdim=True))[0]
+    got_b = rollout([b], rows=[0], head_fusion=torch.tensor([3.0, 1.0]))
+    torch.testing.assert_close(got_b[0, 0], want_b)
 
 
 def test_accumulator_errors_name_layer_and_problem():

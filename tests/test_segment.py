@@ -161,6 +161,97 @@ def test_superpixel_refinement_snaps_a_coarse_map_to_the_object(clip, monkeypatc
     assert iou["superpixels"] > 0.9 > 0.6 > iou["none"], iou
 
 
+def _square_scene(side):
+    image = np.full((side, side, 3), 128, np.uint8)
+    lo, hi = side // 4, side * 3 // 4
+    image[lo:hi, lo:hi] = (220, 30, 30)
+    truth = np.zeros((side, side), bool)
+    truth[lo:hi, lo:hi] = True
+    return image, truth
+
+
+def test_superpixels_on_a_large_image_refine_at_superpixel_side(clip, monkeypatch):
+    # The 1024-pixel scene is refined at SUPERPIXEL_SIDE: its labels are those of the
+    # same scene drawn at 256 pixels, resized by nearest neighbour (the map is the same
+    # grid blob, so the shrunk maps agree up to interpolation).
+    assert seg_module.SUPERPIXEL_SIDE == 256
+    blob = np.zeros((4, 4))
+    blob[1:3, 1:3] = 1.0
+    blob += 0.2
+    monkeypatch.setattr(seg_module, "prompt_maps", _fake_source([blob, 1 - blob]))
+    calls = []
+    real = seg_module.M.superpixel_partitions
+    monkeypatch.setattr(seg_module.M, "superpixel_partitions",
+                        lambda image, **kw: calls.append(image.shape) or real(image, **kw))
+    big, truth = _square_scene(1024)
+    options = dict(model=clip, refine="superpixels", background_rule="otsu",
+                   mask_threshold=1.0)
+    s = segment(big, ["red square"], **options)
+    assert calls == [(256, 256, 3)]
+    assert s.labels.shape == (1024, 1024)
+    iou = (s.masks[0] & truth).sum() / (s.masks[0] | truth).sum()
+    assert iou > 0.95, iou
+    small = segment(_square_scene(256)[0], ["red square"], **options)
+    same = (np.kron(small.labels, np.ones((4, 4), np.int32)) == s.labels).mean()
+    assert same > 0.99, same
+
+
+def test_the_cache_keeps_an_images_partitions_across_calls(clip, monkeypatch):
+    blob = np.zeros((4, 4))
+    blob[1:3, 1:3] = 1.0
+    monkeypatch.setattr(seg_module, "prompt_maps", _fake_source([blob, 1 - blob]))
+    calls = []
+    real = seg_module.M.superpixel_partitions
+    monkeypatch.setattr(seg_module.M, "superpixel_partitions",
+                        lambda image, **kw: calls.append(1) or real(image, **kw))
+    image, _ = _square_scene(64)
+    cache = {}
+    prompts = ["red square", "grey"]
+    first = segment(image, prompts, model=clip, refine="superpixels", cache=cache)
+    again = segment(image, prompts, model=clip, refine="superpixels", cache=cache)
+    assert len(calls) == 1                      # the second call reused the partitions
+    alone = segment(image, prompts, model=clip, refine="superpixels")
+    assert len(calls) == 2                      # no cache: partitioned again
+    assert (first.labels == 1).any() and (first.labels == 2).any()
+    np.testing.assert_array_equal(first.labels, again.labels)
+    np.testing.assert_array_equal(first.labels, alone.labels)
+    for k in range(seg_module.CACHED_PARTITIONS + 3):
+        segment(_rgb(16, 16, seed=k), ["a"], model=clip, refine="superpixels",
+                cache=cache)
+    kept = [key for key in cache if isinstance(key, tuple)]
+    assert len(kept) == seg_module.CACHED_PARTITIONS
+
+
+def test_refined_probabilities_pool_probabilities_and_scores_in_one_pass():
+    from groundroll import masks as M
+    from groundroll.grounding.profiles import refine_scores
+
+    rng = np.random.default_rng(3)
+    image = _rgb(20, 24, seed=3)
+    maps = rng.random((3, 20, 24)).astype(np.float32)
+    parts = M.superpixel_partitions(image)
+    probs, scores = seg_module.refined_probabilities(
+        maps, image, n_prompts=2, normalize="minmax", logit_scale=10.0,
+        refine="superpixels", rule="relative", partitions=parts)
+    want_probs = seg_module.channel_probabilities(maps, image, normalize="minmax",
+                                                  logit_scale=10.0, refine="superpixels",
+                                                  partitions=parts)
+    want_scores = refine_scores(maps[:2], image, refine="superpixels", partitions=parts)
+    np.testing.assert_allclose(probs, want_probs, atol=1e-6)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-6)
+    _, raw = seg_module.refined_probabilities(
+        maps, image, n_prompts=2, normalize="minmax", logit_scale=10.0,
+        refine="superpixels", rule="threshold", partitions=parts)
+    assert raw is maps                          # the threshold rule reads no scores
+
+
+def test_maps_shrink_by_area_average():
+    maps = np.arange(32, dtype=np.float32).reshape(2, 4, 4)
+    out = seg_module._shrink_maps(maps, (2, 2))
+    want = maps.reshape(2, 2, 2, 2, 2).mean(axis=(2, 4))   # 2 x 2 block means
+    np.testing.assert_allclose(out, want, atol=1e-5)
+
+
 # ------------------------------------------------------------------- export
 
 
@@ -395,3 +486,39 @@ def test_source_options_are_checked_against_the_source_and_may_be_typed(clip):
     assert typed.settings["logit_scale"] == pytest.approx(clip.logit_scale())
     rel = segment(image, ["x", "y"], model=clip, method="relevance")
     assert (rel.settings["normalize"], rel.settings["logit_scale"]) == ("minmax", 10.0)
+
+
+def test_device_defaults_to_the_models_and_a_mismatch_is_refused(clip):
+    import torch
+
+    image = _rgb(24, 24)
+    here = segment(image, ["a"], model=clip)
+    same = segment(image, ["a"], model=clip, device="cpu")
+    np.testing.assert_array_equal(here.labels, same.labels)
+    np.testing.assert_allclose(here.heatmaps, same.heatmaps)
+    with pytest.raises(ValueError, match=r"device='cuda:0' but the model is on cpu; move"):
+        segment(image, ["a"], model=clip, device="cuda:0")
+    with pytest.raises(ValueError, match=r"device='meta' but the model is on cpu"):
+        resolve_model(clip, device=torch.device("meta"))
+
+
+def test_a_spec_is_loaded_on_the_device_asked_for():
+    cache = {}
+    handle = resolve_model("bundled:shapes-clip-short", cache=cache, device="cpu")
+    assert handle.device.type == "cpu"
+    assert resolve_model("bundled:shapes-clip-short", cache=cache, device="cpu") is handle
+    assert ("bundled:shapes-clip-short", "cpu") in cache
+
+
+def test_segment_dataset_takes_device_for_the_local_engine_only(tmp_path):
+    from groundroll.distributed import segment_dataset
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(_rgb(16, 16)).save(path)
+    with pytest.raises(ValueError, match=r"device= places the model of engine='local'"):
+        segment_dataset([str(path)], ["a"], model="bundled:shapes-clip-short",
+                        out=tmp_path / "o", engine="ray", device="cpu")
+    result = segment_dataset([str(path)], ["a"], model="bundled:shapes-clip-short",
+                             out=tmp_path / "p", engine="local", device="cpu",
+                             progress=False)
+    assert result.processed == 1 and result.failed == 0

@@ -86,7 +86,7 @@ def align(
     reverse_model=None, batch_size: int = 16, max_length: int | None = None,
     head_fusion="mean", residual: float = 0.5, max_relevance_tokens: int = 128,
     relevance_chunk: int = 256, generate_kwargs: dict | None = None, progress: bool = False,
-    threshold=_UNSET, symmetrise=_UNSET,
+    device=None, threshold=_UNSET, symmetrise=_UNSET,
 ):
     """Word alignment of sentence pairs from a translation model's attention.
 
@@ -157,6 +157,10 @@ def align(
         Passed to ``model.generate`` when ``tgt`` is None.
     progress : bool
         Show a progress bar (tqdm, on stderr).
+    device : str or torch.device, optional
+        Where the model (and ``reverse_model``) runs: its own device by default. A spec
+        string is loaded there; a loaded model on another device is a ValueError. The
+        forward passes, the attention and its composition run on that device.
     threshold, symmetrise
         Deprecated old names of ``link_threshold`` and ``symmetrize``.
 
@@ -195,7 +199,7 @@ def align(
                              f" length; got {len(srcs)} source and {len(tgts)} target")
     else:
         tgts = None
-    bundle = _bundle(model)
+    bundle = _bundle(model, device)
     from groundroll.alignment.profile import peak_mass_layer, resolve_defaults
 
     chosen = resolve_defaults(bundle, method=method, layers=layers, shift=shift,
@@ -234,7 +238,7 @@ def align(
         reverse_model = None                 # one direction: nothing to read it for
     if reverse_model is not None:
         rev, _, _ = _matrices(
-            _bundle(reverse_model), tgt_words, src_words,
+            _bundle(reverse_model, device), tgt_words, src_words,
             specs=[(method, reverse_layers, shift)],
             heads=heads, head_fusion=head_fusion, residual=residual, batch_size=batch_size,
             max_length=max_length, max_relevance_tokens=max_relevance_tokens,

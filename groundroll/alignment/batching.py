@@ -21,24 +21,32 @@ from groundroll.alignment.subwords import Encoded, words_from_ids
 FALLBACK_MAX_LENGTH = 512
 
 
-def bundle_of(model):
-    """The loaded :class:`~groundroll.zoo.Bundle` that ``model`` names: a Bundle as it is,
-    a spec through the process-wide cache (:func:`groundroll.zoo.cached`)."""
+def bundle_of(model, device=None):
+    """The loaded :class:`~groundroll.zoo.Bundle` that ``model`` names: a Bundle as it is
+    (on ``device`` if one is given, else a ValueError), a spec loaded on ``device``
+    (default the CPU) through the process-wide cache (:func:`groundroll.zoo.cached`)."""
     from groundroll.zoo import Bundle, cached
 
-    if isinstance(model, (str, Path)):
-        return cached(str(model))
     if isinstance(model, Bundle):
+        if device is not None:
+            want = torch.device(device)
+            have = next(model.model.parameters()).device
+            if want.type != have.type or (want.index is not None and want.index != have.index):
+                raise ValueError(f"device={str(device)!r} but the model is on {have}; move"
+                                 f" the model there first or leave device unset to run"
+                                 " where the model is")
         return model
+    if isinstance(model, (str, Path)):
+        return cached(str(model), device=str(device or "cpu"))
     raise TypeError("model must be a groundroll.zoo.Bundle or a spec for"
                     " groundroll.zoo.load (e.g. 'bundled:toy-mt'), got"
                     f" {type(model).__name__}")
 
 
-def _bundle(model):
+def _bundle(model, device=None):
     """The translation model ``model`` names (:func:`bundle_of`), checked to be an
     encoder-decoder (a CLIP or a decoder-only model is a TypeError saying so)."""
-    bundle = bundle_of(model)
+    bundle = bundle_of(model, device)
     config = getattr(bundle.model, "config", None)
     if not getattr(config, "is_encoder_decoder", False):
         name = getattr(bundle, "name", None) or type(bundle.model).__name__

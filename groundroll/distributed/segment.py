@@ -372,7 +372,7 @@ def _segment_parameters() -> set:
 
     return set(inspect.signature(segment).parameters) - set(_RESERVED) - {
         "method", "background", "mask_threshold", "threshold", "refine", "templates",
-        "min_size", "fill_holes", "max_side"}
+        "min_size", "fill_holes", "max_side", "device"}
 
 
 def _check_model_spec(model) -> None:
@@ -428,6 +428,7 @@ def segment_dataset(
     retries: int = 3,
     address: str | None = None,
     progress: bool = True,
+    device: str | None = None,
     threshold=_UNSET,
 ) -> BulkResult:
     """Segment an image collection with text prompts, on one process or a Ray cluster.
@@ -489,6 +490,10 @@ def segment_dataset(
     address : str, optional
         Ray cluster address for ``ray.init`` when Ray is not connected yet (default
         ``$RAY_ADDRESS``, else a local Ray is started).
+    device : str, optional
+        ``engine="local"``: where the model is loaded and runs (default the CPU).
+        Ray actors take a GPU each when the cluster has GPUs (``gpus_per_worker``), so
+        with ``engine="ray"`` this must stay unset.
     progress : bool
         Show a progress bar over images (stderr).
     threshold
@@ -527,6 +532,9 @@ def segment_dataset(
                              mask_threshold)
     started = time.perf_counter()
     check_engine(engine, workers, batch_size)
+    if device is not None and engine != "local":
+        raise ValueError("device= places the model of engine='local'; Ray actors get a"
+                         " GPU each through gpus_per_worker, so leave device unset")
     prompts = _check_texts(prompts, "prompts", allow_empty=False)
     background = _check_texts(background, "background prompts", allow_empty=True)
     if method is not None and method not in METHODS:
@@ -593,7 +601,8 @@ def segment_dataset(
         if items.kind == "hf":
             worker_kwargs.update(dataset=items.dataset, image_column=items.image_column)
         if engine == "local":
-            rows = _local_rows(items, pending, worker_kwargs, batch_size)
+            rows = _local_rows(items, pending, dict(worker_kwargs, device=device or "cpu"),
+                               batch_size)
         else:
             worker_kwargs.pop("dataset", None)
             worker_kwargs.pop("image_column", None)

@@ -268,24 +268,45 @@ class ModelHandle:
         return self.pixels([image]).float().repeat(n, 1, 1, 1)
 
 
-def resolve_model(model, *, tokenizer=None, cache: dict | None = None) -> ModelHandle:
+def resolve_model(model, *, tokenizer=None, cache: dict | None = None,
+                  device=None) -> ModelHandle:
     """A :class:`ModelHandle` for a Bundle, a ``groundroll.zoo.load`` spec string, a
     handle, or a bare model with ``tokenizer=``.
 
     ``cache`` (a dict owned by the caller) keeps loaded bundles by spec, so a loop over
-    images loads the model once.
+    images loads the model once. ``device``: where a spec string is loaded (default
+    the CPU); a model already loaded runs where it is, and a ``device`` other than its
+    own is a ValueError (groundroll does not move a caller's model).
     """
-    if isinstance(model, ModelHandle):
-        return model
     if isinstance(model, str):
-        if cache is not None and model in cache:
-            return cache[model]
+        key = model if device is None else (model, str(torch.device(device)))
+        if cache is not None and key in cache:
+            return cache[key]
         from ..zoo import cached
 
-        handle = resolve_model(cached(model))
+        handle = resolve_model(cached(model, device=str(device or "cpu")))
         if cache is not None:
-            cache[model] = handle
+            cache[key] = handle
         return handle
+    handle = _handle_of(model, tokenizer)
+    check_device(handle, device)
+    return handle
+
+
+def check_device(handle: "ModelHandle", device) -> None:
+    """Raise ValueError when ``device`` is given and is not the model's device."""
+    if device is None:
+        return
+    want, have = torch.device(device), handle.device
+    if want.type != have.type or (want.index is not None and want.index != have.index):
+        raise ValueError(f"device={str(device)!r} but the model is on {have}; move the"
+                         f" model there first (model.to({str(device)!r})) or leave device"
+                         " unset to run where the model is")
+
+
+def _handle_of(model, tokenizer) -> "ModelHandle":
+    if isinstance(model, ModelHandle):
+        return model
     bundle_model = getattr(model, "model", None)
     if bundle_model is not None and hasattr(model, "adapter"):  # a Bundle
         processor = getattr(getattr(model, "preprocess", None), "image_processor", None)

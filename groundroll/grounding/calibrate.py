@@ -24,9 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .. import masks as M
 from ._model import DEFAULT_MODEL, resolve_model
-from .profiles import Profile, background_labels, model_fingerprint, refine_scores
+from .profiles import Profile, background_labels, model_fingerprint
 
 __all__ = ["calibrate", "default_source", "fit_postprocess", "RULE_GRID", "CalibrationError", "object_ious",
            "score_entry"]
@@ -169,13 +168,6 @@ def _bundle_templates(handle) -> list[str] | None:
     return None
 
 
-def _partitions(images: Sequence[np.ndarray], refine: str) -> list:
-    """Superpixel partitions of each image when ``refine`` uses them, else Nones."""
-    if refine != "superpixels":
-        return [None] * len(images)
-    return [M.superpixel_partitions(image) for image in images]
-
-
 #: A source within this much mean object IoU of the best may be the default if faster.
 DEFAULT_MARGIN = 0.02
 
@@ -199,55 +191,64 @@ def default_source(scores: Mapping[str, float], seconds: Mapping[str, float], *,
 def fit_postprocess(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
                     images: Sequence[np.ndarray], normalize: str, logit_scale: float,
                     refine: Sequence[str] = ("none",),
-                    rules: Sequence[str] = ("relative", "otsu", "threshold")
-                    ) -> tuple[float, dict]:
+                    rules: Sequence[str] = ("relative", "otsu", "threshold"),
+                    cache: dict | None = None) -> tuple[float, dict]:
     """Best ``(mean object IoU, {"background_rule", "threshold", "refine"})`` over
     :data:`RULE_GRID` for maps already computed (``maps[i]`` ``[K_i, H, W]`` for
     ``items[i]["masks"]``, channels in the order of the item's objects).
-    Ties keep the earlier candidate (rules in the given order, then thresholds)."""
-    from .segment import channel_probabilities
+    Ties keep the earlier candidate (rules in the given order, then thresholds).
+    ``cache``: a dict that keeps every image's superpixel partitions, to share them
+    with other calls on the same images (other sources, :func:`score_entry`)."""
+    from .segment import refine_inputs, refined_probabilities
 
     best = None
     for r in refine:
-        parts = _partitions(images, r)
-        probs = [channel_probabilities(m, image, normalize=normalize,
-                                       logit_scale=logit_scale, refine=r, partitions=pp)
-                 for m, image, pp in zip(maps, images, parts)]
-        scored = maps if r == "none" else [
-            refine_scores(m, image, refine=r, partitions=pp)
-            for m, image, pp in zip(maps, images, parts)]
+        small = [refine_inputs(m, image, refine=r, cache=cache, keep=None)
+                 for m, image in zip(maps, images)]
         for rule in rules:
+            # probabilities do not depend on the rule; the scores it reads may
+            pooled = [refined_probabilities(sm, si, n_prompts=len(it["masks"]),
+                                            normalize=normalize, logit_scale=logit_scale,
+                                            refine=r, rule=rule, partitions=pp)
+                      for (sm, si, pp), it in zip(small, items)]
             for t in RULE_GRID[rule]:
                 ious = []
-                for p, m, it in zip(probs, scored, items):
+                for (p, m), it in zip(pooled, items):
                     lab = background_labels(p, m, n_prompts=len(it["masks"]), rule=rule,
                                             threshold=t)
-                    ious += object_ious(lab, it["masks"])
+                    ious += object_ious(_at(lab, it["masks"]), it["masks"])
                 score = float(np.mean(ious))
                 if best is None or score > best[0] + 1e-9:
                     best = (score, {"background_rule": rule, "threshold": t, "refine": r})
     return best
 
 
+def _at(labels: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``labels`` resized (nearest) to the masks' pixels, as :func:`segment` resizes."""
+    from .._images import _nearest
+
+    return _nearest(labels, tuple(np.asarray(masks).shape[-2:]))
+
+
 def score_entry(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
                 images: Sequence[np.ndarray], entry: Mapping, normalize: str,
-                logit_scale: float) -> float:
+                logit_scale: float, cache: dict | None = None) -> float:
     """Mean object IoU of one postprocessing ``entry`` (``background_rule``,
-    ``threshold``, ``refine``) on maps already computed."""
-    from .segment import channel_probabilities
+    ``threshold``, ``refine``) on maps already computed, postprocessed as
+    :func:`segment` postprocesses them (``cache`` as in :func:`fit_postprocess`)."""
+    from .segment import refine_inputs, refined_probabilities
 
     refine = entry.get("refine") or "none"
     rule = entry.get("background_rule", "none")
     ious = []
     for m, image, it in zip(maps, images, items):
-        pp = _partitions([image], refine)[0]
-        probs = channel_probabilities(m, image, normalize=normalize,
-                                      logit_scale=logit_scale, refine=refine, partitions=pp)
-        scored = m if refine == "none" or rule not in ("relative", "otsu") else (
-            refine_scores(m, image, refine=refine, partitions=pp))
+        sm, si, pp = refine_inputs(m, image, refine=refine, cache=cache, keep=None)
+        probs, scored = refined_probabilities(sm, si, n_prompts=len(it["masks"]),
+                                              normalize=normalize, logit_scale=logit_scale,
+                                              refine=refine, rule=rule, partitions=pp)
         lab = background_labels(probs, scored, n_prompts=len(it["masks"]), rule=rule,
                                 threshold=entry.get("threshold"))
-        ious += object_ious(lab, it["masks"])
+        ious += object_ious(_at(lab, it["masks"]), it["masks"])
     return float(np.mean(ious))
 
 
@@ -344,6 +345,7 @@ def calibrate(data: Iterable | Any, *, model: Any = DEFAULT_MODEL,
 
     bundled = resolve_profile(None, handle)
     entries, scores, seconds = {}, {}, {}
+    partitions: dict = {}        # every image partitioned once for all sources
     bar = tqdm(total=len(methods) * len(items), desc="calibrate", unit="map",
                disable=not progress or None)
     for method in methods:
@@ -359,13 +361,14 @@ def calibrate(data: Iterable | Any, *, model: Any = DEFAULT_MODEL,
         seconds[method] = time.perf_counter() - tick
         score, entry = fit_postprocess(cached, items, images=[it["image"] for it in items],
                                        normalize=normalize, logit_scale=scale,
-                                       refine=refine, rules=rules)
+                                       refine=refine, rules=rules, cache=partitions)
         shipped = bundled.settings(method) if bundled is not None else {}
         if shipped.get("background_rule") and shipped.get("normalize", normalize) == normalize:
             # A few images are noisy evidence: the shipped setting stays unless the fit
             # beats it on them by more than `keep_margin`.
             kept = score_entry(cached, items, images=[it["image"] for it in items],
-                               entry=shipped, normalize=normalize, logit_scale=scale)
+                               entry=shipped, normalize=normalize, logit_scale=scale,
+                               cache=partitions)
             if kept >= score - keep_margin:
                 score = kept
                 entry = {k: shipped.get(k) for k in ("background_rule", "threshold",

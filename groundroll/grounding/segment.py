@@ -43,7 +43,8 @@ from .sources import METHODS, image_text_scores, prompt_maps
 
 __all__ = ["segment", "Segmentation", "load_image", "output_paths", "channel_maps",
            "channel_probabilities", "REFINE", "slug", "check_templates", "manifest_name",
-           "check_writable_set", "DEFAULT_MAX_PIXELS"]
+           "check_writable_set", "DEFAULT_MAX_PIXELS", "SUPERPIXEL_SIDE", "refine_inputs",
+           "refined_probabilities"]
 
 
 
@@ -64,10 +65,12 @@ def _check_prompts(prompts, what: str = "prompts") -> list[str]:
 # ----------------------------------------------------------------------------- maps
 
 
-def _grid_maps_letterboxed(handle, rgb, channels, method, templates, options):
+def _grid_maps_letterboxed(handle, rgb, channels, method, templates, options,
+                           model_input=None):
     """``[C, h, w]`` maps at the image's pixels through one letterboxed model input."""
     geometry = M.letterbox_geometry(rgb.shape[:2], handle.image_size, mode="pad")
-    model_input = M.letterbox_image(rgb, geometry, fill=0)
+    if model_input is None:
+        model_input = M.letterbox_image(rgb, geometry, fill=0)
     grid = prompt_maps(handle, model_input, channels, method=method, templates=templates,
                        **options)
     return M.unletterbox(grid.astype(np.float32), geometry, order=1)
@@ -96,16 +99,117 @@ def _grid_maps_windowed(handle, rgb, channels, method, templates, options, *, st
 
 def channel_maps(handle: ModelHandle, image: np.ndarray, channels: Sequence[str], *,
                  method: str, templates=None, window: bool = False,
-                 source_options: dict | None = None) -> np.ndarray:
+                 source_options: dict | None = None,
+                 model_input: np.ndarray | None = None) -> np.ndarray:
     """``[C, H, W]`` float32 maps of a source at the pixels of ``image`` (uint8
     ``[H, W, 3]``): letterboxed into one model input, or (``window=True``) slid over
-    the image resized to a short side of twice the model input and stitched."""
+    the image resized to a short side of twice the model input and stitched.
+    ``model_input``: the image already letterboxed into the model input (``fill=0``),
+    to skip doing it again."""
     options = dict(source_options or {})
     if window:
         stride = max(1, (2 * min(handle.image_size)) // 3)
         return _grid_maps_windowed(handle, image, list(channels), method, templates,
                                    options, stride=stride)
-    return _grid_maps_letterboxed(handle, image, list(channels), method, templates, options)
+    return _grid_maps_letterboxed(handle, image, list(channels), method, templates, options,
+                                  model_input)
+
+
+#: Long side, in pixels, at which ``refine="superpixels"`` partitions and pools:
+#: larger working images are refined at this size and their labels resized back by
+#: nearest neighbour. The superpixel parameters are in pixels (Felzenszwalb's minimum
+#: region, SLIC's pixels per superpixel) and the bundled profiles were calibrated on
+#: scenes of 96-256 px, so this is the scale at which the calibration holds.
+SUPERPIXEL_SIDE = 256
+#: Most superpixel partitions a caller's ``cache`` keeps (oldest dropped first).
+CACHED_PARTITIONS = 8
+
+
+def _shrink_rgb(rgb: np.ndarray, hw) -> np.ndarray:
+    from PIL import Image
+
+    if tuple(rgb.shape[:2]) == tuple(hw):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((hw[1], hw[0]), Image.BILINEAR))
+
+
+def _shrink_maps(maps: np.ndarray, hw) -> np.ndarray:
+    """Area-average ``[C, H, W]`` maps to ``hw`` (each output pixel the mean of the
+    input pixels it covers), float32."""
+    from PIL import Image
+
+    if tuple(maps.shape[1:]) == tuple(hw):
+        return maps
+    size = (int(hw[1]), int(hw[0]))
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(m, np.float32), mode="F")
+                                .resize(size, Image.BOX)) for m in maps])
+
+
+def _partitions_of(image: np.ndarray, cache: dict | None,
+                   keep: int | None = CACHED_PARTITIONS) -> list:
+    """:func:`groundroll.masks.superpixel_partitions` of ``image``, kept in ``cache``
+    (keyed by the image's bytes) so calls on the same image partition it once; at most
+    ``keep`` images' partitions stay (None: all)."""
+    if cache is None:
+        return M.superpixel_partitions(image)
+    import hashlib
+
+    key = ("superpixel_partitions", image.shape, M.SUPERPIXEL_SCALES, M.SUPERPIXEL_SIZES,
+           hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest())
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = M.superpixel_partitions(image)
+        keys = [k for k in list(cache) if isinstance(k, tuple) and k
+                and k[0] == "superpixel_partitions"]
+        for old in (keys[:-keep] if keep is not None else []):
+            cache.pop(old, None)
+    return found
+
+
+def refine_inputs(maps: np.ndarray, image: np.ndarray, *, refine: str,
+                  cache: dict | None = None, keep: int | None = CACHED_PARTITIONS):
+    """``(maps, image, partitions)`` at the resolution ``refine`` runs at.
+
+    For ``"superpixels"``: images with a long side over :data:`SUPERPIXEL_SIDE` are
+    shrunk to it (bilinear), the maps area-averaged to match, and the image's
+    superpixel partitions computed (or taken from ``cache``, which keeps those of
+    ``keep`` images at most; None: every image's). Other refinements run at the
+    image's own resolution, with no partitions.
+    """
+    if refine != "superpixels":
+        return maps, image, None
+    hw = image.shape[:2]
+    if max(hw) > SUPERPIXEL_SIDE:
+        hw = M.fit_size(hw, long_side=SUPERPIXEL_SIDE)
+        image, maps = _shrink_rgb(image, hw), _shrink_maps(maps, hw)
+    return maps, image, _partitions_of(image, cache, keep)
+
+
+def refined_probabilities(maps: np.ndarray, image: np.ndarray, *, n_prompts: int,
+                          normalize: str, logit_scale: float, refine: str,
+                          rule: str, partitions=None):
+    """``(probabilities, scores)`` for :func:`~groundroll.grounding.profiles.background_labels`:
+    :func:`channel_probabilities` and, for the ``relative`` and ``otsu`` rules, the
+    prompts' refined normalised maps (:func:`~groundroll.grounding.profiles.refine_scores`;
+    otherwise the maps themselves). With superpixels both are pooled in one pass."""
+    from .profiles import refine_scores
+
+    wants_scores = rule in ("relative", "otsu") and refine != "none"
+    if refine == "superpixels" and partitions is not None:
+        probs = channel_probabilities(maps, image, normalize=normalize,
+                                      logit_scale=logit_scale)
+        stack = probs
+        if wants_scores:
+            norm = M.normalize_maps(np.asarray(maps[:n_prompts], np.float32), how="minmax")
+            stack = np.concatenate([probs, norm.astype(np.float32)])
+        pooled = M.superpixel_pool(stack, partitions=partitions)
+        return (pooled[: len(probs)],
+                pooled[len(probs):] if wants_scores else maps)
+    probs = channel_probabilities(maps, image, normalize=normalize, logit_scale=logit_scale,
+                                  refine=refine, partitions=partitions)
+    scores = refine_scores(maps[:n_prompts], image, refine=refine,
+                           partitions=partitions) if wants_scores else maps
+    return probs, scores
 
 
 def channel_probabilities(maps: np.ndarray, image: np.ndarray, *, normalize: str,
@@ -152,6 +256,7 @@ def segment(
     tokenizer: Any = None,
     cache: dict | None = None,
     source_options: dict | None = None,
+    device=None,
     threshold=_UNSET,
 ) -> Segmentation:
     """Segment an image with text prompts.
@@ -227,12 +332,19 @@ def segment(
         Tokenizer for a bare ``model``.
     cache : dict, optional
         Caller-owned dict keeping models loaded from spec strings across calls
-        (without it a spec is loaded once per process, :func:`groundroll.zoo.cached`).
+        (without it a spec is loaded once per process, :func:`groundroll.zoo.cached`)
+        and the superpixel partitions of the last few images (a second call on the
+        same image, e.g. with other prompts, does not partition it again).
     source_options : dict or the source's options object, optional
         Options of the map source, checked against its options class
         (``groundroll.grounding.SOURCES[method].options``, e.g. ``NaclipOptions(sigma=3.0)``
         or ``{"sigma": 3.0}``; ``{"read": "input"}`` for ``"cross"``). Default: the
         profile's, else the source's own defaults.
+    device : str or torch.device, optional
+        Where the model runs: the model's own device by default. A spec string is
+        loaded there; a loaded model on another device is a ValueError. The maps and
+        any rollout are computed on that device and come to the host once, as the
+        source's maps on the patch grid.
     threshold
         Deprecated old name of ``mask_threshold``.
 
@@ -285,7 +397,7 @@ def segment(
                         logit_scale=logit_scale, normalize=normalize, window=window,
                         max_side=max_side, max_pixels=max_pixels, min_size=min_size,
                         fill_holes=fill_holes, tokenizer=tokenizer, cache=cache,
-                        source_options=source_options)
+                        source_options=source_options, device=device)
 
 
 def check_templates(templates) -> list[str] | None:
@@ -337,7 +449,7 @@ def _warn_prompts(handle: ModelHandle, prompts: list[str]) -> None:
 def _segment(image, prompts, *, model, method, background, mask_threshold, background_rule,
              profile, refine, templates, logit_scale, normalize, window, max_side,
              max_pixels, min_size, fill_holes, tokenizer, cache,
-             source_options) -> Segmentation:
+             source_options, device=None) -> Segmentation:
     started = time.perf_counter()
     prompts = _check_prompts(prompts)
     background = _check_prompts(background or [], "background prompts")
@@ -349,7 +461,8 @@ def _segment(image, prompts, *, model, method, background, mask_threshold, backg
     if refine is not None and refine not in REFINE:
         raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
     rgb, full_hw = _read_image(image, max_side=max_side, max_pixels=max_pixels)
-    handle: ModelHandle = resolve_model(model, tokenizer=tokenizer, cache=cache)
+    handle: ModelHandle = resolve_model(model, tokenizer=tokenizer, cache=cache,
+                                        device=device)
     # Options left as None come from the profile (the bundled one by default).
     from .profiles import resolve_profile, resolve_settings
 
@@ -374,13 +487,13 @@ def _segment(image, prompts, *, model, method, background, mask_threshold, backg
                           refine=refine, templates=templates, logit_scale=logit_scale,
                           normalize=normalize, window=window, max_side=max_side,
                           min_size=min_size, fill_holes=fill_holes,
-                          source_options=source_options)
+                          source_options=source_options, cache=cache)
 
 
 def _segment_image(handle, rgb, full_hw, prompts, background, started, *, method,
                    mask_threshold, background_rule, profile, refine, templates,
                    logit_scale, normalize, window, max_side, min_size, fill_holes,
-                   source_options) -> Segmentation:
+                   source_options, cache=None) -> Segmentation:
     """The pipeline on one image. The model's lock is held only while the model runs
     (the maps and the image-text scores); the postprocessing runs without it, so
     threads sharing a model overlap their numpy work."""
@@ -400,24 +513,24 @@ def _segment_image(handle, rgb, full_hw, prompts, background, started, *, method
     with locked(handle.model):                 # the tokenizer is the model's too
         _warn_prompts(handle, prompts + background)
         maps = channel_maps(handle, work, channels, method=method, templates=templates,
-                            window=window, source_options=options)
+                            window=window, source_options=options,
+                            model_input=None if window else model_input)
         scores = image_text_scores(handle, model_input, prompts, templates=templates)
         scale = float(logit_scale) if logit_scale is not None else src.logit_scale(handle)
     normalize = normalize or src.normalize
-    partitions = M.superpixel_partitions(work) if refine == "superpixels" else None
-    probs = channel_probabilities(maps, work, normalize=normalize, logit_scale=scale,
-                                  refine=refine, partitions=partitions)
-    bg_index = list(range(len(prompts), len(channels)))
-    from .profiles import background_labels, refine_scores
+    from .profiles import background_labels
 
-    scores_for_rule = maps
-    if background_rule in ("relative", "otsu") and refine != "none":
-        scores_for_rule = refine_scores(maps[: len(prompts)], work, refine=refine,
-                                        partitions=partitions)
+    small_maps, small, partitions = refine_inputs(maps, work, refine=refine, cache=cache)
+    probs, scores_for_rule = refined_probabilities(
+        small_maps, small, n_prompts=len(prompts), normalize=normalize, logit_scale=scale,
+        refine=refine, rule=background_rule, partitions=partitions)
+    bg_index = list(range(len(prompts), len(channels)))
     labels = background_labels(probs, scores_for_rule, n_prompts=len(prompts),
                                rule=background_rule, threshold=mask_threshold,
                                background=bg_index or None)
-    del scores_for_rule
+    del scores_for_rule, small_maps
+    if labels.shape != tuple(work_hw) and (min_size or fill_holes):
+        labels = _nearest(labels, work_hw)  # sizes are counted in working pixels
     if min_size:
         labels = M.remove_small(labels, min_size=int(min_size))
     if fill_holes:
@@ -446,7 +559,7 @@ def _segment_image(handle, rgb, full_hw, prompts, background, started, *, method
 
 def caption_heatmaps(image, caption: str, *, model: Any = "bundled:shapes-coca",
                      compose_method: str = "rollout", read: str = "predict",
-                     tokenizer: Any = None) -> tuple[list[str], np.ndarray]:
+                     tokenizer: Any = None, device=None) -> tuple[list[str], np.ndarray]:
     """One heatmap per word of a caption, through a captioner's cross-attention.
 
     Parameters
@@ -458,6 +571,8 @@ def caption_heatmaps(image, caption: str, *, model: Any = "bundled:shapes-coca",
         open_clip CoCa or Hugging Face BLIP retrieval.
     compose_method, read : str
         See :func:`groundroll.grounding.cross_maps`.
+    device : str or torch.device, optional
+        Where the model runs (as in :func:`segment`): the model's device by default.
 
     Returns
     -------
@@ -476,7 +591,7 @@ def caption_heatmaps(image, caption: str, *, model: Any = "bundled:shapes-coca",
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError(f"caption must be a non-empty string, got {caption!r}")
     rgb = load_image(image)
-    handle = resolve_model(model, tokenizer=tokenizer)
+    handle = resolve_model(model, tokenizer=tokenizer, device=device)
     geometry = M.letterbox_geometry(rgb.shape[:2], handle.image_size, mode="pad")
     with warning_scope(), locked(handle.model):
         words, grid = caption_word_maps(handle, M.letterbox_image(rgb, geometry, fill=0),

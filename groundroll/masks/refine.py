@@ -175,19 +175,40 @@ def superpixel_pool(maps, image=None, *, partitions: Sequence[np.ndarray] | None
         partitions = superpixel_partitions(image)
     if not len(partitions):
         raise ValueError("superpixel_pool needs at least one partition")
-    out = np.zeros_like(maps)
+    pool = _pooling_operator(partitions, maps.shape[1:])
+    flat = maps.reshape(maps.shape[0], -1)
+    # Segment means of every map in every partition, then each pixel's mean over its
+    # segments: two sparse products over all partitions and maps at once.
+    means = (pool.T @ flat.T) / pool.counts[:, None]                 # [segments, P]
+    out = (pool @ means).T.reshape(maps.shape) / len(partitions)
+    out = out.astype(maps.dtype, copy=False)
+    return out[0] if single else out
+
+
+def _pooling_operator(partitions: Sequence[np.ndarray], hw):
+    """Sparse ``[pixels, segments]`` membership matrix of all partitions (labels of
+    partition ``k`` offset past those of partitions ``0..k-1``), with the segment sizes
+    as ``counts``."""
+    from scipy import sparse
+
+    flats, offset = [], 0
     for segments in partitions:
         segments = np.asarray(segments)
-        if segments.shape != maps.shape[1:]:
-            raise ValueError(f"a partition is {segments.shape} but the maps are"
-                             f" {maps.shape[1:]}")
-        flat = segments.ravel()
-        n = int(flat.max()) + 1
-        counts = np.maximum(np.bincount(flat, minlength=n), 1).astype(np.float64)
-        for p, m in enumerate(maps):
-            out[p] += (np.bincount(flat, weights=m.ravel(), minlength=n) / counts)[segments]
-    out /= len(partitions)
-    return out[0] if single else out
+        if segments.shape != tuple(hw):
+            raise ValueError(f"a partition is {segments.shape} but the maps are {tuple(hw)}")
+        if segments.size and int(segments.min()) < 0:
+            raise ValueError("partition labels must be non-negative")
+        flat = segments.ravel().astype(np.int64)
+        flats.append(flat + offset)
+        offset += int(flat.max()) + 1 if flat.size else 0
+    n, k = int(np.prod(hw)), len(flats)
+    # Every pixel is in exactly one segment of each partition: row p of the CSR matrix
+    # holds its k segments, built directly (no COO sort).
+    cols = np.stack(flats, axis=1).ravel()
+    pool = sparse.csr_matrix((np.ones(cols.size), cols, np.arange(0, n * k + 1, k)),
+                             shape=(n, offset))
+    pool.counts = np.maximum(np.bincount(cols, minlength=offset), 1).astype(np.float64)
+    return pool
 
 
 def _shifted(a: np.ndarray, dy: int, dx: int, pad: int) -> np.ndarray:

@@ -74,10 +74,12 @@ def _scan_values(x: torch.Tensor, where: str, *, nonnegative: bool = True) -> No
 
 def _check_layers(
     attentions, grads=None, *, per_head: bool = False, scan: bool = True,
+    nonnegative: bool = True,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
     """Validate a first-to-last list of self-attention layers (and optional grads).
 
-    ``scan=False`` leaves the value checks (NaN/inf, negatives) to the caller."""
+    ``scan=False`` leaves the value checks (NaN/inf, negatives) to the caller;
+    ``nonnegative=False`` checks NaN/inf only."""
     if isinstance(attentions, torch.Tensor):
         raise ValueError(
             "attentions must be a sequence of per-layer tensors, first layer first;"
@@ -88,7 +90,7 @@ def _check_layers(
         raise ValueError("attentions is empty: need at least one layer")
     layers: list[torch.Tensor] = []
     for index, attn in enumerate(attentions):
-        a = _check_tensor(attn, index, square=True, scan=scan)
+        a = _check_tensor(attn, index, square=True, scan=scan, nonnegative=nonnegative)
         if per_head and a.dim() != 4:
             raise ValueError(
                 f"layer {index}: per_head=True needs [batch, head, query, key] weights,"

@@ -43,24 +43,53 @@ def _rows_step(vectors: torch.Tensor, a: torch.Tensor, residual: float) -> torch
     return (1.0 - residual) * (w @ a) + residual * w
 
 
-# Row blocks of all heads small enough to stay in cache between the value scan, the row
-# sums and the product, so each weight is read from memory about once.
+def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tensor | None,
+                    residual: float, where: str) -> torch.Tensor:
+    """:func:`_rows_step` for a (weighted) mean over heads in two reads of ``attn``.
+
+    With ``c_h`` the head weights (summing to 1), the fused layer is
+    ``A = sum_h c_h A_h``, so ``w @ A = sum_h (c_h w) @ A_h``: one matrix-vector
+    product of ``[c_1 w | ... | c_H w]`` with the heads stacked as ``[batch, H N, N]``,
+    without forming ``A``. The row sums are the other read; they also catch NaN and inf
+    (either makes its row's sum non-finite), so validating costs no pass of its own.
+    """
+    if attn.dim() == 3:
+        attn = attn.unsqueeze(1)
+    batch, heads, n, _ = attn.shape
+    stacked = attn.reshape(batch, heads * n, n)            # a view when contiguous
+    head_sums = stacked.sum(-1).view(batch, heads, n)      # read 1: [B, H, N]
+    if coef is None:
+        coef = torch.full((heads,), 1.0 / heads, dtype=attn.dtype, device=attn.device)
+    if not bool(torch.isfinite(head_sums).all()):
+        _scan_values(attn, where)                          # names the problem
+        raise ValueError(f"{where}: contains NaN or inf")  # pragma: no cover (scan raised)
+    sums = (1.0 - residual) * (head_sums * coef.view(1, -1, 1)).sum(1) + residual  # [B, N]
+    w = vectors / torch.where(sums == 0, 1.0, sums).unsqueeze(-2)  # [B, R, N]
+    spread = (w.unsqueeze(1) * coef.view(1, -1, 1, 1)).transpose(1, 2)  # [B, R, H, N]
+    product = spread.reshape(batch, w.shape[1], heads * n) @ stacked   # read 2: [B, R, N]
+    return (1.0 - residual) * product + residual * w
+
+
+# Row blocks of all heads small enough to stay in cache between the row sums and the
+# product, for gradient-weighted fusion (whose weights ``clamp(grad * A)`` are formed
+# per block rather than for the whole layer).
 _ROW_BLOCK_BYTES = 2 << 20
 
 
 def _rows_step_heads(vectors, attn, grad, how, residual: float, *,
-                     scan_as: str | None = None) -> torch.Tensor:
-    """:func:`_rows_step` for a weighted mean over heads, without fusing the heads.
+                     scan_as: str | None = None, nonnegative: bool = True) -> torch.Tensor:
+    """:func:`_rows_step` for a weighted mean over gradient-weighted heads, without
+    fusing the heads.
 
     ``v @ sum_h c_h A_h = sum_h c_h (v @ A_h)``, and the product decomposes over query
     rows: ``w @ A = sum over row blocks of w[block] @ A[block]``. Each block of rows (all
-    heads) is scanned for bad values (when ``scan_as`` names the layer), summed and
-    multiplied while it is in cache.
+    heads) is scanned for bad values (when ``scan_as`` names the layer), weighted by its
+    gradient, summed and multiplied while it is in cache.
     """
     if attn.dim() == 3:
         x = attn if grad is None else (grad * attn).clamp(min=0)
         if scan_as is not None:
-            _scan_values(attn, scan_as)
+            _scan_values(attn, scan_as, nonnegative=nonnegative)
         return _rows_step(vectors, x, residual)
     batch, heads, n, _ = attn.shape
     if isinstance(how, torch.Tensor):
@@ -76,7 +105,7 @@ def _rows_step_heads(vectors, attn, grad, how, residual: float, *,
     for i0 in range(0, n, step):
         block = attn[:, :, i0:i0 + step]  # [B, H, b, N]
         if scan_as is not None:
-            _scan_values(block, scan_as)
+            _scan_values(block, scan_as, nonnegative=nonnegative)
         if grad is not None:
             block = (grad[:, :, i0:i0 + step] * block).clamp(min=0)
         sums = (1.0 - residual) * mix(block.sum(-1)) + residual  # [B, b]
@@ -115,7 +144,7 @@ def rollout(
     prune_threshold: float | None = None, top_k: int | None = None,
     discard_ratio: float | None = None, per_head: bool = False,
     grads: Sequence[torch.Tensor | None] | None = None, keep: Rows = None,
-    threshold=_UNSET,
+    check_values: str | None = None, threshold=_UNSET,
 ) -> torch.Tensor:
     """Attention rollout ``R = Ã^(L) ... Ã^(start)`` (Abnar & Zuidema, 2020).
 
@@ -151,6 +180,13 @@ def rollout(
         gradient-weighted fusion ``mean_h clamp(grad * A, min=0)``.
     keep : list of int or torch.Tensor, optional
         Positions whose rows and columns pruning must keep; defaults to ``rows``.
+    check_values : {None, "all", "finite"}, optional
+        Which value checks the weights get. ``"all"``: NaN, inf and negative entries
+        raise ValueError. ``"finite"``: NaN and inf only. None (default): what costs no
+        pass of its own, i.e. ``"finite"`` on the rows-only path with a (weighted) mean
+        over heads and no gradients or pruning (the row sums that path reads anyway
+        show NaN and inf; negatives would need a third read of every layer, so ask
+        for ``"all"``), ``"all"`` everywhere else.
     threshold
         Deprecated old name of ``prune_threshold``.
 
@@ -175,17 +211,22 @@ def rollout(
     _check_options(residual=residual, prune_threshold=prune_threshold, top_k=top_k,
                    discard_ratio=discard_ratio, start_layer=start_layer)
     how = _check_fusion(head_fusion)
+    if check_values not in (None, "all", "finite"):
+        raise ValueError(f"check_values must be None, 'all' or 'finite', got {check_values!r}")
     pruning = prune_threshold is not None or top_k is not None or discard_ratio is not None
-    # Rows-only with a (weighted) mean over heads scans values block by block.
+    # Rows-only with a (weighted) mean over heads scans values while it multiplies.
     blocked = (rows is not None and not pruning and not per_head
                and (isinstance(how, torch.Tensor) or how == "mean"))
+    # Without gradients that path needs two reads of each layer (_rows_step_flat).
+    flat = blocked and grads is None and check_values != "all"
+    nonnegative = check_values == "all" or (check_values is None and not flat)
     layers, layer_grads = _check_layers(attentions, grads, per_head=per_head,
-                                        scan=not blocked)
+                                        scan=not blocked, nonnegative=nonnegative)
     for index, attn in enumerate(layers):
         _check_head_weights(how, attn, index)
     if blocked:
         for index in range(min(start_layer, len(layers))):
-            _scan_values(layers[index], _where(index, "layer"))
+            _scan_values(layers[index], _where(index, "layer"), nonnegative=nonnegative)
     if start_layer >= len(layers):
         raise ValueError(
             f"start_layer={start_layer} out of range for {len(layers)} layers"
@@ -215,9 +256,14 @@ def rollout(
         attn, grad = layers[index], layer_grads[index]
         if pruning:
             vectors = vectors @ prepared(index)
+        elif flat:
+            coef = how / how.sum() if isinstance(how, torch.Tensor) else None
+            vectors = _rows_step_flat(vectors, attn, coef, float(residual),
+                                      _where(index, "layer"))
         elif blocked:
             vectors = _rows_step_heads(vectors, attn, grad, how, float(residual),
-                                       scan_as=_where(index, "layer"))
+                                       scan_as=_where(index, "layer"),
+                                       nonnegative=nonnegative)
         else:
             fused = _combine(attn, grad, how=how, per_head=per_head)
             vectors = _rows_step(vectors, fused, float(residual))
