@@ -64,8 +64,9 @@ def test_a_missing_report_or_a_bad_allow_list_says_what_to_do(tmp_path, report, 
 
 
 def test_the_shipped_allow_list_parses_and_names_no_optional_dependency():
+    # The shipped list may be empty (nothing is expected to skip in CI); whatever it lists
+    # must not excuse a missing optional dependency or the browser.
     rules = skip_report.read_allowlist(ROOT / ".ci" / "expected_skips")
-    assert rules
     for _, reason in rules:
         for missing in ("could not import", "Chromium", "pip install"):
             assert not reason.search(missing), reason.pattern
