@@ -438,3 +438,28 @@ def test_extract_links_old_option_names_warn_and_agree():
     with pytest.raises(TypeError, match=r"^extract_links: pass symmetrize= only"
                                         r" \(symmetrise= is its deprecated old name\)$"):
         extract_links(m, symmetrise="union", symmetrize="intersection")
+
+
+def test_stored_settings_with_old_option_names_are_read_with_the_new_ones():
+    from groundroll.align.extract import _current_keys
+
+    old = {"threshold": 0.2, "symmetrise": "union", "method": "raw"}
+    assert _current_keys(old, what="alignment settings") == {
+        "link_threshold": 0.2, "symmetrize": "union", "method": "raw"}
+    assert _current_keys({"link_threshold": 0.4}, what="x") == {"link_threshold": 0.4}
+    with pytest.raises(ValueError, match=r"^alignment profile has both 'threshold' and its"
+                                         r" new name 'link_threshold'$"):
+        _current_keys({"threshold": 0.2, "link_threshold": 0.3}, what="alignment profile")
+    with pytest.raises(ValueError, match=r"^saved run has both 'symmetrise' and its new name"
+                                         r" 'symmetrize'$"):
+        _current_keys({"symmetrise": "union", "symmetrize": "union"}, what="saved run")
+
+
+def test_itermax_takes_integer_counts_from_a_reverse_model():
+    # Columns of the counts [[4, 0, 0], [0, 4, 1], [0, 0, 3]] are [1 0 0], [0 1 0],
+    # [0 .25 .75]: the same as the float matrix.
+    m = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    counts = [[4, 0, 0], [0, 4, 1], [0, 0, 3]]
+    assert extract_links(m, extraction="itermax", backward=counts) == extract_links(
+        m, extraction="itermax", backward=np.array(counts, dtype=float)) == {
+        (0, 0), (1, 1), (2, 2)}

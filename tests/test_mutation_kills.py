@@ -1,12 +1,14 @@
 """Cases that pin down behaviour of the core modules which mutation testing showed the
 other tests leave open (``make mutate``; README.md, "Mutation testing")."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from groundroll.masks import normalize_maps
-from groundroll.rollout import gradient_weighted, prune
+from groundroll.masks import label_map, normalize_maps, softmax_maps
+from groundroll.rollout import fuse_heads, gradient_weighted, prune
 
 
 def test_gradient_weighting_per_head_keeps_heads_apart_worked_by_hand(close, tol):
@@ -68,3 +70,103 @@ def test_normalize_maps_worked_by_hand_and_keeps_the_dtype(dtype):
                                         [[0, 0.5], [1, 1]]])
     negative = normalize_maps(-np.abs(maps[:1]), how="max")       # max <= 0: all zero
     np.testing.assert_array_equal(negative, np.zeros_like(maps[:1]))
+
+
+def test_normalize_maps_of_a_single_map_flat_maps_and_bad_how():
+    # One [h, w] map in, one out: (x - 1) / 3.
+    np.testing.assert_allclose(normalize_maps(np.array([[1.0, 4.0], [2.0, 1.0]])),
+                               [[0, 1], [1 / 3, 0]])
+    np.testing.assert_allclose(normalize_maps(np.array([[0.0, 2.0]]), how="max"), [[0, 1]])
+    # A flat map and an all-zero map are exactly zero, computed without a 0 / 0.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(normalize_maps(np.full((1, 2, 2), 3.0)), 0)
+        np.testing.assert_array_equal(normalize_maps(np.zeros((1, 2, 2)), how="max"), 0)
+    with pytest.raises(ValueError, match=r"^how must be 'minmax', 'max' or 'none', got"
+                                         r" 'sum'$"):
+        normalize_maps(np.ones((1, 2, 2)), how="sum")
+
+
+def test_softmax_maps_worked_by_hand_and_stable_for_large_scores():
+    # Pixel 0: scores (0, ln 3) -> (1/4, 3/4); with logit_scale 2: (1/10, 9/10).
+    maps = np.array([[[0.0]], [[np.log(3.0)]]])
+    np.testing.assert_allclose(softmax_maps(maps)[:, 0, 0], [0.25, 0.75])
+    np.testing.assert_allclose(softmax_maps(maps, logit_scale=2.0)[:, 0, 0], [0.1, 0.9])
+    # Scores of 1000 and 999 at one pixel and 0 and 0 at another: each pixel is
+    # shifted by its own maximum, so neither overflows nor underflows to 0 / 0.
+    big = np.array([[[1000.0, 0.0]], [[999.0, 0.0]]])
+    e = np.exp(-1.0)
+    np.testing.assert_allclose(softmax_maps(big)[:, 0, 0], [1 / (1 + e), e / (1 + e)])
+    np.testing.assert_allclose(softmax_maps(big)[:, 0, 1], [0.5, 0.5])
+    # axis=1 normalises along the rows instead of the prompts.
+    np.testing.assert_allclose(softmax_maps(big, axis=2).sum(2), 1.0)
+
+
+def test_label_map_background_bounds_empty_list_and_all_background():
+    probs = np.array([[[0.9, 0.2]], [[0.1, 0.8]]])                 # P = 2
+    np.testing.assert_array_equal(label_map(probs, background=[]), [[1, 2]])
+    np.testing.assert_array_equal(label_map(probs, background=[-2]), [[0, 2]])  # = prompt 0
+    np.testing.assert_array_equal(label_map(probs, background=[-1]), [[1, 0]])
+    for bad in ([2], [-3], [0, 5], [-3, 1]):
+        with pytest.raises(IndexError, match=rf"^background indices {bad} out of range"
+                                             r" for 2 prompts$".replace("[", r"\[")
+                                                               .replace("]", r"\]")):
+            label_map(probs, background=bad)
+    # Every prompt is background: with a mask threshold the answer is all background.
+    out = label_map(probs, background=[0, 1], mask_threshold=0.5)
+    assert out.dtype == np.int32 and out.shape == (1, 2)
+    np.testing.assert_array_equal(out, 0)
+
+
+def test_label_map_takes_the_old_threshold_name_with_a_warning():
+    probs = np.array([[[0.9, 0.2]], [[0.1, 0.7]]])
+    with pytest.warns(FutureWarning, match=r"^label_map: threshold= is deprecated and will"
+                                           r" be removed in the next release;"
+                                           r" use mask_threshold=$"):
+        old = label_map(probs, threshold=0.75)
+    np.testing.assert_array_equal(old, [[1, 0]])
+
+
+def test_fuse_heads_old_name_and_head_weight_length():
+    a = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]], [[0.5, 0.5]]]])   # [1, 3, 1, 2]
+    with pytest.warns(FutureWarning, match=r"^fuse_heads: how= is deprecated and will be"
+                                           r" removed in the next release; use head_fusion=$"):
+        old = fuse_heads(a, how="max")
+    torch.testing.assert_close(old, torch.tensor([[[1.0, 1.0]]]))
+    # Weighted mean (1 * h0 + 3 * h2) / 4, worked by hand.
+    torch.testing.assert_close(fuse_heads(a, torch.tensor([1.0, 0.0, 3.0])),
+                               torch.tensor([[[0.625, 0.375]]]))
+    with pytest.raises(ValueError, match=r"^attention: head weights have length 2 but the"
+                                         r" attention has 3 heads$"):
+        fuse_heads(a, torch.tensor([1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"^attention: wrong rank"):
+        fuse_heads(torch.ones(2, 2))
+
+
+def test_prune_criteria_combine_and_limits_are_exclusive(close):
+    a = torch.tensor([[[0.1, 0.2, 0.3, 0.4],
+                       [0.3, 0.45, 0.05, 0.2],
+                       [0.4, 0.3, 0.2, 0.1],
+                       [0.1, 0.1, 0.1, 0.7]]])
+    # prune_threshold is exclusive: 0.2 stays, 0.1 goes (the diagonal always stays).
+    close(prune(a, prune_threshold=0.2)[0, 0], torch.tensor([0.1, 0.2, 0.3, 0.4]) / 1.0)
+    close(prune(a, prune_threshold=0.2)[0, 2], torch.tensor([0.4, 0.3, 0.2, 0.0]) / 0.9)
+    # Threshold and top_k together: an entry goes if either drops it.
+    both = prune(a, prune_threshold=0.25, top_k=2, diagonal=False)
+    close(both[0, 0], torch.tensor([0.0, 0.0, 0.3, 0.4]) / 0.7)
+    close(both[0, 1], torch.tensor([0.3, 0.45, 0.0, 0.0]) / 0.75)
+    # top_k equal to the key count keeps everything.
+    close(prune(a, top_k=4), a)
+    # discard_ratio 0.2 of 4 keys drops int(0.8) = 0 entries; 0.5 drops the two lowest.
+    close(prune(a, discard_ratio=0.2), a)
+    close(prune(a, discard_ratio=0.5, diagonal=False)[0, 2],
+          torch.tensor([0.4, 0.3, 0.0, 0.0]) / 0.7)
+    # Rectangular [Q=2, K=4]: pruning is along keys.
+    r = a[:, :2]
+    close(prune(r, top_k=1, diagonal=False)[0, 0], torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    close(prune(r, discard_ratio=0.75, diagonal=False)[0, 0],
+          torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    with pytest.warns(FutureWarning, match=r"^prune: threshold= is deprecated and will be"
+                                           r" removed in the next release;"
+                                           r" use prune_threshold=$"):
+        prune(a, threshold=0.2)
