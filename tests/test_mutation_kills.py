@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from groundroll.masks import label_map, normalize_maps, softmax_maps
-from groundroll.rollout import fuse_heads, gradient_weighted, prune
+from groundroll.rollout import RolloutAccumulator, fuse_heads, gradient_weighted, prune, rollout
 
 
 def test_gradient_weighting_per_head_keeps_heads_apart_worked_by_hand(close, tol):
@@ -170,3 +170,112 @@ def test_prune_criteria_combine_and_limits_are_exclusive(close):
                                            r" removed in the next release;"
                                            r" use prune_threshold=$"):
         prune(a, threshold=0.2)
+
+
+def _layers_and_grads(seed=11, layers=3, heads=2, n=4):
+    gen = torch.Generator().manual_seed(seed)
+    attn = [torch.softmax(torch.randn(1, heads, n, n, generator=gen), -1)
+            for _ in range(layers)]
+    grads = [torch.randn(1, heads, n, n, generator=gen) for _ in range(layers)]
+    return attn, grads
+
+
+def _by_hand(attn, grads, fuse, residual=0.5):
+    """Ã^(L) ... Ã^(1) with Ã = rownorm((1 - r) fuse_h(clamp(g * A, 0)) + r I), by loops."""
+    n = attn[0].shape[-1]
+    product = torch.eye(n)
+    for a, g in zip(attn, grads):
+        weighted = (g * a).clamp(min=0)[0]                          # [H, n, n]
+        fused = fuse(weighted)
+        step = (1 - residual) * fused + residual * torch.eye(n)
+        step = step / step.sum(-1, keepdim=True)
+        product = step @ product
+    return product
+
+
+@pytest.mark.parametrize("head_fusion,fuse", [("mean", lambda w: w.mean(0)),
+                                              ("max", lambda w: w.amax(0))])
+def test_gradient_weighted_rows_only_rollout_equals_the_product_by_hand(head_fusion, fuse,
+                                                                        close, tol):
+    attn, grads = _layers_and_grads()
+    want = _by_hand(attn, grads, fuse)
+    full = rollout(attn, grads=grads, head_fusion=head_fusion)
+    close(full[0], want, tol.MODEL)
+    close(rollout(attn, grads=grads, rows=[0, 2], head_fusion=head_fusion)[0],
+          want[[0, 2]], tol.MODEL)
+    # without the gradients it is a different map
+    assert (rollout(attn, rows=[0], head_fusion=head_fusion)[0, 0] - want[0]).abs().max() > 1e-3
+
+
+def test_rows_only_rollout_of_one_layer_and_bad_values():
+    a = torch.tensor([[[0.5, 0.5], [0.25, 0.75]]])
+    # (A + I) / 2 row 0: [0.75, 0.25]
+    torch.testing.assert_close(rollout([a], rows=[0]), torch.tensor([[[0.75, 0.25]]]))
+    bad = a.clone()
+    bad[0, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^layer 1: contains NaN or inf \(1 entries\)$"):
+        rollout([a, bad], rows=[0])
+    with pytest.raises(ValueError, match=r"^layer 0: contains NaN or inf"):
+        rollout([bad, a], rows=[0], start_layer=1)
+
+
+def test_rollout_and_accumulator_check_their_options():
+    a = [torch.full((1, 2, 2), 0.5)]
+    for options, message in (({"residual": 1.5}, r"^residual must be in \[0, 1\], got 1.5$"),
+                             ({"prune_threshold": float("inf")},
+                              r"^prune_threshold must be a finite number, got inf$"),
+                             ({"discard_ratio": 1.0}, r"^discard_ratio must be in \[0, 1\)"),
+                             ({"start_layer": -1},
+                              r"^start_layer must be an integer >= 0, got -1$")):
+        with pytest.raises(ValueError, match=message):
+            rollout(a, **options)
+        with pytest.raises(ValueError, match=message):
+            RolloutAccumulator(**options)
+
+
+def test_old_threshold_name_of_rollout_and_the_accumulator():
+    a = [torch.tensor([[[0.1, 0.9], [0.6, 0.4]]])]
+    with pytest.warns(FutureWarning, match=r"^rollout: threshold= is deprecated and will be"
+                                           r" removed in the next release;"
+                                           r" use prune_threshold=$"):
+        old = rollout(a, threshold=0.5)
+    torch.testing.assert_close(old, rollout(a, prune_threshold=0.5))
+    with pytest.warns(FutureWarning, match=r"^RolloutAccumulator: threshold= is deprecated"
+                                           r" and will be removed in the next release;"
+                                           r" use prune_threshold=$"):
+        RolloutAccumulator(threshold=0.5)
+
+
+def test_accumulator_agrees_with_rollout_on_kept_rows_and_gradients(close, tol):
+    attn, grads = _layers_and_grads(seed=12, n=5)
+    acc = RolloutAccumulator(top_k=1, keep=[3])
+    for a in attn:
+        acc.add(a)
+    want = rollout(attn, top_k=1, keep=[3])
+    close(acc.result(), want, tol.SAME)
+    assert (want - rollout(attn, top_k=1)).abs().max() > 1e-3       # keep matters here
+    acc = RolloutAccumulator()
+    for a, g in zip(attn, grads):
+        acc.add(a, g.requires_grad_(True))
+    out = acc.result()
+    assert not out.requires_grad
+    close(out[0], _by_hand(attn, [g.detach() for g in grads], lambda w: w.mean(0)), tol.MODEL)
+
+
+def test_accumulator_errors_say_what_was_wrong():
+    acc = RolloutAccumulator(per_head=True)
+    with pytest.raises(ValueError, match=r"^layer 0: per_head=True needs \[batch, head,"
+                                         r" query, key\] weights, got shape \(1, 2, 2\)$"):
+        acc.add(torch.full((1, 2, 2), 0.5))
+    acc = RolloutAccumulator()
+    with pytest.raises(ValueError, match=r"^layer 0: expected a torch.Tensor, got list$"):
+        acc.add([[0.5, 0.5], [0.5, 0.5]])
+    with pytest.raises(ValueError, match=r"^layer 0: self-attention must be square"):
+        acc.add(torch.full((1, 2, 3), 1 / 3))
+    with pytest.raises(ValueError, match=r"^layer 0: head weights"):
+        RolloutAccumulator(head_fusion=torch.tensor([1.0, 1.0, 1.0])).add(
+            torch.full((1, 2, 3, 3), 1 / 3))
+    acc.add(torch.full((1, 3, 2, 2), 0.5))                    # 3 heads, N = 2
+    with pytest.raises(ValueError, match=r"^layer 1: mismatched N between layers, N=4 but"
+                                         r" layer 0 has N=2$"):
+        acc.add(torch.full((1, 3, 4, 4), 0.25))
