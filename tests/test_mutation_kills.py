@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from groundroll.masks import label_map, normalize_maps, softmax_maps
-from groundroll.rollout import RolloutAccumulator, fuse_heads, gradient_weighted, prune, rollout
+from groundroll.rollout import (RolloutAccumulator, fuse_heads, gradient_weighted, prune,
+                                residual_correct, rollout)
 
 
 def test_gradient_weighting_per_head_keeps_heads_apart_worked_by_hand(close, tol):
@@ -279,3 +280,49 @@ def test_accumulator_errors_say_what_was_wrong():
     with pytest.raises(ValueError, match=r"^layer 1: mismatched N between layers, N=4 but"
                                          r" layer 0 has N=2$"):
         acc.add(torch.full((1, 3, 4, 4), 0.25))
+
+
+def test_prune_threshold_and_top_k_drop_what_either_drops(close):
+    a = torch.tensor([[[0.1, 0.2, 0.3, 0.4]]])                      # [1, Q=1, K=4]
+    # threshold 0.35 keeps 0.4; top_k=2 keeps 0.3 and 0.4: together only 0.4 stays.
+    close(prune(a, prune_threshold=0.35, top_k=2, diagonal=False),
+          torch.tensor([[[0.0, 0.0, 0.0, 1.0]]]))
+
+
+def test_prune_keeps_each_batch_items_own_rows(close):
+    a = torch.tensor([[[0.1, 0.9], [0.8, 0.2]],
+                      [[0.1, 0.9], [0.8, 0.2]]])                    # [B=2, 2, 2]
+    keep = torch.tensor([[0], [1]])                                 # row 0 for item 0, row 1 for 1
+    got = prune(a, top_k=1, keep=keep, diagonal=False)
+    close(got[0], torch.tensor([[0.1, 0.9], [1.0, 0.0]]))            # row 0 kept whole
+    close(got[1], torch.tensor([[0.0, 1.0], [0.8, 0.2]]))            # row 1 kept whole
+    with pytest.raises(ValueError, match=r"^keep: a \[batch, R\] tensor needs batched"
+                                         r" attention$"):
+        prune(a[0], top_k=1, keep=keep)
+
+
+def test_check_messages_name_the_expected_shape_exactly():
+    with pytest.raises(ValueError, match=r"^attention: wrong rank, expected \[batch, head,"
+                                         r" query, key\], got shape \(2, 2, 2\)$"):
+        gradient_weighted(torch.full((2, 2, 2), 0.5), torch.ones(2, 2, 2), per_head=True)
+    with pytest.raises(ValueError, match=r"^attention: wrong rank, expected \[\.\.\., N, N\],"
+                                         r" got shape \(3,\)$"):
+        residual_correct(torch.ones(3))
+    with pytest.raises(ValueError, match=r"^attention: wrong rank, expected \[\.\.\., N, N\]"):
+        residual_correct(torch.full((1,) * 7 + (2, 2), 0.5))       # rank 9
+    with pytest.raises(ValueError, match=r"^attention: wrong rank, expected \[\.\.\., query,"
+                                         r" key\], got shape \(3,\)$"):
+        prune(torch.ones(3), top_k=1)
+
+
+def test_head_weights_of_another_dtype_and_per_head_gradients(close, tol):
+    a = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])                # float32 [1, 2, 1, 2]
+    got = fuse_heads(a, torch.tensor([1.0, 3.0], dtype=torch.float64))
+    assert got.dtype == torch.float32
+    close(got, torch.tensor([[[0.25, 0.75]]]))
+    attn, grads = _layers_and_grads(seed=13, layers=2)
+    per_head = rollout(attn, grads=grads, per_head=True)            # [1, H, n, n]
+    for h in range(2):
+        close(per_head[0, h], _by_hand([x[:, h:h + 1] for x in attn],
+                                       [g[:, h:h + 1] for g in grads],
+                                       lambda w: w[0]), tol.MODEL)
