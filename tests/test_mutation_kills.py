@@ -326,3 +326,30 @@ def test_head_weights_of_another_dtype_and_per_head_gradients(close, tol):
         close(per_head[0, h], _by_hand([x[:, h:h + 1] for x in attn],
                                        [g[:, h:h + 1] for g in grads],
                                        lambda w: w[0]), tol.MODEL)
+
+
+def test_rows_only_rollout_of_fused_layers_with_gradients(close, tol):
+    # Layers given already fused ([batch, N, N]): the gradient weighting is clamp(g * A, 0).
+    attn, grads = _layers_and_grads(seed=14, heads=1)
+    fused = [a[:, 0] for a in attn]
+    fused_grads = [g[:, 0] for g in grads]
+    want = _by_hand(attn, grads, lambda w: w[0])
+    close(rollout(fused, grads=fused_grads, rows=[1])[0], want[[1]], tol.MODEL)
+    bad = fused[1].clone()
+    bad[0, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"^layer 1: contains NaN or inf \(1 entries\)$"):
+        rollout([fused[0], bad], rows=[1])
+
+
+def test_accumulator_names_the_layer_of_a_batch_head_or_gradient_mismatch():
+    acc = RolloutAccumulator(per_head=True)
+    acc.add(torch.full((2, 3, 2, 2), 0.5))                          # batch 2, 3 heads
+    with pytest.raises(ValueError, match=r"^layer 1: grad shape \(1, 3, 2, 2\) does not"
+                                         r" match"):
+        acc.add(torch.full((2, 3, 2, 2), 0.5), torch.ones(1, 3, 2, 2))
+    with pytest.raises(ValueError, match=r"^layer 1: mismatched batch between layers,"
+                                         r" batch=1 but layer 0 has batch=2$"):
+        acc.add(torch.full((1, 3, 2, 2), 0.5))
+    with pytest.raises(ValueError, match=r"^layer 1: per_head=True needs the same number of"
+                                         r" heads in every layer, got 4 but layer 0 has 3$"):
+        acc.add(torch.full((2, 4, 2, 2), 0.5))
