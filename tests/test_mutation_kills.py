@@ -353,3 +353,18 @@ def test_accumulator_names_the_layer_of_a_batch_head_or_gradient_mismatch():
     with pytest.raises(ValueError, match=r"^layer 1: per_head=True needs the same number of"
                                          r" heads in every layer, got 4 but layer 0 has 3$"):
         acc.add(torch.full((2, 4, 2, 2), 0.5))
+
+
+@pytest.mark.parametrize("heads", [None, 2])
+def test_rows_only_rollout_through_a_zero_row_without_residual(heads):
+    # residual=0: Ã = rownorm(A). Layer 2 sends row 0 to token 1 entirely; token 1's row
+    # in layer 1 is all zero (a padded query), so it stays zero: the CLS row of the
+    # product is all zero, on both paths, and never NaN.
+    first = torch.tensor([[[0.5, 0.5], [0.0, 0.0]]])
+    second = torch.tensor([[[0.0, 1.0], [0.5, 0.5]]])
+    layers = [first, second] if heads is None else [
+        x.unsqueeze(1).expand(1, heads, 2, 2).contiguous() for x in (first, second)]
+    full = rollout(layers, residual=0.0)
+    np.testing.assert_array_equal(full[0, 0].numpy(), [0.0, 0.0])
+    rows = rollout(layers, residual=0.0, rows=[0])
+    np.testing.assert_array_equal(rows[0].numpy(), [[0.0, 0.0]])
