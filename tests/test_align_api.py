@@ -49,30 +49,6 @@ def pairs():
 # ----------------------------------------------------------------------------- links
 
 
-def test_extract_links_hand_worked():
-    m = np.array([[0.8, 0.2, 0.0],
-                  [0.1, 0.1, 0.8],
-                  [0.0, 0.3, 0.7]])
-    assert extract_links(m) == {(0, 0), (2, 1), (2, 2)}
-    # Column argmax: source 0 -> t0, source 1 -> t2, source 2 -> t1.
-    assert extract_links(m, symmetrize="intersection") == {(0, 0), (2, 1)}
-    assert extract_links(m, symmetrize="union") == {(0, 0), (2, 1), (2, 2), (1, 2)}
-    # Rows normalised: [.8 .2 0], [.1 .1 .8], [0 .3 .7]; > 0.25.
-    assert extract_links(m, extraction="threshold", link_threshold=0.25) == {(0, 0), (2, 1), (1, 2), (2, 2)}
-    assert extract_links(m, extraction="threshold") == {(0, 0), (2, 1), (2, 2)}   # > 0.3
-    assert extract_links(m, extraction="itermax") >= {(0, 0), (2, 1)}
-    with pytest.raises(ValueError, match="itermax"):
-        extract_links(m, extraction="itermax", symmetrize="union")
-    with pytest.raises(ValueError, match="symmetrize"):
-        extract_links(m, symmetrize="diagonal")
-    # A reverse model's matrix replaces the columns of the forward one.
-    backward = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    # Its column argmax: source 0 -> t1, source 1 -> t2, source 2 -> t0.
-    assert extract_links(m, symmetrize="union", backward=backward) == {
-        (0, 0), (2, 1), (2, 2), (0, 1), (1, 2), (2, 0)}
-    assert extract_links(np.zeros((0, 3))) == set()
-
-
 def test_alignment_result(tmp_path):
     a = Alignment(["a", "b"], ["x", "y"], np.array([[0.9, 0.1], [0.2, 0.8]]),
                   {(0, 0), (1, 1)}, {(0, 0): 0.9, (1, 1): 0.8}, {"method": "raw", "shift": True})

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from groundroll.alignment import links as L
+from groundroll.alignment.extract import extract_links, mutual_scores
 
 
 # Link extraction, symmetrisation and the file formats need no torch: neither the package
@@ -217,8 +218,6 @@ def test_extract_imports_no_torch():
 
 
 def test_mutual_extraction_by_hand():
-    from groundroll.alignment.extract import extract_links, mutual_scores
-
     # Target 0 splits between sources 0 and 1 (an idiom: one target word, two source
     # words); target 1 is source 2's; target 2 (a particle) spreads over everything.
     m = np.array([[0.45, 0.45, 0.10],
@@ -244,3 +243,212 @@ def test_mutual_extraction_by_hand():
                          backward=backward) == {(0, 0), (2, 1), (1, 2)}
     with pytest.raises(ValueError, match="combines both directions"):
         extract_links(m, extraction="mutual", symmetrize="union")
+
+
+def test_extract_links_hand_worked():
+    m = np.array([[0.8, 0.2, 0.0],
+                  [0.1, 0.1, 0.8],
+                  [0.0, 0.3, 0.7]])
+    assert extract_links(m) == {(0, 0), (2, 1), (2, 2)}
+    # Column argmax: source 0 -> t0, source 1 -> t2, source 2 -> t1.
+    assert extract_links(m, symmetrize="intersection") == {(0, 0), (2, 1)}
+    assert extract_links(m, symmetrize="union") == {(0, 0), (2, 1), (2, 2), (1, 2)}
+    # Rows normalised: [.8 .2 0], [.1 .1 .8], [0 .3 .7]; > 0.25.
+    assert extract_links(m, extraction="threshold", link_threshold=0.25) == {(0, 0), (2, 1), (1, 2), (2, 2)}
+    assert extract_links(m, extraction="threshold") == {(0, 0), (2, 1), (2, 2)}   # > 0.3
+    assert extract_links(m, extraction="itermax") >= {(0, 0), (2, 1)}
+    with pytest.raises(ValueError, match="itermax"):
+        extract_links(m, extraction="itermax", symmetrize="union")
+    with pytest.raises(ValueError, match="symmetrize"):
+        extract_links(m, symmetrize="diagonal")
+    # A reverse model's matrix replaces the columns of the forward one.
+    backward = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    # Its column argmax: source 0 -> t1, source 1 -> t2, source 2 -> t0.
+    assert extract_links(m, symmetrize="union", backward=backward) == {
+        (0, 0), (2, 1), (2, 2), (0, 1), (1, 2), (2, 0)}
+    assert extract_links(np.zeros((0, 3))) == set()
+
+
+def _rownorm(m):
+    """Rows of the clipped matrix divided by their sums, by a plain loop (zero rows stay zero)."""
+    m = np.clip(np.asarray(m, dtype=float), 0, None)
+    out = np.zeros_like(m)
+    for t in range(m.shape[0]):
+        total = sum(m[t])
+        if total > 0:
+            out[t] = [v / total for v in m[t]]
+    return out
+
+
+def _naive_links(m, extraction, symmetrize, backward, limit):
+    """extract_links by loops over cells and the separately tested heuristics."""
+    m = np.asarray(m, dtype=float)
+    b = m if backward is None else np.asarray(backward, dtype=float)
+    T, S = m.shape
+    if extraction == "argmax":
+        forward = {(max(range(S), key=lambda s: (m[t, s], -s)), t) for t in range(T)}
+        reverse = {(s, max(range(T), key=lambda t: (b[t, s], -t))) for s in range(S)}
+    else:
+        rows, cols = _rownorm(m), _rownorm(b.T).T
+        forward = {(s, t) for t in range(T) for s in range(S) if rows[t, s] > limit}
+        reverse = {(s, t) for t in range(T) for s in range(S) if cols[t, s] > limit}
+    found = forward if symmetrize is None else L.symmetrize(forward, reverse, how=symmetrize)
+    return {(s, t) for s, t in found if m[t].any() and m[:, s].any()}
+
+
+@pytest.mark.parametrize("extraction", ["argmax", "threshold"])
+@pytest.mark.parametrize("symmetrize", [None, "intersection", "union", "grow-diag",
+                                        "grow_diag_final", "grow-diag-final-and"])
+def test_extraction_matches_a_loop_over_cells(extraction, symmetrize):
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        T, S = rng.integers(1, 6, size=2)
+        m = rng.random((T, S)) * (rng.random((T, S)) < 0.8)   # some exact zeros
+        if trial % 3 == 0:
+            m[rng.integers(T)] = 0.0                           # a word the model never scored
+        backward = None if trial % 2 else rng.random((T, S))
+        limit = [0.2, 0.3, 0.45][trial % 3]
+        kwargs = {} if limit == 0.3 else {"link_threshold": limit}
+        got = extract_links(m, extraction=extraction, symmetrize=symmetrize,
+                            backward=backward, **kwargs)
+        assert got == _naive_links(m, extraction, symmetrize, backward, limit), trial
+
+
+def test_links_of_unscored_words_are_dropped():
+    # Target 1 got no score (cut off by the length limit): argmax would link it to
+    # source 0. Source 2 got none either: column argmax would link it to target 0.
+    m = np.array([[0.6, 0.4, 0.0],
+                  [0.0, 0.0, 0.0],
+                  [0.2, 0.8, 0.0]])
+    assert extract_links(m) == {(0, 0), (1, 2)}
+    assert extract_links(m, symmetrize="union") == {(0, 0), (1, 2)}
+    assert extract_links(m, extraction="itermax") == {(0, 0), (1, 2)}
+    # A row of ones is scored like any other row.
+    assert extract_links(np.array([[1.0, 1.0], [0.0, 1.0]])) == {(0, 0), (1, 1)}
+
+
+def test_threshold_extraction_clips_negative_scores_and_takes_counts():
+    # Row 0 clipped to [0, 3, 1] / 4 = [0, .75, .25]; row 1 = [.5, .5, 0].
+    m = [[-2, 3, 1], [1, 1, 0]]
+    assert extract_links(m, extraction="threshold") == {(1, 0), (0, 1), (1, 1)}
+    assert extract_links(m, extraction="threshold", link_threshold=0.2) == {
+        (1, 0), (2, 0), (0, 1), (1, 1)}
+    # Integer counts from both directions: columns of [[2, 0], [2, 4]] are [.5, .5] and
+    # [0, 1]; the rows of [[3, 1], [1, 3]] are [.75, .25] and [.25, .75].
+    assert extract_links([[3, 1], [1, 3]], extraction="threshold", symmetrize="union",
+                         backward=[[2, 0], [2, 4]], link_threshold=0.4) == {
+        (0, 0), (1, 1), (0, 1)}
+    np.testing.assert_allclose(mutual_scores([[3, 1], [1, 3]], [[2, 0], [2, 4]]),
+                               np.sqrt([[0.75 * 0.5, 0.0], [0.25 * 0.5, 0.75]]))
+
+
+def test_mutual_scores_zero_and_negative_cells():
+    # Row 0 is all zero (no evidence): its scores are 0, not NaN. Row 2 has a negative
+    # score, clipped to 0: rows [0 0], [.5 .5], [0 1]; columns of the clipped matrix
+    # [0, 1, 0] / 1 and [0, 1, 2] / 3.
+    m = np.array([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0]])
+    want = np.sqrt([[0.0, 0.0], [0.5 * 1.0, 0.5 / 3], [0.0, 2 / 3]])
+    np.testing.assert_array_equal(np.isnan(mutual_scores(m)), False)
+    np.testing.assert_allclose(mutual_scores(m), want)
+
+
+def test_mutual_threshold_default_and_exclusive_limit():
+    # Rows [1, 0] and [.5, .5]; columns [.5, .5] and [0, 1]: scores
+    # [[sqrt(.5), 0], [.5, sqrt(.5)]], with (s0, t1) exactly at 0.5.
+    m = [[1.0, 0.0], [1.0, 1.0]]
+    assert extract_links(m, extraction="mutual", link_threshold=0.5) == {(0, 0), (1, 1)}
+    assert extract_links(m, extraction="mutual", link_threshold=0.49) == {(0, 0), (0, 1),
+                                                                           (1, 1)}
+    # Default DEFAULT_MUTUAL_THRESHOLD = 0.3.
+    assert extract_links(m, extraction="mutual") == {(0, 0), (0, 1), (1, 1)}
+    assert extract_links([[0.3, 0.7], [0.8, 0.2]], extraction="mutual") == {(1, 0), (0, 1)}
+
+
+def test_itermax_extraction_is_itermax_of_the_averaged_directions():
+    m = np.array([[0.9, 0.5, 0.1], [0.1, 0.7, 0.2], [0.1, 0.8, 0.3]])
+    assert extract_links(m, extraction="itermax") == L.itermax(m) == {(0, 0), (1, 2),
+                                                                      (1, 1), (2, 2)}
+    # The reverse model's columns, averaged with the forward rows (worked by hand in
+    # _rownorm): it puts source 1 firmly on target 1, so that link moves from t2 to t1.
+    backward = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    combined = 0.5 * (_rownorm(m) + _rownorm(backward.T).T)
+    got = extract_links(m, extraction="itermax", backward=backward)
+    assert got == L.itermax(combined) != L.itermax(m)
+    assert got == {(0, 0), (1, 1), (2, 2)}
+
+
+def test_size_edge_cases():
+    assert extract_links([[0.7]]) == {(0, 0)}
+    assert extract_links([[0.7]], extraction="mutual") == {(0, 0)}
+    assert extract_links(np.zeros((3, 0))) == set()
+    assert extract_links(np.zeros((0, 3)), symmetrize="union") == set()
+
+
+def test_extract_links_errors_say_what_was_wrong():
+    from groundroll._options import OptionError
+
+    m = np.eye(2)
+    with pytest.raises(ValueError, match=r"^extraction must be one of \('argmax', "
+                                         r"'threshold', 'itermax', 'mutual'\), got 'best'$"):
+        extract_links(m, extraction="best")
+    with pytest.raises(ValueError, match=r"^expected a \[T, S\] matrix, got shape \(2,\)$"):
+        extract_links([0.5, 0.5])
+    with pytest.raises(ValueError, match=r"^symmetrize must be one of \('intersection', "
+                                         r"'union', .*\) or None, got 'diagonal'$"):
+        extract_links(m, symmetrize="diagonal")
+    for extraction in ("itermax", "mutual"):
+        with pytest.raises(ValueError, match=rf"^extraction='{extraction}' combines both"
+                                             r" directions itself; leave symmetrize=None$"):
+            extract_links(m, extraction=extraction, symmetrize="grow-diag")
+    with pytest.raises(ValueError, match=r"^backward matrix \(3, 2\) does not match \(2, 2\)$"):
+        extract_links(m, symmetrize="union", backward=np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"^backward matrix \(2, 3\) does not match \(2, 2\)$"):
+        mutual_scores(m, np.ones((2, 3)))
+    with pytest.raises(OptionError, match="link_threshold"):
+        extract_links(m, extraction="threshold", link_threshold=1.5)
+
+
+def test_extract_links_old_option_names_warn_and_agree():
+    m = np.array([[0.6, 0.4, 0.0], [0.1, 0.2, 0.7]])
+    with pytest.warns(FutureWarning, match=r"^extract_links: threshold= is deprecated and"
+                                           r" will be removed in the next release;"
+                                           r" use link_threshold=$"):
+        old = extract_links(m, extraction="threshold", threshold=0.35)
+    assert old == extract_links(m, extraction="threshold", link_threshold=0.35) == {
+        (0, 0), (1, 0), (2, 1)}
+    with pytest.warns(FutureWarning, match=r"^extract_links: symmetrise= is deprecated and"
+                                           r" will be removed in the next release;"
+                                           r" use symmetrize=$"):
+        old = extract_links(m, symmetrise="intersection")
+    assert old == extract_links(m, symmetrize="intersection") == {(0, 0), (2, 1)}
+    with pytest.raises(TypeError, match=r"^extract_links: pass link_threshold= only"
+                                        r" \(threshold= is its deprecated old name\)$"):
+        extract_links(m, threshold=0.2, link_threshold=0.4)
+    with pytest.raises(TypeError, match=r"^extract_links: pass symmetrize= only"
+                                        r" \(symmetrise= is its deprecated old name\)$"):
+        extract_links(m, symmetrise="union", symmetrize="intersection")
+
+
+def test_stored_settings_with_old_option_names_are_read_with_the_new_ones():
+    from groundroll.alignment.extract import _current_keys
+
+    old = {"threshold": 0.2, "symmetrise": "union", "method": "raw"}
+    assert _current_keys(old, what="alignment settings") == {
+        "link_threshold": 0.2, "symmetrize": "union", "method": "raw"}
+    assert _current_keys({"link_threshold": 0.4}, what="x") == {"link_threshold": 0.4}
+    with pytest.raises(ValueError, match=r"^alignment profile has both 'threshold' and its"
+                                         r" new name 'link_threshold'$"):
+        _current_keys({"threshold": 0.2, "link_threshold": 0.3}, what="alignment profile")
+    with pytest.raises(ValueError, match=r"^saved run has both 'symmetrise' and its new name"
+                                         r" 'symmetrize'$"):
+        _current_keys({"symmetrise": "union", "symmetrize": "union"}, what="saved run")
+
+
+def test_itermax_takes_integer_counts_from_a_reverse_model():
+    # Columns of the counts [[4, 0, 0], [0, 4, 1], [0, 0, 3]] are [1 0 0], [0 1 0],
+    # [0 .25 .75]: the same as the float matrix.
+    m = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    counts = [[4, 0, 0], [0, 4, 1], [0, 0, 3]]
+    assert extract_links(m, extraction="itermax", backward=counts) == extract_links(
+        m, extraction="itermax", backward=np.array(counts, dtype=float)) == {
+        (0, 0), (1, 1), (2, 2)}

@@ -1,5 +1,6 @@
 """Map sources on tiny random models: shapes, ranges, one-backward relevance, dense
-rewrites that restore the model, MaskCLIP against a manual recomputation."""
+rewrites that restore the model, MaskCLIP against a manual recomputation, HF-tower and
+CoCa maps against products of the attention matrices multiplied out by hand."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from groundroll.grounding import (dense_rewrite, prompt_maps, relevance_maps,
                                   resolve_model, segment)
 from groundroll.grounding.dense import dense_maps
 
+from helpers.tiny_models import IMAGE, PATCH
 from test_grounding_support import tiny_bundle
 
 PROMPTS = ["a red circle", "blue star"]
@@ -204,3 +206,153 @@ def test_naclip_prior_width_is_used(clip):
     np.testing.assert_allclose(wide, _dense_reference(clip, image, "naclip", sigma=1e4),
                                rtol=0, atol=2e-5)
     assert np.abs(narrow - wide).max() > 1e-3
+
+
+# ------------------------------------------- HF towers and CoCa against hand products
+
+
+def _tilde(a, residual=0.5):
+    """rownorm((1 - r) A + r I) of a fused ``[..., n, n]`` layer."""
+    a = (1 - residual) * a + residual * torch.eye(a.shape[-1], dtype=a.dtype)
+    return a / a.sum(-1, keepdim=True)
+
+
+def _rollout_by_hand(attentions, residual=0.5):
+    """``Ã^(L) ... Ã^(1)`` of head-averaged layers, multiplied out one matrix at a time."""
+    out = None
+    for a in attentions:
+        step = _tilde(a.mean(1), residual)
+        out = step if out is None else step @ out
+    return out
+
+
+def _hf_eager_double(handle):
+    import copy
+
+    model = copy.deepcopy(handle.model).double()
+    model.set_attn_implementation("eager")
+    return model
+
+
+GRID = (IMAGE // PATCH, IMAGE // PATCH)
+
+
+@pytest.mark.parametrize("residual", [0.5, 0.2])
+def test_hf_clip_rollout_is_the_class_row_of_the_models_own_attentions(residual):
+    handle = resolve_model(tiny_bundle("clip"))
+    image = _image(seed=5)
+    got = prompt_maps(handle, image, PROMPTS, method="rollout", residual=residual)
+    model = _hf_eager_double(handle)
+    with torch.no_grad():
+        out = model.vision_model(pixel_values=handle.pixels([image]).double(),
+                                 output_attentions=True)
+    want = _rollout_by_hand(out.attentions, residual)[0, 0, 1:].reshape(GRID)
+    assert len(out.attentions) >= 2 and got.shape == (2, *GRID)
+    np.testing.assert_allclose(got[0], want.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(got[0], got[1])
+    # the residual weight reaches the product
+    other = _rollout_by_hand(out.attentions, 0.9 - residual)[0, 0, 1:].reshape(GRID)
+    assert np.abs(other.numpy() - want.numpy()).max() > 1e-4
+
+
+def test_hf_clip_relevance_is_chefers_rule_on_the_models_own_attention_gradients():
+    """Chefer et al.'s ``R += mean_h clamp(dS/dA * A, min=0) R`` from ``output_attentions``
+    and autograd, one backward per prompt, for the score ``logits_per_image[0, p]``."""
+    handle = resolve_model(tiny_bundle("clip"))
+    image = _image(seed=6)
+    got = relevance_maps(handle, image, PROMPTS)
+    model = _hf_eager_double(handle)
+    enc = handle.tokenize(PROMPTS)
+    out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                pixel_values=handle.pixels([image]).double(), output_attentions=True)
+    attentions = out.vision_model_output.attentions
+    n = attentions[0].shape[-1]
+    for p in range(len(PROMPTS)):
+        grads = torch.autograd.grad(out.logits_per_image[0, p], attentions, retain_graph=True)
+        r = torch.eye(n, dtype=torch.float64)
+        for a, g in zip(attentions, grads):
+            r = r + (g * a).clamp(min=0).mean(1)[0] @ r
+        want = r[0, 1:].reshape(GRID).detach().numpy()
+        np.testing.assert_allclose(got[p], want, rtol=2e-4, atol=1e-6 * want.max())
+    assert np.abs(got[0] - got[1]).max() > 1e-3 * got.max()      # prompt-specific
+
+
+def test_hf_siglip_rollout_goes_through_the_pooling_heads_attention():
+    """No class token: the map is the pooling head's probe attention (heads averaged,
+    computed here by calling its nn.MultiheadAttention with need_weights=True) times the
+    vision rollout; the pooling query has no residual."""
+    handle = resolve_model(tiny_bundle("siglip"))
+    image = _image(seed=7)
+    got = prompt_maps(handle, image, PROMPTS, method="rollout")
+    model = _hf_eager_double(handle)
+    vision = model.vision_model
+    with torch.no_grad():
+        out = vision(pixel_values=handle.pixels([image]).double(), output_attentions=True)
+        head = vision.head
+        _, pool = head.attention(head.probe, out.last_hidden_state, out.last_hidden_state,
+                                 need_weights=True, average_attn_weights=True)  # [1, 1, N]
+    want = (pool[0] @ _rollout_by_hand(out.attentions)[0])[0].reshape(GRID)
+    np.testing.assert_allclose(got[0], want.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.sum((1, 2)), 1.0, rtol=1e-5)    # all tokens are patches
+    # the pooling probe matters: the plain column mean of the rollout differs
+    plain = _rollout_by_hand(out.attentions)[0].mean(0).reshape(GRID)
+    assert np.abs(plain.numpy() - want.numpy()).max() > 1e-4
+
+
+def _coca_cross_by_hand(handle, image, caption, *, residual, read):
+    """CoCa's text -> patch map multiplied out from the captured attention matrices:
+    vision rollout, attentional pooler ``C_pool R_v``, text-tower rollout as the start of
+    the decoder rows, then per decoder layer ``R_tt <- Ã R_tt``, ``R_ts <- Ã R_ts`` and
+    ``R_ts <- r R_ts + (1 - r) C [C_pool R_v]_{last K rows}``, ``R_tt <- r R_tt``."""
+    from groundroll.adapters import capture
+
+    ids = handle.tokenize([caption])["input_ids"]
+    streams = ["vision", "pool", "text", "decoder", "decoder_cross"]
+    with torch.no_grad(), capture(handle.model, streams=streams) as trace:
+        handle.model(handle.pixels([image]), ids)
+
+    def fused(layer):
+        return layer.weights.double().mean(1)[0]                   # [Q, K]
+
+    r_v = _rollout_by_hand([l.weights.double() for l in trace.stream("vision")], residual)[0]
+    (pool,) = trace.stream("pool")
+    c_pool = fused(pool)
+    pooled = (c_pool / c_pool.sum(-1, keepdim=True)) @ r_v      # [P, N]
+    selfs, crosses = trace.stream("decoder"), trace.stream("decoder_cross")
+    t = selfs[0].queries
+    r_tt = _rollout_by_hand([l.weights.double() for l in trace.stream("text")],
+                            residual)[0][:t, :t]
+    r_ts = torch.zeros(t, pooled.shape[-1], dtype=torch.float64)
+    for s_layer, c_layer in zip(selfs, crosses):
+        a = _tilde(fused(s_layer), residual)
+        r_tt, r_ts = a @ r_tt, a @ r_ts
+        c = fused(c_layer)
+        c = c / c.sum(-1, keepdim=True)
+        r_ts = residual * r_ts + (1 - residual) * c @ pooled[-c.shape[-1]:]
+        r_tt = residual * r_tt
+    row = ids[0].tolist()
+    end = row.index(max(row))                                      # [EOT] at the argmax
+    words = list(range(1, end))                                    # between [SOT] and [EOT]
+    rows = [w - 1 for w in words] if read == "predict" else words
+    grid = trace.tokens["vision"].grid
+    prefix = trace.tokens["vision"].length - grid[0] * grid[1]
+    return r_ts[rows][:, prefix:].mean(0).reshape(grid).numpy(), (r_ts, r_tt)
+
+
+@pytest.mark.parametrize("residual,read", [(0.5, "predict"), (0.2, "predict"),
+                                           (0.5, "input")])
+def test_coca_cross_map_is_the_product_of_its_captured_attention(residual, read):
+    from groundroll.grounding import cross_maps
+
+    handle = resolve_model(tiny_bundle("open_clip_coca"))
+    image, caption = _image(seed=8), "red circle star"
+    got = cross_maps(handle, image, [caption], residual=residual, read=read)[0]
+    want, (r_ts, r_tt) = _coca_cross_by_hand(handle, image, caption, residual=residual,
+                                             read=read)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    # Each decoder row is a distribution over [vision tokens | text tokens].
+    np.testing.assert_allclose((r_ts.sum(-1) + r_tt.sum(-1)).numpy(), 1.0, rtol=1e-9)
+    # The hand product separates the options it is parametrised by.
+    other, _ = _coca_cross_by_hand(handle, image, caption, residual=0.9 - residual,
+                                   read="input" if read == "predict" else "predict")
+    assert np.abs(other - want).max() > 1e-4 * want.max()
