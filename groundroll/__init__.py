@@ -28,7 +28,7 @@ _LAZY = {
                     "groundroll.compose"),
     **dict.fromkeys(("RolloutAccumulator", "attention_flow", "fuse_heads",
                      "gradient_weighted", "prune", "relevance_co_update",
-                     "relevance_normalise", "relevance_normalize", "relevance_self_update",
+                     "relevance_normalize", "relevance_self_update",
                      "residual_correct", "rollout", "rollout_cross_update", "rownorm",
                      "self_relevance", "value_weighted"), "groundroll.rollout"),
     **dict.fromkeys(("AttentionLayer", "Tokens", "Trace"), "groundroll.trace"),

@@ -59,7 +59,6 @@ def _add_segment(subparsers) -> None:
     p.add_argument("--mask-threshold", type=float, default=None,
                    help="threshold of the background rule (alone: probability below"
                         " which a pixel is background)")
-    p.add_argument("--threshold", dest="mask_threshold", type=float, help=argparse.SUPPRESS)
     p.add_argument("--background-rule", default=None,
                    choices=("none", "threshold", "relative", "otsu"),
                    help="how pixels become background (default: the profile's rule)")

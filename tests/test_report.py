@@ -270,18 +270,6 @@ def test_cli_report_segment(tmp_path):
     assert len(data["layers"]["maps"]) == 4 and "red circle" in data["layers"]["title"]
 
 
-def test_explore_segmentation_takes_the_old_threshold_name():
-    from groundroll.report import explore_segmentation
-
-    kw = dict(model="bundled:shapes-clip-short", layer_prompt=None)
-    new = explore_segmentation(EXAMPLE, ["red circle"], mask_threshold=0.6, **kw)
-    with pytest.warns(FutureWarning, match="mask_threshold="):
-        old = explore_segmentation(EXAMPLE, ["red circle"], threshold=0.6, **kw)
-    assert data_of(old)["prompts"] == data_of(new)["prompts"]
-    with pytest.raises(TypeError, match="mask_threshold= only"):
-        explore_segmentation(EXAMPLE, ["red circle"], mask_threshold=0.6, threshold=0.6, **kw)
-
-
 # ----------------------------------------------------------------------------- audit
 
 

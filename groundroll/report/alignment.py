@@ -16,7 +16,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .._deprecation import _UNSET, renamed
 from .._json import jsonable
 from ._page import DEFAULT_MAX_BYTES, asset, escape, page
 
@@ -122,7 +121,7 @@ def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, tit
 
 def alignment_report(alignments, *, title: str | None = None, extraction: str | None = None,
                      link_threshold: float | None = None,
-                     max_bytes: int = DEFAULT_MAX_BYTES, threshold=_UNSET) -> str:
+                     max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """A self-contained interactive HTML page for one or more alignments.
 
     Hovering or clicking a word highlights its links and lists its scores; the page
@@ -142,8 +141,6 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
         Initial limit for ``"threshold"`` (default: the alignment's, else 0.3).
     max_bytes : int
         Size limit of the page; pairs beyond it are left out with a note.
-    threshold
-        Deprecated old name of ``link_threshold``.
 
     Returns
     -------
@@ -160,8 +157,6 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
     >>> "http://" in html, "Haus" in html
     (False, True)
     """
-    link_threshold = renamed("alignment_report", "threshold", "link_threshold", threshold,
-                             link_threshold)
     single = hasattr(alignments, "matrix")
     items = [alignments] if single else list(alignments)
     if not items:
@@ -270,8 +265,7 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
                       shifts: Sequence[bool] = (False, True), per_layer: bool = True,
                       per_head: bool = True, extraction: str | None = None,
                       link_threshold: float | None = None, title: str | None = None,
-                      max_bytes: int = DEFAULT_MAX_BYTES, progress: bool = False,
-                      threshold=_UNSET) -> str:
+                      max_bytes: int = DEFAULT_MAX_BYTES, progress: bool = False) -> str:
     """Align sentence pairs under many settings and show them all in one HTML page.
 
     Every variant of :func:`alignment_variants` is computed with
@@ -299,8 +293,6 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
         note).
     progress : bool
         Show a progress bar over the variants.
-    threshold
-        Deprecated old name of ``link_threshold``.
 
     Returns
     -------
@@ -315,8 +307,6 @@ def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
     from groundroll.alignment.extract import EXTRACTIONS
     from groundroll.alignment.api import align as run_align
 
-    link_threshold = renamed("explore_alignment", "threshold", "link_threshold", threshold,
-                             link_threshold)
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")

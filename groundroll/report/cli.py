@@ -96,7 +96,6 @@ def register(subparsers) -> None:
                    help="map source (default: the model profile's, else relevance)")
     s.add_argument("--mask-threshold", type=float, default=None,
                    help="probability below which a pixel is background")
-    s.add_argument("--threshold", dest="mask_threshold", type=float, help=argparse.SUPPRESS)
     s.add_argument("--refine", choices=REFINE, default=None,
                    help="refinement (default: the model profile's)")
     s.add_argument("--layer-prompt", type=int, default=0, metavar="K",

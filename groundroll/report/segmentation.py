@@ -267,8 +267,7 @@ def explore_segmentation(image, prompts: Sequence[str], *, model=DEFAULT_MODEL,
     title, max_side, max_bytes
         As in :func:`segmentation_report`.
     **segment_options
-        Passed to :func:`groundroll.segment` (``mask_threshold``, ``refine``, ...;
-        ``threshold`` is the deprecated old name of ``mask_threshold``).
+        Passed to :func:`groundroll.segment` (``mask_threshold``, ``refine``, ...).
 
     Returns
     -------
@@ -280,13 +279,8 @@ def explore_segmentation(image, prompts: Sequence[str], *, model=DEFAULT_MODEL,
     >>> html = explore_segmentation("scene.png", ["red circle", "blue star"])
     ... # doctest: +SKIP
     """
-    from groundroll._deprecation import renamed
     from groundroll.grounding import resolve_model, segment
 
-    if "threshold" in segment_options:
-        segment_options["mask_threshold"] = renamed(
-            "explore_segmentation", "threshold", "mask_threshold",
-            segment_options.pop("threshold"), segment_options.get("mask_threshold"))
     handle = resolve_model(model)
     seg = segment(image, prompts, model=handle, method=method, **segment_options)
     layers = None
