@@ -197,7 +197,7 @@ def align_view(source: str, target: str, model: str, methods: Sequence[str] = ("
     >>> align_view("", "", "bundled:toy-mt")[2][:37]
     '<div class="gr-app-error" role="alert'
     """
-    from groundroll.report import explore_alignment
+    from groundroll.explore import explore_alignment
     from groundroll import align
 
     try:

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from groundroll.alignment import Alignment, extract_links
-from groundroll.report import (
-    alignment_report, alignment_variants, explore_alignment, layer_maps,
-    segmentation_report, write_report)
+from groundroll.explore import explore_alignment, layer_maps
+from groundroll.report import alignment_report, alignment_variants, segmentation_report, write_report
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "groundroll" / "data" / "examples" / "shapes_scene.png"
 EXTERNAL = re.compile(r"(?i)(?:https?|ftp)://|\bsrc\s*=\s*[\"']?//|<link\b")
