@@ -47,6 +47,8 @@ LEFT_OUT = {
     "scale.py": "starts a local Ray cluster; python benchmarks/scale.py",
     "before_after.py": "compares with an earlier commit: python benchmarks/before_after.py"
                        " --base REF",
+    "fixed_outputs.py": "records outputs before a refactor and checks them after:"
+                        " python benchmarks/fixed_outputs.py record|check",
 }
 
 

@@ -29,7 +29,6 @@ from typing import Sequence
 import numpy as np
 
 from ._command import add_command
-from ._deprecation import _UNSET, renamed
 
 __all__ = ["build_app", "serve", "register", "segment_view", "align_view",
            "SEGMENT_MODELS", "ALIGN_MODELS", "DEFAULT_HOST", "DEFAULT_PORT",
@@ -126,7 +125,7 @@ def _error(message: str) -> str:
 def segment_view(image, prompts_text: str, model: str, method: str = "relevance",
                  mask_threshold: float = 0.0, *,
                  max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-                 allowed: Sequence[str] | None = None, threshold=_UNSET):
+                 allowed: Sequence[str] | None = None):
     """What the Segment tab shows for its inputs.
 
     Parameters
@@ -146,8 +145,6 @@ def segment_view(image, prompts_text: str, model: str, method: str = "relevance"
         Largest image accepted.
     allowed : sequence of str, optional
         The only model specs accepted (what a served app offers); None: any spec.
-    threshold
-        Deprecated old name of ``mask_threshold``.
 
     Returns
     -------
@@ -166,8 +163,6 @@ def segment_view(image, prompts_text: str, model: str, method: str = "relevance"
     from groundroll.report import segmentation_report
     from groundroll.viz import heatmap_overlay
 
-    mask_threshold = renamed("segment_view", "threshold", "mask_threshold", threshold,
-                             mask_threshold, default=0.0)
     try:
         prompts = _prompts(prompts_text)
         rgb = _image(image, max_upload_mb)
@@ -202,7 +197,7 @@ def align_view(source: str, target: str, model: str, methods: Sequence[str] = ("
     >>> align_view("", "", "bundled:toy-mt")[2][:37]
     '<div class="gr-app-error" role="alert'
     """
-    from groundroll.report import explore_alignment
+    from groundroll.explore import explore_alignment
     from groundroll import align
 
     try:

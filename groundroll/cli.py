@@ -3,7 +3,7 @@
 Thin: arguments are parsed here and handed to the library. ``align`` and ``aer``
 come from :mod:`groundroll.alignment.cli` (its ``register(subparsers)``), imported only
 when the parser is built and only if it is installed; ``report`` from
-:mod:`groundroll.report.cli` and ``app`` from :mod:`groundroll.app` (Gradio is imported
+:mod:`groundroll.explore.cli` and ``app`` from :mod:`groundroll.app` (Gradio is imported
 only when the app starts).
 
     groundroll segment scene.png -p "red circle" -p "blue star" --out results/
@@ -59,7 +59,6 @@ def _add_segment(subparsers) -> None:
     p.add_argument("--mask-threshold", type=float, default=None,
                    help="threshold of the background rule (alone: probability below"
                         " which a pixel is background)")
-    p.add_argument("--threshold", dest="mask_threshold", type=float, help=argparse.SUPPRESS)
     p.add_argument("--background-rule", default=None,
                    choices=("none", "threshold", "relative", "otsu"),
                    help="how pixels become background (default: the profile's rule)")
@@ -308,7 +307,7 @@ def _unavailable(name: str, reason: str):
 
 
 def _add_report(subparsers) -> None:
-    from .report.cli import register
+    from .explore.cli import register
 
     register(subparsers)
 

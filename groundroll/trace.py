@@ -3,7 +3,9 @@
 An adapter fills a :class:`Trace` while a model runs: one :class:`AttentionLayer` per
 attention module call, grouped by *stream* (``"vision"``, ``"text"``, ``"encoder"``,
 ``"decoder"``, ``"cross"``, ``"pool"``, ...), plus :class:`Tokens` metadata for every
-token sequence the layers attend over. Nothing here imports a model library.
+token sequence the layers attend over, and the :class:`Chain` of streams that leads from
+one token sequence to another (what a model family declares and the composer follows).
+Nothing here imports a model library.
 
 Shapes follow one convention everywhere: attention weights are
 ``[batch, head, query, key]``.
@@ -16,7 +18,7 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["AttentionLayer", "Tokens", "Trace", "SELF", "CROSS"]
+__all__ = ["AttentionLayer", "Chain", "Tokens", "Trace", "SELF", "CROSS"]
 
 SELF = "self"
 CROSS = "cross"
@@ -235,3 +237,52 @@ class Trace:
                 causal=layer.causal, module_name=layer.module_name,
             ))
         return out
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Which streams carry information from the source tokens to the target tokens.
+
+    Attributes
+    ----------
+    source, target : str
+        Token streams (keys of :attr:`Trace.tokens`) of the map's columns and rows.
+    source_self : str or None
+        Self-attention layer stream over the source tokens (``"encoder"``, ``"vision"``).
+    hops : tuple of str
+        Cross-attention streams between the source and the target cross-attention whose
+        queries are learned (attentional poolers): ``pooled = C @ source``, no residual.
+    target_prelude : str or None
+        Self-attention stream the target tokens pass through before the decoder
+        (CoCa's unimodal text tower). Its first ``T`` positions are used.
+    target_self : str or None
+        Self-attention stream of the decoder, interleaved with ``target_cross`` layer by
+        layer (self block first).
+    target_cross : str or None
+        Cross-attention stream from target queries to the last hop's (or the source's)
+        tokens.
+    cross_residual : bool
+        Whether the target cross-attention block has a residual connection (False for
+        pooling heads whose queries are learned constants).
+
+    Examples
+    --------
+    >>> Chain("encoder", "decoder", source_self="encoder", target_self="decoder",
+    ...       target_cross="cross").streams
+    ('encoder', 'decoder', 'cross')
+    """
+
+    source: str
+    target: str
+    source_self: str | None = None
+    hops: tuple[str, ...] = ()
+    target_prelude: str | None = None
+    target_self: str | None = None
+    target_cross: str | None = None
+    cross_residual: bool = True
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        named = (self.source_self, *self.hops, self.target_prelude, self.target_self,
+                 self.target_cross)
+        return tuple(s for s in named if s is not None)

@@ -10,8 +10,7 @@ import torch
 
 from groundroll.adapters import capture
 from groundroll.alignment.api import (
-    SYMMETRISATIONS,
-    SYMMETRIZATIONS,
+    EXTRACTIONS,
     Alignment,
     LayerScan,
     _make_batch,
@@ -205,58 +204,15 @@ def test_symmetrize_and_reverse_model(marian, pairs):
     assert align(p.src, p.tgt, model=marian, extraction="itermax").links
 
 
-def test_deprecated_option_names_warn_and_agree(marian, pairs):
-    p = pairs[0]
-    union = align(p.src, p.tgt, model=marian, method="raw", symmetrize="union")
-    with pytest.warns(FutureWarning, match="symmetrize="):
-        old = align(p.src, p.tgt, model=marian, method="raw", symmetrise="union")
-    assert old.links == union.links and old.settings["symmetrize"] == "union"
-    limited = align(p.src, p.tgt, model=marian, method="raw", extraction="threshold",
-                    link_threshold=0.2)
-    with pytest.warns(FutureWarning, match="link_threshold="):
-        old = align(p.src, p.tgt, model=marian, method="raw", extraction="threshold",
-                    threshold=0.2)
-    assert old.links == limited.links and old.settings["link_threshold"] == 0.2
-    m = union.matrix
-    with pytest.warns(FutureWarning):
-        assert extract_links(m, symmetrise="union", extraction="threshold",
-                             threshold=0.2) == extract_links(
-            m, symmetrize="union", extraction="threshold", link_threshold=0.2)
-    with pytest.raises(TypeError, match="symmetrize= only"):
-        align(p.src, p.tgt, model=marian, symmetrize="union", symmetrise="union")
-    with pytest.raises(TypeError, match="link_threshold= only"):
-        align(p.src, p.tgt, model=marian, extraction="threshold", link_threshold=0.2,
-              threshold=0.2)
-    with pytest.raises(TypeError, match="symmetrize= only"):
-        extract_links(m, symmetrize="union", symmetrise="intersection")
-    assert SYMMETRISATIONS is SYMMETRIZATIONS
-
-
-def test_old_key_profile_and_alignment_load(tmp_path):
+def test_profile_with_unknown_keys_is_refused_by_name():
     from groundroll.alignment.profile import AlignProfile
 
-    old = dict(method="raw", layers=[1], shift=False, extraction="threshold",
-               threshold=0.4, symmetrise="union",
-               fitted={"runners_up": [dict(method="norm", symmetrise=None, aer=0.2)]},
-               version=1)
-    profile = AlignProfile.from_dict(old)
-    assert (profile.link_threshold, profile.symmetrize) == (0.4, "union")
-    assert profile.fitted["runners_up"][0] == dict(method="norm", symmetrize=None, aer=0.2)
-    assert profile.align_kwargs()["link_threshold"] == 0.4
-    with pytest.warns(FutureWarning, match="symmetrize"):
-        assert profile.symmetrise == "union"
-    with pytest.warns(FutureWarning, match="link_threshold"):
-        assert profile.threshold == 0.4
-    with pytest.raises(ValueError, match="both"):
-        AlignProfile.from_dict(dict(old, symmetrize="union"))
-    # The toy-mt-hard profile may still use the old keys; it loads either way.
-    hard = AlignProfile.load(TOY_MT.parent / "toy-mt-hard")
-    assert hard.method and hard.extraction
-    a = Alignment(["a"], ["x"], np.ones((1, 1)), {(0, 0)}, {(0, 0): 1.0},
-                  {"method": "raw", "threshold": 0.4, "symmetrise": "union"})
-    a.save(tmp_path / "old.json")
-    loaded = Alignment.load(tmp_path / "old.json")
-    assert loaded.settings == {"method": "raw", "link_threshold": 0.4, "symmetrize": "union"}
+    saved = AlignProfile("raw", [1], False, "threshold", link_threshold=0.4).to_dict()
+    assert AlignProfile.from_dict(saved).link_threshold == 0.4
+    with pytest.raises(ValueError, match=r"unknown keys \['symmetrise', 'threshold'\]"):
+        AlignProfile.from_dict(dict(saved, threshold=0.4, symmetrise="union"))
+    for name in ("toy-mt", "toy-mt-hard"):          # the bundled profiles are current
+        assert AlignProfile.load(TOY_MT.parent / name).extraction in EXTRACTIONS
 
 
 def test_layer_scan(marian, pairs):
@@ -301,19 +257,6 @@ def test_toy_mt_alignment_quality():
     out = align([p.src for p in data], [p.tgt for p in data], model="bundled:toy-mt")
     score = aer([p.alignment for p in data], None, [a.links for a in out])
     assert score.aer < MAX_TOY_MT_AER, score
-
-
-def test_align_profile_takes_the_old_keyword_names():
-    from groundroll.alignment.profile import AlignProfile
-
-    new = AlignProfile("raw", [2], False, "threshold", link_threshold=0.2, symmetrize="union")
-    with pytest.warns(FutureWarning, match="link_threshold="):
-        old = AlignProfile("raw", [2], False, "threshold", threshold=0.2, symmetrize="union")
-    assert old == new
-    with pytest.warns(FutureWarning, match="symmetrize="):
-        assert AlignProfile("raw", [2], False, "argmax", symmetrise="union").symmetrize == "union"
-    with pytest.raises(TypeError, match="link_threshold= only"):
-        AlignProfile("raw", [2], False, "threshold", link_threshold=0.3, threshold=0.2)
 
 
 def test_align_device_defaults_to_the_models_and_a_mismatch_is_refused(marian, pairs):

@@ -48,21 +48,6 @@ def test_align_writes_one_line_per_input_line(model_dir, corpus, capsys):
     assert len(out.read_text().split("\n")) - 1 == 4
 
 
-def test_old_option_names_are_hidden_aliases(capsys):
-    from groundroll.cli import build_parser
-
-    parser = build_parser()
-    base = ["align", "--src", "s.txt", "--out", "o.txt", "--extraction", "threshold"]
-    new = parser.parse_args(base + ["--symmetrize", "union", "--link-threshold", "0.4"])
-    old = parser.parse_args(base + ["--symmetrise", "union", "--threshold", "0.4"])
-    assert (old.symmetrize, old.link_threshold) == (new.symmetrize, new.link_threshold) == (
-        "union", 0.4)
-    assert main(["align", "--help"]) == 0
-    shown = capsys.readouterr().out
-    assert "--symmetrize" in shown and "--link-threshold" in shown
-    assert "--symmetrise" not in shown and "--threshold " not in shown
-
-
 def test_align_translates_without_tgt(model_dir, corpus):
     d, _ = corpus
     out = d / "gen.txt"

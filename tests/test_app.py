@@ -59,14 +59,6 @@ def test_segment_view_gives_masks_heatmaps_and_report():
     assert heatmaps[0][0].shape == image.shape and image.dtype == np.uint8
     assert report.startswith("<iframe") and "srcdoc=" in report
     assert "Error" not in message and "blue star" in message
-    with pytest.warns(FutureWarning, match="mask_threshold="):
-        old = app.segment_view(str(EXAMPLE), "red circle, blue star",
-                               "bundled:shapes-clip-short", "relevance", threshold=0.6)
-    for (mask, _), (ref, _) in zip(old[0][1], masks):
-        np.testing.assert_array_equal(mask, ref)
-    with pytest.raises(TypeError, match="mask_threshold= only"):
-        app.segment_view(str(EXAMPLE), "x", "bundled:shapes-clip-short", "relevance", 0.6,
-                         threshold=0.6)
 
 
 def test_align_view():

@@ -113,7 +113,7 @@ def driver():
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     import groundroll as gr
-    from groundroll.report import explore_alignment, explore_segmentation
+    from groundroll.explore import explore_alignment, explore_segmentation
 
     folder = tmp_path_factory.mktemp("reports")
     align_html = explore_alignment(SRC, TGT, model=_toy())

@@ -483,20 +483,6 @@ def test_registered_method_is_usable_by_name(close):
     assert "last-layer" not in METHODS
 
 
-def test_old_option_names_warn_and_agree(close):
-    trace = _random_trace(20)
-    with pytest.warns(FutureWarning, match="prune_threshold="):
-        old = compose(trace, source="encoder", target="decoder", threshold=0.2)
-    close(old.source_map,
-          compose(trace, source="encoder", target="decoder", prune_threshold=0.2).source_map)
-    with pytest.warns(FutureWarning, match="normalize="):
-        old = compose(trace, source="encoder", target="decoder", method="relevance",
-                      normalise=False)
-    new = compose(trace, source="encoder", target="decoder", method="relevance",
-                  normalize=False)
-    close(old.source_map, new.source_map)
-
-
 def test_chain_for_reads_chains_the_trace_declares(close):
     g = torch.Generator().manual_seed(22)
     trace = Trace()

@@ -166,26 +166,6 @@ def test_resume_with_other_settings_is_refused(scene_dir, seg_bundle, tmp_path):
     assert _snapshot(out) == before
 
 
-def test_mask_threshold_old_name_and_runs_recorded_with_it(scene_dir, seg_bundle,
-                                                           tmp_path):
-    out = tmp_path / "out"
-    with pytest.warns(FutureWarning, match="mask_threshold="):
-        _run(scene_dir, out, seg_bundle, mask_threshold=None, threshold=0.5)
-    manifest = out / STATE_DIR / "run.json"
-    run = json.loads(manifest.read_text())
-    assert run["settings"]["mask_threshold"] == 0.5
-    with pytest.raises(TypeError, match="mask_threshold= only"):
-        _run(scene_dir, out, seg_bundle, threshold=0.5, resume=True)
-    # A run recorded under the old key resumes with the new one.
-    run["settings"] = {("threshold" if k == "mask_threshold" else k): v
-                       for k, v in run["settings"].items()}
-    manifest.write_text(json.dumps(run))
-    again = _run(scene_dir, out, seg_bundle, resume=True)
-    assert (again.processed, again.skipped) == (0, N_IMAGES)
-    with pytest.raises(SettingsMismatchError, match="threshold"):
-        _run(scene_dir, out, seg_bundle, mask_threshold=0.7, resume=True)
-
-
 def test_fresh_run_does_not_overwrite_outputs_without_force(scene_dir, seg_bundle,
                                                             tmp_path):
     out = tmp_path / "out"
@@ -319,27 +299,13 @@ def test_align_corpus_keeps_order_and_line_count(corpus, align_bundle, tmp_path)
     assert _snapshot(tmp_path) == before
 
 
-def test_align_corpus_symmetrize_and_its_old_name(corpus, align_bundle, tmp_path):
+def test_align_corpus_symmetrize(corpus, align_bundle, tmp_path):
     src = read_lines(corpus / "src.txt")
     tgt = read_lines(corpus / "tgt.txt")
     expected = [a.pharaoh() for a in gr.align(src, tgt, model=align_bundle, method="raw",
                                                 symmetrize="union")]
     _align(corpus, tmp_path / "new.txt", align_bundle, symmetrize="union")
     assert (tmp_path / "new.txt").read_text().split("\n")[:-1] == expected
-    with pytest.warns(FutureWarning, match="symmetrize="):
-        _align(corpus, tmp_path / "old.txt", align_bundle, symmetrise="union")
-    assert (tmp_path / "old.txt").read_text() == (tmp_path / "new.txt").read_text()
-    with pytest.raises(TypeError, match="link_threshold= only"):
-        _align(corpus, tmp_path / "both.txt", align_bundle, link_threshold=0.2,
-               threshold=0.2)
-    # A run recorded under the old keys resumes with the new names.
-    from groundroll.distributed.align import state_dir_for
-
-    manifest = state_dir_for(tmp_path / "new.txt") / "run.json"
-    run = json.loads(manifest.read_text())
-    old = {"symmetrize": "symmetrise", "link_threshold": "threshold"}
-    run["settings"] = {old.get(k, k): v for k, v in run["settings"].items()}
-    manifest.write_text(json.dumps(run))
     again = _align(corpus, tmp_path / "new.txt", align_bundle, symmetrize="union",
                    resume=True)
     assert (again.processed, again.skipped) == (0, 23)

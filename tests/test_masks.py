@@ -261,13 +261,6 @@ def test_palette():
     np.testing.assert_array_equal(p[1:4], [[128, 0, 0], [0, 128, 0], [128, 128, 0]])
 
 
-def test_label_map_old_threshold_name_warns():
-    probs = np.array([[[0.9, 0.2]], [[0.1, 0.8]]])
-    with pytest.warns(FutureWarning, match="mask_threshold="):
-        old = M.label_map(probs, threshold=0.85)
-    np.testing.assert_array_equal(old, M.label_map(probs, mask_threshold=0.85))
-
-
 def test_superpixel_pool_is_the_mean_of_per_partition_means():
     rng = np.random.default_rng(0)
     maps = rng.random((2, 6, 7))

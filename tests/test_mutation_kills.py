@@ -48,14 +48,6 @@ def test_prune_errors_name_the_option_and_the_expected_shape():
     assert prune(torch.full((1,) * 6 + (2, 2), 0.5), top_k=1).shape == (1,) * 6 + (2, 2)
 
 
-def test_prune_takes_the_old_threshold_name_with_a_warning(close):
-    a = torch.tensor([[[0.1, 0.9], [0.6, 0.4]]])
-    with pytest.warns(FutureWarning, match=r"prune.*threshold"):
-        old = prune(a, threshold=0.5, diagonal=False)
-    close(old, prune(a, prune_threshold=0.5, diagonal=False))
-    close(old, torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]))
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_normalize_maps_worked_by_hand_and_keeps_the_dtype(dtype):
     maps = np.array([[[1.0, 3.0], [2.0, 5.0]],          # span 4 from 1

@@ -123,10 +123,6 @@ def test_caller_options_win_over_the_profile():
     assert (s["background_rule"], s["threshold"], s["refine"]) == ("relative", 0.5, "slic")
     s = resolve_settings(p, "legrad", mask_threshold=0.8)
     assert (s["background_rule"], s["threshold"]) == ("threshold", 0.8)
-    with pytest.warns(FutureWarning, match="mask_threshold="):
-        assert resolve_settings(p, "legrad", threshold=0.8) == s
-    with pytest.raises(TypeError, match="mask_threshold= only"):
-        resolve_settings(p, "legrad", mask_threshold=0.8, threshold=0.8)
     s = resolve_settings(p, "legrad", background_rule="relative")
     assert s["threshold"] == 0.5                       # the profile's, same rule
     with pytest.raises(ValueError, match="needs a threshold"):

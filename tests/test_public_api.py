@@ -67,3 +67,42 @@ def test_each_command_builds_alone():
         sub = parser._subparsers._group_actions[0].choices
         assert set(sub) == set(_COMMANDS), name
         assert sub[name]._actions, f"{name}: only a placeholder was built"
+
+
+# torch blocked (``import torch`` raises ImportError), then every public function of the
+# packages documented as torch-free is called on a small case.
+_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None
+import numpy as np
+import groundroll as gr
+from groundroll import masks as M
+from groundroll import alignment as A
+from groundroll.alignment.extract import extract_links
+from groundroll.evaluate import aer, miou
+
+maps = np.stack([np.linspace(0, 1, 48).reshape(6, 8), np.linspace(1, 0, 48).reshape(6, 8)])
+image = np.random.default_rng(0).integers(0, 255, (6, 8, 3), dtype=np.uint8)
+labels = M.label_map(M.softmax_maps(M.normalize_maps(maps)), mask_threshold=0.1)
+M.masks_from_labels(labels, 2)
+M.fill_holes(M.remove_small(labels, min_size=2))
+M.superpixel_pool(maps, image)
+M.pamr(maps, image)
+M.resize_maps(maps, (12, 16))
+M.letterbox_geometry((6, 8), 4)
+miou([labels], [labels], n_classes=3)
+links = extract_links(np.eye(3), symmetrize="grow-diag-final-and")
+assert A.parse_pharaoh(A.format_pharaoh(links)) == links
+assert A.symmetrize(links, links, how="intersection") == links
+aer([links], None, [links])
+assert "torch" not in {k for k, v in sys.modules.items() if v is not None}
+"""
+
+
+def test_masks_alignment_links_and_evaluate_work_without_torch():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -6,7 +6,6 @@ import torch
 from groundroll.rollout import (
     gradient_weighted,
     relevance_co_update,
-    relevance_normalise,
     relevance_normalize,
     relevance_self_update,
     self_relevance,
@@ -130,13 +129,3 @@ def test_self_relevance_is_the_self_rule_folded_over_layers(close):
     with pytest.raises(ValueError, match=r"layer 1: no gradient"):
         self_relevance(layers, [grads[0], None])
 
-
-def test_old_spellings_warn_and_agree(close):
-    r = torch.tensor([[3.0, 2.0], [0.0, 1.0]])
-    with pytest.warns(FutureWarning, match="relevance_normalize"):
-        close(relevance_normalise(r), relevance_normalize(r))
-    with pytest.warns(FutureWarning, match="normalize="):
-        old = relevance_co_update(R_SS, torch.eye(3), A_SQ, normalise=False)
-    close(old, relevance_co_update(R_SS, torch.eye(3), A_SQ, normalize=False))
-    with pytest.raises(TypeError, match="normalize= only"):
-        relevance_co_update(R_SS, torch.eye(3), A_SQ, normalize=False, normalise=False)

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from groundroll.alignment import Alignment, extract_links
-from groundroll.report import (
-    alignment_report, alignment_variants, explore_alignment, layer_maps,
-    segmentation_report, write_report)
+from groundroll.explore import explore_alignment, layer_maps
+from groundroll.report import alignment_report, alignment_variants, segmentation_report, write_report
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "groundroll" / "data" / "examples" / "shapes_scene.png"
 EXTERNAL = re.compile(r"(?i)(?:https?|ftp)://|\bsrc\s*=\s*[\"']?//|<link\b")
@@ -268,18 +267,6 @@ def test_cli_report_segment(tmp_path):
     data = data_of(html)
     assert [p["name"] for p in data["prompts"]] == ["red circle", "blue star"]
     assert len(data["layers"]["maps"]) == 4 and "red circle" in data["layers"]["title"]
-
-
-def test_explore_segmentation_takes_the_old_threshold_name():
-    from groundroll.report import explore_segmentation
-
-    kw = dict(model="bundled:shapes-clip-short", layer_prompt=None)
-    new = explore_segmentation(EXAMPLE, ["red circle"], mask_threshold=0.6, **kw)
-    with pytest.warns(FutureWarning, match="mask_threshold="):
-        old = explore_segmentation(EXAMPLE, ["red circle"], threshold=0.6, **kw)
-    assert data_of(old)["prompts"] == data_of(new)["prompts"]
-    with pytest.raises(TypeError, match="mask_threshold= only"):
-        explore_segmentation(EXAMPLE, ["red circle"], mask_threshold=0.6, threshold=0.6, **kw)
 
 
 # ----------------------------------------------------------------------------- audit

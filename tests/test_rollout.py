@@ -471,22 +471,3 @@ def test_cross_update_hand_case(close, tol):
     with pytest.raises(ValueError, match=r"keys: shape \(3, 2\) must have K=2 rows"):
         rollout_cross_update(torch.eye(2), None, c, torch.ones(3, 2))
 
-
-def test_old_option_names_warn_and_agree(close):
-    layers = random_layers(21, layers=2)
-    with pytest.warns(FutureWarning, match="head_fusion="):
-        old = fuse_heads(layers[0], how="max")
-    close(old, fuse_heads(layers[0], head_fusion="max"))
-    with pytest.warns(FutureWarning, match="prune_threshold="):
-        old = rollout(layers, threshold=0.2)
-    close(old, rollout(layers, prune_threshold=0.2))
-    with pytest.warns(FutureWarning, match="prune_threshold="):
-        old = prune(layers[0], threshold=0.2)
-    close(old, prune(layers[0], prune_threshold=0.2))
-    with pytest.warns(FutureWarning, match="prune_threshold="):
-        acc = RolloutAccumulator(threshold=0.2)
-    for a in layers:
-        acc.add(a)
-    close(acc.result(), rollout(layers, prune_threshold=0.2))
-    with pytest.raises(TypeError, match="prune_threshold= only"):
-        rollout(layers, threshold=0.2, prune_threshold=0.1)

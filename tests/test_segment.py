@@ -125,7 +125,7 @@ def test_threshold_and_background_prompts(clip, monkeypatch):
     assert s.labels[16, 16] == 1
 
 
-def test_mask_threshold_and_its_old_name(clip, monkeypatch):
+def test_mask_threshold_alone_is_a_probability_threshold(clip, monkeypatch):
     blob = np.zeros((4, 4))
     blob[1:3, 1:3] = 1
     monkeypatch.setattr(seg_module, "prompt_maps", _fake_source([blob]))
@@ -133,13 +133,6 @@ def test_mask_threshold_and_its_old_name(clip, monkeypatch):
     assert new.settings["mask_threshold"] == 0.5 and "threshold" not in new.settings
     assert new.settings["background_rule"] == "threshold"
     assert new.labels[16, 16] == 1 and new.labels[0, 0] == 0
-    with pytest.warns(FutureWarning, match="mask_threshold="):
-        old = segment(_rgb(32, 32), ["thing"], model=clip, threshold=0.5)
-    np.testing.assert_array_equal(old.labels, new.labels)
-    np.testing.assert_array_equal(old.masks, new.masks)
-    assert old.settings["mask_threshold"] == 0.5
-    with pytest.raises(TypeError, match="mask_threshold= only"):
-        segment(_rgb(32, 32), ["thing"], model=clip, mask_threshold=0.5, threshold=0.5)
 
 
 def test_superpixel_refinement_snaps_a_coarse_map_to_the_object(clip, monkeypatch):

@@ -36,7 +36,6 @@ translation), :mod:`~groundroll.alignment.maps` (word matrices from attention),
 from __future__ import annotations
 
 from groundroll._options import check_align_options
-from groundroll._deprecation import _UNSET, renamed
 from groundroll.alignment.batching import (  # noqa: F401  (used by profile, composition, report)
     FALLBACK_MAX_LENGTH,
     _batches,
@@ -50,7 +49,6 @@ from groundroll.alignment.batching import (  # noqa: F401  (used by profile, com
 from groundroll.alignment.extract import (
     DEFAULT_THRESHOLD,
     EXTRACTIONS,
-    SYMMETRISATIONS,
     SYMMETRIZATIONS,
     extract_links,
 )
@@ -73,7 +71,6 @@ __all__ = [
     "METHODS",
     "EXTRACTIONS",
     "SYMMETRIZATIONS",
-    "SYMMETRISATIONS",
     "DEFAULT_SHIFT",
     "DEFAULT_THRESHOLD",
 ]
@@ -86,7 +83,7 @@ def align(
     reverse_model=None, batch_size: int = 16, max_length: int | None = None,
     head_fusion="mean", residual: float = 0.5, max_relevance_tokens: int = 128,
     relevance_chunk: int = 256, generate_kwargs: dict | None = None, progress: bool = False,
-    device=None, threshold=_UNSET, symmetrise=_UNSET,
+    device=None,
 ):
     """Word alignment of sentence pairs from a translation model's attention.
 
@@ -161,8 +158,6 @@ def align(
         Where the model (and ``reverse_model``) runs: its own device by default. A spec
         string is loaded there; a loaded model on another device is a ValueError. The
         forward passes, the attention and its composition run on that device.
-    threshold, symmetrise
-        Deprecated old names of ``link_threshold`` and ``symmetrize``.
 
     Returns
     -------
@@ -176,8 +171,6 @@ def align(
     >>> a.pharaoh()                                                 # doctest: +SKIP
     '0-0 1-1 2-1'
     """
-    link_threshold = renamed("align", "threshold", "link_threshold", threshold, link_threshold)
-    symmetrize = renamed("align", "symmetrise", "symmetrize", symmetrise, symmetrize)
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if extraction is not None and extraction not in EXTRACTIONS:

@@ -66,11 +66,8 @@ def _add_align(subparsers) -> None:
     p.add_argument("--link-threshold", type=float, default=None,
                    help="exclusive lower limit for --extraction threshold (row-normalised"
                         " scores) or mutual (geometric mean of both directions)")
-    p.add_argument("--threshold", dest="link_threshold", type=float, help=argparse.SUPPRESS)
     p.add_argument("--symmetrize", choices=SYMMETRIZATIONS, default=None,
                    help="combine both directions' links with this heuristic")
-    p.add_argument("--symmetrise", dest="symmetrize", choices=SYMMETRIZATIONS,
-                   help=argparse.SUPPRESS)
     p.add_argument("--reverse-model", default=None,
                    help="target-to-source model for the backward direction")
     p.add_argument("--batch-size", type=int, default=16)

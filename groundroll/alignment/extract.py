@@ -8,38 +8,22 @@ from __future__ import annotations
 import numpy as np
 
 from groundroll._options import check_align_options
-from groundroll._deprecation import _UNSET, renamed
 from groundroll.alignment import links as _links
 
 __all__ = ["extract_links", "mutual_scores", "EXTRACTIONS", "SYMMETRIZATIONS",
-           "SYMMETRISATIONS", "DEFAULT_THRESHOLD", "DEFAULT_MUTUAL_THRESHOLD"]
+           "DEFAULT_THRESHOLD", "DEFAULT_MUTUAL_THRESHOLD"]
 
 EXTRACTIONS = ("argmax", "threshold", "itermax", "mutual")
 SYMMETRIZATIONS = ("intersection", "union", "grow-diag", "grow-diag-final",
                    "grow-diag-final-and")
-#: Deprecated old name of :data:`SYMMETRIZATIONS`.
-SYMMETRISATIONS = SYMMETRIZATIONS
 #: Default exclusive lower limit of ``extraction="threshold"`` on row-normalised scores.
 DEFAULT_THRESHOLD = 0.3
 #: Default exclusive lower limit of ``extraction="mutual"`` (the geometric mean of the
 #: two directions' probabilities), used when no profile sets one.
 DEFAULT_MUTUAL_THRESHOLD = 0.3
 
-# Option names in files written by earlier releases, and their names now.
-_OLD_KEYS = {"threshold": "link_threshold", "symmetrise": "symmetrize"}
-
-
-def _current_keys(settings: dict, *, what: str) -> dict:
-    """``settings`` with the old option names of a stored file replaced by the new ones."""
-    for old, new in _OLD_KEYS.items():
-        if old in settings and new in settings:
-            raise ValueError(f"{what} has both {old!r} and its new name {new!r}")
-    return {_OLD_KEYS.get(key, key): value for key, value in settings.items()}
-
-
 def extract_links(matrix, *, extraction: str = "argmax", link_threshold: float | None = None,
-                  symmetrize: str | None = None, backward=None, threshold=_UNSET,
-                  symmetrise=_UNSET) -> set[tuple[int, int]]:
+                  symmetrize: str | None = None, backward=None) -> set[tuple[int, int]]:
     """Hard links from a ``[T, S]`` word matrix.
 
     Parameters
@@ -68,8 +52,6 @@ def extract_links(matrix, *, extraction: str = "argmax", link_threshold: float |
     backward : array_like, shape [T, S], optional
         Source-to-target scores from a reverse model, laid out like ``matrix`` (target
         rows). Default: the columns of ``matrix``.
-    threshold, symmetrise
-        Deprecated old names of ``link_threshold`` and ``symmetrize``.
 
     Returns
     -------
@@ -88,9 +70,6 @@ def extract_links(matrix, *, extraction: str = "argmax", link_threshold: float |
     >>> sorted(extract_links([[0.5, 0.5, 0.0], [0.1, 0.1, 0.8]], extraction="mutual"))
     [(0, 0), (1, 0), (2, 1)]
     """
-    link_threshold = renamed("extract_links", "threshold", "link_threshold", threshold,
-                             link_threshold)
-    symmetrize = renamed("extract_links", "symmetrise", "symmetrize", symmetrise, symmetrize)
     if extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
     check_align_options(link_threshold=link_threshold)

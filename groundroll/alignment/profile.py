@@ -16,14 +16,11 @@ all layers, the previous default, is clearly worse.
 from __future__ import annotations
 
 import json
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-from groundroll._deprecation import _UNSET, renamed
 
 __all__ = [
     "AlignProfile",
@@ -38,7 +35,7 @@ __all__ = [
 
 #: File name of a profile inside a model folder.
 PROFILE_FILENAME = "align_profile.json"
-# 2: the options are named link_threshold and symmetrize (1: threshold and symmetrise).
+# 2: the options are named link_threshold and symmetrize.
 _VERSION = 2
 
 
@@ -114,35 +111,19 @@ class AlignProfile:
     def to_dict(self) -> dict:
         return dict(asdict(self), version=_VERSION)
 
-    @property
-    def threshold(self) -> float | None:
-        """Deprecated old name of ``link_threshold``."""
-        _renamed_attribute("threshold", "link_threshold")
-        return self.link_threshold
-
-    @property
-    def symmetrise(self) -> str | None:
-        """Deprecated old name of ``symmetrize``."""
-        _renamed_attribute("symmetrise", "symmetrize")
-        return self.symmetrize
-
     @classmethod
     def from_dict(cls, d: dict) -> "AlignProfile":
-        """The inverse of :meth:`to_dict`; also reads files of earlier releases, which
-        name the options ``threshold`` and ``symmetrise``."""
-        from groundroll.alignment.extract import _current_keys
-
+        """The inverse of :meth:`to_dict` (ValueError naming any key it does not know)."""
         d = dict(d)
         version = d.pop("version", _VERSION)
         if version > _VERSION:
             raise ValueError(f"alignment profile version {version} is newer than this"
                              f" groundroll understands ({_VERSION}); upgrade groundroll")
-        d = _current_keys(d, what="alignment profile")
-        fitted = d.get("fitted")
-        if isinstance(fitted, dict) and isinstance(fitted.get("runners_up"), list):
-            d["fitted"] = dict(fitted, runners_up=[
-                _current_keys(r, what="alignment profile runner-up")
-                if isinstance(r, dict) else r for r in fitted["runners_up"]])
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"alignment profile: unknown keys {unknown}; a profile holds"
+                             f" {[f.name for f in fields(cls)]} (write it again with"
+                             " layer_scan(...).save_profile)")
         return cls(**d)
 
     def save(self, path, *, force: bool = False) -> Path:
@@ -178,26 +159,6 @@ class AlignProfile:
         return best_profile([scan], metric=metric, method=method)
 
 
-def _renamed_attribute(old: str, new: str) -> None:
-    warnings.warn(f"AlignProfile.{old} is deprecated and will be removed in the next"
-                  f" release; use AlignProfile.{new}", FutureWarning, stacklevel=3)
-
-
-def _accept_old_names(init):
-    """``AlignProfile(threshold=..., symmetrise=...)``: the old keyword names, with a
-    FutureWarning, for one release."""
-    def __init__(self, *args, threshold=_UNSET, symmetrise=_UNSET, **kwargs):
-        for old, new, value in (("threshold", "link_threshold", threshold),
-                                ("symmetrise", "symmetrize", symmetrise)):
-            if value is not _UNSET:
-                kwargs[new] = renamed("AlignProfile", old, new, value, kwargs.get(new))
-        init(self, *args, **kwargs)
-
-    __init__.__doc__, __init__.__wrapped__ = init.__doc__, init
-    return __init__
-
-
-AlignProfile.__init__ = _accept_old_names(AlignProfile.__init__)
 
 
 def _row_key(row: dict, metric: str) -> float:
@@ -445,7 +406,7 @@ def peak_mass_layer(per_layer: Sequence[Sequence[np.ndarray]]) -> tuple[int, lis
 
 
 def resolve_defaults(bundle, *, method, layers, shift, extraction, link_threshold=None,
-                     symmetrize=None, profile, threshold=_UNSET, symmetrise=_UNSET) -> dict:
+                     symmetrize=None, profile) -> dict:
     """Fill the options a caller left unset, from a profile or the unsupervised rule.
 
     Returns a dict with ``method``, ``layers``, ``shift``, ``extraction``,
@@ -453,15 +414,10 @@ def resolve_defaults(bundle, *, method, layers, shift, extraction, link_threshol
     profile's reverse model, used when the caller set no extraction and no reverse
     model), ``defaults`` (where they came from: ``"explicit"``,
     ``"profile:<path or object>"`` or ``"rule:peak-mass"``) and ``rule`` (True when the
-    layer is still to be chosen by :func:`peak_mass_layer`). ``threshold`` and
-    ``symmetrise`` are the deprecated old names of ``link_threshold`` and ``symmetrize``.
+    layer is still to be chosen by :func:`peak_mass_layer`).
     """
     from groundroll.alignment.api import DEFAULT_SHIFT
 
-    link_threshold = renamed("resolve_defaults", "threshold", "link_threshold", threshold,
-                             link_threshold)
-    symmetrize = renamed("resolve_defaults", "symmetrise", "symmetrize", symmetrise,
-                         symmetrize)
     chosen = None
     source = "explicit"
     if method is None:

@@ -103,8 +103,7 @@ class Alignment:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Alignment":
-        """The inverse of :meth:`to_dict`; settings written by earlier releases
-        (``threshold``, ``symmetrise``) get their current names.
+        """The inverse of :meth:`to_dict`.
 
         Everything is checked against the schema: words are lists of strings, the
         matrix is ``[T, S]`` finite numbers, every link ``[s, t]`` and score
@@ -115,7 +114,6 @@ class Alignment:
         AlignmentFormatError
             What is wrong, where.
         """
-        from groundroll.alignment.extract import _current_keys
         from groundroll.alignment.io import AlignmentFormatError as Bad
 
         if not isinstance(d, dict):
@@ -152,10 +150,6 @@ class Alignment:
         if not isinstance(settings, dict):
             raise Bad(f"saved alignment: settings must be a JSON object, got"
                       f" {type(settings).__name__}")
-        try:
-            settings = _current_keys(settings, what="alignment settings")
-        except ValueError as err:
-            raise Bad(f"saved alignment: {err}") from None
         return cls(list(d["src_words"]), list(d["tgt_words"]), matrix.reshape(t, s), links,
                    scores, settings)
 

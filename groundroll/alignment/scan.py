@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from groundroll._deprecation import _UNSET, renamed
 from groundroll._markup import markdown_text
 from groundroll.alignment.batching import _bundle, _n_decoder_layers, _plain, _words
 from groundroll.alignment.extract import extract_links
@@ -156,7 +155,7 @@ def layer_scan(
     shifts: Sequence[bool] = (False, True), extraction: str = "argmax",
     link_threshold: float | None = None, symmetrize: str | None = None, heads=None,
     batch_size: int = 16, max_length: int | None = None, limits: dict | None = None,
-    include_mean: bool = True, progress: bool = False, threshold=_UNSET, symmetrise=_UNSET,
+    include_mean: bool = True, progress: bool = False,
 ) -> LayerScan:
     """Score every layer x method x shift against gold alignments.
 
@@ -184,8 +183,6 @@ def layer_scan(
         backward per target token is expensive).
     include_mean : bool
         Add the all-layer mean rows of ``raw``/``norm``.
-    threshold, symmetrise
-        Deprecated old names of ``link_threshold`` and ``symmetrize``.
 
     Returns
     -------
@@ -202,9 +199,6 @@ def layer_scan(
     """
     from groundroll.evaluate import aer
 
-    link_threshold = renamed("layer_scan", "threshold", "link_threshold", threshold,
-                             link_threshold)
-    symmetrize = renamed("layer_scan", "symmetrise", "symmetrize", symmetrise, symmetrize)
     bundle = _bundle(model)
     srcs, tgts, sure, possible = _scan_inputs(pairs, gold)
     n_layers = _n_decoder_layers(bundle)

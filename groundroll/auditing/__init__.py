@@ -29,9 +29,7 @@ The package is itself callable: ``groundroll.audit(model_a, model_b, data)`` is
 
 from groundroll.auditing.cli import register  # noqa: F401  (groundroll.cli adds the subcommand)
 from groundroll.auditing.compare import audit
-from groundroll.auditing.metrics import (  # noqa: F401  (_HIGHER_IS_AGREEMENT: report pages)
-    _HIGHER_IS_AGREEMENT,
-    _METRICS,
+from groundroll.auditing.metrics import (
     TASKS,
     mass_moved,
     spearman,

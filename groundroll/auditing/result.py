@@ -61,6 +61,18 @@ class Audit:
         return sorted(self.examples, key=lambda e: (sign * e[by], e["index"]))[:n]
 
     @property
+    def higher_is_agreement(self) -> dict[str, bool]:
+        """For each of :attr:`metrics`, whether a higher value means closer agreement."""
+        return {m: _HIGHER_IS_AGREEMENT[m] for m in self.metrics}
+
+    def moved_most(self, index: int) -> int:
+        """Of a segmentation audit's example ``index``, the prompt whose map moved most
+        (largest :func:`~groundroll.auditing.metrics.mass_moved`)."""
+        a, b = self.maps_a[index], self.maps_b[index]
+        return int(np.argmax([mass_moved(a[p].ravel()[None], b[p].ravel()[None])
+                              for p in range(a.shape[0])]))
+
+    @property
     def perfect(self) -> bool:
         """Whether the two models agreed exactly on every example (up to 1e-9)."""
         agg = self.aggregate
@@ -118,8 +130,7 @@ class Audit:
             a, b = self.maps_a[e["index"]], self.maps_b[e["index"]]
             if self.task == "segment":
                 # The prompt whose relevance moved most.
-                k = int(np.argmax([mass_moved(a[p].ravel()[None], b[p].ravel()[None])
-                                   for p in range(a.shape[0])]))
+                k = self.moved_most(e["index"])
                 a, b = a[k], b[k]
                 what = f"#{e['index']} prompt {k}"
             else:

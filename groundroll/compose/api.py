@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._deprecation import renamed
 from ..rollout._checks import _check_rows
 from ..rollout.product import _take_rows
 from ..trace import Tokens, Trace
@@ -17,9 +16,6 @@ from .chains import Chain, chain_for
 from .methods import Method, get_method, method_names
 
 __all__ = ["Composition", "compose"]
-
-# Deprecated option spellings and their current names.
-_RENAMED = {"threshold": "prune_threshold", "normalise": "normalize"}
 
 
 @dataclass
@@ -77,11 +73,6 @@ def _option_names() -> set[str]:
 
 def _method(method, options: dict) -> Method:
     """A method object from a name and keyword options, or the object itself."""
-    for old, new in _RENAMED.items():
-        if old in options:
-            value = renamed("compose", old, new, options.pop(old), options.get(new),
-                            stacklevel=4)
-            options[new] = value
     unknown = sorted(set(options) - _option_names())
     if unknown:
         raise TypeError(f"compose() got unexpected options {unknown}; options of the"
@@ -197,8 +188,7 @@ def compose(
         ``layers``, ``heads``, ``head_fusion``, ``residual``, ``weighting``,
         ``per_head``, ``prune_threshold``, ``top_k``, ``start_layer``, ``transpose``,
         ``normalize``. Options of other methods are ignored (``head_fusion`` means
-        nothing to ``relevance``). ``threshold`` and ``normalise`` are deprecated
-        spellings of ``prune_threshold`` and ``normalize``.
+        nothing to ``relevance``).
 
     Returns
     -------

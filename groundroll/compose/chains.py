@@ -16,60 +16,10 @@ are named differently, or let the trace declare it (``trace.chains``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..trace import SELF, Trace
+from .. import families
+from ..trace import SELF, Chain, Trace
 
 __all__ = ["Chain", "CHAINS", "chain_for"]
-
-
-@dataclass(frozen=True)
-class Chain:
-    """Which streams carry information from the source tokens to the target tokens.
-
-    Attributes
-    ----------
-    source, target : str
-        Token streams (keys of :attr:`Trace.tokens`) of the map's columns and rows.
-    source_self : str or None
-        Self-attention layer stream over the source tokens (``"encoder"``, ``"vision"``).
-    hops : tuple of str
-        Cross-attention streams between the source and the target cross-attention whose
-        queries are learned (attentional poolers): ``pooled = C @ source``, no residual.
-    target_prelude : str or None
-        Self-attention stream the target tokens pass through before the decoder
-        (CoCa's unimodal text tower). Its first ``T`` positions are used.
-    target_self : str or None
-        Self-attention stream of the decoder, interleaved with ``target_cross`` layer by
-        layer (self block first).
-    target_cross : str or None
-        Cross-attention stream from target queries to the last hop's (or the source's)
-        tokens.
-    cross_residual : bool
-        Whether the target cross-attention block has a residual connection (False for
-        pooling heads whose queries are learned constants).
-
-    Examples
-    --------
-    >>> Chain("encoder", "decoder", source_self="encoder", target_self="decoder",
-    ...       target_cross="cross").streams
-    ('encoder', 'decoder', 'cross')
-    """
-
-    source: str
-    target: str
-    source_self: str | None = None
-    hops: tuple[str, ...] = ()
-    target_prelude: str | None = None
-    target_self: str | None = None
-    target_cross: str | None = None
-    cross_residual: bool = True
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        named = (self.source_self, *self.hops, self.target_prelude, self.target_self,
-                 self.target_cross)
-        return tuple(s for s in named if s is not None)
 
 
 CHAINS: tuple[Chain, ...] = (
@@ -88,10 +38,8 @@ def _family_chains(trace: Trace) -> tuple[Chain, ...]:
     """Chains declared by the registered model family the trace was captured from."""
     if not getattr(trace, "family", ""):
         return ()
-    from ..families import family_named  # the registry imports this module's Chain
-
     try:
-        return tuple(family_named(trace.family).chains)
+        return tuple(families.family_named(trace.family).chains)
     except KeyError:
         return ()
 

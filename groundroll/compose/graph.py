@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .._deprecation import _UNSET, renamed
 from ..trace import Trace
 from .chains import Chain
 from .layers import LayerReader, decoder_blocks
@@ -15,7 +14,7 @@ __all__ = ["joint_graph"]
 def joint_graph(trace: Trace, chain: Chain, *, head_fusion="mean", residual: float = 0.5,
                 heads=None, weighting: str = "attention", prune_threshold=None,
                 top_k=None, layers=None, start_layer: int = 0, call: int = -1,
-                keep=None, threshold=_UNSET):
+                keep=None):
     """The composition as one stack of row-stochastic matrices over all positions.
 
     Positions are laid out ``[source | hop tokens ... | target]``. Every block becomes a
@@ -37,8 +36,6 @@ start_layer, call
         As in :func:`~groundroll.compose.compose`.
     keep : torch.Tensor, optional
         ``[batch, R]`` target rows that pruning keeps.
-    threshold
-        Deprecated old name of ``prune_threshold``.
 
     Returns
     -------
@@ -47,8 +44,6 @@ start_layer, call
     layout : dict of str to slice
         Where each token group sits: ``"source"``, each hop name, ``"target"``.
     """
-    prune_threshold = renamed("joint_graph", "threshold", "prune_threshold", threshold,
-                              prune_threshold)
     heads = None if heads is None else tuple(
         int(i) for i in ([heads] if isinstance(heads, int) else heads))
     reader = LayerReader(trace, call=call, heads=heads, head_fusion=head_fusion,

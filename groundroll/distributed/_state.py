@@ -281,21 +281,3 @@ def describe_missing(missing: Sequence[str], *, what: str, limit: int = 20) -> s
     shown = "\n  ".join(missing[:limit])
     more = f"\n  ... and {len(missing) - limit} more" if len(missing) > limit else ""
     return f"{len(missing)} {what}:\n  {shown}{more}"
-
-
-def recorded_names(state_dir: Path, settings: dict, renamed: dict[str, str]) -> dict:
-    """``settings`` with each renamed option (``renamed``: new name -> old name) under
-    the old name when the run in ``state_dir`` was started by a release that recorded it
-    so, so that the run can be resumed.
-
-    Examples
-    --------
-    >>> recorded_names(Path("/nonexistent"), {"a": 1}, {"a": "b"})
-    {'a': 1}
-    """
-    recorded = read_json(Path(state_dir) / "run.json")
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("settings"), dict):
-        return settings     # RunState.open reports an unreadable manifest
-    names = set(recorded["settings"])
-    return {(renamed[k] if k in renamed and renamed[k] in names and k not in names else k): v
-            for k, v in settings.items()}

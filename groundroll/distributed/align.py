@@ -19,11 +19,10 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .._atomic import atomic_write
-from .._deprecation import _UNSET, renamed
 from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
                       result_rows, worker_threads)
-from ._state import (RunState, Shard, digest, plan_shards, recorded_names,
+from ._state import (RunState, Shard, digest, plan_shards,
                      write_if_changed)
 
 __all__ = ["align_corpus", "state_dir_for"]
@@ -184,8 +183,6 @@ def align_corpus(
     retries: int = 3,
     address: str | None = None,
     progress: bool = True,
-    threshold=_UNSET,
-    symmetrise=_UNSET,
 ) -> BulkResult:
     """Word-align a parallel corpus, on one process or a Ray cluster, resumably.
 
@@ -225,8 +222,6 @@ def align_corpus(
         replacing an existing ``out``.
     gpus_per_worker, threads_per_worker, retries, address, progress
         As in :func:`groundroll.distributed.segment_dataset` (the bar counts lines).
-    threshold, symmetrise
-        Deprecated old names of ``link_threshold`` and ``symmetrize``.
 
     Returns
     -------
@@ -244,9 +239,6 @@ def align_corpus(
     """
     from ..alignment.api import EXTRACTIONS, METHODS, SYMMETRIZATIONS
 
-    link_threshold = renamed("align_corpus", "threshold", "link_threshold", threshold,
-                             link_threshold)
-    symmetrize = renamed("align_corpus", "symmetrise", "symmetrize", symmetrise, symmetrize)
     started = time.perf_counter()
     check_engine(engine, workers, batch_size)
     from .._options import check_align_options
@@ -301,9 +293,6 @@ def align_corpus(
                 state_dir) else ""
             raise FileExistsError(f"{path} already exists; pass force=True (--force on the"
                                   f" command line) to overwrite it{resumable}")
-    if resume:      # a run recorded before the options were renamed
-        settings = recorded_names(state_dir, settings, {"link_threshold": "threshold",
-                                                        "symmetrize": "symmetrise"})
     state = RunState.open(state_dir, settings=settings, shards=shards, resume=resume,
                           force=force, valid=_record_valid)
     for shard_id in list(state.done):

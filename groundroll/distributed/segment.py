@@ -24,7 +24,6 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .._deprecation import _UNSET, renamed
 from .._extras import MissingExtraError
 from .._json import jsonable
 from ..grounding._model import DEFAULT_MODEL
@@ -32,7 +31,7 @@ from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
                       result_rows, worker_threads)
 from ._inputs import Items, resolve_images
-from ._state import (RunState, Shard, describe_missing, plan_shards, recorded_names,
+from ._state import (RunState, Shard, describe_missing, plan_shards,
                      write_if_changed)
 
 __all__ = ["segment_dataset", "STATE_DIR"]
@@ -429,7 +428,6 @@ def segment_dataset(
     address: str | None = None,
     progress: bool = True,
     device: str | None = None,
-    threshold=_UNSET,
 ) -> BulkResult:
     """Segment an image collection with text prompts, on one process or a Ray cluster.
 
@@ -496,8 +494,6 @@ def segment_dataset(
         with ``engine="ray"`` this must stay unset.
     progress : bool
         Show a progress bar over images (stderr).
-    threshold
-        Deprecated old name of ``mask_threshold``.
 
     Returns
     -------
@@ -528,8 +524,6 @@ def segment_dataset(
     """
     from ..grounding import METHODS, REFINE
 
-    mask_threshold = renamed("segment_dataset", "threshold", "mask_threshold", threshold,
-                             mask_threshold)
     started = time.perf_counter()
     check_engine(engine, workers, batch_size)
     if device is not None and engine != "local":
@@ -582,8 +576,6 @@ def segment_dataset(
     from .._atomic import check_writable, refuse_symlink
 
     refuse_symlink(state_dir, "the run state folder")
-    if resume:
-        settings = recorded_names(state_dir, settings, {"mask_threshold": "threshold"})
     if not RunState.exists(state_dir) and not force and out.is_dir():
         combined = [out / COMBINED[k] for k in COMBINED if k != "parquet" or rle_parquet]
         check_writable([*_planned_files(out, prompts, items.keys), *combined], force=False)

@@ -51,7 +51,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import masks as M
-from .._deprecation import _UNSET, renamed
 
 __all__ = ["Profile", "PROFILE_FORMAT", "BACKGROUND_RULES", "POSTPROCESS_KEYS",
            "model_fingerprint", "bundled_profile", "resolve_profile", "background_labels",
@@ -403,7 +402,7 @@ def background_labels(probs: np.ndarray, maps: np.ndarray, *, n_prompts: int,
 
 def resolve_settings(profile: Profile | None, method: str, *, mask_threshold=None,
                      background_rule=None, refine=None, templates=None, logit_scale=None,
-                     normalize=None, source_options=None, threshold=_UNSET) -> dict:
+                     normalize=None, source_options=None) -> dict:
     """Postprocessing for one call: what the caller passed, else the profile's entry
     for ``method``, else None (the caller's own fallbacks apply).
 
@@ -419,8 +418,6 @@ def resolve_settings(profile: Profile | None, method: str, *, mask_threshold=Non
         Map source whose entry applies.
     mask_threshold, background_rule, refine, templates, logit_scale, normalize, source_options
         The caller's options (None: not given); as in :func:`groundroll.segment`.
-    threshold
-        Deprecated old name of ``mask_threshold``.
 
     Returns
     -------
@@ -438,8 +435,7 @@ def resolve_settings(profile: Profile | None, method: str, *, mask_threshold=Non
     >>> resolve_settings(p, "legrad", mask_threshold=0.7)["background_rule"]
     'threshold'
     """
-    threshold = renamed("resolve_settings", "threshold", "mask_threshold", threshold,
-                        mask_threshold)
+    threshold = mask_threshold
     tuned = profile.settings(method) if profile is not None else {}
     if background_rule is not None:
         rule = background_rule

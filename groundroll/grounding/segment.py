@@ -29,7 +29,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import masks as M
-from .._deprecation import _UNSET, renamed
 from .._images import (DEFAULT_MAX_PIXELS, _open_unchecked, _read_image,  # noqa: F401
                        _resize_rgb, _upsample, _nearest, load_image)
 from .._locks import locked, short, warn_once, warning_scope
@@ -257,7 +256,6 @@ def segment(
     cache: dict | None = None,
     source_options: dict | None = None,
     device=None,
-    threshold=_UNSET,
 ) -> Segmentation:
     """Segment an image with text prompts.
 
@@ -345,8 +343,6 @@ def segment(
         loaded there; a loaded model on another device is a ValueError. The maps and
         any rollout are computed on that device and come to the host once, as the
         source's maps on the patch grid.
-    threshold
-        Deprecated old name of ``mask_threshold``.
 
     Returns
     -------
@@ -364,8 +360,6 @@ def segment(
 
     Warns
     -----
-    FutureWarning
-        ``threshold=`` (the old name of ``mask_threshold``).
     UserWarning
         Once per call each: duplicate prompts (all but the first get empty masks),
         prompts made only of words the tokenizer does not know, prompts truncated to
@@ -388,8 +382,6 @@ def segment(
     >>> seg.masks.shape                                              # doctest: +SKIP
     (2, 128, 160)
     """
-    mask_threshold = renamed("segment", "threshold", "mask_threshold", threshold,
-                             mask_threshold)
     with warning_scope():
         return _segment(image, prompts, model=model, method=method, background=background,
                         mask_threshold=mask_threshold, background_rule=background_rule,

@@ -6,7 +6,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .._deprecation import _UNSET, renamed
 from ._common import _as_maps, _float
 
 __all__ = ["normalize_maps", "softmax_maps", "label_map", "masks_from_labels"]
@@ -85,7 +84,7 @@ def softmax_maps(maps, *, logit_scale: float = 1.0, axis: int = 0) -> np.ndarray
 
 
 def label_map(probs, *, mask_threshold: float | None = None,
-              background: Sequence[int] | None = None, threshold=_UNSET) -> np.ndarray:
+              background: Sequence[int] | None = None) -> np.ndarray:
     """Argmax label map with a background class.
 
     Parameters
@@ -104,8 +103,6 @@ def label_map(probs, *, mask_threshold: float | None = None,
     ndarray of int32, shape [H, W]
         ``0`` = background, ``k + 1`` = prompt ``k`` (prompt indices are not
         renumbered, so background prompts' labels never occur).
-    threshold
-        Deprecated old name of ``mask_threshold``.
 
     Examples
     --------
@@ -117,8 +114,6 @@ def label_map(probs, *, mask_threshold: float | None = None,
     >>> label_map(probs, mask_threshold=0.85)
     array([[1, 0]], dtype=int32)
     """
-    mask_threshold = renamed("label_map", "threshold", "mask_threshold", threshold,
-                             mask_threshold)
     probs, _ = _as_maps(probs)
     P = probs.shape[0]
     labels = (probs.argmax(axis=0) + 1).astype(np.int32)

@@ -5,8 +5,9 @@ Two ways in:
 * :func:`alignment_report` shows :class:`~groundroll.alignment.Alignment` results as they
   are (one pair or several, one matrix each); the page re-extracts links (argmax,
   threshold, itermax, mutual) from the embedded matrix.
-* :func:`explore_alignment` runs a model once per variant (method x layer x head x
-  shift) and embeds every matrix, so the page switches between them without Python.
+* :func:`groundroll.explore.explore_alignment` runs a model once per variant (method x
+  layer x head x shift) and hands every matrix to the same page, which switches between
+  them without Python.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .._deprecation import _UNSET, renamed
 from .._json import jsonable
+from ..alignment.extract import (DEFAULT_MUTUAL_THRESHOLD, DEFAULT_THRESHOLD, EXTRACTIONS,
+                                 extract_links)
 from ._page import DEFAULT_MAX_BYTES, asset, escape, page
 
-__all__ = ["alignment_report", "explore_alignment", "alignment_variants"]
+__all__ = ["alignment_report", "alignment_variants"]
 
 #: Decimals kept for matrix entries in the page.
 DECIMALS = 5
@@ -77,7 +79,6 @@ def _budget(pairs: list[dict], variants: list[dict], max_bytes: int) -> tuple[li
 
 def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, title: str,
           settings: dict, max_bytes: int, notes: Sequence[str] = ()) -> str:
-    from groundroll.alignment.extract import DEFAULT_MUTUAL_THRESHOLD, DEFAULT_THRESHOLD, EXTRACTIONS
     from groundroll.viz import alignment_html as static_table
 
     if extraction not in EXTRACTIONS:
@@ -98,8 +99,6 @@ def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, tit
     first = pairs[0]
     m = np.asarray(first["matrices"][initial], dtype=np.float64).reshape(
         len(first["tgt"]), len(first["src"]))
-    from groundroll.alignment.api import extract_links
-
     fallback = "" if not 0 < m.size <= 2500 else ("<noscript><p>Without JavaScript: the first pair, "
                 f"{escape(variants[initial]['label'])}.</p>"
                 + static_table(m, first["src"], first["tgt"],
@@ -122,7 +121,7 @@ def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, tit
 
 def alignment_report(alignments, *, title: str | None = None, extraction: str | None = None,
                      link_threshold: float | None = None,
-                     max_bytes: int = DEFAULT_MAX_BYTES, threshold=_UNSET) -> str:
+                     max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """A self-contained interactive HTML page for one or more alignments.
 
     Hovering or clicking a word highlights its links and lists its scores; the page
@@ -142,8 +141,6 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
         Initial limit for ``"threshold"`` (default: the alignment's, else 0.3).
     max_bytes : int
         Size limit of the page; pairs beyond it are left out with a note.
-    threshold
-        Deprecated old name of ``link_threshold``.
 
     Returns
     -------
@@ -160,8 +157,6 @@ def alignment_report(alignments, *, title: str | None = None, extraction: str | 
     >>> "http://" in html, "Haus" in html
     (False, True)
     """
-    link_threshold = renamed("alignment_report", "threshold", "link_threshold", threshold,
-                             link_threshold)
     single = hasattr(alignments, "matrix")
     items = [alignments] if single else list(alignments)
     if not items:
@@ -197,42 +192,6 @@ def _layers_label(x):
     return x
 
 
-def _initial(variants: list[dict], settings: dict, n_layers: int) -> int:
-    """Index of the variant that :func:`groundroll.align`'s settings describe (else the
-    first fused, all-layer, unshifted one)."""
-    layers = settings.get("layers")
-    method = settings.get("method")
-    if layers is None or (isinstance(layers, list) and len(layers) in (0, n_layers)):
-        layer = "all"
-    elif isinstance(layers, int):
-        layer = layers
-    elif method in ("raw", "norm") and len(layers) == 1:
-        layer = layers[0]
-    elif layers == list(range(max(layers) + 1)):
-        layer = max(layers) if max(layers) < n_layers - 1 else "all"
-    else:
-        layer = None
-    heads = settings.get("heads")
-    head = "fused" if heads is None else (heads if isinstance(heads, int) else (
-        heads[0] if len(heads) == 1 else None))
-    want = (method, layer, head, bool(settings.get("shift")))
-    for i, v in enumerate(variants):
-        if (v["method"], v["layer"], v["head"], v["shift"]) == want:
-            return i
-    return next((i for i, v in enumerate(variants)
-                 if v["layer"] == "all" and v["head"] == "fused" and not v["shift"]), 0)
-
-
-def _n_layers_heads(bundle) -> tuple[int, int]:
-    config = bundle.model.config
-    layers = next((getattr(config, n) for n in ("decoder_layers", "num_decoder_layers",
-                                                  "num_layers") if getattr(config, n, None)), 1)
-    heads = next((getattr(config, n) for n in ("decoder_attention_heads", "num_heads",
-                                                 "num_attention_heads")
-                  if getattr(config, n, None)), 1)
-    return int(layers), int(heads)
-
-
 def alignment_variants(*, n_layers: int, n_heads: int,
                        methods: Sequence[str] = ("raw", "norm", "rollout"),
                        shifts: Sequence[bool] = (False, True), per_layer: bool = True,
@@ -263,123 +222,3 @@ def alignment_variants(*, n_layers: int, n_heads: int,
                 for shift in shifts:
                     out.append(_variant(method, layer, head, shift))
     return out
-
-
-def explore_alignment(src, tgt=None, *, model="bundled:toy-mt",
-                      methods: Sequence[str] = ("raw", "norm", "rollout"),
-                      shifts: Sequence[bool] = (False, True), per_layer: bool = True,
-                      per_head: bool = True, extraction: str | None = None,
-                      link_threshold: float | None = None, title: str | None = None,
-                      max_bytes: int = DEFAULT_MAX_BYTES, progress: bool = False,
-                      threshold=_UNSET) -> str:
-    """Align sentence pairs under many settings and show them all in one HTML page.
-
-    Every variant of :func:`alignment_variants` is computed with
-    :func:`groundroll.align` (one forced pass each); the page switches method, layer,
-    head, shift and extraction, highlights a word's links on hover and exports
-    Pharaoh lines.
-
-    Parameters
-    ----------
-    src : str or sequence of str
-        Source sentence(s), whitespace-tokenised.
-    tgt : str or sequence of str, optional
-        Target sentence(s). None: translate ``src`` once and align the translation.
-    model : Bundle or str
-        A translation model (default ``bundled:toy-mt``).
-    methods, shifts, per_layer, per_head
-        Which variants to compute (see :func:`alignment_variants`).
-    extraction : {"argmax", "threshold", "itermax", "mutual"}, optional
-        Initial extraction in the page (default: the model's default for
-        :func:`groundroll.align`; the page opens on the variant those defaults pick).
-    link_threshold : float, optional
-        Initial limit for ``"threshold"``.
-    max_bytes : int
-        Size limit of the page (pairs, then variants, beyond it are left out with a
-        note).
-    progress : bool
-        Show a progress bar over the variants.
-    threshold
-        Deprecated old name of ``link_threshold``.
-
-    Returns
-    -------
-    str
-        The page as one HTML document, with every variant's matrices embedded.
-
-    Examples
-    --------
-    >>> html = explore_alignment("su tuga vefin", model="bundled:toy-mt")  # doctest: +SKIP
-    """
-    from groundroll.alignment.api import METHODS, _bundle
-    from groundroll.alignment.extract import EXTRACTIONS
-    from groundroll.alignment.api import align as run_align
-
-    link_threshold = renamed("explore_alignment", "threshold", "link_threshold", threshold,
-                             link_threshold)
-    for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not methods:
-        raise ValueError("methods must name at least one method")
-    bundle = _bundle(model)
-    single = isinstance(src, str)
-    srcs = [src] if single else list(src)
-    if tgt is not None:
-        tgts = [tgt] if isinstance(tgt, str) else list(tgt)
-        if len(tgts) != len(srcs):
-            raise ValueError(f"{len(srcs)} source and {len(tgts)} target sentences")
-    # The model's own defaults (and the translation, without a target) pick the
-    # variant and extraction the page opens with.
-    first = run_align(srcs, None if tgt is None else tgts, model=bundle)
-    tgts = [a.tgt_words for a in first]
-    defaults = first[0].settings
-    n_layers, n_heads = _n_layers_heads(bundle)
-    variants = alignment_variants(n_layers=n_layers, n_heads=n_heads, methods=methods,
-                                  shifts=shifts, per_layer=per_layer, per_head=per_head)
-    # One captured forward pass per head setting serves every method, layer and shift.
-    from groundroll.alignment.api import _matrices
-
-    by_heads: dict = {}
-    for k, v in enumerate(variants):
-        by_heads.setdefault(v["head"], []).append(k)
-    matrices: list = [None] * len(variants)
-    groups = list(by_heads.items())
-    if progress:
-        from tqdm.auto import tqdm
-
-        groups = tqdm(groups, desc="head settings", unit="pass")
-    src_words = [s.split() if isinstance(s, str) else list(s) for s in srcs]
-    tgt_words = [t.split() if isinstance(t, str) else list(t) for t in tgts]
-    for head, ks in groups:
-        specs = []
-        for k in ks:
-            v = variants[k]
-            layers = None if v["layer"] == "all" else (
-                [v["layer"]] if v["method"] in ("raw", "norm")
-                else list(range(v["layer"] + 1)))
-            specs.append((v["method"], layers, v["shift"]))
-        out, src_words, tgt_words = _matrices(
-            bundle, src_words, tgt_words, specs=specs,
-            heads=None if head == "fused" else [head], head_fusion="mean", residual=0.5,
-            batch_size=16, max_length=None, max_relevance_tokens=128, relevance_chunk=256,
-            generate_kwargs=None, progress=False)
-        for k, per_pair in zip(ks, out):
-            matrices[k] = [_rounded(m) for m in per_pair]
-    pairs = [dict(src=list(s), tgt=list(t), matrices=[per_variant[i] for per_variant in matrices])
-             for i, (s, t) in enumerate(zip(src_words, tgt_words))]
-    initial = _initial(variants, defaults, n_layers)
-    if defaults.get("extraction") in EXTRACTIONS and extraction is None:
-        extraction = defaults["extraction"]
-        if link_threshold is None:
-            link_threshold = defaults.get("link_threshold")
-    settings = dict(model=str(getattr(bundle, "name", "")), generated=tgt is None,
-                    methods=list(methods), shifts=[bool(s) for s in shifts])
-    notes = []
-    if defaults.get("reverse_model"):
-        notes.append(f"The model's default alignment also reads a reverse model"
-                     f" ({defaults['reverse_model']}); this page reads both directions from"
-                     " the target-to-source matrix alone, so its links may differ.")
-    return _html(pairs, variants, initial=initial, extraction=extraction or "argmax",
-                 link_threshold=link_threshold, title=title or "Word alignment explorer",
-                 settings=settings, max_bytes=max_bytes, notes=notes)

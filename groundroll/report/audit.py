@@ -37,10 +37,7 @@ def _maps(audit, index: int):
     a, b = np.asarray(audit.maps_a[index], float), np.asarray(audit.maps_b[index], float)
     what = ""
     if audit.task == "segment" and a.ndim == 3:
-        from groundroll.auditing import mass_moved
-
-        k = int(np.argmax([mass_moved(a[p].ravel()[None], b[p].ravel()[None])
-                           for p in range(a.shape[0])]))
+        k = audit.moved_most(index)
         a, b, what = a[k], b[k], f"prompt {k} (moved most)"
     return a, b, what
 
@@ -71,8 +68,6 @@ def audit_report(audit, *, title: str | None = None, by: str = "spearman",
     >>> a = gr.audit("bundled:toy-mt", "bundled:toy-mt", pairs)      # doctest: +SKIP
     >>> html = audit_report(a)                                       # doctest: +SKIP
     """
-    from groundroll.auditing import _HIGHER_IS_AGREEMENT
-
     s = audit.settings or {}
     model_a, model_b = str(s.get("model_a", "A")), str(s.get("model_b", "B"))
     changed = [e["index"] for e in audit.most_changed(len(audit.examples), by=by)]
@@ -86,7 +81,7 @@ def audit_report(audit, *, title: str | None = None, by: str = "spearman",
             diff=_picture(b - a, lo=-hi, hi=hi, cmap="RdBu_r"), what=what)
     agg = audit.aggregate
     data = dict(metrics=list(audit.metrics), aggregate=jsonable(agg, other=str),
-                higher={m: _HIGHER_IS_AGREEMENT[m] for m in audit.metrics},
+                higher=audit.higher_is_agreement,
                 examples=jsonable(audit.examples, other=str), pictures=pictures, sort=by,
                 first=with_maps[0] if with_maps else None, model_a=model_a, model_b=model_b,
                 settings=jsonable(s, other=str),

@@ -1,25 +1,20 @@
 """Interactive segmentation reports: the image, per-prompt heatmaps and masks as layers.
 
-:func:`segmentation_report` shows a :class:`~groundroll.grounding.Segmentation`;
-:func:`explore_segmentation` also runs the model for per-layer maps of one prompt
-(:func:`layer_maps`: relevance or rollout read after each vision layer).
+:func:`segmentation_report` shows a :class:`~groundroll.grounding.Segmentation` (and
+per-layer maps, when the caller has them: :func:`groundroll.explore.explore_segmentation`
+runs the model for them).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
-from ..grounding._model import DEFAULT_MODEL
 from ._page import DEFAULT_MAX_BYTES, asset, page, png_data_uri
 
-__all__ = ["segmentation_report", "explore_segmentation", "layer_maps", "DEFAULT_MAX_SIDE"]
+__all__ = ["segmentation_report", "DEFAULT_MAX_SIDE"]
 
 #: Images whose long side exceeds this are shown downscaled (with a note).
 DEFAULT_MAX_SIDE = 768
-
-LAYER_METHODS = ("relevance", "rollout")
 
 
 def _colormap(values: np.ndarray) -> np.ndarray:
@@ -155,150 +150,3 @@ def segmentation_report(seg, *, title: str | None = None, layers=None,
         if len(text.encode("utf-8")) <= max_bytes or side <= 64:
             return text
         side = max(64, int(side * 0.7))
-
-
-def _letterboxed(handle, rgb):
-    from groundroll import masks as M
-
-    geometry = M.letterbox_geometry(rgb.shape[:2], handle.image_size, mode="pad")
-    return M.letterbox_image(rgb, geometry, fill=0), geometry
-
-
-def layer_maps(image, prompt: str, *, model=DEFAULT_MODEL,
-               method: str = "relevance", max_side: int = 1024):
-    """Maps of one prompt read after each vision layer of a CLIP model.
-
-    ``relevance``: Chefer et al.'s relevance at the class token for the image-prompt
-    logit, accumulated through layers ``0..l`` (``R <- R + Ā R``). ``rollout``: attention
-    rollout through layers ``0..l`` (prompt-independent). The last map is the full
-    model's.
-
-    Parameters
-    ----------
-    image : str, PathLike, PIL.Image or ndarray
-    prompt : str
-    model : Bundle or str
-        An open_clip or Hugging Face CLIP model (default ``bundled:shapes-clip``).
-    method : {"relevance", "rollout"}
-    max_side : int
-        Images are downscaled to this long side first.
-
-    Returns
-    -------
-    ndarray of float32, shape [L, H, W]
-        One map per layer at the (working) image's pixels, each min-max normalised to
-        [0, 1].
-
-    Examples
-    --------
-    >>> maps = layer_maps("scene.png", "red circle")          # doctest: +SKIP
-    >>> maps.shape                                            # doctest: +SKIP
-    (4, 256, 256)
-    """
-    import torch
-
-    from groundroll import masks as M
-    from groundroll.adapters import capture
-    from groundroll.grounding import load_image, resolve_model
-    from groundroll.rollout import gradient_weighted, relevance_self_update, rollout
-
-    if method not in LAYER_METHODS:
-        raise ValueError(f"method must be one of {LAYER_METHODS}, got {method!r}")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("layer_maps needs one non-empty prompt")
-    handle = resolve_model(model)
-    if handle.family not in ("open_clip", "hf_clip"):
-        raise ValueError(f"per-layer maps read a CLIP vision tower; model family"
-                         f" {handle.family!r} is not one")
-    rgb = load_image(image)
-    hw = _shrink_hw(rgb.shape[:2], max_side)
-    rgb = _resize(rgb, hw)
-    model_input, geometry = _letterboxed(handle, rgb)
-    net = handle.model
-    if method == "relevance":
-        text = handle.text_embeddings([prompt]).float()
-        pixels = handle.pixels([model_input]).float().requires_grad_(True)
-        # The score is the image-prompt logit, as in groundroll.grounding's relevance.
-        with handle.float32(), torch.enable_grad(), capture(net, grads=True,
-                                                            streams=["vision"]) as trace:
-            emb = handle.image_embeddings(pixels).float()
-            logit = handle.logit_scale() * (emb * text).sum()
-            torch.autograd.grad(logit, pixels)
-        weights, grads = trace.weights("vision"), trace.grads("vision")
-        n = weights[0].shape[-1]
-        R = torch.eye(n, dtype=torch.float32).unsqueeze(0)
-        rows = []
-        for a, g in zip(weights, grads):
-            R = relevance_self_update(R, gradient_weighted(a.detach().float(), g.float()))
-            rows.append(R[:, 0].clone())                     # [batch, N] at CLS
-    else:
-        with torch.no_grad(), capture(net, streams=["vision"]) as trace:
-            handle.image_embeddings(handle.pixels([model_input]))
-        weights = [w.float() for w in trace.weights("vision")]
-        rows = [rollout(weights[: l + 1], rows=[0])[:, 0] for l in range(len(weights))]
-    tokens = trace.tokens["vision"]
-    gh, gw = tokens.grid
-    grids = np.stack([r[0, tokens.patches].reshape(gh, gw).detach().cpu().numpy()
-                      for r in rows]).astype(np.float32)
-    maps = M.unletterbox(grids, geometry, order=1).astype(np.float32)
-    lo = maps.reshape(len(maps), -1).min(1)[:, None, None]
-    hi = maps.reshape(len(maps), -1).max(1)[:, None, None]
-    return np.where(hi > lo, (maps - lo) / np.where(hi > lo, hi - lo, 1), 0).astype(np.float32)
-
-
-def explore_segmentation(image, prompts: Sequence[str], *, model=DEFAULT_MODEL,
-                         method: str | None = None, layer_prompt: int | str | None = 0,
-                         layer_method: str | None = None, title: str | None = None,
-                         max_side: int = DEFAULT_MAX_SIDE, max_bytes: int = DEFAULT_MAX_BYTES,
-                         **segment_options) -> str:
-    """Segment an image and show the result with per-layer maps of one prompt.
-
-    Parameters
-    ----------
-    image : str, PathLike, PIL.Image or ndarray
-    prompts : sequence of str
-    model : Bundle or str
-    method : str, optional
-        Map source of :func:`groundroll.segment` (default: the model profile's).
-    layer_prompt : int or str, optional
-        The prompt (index or text) whose per-layer maps are shown; None: none.
-    layer_method : {"relevance", "rollout"}, optional
-        Default: ``"rollout"`` when ``method="rollout"``, else ``"relevance"``.
-    title, max_side, max_bytes
-        As in :func:`segmentation_report`.
-    **segment_options
-        Passed to :func:`groundroll.segment` (``mask_threshold``, ``refine``, ...;
-        ``threshold`` is the deprecated old name of ``mask_threshold``).
-
-    Returns
-    -------
-    str
-        The page of :func:`segmentation_report`, with the per-layer maps.
-
-    Examples
-    --------
-    >>> html = explore_segmentation("scene.png", ["red circle", "blue star"])
-    ... # doctest: +SKIP
-    """
-    from groundroll._deprecation import renamed
-    from groundroll.grounding import resolve_model, segment
-
-    if "threshold" in segment_options:
-        segment_options["mask_threshold"] = renamed(
-            "explore_segmentation", "threshold", "mask_threshold",
-            segment_options.pop("threshold"), segment_options.get("mask_threshold"))
-    handle = resolve_model(model)
-    seg = segment(image, prompts, model=handle, method=method, **segment_options)
-    layers = None
-    if layer_prompt is not None and handle.family in ("open_clip", "hf_clip"):
-        k = seg.prompts.index(layer_prompt) if isinstance(layer_prompt, str) else int(layer_prompt)
-        if not 0 <= k < len(seg.prompts):
-            raise ValueError(f"layer_prompt {layer_prompt!r} is not one of the prompts")
-        how = layer_method or ("rollout" if seg.settings["method"] == "rollout" else "relevance")
-        maps = layer_maps(seg.image, seg.prompts[k], model=handle, method=how)
-        names = [f"layer {l}" for l in range(len(maps))]
-        heading = (f"Per-layer {how} of “{seg.prompts[k]}”" if how == "relevance"
-                   else "Per-layer rollout (the same for every prompt)")
-        layers = (maps, names, heading + ", through layers 0..l")
-    return segmentation_report(seg, title=title, layers=layers, max_side=max_side,
-                               max_bytes=max_bytes)

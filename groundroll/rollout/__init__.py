@@ -39,7 +39,6 @@ from .pruning import prune
 from .streams import rollout_cross_update
 from .relevance import (
     relevance_co_update,
-    relevance_normalise,
     relevance_normalize,
     relevance_self_update,
     self_relevance,
@@ -58,7 +57,6 @@ __all__ = [
     "gradient_weighted",
     "relevance_self_update",
     "relevance_normalize",
-    "relevance_normalise",
     "relevance_co_update",
     "self_relevance",
     "rollout_cross_update",

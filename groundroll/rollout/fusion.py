@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .._deprecation import _UNSET, renamed
 from ._checks import HeadFusion, _check_fusion, _check_grad, _check_options, _check_tensor
 
 __all__ = ["rownorm", "fuse_heads", "gradient_weighted", "residual_correct"]
@@ -56,7 +55,6 @@ def _fuse(attn: torch.Tensor, how: HeadFusion, grad: torch.Tensor | None) -> tor
 
 def fuse_heads(
     attn: torch.Tensor, head_fusion: HeadFusion = "mean", grad: torch.Tensor | None = None,
-    *, how=_UNSET,
 ) -> torch.Tensor:
     """Fuse the heads of one attention layer.
 
@@ -73,8 +71,6 @@ def fuse_heads(
         gradient-weighted: ``clamp(grad * attn, min=0)`` is taken per head *before*
         the reduction (Chefer et al. 2021), i.e. ``mean_h clamp(grad * attn, min=0)``
         with the default ``head_fusion``.
-    how
-        Deprecated old name of ``head_fusion``.
 
     Returns
     -------
@@ -90,8 +86,6 @@ def fuse_heads(
     >>> fuse_heads(a, "max")
     tensor([[[1., 1.]]])
     """
-    head_fusion = renamed("fuse_heads", "how", "head_fusion", how, head_fusion,
-                          default="mean")
     a = _check_tensor(attn, what="attention")
     how = _check_fusion(head_fusion)
     g = _check_grad(grad, a, None)

@@ -11,7 +11,6 @@ from typing import Sequence
 
 import torch
 
-from .._deprecation import _UNSET, renamed
 from ._checks import (
     HeadFusion,
     Rows,
@@ -144,7 +143,7 @@ def rollout(
     prune_threshold: float | None = None, top_k: int | None = None,
     discard_ratio: float | None = None, per_head: bool = False,
     grads: Sequence[torch.Tensor | None] | None = None, keep: Rows = None,
-    check_values: str | None = None, threshold=_UNSET,
+    check_values: str | None = None,
 ) -> torch.Tensor:
     """Attention rollout ``R = Ã^(L) ... Ã^(start)`` (Abnar & Zuidema, 2020).
 
@@ -187,8 +186,6 @@ def rollout(
         over heads and no gradients or pruning (the row sums that path reads anyway
         show NaN and inf; negatives would need a third read of every layer, so ask
         for ``"all"``), ``"all"`` everywhere else.
-    threshold
-        Deprecated old name of ``prune_threshold``.
 
     Returns
     -------
@@ -206,8 +203,6 @@ def rollout(
     >>> torch.allclose(cls, rollout(attn)[:, :1], atol=1e-6)
     True
     """
-    prune_threshold = renamed("rollout", "threshold", "prune_threshold", threshold,
-                              prune_threshold)
     _check_options(residual=residual, prune_threshold=prune_threshold, top_k=top_k,
                    discard_ratio=discard_ratio, start_layer=start_layer)
     how = _check_fusion(head_fusion)
@@ -288,8 +283,6 @@ class RolloutAccumulator:
     head_fusion, residual, start_layer, rows, prune_threshold, top_k, discard_ratio, \
 per_head, keep
         As in :func:`rollout`. ``rows`` are validated at the first :meth:`add`.
-    threshold
-        Deprecated old name of ``prune_threshold``.
 
     Examples
     --------
@@ -305,10 +298,8 @@ per_head, keep
         self, *, head_fusion: HeadFusion = "mean", residual: float = 0.5,
         start_layer: int = 0, rows: Rows = None, prune_threshold: float | None = None,
         top_k: int | None = None, discard_ratio: float | None = None,
-        per_head: bool = False, keep: Rows = None, threshold=_UNSET,
+        per_head: bool = False, keep: Rows = None,
     ) -> None:
-        prune_threshold = renamed("RolloutAccumulator", "threshold", "prune_threshold",
-                                  threshold, prune_threshold)
         _check_options(residual=residual, prune_threshold=prune_threshold, top_k=top_k,
                        discard_ratio=discard_ratio, start_layer=start_layer)
         self._how = _check_fusion(head_fusion)

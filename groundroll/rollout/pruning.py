@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .._deprecation import _UNSET, renamed
 from ._checks import Rows, _check_options, _check_rows, _check_tensor
 from .fusion import rownorm
 
@@ -59,7 +58,6 @@ def _prune(a, *, prune_threshold, top_k, discard_ratio, keep, diagonal=True) -> 
 def prune(
     a: torch.Tensor, *, prune_threshold: float | None = None, top_k: int | None = None,
     discard_ratio: float | None = None, keep: Rows = None, diagonal: bool = True,
-    threshold=_UNSET,
 ) -> torch.Tensor:
     """Drop weak attention entries per row, then renormalise rows.
 
@@ -86,8 +84,6 @@ def prune(
         Whether ``a`` is self-attention, whose diagonal (and ``keep`` columns) pruning
         protects when it is square. Pass False for cross-attention: there query ``i``
         and key ``i`` are unrelated tokens even when the query and key counts match.
-    threshold
-        Deprecated old name of ``prune_threshold``.
 
     Returns
     -------
@@ -102,8 +98,6 @@ def prune(
             [0.0000, 0.2222, 0.7778],
             [0.8333, 0.0000, 0.1667]])
     """
-    prune_threshold = renamed("prune", "threshold", "prune_threshold", threshold,
-                              prune_threshold)
     _check_options(prune_threshold=prune_threshold, top_k=top_k,
                    discard_ratio=discard_ratio)
     x = _check_tensor(a, what="attention", ranks=tuple(range(2, 9)),

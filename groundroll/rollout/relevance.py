@@ -6,16 +6,14 @@ calls these functions rather than repeating them.
 
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import torch
 
-from .._deprecation import _UNSET, renamed
 from ._checks import _check_layers, _check_options, _check_tensor
 from .fusion import _weigh, gradient_weighted, rownorm
 
-__all__ = ["relevance_self_update", "relevance_normalize", "relevance_normalise",
+__all__ = ["relevance_self_update", "relevance_normalize",
            "relevance_co_update", "self_relevance"]
 
 
@@ -90,16 +88,9 @@ def relevance_normalize(R: torch.Tensor) -> torch.Tensor:
     return rownorm(r - eye) + eye
 
 
-def relevance_normalise(R: torch.Tensor) -> torch.Tensor:
-    """Deprecated spelling of :func:`relevance_normalize` (warns, then calls it)."""
-    warnings.warn("relevance_normalise is deprecated and will be removed in the next"
-                  " release; use relevance_normalize", FutureWarning, stacklevel=2)
-    return relevance_normalize(R)
-
-
 def relevance_co_update(
     R_ss: torch.Tensor, R_qq: torch.Tensor, A_sq: torch.Tensor, *,
-    transpose: bool = True, normalize: bool = True, normalise=_UNSET,
+    transpose: bool = True, normalize: bool = True,
 ) -> torch.Tensor:
     """Co-attention increment of Chefer et al. (2021): ``(R̄^ss)^T Ā^sq R̄^qq``.
 
@@ -125,8 +116,6 @@ def relevance_co_update(
     normalize : bool
         Apply :func:`relevance_normalize` to ``R_ss`` and ``R_qq`` first; False uses them
         as given.
-    normalise
-        Deprecated old name of ``normalize``.
 
     Returns
     -------
@@ -139,8 +128,6 @@ def relevance_co_update(
     >>> relevance_co_update(torch.eye(1), torch.eye(2), a)
     tensor([[0.2500, 0.7500]])
     """
-    normalize = renamed("relevance_co_update", "normalise", "normalize", normalise,
-                        normalize, default=True)
     r_ss = _check_relevance(R_ss, "R_ss")
     r_qq = _check_relevance(R_qq, "R_qq")
     a = _check_relevance(A_sq, "A_sq")

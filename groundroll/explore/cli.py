@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from groundroll._command import add_command
+from groundroll.report import DEFAULT_MAX_BYTES, alignment_report, audit_report, write_report
 
 __all__ = ["register"]
 
@@ -45,7 +46,6 @@ def _kind(kinds, name: str, run, *, help: str):
     """The parser of ``groundroll report NAME``, which calls ``run(args)`` (described by
     its docstring, as every ``groundroll`` command is); the output options come in a group
     of their own."""
-    from ._page import DEFAULT_MAX_BYTES
 
     p = add_command(kinds, name, _guard(run), help=help)
     out = p.add_argument_group("output")
@@ -61,8 +61,8 @@ def _kind(kinds, name: str, run, *, help: str):
 
 def register(subparsers) -> None:
     """Add ``report`` (with ``align``, ``segment`` and ``audit``) to a ``groundroll`` parser."""
-    from ..grounding import DEFAULT_MODEL
-    from ..grounding.profiles import REFINE
+    from groundroll.grounding import DEFAULT_MODEL
+    from groundroll.grounding.profiles import REFINE
 
     report = subparsers.add_parser(
         "report", help="write an interactive, self-contained HTML report",
@@ -96,7 +96,6 @@ def register(subparsers) -> None:
                    help="map source (default: the model profile's, else relevance)")
     s.add_argument("--mask-threshold", type=float, default=None,
                    help="probability below which a pixel is background")
-    s.add_argument("--threshold", dest="mask_threshold", type=float, help=argparse.SUPPRESS)
     s.add_argument("--refine", choices=REFINE, default=None,
                    help="refinement (default: the model profile's)")
     s.add_argument("--layer-prompt", type=int, default=0, metavar="K",
@@ -130,10 +129,9 @@ def _lines(path: Path) -> list[str]:
 
 
 def _write(args, html: str) -> int:
-    from ._page import write_html
 
     try:
-        write_html(html, args.out, force=args.force)
+        write_report(html, args.out, force=args.force)
     except FileExistsError as err:
         raise _Failure(str(err)) from None
     except OSError as err:                      # a full disk, a folder made read-only
@@ -146,7 +144,7 @@ def _write(args, html: str) -> int:
 def _run_align(args) -> int:
     """Align sentence pairs under every method, layer, head and shift and write the alignment
     explorer."""
-    from . import alignment_report, explore_alignment
+    from groundroll.explore import explore_alignment
 
     _check_out(args)
     if args.load is not None:
@@ -201,7 +199,7 @@ def _run_segment(args) -> int:
     per-layer maps of one prompt)."""
     from groundroll.grounding import load_image, resolve_model
 
-    from . import explore_segmentation
+    from groundroll.explore import explore_segmentation
 
     _check_out(args)
     if not args.prompts:
@@ -236,7 +234,6 @@ def _run_audit(args) -> int:
     examples) of an audit saved with Audit.save."""
     from groundroll.auditing import Audit
 
-    from . import audit_report
 
     _check_out(args)
     if not (args.folder / "audit.json").is_file():
