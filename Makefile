@@ -64,8 +64,10 @@ mutate: $(STAMP)
 		print(f\"mutation score: {k}/{s['total']} killed ({100 * k / s['total']:.1f}%),\" \
 		      f\" {s['survived']} survived, {s['no_tests']} without a test\")"
 
+# ruff, then the layer contracts (.importlinter; README.md, "Layout").
 lint: $(STAMP)
 	$(VENV)/bin/ruff check groundroll tests benchmarks training demos
+	$(VENV)/bin/lint-imports
 
 # The documentation site, built offline and strictly into site/ (the tutorials run on the
 # bundled models; executed copies are cached in .cache/docs-notebooks).
