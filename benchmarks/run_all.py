@@ -40,6 +40,7 @@ PLAN = (
     ("bench_capture.py", ["--batch", "2", "--repeats", "3"], False),
     ("bench_bigimage.py", ["--size", "6000x4000", "--formats", "JPEG"], True),
     ("gpu.py", ["--repeats", "5"], True),
+    ("fail_fast.py", ["--repeats", "3"], False),
 )
 #: Scripts in this folder that ``make bench`` leaves out, and why.
 LEFT_OUT = {
@@ -49,6 +50,8 @@ LEFT_OUT = {
                        " --base REF",
     "fixed_outputs.py": "records outputs before a refactor and checks them after:"
                         " python benchmarks/fixed_outputs.py record|check",
+    "quality_floors.py": "measures the figures the tests' quality floors are set from:"
+                         " python benchmarks/quality_floors.py",
 }
 
 
