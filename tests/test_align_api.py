@@ -17,7 +17,6 @@ from groundroll.alignment.api import (
     _relevance_maps,
     _shift_rows,
     align,
-    extract_links,
     layer_scan,
 )
 from groundroll.alignment.subwords import encode_words, word_matrix, words_from_ids
