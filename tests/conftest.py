@@ -81,3 +81,25 @@ def tol() -> type[Tolerances]:
 def close():
     """``close(actual, expected, atol=tol.SAME, rtol=0)``: assert elementwise agreement."""
     return assert_close
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_memory_after_each_file():
+    """Keep ``make test`` within its memory budget (4 GB resident on a 2-core CI machine):
+    after each test file, drop the models groundroll's process-wide cache holds, collect
+    garbage and hand freed heap pages back to the system (glibc keeps them otherwise), so
+    one file's models and buffers do not stay resident for the rest of the session."""
+    yield
+    import gc
+    import sys
+
+    zoo = sys.modules.get("groundroll.zoo")
+    if zoo is not None:
+        zoo.clear_cache()
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc: nothing to trim
+        pass
