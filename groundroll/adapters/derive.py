@@ -33,7 +33,8 @@ import torch
 
 from .base import Adapter, Site, TokenSource
 
-__all__ = ["derive_adapter", "declared_attention", "refusal", "Declared", "REFUSALS"]
+__all__ = ["derive_adapter", "declared_attention", "refusal", "returned_adapter",
+           "returned_site", "Declared", "REFUSALS"]
 
 _WINDOWED = (
     "attends within local windows (shifted from layer to layer), so no layer relates every"
@@ -66,6 +67,11 @@ REFUSALS: dict[str, str] = {
 }
 
 _SPARSE_TYPES = ("big_bird", "bigbird_pegasus")
+
+#: Declared attention modules whose attention is not a global ``[query, key]`` matrix
+#: (they return none at the declared index): left out of derived adapters, so the rest of
+#: the model (Pegasus-X's decoder and cross-attention) is still captured.
+NOT_GLOBAL = frozenset({"PegasusXGlobalLocalAttention"})
 
 
 def refusal(model: torch.nn.Module) -> str | None:
@@ -282,11 +288,12 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
     >>> derive_adapter(transformers.PLBartModel(cfg)).streams  # doctest: +SKIP
     ('encoder', 'decoder', 'cross')
     """
-    declared = declared_attention(model)
+    modules = dict(model.named_modules())
+    declared = [d for d in declared_attention(model)
+                if type(modules[d.name]).__name__ not in NOT_GLOBAL]
     if not declared:
         return None
     from transformers import PreTrainedModel
-    modules = dict(model.named_modules())
     # Group into streams: one declarer and key, split by role (CLIPModel declares one
     # "attentions" entry for both towers).
     groups: dict[tuple, list[Declared]] = defaultdict(list)
@@ -325,7 +332,9 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
         others = [s for s in self_names if s != query]
         preferred = {"decoder": "encoder", "text": "vision"}.get(query)
         key_stream = (preferred if preferred in others
-                      else others[0] if len(others) == 1 else f"{query}_memory")
+                      else others[0] if len(others) == 1
+                      # an encoder whose own attention is not captured (Pegasus-X)
+                      else preferred if query == "decoder" else f"{query}_memory")
         stream = "cross" if (query, key_stream) == ("decoder", "encoder") else f"{query}_cross"
         sites.append(Site(_exact(names), stream, query=query, key=key_stream, index=index,
                           root=root, value=value, out=out))
@@ -354,6 +363,9 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
                     _below(o, parent) for o in others):
                 wheres.append(parent)
         tokens.append(TokenSource(stream, pattern=_exact(wheres), reader="hf_auto"))
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) and (
+            "encoder" not in self_names and any(s.key_stream == "encoder" for s in sites)):
+        tokens.append(TokenSource("encoder", pattern=r"(^|\.)encoder$", reader="hf_auto"))
     sites_, tokens_ = _pooling_heads(modules, self_names)
     sites += sites_
     tokens += tokens_
@@ -374,3 +386,106 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
         classes=(f"{cls.__module__}.{cls.__qualname__}",),
         sites=tuple(sites), tokens=tuple(tokens), switch="hf_eager", chains=chains,
         description=f"derived from {cls.__name__}'s _can_record_outputs")
+
+
+# --------------------------------------------------------------------------- returned
+
+def _takes_output_attentions(model: torch.nn.Module) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "output_attentions" in params
+
+
+def returned_site(path: str, level: tuple[str, ...] = ()) -> Site:
+    """The stream of an attention tuple a model returns under output key ``path``.
+
+    ``path`` is the dotted key path in the output (``"cross_attentions"``,
+    ``"vision_model_output.attentions"``); ``level`` lists the attention keys returned
+    beside it (same nesting). Streams are named from where the tuple comes from:
+    ``attentions`` and ``encoder_attentions`` -> ``encoder``, ``decoder_attentions`` ->
+    ``decoder``, ``cross_attentions`` -> ``cross`` (``decoder`` -> ``encoder``) where a
+    decoder is returned beside it, else ``<query>_cross`` over ``<query>_memory``; other
+    keys keep their name (``decoder_ngram_attentions`` -> ``decoder_ngram``). A nested
+    output is named by its role (``vision_model_output`` -> ``vision``,
+    ``text_output`` -> ``text``, ``multimodal_output`` -> ``multimodal``).
+
+    Examples
+    --------
+    >>> returned_site("cross_attentions", ("encoder_attentions", "decoder_attentions",
+    ...     "cross_attentions")).stream
+    'cross'
+    >>> returned_site("vision_model_output.attentions").stream
+    'vision'
+    """
+    prefix, _, key = path.rpartition(".")
+    base = key.removesuffix("attentions").rstrip("_")
+    owner = ""
+    if prefix:
+        last = prefix.rpartition(".")[2]
+        owner = _role(last) or last.removesuffix("_outputs").removesuffix(
+            "_output").removesuffix("_model") or last
+
+    def name(part: str) -> str:
+        if not owner:
+            return part or "encoder"
+        if part in ("", "encoder") and owner not in ("encoder", "decoder"):
+            return owner
+        return f"{owner}_{part}" if part and part != owner else owner
+
+    if base != "cross":
+        return Site("^" + re.escape(path) + "$", name(base), causal=None, reader="returned")
+    if not level or "decoder_attentions" in level or "encoder_attentions" in level:
+        query, key_stream = name("decoder"), name("encoder")
+    else:
+        query = name("")
+        key_stream = f"{query}_memory"
+    stream = "cross" if (query, key_stream) == ("decoder", "encoder") else f"{query}_cross"
+    return Site("^" + re.escape(path) + "$", stream, query=query, key=key_stream,
+                reader="returned")
+
+
+def returned_adapter(model: torch.nn.Module) -> Adapter | None:
+    """An adapter reading the attention a Hugging Face model returns when called with
+    ``output_attentions=True``, for models that declare none (``_can_record_outputs``)
+    but return it (MPNet, DeBERTa, XLNet, FSMT, ProphetNet, LongT5, MVP, ...); None for
+    other models.
+
+    No module is hooked: during ``capture`` the call to ``model`` itself is given
+    ``output_attentions=True`` (attention switched to eager), the returned tuples are
+    read into the trace and removed from the output again, so the caller gets what it
+    would have got without the capture. Streams are named by :func:`returned_site`.
+
+    Examples
+    --------
+    >>> import transformers  # doctest: +SKIP
+    >>> cfg = transformers.MPNetConfig(vocab_size=64, hidden_size=32,
+    ...     num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)  # doctest: +SKIP
+    >>> returned_adapter(transformers.MPNetModel(cfg)).streams  # doctest: +SKIP
+    ('encoder',)
+    """
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return None
+    if not isinstance(model, PreTrainedModel) or not _takes_output_attentions(model):
+        return None
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False):
+        keys = ("encoder_attentions", "decoder_attentions", "cross_attentions")
+        tokens = (TokenSource("encoder", pattern=r"(^|\.)encoder$", special=("eos@last",)),
+                  TokenSource("decoder", pattern=r"(^|\.)decoder$", causal=True))
+    else:
+        keys = ("attentions",)
+        tokens = (TokenSource("encoder", pattern="^$", reader="hf_auto"),)
+    sites = tuple(returned_site(k, keys) for k in keys)
+    cls = type(model)
+    model_type = getattr(config, "model_type", None)
+    return Adapter(
+        name=f"hf_{model_type}" if model_type else f"hf_{cls.__name__}",
+        classes=(f"{cls.__module__}.{cls.__qualname__}",), sites=sites, tokens=tokens,
+        switch="hf_eager",
+        description=f"{cls.__name__}'s returned attentions (output_attentions=True)")
