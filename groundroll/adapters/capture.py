@@ -262,6 +262,8 @@ class _Session:
             self._switch_hf_eager()
         self._hook_token_sources(modules)
         self.returned_calls: list[tuple[bool, bool]] = []
+        self.scores_returned: set[str] = set()
+        self.warned_scores = False
         self.depth = 0
         self.handles.append(self.model.register_forward_pre_hook(
             self._returned_pre, with_kwargs=True))
@@ -347,6 +349,12 @@ class _Session:
                         part = part.flatten(1, -3)
                     if part.dim() != 4:
                         continue
+                    if bool((part.detach() < 0).any()):
+                        # Pre-softmax scores reported as attention (ProphetNet's encoder
+                        # and cross-attention): the probabilities are their softmax,
+                        # recomputed, so no gradient of the model's score reaches them.
+                        part = part.softmax(-1)
+                        self.scores_returned.add(site.stream)
                     if key == "decoder_attentions" and j == 0 and decoder_rows is None:
                         decoder_rows = part.shape[-2]
                     rows = decoder_rows if here.stream == "cross" else None
@@ -361,6 +369,19 @@ class _Session:
             value = output[key]
             if hasattr(value, "keys") and not isinstance(value, torch.Tensor):
                 self._read_returned(value, f"{prefix}{key}.")
+        if not prefix and "cross" in self.trace.layers and "encoder" not in self.trace.layers:
+            # The encoder's attention is local (LongT5) or not returned (Pegasus-X):
+            # compose through the decoder only, the encoder counting as the identity.
+            from ..compose import Chain
+
+            self.trace.chains = (Chain("encoder", "decoder", source_self=None,
+                                       target_self="decoder", target_cross="cross"),)
+        if not prefix and self.grads and self.scores_returned and not self.warned_scores:
+            self.warned_scores = True
+            warnings.warn(f"{type(self.model).__name__} returns pre-softmax scores as the"
+                          f" attention of streams {sorted(self.scores_returned)}: their"
+                          " probabilities are recomputed, so those layers get no gradient"
+                          " (grad stays None)", stacklevel=2)
 
     def close(self) -> None:
         while self.handles:

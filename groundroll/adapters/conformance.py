@@ -375,7 +375,8 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
         result.reported = len(reported)
         candidates = layers + _joined(trace)
         missing = [key for key, t in reported
-                   if not any(_close(_folded(t), w, ATOL) for w in candidates)]
+                   if not any(_close(_as_probabilities(_folded(t)), w, ATOL)
+                              for w in candidates)]
         if missing:
             problems.append(f"{len(missing)}/{len(reported)} reported attention tensors"
                             f" not in the trace (first: {missing[0]})")
@@ -399,6 +400,12 @@ def _folded(t: torch.Tensor) -> torch.Tensor:
     """``[batch, block, head, query, key]`` -> ``[batch, block * head, query, key]``, as
     the capture records attention reported with more than four axes."""
     return t.flatten(1, -3) if t.dim() > 4 else t
+
+
+def _as_probabilities(t: torch.Tensor) -> torch.Tensor:
+    """Reported pre-softmax scores (negative entries: ProphetNet's encoder and
+    cross-attention) -> the probabilities the capture records, their softmax."""
+    return t.softmax(-1) if bool((t < 0).any()) else t
 
 
 def _joined(trace) -> list[torch.Tensor]:
