@@ -91,29 +91,61 @@ def hf_model_types() -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def _shrink(config_cls, seen=()) -> dict:
+_LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layers", "n_layer", "encoder_layers",
+               "decoder_layers", "depth", "num_decoder_layers", "num_encoder_layers")
+
+#: How far each level of :func:`tiny_config` shrinks: 0 everything in ``_SIZES``; 1 layers,
+#: vocabulary and images only (widths and heads as the class defaults them, so every
+#: width/head rule of the config's own validation holds); 2 layers only.
+LEVELS = 3
+_LEVEL_KEYS = (None, set(_LAYER_KEYS) | {"vocab_size", "decoder_vocab_size", "image_size",
+                                         "patch_size", "num_channels"}, set(_LAYER_KEYS))
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shrink(config_cls, seen=(), level: int = 0) -> dict:
     default = config_cls()
     values = default.to_dict()
-    kwargs = {k: v for k, v in _SIZES.items() if k in values and isinstance(values[k], int)
-              and not isinstance(values[k], bool)}
-    for key, value in _IDS.items():
-        if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
-            kwargs[key] = value
+    allowed = _LEVEL_KEYS[level]
+    kwargs = {k: v for k, v in _SIZES.items() if k in values and _int(values[k])
+              and (allowed is None or k in allowed)}
+    if level < 2:
+        for key, value in _IDS.items():
+            if _int(values.get(key)):
+                kwargs[key] = value
+    # Per-layer lists (layer_types, attention pattern, window sizes, ...) follow the
+    # layer count: a list as long as a layer count it had is cut to the new one.
+    counts = {values[k]: kwargs[k] for k in _LAYER_KEYS if k in kwargs and _int(values[k])}
+    for key, value in values.items():
+        if isinstance(value, list) and value and len(value) in counts and key not in kwargs:
+            kwargs[key] = value[: counts[len(value)]]
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
         if isinstance(sub_cls, type) and sub_cls not in seen and key in values:
             try:
-                kwargs[key] = _shrink(sub_cls, seen + (config_cls,))
+                kwargs[key] = _shrink(sub_cls, seen + (config_cls,), level)
             except Exception:   # keep the default sub-config
                 continue
     return kwargs
 
 
-def tiny_config(model_type: str):
-    """A small config of ``model_type`` (2 layers, width 32, 4 heads, 32 x 32 images)."""
+def tiny_config(model_type: str, *, level: int = 0):
+    """A small config of ``model_type``.
+
+    Parameters
+    ----------
+    model_type : str
+    level : int
+        0: 2 layers, width 32, 4 heads, 32 x 32 images; 1: 2 layers, vocabulary 64 and
+        32 x 32 images with the class's own widths and heads (for configs whose
+        validation ties widths, heads and sub-configs together); 2: 2 layers only.
+    """
     from transformers import CONFIG_MAPPING
 
     config_cls = CONFIG_MAPPING[model_type]
-    return config_cls(**_shrink(config_cls))
+    return config_cls(**_shrink(config_cls, level=level))
 
 
 def _size(config, name, default=None):
@@ -171,11 +203,12 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
     return inputs
 
 
-def tiny_hf(model_type: str, *, seed: int = 0):
-    """``(model, inputs)``: a tiny random base model of ``model_type`` in eval mode."""
+def tiny_hf(model_type: str, *, seed: int = 0, level: int = 0):
+    """``(model, inputs)``: a tiny random base model of ``model_type`` in eval mode,
+    built from :func:`tiny_config` at ``level``."""
     import transformers
 
-    config = tiny_config(model_type)
+    config = tiny_config(model_type, level=level)
     cls = getattr(transformers, hf_model_types()[model_type])
     torch.manual_seed(seed)
     model = cls(config).eval()
@@ -468,8 +501,20 @@ def check_hf(model_type: str) -> Result:
     'captured'
     """
     start = time.perf_counter()
+    result = None
+    for level in range(LEVELS):
+        # A tiny build that fails its config's validation or does not run is retried
+        # with less shrunk: the class's own widths and heads, then only fewer layers.
+        result = _check_hf_at(model_type, level, start)
+        if result.status != "not_built" or result.detail.startswith("main input"):
+            break
+    result.extra["level"] = level
+    return result
+
+
+def _check_hf_at(model_type: str, level: int, start: float) -> Result:
     try:
-        model, inputs = tiny_hf(model_type)
+        model, inputs = tiny_hf(model_type, level=level)
     except Exception as err:
         return _not_built(model_type, err, start)
     if inputs is None:
