@@ -347,8 +347,13 @@ class _Session:
                             here, stream=stream, query=stream,
                             key=stream if q == k and here.kind == "self" else f"{stream}_keys")
                         part = part.flatten(1, -3)
-                    if part.dim() != 4:
-                        continue
+                    if part.dim() < 4:
+                        from .base import UnsupportedModelError
+
+                        raise UnsupportedModelError(
+                            f"{type(self.model).__name__} returns {path} of shape"
+                            f" {list(part.shape)}, not [batch, head, query, key]"
+                            " probabilities: there is no attention matrix to capture")
                     if bool((part.detach() < 0).any()):
                         # Pre-softmax scores reported as attention (ProphetNet's encoder
                         # and cross-attention): the probabilities are their softmax,

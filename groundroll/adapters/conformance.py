@@ -33,7 +33,8 @@ from typing import Any
 import torch
 
 __all__ = ["Result", "check", "check_hf", "check_open_clip", "hf_model_types",
-           "tiny_hf", "tiny_open_clip", "STATUSES", "ATOL"]
+           "hf_modality", "tiny_hf", "tiny_config", "tiny_open_clip", "STATUSES", "ATOL",
+           "MODALITIES", "LEVELS"]
 
 #: Tolerance for weights and outputs.
 ATOL = 1e-5
@@ -104,6 +105,37 @@ _LEVEL_KEYS = (None, set(_LAYER_KEYS) | {"vocab_size", "decoder_vocab_size", "im
 
 def _int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: What :func:`hf_modality` returns.
+MODALITIES = ("text_vision_multimodal", "audio_time_series")
+
+
+def hf_modality(model_type: str) -> str:
+    """``"audio_time_series"`` for a model type in one of transformers' audio, speech or
+    time-series auto mappings (or taking ``input_values`` / ``past_values`` /
+    ``input_features``), else ``"text_vision_multimodal"``.
+
+    Examples
+    --------
+    >>> hf_modality("wav2vec2"), hf_modality("bert")               # doctest: +SKIP
+    ('audio_time_series', 'text_vision_multimodal')
+    """
+    from transformers.models.auto import modeling_auto
+
+    for name in dir(modeling_auto):
+        if name.endswith("MAPPING_NAMES") and any(
+                w in name for w in ("AUDIO", "SPEECH", "CTC", "TIME_SERIES", "WAVEFORM",
+                                    "SPECTROGRAM")):
+            if model_type in getattr(modeling_auto, name):
+                return MODALITIES[1]
+    import transformers
+
+    cls = getattr(transformers, hf_model_types().get(model_type, ""), None)
+    if getattr(cls, "main_input_name", None) in ("input_values", "past_values",
+                                                 "input_features"):
+        return MODALITIES[1]
+    return MODALITIES[0]
 
 
 def _shrink(config_cls, seen=(), level: int = 0) -> dict:
@@ -372,6 +404,7 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
     result = Result(name or type(model).__name__, "failing")
     try:
         with torch.no_grad():
+            torch.manual_seed(0)    # models that draw noise (ViT-MAE masks, VITS) repeat
             plain = _tensors(model(**inputs))
     except Exception as err:  # the tiny model itself does not run
         result.status, result.detail = "not_built", f"forward: {type(err).__name__}: {err}"
@@ -379,6 +412,7 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
     hooks, settings = _hook_state(model), _settings(model)
     try:
         with torch.no_grad(), capture(model) as trace:
+            torch.manual_seed(0)
             captured = _tensors(model(**inputs))
     except UnsupportedModelError as err:
         result.status, result.detail = "refused", str(err).split(": it ", 1)[-1]
@@ -459,6 +493,7 @@ def _eager_reference(model, inputs):
         if hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation("eager")
         with torch.no_grad():
+            torch.manual_seed(0)
             return model(**inputs, output_attentions=True)
     except Exception:
         return {}

@@ -57,6 +57,19 @@ _CNN = (
     "is a convolutional network: it has no attention to capture or roll out. Use a"
     " gradient attribution (Grad-CAM) for it, or a ViT-based model with groundroll.")
 
+_RECURRENT = (
+    "is a recurrent model (RWKV's time mixing): it has no attention matrix to capture or"
+    " roll out, only per-channel states. Use a transformer language model, or a gradient"
+    " attribution on its inputs.")
+_SAMPLED = (
+    "approximates attention by hashing or sampling (YOSO's LSH Bernoulli sampling): no"
+    " [query, key] probability matrix is ever computed. Use a full-attention encoder"
+    " (BERT, RoBERTa, DeBERTa, MPNet) for rollout or relevance.")
+_DEFORMABLE = (
+    "uses multi-scale deformable attention: each query reads a few sampled points of the"
+    " feature maps, not a [query, key] matrix over tokens, so rollout is not defined. Use"
+    " DETR or Conditional DETR (global attention) or a gradient attribution (Grad-CAM).")
+
 #: ``config.model_type`` -> why attention rollout does not apply and what works instead.
 REFUSALS: dict[str, str] = {
     **{t: _WINDOWED for t in ("swin", "swinv2", "donut-swin", "maskformer-swin", "swin2sr",
@@ -64,6 +77,8 @@ REFUSALS: dict[str, str] = {
     **{t: _LOCAL for t in ("longformer", "led")},
     **{t: _CNN for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet",
                          "mobilenet_v1", "mobilenet_v2", "bit", "van", "poolformer")},
+    "sam2_vision_model": _WINDOWED, "rwkv": _RECURRENT, "yoso": _SAMPLED,
+    "deformable_detr": _DEFORMABLE,
 }
 
 _SPARSE_TYPES = ("big_bird", "bigbird_pegasus")
