@@ -10,7 +10,8 @@ configs of :mod:`groundroll.adapters.conformance`); the family's own subword con
 
 - ``aligned``: a word matrix of the right shape, finite, with links inside the words;
 - ``refused``: groundroll says why rollout does not apply (LED's local attention);
-- ``not_text``: the model's inputs are audio or speech features, not a sentence;
+- ``not_text``: a speech or audio generator (audio features in, or one causal sequence
+  rather than an encoder-decoder), with no sentence pair to align;
 - ``not_built``: the tiny model could not be built at any shrink level;
 - ``failing``: anything else.
 
@@ -63,7 +64,7 @@ def _build(model_type: str, size: int):
     import transformers
     from transformers import CONFIG_MAPPING
 
-    from groundroll.adapters.conformance import LEVELS, _shrink
+    from groundroll.adapters.conformance import LEVELS, _shrink, check_size
 
     config_cls = CONFIG_MAPPING[model_type]
     error = None
@@ -71,11 +72,16 @@ def _build(model_type: str, size: int):
         try:
             kwargs = _shrink(config_cls, level=level)
             _set_vocab(kwargs, size)
+            # T5-style configs keep the decoder start in the generation config only.
+            kwargs.update(pad_token_id=1, eos_token_id=2, decoder_start_token_id=2)
             if "vocab_size" not in kwargs and "vocab_size" in config_cls().to_dict():
                 kwargs["vocab_size"] = size
             config = config_cls(**kwargs)
+            cls = transformers.AutoModelForSeq2SeqLM._model_mapping[type(config)]
+            if level:
+                check_size(cls, config)
             torch.manual_seed(0)
-            return transformers.AutoModelForSeq2SeqLM.from_config(config).eval(), level
+            return cls(config).eval(), level
         except Exception as err:           # try less shrunk
             error = err
     raise error
@@ -86,16 +92,29 @@ def check_align(model_type: str, tok, pairs) -> dict:
     from groundroll.adapters.base import UnsupportedModelError
     from groundroll.zoo import Bundle
 
+    import transformers
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES as SEQ2SEQ)
+
     start = time.perf_counter()
     record = dict(name=model_type, status="failing", detail="")
+    cls = getattr(transformers, SEQ2SEQ[model_type], None)
+    main = getattr(cls, "main_input_name", "input_ids")
+    if main != "input_ids":
+        # Speech and audio generators: no sentence to align (and no build needed).
+        record.update(status="not_text", detail=f"main input {main!r}")
+        return record
     try:
         model, level = _build(model_type, len(tok))
     except Exception as err:
         record.update(status="not_built", detail=f"{type(err).__name__}: {err}"[:200])
         return record
     record["level"] = level
-    if getattr(model, "main_input_name", "input_ids") != "input_ids":
-        record.update(status="not_text", detail=f"main input {model.main_input_name!r}")
+    if not getattr(model.config, "is_encoder_decoder", False):
+        # An audio language model listed as a generator: one causal sequence, no
+        # source/target pair to align.
+        record.update(status="not_text", detail="not an encoder-decoder (speech or audio"
+                                                " language model)")
         return record
     bundle = Bundle(f"tiny-{model_type}", model, "", tokenizer=tok)
     srcs, tgts = [p.src for p in pairs], [p.tgt for p in pairs]
@@ -119,26 +138,64 @@ def check_align(model_type: str, tok, pairs) -> dict:
     return record
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=None)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+def _limit_memory(gigabytes: float) -> None:
+    """Cap the worker's address space: a class whose tiny build is still huge fails with
+    a MemoryError in its own process instead of taking the machine's memory."""
+    import resource
+
+    limit = int(gigabytes * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _job(name: str) -> dict:
     warnings.filterwarnings("ignore")
     import torch
     import transformers
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES as SEQ2SEQ)
 
     from groundroll.data import toy_translation as toy
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(1)
+    try:
+        return check_align(name, _tokenizer(), toy.pairs(2, split="test"))
+    except MemoryError as err:
+        return dict(name=name, status="not_built", detail=f"MemoryError: {err}"[:200])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--memory-gb", type=float, default=6.0,
+                        help="address-space cap of each model's worker process")
+    parser.add_argument("--timeout", type=int, default=120, help="seconds per model")
+    args = parser.parse_args(argv)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    import transformers
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES as SEQ2SEQ)
+
     names = [n for n in SEQ2SEQ if not args.models or n in args.models]
-    tok, pairs = _tokenizer(), toy.pairs(2, split="test")
     records = []
     for name in names:
-        record = check_align(name, tok, pairs)
+        # One fresh process per model: memory capped, nothing left from the last one.
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_limit_memory, initargs=(args.memory_gb,))
+        try:
+            record = pool.submit(_job, name).result(timeout=args.timeout)
+        except FutureTimeout:
+            record = dict(name=name, status="not_built",
+                          detail=f"took over {args.timeout} s")
+        except Exception as err:          # the worker died (out of memory in native code)
+            record = dict(name=name, status="not_built",
+                          detail=f"worker lost: {type(err).__name__}")
+        finally:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
         print(f"{record['name']:28s} {record['status']:10s} {record['detail'][:110]}",
               flush=True)
         records.append(record)

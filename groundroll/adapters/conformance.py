@@ -235,6 +235,21 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
     return inputs
 
 
+#: Most parameters a less-shrunk tiny build (level 1 or 2) may have: past it the class's
+#: own widths make a model too large for a sweep's worker.
+MAX_PARAMETERS = 40_000_000
+
+
+def check_size(cls, config, limit: int = MAX_PARAMETERS) -> None:
+    """Raise ValueError when ``cls(config)`` would have more than ``limit`` parameters
+    (counted on the meta device: nothing is allocated)."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in cls(config).parameters())
+    if count > limit:
+        raise ValueError(f"{cls.__name__} at this shrink level has {count / 1e6:.0f}M"
+                         f" parameters (limit {limit / 1e6:.0f}M)")
+
+
 def tiny_hf(model_type: str, *, seed: int = 0, level: int = 0):
     """``(model, inputs)``: a tiny random base model of ``model_type`` in eval mode,
     built from :func:`tiny_config` at ``level``."""
@@ -242,6 +257,8 @@ def tiny_hf(model_type: str, *, seed: int = 0, level: int = 0):
 
     config = tiny_config(model_type, level=level)
     cls = getattr(transformers, hf_model_types()[model_type])
+    if level:
+        check_size(cls, config)
     torch.manual_seed(seed)
     model = cls(config).eval()
     return model, tiny_inputs(model)

@@ -212,10 +212,13 @@ _OUT_NAMES = ("out_proj", "o_proj", "o", "out_lin", "out", "proj", "projection",
               "output.dense")
 
 
-def _role(relative: str) -> str | None:
+def _role(relative: str, *, seq2seq: bool = False) -> str | None:
+    # In an encoder-decoder, "text_encoder" / "text_decoder" (SeamlessM4T) are the two
+    # sides of the translation: encoder and decoder come before the modality.
+    roles = _ROLES[3:] + _ROLES[:3] if seq2seq else _ROLES
     for part in relative.split("."):
         lowered = part.lower()
-        for role, words in _ROLES:
+        for role, words in roles:
             if any(w in lowered for w in words):
                 return role
     return None
@@ -312,9 +315,11 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
     # Group into streams: one declarer and key, split by role (CLIPModel declares one
     # "attentions" entry for both towers).
     groups: dict[tuple, list[Declared]] = defaultdict(list)
+    seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
     for d in declared:
         relative = d.name[len(d.declarer):].lstrip(".") if d.declarer else d.name
-        role = _role(d.declarer) or _role(relative) or "encoder"
+        role = (_role(d.declarer, seq2seq=seq2seq) or _role(relative, seq2seq=seq2seq)
+                or "encoder")
         groups[(d.declarer, d.key, role)].append(d)
 
     self_streams: dict[tuple, str] = {}
