@@ -38,6 +38,8 @@ README = ROOT / "README.md"
 START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
 
 MODALITIES = ("text_vision_multimodal", "audio_time_series")   # conformance.MODALITIES
+MODALITY_LABELS = {"text_vision_multimodal": "text, vision, multimodal",
+                   "audio_time_series": "audio, time series"}
 LABELS = {"captured": "captured exactly", "refused": "refused with a reason",
           "failing": "failing", "not_built": "not exercised (tiny model does not build"
           " or run, or reports no attention)"}
@@ -203,7 +205,7 @@ def table(results: dict[str, list[dict]], versions: dict[str, str]) -> str:
     for library, records in results.items():
         groups = {"": records}
         if any("modality" in r for r in records):
-            groups = {f" ({kind.replace('_', ', ', 1).replace('_', ' ')})":
+            groups = {f" ({MODALITY_LABELS[kind]})":
                       [r for r in records if r.get("modality", MODALITIES[0]) == kind]
                       for kind in MODALITIES}
         for label, members in groups.items():

@@ -193,10 +193,16 @@ class _Session:
             self._open_returned(modules)
             return
         found: dict[str, list[tuple[str, torch.nn.Module]]] = defaultdict(list)
-        site_of: dict[str, Site] = {}
+        site_of: dict[tuple[str, str], Site] = {}
         for name, module in modules.items():
+            matched: list[Site] = []
             for site in self.sites:
                 if re.search(site.pattern, name):
+                    # One module, several streams only where each reads another output
+                    # (T5Gemma2's merged attention: self at index 1, cross at index 2).
+                    if matched and not (site.reader == "output" and all(
+                            m.reader == "output" and m.index != site.index for m in matched)):
+                        continue
                     if site.reader == "softmax" and not hasattr(module, "fused_attn"):
                         raise TypeError(f"{self.adapter.name}: {name} is a"
                                         f" {type(module).__name__}, not a timm attention"
@@ -205,8 +211,8 @@ class _Session:
                         raise TypeError(f"{self.adapter.name}: {name} is a"
                                         f" {type(module).__name__}, not nn.MultiheadAttention")
                     found[site.stream].append((name, module))
-                    site_of[name] = site
-                    break
+                    site_of[site.stream, name] = site
+                    matched.append(site)
         if not found:
             raise ValueError(
                 f"adapter {self.adapter.name!r} found no attention modules of streams"
@@ -232,7 +238,7 @@ class _Session:
                 self._root_hook(root)))
         for stream, members in found.items():
             for index, (name, module) in enumerate(members):
-                site = site_of[name]
+                site = site_of[stream, name]
                 if site.reader == "mha":
                     self.handles.append(module.register_forward_pre_hook(
                         _ask_mha_for_weights, with_kwargs=True))

@@ -189,11 +189,15 @@ def declared_attention(model: torch.nn.Module) -> list[Declared]:
             declarer = name
         for child_name, child in module.named_children():
             walk(child, f"{name}.{child_name}" if name else child_name, specs, declarer)
+        keys = set()
         for key, spec in specs:
             hit, index = _matches(spec, module, "." + name if name else "")
-            if hit:
+            # One spec per key; a module may yield several keys at different indices
+            # (T5Gemma2's merged attention: self-attention and cross-attention).
+            if hit and key not in keys and (not keys or all(
+                    d.index != index for d in found if d.name == name)):
                 found.append(Declared(name, key, index, declarer))
-                break
+                keys.add(key)
 
     walk(model, "", [], "")
     # transformers' walk is post-order (children first); keep module order.
