@@ -37,7 +37,9 @@ NAMED = ("plbart", "blenderbot", "blenderbot-small", "whisper", "distilbert", "a
          "mpnet", "deberta", "deberta-v2", "xlnet", "xlm", "roformer", "funnel", "canine",
          "fsmt", "prophetnet", "longt5", "mvp",
          # declared, with a global-local encoder left out: decoder and cross captured
-         "pegasus_x")
+         "pegasus_x",
+         # one merged attention module declared for self- and cross-attention
+         "t5gemma2")
 REFUSED = {"swin": "windows", "longformer": "sliding-window", "led": "sliding-window",
            "big_bird": "block-sparse", "convnext": "convolutional"}
 
