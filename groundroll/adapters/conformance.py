@@ -64,7 +64,10 @@ _SIZES = dict(
 
 # Special ids inside the small vocabulary.
 _IDS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
-            sep_token_id=2, cls_token_id=0, mask_token_id=3)
+            sep_token_id=2, cls_token_id=0, mask_token_id=3,
+            # placeholders of image positions in one causal sequence (LLaVA, PaliGemma)
+            image_token_id=63, image_token_index=63, video_token_id=62,
+            video_token_index=62)
 
 
 @dataclass
@@ -155,12 +158,24 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
         if isinstance(value, list) and value and len(value) in counts and key not in kwargs:
             kwargs[key] = value[: counts[len(value)]]
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
+        instance = getattr(default, key, None)
+        if hasattr(instance, "to_dict") and hasattr(instance, "model_type"):
+            # AutoConfig sub-configs (LLaVA's text_config): the default's own class
+            sub_cls = type(instance)
         if isinstance(sub_cls, type) and sub_cls not in seen and key in values:
             try:
                 kwargs[key] = _shrink(sub_cls, seen + (config_cls,), level)
             except Exception:   # keep the default sub-config
                 continue
+            if sub_cls is not declared_class(config_cls, key):
+                kwargs[key]["model_type"] = getattr(sub_cls, "model_type", None) or \
+                    instance.model_type
     return kwargs
+
+
+def declared_class(config_cls, key: str):
+    """The sub-config class ``config_cls.sub_configs`` declares for ``key``."""
+    return (getattr(config_cls, "sub_configs", None) or {}).get(key)
 
 
 def tiny_config(model_type: str, *, level: int = 0):
@@ -186,6 +201,28 @@ def _size(config, name, default=None):
         if value is not None:
             return value
     return default
+
+
+def _image_placeholders(model, pixels) -> tuple[int, int] | None:
+    """``(placeholder id, features per image)`` for a model that puts image features
+    at placeholder positions of its text (``config.image_token_id``), else None."""
+    config = model.config
+    token = next((getattr(config, k) for k in ("image_token_id", "image_token_index")
+                  if isinstance(getattr(config, k, None), int)), None)
+    if token is None or not hasattr(model, "get_image_features"):
+        return None
+    try:
+        with torch.no_grad():
+            features = model.get_image_features(pixel_values=pixels)
+    except Exception:
+        return None
+    if not isinstance(features, torch.Tensor):
+        features = getattr(features, "pooler_output", None)
+        if features is None:
+            return None
+    if isinstance(features, (tuple, list)):
+        features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+    return token, features.reshape(-1, features.shape[-1]).shape[0] // pixels.shape[0]
 
 
 def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
@@ -224,6 +261,13 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         return inputs
     if hasattr(config, "text_config") and hasattr(config, "vision_config"):
         inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+        placeholders = _image_placeholders(model, pixels)
+        if placeholders is not None:
+            # image positions inside the text: one placeholder per image feature
+            token, n = placeholders
+            ids = torch.cat([torch.full((batch, n), token), ids], 1)
+            mask = torch.cat([torch.ones(batch, n, dtype=torch.long), mask], 1)
+            inputs.update(input_ids=ids, attention_mask=mask)
     elif main == "input_ids":
         inputs = dict(input_ids=ids, attention_mask=mask)
     elif main == "pixel_values":
@@ -553,13 +597,19 @@ def check_hf(model_type: str) -> Result:
     'captured'
     """
     start = time.perf_counter()
-    result = None
+    first = result = None
     for level in range(LEVELS):
         # A tiny build that fails its config's validation or does not run is retried
         # with less shrunk: the class's own widths and heads, then only fewer layers.
         result = _check_hf_at(model_type, level, start)
         if result.status != "not_built" or result.detail.startswith("main input"):
             break
+        first = first or result
+    if result.status == "not_built" and first is not None and first is not result:
+        # The smallest build's reason says most; the last level's is kept beside it.
+        first.detail = f"{first.detail} (level {level}: {result.detail[:80]})"
+        first.seconds = result.seconds
+        result = first
     result.extra["level"] = level
     return result
 
