@@ -114,6 +114,17 @@ def test_caller_asking_for_attentions_and_tuple_outputs_are_served_unchanged():
     assert trace.calls("cross") == 2
 
 
+def test_streams_selects_what_is_recorded():
+    model, inputs = conformance.tiny_hf("prophetnet")
+    with torch.no_grad(), capture(model, streams="cross") as trace:
+        model(**inputs)
+    assert trace.streams == ["cross"]
+    assert len(trace.weights("cross")) == model.config.num_decoder_layers
+    with torch.no_grad(), capture(model, streams=["cross_ngram", "encoder"]) as trace:
+        model(**inputs)
+    assert sorted(trace.streams) == ["cross_ngram", "encoder"]
+
+
 def test_nothing_left_switched_after_an_exception():
     model, inputs = conformance.tiny_hf("mpnet")
     before = _state(model)

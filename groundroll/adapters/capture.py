@@ -147,6 +147,7 @@ class _Session:
                              f" are {list(adapter.streams)}")
         self.sites = [site for site in adapter.sites if site.stream in wanted]
         self.explicit_streams = streams is not None
+        self.wanted = set(wanted)
         self.reduce = self._reduce_options(reduce)
         if self.reduce and self.grads:
             raise ValueError("reduce= streams keep no per-layer weights, so grads=True"
@@ -324,13 +325,12 @@ class _Session:
 
         keys = list(output.keys())
         level = tuple(k for k in keys if k.endswith("attentions"))
-        wanted = {s.stream for s in self.sites}
         decoder_rows = None
         for key in sorted(level, key=_returned_order):
             path = f"{prefix}{key}"
             site = next((s for s in self.adapter.sites if re.search(s.pattern, path)), None)
             site = site or returned_site(path, level)
-            if self.explicit_streams and site.stream not in wanted:
+            if self.explicit_streams and not {site.stream, "cross_ngram"} & self.wanted:
                 continue
             values = output[key]
             if not isinstance(values, (tuple, list)):
@@ -370,12 +370,14 @@ class _Session:
                         decoder_rows = part.shape[-2]
                     rows = decoder_rows if here.stream == "cross" else None
                     if rows and part.shape[-2] > rows and part.shape[-2] % rows == 0:
-                        self._record(here, name, index, call, part[:, :, :rows])
-                        self._record(dataclasses.replace(
-                            here, stream="cross_ngram", query="decoder_ngram"), name, index,
-                            call, part[:, :, rows:])
+                        pieces = [(here, part[:, :, :rows]), (dataclasses.replace(
+                            here, stream="cross_ngram", query="decoder_ngram"),
+                            part[:, :, rows:])]
                     else:
-                        self._record(here, name, index, call, part)
+                        pieces = [(here, part)]
+                    for piece_site, piece in pieces:
+                        if not self.explicit_streams or piece_site.stream in self.wanted:
+                            self._record(piece_site, name, index, call, piece)
         for key in keys:
             value = output[key]
             if hasattr(value, "keys") and not isinstance(value, torch.Tensor):
