@@ -215,6 +215,33 @@ def test_xlnet_gradient_reaches_the_probabilities_behind_its_returned_copy():
         assert float(layer.grad.abs().sum()) > 0
 
 
+def test_prophetnet_gradients_reach_the_probabilities_of_its_reported_scores():
+    """ProphetNet reports pre-softmax scores for its encoder: the capture reads the
+    softmax result the model used (kept by autograd), so gradients reach it."""
+    import transformers
+
+    config = conformance.tiny_config("prophetnet")
+    torch.manual_seed(0)
+    model = transformers.ProphetNetForConditionalGeneration(config).eval()
+    _, inputs = conformance.tiny_hf("prophetnet")
+    with torch.enable_grad(), capture(model, grads=True) as trace:
+        model(**inputs).logits.log_softmax(-1)[..., 7].sum().backward()
+    model.zero_grad()
+    recorder = _AllSoftmax()
+    with recorder:
+        logits = model(**inputs).logits
+    encoder = trace.stream("encoder")
+    # the encoder's softmaxes come first, one per layer
+    want = torch.autograd.grad(logits.log_softmax(-1)[..., 7].sum(),
+                               recorder.probs[:len(encoder)])
+    for layer, probs, w in zip(encoder, recorder.probs, want):
+        assert layer.grad is not None
+        assert torch.allclose(layer.weights, probs, atol=ATOL)   # probabilities, not scores
+        assert torch.allclose(layer.grad, w, atol=1e-6)
+        assert float(layer.grad.abs().sum()) > 0
+    assert all(l.grad is not None for l in trace.stream("cross_ngram"))
+
+
 class _AllSoftmax(_SoftmaxRecorder):
     """Every 4-axis softmax computed while active, in order."""
 

@@ -270,6 +270,7 @@ class _Session:
         self._hook_token_sources(modules)
         self.returned_calls: list[tuple[bool, bool]] = []
         self.scores_returned: set[str] = set()
+        self.softmax_of: dict[int, torch.Tensor] = {}
         self.warned_scores = False
         self.depth = 0
         self.handles.append(self.model.register_forward_pre_hook(
@@ -325,6 +326,8 @@ class _Session:
 
         keys = list(output.keys())
         level = tuple(k for k in keys if k.endswith("attentions"))
+        if not prefix:
+            self.softmax_of = _softmax_results(output) if self.grads else {}
         decoder_rows = None
         for key in sorted(level, key=_returned_order):
             path = f"{prefix}{key}"
@@ -362,10 +365,14 @@ class _Session:
                             " probabilities: there is no attention matrix to capture")
                     if bool((part.detach() < 0).any()):
                         # Pre-softmax scores reported as attention (ProphetNet's encoder
-                        # and cross-attention): the probabilities are their softmax,
-                        # recomputed, so no gradient of the model's score reaches them.
-                        part = part.softmax(-1)
-                        self.scores_returned.add(site.stream)
+                        # and cross-attention): read the probabilities the model made
+                        # of them, or recompute their softmax (no gradient reaches it).
+                        used = self.softmax_of.get(id(part.grad_fn))
+                        if used is None:
+                            part = part.softmax(-1)
+                            self.scores_returned.add(site.stream)
+                        else:
+                            part = used
                     if key == "decoder_attentions" and j == 0 and decoder_rows is None:
                         decoder_rows = part.shape[-2]
                     rows = decoder_rows if here.stream == "cross" else None
@@ -392,7 +399,8 @@ class _Session:
         if not prefix and self.grads and self.scores_returned and not self.warned_scores:
             self.warned_scores = True
             warnings.warn(f"{type(self.model).__name__} returns pre-softmax scores as the"
-                          f" attention of streams {sorted(self.scores_returned)}: their"
+                          f" attention of streams {sorted(self.scores_returned)} and its"
+                          " own softmax of them was not found in the autograd graph: their"
                           " probabilities are recomputed, so those layers get no gradient"
                           " (grad stays None)", stacklevel=2)
 
@@ -533,6 +541,42 @@ class _Session:
         accumulator.add(weights.detach())
         if accumulator.layers > self.reduce[stream].get("start_layer", 0):
             self.trace.reduced[stream] = accumulator.result()
+
+
+def _softmax_results(output) -> dict[int, torch.Tensor]:
+    """``id(scores.grad_fn) -> probabilities`` for every softmax in the autograd graph
+    behind ``output``'s non-attention tensors: the probabilities are the very tensors
+    the model multiplied with the values (a softmax node keeps its result for
+    backward), so gradients reach them. Walks the graph once."""
+    roots = [t for key in output.keys() if not key.endswith("attentions")
+             for t in _output_tensors(output[key]) if t.grad_fn is not None]
+    found: dict[int, torch.Tensor] = {}
+    seen: set[int] = set()
+    stack = [t.grad_fn for t in roots]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        softmax = type(node).__name__.startswith(("SoftmaxBackward", "_SoftmaxBackward"))
+        for nxt, _ in node.next_functions:
+            if nxt is None:
+                continue
+            if softmax and id(nxt) not in found:
+                found[id(nxt)] = node._saved_result
+            stack.append(nxt)
+    return found
+
+
+def _output_tensors(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if hasattr(value, "keys"):
+        return [t for k in value.keys() if not k.endswith("attentions")
+                for t in _output_tensors(value[k])]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _output_tensors(v)]
+    return []
 
 
 def _returned_order(key: str) -> int:
