@@ -98,12 +98,15 @@ def hf_model_types() -> dict[str, str]:
 _LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layers", "n_layer", "encoder_layers",
                "decoder_layers", "depth", "num_decoder_layers", "num_encoder_layers")
 
-#: How far each level of :func:`tiny_config` shrinks: 0 everything in ``_SIZES``; 1 layers,
-#: vocabulary and images only (widths and heads as the class defaults them, so every
-#: width/head rule of the config's own validation holds); 2 layers only.
-LEVELS = 3
-_LEVEL_KEYS = (None, set(_LAYER_KEYS) | {"vocab_size", "decoder_vocab_size", "image_size",
-                                         "patch_size", "num_channels"}, set(_LAYER_KEYS))
+#: How far each level of :func:`tiny_config` shrinks: 0 everything in ``_SIZES``, in every
+#: sub-config; 1 the same, with sub-configs typed ``AutoConfig`` left as the class
+#: defaults them; 2 layers, vocabulary and images only (widths and heads as the class
+#: defaults them, so every width/head rule of the config's own validation holds); 3
+#: layers only.
+LEVELS = 4
+_LEVEL_KEYS = (None, None, set(_LAYER_KEYS) | {"vocab_size", "decoder_vocab_size",
+                                               "image_size", "patch_size", "num_channels"},
+               set(_LAYER_KEYS))
 
 
 def _int(value) -> bool:
@@ -147,7 +150,7 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
     allowed = _LEVEL_KEYS[level]
     kwargs = {k: v for k, v in _SIZES.items() if k in values and _int(values[k])
               and (allowed is None or k in allowed)}
-    if level < 2:
+    if level < 3:
         for key, value in _IDS.items():
             if _int(values.get(key)):
                 kwargs[key] = value
@@ -159,7 +162,9 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
             kwargs[key] = value[: counts[len(value)]]
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
         instance = getattr(default, key, None)
-        if hasattr(instance, "to_dict") and hasattr(instance, "model_type"):
+        # Backbones stay as the config sets them up (DETR's timm/ResNet switches).
+        if level == 0 and key != "backbone_config" and hasattr(instance, "to_dict") and (
+                hasattr(instance, "model_type")):
             # AutoConfig sub-configs (LLaVA's text_config): the default's own class
             sub_cls = type(instance)
         if isinstance(sub_cls, type) and sub_cls not in seen and key in values:
@@ -185,9 +190,11 @@ def tiny_config(model_type: str, *, level: int = 0):
     ----------
     model_type : str
     level : int
-        0: 2 layers, width 32, 4 heads, 32 x 32 images; 1: 2 layers, vocabulary 64 and
-        32 x 32 images with the class's own widths and heads (for configs whose
-        validation ties widths, heads and sub-configs together); 2: 2 layers only.
+        0: 2 layers, width 32, 4 heads, 32 x 32 images, in every sub-config; 1: the
+        same with ``AutoConfig`` sub-configs at their defaults; 2: 2 layers, vocabulary
+        64 and 32 x 32 images with the class's own widths and heads (for configs whose
+        validation ties widths, heads and sub-configs together); 3: 2 layers only
+        (see :data:`LEVELS`).
     """
     from transformers import CONFIG_MAPPING
 
