@@ -8,7 +8,13 @@ docs/how-to/rollout.md.
 
     OMP_NUM_THREADS=1 python benchmarks/coverage.py            # full sweep (~15-25 min)
     python benchmarks/coverage.py --only hf --limit 40          # a first slice
+    python benchmarks/coverage.py --models mpnet fsmt --out /tmp/cov.json  # some classes
     python benchmarks/coverage.py --readme-only                 # table from the JSON
+
+Transformers classes are reported in two rows: text, vision and multimodal families,
+and audio and time-series families (:func:`groundroll.adapters.conformance.hf_modality`).
+A run over selected ``--models`` never touches the README and writes ``--out``
+(default ``benchmarks/results/coverage_selected.json``), not the full sweep's JSON.
 
 Each model gets ``--timeout`` seconds (build + checks); one that takes longer is
 recorded as not built.
@@ -28,9 +34,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "coverage.json"
+SELECTED = ROOT / "benchmarks" / "results" / "coverage_selected.json"
 README = ROOT / "docs" / "how-to" / "rollout.md"   # the page with the coverage table
 START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
 
+MODALITIES = ("text_vision_multimodal", "audio_time_series")   # conformance.MODALITIES
+MODALITY_LABELS = {"text_vision_multimodal": "text, vision, multimodal",
+                   "audio_time_series": "audio, time series"}
 LABELS = {"captured": "captured exactly", "refused": "refused with a reason",
           "failing": "failing", "not_built": "not exercised (tiny model does not build"
           " or run, or reports no attention)"}
@@ -67,9 +77,12 @@ def _run(check, name: str, timeout: int) -> dict:
         result = Result(name, "failing", f"{type(err).__name__}: {err}"[:200])
     finally:
         signal.alarm(0)
-    return dict(name=result.name, status=result.status, detail=result.detail[:300],
-                seconds=round(result.seconds, 3), streams=list(result.streams),
-                reported=result.reported)
+    record = dict(name=result.name, status=result.status, detail=result.detail[:300],
+                  seconds=round(result.seconds, 3), streams=list(result.streams),
+                  reported=result.reported)
+    if "level" in result.extra:
+        record["level"] = result.extra["level"]
+    return record
 
 
 def _import_first(library: str, name: str) -> None:
@@ -101,21 +114,39 @@ def _job(args) -> dict:
     torch.set_num_threads(1)
     _import_first(library, name)
     check = conformance.check_hf if library == "transformers" else conformance.check_open_clip
-    return _run(check, name, timeout)
+    record = _run(check, name, timeout)
+    if library == "transformers":
+        try:
+            record["modality"] = conformance.hf_modality(name)
+        except Exception:
+            record["modality"] = conformance.MODALITIES[0]
+    return record
 
 
-def sweep(only: str, limit: int | None, timeout: int, workers: int) -> dict[str, list[dict]]:
+def sweep(only: str, limit: int | None, timeout: int, workers: int,
+          models: list[str] | None = None) -> dict[str, list[dict]]:
     from tqdm import tqdm
 
     from groundroll.adapters import conformance
 
     jobs: dict[str, list] = {}
     if only in ("all", "hf"):
-        jobs["transformers"] = list(conformance.hf_model_types())[:limit]
+        names = list(conformance.hf_model_types())
+        if models:
+            unknown = sorted(set(models) - set(names))
+            if unknown and only == "hf":
+                raise SystemExit(f"not in transformers' auto mapping: {unknown}")
+            names = [n for n in names if n in models]
+        if names:
+            jobs["transformers"] = names[:limit]
     if only in ("all", "open_clip"):
         import open_clip
 
-        jobs["open_clip"] = open_clip.list_models()[:limit]
+        names = open_clip.list_models()
+        if models:
+            names = [n for n in names if n in models]
+        if names:
+            jobs["open_clip"] = names[:limit]
     out: dict[str, list[dict]] = {}
     for library, names in jobs.items():
         tasks = [(library, n, timeout) for n in names]
@@ -173,9 +204,15 @@ def table(results: dict[str, list[dict]], versions: dict[str, str]) -> str:
              "| library | models | " + " | ".join(LABELS[s] for s in LABELS) + " |",
              "|---|---:|" + "---:|" * len(LABELS)]
     for library, records in results.items():
-        counts = collections.Counter(r["status"] for r in records)
-        lines.append(f"| {library} {versions.get(library, '')} | {len(records)} | "
-                     + " | ".join(str(counts.get(s, 0)) for s in LABELS) + " |")
+        groups = {"": records}
+        if any("modality" in r for r in records):
+            groups = {f" ({MODALITY_LABELS[kind]})":
+                      [r for r in records if r.get("modality", MODALITIES[0]) == kind]
+                      for kind in MODALITIES}
+        for label, members in groups.items():
+            counts = collections.Counter(r["status"] for r in members)
+            lines.append(f"| {library} {versions.get(library, '')}{label} | {len(members)} | "
+                         + " | ".join(str(counts.get(s, 0)) for s in LABELS) + " |")
     lines.append("")
     for library, records in results.items():
         for status in ("refused", "failing"):
@@ -208,28 +245,34 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N models per library")
     parser.add_argument("--timeout", type=int, default=30, help="seconds per model")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="only these model types / architectures (the coverage table untouched)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON written (default: the full sweep's, or"
+                             " coverage_selected.json with --models)")
     parser.add_argument("--readme-only", action="store_true",
                         help="rewrite the coverage table of docs/how-to/rollout.md from the saved JSON")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args(argv)
     _quiet()
+    out = args.out or (SELECTED if args.models else RESULTS)
     if args.readme_only:
-        saved = json.loads(RESULTS.read_text())
+        saved = json.loads(out.read_text())
     else:
         import open_clip
         import transformers
 
-        results = sweep(args.only, args.limit, args.timeout, args.workers)
+        results = sweep(args.only, args.limit, args.timeout, args.workers, args.models)
         saved = {"versions": {"transformers": transformers.__version__,
                               "open_clip": open_clip.__version__},
                  "results": results}
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        tmp = RESULTS.with_suffix(".json.tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(saved, indent=1))
-        tmp.replace(RESULTS)
+        tmp.replace(out)
     text = table(saved["results"], saved["versions"])
     print(text)
-    if not args.no_readme:
+    if not args.no_readme and not args.models and out == RESULTS:
         write_readme(text)
     return 0
 

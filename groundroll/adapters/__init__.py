@@ -23,6 +23,13 @@ hf_<model_type>    derived from the model's ``_can_record_outputs``
                    (:mod:`groundroll.adapters.derive`): ``encoder``, ``decoder``,
                    ``cross``, ``vision``, ``text``, ``audio``, ``<query>_cross``,
                    ``pool`` (probe pooling heads)
+hf_<model_type>    no declaration (MPNet, DeBERTa, XLNet, FSMT, ProphetNet, LongT5,
+                   MVP, ...): read from what the model returns with
+                   ``output_attentions=True`` (:func:`returned_adapter`), named from
+                   the output keys: ``encoder``, ``decoder``, ``cross``, nested
+                   ``vision`` / ``text`` / ``multimodal``; ``<stream>_blocks`` for
+                   blocked attention folded into heads (LongT5 local blocks,
+                   ProphetNet n-gram streams), ``cross_ngram``
 =================  ===========================================================
 
 open_clip models with a timm trunk add ``pool`` (the attention-pool head) where the
@@ -32,14 +39,14 @@ trunk has one. Windowed, local, sparse and convolutional models raise
 
 from .base import (Adapter, Site, TokenSource, UnsupportedModelError, adapter_for,
                    register_adapter, supported_models)
-from .derive import declared_attention, derive_adapter, refusal
+from .derive import declared_attention, derive_adapter, refusal, returned_adapter
 from .capture import ROLLOUT_OPTIONS, capture
 from .hf import HF_ADAPTERS
 from .open_clip import OPEN_CLIP, OPEN_CLIP_COCA
 
 __all__ = ["capture", "register_adapter", "adapter_for", "supported_models", "Adapter",
            "Site", "TokenSource", "ROLLOUT_OPTIONS", "UnsupportedModelError",
-           "derive_adapter", "declared_attention", "refusal"]
+           "derive_adapter", "declared_attention", "refusal", "returned_adapter"]
 
 for _adapter in (OPEN_CLIP, OPEN_CLIP_COCA, *HF_ADAPTERS):
     register_adapter(_adapter, first=False)

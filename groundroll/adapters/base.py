@@ -25,8 +25,11 @@ __all__ = ["Site", "TokenSource", "Adapter", "register_adapter", "adapter_for",
 #: per-head weights. ``"softmax"``: the module computes its probabilities with an explicit
 #: ``softmax`` over the last axis (timm ``Attention`` / ``EvaAttention`` /
 #: ``AttentionPoolLatent`` with ``fused_attn`` off); the capture keeps that tensor, the
-#: very one multiplied with the values.
-READERS = ("output", "mha", "softmax")
+#: very one multiplied with the values. ``"returned"``: no module is hooked; the model
+#: is called with ``output_attentions=True`` and the attention tuples it returns are read
+#: (``Site.pattern`` matches the output key path, e.g. ``cross_attentions`` or
+#: ``vision_model_output.attentions``); the fallback for models that declare nothing.
+READERS = ("output", "mha", "softmax", "returned")
 
 #: Fused paths an adapter can switch off while capturing. ``"hf_eager"``: Hugging Face
 #: attention implementation set to ``"eager"``; ``"timm_fused"``: each captured timm
@@ -191,6 +194,12 @@ class Adapter:
         return tuple(dict.fromkeys(site.stream for site in self.sites))
 
     @property
+    def returned(self) -> bool:
+        """Whether attention is read from the model's returned outputs (``Site.reader ==
+        "returned"``) rather than from hooked modules."""
+        return bool(self.sites) and all(s.reader == "returned" for s in self.sites)
+
+    @property
     def switches(self) -> tuple[str, ...]:
         if self.switch is None:
             return ()
@@ -255,7 +264,9 @@ def supported_models() -> dict[str, tuple[str, ...]]:
 
 def adapter_for(model: torch.nn.Module) -> Adapter:
     """The registered adapter serving ``model``, else one derived from the attention
-    that a Hugging Face model declares (``_can_record_outputs``).
+    that a Hugging Face model declares (``_can_record_outputs``), else, for a Hugging
+    Face model that declares nothing but takes ``output_attentions``, one that reads the
+    attention the model returns (:func:`~groundroll.adapters.derive.returned_adapter`).
 
     Raises
     ------
@@ -263,7 +274,7 @@ def adapter_for(model: torch.nn.Module) -> Adapter:
         If no adapter matches; the message lists the supported families and shows how
         to register one.
     """
-    from .derive import derive_adapter, refusal
+    from .derive import derive_adapter, refusal, returned_adapter
 
     names = None
     for adapter in _REGISTRY:
@@ -282,6 +293,9 @@ def adapter_for(model: torch.nn.Module) -> Adapter:
     derived = derive_adapter(model)
     if derived is not None:
         return derived
+    returned = returned_adapter(model)
+    if returned is not None:
+        return returned
     cls = type(model)
     families = "\n".join(f"  {name}: {', '.join(what)}"
                          for name, what in supported_models().items())

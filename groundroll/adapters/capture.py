@@ -7,6 +7,7 @@ every switched setting.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from collections import defaultdict
@@ -141,10 +142,12 @@ class _Session:
         wanted = adapter.streams if streams is None else (
             (streams,) if isinstance(streams, str) else tuple(streams))
         unknown = sorted(set(wanted) - set(adapter.streams))
-        if unknown:
+        if unknown and not adapter.returned:
             raise ValueError(f"unknown stream(s) {unknown} for {adapter.name}; its streams"
                              f" are {list(adapter.streams)}")
         self.sites = [site for site in adapter.sites if site.stream in wanted]
+        self.explicit_streams = streams is not None
+        self.wanted = set(wanted)
         self.reduce = self._reduce_options(reduce)
         if self.reduce and self.grads:
             raise ValueError("reduce= streams keep no per-layer weights, so grads=True"
@@ -187,11 +190,20 @@ class _Session:
             warnings.warn(f"{type(self.model).__name__} has modules in training mode:"
                           " attention dropout makes the captured weights random; call"
                           " model.eval() before capturing", stacklevel=4)
+        if self.adapter.returned:
+            self._open_returned(modules)
+            return
         found: dict[str, list[tuple[str, torch.nn.Module]]] = defaultdict(list)
-        site_of: dict[str, Site] = {}
+        site_of: dict[tuple[str, str], Site] = {}
         for name, module in modules.items():
+            matched: list[Site] = []
             for site in self.sites:
                 if re.search(site.pattern, name):
+                    # One module, several streams only where each reads another output
+                    # (T5Gemma2's merged attention: self at index 1, cross at index 2).
+                    if matched and not (site.reader == "output" and all(
+                            m.reader == "output" and m.index != site.index for m in matched)):
+                        continue
                     if site.reader == "softmax" and not hasattr(module, "fused_attn"):
                         raise TypeError(f"{self.adapter.name}: {name} is a"
                                         f" {type(module).__name__}, not a timm attention"
@@ -200,8 +212,8 @@ class _Session:
                         raise TypeError(f"{self.adapter.name}: {name} is a"
                                         f" {type(module).__name__}, not nn.MultiheadAttention")
                     found[site.stream].append((name, module))
-                    site_of[name] = site
-                    break
+                    site_of[site.stream, name] = site
+                    matched.append(site)
         if not found:
             raise ValueError(
                 f"adapter {self.adapter.name!r} found no attention modules of streams"
@@ -218,12 +230,7 @@ class _Session:
                         self.saved_fused.append((module, module.fused_attn))
                         module.fused_attn = False
 
-        token_streams = {s.query_stream for s in self.sites} | {s.key_stream for s in self.sites}
-        for name, module in modules.items():
-            for source in self.adapter.tokens:
-                if source.stream in token_streams and source.matches(name, module):
-                    self.handles.append(module.register_forward_pre_hook(
-                        self._token_hook(source), with_kwargs=True))
+        self._hook_token_sources(modules)
 
         for root in {s.root for s in self.sites if s.root is not None}:
             if root not in modules:
@@ -232,7 +239,7 @@ class _Session:
                 self._root_hook(root)))
         for stream, members in found.items():
             for index, (name, module) in enumerate(members):
-                site = site_of[name]
+                site = site_of[stream, name]
                 if site.reader == "mha":
                     self.handles.append(module.register_forward_pre_hook(
                         _ask_mha_for_weights, with_kwargs=True))
@@ -241,9 +248,166 @@ class _Session:
                 self.handles.append(module.register_forward_hook(
                     self._layer_hook(site, name, index, modules), with_kwargs=True))
 
+    def _hook_token_sources(self, modules: dict) -> None:
+        token_streams = {s.query_stream for s in self.sites} | {s.key_stream for s in self.sites}
+        for name, module in modules.items():
+            for source in self.adapter.tokens:
+                if source.stream in token_streams and source.matches(name, module):
+                    self.handles.append(module.register_forward_pre_hook(
+                        self._token_hook(source), with_kwargs=True))
+
+    def _open_returned(self, modules: dict) -> None:
+        """The fallback for models that declare no attention modules: each outermost
+        call of the model is given ``output_attentions=True``; the tuples it returns are
+        read (:meth:`_read_returned`) and taken out of the output again."""
+        if self.values:
+            raise ValueError(f"values=True: {type(self.model).__name__} declares no"
+                             " attention modules (its attention is read from what it"
+                             " returns), so no value projection is known; capture"
+                             " without values=True")
+        if "hf_eager" in self.adapter.switches:
+            self._switch_hf_eager()
+        self._hook_token_sources(modules)
+        self.returned_calls: list[tuple[bool, bool]] = []
+        self.scores_returned: set[str] = set()
+        self.softmax_of: dict[int, torch.Tensor] = {}
+        self.warned_scores = False
+        self.depth = 0
+        self.handles.append(self.model.register_forward_pre_hook(
+            self._returned_pre, with_kwargs=True))
+        self.handles.append(self.model.register_forward_hook(
+            self._returned_post, with_kwargs=True, always_call=True))
+
+    def _returned_pre(self, module, args, kwargs):
+        self.depth += 1
+        if self.depth > 1:     # the model calling itself: the outer call reads
+            return None
+        import inspect
+
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs)
+        asked = bool(bound.arguments.get("output_attentions"))
+        as_tuple = bound.arguments.get("return_dict") is False
+        bound.arguments["output_attentions"] = True
+        if as_tuple:
+            bound.arguments["return_dict"] = True
+        self.returned_calls.append((asked, as_tuple))
+        return tuple(bound.args), dict(bound.kwargs)
+
+    def _returned_post(self, module, args, kwargs, output):
+        self.depth = max(self.depth - 1, 0)
+        if self.depth > 0 or not self.returned_calls:
+            return None
+        asked, as_tuple = self.returned_calls.pop()
+        if output is None:          # the forward raised (always_call hooks run anyway)
+            return None
+        if not hasattr(output, "keys"):
+            raise RuntimeError(
+                f"{self.adapter.name}: {type(module).__name__} returned a"
+                f" {type(output).__name__}, not a ModelOutput, so its attention tuples"
+                " cannot be told apart from its other outputs; call it with"
+                " return_dict=True")
+        self._read_returned(output)
+        if not asked:
+            output = _without_attentions(output)
+        return output.to_tuple() if as_tuple else output
+
+    def _read_returned(self, output, prefix: str = "") -> None:
+        """Record every attention tuple of ``output`` (nested outputs too) as the
+        layers of the stream its key names (:func:`~groundroll.adapters.derive.returned_site`).
+
+        A tensor with more than four axes, ``[batch, block, head, query, key]`` (LongT5
+        local blocks, ProphetNet n-gram streams), is recorded with its leading axes folded
+        into heads, ``[batch, block * head, query, key]``, in stream ``<stream>_blocks``.
+        A cross-attention whose queries are several times the decoder's (ProphetNet:
+        main stream then n-gram streams) is split: the first block of rows is ``cross``
+        (decoder -> encoder), the rest ``cross_ngram``.
+        """
+        from .derive import returned_site
+
+        keys = list(output.keys())
+        level = tuple(k for k in keys if k.endswith("attentions"))
+        if not prefix:
+            self.softmax_of = _softmax_results(output) if self.grads else {}
+        decoder_rows = None
+        for key in sorted(level, key=_returned_order):
+            path = f"{prefix}{key}"
+            site = next((s for s in self.adapter.sites if re.search(s.pattern, path)), None)
+            site = site or returned_site(path, level)
+            if self.explicit_streams and not {site.stream, "cross_ngram"} & self.wanted:
+                continue
+            values = output[key]
+            if not isinstance(values, (tuple, list)):
+                continue
+            call = self.calls[path]
+            self.calls[path] += 1
+            for index, weights in enumerate(values):
+                parts = weights if isinstance(weights, (tuple, list)) else (weights,)
+                for j, part in enumerate(parts):
+                    if not isinstance(part, torch.Tensor):
+                        continue
+                    name = f"{path}[{index}]" + (f"[{j}]" if len(parts) > 1 else "")
+                    here = site if j == 0 else dataclasses.replace(
+                        site, stream=f"{site.stream}_{j}", query=f"{site.query_stream}_{j}",
+                        key=f"{site.key_stream}_{j}" if site.kind == "self" else site.key)
+                    if part.dim() > 4:
+                        stream = f"{here.stream}_blocks"
+                        q, k = part.shape[-2:]
+                        here = dataclasses.replace(
+                            here, stream=stream, query=stream,
+                            key=stream if q == k and here.kind == "self" else f"{stream}_keys")
+                        part = part.flatten(1, -3)
+                    if part.dim() < 4:
+                        from .base import UnsupportedModelError
+
+                        raise UnsupportedModelError(
+                            f"{type(self.model).__name__} returns {path} of shape"
+                            f" {list(part.shape)}, not [batch, head, query, key]"
+                            " probabilities: there is no attention matrix to capture")
+                    if bool((part.detach() < 0).any()):
+                        # Pre-softmax scores reported as attention (ProphetNet's encoder
+                        # and cross-attention): read the probabilities the model made
+                        # of them, or recompute their softmax (no gradient reaches it).
+                        used = self.softmax_of.get(id(part.grad_fn))
+                        if used is None:
+                            part = part.softmax(-1)
+                            self.scores_returned.add(site.stream)
+                        else:
+                            part = used
+                    if key == "decoder_attentions" and j == 0 and decoder_rows is None:
+                        decoder_rows = part.shape[-2]
+                    rows = decoder_rows if here.stream == "cross" else None
+                    if rows and part.shape[-2] > rows and part.shape[-2] % rows == 0:
+                        pieces = [(here, part[:, :, :rows]), (dataclasses.replace(
+                            here, stream="cross_ngram", query="decoder_ngram"),
+                            part[:, :, rows:])]
+                    else:
+                        pieces = [(here, part)]
+                    for piece_site, piece in pieces:
+                        if not self.explicit_streams or piece_site.stream in self.wanted:
+                            self._record(piece_site, name, index, call, piece)
+        for key in keys:
+            value = output[key]
+            if hasattr(value, "keys") and not isinstance(value, torch.Tensor):
+                self._read_returned(value, f"{prefix}{key}.")
+        if not prefix and "cross" in self.trace.layers and "encoder" not in self.trace.layers:
+            # The encoder's attention is local (LongT5) or not returned (Pegasus-X):
+            # compose through the decoder only, the encoder counting as the identity.
+            from ..trace import Chain
+
+            self.trace.chains = (Chain("encoder", "decoder", source_self=None,
+                                       target_self="decoder", target_cross="cross"),)
+        if not prefix and self.grads and self.scores_returned and not self.warned_scores:
+            self.warned_scores = True
+            warnings.warn(f"{type(self.model).__name__} returns pre-softmax scores as the"
+                          f" attention of streams {sorted(self.scores_returned)} and its"
+                          " own softmax of them was not found in the autograd graph: their"
+                          " probabilities are recomputed, so those layers get no gradient"
+                          " (grad stays None)", stacklevel=2)
+
     def close(self) -> None:
         while self.handles:
             self.handles.pop().remove()
+        self.depth = 0
         while self.modes:  # a forward that raised inside a softmax-read module
             self.modes.pop().__exit__(None, None, None)
         for config, value in reversed(self.saved_configs):
@@ -319,30 +483,37 @@ class _Session:
             else:
                 call, layer_index = self.calls[name], index
                 self.calls[name] += 1
-            causal = site.causal if site.causal is not None else _looks_causal(weights)
-            if site.kind == "self":
-                self._count_prefix(site.query_stream, weights.shape[-1], causal, weights.shape[0])
-            else:
-                for stream, n in ((site.query_stream, weights.shape[-2]),
-                                  (site.key_stream, weights.shape[-1])):
-                    if stream not in self.trace.tokens:
-                        self.trace.tokens[stream] = Tokens(length=n)
-            if site.stream in self.reduce:
-                self._fold(site.stream, call, weights)
-                return
-            layer = AttentionLayer(
-                weights=weights if self.grads else weights.detach(), kind=site.kind,
-                stream=site.stream, query_stream=site.query_stream,
-                key_stream=site.key_stream, index=layer_index, call=call, causal=causal,
-                module_name=name)
-            if self.grads and weights.requires_grad:
-                _hook_gradient(weights, layer)
-            if self.values:
+            layer = self._record(site, name, layer_index, call, weights)
+            if layer is not None and self.values:
                 with torch.no_grad():
                     layer.value_norms = _value_norms(site, name, module, args, kwargs,
                                                      weights, modules)
-            self.trace.add(layer)
         return hook
+
+    def _record(self, site: Site, name: str, layer_index: int, call: int,
+                weights: torch.Tensor) -> AttentionLayer | None:
+        """Add one layer's ``[batch, head, query, key]`` weights to the trace (or fold
+        them into the stream's streaming rollout)."""
+        causal = site.causal if site.causal is not None else _looks_causal(weights)
+        if site.kind == "self":
+            self._count_prefix(site.query_stream, weights.shape[-1], causal, weights.shape[0])
+        else:
+            for stream, n in ((site.query_stream, weights.shape[-2]),
+                              (site.key_stream, weights.shape[-1])):
+                if stream not in self.trace.tokens:
+                    self.trace.tokens[stream] = Tokens(length=n)
+        if site.stream in self.reduce:
+            self._fold(site.stream, call, weights)
+            return None
+        layer = AttentionLayer(
+            weights=weights if self.grads else weights.detach(), kind=site.kind,
+            stream=site.stream, query_stream=site.query_stream,
+            key_stream=site.key_stream, index=layer_index, call=call, causal=causal,
+            module_name=name)
+        if self.grads and weights.requires_grad:
+            _hook_gradient(weights, layer)
+        self.trace.add(layer)
+        return layer
 
     def _count_prefix(self, stream: str, keys: int, causal: bool, batch: int) -> None:
         tokens = self.trace.tokens.get(stream)
@@ -370,6 +541,63 @@ class _Session:
         accumulator.add(weights.detach())
         if accumulator.layers > self.reduce[stream].get("start_layer", 0):
             self.trace.reduced[stream] = accumulator.result()
+
+
+def _softmax_results(output) -> dict[int, torch.Tensor]:
+    """``id(scores.grad_fn) -> probabilities`` for every softmax in the autograd graph
+    behind ``output``'s non-attention tensors: the probabilities are the very tensors
+    the model multiplied with the values (a softmax node keeps its result for
+    backward), so gradients reach them. Walks the graph once."""
+    roots = [t for key in output.keys() if not key.endswith("attentions")
+             for t in _output_tensors(output[key]) if t.grad_fn is not None]
+    found: dict[int, torch.Tensor] = {}
+    seen: set[int] = set()
+    stack = [t.grad_fn for t in roots]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        softmax = type(node).__name__.startswith(("SoftmaxBackward", "_SoftmaxBackward"))
+        for nxt, _ in node.next_functions:
+            if nxt is None:
+                continue
+            if softmax and id(nxt) not in found:
+                found[id(nxt)] = node._saved_result
+            stack.append(nxt)
+    return found
+
+
+def _output_tensors(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if hasattr(value, "keys"):
+        return [t for k in value.keys() if not k.endswith("attentions")
+                for t in _output_tensors(value[k])]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _output_tensors(v)]
+    return []
+
+
+def _returned_order(key: str) -> int:
+    """Encoder streams first, cross-attention last (it is split by the decoder's rows)."""
+    if key in ("attentions", "encoder_attentions"):
+        return 0
+    return 3 if key.startswith("cross") else 1 if key == "decoder_attentions" else 2
+
+
+def _without_attentions(output):
+    """``output`` (a ``ModelOutput``) as the model returns it without
+    ``output_attentions``: every ``*attentions`` field, nested outputs included, unset."""
+    values = {}
+    for key in output.keys():
+        if key.endswith("attentions"):
+            continue
+        value = output[key]
+        if hasattr(value, "keys") and not isinstance(value, torch.Tensor):
+            value = _without_attentions(value)
+        values[key] = value
+    return type(output)(**values)
 
 
 def _looks_causal(weights: torch.Tensor) -> bool:
@@ -417,6 +645,8 @@ def _hook_gradient(weights: torch.Tensor, layer: AttentionLayer) -> None:
     that view never fires, so the hook goes on the base tensor and the gradient is
     viewed back through the same strides.
     """
+    if _hook_copied_source(weights, layer):
+        return
     base = weights._base if weights._is_view() else None
     if base is None:
         def on_grad(grad):
@@ -433,6 +663,43 @@ def _hook_gradient(weights: torch.Tensor, layer: AttentionLayer) -> None:
         g = grad.detach().contiguous().as_strided(size, stride, offset).clone()
         layer.grad = g if layer.grad is None else layer.grad + g
     base.register_hook(on_base_grad)
+
+
+_REARRANGE = ("PermuteBackward0", "TransposeBackward0")
+
+
+def _hook_copied_source(weights: torch.Tensor, layer: AttentionLayer) -> bool:
+    """A model may return a rearranged copy of the probabilities it used (XLNet returns
+    ``probs.permute(2, 3, 0, 1).contiguous()``); nothing downstream uses the copy, so no
+    gradient reaches it. Hook the node that produced the probabilities instead and
+    rearrange its gradient the same way. Returns whether ``weights`` is such a copy."""
+    node = weights.grad_fn
+    if node is None or type(node).__name__ != "CloneBackward0":
+        return False
+    steps = []
+    source, slot = node.next_functions[0]
+    while source is not None and type(source).__name__ in _REARRANGE:
+        steps.append(source)
+        source, slot = source.next_functions[0]
+    if source is None or not steps:
+        return False
+
+    def on_source_grad(grad_outputs):
+        g = grad_outputs[slot]
+        if g is None:
+            return None
+        g = g.detach()
+        for step in reversed(steps):    # replay the forward rearrangement
+            if type(step).__name__ == "PermuteBackward0":
+                g = g.permute(*step._saved_dims)
+            else:
+                g = g.transpose(step._saved_dim0, step._saved_dim1)
+        g = g.contiguous().view(weights.shape)
+        layer.grad = g if layer.grad is None else layer.grad + g
+        return None
+
+    source.register_prehook(on_source_grad)
+    return True
 
 
 def _relative(modules: dict, name: str, path: str) -> torch.nn.Module:

@@ -33,7 +33,8 @@ from typing import Any
 import torch
 
 __all__ = ["Result", "check", "check_hf", "check_open_clip", "hf_model_types",
-           "tiny_hf", "tiny_open_clip", "STATUSES", "ATOL"]
+           "hf_modality", "tiny_hf", "tiny_config", "tiny_open_clip", "STATUSES", "ATOL",
+           "MODALITIES", "LEVELS"]
 
 #: Tolerance for weights and outputs.
 ATOL = 1e-5
@@ -63,7 +64,10 @@ _SIZES = dict(
 
 # Special ids inside the small vocabulary.
 _IDS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
-            sep_token_id=2, cls_token_id=0, mask_token_id=3)
+            sep_token_id=2, cls_token_id=0, mask_token_id=3,
+            # placeholders of image positions in one causal sequence (LLaVA, PaliGemma)
+            image_token_id=63, image_token_index=63, video_token_id=62,
+            video_token_index=62)
 
 
 @dataclass
@@ -91,29 +95,111 @@ def hf_model_types() -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def _shrink(config_cls, seen=()) -> dict:
+_LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layers", "n_layer", "encoder_layers",
+               "decoder_layers", "depth", "num_decoder_layers", "num_encoder_layers")
+
+#: How far each level of :func:`tiny_config` shrinks: 0 everything in ``_SIZES``, in every
+#: sub-config; 1 the same, with sub-configs typed ``AutoConfig`` left as the class
+#: defaults them; 2 layers, vocabulary and images only (widths and heads as the class
+#: defaults them, so every width/head rule of the config's own validation holds); 3
+#: layers only.
+LEVELS = 4
+_LEVEL_KEYS = (None, None, set(_LAYER_KEYS) | {"vocab_size", "decoder_vocab_size",
+                                               "image_size", "patch_size", "num_channels"},
+               set(_LAYER_KEYS))
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: What :func:`hf_modality` returns.
+MODALITIES = ("text_vision_multimodal", "audio_time_series")
+
+
+def hf_modality(model_type: str) -> str:
+    """``"audio_time_series"`` for a model type in one of transformers' audio, speech or
+    time-series auto mappings (or taking ``input_values`` / ``past_values`` /
+    ``input_features``), else ``"text_vision_multimodal"``.
+
+    Examples
+    --------
+    >>> hf_modality("wav2vec2"), hf_modality("bert")               # doctest: +SKIP
+    ('audio_time_series', 'text_vision_multimodal')
+    """
+    from transformers.models.auto import modeling_auto
+
+    for name in dir(modeling_auto):
+        if name.endswith("MAPPING_NAMES") and any(
+                w in name for w in ("AUDIO", "SPEECH", "CTC", "TIME_SERIES", "WAVEFORM",
+                                    "SPECTROGRAM")):
+            if model_type in getattr(modeling_auto, name):
+                return MODALITIES[1]
+    import transformers
+
+    cls = getattr(transformers, hf_model_types().get(model_type, ""), None)
+    if getattr(cls, "main_input_name", None) in ("input_values", "past_values",
+                                                 "input_features"):
+        return MODALITIES[1]
+    return MODALITIES[0]
+
+
+def _shrink(config_cls, seen=(), level: int = 0) -> dict:
     default = config_cls()
     values = default.to_dict()
-    kwargs = {k: v for k, v in _SIZES.items() if k in values and isinstance(values[k], int)
-              and not isinstance(values[k], bool)}
-    for key, value in _IDS.items():
-        if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
-            kwargs[key] = value
+    allowed = _LEVEL_KEYS[level]
+    kwargs = {k: v for k, v in _SIZES.items() if k in values and _int(values[k])
+              and (allowed is None or k in allowed)}
+    if level < 3:
+        for key, value in _IDS.items():
+            if _int(values.get(key)):
+                kwargs[key] = value
+    # Per-layer lists (layer_types, attention pattern, window sizes, ...) follow the
+    # layer count: a list as long as a layer count it had is cut to the new one.
+    counts = {values[k]: kwargs[k] for k in _LAYER_KEYS if k in kwargs and _int(values[k])}
+    for key, value in values.items():
+        if isinstance(value, list) and value and len(value) in counts and key not in kwargs:
+            kwargs[key] = value[: counts[len(value)]]
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
+        instance = getattr(default, key, None)
+        # Backbones stay as the config sets them up (DETR's timm/ResNet switches).
+        if level == 0 and key != "backbone_config" and hasattr(instance, "to_dict") and (
+                hasattr(instance, "model_type")):
+            # AutoConfig sub-configs (LLaVA's text_config): the default's own class
+            sub_cls = type(instance)
         if isinstance(sub_cls, type) and sub_cls not in seen and key in values:
             try:
-                kwargs[key] = _shrink(sub_cls, seen + (config_cls,))
+                kwargs[key] = _shrink(sub_cls, seen + (config_cls,), level)
             except Exception:   # keep the default sub-config
                 continue
+            if sub_cls is not declared_class(config_cls, key):
+                kwargs[key]["model_type"] = getattr(sub_cls, "model_type", None) or \
+                    instance.model_type
     return kwargs
 
 
-def tiny_config(model_type: str):
-    """A small config of ``model_type`` (2 layers, width 32, 4 heads, 32 x 32 images)."""
+def declared_class(config_cls, key: str):
+    """The sub-config class ``config_cls.sub_configs`` declares for ``key``."""
+    return (getattr(config_cls, "sub_configs", None) or {}).get(key)
+
+
+def tiny_config(model_type: str, *, level: int = 0):
+    """A small config of ``model_type``.
+
+    Parameters
+    ----------
+    model_type : str
+    level : int
+        0: 2 layers, width 32, 4 heads, 32 x 32 images, in every sub-config; 1: the
+        same with ``AutoConfig`` sub-configs at their defaults; 2: 2 layers, vocabulary
+        64 and 32 x 32 images with the class's own widths and heads (for configs whose
+        validation ties widths, heads and sub-configs together); 3: 2 layers only
+        (see :data:`LEVELS`).
+    """
     from transformers import CONFIG_MAPPING
 
     config_cls = CONFIG_MAPPING[model_type]
-    return config_cls(**_shrink(config_cls))
+    return config_cls(**_shrink(config_cls, level=level))
 
 
 def _size(config, name, default=None):
@@ -122,6 +208,28 @@ def _size(config, name, default=None):
         if value is not None:
             return value
     return default
+
+
+def _image_placeholders(model, pixels) -> tuple[int, int] | None:
+    """``(placeholder id, features per image)`` for a model that puts image features
+    at placeholder positions of its text (``config.image_token_id``), else None."""
+    config = model.config
+    token = next((getattr(config, k) for k in ("image_token_id", "image_token_index")
+                  if isinstance(getattr(config, k, None), int)), None)
+    if token is None or not hasattr(model, "get_image_features"):
+        return None
+    try:
+        with torch.no_grad():
+            features = model.get_image_features(pixel_values=pixels)
+    except Exception:
+        return None
+    if not isinstance(features, torch.Tensor):
+        features = getattr(features, "pooler_output", None)
+        if features is None:
+            return None
+    if isinstance(features, (tuple, list)):
+        features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+    return token, features.reshape(-1, features.shape[-1]).shape[0] // pixels.shape[0]
 
 
 def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
@@ -160,6 +268,13 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         return inputs
     if hasattr(config, "text_config") and hasattr(config, "vision_config"):
         inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+        placeholders = _image_placeholders(model, pixels)
+        if placeholders is not None:
+            # image positions inside the text: one placeholder per image feature
+            token, n = placeholders
+            ids = torch.cat([torch.full((batch, n), token), ids], 1)
+            mask = torch.cat([torch.ones(batch, n, dtype=torch.long), mask], 1)
+            inputs.update(input_ids=ids, attention_mask=mask)
     elif main == "input_ids":
         inputs = dict(input_ids=ids, attention_mask=mask)
     elif main == "pixel_values":
@@ -171,12 +286,30 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
     return inputs
 
 
-def tiny_hf(model_type: str, *, seed: int = 0):
-    """``(model, inputs)``: a tiny random base model of ``model_type`` in eval mode."""
+#: Most parameters a less-shrunk tiny build (level 1 or 2) may have: past it the class's
+#: own widths make a model too large for a sweep's worker.
+MAX_PARAMETERS = 40_000_000
+
+
+def check_size(cls, config, limit: int = MAX_PARAMETERS) -> None:
+    """Raise ValueError when ``cls(config)`` would have more than ``limit`` parameters
+    (counted on the meta device: nothing is allocated)."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in cls(config).parameters())
+    if count > limit:
+        raise ValueError(f"{cls.__name__} at this shrink level has {count / 1e6:.0f}M"
+                         f" parameters (limit {limit / 1e6:.0f}M)")
+
+
+def tiny_hf(model_type: str, *, seed: int = 0, level: int = 0):
+    """``(model, inputs)``: a tiny random base model of ``model_type`` in eval mode,
+    built from :func:`tiny_config` at ``level``."""
     import transformers
 
-    config = tiny_config(model_type)
+    config = tiny_config(model_type, level=level)
     cls = getattr(transformers, hf_model_types()[model_type])
+    if level:
+        check_size(cls, config)
     torch.manual_seed(seed)
     model = cls(config).eval()
     return model, tiny_inputs(model)
@@ -339,6 +472,7 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
     result = Result(name or type(model).__name__, "failing")
     try:
         with torch.no_grad():
+            torch.manual_seed(0)    # models that draw noise (ViT-MAE masks, VITS) repeat
             plain = _tensors(model(**inputs))
     except Exception as err:  # the tiny model itself does not run
         result.status, result.detail = "not_built", f"forward: {type(err).__name__}: {err}"
@@ -346,6 +480,7 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
     hooks, settings = _hook_state(model), _settings(model)
     try:
         with torch.no_grad(), capture(model) as trace:
+            torch.manual_seed(0)
             captured = _tensors(model(**inputs))
     except UnsupportedModelError as err:
         result.status, result.detail = "refused", str(err).split(": it ", 1)[-1]
@@ -373,8 +508,10 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
     if reference == "hf":
         reported = _reported(_eager_reference(model, inputs))
         result.reported = len(reported)
+        candidates = layers + _joined(trace)
         missing = [key for key, t in reported
-                   if not any(_close(t, w, ATOL) for w in layers)]
+                   if not any(_close(_as_probabilities(_folded(t)), w, ATOL)
+                              for w in candidates)]
         if missing:
             problems.append(f"{len(missing)}/{len(reported)} reported attention tensors"
                             f" not in the trace (first: {missing[0]})")
@@ -394,6 +531,28 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
     return result
 
 
+def _folded(t: torch.Tensor) -> torch.Tensor:
+    """``[batch, block, head, query, key]`` -> ``[batch, block * head, query, key]``, as
+    the capture records attention reported with more than four axes."""
+    return t.flatten(1, -3) if t.dim() > 4 else t
+
+
+def _as_probabilities(t: torch.Tensor) -> torch.Tensor:
+    """Reported pre-softmax scores (negative entries: ProphetNet's encoder and
+    cross-attention) -> the probabilities the capture records, their softmax."""
+    return t.softmax(-1) if bool((t < 0).any()) else t
+
+
+def _joined(trace) -> list[torch.Tensor]:
+    """Layers one reported tensor was split into (ProphetNet's cross-attention: main
+    stream rows, then n-gram rows), joined back along the query axis."""
+    parts: dict[tuple, list[torch.Tensor]] = {}
+    for layer in trace:
+        parts.setdefault((layer.module_name, layer.call), []).append(layer.weights)
+    return [torch.cat(p, dim=-2) for p in parts.values()
+            if len(p) > 1 and len({w.shape[-1] for w in p}) == 1]
+
+
 def _eager_reference(model, inputs):
     """The model's own ``output_attentions=True`` output in eager attention (the
     implementation is restored afterwards)."""
@@ -402,6 +561,7 @@ def _eager_reference(model, inputs):
         if hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation("eager")
         with torch.no_grad():
+            torch.manual_seed(0)
             return model(**inputs, output_attentions=True)
     except Exception:
         return {}
@@ -444,8 +604,26 @@ def check_hf(model_type: str) -> Result:
     'captured'
     """
     start = time.perf_counter()
+    first = result = None
+    for level in range(LEVELS):
+        # A tiny build that fails its config's validation or does not run is retried
+        # with less shrunk: the class's own widths and heads, then only fewer layers.
+        result = _check_hf_at(model_type, level, start)
+        if result.status != "not_built" or result.detail.startswith("main input"):
+            break
+        first = first or result
+    if result.status == "not_built" and first is not None and first is not result:
+        # The smallest build's reason says most; the last level's is kept beside it.
+        first.detail = f"{first.detail} (level {level}: {result.detail[:80]})"
+        first.seconds = result.seconds
+        result = first
+    result.extra["level"] = level
+    return result
+
+
+def _check_hf_at(model_type: str, level: int, start: float) -> Result:
     try:
-        model, inputs = tiny_hf(model_type)
+        model, inputs = tiny_hf(model_type, level=level)
     except Exception as err:
         return _not_built(model_type, err, start)
     if inputs is None:

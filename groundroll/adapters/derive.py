@@ -33,7 +33,8 @@ import torch
 
 from .base import Adapter, Site, TokenSource
 
-__all__ = ["derive_adapter", "declared_attention", "refusal", "Declared", "REFUSALS"]
+__all__ = ["derive_adapter", "declared_attention", "refusal", "returned_adapter",
+           "returned_site", "Declared", "REFUSALS"]
 
 _WINDOWED = (
     "attends within local windows (shifted from layer to layer), so no layer relates every"
@@ -56,6 +57,19 @@ _CNN = (
     "is a convolutional network: it has no attention to capture or roll out. Use a"
     " gradient attribution (Grad-CAM) for it, or a ViT-based model with groundroll.")
 
+_RECURRENT = (
+    "is a recurrent model (RWKV's time mixing): it has no attention matrix to capture or"
+    " roll out, only per-channel states. Use a transformer language model, or a gradient"
+    " attribution on its inputs.")
+_SAMPLED = (
+    "approximates attention by hashing or sampling (YOSO's LSH Bernoulli sampling): no"
+    " [query, key] probability matrix is ever computed. Use a full-attention encoder"
+    " (BERT, RoBERTa, DeBERTa, MPNet) for rollout or relevance.")
+_DEFORMABLE = (
+    "uses multi-scale deformable attention: each query reads a few sampled points of the"
+    " feature maps, not a [query, key] matrix over tokens, so rollout is not defined. Use"
+    " DETR or Conditional DETR (global attention) or a gradient attribution (Grad-CAM).")
+
 #: ``config.model_type`` -> why attention rollout does not apply and what works instead.
 REFUSALS: dict[str, str] = {
     **{t: _WINDOWED for t in ("swin", "swinv2", "donut-swin", "maskformer-swin", "swin2sr",
@@ -63,9 +77,16 @@ REFUSALS: dict[str, str] = {
     **{t: _LOCAL for t in ("longformer", "led")},
     **{t: _CNN for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet",
                          "mobilenet_v1", "mobilenet_v2", "bit", "van", "poolformer")},
+    "sam2_vision_model": _WINDOWED, "rwkv": _RECURRENT, "yoso": _SAMPLED,
+    "deformable_detr": _DEFORMABLE,
 }
 
 _SPARSE_TYPES = ("big_bird", "bigbird_pegasus")
+
+#: Declared attention modules whose attention is not a global ``[query, key]`` matrix
+#: (they return none at the declared index): left out of derived adapters, so the rest of
+#: the model (Pegasus-X's decoder and cross-attention) is still captured.
+NOT_GLOBAL = frozenset({"PegasusXGlobalLocalAttention"})
 
 
 def refusal(model: torch.nn.Module) -> str | None:
@@ -168,11 +189,15 @@ def declared_attention(model: torch.nn.Module) -> list[Declared]:
             declarer = name
         for child_name, child in module.named_children():
             walk(child, f"{name}.{child_name}" if name else child_name, specs, declarer)
+        keys = set()
         for key, spec in specs:
             hit, index = _matches(spec, module, "." + name if name else "")
-            if hit:
+            # One spec per key; a module may yield several keys at different indices
+            # (T5Gemma2's merged attention: self-attention and cross-attention).
+            if hit and key not in keys and (not keys or all(
+                    d.index != index for d in found if d.name == name)):
                 found.append(Declared(name, key, index, declarer))
-                break
+                keys.add(key)
 
     walk(model, "", [], "")
     # transformers' walk is post-order (children first); keep module order.
@@ -191,10 +216,13 @@ _OUT_NAMES = ("out_proj", "o_proj", "o", "out_lin", "out", "proj", "projection",
               "output.dense")
 
 
-def _role(relative: str) -> str | None:
+def _role(relative: str, *, seq2seq: bool = False) -> str | None:
+    # In an encoder-decoder, "text_encoder" / "text_decoder" (SeamlessM4T) are the two
+    # sides of the translation: encoder and decoder come before the modality.
+    roles = _ROLES[3:] + _ROLES[:3] if seq2seq else _ROLES
     for part in relative.split("."):
         lowered = part.lower()
-        for role, words in _ROLES:
+        for role, words in roles:
             if any(w in lowered for w in words):
                 return role
     return None
@@ -282,17 +310,20 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
     >>> derive_adapter(transformers.PLBartModel(cfg)).streams  # doctest: +SKIP
     ('encoder', 'decoder', 'cross')
     """
-    declared = declared_attention(model)
+    modules = dict(model.named_modules())
+    declared = [d for d in declared_attention(model)
+                if type(modules[d.name]).__name__ not in NOT_GLOBAL]
     if not declared:
         return None
     from transformers import PreTrainedModel
-    modules = dict(model.named_modules())
     # Group into streams: one declarer and key, split by role (CLIPModel declares one
     # "attentions" entry for both towers).
     groups: dict[tuple, list[Declared]] = defaultdict(list)
+    seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
     for d in declared:
         relative = d.name[len(d.declarer):].lstrip(".") if d.declarer else d.name
-        role = _role(d.declarer) or _role(relative) or "encoder"
+        role = (_role(d.declarer, seq2seq=seq2seq) or _role(relative, seq2seq=seq2seq)
+                or "encoder")
         groups[(d.declarer, d.key, role)].append(d)
 
     self_streams: dict[tuple, str] = {}
@@ -325,7 +356,9 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
         others = [s for s in self_names if s != query]
         preferred = {"decoder": "encoder", "text": "vision"}.get(query)
         key_stream = (preferred if preferred in others
-                      else others[0] if len(others) == 1 else f"{query}_memory")
+                      else others[0] if len(others) == 1
+                      # an encoder whose own attention is not captured (Pegasus-X)
+                      else preferred if query == "decoder" else f"{query}_memory")
         stream = "cross" if (query, key_stream) == ("decoder", "encoder") else f"{query}_cross"
         sites.append(Site(_exact(names), stream, query=query, key=key_stream, index=index,
                           root=root, value=value, out=out))
@@ -354,12 +387,15 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
                     _below(o, parent) for o in others):
                 wheres.append(parent)
         tokens.append(TokenSource(stream, pattern=_exact(wheres), reader="hf_auto"))
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) and (
+            "encoder" not in self_names and any(s.key_stream == "encoder" for s in sites)):
+        tokens.append(TokenSource("encoder", pattern=r"(^|\.)encoder$", reader="hf_auto"))
     sites_, tokens_ = _pooling_heads(modules, self_names)
     sites += sites_
     tokens += tokens_
     # Cross-attention streams composed with the self-attention streams around them
     # (decoder -> encoder is the built-in seq2seq chain already).
-    from ..compose import Chain
+    from ..trace import Chain
 
     chains = tuple(
         Chain(site.key_stream, site.query_stream,
@@ -374,3 +410,106 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
         classes=(f"{cls.__module__}.{cls.__qualname__}",),
         sites=tuple(sites), tokens=tuple(tokens), switch="hf_eager", chains=chains,
         description=f"derived from {cls.__name__}'s _can_record_outputs")
+
+
+# --------------------------------------------------------------------------- returned
+
+def _takes_output_attentions(model: torch.nn.Module) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "output_attentions" in params
+
+
+def returned_site(path: str, level: tuple[str, ...] = ()) -> Site:
+    """The stream of an attention tuple a model returns under output key ``path``.
+
+    ``path`` is the dotted key path in the output (``"cross_attentions"``,
+    ``"vision_model_output.attentions"``); ``level`` lists the attention keys returned
+    beside it (same nesting). Streams are named from where the tuple comes from:
+    ``attentions`` and ``encoder_attentions`` -> ``encoder``, ``decoder_attentions`` ->
+    ``decoder``, ``cross_attentions`` -> ``cross`` (``decoder`` -> ``encoder``) where a
+    decoder is returned beside it, else ``<query>_cross`` over ``<query>_memory``; other
+    keys keep their name (``decoder_ngram_attentions`` -> ``decoder_ngram``). A nested
+    output is named by its role (``vision_model_output`` -> ``vision``,
+    ``text_output`` -> ``text``, ``multimodal_output`` -> ``multimodal``).
+
+    Examples
+    --------
+    >>> returned_site("cross_attentions", ("encoder_attentions", "decoder_attentions",
+    ...     "cross_attentions")).stream
+    'cross'
+    >>> returned_site("vision_model_output.attentions").stream
+    'vision'
+    """
+    prefix, _, key = path.rpartition(".")
+    base = key.removesuffix("attentions").rstrip("_")
+    owner = ""
+    if prefix:
+        last = prefix.rpartition(".")[2]
+        owner = _role(last) or last.removesuffix("_outputs").removesuffix(
+            "_output").removesuffix("_model") or last
+
+    def name(part: str) -> str:
+        if not owner:
+            return part or "encoder"
+        if part in ("", "encoder") and owner not in ("encoder", "decoder"):
+            return owner
+        return f"{owner}_{part}" if part and part != owner else owner
+
+    if base != "cross":
+        return Site("^" + re.escape(path) + "$", name(base), causal=None, reader="returned")
+    if not level or "decoder_attentions" in level or "encoder_attentions" in level:
+        query, key_stream = name("decoder"), name("encoder")
+    else:
+        query = name("")
+        key_stream = f"{query}_memory"
+    stream = "cross" if (query, key_stream) == ("decoder", "encoder") else f"{query}_cross"
+    return Site("^" + re.escape(path) + "$", stream, query=query, key=key_stream,
+                reader="returned")
+
+
+def returned_adapter(model: torch.nn.Module) -> Adapter | None:
+    """An adapter reading the attention a Hugging Face model returns when called with
+    ``output_attentions=True``, for models that declare none (``_can_record_outputs``)
+    but return it (MPNet, DeBERTa, XLNet, FSMT, ProphetNet, LongT5, MVP, ...); None for
+    other models.
+
+    No module is hooked: during ``capture`` the call to ``model`` itself is given
+    ``output_attentions=True`` (attention switched to eager), the returned tuples are
+    read into the trace and removed from the output again, so the caller gets what it
+    would have got without the capture. Streams are named by :func:`returned_site`.
+
+    Examples
+    --------
+    >>> import transformers  # doctest: +SKIP
+    >>> cfg = transformers.MPNetConfig(vocab_size=64, hidden_size=32,
+    ...     num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)  # doctest: +SKIP
+    >>> returned_adapter(transformers.MPNetModel(cfg)).streams  # doctest: +SKIP
+    ('encoder',)
+    """
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return None
+    if not isinstance(model, PreTrainedModel) or not _takes_output_attentions(model):
+        return None
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False):
+        keys = ("encoder_attentions", "decoder_attentions", "cross_attentions")
+        tokens = (TokenSource("encoder", pattern=r"(^|\.)encoder$", special=("eos@last",)),
+                  TokenSource("decoder", pattern=r"(^|\.)decoder$", causal=True))
+    else:
+        keys = ("attentions",)
+        tokens = (TokenSource("encoder", pattern="^$", reader="hf_auto"),)
+    sites = tuple(returned_site(k, keys) for k in keys)
+    cls = type(model)
+    model_type = getattr(config, "model_type", None)
+    return Adapter(
+        name=f"hf_{model_type}" if model_type else f"hf_{cls.__name__}",
+        classes=(f"{cls.__module__}.{cls.__qualname__}",), sites=sites, tokens=tokens,
+        switch="hf_eager",
+        description=f"{cls.__name__}'s returned attentions (output_attentions=True)")
