@@ -61,6 +61,14 @@ class CrossRun:
     shift : int
         Row offset of a caption token: 1 when decoder row ``t`` predicts token ``t+1``
         (read ``"predict"``), else 0.
+    score : callable, optional
+        ``score(output, rows)``: the ``[batch]`` scores that gradient relevance
+        (``compose_method="relevance"``) back-propagates, from ``run``'s output and the
+        ``[batch]`` target row each copy explains. None: the family has no relevance.
+    row_scores : bool
+        Whether each target row has a score of its own (a decoder row: the
+        log-probability of the token it predicts), so each row read is explained by a
+        copy of its own; False: one score per caption (a matching logit).
     """
 
     streams: tuple[str, ...]
@@ -68,6 +76,8 @@ class CrossRun:
     source: str = "vision"
     target: str = "text"
     shift: int = 0
+    score: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+    row_scores: bool = False
 
 
 @dataclass(frozen=True)
@@ -264,13 +274,22 @@ def _coca_cross_run(model, pixels, ids, mask):
     return model(pixels, ids)
 
 
+def _coca_cross_score(out, rows):
+    """``log p(labels[b, rows[b]])``: decoder row ``t`` predicts caption token ``t+1``
+    under teacher forcing (open_clip returns those labels beside the logits)."""
+    copies = torch.arange(rows.shape[0], device=out["logits"].device)
+    logp = out["logits"][copies, rows].float().log_softmax(-1)          # [batch, V]
+    return logp[copies, out["labels"][copies, rows]]
+
+
 _COCA_GROUNDING = Grounding(
     image_size=_oc_image_size, patch_size=_oc_patch_size, mean_std=_oc_mean_std,
     context_length=_oc_context, image_embeddings=lambda m, pixels: m.encode_image(pixels),
     text_embeddings=lambda m, enc: m.encode_text(enc["input_ids"]),
     tokenizer_style="open_clip", relevance=False,
     cross=CrossRun(("vision", "pool", "text", "decoder", "decoder_cross"), _coca_cross_run,
-                   source="vision", target="decoder", shift=1))
+                   source="vision", target="decoder", shift=1, score=_coca_cross_score,
+                   row_scores=True))
 
 
 def _is_open_clip(model) -> bool:
@@ -318,6 +337,12 @@ def _blip_cross_run(model, pixels, ids, mask):
     return model(input_ids=ids, attention_mask=mask, pixel_values=pixels, use_itm_head=True)
 
 
+def _blip_cross_score(out, rows):
+    """The image-text matching logit of "match" (the same for every text row)."""
+    itm = out.itm_score if hasattr(out, "itm_score") else out[0]
+    return itm[:, 1].float()
+
+
 def _blip_score(model, pixels, enc):
     out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                 pixel_values=pixels, use_itm_head=True)
@@ -340,7 +365,8 @@ _BLIP_GROUNDING = Grounding(
     patch_size=_hf_patch_size, context_length=_hf_context,
     image_embeddings=lambda m, pixels: m.vision_model(pixel_values=pixels)[1],
     vision_forward=lambda m, pixels: m.vision_model(pixel_values=pixels),
-    cross=CrossRun(("vision", "text", "text_cross"), _blip_cross_run, "vision", "text", 0),
+    cross=CrossRun(("vision", "text", "text_cross"), _blip_cross_run, "vision", "text", 0,
+                   score=_blip_cross_score),
     score=_blip_score, relevance=False)
 
 

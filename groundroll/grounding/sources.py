@@ -140,16 +140,72 @@ def _cross_source_map(handle: ModelHandle, image: np.ndarray, texts: Sequence[st
         raise ValueError(f"read must be 'predict' or 'input', got {read!r}")
     enc = handle.tokenize(texts)
     ids, mask = enc["input_ids"], enc["attention_mask"]
+    # A decoder row t predicts text token t + 1 (run.shift); "input" reads row t.
+    shift = run.shift if read == "predict" else 0
+    values = compose_method == "norm" or weighting == "norm"
+    if compose_method == "relevance":
+        # The decoder has one row per input token less the shift (CoCa's teacher
+        # forcing drops the last token); rows outside it are not read.
+        read_rows = [[t - shift for t in keep if 0 <= t - shift < ids.shape[1] - run.shift]
+                     for keep in handle.content_positions(ids, mask)]
+        source_map, tokens = _cross_relevance(handle, run, image, ids, mask, read_rows,
+                                              values=values, weighting=weighting)
+        return source_map, ids, mask, shift, tokens
     pixels = handle.pixels([image]).repeat(len(texts), 1, 1, 1)
     model = handle.model
-    values = compose_method == "norm" or weighting == "norm"
     with capture(model, streams=list(run.streams), values=values) as trace:
         run.run(model, pixels, ids, mask)
     comp = compose(trace, source=run.source, target=run.target, method=compose_method,
                    residual=residual, weighting=weighting)
-    # A decoder row t predicts text token t + 1 (run.shift); "input" reads row t.
-    shift = run.shift if read == "predict" else 0
     return comp.source_map, ids, mask, shift, trace.tokens["vision"]
+
+
+def _cross_relevance(handle: ModelHandle, run, image: np.ndarray, ids: torch.Tensor,
+                     mask: torch.Tensor, read_rows: list[list[int]], *, values: bool,
+                     weighting: str):
+    """``[P, T, S]`` Chefer relevance of the rows ``read_rows[p]`` of each prompt (the
+    other rows stay zero), and the vision token metadata.
+
+    Each read row is explained by its own score where the family has one per row
+    (``run.row_scores``: a CoCa decoder row by the log-probability of the token it
+    predicts), else every row of a prompt by the prompt's score (BLIP: the matching
+    logit). The input is copied once per (prompt, score); the sum of the copies' scores
+    is back-propagated once, so each copy's attention gradients are its own score's.
+    """
+    if run.score is None:
+        raise ValueError(f"compose_method='relevance' needs a score to back-propagate,"
+                         f" and {handle.family} declares none; use 'rollout', 'raw' or"
+                         " 'norm'")
+    copies = [(p, rows[i:i + 1] if run.row_scores else rows)
+              for p, rows in enumerate(read_rows)
+              for i in range(len(rows) if run.row_scores else min(1, len(rows)))]
+    if not copies:
+        raise ValueError("no prompt has content tokens to ground")
+    owner = torch.tensor([p for p, _ in copies])
+    explained = torch.tensor([rows[0] for _, rows in copies])
+    pixels = handle.prompt_copies(image, len(copies))
+    model = handle.model
+    with handle.float32(), torch.enable_grad(), capture(
+            model, grads=True, streams=list(run.streams), values=values) as trace:
+        device = pixels.device
+        out = run.run(model, pixels, ids[owner].to(device), mask[owner].to(device))
+        score = run.score(out, explained.to(device)).sum()
+        # Gradients w.r.t. the attention only (parameters keep no .grad of ours). A
+        # module may return a view of the probabilities it used (open_clip's
+        # nn.MultiheadAttention): the capture's gradient hook sits on the view's base.
+        targets = [layer.weights._base if layer.weights._is_view() else layer.weights
+                   for layer in trace]
+        torch.autograd.grad(score, targets, allow_unused=True)
+    for layer in trace:                              # no path to the score: no relevance
+        if layer.grad is None:
+            layer.grad = torch.zeros_like(layer.weights)
+    comp = compose(trace.detach(), source=run.source, target=run.target,
+                   method="relevance", weighting=weighting)
+    maps = comp.source_map.float()
+    out_map = maps.new_zeros(len(read_rows), *maps.shape[1:])
+    for c, (p, rows) in enumerate(copies):
+        out_map[p, rows] = maps[c, rows]
+    return out_map, trace.tokens["vision"]
 
 
 @torch.no_grad()
