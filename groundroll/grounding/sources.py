@@ -220,6 +220,9 @@ def cross_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], *
     content tokens (special tokens excluded). For CoCa's decoder, ``read="predict"``
     reads the row that predicts each word, ``read="input"`` the row where the word is
     the decoder input. ``weighting="norm"`` weights attention by value norms.
+    ``compose_method="relevance"`` back-propagates the family's score in float32 (CoCa:
+    each row read by the log-probability of the token that row predicts; BLIP: the
+    image-text matching logit).
     """
     source_map, ids, mask, shift, tokens = _cross_source_map(
         handle, image, prompts, compose_method=compose_method, read=read,
