@@ -33,12 +33,26 @@ constraints:
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	rm -rf $(RESOLVE)
 
-# -rs lists every skip with its reason; the JUnit report is what .ci/run's skip check
+# -rs lists every skip with its reason; the JUnit reports are what .ci/run's skip check
 # (.ci/skip_report.py against .ci/expected_skips) reads.
+# Two pytest processes, one after the other: the tests that run whole pipelines (bulk runs
+# and Ray, the notebooks and the documentation's examples, the browser and the app,
+# calibration and audits) in a process of their own, so that neither holds the other's
+# models and libraries and each stays well within 4 GB resident. Both always run; make
+# test fails if either does.
 TEST_REPORT := .test-report.xml
+PIPELINE_REPORT := .test-report-pipelines.xml
+PIPELINE_TESTS := tests/test_app.py tests/test_audit.py tests/test_browser.py \
+	tests/test_calibrate.py tests/test_distributed.py tests/test_distributed_ray.py \
+	tests/test_distributed_safety.py tests/test_docs_examples.py tests/test_notebooks.py \
+	tests/test_output_safety.py
 
 test: $(STAMP) browser
-	$(PY) -m pytest tests -rs --junitxml=$(TEST_REPORT)
+	@status=0; \
+	$(PY) -m pytest tests -rs --junitxml=$(TEST_REPORT) \
+		$(addprefix --ignore=,$(PIPELINE_TESTS)) || status=$$?; \
+	$(PY) -m pytest $(PIPELINE_TESTS) -rs --junitxml=$(PIPELINE_REPORT) || status=$$?; \
+	exit $$status
 
 # Headless Chromium and its driver for the browser tests (tests/test_browser.py), from the
 # system's packages: installed when missing and run as root. Otherwise those tests skip,

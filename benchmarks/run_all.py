@@ -50,6 +50,8 @@ LEFT_OUT = {
                        " --base REF",
     "fixed_outputs.py": "records outputs before a refactor and checks them after:"
                         " python benchmarks/fixed_outputs.py record|check",
+    "align_coverage.py": "gr.align on every tiny seq2seq class (minutes, one memory-capped"
+                         " process each): python benchmarks/align_coverage.py",
     "quality_floors.py": "measures the figures the tests' quality floors are set from:"
                          " python benchmarks/quality_floors.py",
 }

@@ -408,42 +408,6 @@ def test_extract_links_errors_say_what_was_wrong():
         extract_links(m, extraction="threshold", link_threshold=1.5)
 
 
-def test_extract_links_old_option_names_warn_and_agree():
-    m = np.array([[0.6, 0.4, 0.0], [0.1, 0.2, 0.7]])
-    with pytest.warns(FutureWarning, match=r"^extract_links: threshold= is deprecated and"
-                                           r" will be removed in the next release;"
-                                           r" use link_threshold=$"):
-        old = extract_links(m, extraction="threshold", threshold=0.35)
-    assert old == extract_links(m, extraction="threshold", link_threshold=0.35) == {
-        (0, 0), (1, 0), (2, 1)}
-    with pytest.warns(FutureWarning, match=r"^extract_links: symmetrise= is deprecated and"
-                                           r" will be removed in the next release;"
-                                           r" use symmetrize=$"):
-        old = extract_links(m, symmetrise="intersection")
-    assert old == extract_links(m, symmetrize="intersection") == {(0, 0), (2, 1)}
-    with pytest.raises(TypeError, match=r"^extract_links: pass link_threshold= only"
-                                        r" \(threshold= is its deprecated old name\)$"):
-        extract_links(m, threshold=0.2, link_threshold=0.4)
-    with pytest.raises(TypeError, match=r"^extract_links: pass symmetrize= only"
-                                        r" \(symmetrise= is its deprecated old name\)$"):
-        extract_links(m, symmetrise="union", symmetrize="intersection")
-
-
-def test_stored_settings_with_old_option_names_are_read_with_the_new_ones():
-    from groundroll.alignment.extract import _current_keys
-
-    old = {"threshold": 0.2, "symmetrise": "union", "method": "raw"}
-    assert _current_keys(old, what="alignment settings") == {
-        "link_threshold": 0.2, "symmetrize": "union", "method": "raw"}
-    assert _current_keys({"link_threshold": 0.4}, what="x") == {"link_threshold": 0.4}
-    with pytest.raises(ValueError, match=r"^alignment profile has both 'threshold' and its"
-                                         r" new name 'link_threshold'$"):
-        _current_keys({"threshold": 0.2, "link_threshold": 0.3}, what="alignment profile")
-    with pytest.raises(ValueError, match=r"^saved run has both 'symmetrise' and its new name"
-                                         r" 'symmetrize'$"):
-        _current_keys({"symmetrise": "union", "symmetrize": "union"}, what="saved run")
-
-
 def test_itermax_takes_integer_counts_from_a_reverse_model():
     # Columns of the counts [[4, 0, 0], [0, 4, 1], [0, 0, 3]] are [1 0 0], [0 1 0],
     # [0 .25 .75]: the same as the float matrix.

@@ -163,7 +163,7 @@ def test_malformed_profiles(tmp_path, image, no_model, capsys, content, word):
 
 
 def test_report_onto_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
-    import groundroll.report._page as page
+    import groundroll.explore.cli as report_cli
 
     saved = tmp_path / "alignment.json"
     Alignment(["a", "b"], ["x"], np.ones((1, 2)), {(0, 0)}).save(saved)
@@ -171,7 +171,7 @@ def test_report_onto_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(page, "write_html", full)
+    monkeypatch.setattr(report_cli, "write_report", full)
     out = tmp_path / "r.html"
     assert main(["report", "align", "--load", str(saved), "--out", str(out)]) == 1
     _one_line_error(capsys, "No space left on device")

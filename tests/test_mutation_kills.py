@@ -111,21 +111,9 @@ def test_label_map_background_bounds_empty_list_and_all_background():
     np.testing.assert_array_equal(out, 0)
 
 
-def test_label_map_takes_the_old_threshold_name_with_a_warning():
-    probs = np.array([[[0.9, 0.2]], [[0.1, 0.7]]])
-    with pytest.warns(FutureWarning, match=r"^label_map: threshold= is deprecated and will"
-                                           r" be removed in the next release;"
-                                           r" use mask_threshold=$"):
-        old = label_map(probs, threshold=0.75)
-    np.testing.assert_array_equal(old, [[1, 0]])
-
-
-def test_fuse_heads_old_name_and_head_weight_length():
+def test_fuse_heads_max_and_head_weight_length():
     a = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]], [[0.5, 0.5]]]])   # [1, 3, 1, 2]
-    with pytest.warns(FutureWarning, match=r"^fuse_heads: how= is deprecated and will be"
-                                           r" removed in the next release; use head_fusion=$"):
-        old = fuse_heads(a, how="max")
-    torch.testing.assert_close(old, torch.tensor([[[1.0, 1.0]]]))
+    torch.testing.assert_close(fuse_heads(a, "max"), torch.tensor([[[1.0, 1.0]]]))
     # Weighted mean (1 * h0 + 3 * h2) / 4, worked by hand.
     torch.testing.assert_close(fuse_heads(a, torch.tensor([1.0, 0.0, 3.0])),
                                torch.tensor([[[0.625, 0.375]]]))
@@ -159,10 +147,6 @@ def test_prune_criteria_combine_and_limits_are_exclusive(close):
     close(prune(r, top_k=1, diagonal=False)[0, 0], torch.tensor([0.0, 0.0, 0.0, 1.0]))
     close(prune(r, discard_ratio=0.75, diagonal=False)[0, 0],
           torch.tensor([0.0, 0.0, 0.0, 1.0]))
-    with pytest.warns(FutureWarning, match=r"^prune: threshold= is deprecated and will be"
-                                           r" removed in the next release;"
-                                           r" use prune_threshold=$"):
-        prune(a, threshold=0.2)
 
 
 def _layers_and_grads(seed=11, layers=3, heads=2, n=4):
@@ -224,19 +208,6 @@ def test_rollout_and_accumulator_check_their_options():
             rollout(a, **options)
         with pytest.raises(ValueError, match=message):
             RolloutAccumulator(**options)
-
-
-def test_old_threshold_name_of_rollout_and_the_accumulator():
-    a = [torch.tensor([[[0.1, 0.9], [0.6, 0.4]]])]
-    with pytest.warns(FutureWarning, match=r"^rollout: threshold= is deprecated and will be"
-                                           r" removed in the next release;"
-                                           r" use prune_threshold=$"):
-        old = rollout(a, threshold=0.5)
-    torch.testing.assert_close(old, rollout(a, prune_threshold=0.5))
-    with pytest.warns(FutureWarning, match=r"^RolloutAccumulator: threshold= is deprecated"
-                                           r" and will be removed in the next release;"
-                                           r" use prune_threshold=$"):
-        RolloutAccumulator(threshold=0.5)
 
 
 def test_accumulator_agrees_with_rollout_on_kept_rows_and_gradients(close, tol):
