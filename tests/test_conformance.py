@@ -39,9 +39,13 @@ NAMED = ("plbart", "blenderbot", "blenderbot-small", "whisper", "distilbert", "a
          # declared, with a global-local encoder left out: decoder and cross captured
          "pegasus_x",
          # one merged attention module declared for self- and cross-attention
-         "t5gemma2")
+         "t5gemma2",
+         # tiny builds fixed: per-layer lists cut to the layer count (gpt_neo), the
+         # AutoConfig text tower shrunk and image placeholders in the text (llava)
+         "gpt_neo", "llava")
 REFUSED = {"swin": "windows", "longformer": "sliding-window", "led": "sliding-window",
-           "big_bird": "block-sparse", "convnext": "convolutional"}
+           "big_bird": "block-sparse", "convnext": "convolutional", "rwkv": "recurrent",
+           "yoso": "hashing or sampling", "deformable_detr": "deformable"}
 
 # A fixed sample of the auto mapping beyond the named families, chosen by name (never by
 # position in transformers' list, which shifts with every release): decoder-only language
@@ -91,6 +95,31 @@ def test_windowed_local_sparse_and_cnn_models_are_refused(model_type):
     assert REFUSED[model_type] in message
     assert "Use" in message or "use" in message or "original_full" in message
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_modality_split_of_the_coverage_table():
+    assert conformance.hf_modality("wav2vec2") == "audio_time_series"
+    assert conformance.hf_modality("patchtst") == "audio_time_series"
+    assert conformance.hf_modality("bert") == "text_vision_multimodal"
+    assert conformance.hf_modality("llava") == "text_vision_multimodal"
+
+
+def test_tiny_config_cuts_per_layer_lists_to_the_layer_count():
+    config = conformance.tiny_config("gpt_neo")
+    assert config.num_layers == 2
+    assert config.attention_layers == ["global", "local"]
+
+
+def test_less_shrunk_levels_keep_the_class_widths():
+    from transformers import CONFIG_MAPPING
+
+    default = CONFIG_MAPPING["bert"]()
+    assert conformance.tiny_config("bert").hidden_size == 32
+    level2 = conformance.tiny_config("bert", level=2)
+    assert (level2.hidden_size, level2.num_hidden_layers) == (default.hidden_size, 2)
+    assert level2.vocab_size == 64
+    level3 = conformance.tiny_config("bert", level=3)
+    assert level3.vocab_size == default.vocab_size
 
 
 def test_big_bird_with_full_attention_is_captured():

@@ -3,6 +3,13 @@
 Everything model-specific lives in the adapters' data (:mod:`groundroll.adapters.base`);
 this module registers forward hooks on enter, removes them in ``finally`` and restores
 every switched setting.
+
+For Hugging Face models that declare no attention modules, the adapter reads what the
+model returns instead (``Site.reader == "returned"``,
+:func:`~groundroll.adapters.derive.returned_adapter`): the outermost call gets
+``output_attentions=True``, the returned tuples go into the trace and out of the output
+again, with the same guarantees (outputs unchanged, nothing left switched, gradients on
+the tensors the model used).
 """
 
 from __future__ import annotations
