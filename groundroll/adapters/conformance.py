@@ -173,10 +173,10 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
             except Exception:   # keep the default sub-config
                 continue
             if sub_cls is not declared_class(config_cls, key):
-                # Keep what the default set on it (EncoderDecoder's decoder: is_decoder,
-                # add_cross_attention), sizes shrunk.
+                # Keep the switches the default set on it (EncoderDecoder's decoder:
+                # is_decoder, add_cross_attention), sizes shrunk.
                 own = {k: v for k, v in instance.to_dict().items()
-                       if not k.startswith("_") and k not in ("transformers_version",)}
+                       if isinstance(v, bool) and not k.startswith("_")}
                 kwargs[key] = {**own, **kwargs[key],
                                "model_type": getattr(sub_cls, "model_type", None)
                                or instance.model_type}
