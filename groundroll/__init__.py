@@ -68,7 +68,8 @@ _LAZY = {
     "Audit": "groundroll.auditing",
 }
 _SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "alignment", "grounding", "cli",
-               "auditing", "report", "families")
+               "auditing", "report", "explore", "distributed", "adapters", "trace",
+               "families")
 # Public functions that share their name with a subpackage: the function is what
 # ``groundroll.<name>`` means, however and whenever the subpackage itself gets imported.
 _FUNCTIONS_OVER_PACKAGES = ("rollout", "compose")
