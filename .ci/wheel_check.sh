@@ -13,9 +13,13 @@ cd "$root"
 wheel=$(ls "$work"/dist/*.whl)
 sdist=$(ls "$work"/dist/*.tar.gz)
 echo "built $(basename "$wheel") and $(basename "$sdist")"
-unzip -l "$wheel" | grep -q "groundroll/py.typed" || { echo "the wheel has no py.typed" >&2; exit 1; }
-unzip -p "$wheel" '*/METADATA' | grep -q "^License-Expression: Apache-2.0" \
+# (Read whole before grep: grep -q stopping early would fail the pipe under pipefail.)
+listing=$(unzip -Z1 "$wheel")
+metadata=$(unzip -p "$wheel" '*/METADATA')
+grep -qx "groundroll/py.typed" <<<"$listing" || { echo "the wheel has no py.typed" >&2; exit 1; }
+grep -q "^License-Expression: Apache-2.0" <<<"$metadata" \
   || { echo "the wheel's metadata names no license" >&2; exit 1; }
+grep -q "licenses/LICENSE" <<<"$listing" || { echo "the wheel carries no LICENSE" >&2; exit 1; }
 "$python" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" "$wheel[all,test]"
 cd "$work"          # nothing of the checkout on the path from here on
