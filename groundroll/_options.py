@@ -37,6 +37,24 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _wanted(kind: str, low, high, low_open: bool = False, high_open: bool = False) -> str:
+    """What an option must be, in words: ``">= 0 and < 1 (a finite number)"``."""
+    def show(limit) -> str:   # integers exactly (no 1.8e+08), reals in short form
+        return str(limit) if isinstance(limit, numbers.Integral) else f"{limit:g}"
+
+    limits = []
+    if low is not None:
+        limits.append(f"{'>' if low_open else '>='} {show(low)}")
+    if high is not None:
+        limits.append(f"{'<' if high_open else '<='} {show(high)}")
+    return " and ".join(limits) + f" ({kind})" if limits else kind
+
+
+def _refuse(name: str, wanted: str, value: Any, *, typed: bool = False) -> "OptionError":
+    kind = f" ({type(value).__name__})" if typed else ""
+    return OptionError(f"{name} must be {wanted}, got {_show(value)}{kind}")
+
+
 def real(name: str, value: Any, *, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a finite float within ``[low, high]`` (``low_open``/``high_open``
@@ -57,22 +75,14 @@ def real(name: str, value: Any, *, low: float | None = None, high: float | None 
     ...
     groundroll._options.OptionError: logit_scale must be > 0 (a finite number), got nan
     """
-    limits = []
-    if low is not None:
-        limits.append(f"{'>' if low_open else '>='} {low:g}")
-    if high is not None:
-        limits.append(f"{'<' if high_open else '<='} {high:g}")
-    wanted = (" and ".join(limits) + " (a finite number)") if limits else "a finite number"
+    wanted = _wanted("a finite number", low, high, low_open, high_open)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise OptionError(f"{name} must be {wanted}, got {_show(value)}"
-                          f" ({type(value).__name__})")
+        raise _refuse(name, wanted, value, typed=True)
     number = float(value)
-    if not math.isfinite(number):
-        raise OptionError(f"{name} must be {wanted}, got {_show(value)}")
-    if low is not None and (number < low or (low_open and number == low)):
-        raise OptionError(f"{name} must be {wanted}, got {_show(value)}")
-    if high is not None and (number > high or (high_open and number == high)):
-        raise OptionError(f"{name} must be {wanted}, got {_show(value)}")
+    if (not math.isfinite(number)
+            or (low is not None and (number < low or (low_open and number == low)))
+            or (high is not None and (number > high or (high_open and number == high)))):
+        raise _refuse(name, wanted, value)
     return number
 
 
@@ -90,18 +100,12 @@ def integer(name: str, value: Any, *, low: int | None = None,
     ...
     groundroll._options.OptionError: max_length must be >= 1 (an integer), got -5
     """
-    limits = []
-    if low is not None:
-        limits.append(f">= {low}")
-    if high is not None:
-        limits.append(f"<= {high}")
-    wanted = (" and ".join(limits) + " (an integer)") if limits else "an integer"
+    wanted = _wanted("an integer", low, high)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise OptionError(f"{name} must be {wanted}, got {_show(value)}"
-                          f" ({type(value).__name__})")
+        raise _refuse(name, wanted, value, typed=True)
     number = int(value)
     if (low is not None and number < low) or (high is not None and number > high):
-        raise OptionError(f"{name} must be {wanted}, got {_show(value)}")
+        raise _refuse(name, wanted, value)
     return number
 
 
