@@ -89,7 +89,7 @@ def _build(model_type: str, size: int):
 
 def check_align(model_type: str, tok, pairs) -> dict:
     import groundroll as gr
-    from groundroll.adapters.base import UnsupportedModelError
+    from groundroll.families import UnsupportedModelError
     from groundroll.zoo import Bundle
 
     import transformers

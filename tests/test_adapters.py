@@ -341,8 +341,8 @@ def test_register_adapter_for_another_family():
         for g, w in zip(trace.weights("encoder"), want, strict=True):
             close(g, w, "distilbert")
     finally:
-        from groundroll.adapters import base
-        base._REGISTRY[:] = [a for a in base._REGISTRY if a.name != "distilbert"]
+        from groundroll.families import unregister_family
+        unregister_family("distilbert")
 
 
 def test_streams_restrict_hooks():

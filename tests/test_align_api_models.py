@@ -81,7 +81,7 @@ def marian(seed: int = 0, *, max_positions: int = 64) -> Bundle:
     gen.decoder_start_token_id = tok.pad_token_id
     gen.bad_words_ids = [[tok.pad_token_id]]
     return Bundle("tiny-marian", model, "hf_marian", tokenizer=tok,
-                  meta={"family": "hf_seq2seq"})
+                  meta={"family": "hf_marian", "kind": "hf_seq2seq"})
 
 
 def t5(seed: int = 0) -> Bundle:
@@ -95,7 +95,8 @@ def t5(seed: int = 0) -> Bundle:
                       decoder_start_token_id=tok.pad_token_id)
     model = T5ForConditionalGeneration(config).eval()
     model.generation_config.max_length = 12
-    return Bundle("tiny-t5", model, "hf_t5", tokenizer=tok, meta={"family": "hf_seq2seq"})
+    return Bundle("tiny-t5", model, "hf_t5", tokenizer=tok,
+                  meta={"family": "hf_t5", "kind": "hf_seq2seq"})
 
 
 def held_out(n: int = 4):

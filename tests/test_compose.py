@@ -501,8 +501,8 @@ def test_chain_for_reads_chains_the_trace_declares(close):
     close(out.source_map, expected)
 
 
-def test_chain_for_reads_chains_the_model_family_declares(monkeypatch):
-    from groundroll import families
+def test_chain_for_reads_chains_the_model_family_declares():
+    from groundroll.families import Family, register_family, unregister_family
 
     trace = Trace(family="test-family")
     trace.add(AttentionLayer(torch.full((1, 1, 2, 2), 0.5), "self", "enc_layers", "src",
@@ -513,9 +513,10 @@ def test_chain_for_reads_chains_the_model_family_declares(monkeypatch):
     with pytest.raises(ValueError, match="no known chain"):
         chain_for(trace, "src", "tgt")
 
-    class Record:
-        chains = (own,)
-
-    monkeypatch.setattr(families, "family_named",
-                        lambda name: Record() if name == "test-family" else None)
-    assert chain_for(trace, "src", "tgt") == own
+    register_family(Family("test-family", matches=lambda model: False, chains=(own,)))
+    try:
+        assert chain_for(trace, "src", "tgt") == own
+    finally:
+        unregister_family("test-family")
+    with pytest.raises(ValueError, match="no known chain"):
+        chain_for(trace, "src", "tgt")

@@ -130,7 +130,7 @@ def _seq2seq(kind: str) -> Bundle:
     model.generation_config.max_length = 12
     adapter = gr.adapters.adapter_for(model)
     return Bundle(f"tiny-{kind}", model, adapter.name, tokenizer=tok,
-                  meta={"family": "hf_seq2seq"})
+                  meta={"family": f"hf_{kind}", "kind": "hf_seq2seq"})
 
 
 @pytest.mark.parametrize("kind", ["plbart", "blenderbot"])
@@ -150,8 +150,7 @@ def test_align_on_derived_seq2seq(kind):
 FAMILY_FILE = '''
 """A made-up dual encoder and everything groundroll needs to know about it."""
 import torch
-from groundroll.adapters import Adapter, Site, TokenSource, register_adapter
-from groundroll.families import Family, Grounding, register_family
+from groundroll.families import Adapter, Family, Grounding, Site, TokenSource, register_family
 
 
 class PairEncoder(torch.nn.Module):
@@ -168,15 +167,14 @@ class PairEncoder(torch.nn.Module):
         return self.clip.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
 
 
-ADAPTER = register_adapter(Adapter(
-    name="pair_encoder", classes=(f"{__name__}.PairEncoder",), switch="hf_eager",
-    sites=(Site(r"clip\\.vision_model\\.encoder\\.layers\\.\\d+\\.self_attn$", "vision"),
-           Site(r"clip\\.text_model\\.encoder\\.layers\\.\\d+\\.self_attn$", "text")),
-    tokens=(TokenSource("vision", pattern=r"^clip\\.vision_model$", reader="image",
-                        prefix=1),)))
-
 FAMILY = register_family(Family(
-    "pair_encoder", matches=lambda m: isinstance(m, PairEncoder), adapter="pair_encoder",
+    "pair_encoder",
+    adapter=Adapter(
+        name="pair_encoder", classes=(f"{__name__}.PairEncoder",), switch="hf_eager",
+        sites=(Site(r"clip\\.vision_model\\.encoder\\.layers\\.\\d+\\.self_attn$", "vision"),
+               Site(r"clip\\.text_model\\.encoder\\.layers\\.\\d+\\.self_attn$", "text")),
+        tokens=(TokenSource("vision", pattern=r"^clip\\.vision_model$", reader="image",
+                            prefix=1),)),
     grounding=Grounding(
         image_size=lambda m: (32, 32), patch_size=lambda m: (8, 8),
         mean_std=lambda m, processor: ((0.5,) * 3, (0.5,) * 3),
@@ -189,8 +187,7 @@ FAMILY = register_family(Family(
 
 def test_a_new_family_registered_from_one_file_segments(tmp_path):
     from helpers import tiny_models as tm
-    from groundroll.adapters import base
-    from groundroll import families
+    from groundroll.families import adapter_for, unregister_family
 
     path = tmp_path / "pair_family.py"
     path.write_text(textwrap.dedent(FAMILY_FILE))
@@ -202,18 +199,20 @@ def test_a_new_family_registered_from_one_file_segments(tmp_path):
         spec.loader.exec_module(module)
         model = module.PairEncoder(tm.build("clip").model).eval()
         assert family_for(model) is family_named("pair_encoder")
+        assert adapter_for(model) is family_named("pair_encoder").adapter
         bundle = Bundle("pair", model, "pair_encoder", tokenizer=ToyHFTokenizer(62, 63))
         for method in ("relevance", "rollout"):
             _check_maps(gr.segment(_image(), PROMPTS, model=bundle, method=method))
     finally:
         sys.modules.pop("pair_family", None)
-        base._REGISTRY[:] = [a for a in base._REGISTRY if a.name != "pair_encoder"]
-        families._FAMILIES[:] = [f for f in families._FAMILIES if f.name != "pair_encoder"]
+        unregister_family("pair_encoder")
+    with pytest.raises(KeyError, match="pair_encoder.*families: .*open_clip"):
+        family_named("pair_encoder")
 
 
 def test_records_hold_loaders_and_adapters():
     assert family_named("hf_bart").loader.model_class == "AutoModelForSeq2SeqLM"
-    assert family_named("hf_siglip").adapter == "hf_siglip"
+    assert family_named("hf_siglip").adapter.name == "hf_siglip"
     assert family_named("open_clip_coca").grounding.cross.target == "decoder"
     with pytest.raises(TypeError, match="family"):
         family_for(torch.nn.Linear(2, 2))
@@ -225,7 +224,8 @@ def test_zoo_loads_a_derived_family_from_a_folder(tmp_path):
     bundle.tokenizer.save_pretrained(tmp_path)
     loaded = gr.load(f"hf:{tmp_path}")
     assert type(loaded.model).__name__ == "PLBartForConditionalGeneration"
-    assert loaded.adapter == "hf_plbart" and loaded.meta["family"] == "hf_seq2seq"
+    assert loaded.adapter == "hf_plbart" and loaded.meta["family"] == "hf_plbart"
+    assert loaded.meta["kind"] == "hf_seq2seq"
     result = gr.align("wa bo ka", "ta ne ko su", model=loaded, method="raw")
     one = result[0] if isinstance(result, list) else result
     assert np.asarray(one.matrix).shape == (4, 3)

@@ -50,7 +50,8 @@ def test_toy_mt_loads_offline_and_translates_held_out_sentences(toy_mt, monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert load("bundled:toy-mt").meta["model_type"] == "marian"
     assert toy_mt.name == "bundled:toy-mt"
-    assert toy_mt.adapter == "hf_marian" and toy_mt.meta["family"] == "hf_seq2seq"
+    assert toy_mt.adapter == toy_mt.meta["family"] == "hf_marian"
+    assert toy_mt.meta["kind"] == "hf_seq2seq"
     assert not toy_mt.model.training
     assert toy_mt.model.dtype == torch.float32
     test = toy.pairs(10, split="test")
@@ -101,7 +102,8 @@ def test_hf_local_folder_marian(tmp_path):
     bundle = load(f"hf:{tmp_path / 'marian'}")
     assert bundle.name == f"hf:{tmp_path / 'marian'}"
     assert type(bundle.model).__name__ == "MarianMTModel"
-    assert (bundle.adapter, bundle.meta["family"]) == ("hf_marian", "hf_seq2seq")
+    assert (bundle.adapter, bundle.meta["family"], bundle.meta["kind"]) == (
+        "hf_marian", "hf_marian", "hf_seq2seq")
     assert not bundle.model.training and bundle.preprocess is None
     assert bundle.tokenizer("a b c")["input_ids"] == [5, 6, 7]
     from groundroll.adapters import adapter_for
@@ -117,7 +119,8 @@ def test_hf_local_folder_bert(tmp_path):
     _word_tokenizer().save_pretrained(tmp_path)
     bundle = load(f"hf:{tmp_path}")
     assert type(bundle.model).__name__ == "BertModel"
-    assert (bundle.adapter, bundle.meta["family"]) == ("hf_bert", "hf_encoder")
+    assert (bundle.adapter, bundle.meta["family"], bundle.meta["kind"]) == (
+        "hf_bert", "hf_bert", "hf_encoder")
     from groundroll.adapters import adapter_for
 
     assert adapter_for(bundle.model).name == bundle.adapter

@@ -20,7 +20,7 @@ hf_marian,         ``encoder``, ``decoder`` (causal), ``cross`` (decoder -> enco
 hf_bart, hf_t5
 hf_bert, hf_vit    ``encoder``
 hf_<model_type>    derived from the model's ``_can_record_outputs``
-                   (:mod:`groundroll.adapters.derive`): ``encoder``, ``decoder``,
+                   (:mod:`groundroll.families.derive`): ``encoder``, ``decoder``,
                    ``cross``, ``vision``, ``text``, ``audio``, ``<query>_cross``,
                    ``pool`` (probe pooling heads)
 hf_<model_type>    no declaration (MPNet, DeBERTa, XLNet, FSMT, ProphetNet, LongT5,
@@ -37,17 +37,11 @@ trunk has one. Windowed, local, sparse and convolutional models raise
 :class:`UnsupportedModelError` with the reason and what works instead.
 """
 
-from .base import (Adapter, Site, TokenSource, UnsupportedModelError, adapter_for,
-                   register_adapter, supported_models)
-from .derive import declared_attention, derive_adapter, refusal, returned_adapter
+from ..families import (Adapter, Site, TokenSource, UnsupportedModelError, adapter_for,
+                        declared_attention, derive_adapter, refusal, register_adapter,
+                        returned_adapter, supported_models)
 from .capture import ROLLOUT_OPTIONS, capture
-from .hf import HF_ADAPTERS
-from .open_clip import OPEN_CLIP, OPEN_CLIP_COCA
 
 __all__ = ["capture", "register_adapter", "adapter_for", "supported_models", "Adapter",
            "Site", "TokenSource", "ROLLOUT_OPTIONS", "UnsupportedModelError",
            "derive_adapter", "declared_attention", "refusal", "returned_adapter"]
-
-for _adapter in (OPEN_CLIP, OPEN_CLIP_COCA, *HF_ADAPTERS):
-    register_adapter(_adapter, first=False)
-del _adapter

@@ -1,12 +1,13 @@
 """The generic capture: hooks the modules an adapter names, fills a Trace.
 
-Everything model-specific lives in the adapters' data (:mod:`groundroll.adapters.base`);
+Everything model-specific lives in the family records' data (:mod:`groundroll.families`,
+their :class:`~groundroll.families.sites.Adapter`);
 this module registers forward hooks on enter, removes them in ``finally`` and restores
 every switched setting.
 
 For Hugging Face models that declare no attention modules, the adapter reads what the
 model returns instead (``Site.reader == "returned"``,
-:func:`~groundroll.adapters.derive.returned_adapter`): the outermost call gets
+:func:`~groundroll.families.derive.returned_adapter`): the outermost call gets
 ``output_attentions=True``, the returned tuples go into the trace and out of the output
 again, with the same guarantees (outputs unchanged, nothing left switched, gradients on
 the tensors the model used).
@@ -26,8 +27,10 @@ import torch.nn.functional as F
 
 from .._deprecation import renamed
 from .._locks import model_lock
-from ..trace import AttentionLayer, Tokens, Trace
-from .base import Adapter, Site, adapter_for
+from ..trace import AttentionLayer, Chain, Tokens, Trace
+from ..families import Adapter, Site, UnsupportedModelError, adapter_for
+from ..families.derive import returned_site
+from ..rollout import RolloutAccumulator
 from .tokens import read_tokens
 
 __all__ = ["capture", "ROLLOUT_OPTIONS"]
@@ -320,7 +323,7 @@ class _Session:
 
     def _read_returned(self, output, prefix: str = "") -> None:
         """Record every attention tuple of ``output`` (nested outputs too) as the
-        layers of the stream its key names (:func:`~groundroll.adapters.derive.returned_site`).
+        layers of the stream its key names (:func:`~groundroll.families.derive.returned_site`).
 
         A tensor with more than four axes, ``[batch, block, head, query, key]`` (LongT5
         local blocks, ProphetNet n-gram streams), is recorded with its leading axes folded
@@ -329,7 +332,6 @@ class _Session:
         main stream then n-gram streams) is split: the first block of rows is ``cross``
         (decoder -> encoder), the rest ``cross_ngram``.
         """
-        from .derive import returned_site
 
         keys = list(output.keys())
         level = tuple(k for k in keys if k.endswith("attentions"))
@@ -364,7 +366,6 @@ class _Session:
                             key=stream if q == k and here.kind == "self" else f"{stream}_keys")
                         part = part.flatten(1, -3)
                     if part.dim() < 4:
-                        from .base import UnsupportedModelError
 
                         raise UnsupportedModelError(
                             f"{type(self.model).__name__} returns {path} of shape"
@@ -399,7 +400,6 @@ class _Session:
         if not prefix and "cross" in self.trace.layers and "encoder" not in self.trace.layers:
             # The encoder's attention is local (LongT5) or not returned (Pegasus-X):
             # compose through the decoder only, the encoder counting as the identity.
-            from ..trace import Chain
 
             self.trace.chains = (Chain("encoder", "decoder", source_self=None,
                                        target_self="decoder", target_cross="cross"),)
@@ -539,7 +539,6 @@ class _Session:
                 tokens.special["cls"] = torch.zeros(batch, dtype=torch.long)
 
     def _fold(self, stream: str, call: int, weights: torch.Tensor) -> None:
-        from ..rollout import RolloutAccumulator
 
         key = (stream, call)
         if key not in self.accumulators:

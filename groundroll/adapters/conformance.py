@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from ..families import UnsupportedModelError, adapter_for, refusal
+
 __all__ = ["Result", "check", "check_hf", "check_open_clip", "hf_model_types",
            "hf_modality", "tiny_hf", "tiny_config", "tiny_open_clip", "STATUSES", "ATOL",
            "MODALITIES", "LEVELS"]
@@ -471,7 +473,6 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
         no attention itself, check that captured rows sum to one (open_clip timm trunks).
     """
     from . import capture
-    from .base import UnsupportedModelError
 
     start = time.perf_counter()
     result = Result(name or type(model).__name__, "failing")
@@ -633,7 +634,6 @@ def _check_hf_at(model_type: str, level: int, start: float) -> Result:
         return _not_built(model_type, err, start)
     if inputs is None:
         # Refusals do not need inputs.
-        from .base import UnsupportedModelError, adapter_for
 
         try:
             adapter_for(model)
@@ -645,7 +645,6 @@ def _check_hf_at(model_type: str, level: int, start: float) -> Result:
                       f"main input {model.main_input_name!r} not generated",
                       time.perf_counter() - start)
     built = time.perf_counter() - start
-    from .derive import refusal
 
     reason = refusal(model)
     if reason is not None:

@@ -1,6 +1,6 @@
 """Token metadata read from a module's call arguments.
 
-A reader gets the :class:`~groundroll.adapters.base.TokenSource`, the module, its call
+A reader gets the :class:`~groundroll.families.sites.TokenSource`, the module, its call
 arguments and the trace being filled, and returns ``{stream name: Tokens}``.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from ..trace import Tokens
-from .base import TokenSource
+from ..families.sites import TokenSource
 
 __all__ = ["READERS", "read_tokens"]
 

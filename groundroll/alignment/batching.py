@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import torch
 
 from groundroll.alignment.subwords import Encoded, words_from_ids
+from groundroll.families import family_for
 
 #: Sentences longer than this many tokens are truncated when neither ``max_length`` nor
 #: a finite tokenizer/model limit says otherwise.
@@ -151,16 +152,11 @@ def _device(model) -> torch.device:
 
 
 def _generate_kwargs(bundle, extra: dict | None) -> dict:
-    kwargs = dict(extra or {})
-    tok = bundle.tokenizer
-    tgt_lang = getattr(tok, "tgt_lang", None)
-    gen = getattr(bundle.model, "generation_config", None)
-    if (tgt_lang and "forced_bos_token_id" not in kwargs
-            and getattr(gen, "forced_bos_token_id", None) is None
-            and bundle.model.config.model_type in ("m2m_100", "nllb", "mbart")):
-        # mBART-50 / M2M100 / NLLB start the translation with the target language code.
-        kwargs["forced_bos_token_id"] = tok.convert_tokens_to_ids(tgt_lang)
-    return kwargs
+    """``generate`` keywords: the family's own (a forced first token, ...) under the
+    caller's ``extra``."""
+    family_kwargs = family_for(bundle.model).generate_kwargs
+    own = family_kwargs(bundle.model, bundle.tokenizer) if family_kwargs else {}
+    return {**own, **(extra or {})}
 
 
 @torch.no_grad()

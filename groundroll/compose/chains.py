@@ -1,13 +1,16 @@
 """Chains: which streams carry information from the source tokens to the target tokens.
 
+The chains below follow the stream names capture gives any model (derived families
+included); a family with streams of its own declares its chains in its record
+(:mod:`groundroll.families`: CoCa's ``vision`` -> ``pool`` -> ``decoder_cross`` /
+``decoder``, BLIP's ``vision`` -> ``text_cross`` / ``text``).
+
 ========================  ===========================================================
-model family              chain (source -> target)
+streams                   chain (source -> target)
 ========================  ===========================================================
-seq2seq (Marian, T5, ..)  ``encoder`` -> ``cross`` -> ``decoder``
-open_clip CoCa            ``vision`` -> ``pool`` -> ``text`` -> ``decoder_cross`` / ``decoder``
-BLIP retrieval            ``vision`` -> ``text_cross`` / ``text``
-SigLIP pooling head       ``vision`` -> ``pool``
-dual encoders (CLIP)      one stream: ``vision`` or ``text`` alone (``source == target``)
+encoder-decoder           ``encoder`` -> ``cross`` -> ``decoder``
+pooling head              ``vision`` -> ``pool``
+one tower (CLIP)          one stream: ``vision`` or ``text`` alone (``source == target``)
 ========================  ===========================================================
 
 A chain is plain data (:class:`Chain`); pass your own for a model family whose streams
@@ -25,23 +28,24 @@ __all__ = ["Chain", "CHAINS", "chain_for"]
 CHAINS: tuple[Chain, ...] = (
     Chain("encoder", "decoder", source_self="encoder", target_self="decoder",
           target_cross="cross"),
-    Chain("vision", "decoder", source_self="vision", hops=("pool",),
-          target_prelude="text", target_self="decoder", target_cross="decoder_cross"),
-    Chain("vision", "text", source_self="vision", target_self="text",
-          target_cross="text_cross"),
     Chain("vision", "pool_queries", source_self="vision", target_cross="pool",
           cross_residual=False),
 )
 
 
 def _family_chains(trace: Trace) -> tuple[Chain, ...]:
-    """Chains declared by the registered model family the trace was captured from."""
-    if not getattr(trace, "family", ""):
-        return ()
-    try:
-        return tuple(families.family_named(trace.family).chains)
-    except KeyError:
-        return ()
+    """Chains declared by the registered model family the trace was captured from,
+    then those of every other registered family (a trace built by hand, or captured
+    from a model with the same stream names)."""
+    own: tuple[Chain, ...] = ()
+    if getattr(trace, "family", ""):
+        try:
+            own = tuple(families.family_named(trace.family).chains)
+        except KeyError:
+            pass
+    others = tuple(chain for name in families.families()
+                   for chain in families.family_named(name).chains)
+    return own + others
 
 
 def chain_for(trace: Trace, source: str, target: str) -> Chain:
@@ -49,7 +53,8 @@ def chain_for(trace: Trace, source: str, target: str) -> Chain:
 
     Chains the trace declares (``trace.chains``) are tried first, then those of the
     trace's registered model family (:mod:`groundroll.families`, for families with
-    their own stream names), then :data:`CHAINS`; ``source == target`` gives a single
+    their own stream names), then those of the other registered families, then
+    :data:`CHAINS`; ``source == target`` gives a single
     self-attention stream over those tokens.
 
     Examples

@@ -73,7 +73,7 @@ def layer_maps(image, prompt: str, *, model=DEFAULT_MODEL,
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("layer_maps needs one non-empty prompt")
     handle = resolve_model(model)
-    if handle.family not in ("open_clip", "hf_clip"):
+    if not handle.grounding.layer_maps:
         raise ValueError(f"per-layer maps read a CLIP vision tower; model family"
                          f" {handle.family!r} is not one")
     rgb = load_image(image)
@@ -149,7 +149,7 @@ def explore_segmentation(image, prompts: Sequence[str], *, model=DEFAULT_MODEL,
     handle = resolve_model(model)
     seg = segment(image, prompts, model=handle, method=method, **segment_options)
     layers = None
-    if layer_prompt is not None and handle.family in ("open_clip", "hf_clip"):
+    if layer_prompt is not None and handle.grounding.layer_maps:
         k = seg.prompts.index(layer_prompt) if isinstance(layer_prompt, str) else int(layer_prompt)
         if not 0 <= k < len(seg.prompts):
             raise ValueError(f"layer_prompt {layer_prompt!r} is not one of the prompts")

@@ -20,16 +20,11 @@ import torch.nn.functional as F
 from .._locks import locked, short, warn_once
 from ..families import Family, Grounding, family_for
 
-__all__ = ["ModelHandle", "resolve_model", "FAMILIES", "DEFAULT_MODEL"]
+__all__ = ["ModelHandle", "resolve_model", "DEFAULT_MODEL"]
 
 #: The model a segmentation call uses when none is named: of the bundled CLIPs, the one
 #: whose calibrated default call segments best on held-out scenes (its card's table).
 DEFAULT_MODEL = "bundled:shapes-clip"
-
-#: Built-in families with grounding hooks (any registered family with a ``grounding``
-#: record is served too, as are derived Hugging Face dual encoders).
-FAMILIES = ("open_clip", "open_clip_coca", "hf_clip", "hf_siglip", "hf_blip")
-
 
 def _family_of(model) -> str:
     family = family_for(model)
@@ -53,7 +48,7 @@ class ModelHandle:
         open_clip style (``tokenizer(texts) -> [batch, context]``) for open_clip
         families, a Hugging Face tokenizer otherwise.
     family : str
-        One of :data:`FAMILIES`.
+        The name of the model's family record (:func:`groundroll.families.family_for`).
     name : str
         Spec or description, recorded in settings.
     image_processor : optional

@@ -71,26 +71,12 @@ def gradcam_target_layer(handle: ModelHandle):
     [B, D, rows, cols]`` that drops the prefix tokens. CNN towers: the last stage, no
     transform.
     """
-    model = handle.model
-    if handle.open_clip:
-        visual = model.visual
-        blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
-        if blocks is not None:
-            layer = blocks[-1].ln_1
-            batch_first = getattr(visual.transformer, "batch_first", True)
-        elif hasattr(visual, "layer4"):                      # ModifiedResNet
-            return visual.layer4[-1], None
-        elif hasattr(visual, "trunk"):                       # timm trunk (ConvNeXt, ...)
-            trunk = visual.trunk
-            stages = getattr(trunk, "stages", None)
-            if stages is None:
-                raise ValueError(f"no Grad-CAM layer known for {type(trunk).__name__}")
-            return stages[-1], None
-        else:
-            raise ValueError(f"no Grad-CAM layer known for {type(visual).__name__}")
-    else:
-        layer = model.vision_model.encoder.layers[-1].layer_norm1
-        batch_first = True
+    find = handle.grounding.gradcam_layer
+    if find is None:
+        raise ValueError(f"no Grad-CAM layer known for model family {handle.family!r}")
+    layer, batch_first = find(handle.model)
+    if batch_first is None:                                  # a convolutional stage
+        return layer, None
     gh = handle.image_size[0] // handle.patch_size[0]
     gw = handle.image_size[1] // handle.patch_size[1]
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..families import family_for
 from ._model import ModelHandle
 
 __all__ = ["DENSE_METHODS", "dense_rewrite", "dense_features", "dense_maps"]
@@ -104,16 +105,16 @@ def _rewritten_forward(block, method: str, grid: tuple[int, int], sigma: float,
 
 
 def _visual(model):
-    visual = getattr(model, "visual", None)
-    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
-    if blocks is None or type(blocks[-1]).__name__ != "ResidualAttentionBlock" or not \
-            isinstance(getattr(blocks[-1], "attn", None), torch.nn.MultiheadAttention):
+    """The vision tower whose last block is rewritten, from the model's family record."""
+    try:
+        hooks = family_for(model).grounding_for(model)
+    except TypeError:
+        hooks = None
+    tower = getattr(hooks, "dense_tower", None)
+    if tower is None:
         raise TypeError("dense sources need an open_clip ViT vision tower with stock"
                         " ResidualAttentionBlock / nn.MultiheadAttention blocks")
-    if getattr(visual, "attn_pool", None) is not None:
-        raise TypeError("dense sources need a ViT tower without an attentional pooler"
-                        " (CLIP, not CoCa)")
-    return visual
+    return tower(model)
 
 
 @contextmanager

@@ -33,24 +33,8 @@ def _lens(handle: ModelHandle):
     """``(blocks, head, batch_first)``: the vision tower's residual blocks, a function
     sending a pooled ``[batch, D]`` token to the joint embedding space, and whether the
     blocks' outputs are ``[batch, N, D]``; None where unknown."""
-    model = handle.model
-    if handle.family == "open_clip":
-        visual = model.visual
-        blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
-        if blocks is None or getattr(visual, "attn_pool", None) is not None:
-            return None
-
-        def head(x):
-            x = visual.ln_post(x)
-            return x @ visual.proj if visual.proj is not None else x
-        return list(blocks), head, getattr(visual.transformer, "batch_first", True)
-    if handle.family == "hf_clip":
-        vision = model.vision_model
-
-        def head(x):
-            return model.visual_projection(vision.post_layernorm(x))
-        return list(vision.encoder.layers), head, True
-    return None
+    lens = handle.grounding.legrad_lens
+    return lens(handle.model) if lens is not None else None
 
 
 def _in_graph(weights: torch.Tensor):

@@ -188,8 +188,8 @@ def load(name: str, *, device: str = "cpu") -> Bundle:
     --------
     >>> from groundroll.zoo import load
     >>> mt = load("bundled:toy-mt")
-    >>> mt.adapter, mt.meta["family"]
-    ('hf_marian', 'hf_seq2seq')
+    >>> mt.adapter, mt.meta["family"], mt.meta["kind"]
+    ('hf_marian', 'hf_marian', 'hf_seq2seq')
     """
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")

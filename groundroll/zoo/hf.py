@@ -31,21 +31,6 @@ OFFLINE_HINT = (
 )
 
 
-def _families() -> dict[str, tuple[str, str | None]]:
-    """``config.model_type -> (transformers class, adapter name)`` of the registered
-    family records (:mod:`groundroll.families`)."""
-    from groundroll.families import _FAMILIES
-
-    return {t: (f.loader.model_class, f.adapter) for f in _FAMILIES if f.loader
-            for t in f.model_types}
-
-
-def __getattr__(name):
-    if name == "FAMILIES":   # kept for callers of the former table
-        return _families()
-    raise AttributeError(name)
-
-
 class HubUnavailableError(RuntimeError):
     """A hub model could not be had offline (not cached, no network)."""
 
@@ -99,12 +84,6 @@ def _companions(family, source: str, **kwargs):
     return getattr(processor, "tokenizer", None), ImagePreprocess(processor.image_processor)
 
 
-def _derived_adapter_name(model) -> str:
-    from groundroll.adapters import adapter_for
-
-    return adapter_for(model).name
-
-
 def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None = None) -> Bundle:
     """Load a Hugging Face model from a local folder or a hub repository.
 
@@ -121,11 +100,12 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     -------
     Bundle
         The model in eval mode and float32, its tokenizer (None for image-only models),
-        an image preprocess for vision models, the adapter name (``"hf_marian"``,
-        ``"hf_bart"``, ``"hf_t5"``, ``"hf_clip"``, ``"hf_siglip"``, ``"hf_blip"``,
-        ``"hf_bert"``, ``"hf_vit"``) and ``meta`` (the folder's ``meta.json`` if any,
-        plus ``model_type``, ``model_class``, ``source`` and ``family``: ``"hf_seq2seq"``,
-        ``"hf_clip"``, ``"hf_siglip"``, ``"hf_blip"`` or ``"hf_encoder"``).
+        an image preprocess for vision models, the capture adapter's name and ``meta``
+        (the folder's ``meta.json`` if any, plus ``model_type``, ``model_class``,
+        ``source``, ``family``, the name of the model's family record
+        (``"hf_marian"``, ``"hf_clip"``, ..., ``"hf_<model_type>"`` for a derived one)
+        and ``kind``, the loader's kind: ``"hf_seq2seq"``, ``"hf_clip"``,
+        ``"hf_siglip"``, ``"hf_blip"``, ``"hf_dual"`` or ``"hf_encoder"``).
 
     Raises
     ------
@@ -139,8 +119,8 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     --------
     >>> from groundroll.zoo.hf import load_hf
     >>> bundle = load_hf("groundroll/zoo/bundled/toy-mt")  # doctest: +SKIP
-    >>> bundle.adapter, bundle.meta["family"]  # doctest: +SKIP
-    ('hf_marian', 'hf_seq2seq')
+    >>> bundle.adapter, bundle.meta["family"], bundle.meta["kind"]  # doctest: +SKIP
+    ('hf_marian', 'hf_marian', 'hf_seq2seq')
     """
     import torch
     import transformers
@@ -167,25 +147,26 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
             f"{OFFLINE_HINT}"
         ) from err
 
-    from groundroll.families import hf_loader
+    # groundroll.families imports torch: loaded once a model is, not with the zoo.
+    from groundroll.families import adapter_for, family_for, hf_loader
 
     # The family record says how to load; a model type no record names gets the loader
     # its config suggests and capture sites derived from its declarations.
-    family, adapter = hf_loader(config)
-    model_cls = getattr(transformers, family.model_class)
+    loader, _ = hf_loader(config)
+    model_cls = getattr(transformers, loader.model_class)
     model = model_cls.from_pretrained(text, dtype=torch.float32, **kwargs)
     model = model.to(device).eval()
-    tokenizer, preprocess = _companions(family, text, **kwargs)
+    tokenizer, preprocess = _companions(loader, text, **kwargs)
 
     meta = {}
     if local.is_dir() and (local / "meta.json").is_file():
         meta = json.loads((local / "meta.json").read_text())
     meta.update(model_type=config.model_type, model_class=type(model).__name__, source=text,
-                family=family.kind)
+                family=family_for(model).name, kind=loader.kind)
     return Bundle(
         name=name or text,
         model=model,
-        adapter=adapter or _derived_adapter_name(model),
+        adapter=adapter_for(model).name,
         preprocess=preprocess,
         tokenizer=tokenizer,
         meta=meta,

@@ -112,11 +112,12 @@ class WordTokenizer:
                 f"context_length={self.context_length})")
 
 
-def _adapter_name(model) -> str:
-    """The capture adapter named by the model's family record."""
+def _family(model):
+    """The model's family record (``"open_clip"`` or ``"open_clip_coca"``)."""
+    # groundroll.families imports torch: loaded once a model is, not with the zoo.
     from groundroll.families import family_for
 
-    return family_for(model).adapter
+    return family_for(model)
 
 
 def load_open_clip_dir(path: str | os.PathLike, *, device: str = "cpu") -> Bundle:
@@ -166,9 +167,9 @@ def load_open_clip_dir(path: str | os.PathLike, *, device: str = "cpu") -> Bundl
     image_size = model.visual.image_size
     meta.setdefault("image_size", list(image_size) if isinstance(image_size, tuple)
                     else image_size)
-    adapter = _adapter_name(model)
-    meta.setdefault("family", adapter)
-    return Bundle(name=str(path), model=model, adapter=adapter, preprocess=preprocess,
+    family = _family(model).name
+    meta.setdefault("family", family)
+    return Bundle(name=str(path), model=model, adapter=family, preprocess=preprocess,
                   tokenizer=tokenizer, meta=meta)
 
 
@@ -304,14 +305,16 @@ def load_open_clip(spec: str | os.PathLike, *, device: str = "cpu") -> Bundle:
     model = model.float().eval()
     tokenizer = open_clip.get_tokenizer(arch)
     image_size = model.visual.image_size
+    family = _family(model)
+    mean, std = family.grounding_for(model).mean_std(model, None)
     meta = {
-        "family": _adapter_name(model),
+        "family": family.name,
         "arch": arch,
         "pretrained": tag,
         "image_size": list(image_size) if isinstance(image_size, tuple) else image_size,
         "context_length": getattr(tokenizer, "context_length", None),
-        "mean": list(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
-        "std": list(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
+        "mean": list(mean),
+        "std": list(std),
     }
-    return Bundle(name=text, model=model, adapter=_adapter_name(model), preprocess=preprocess,
+    return Bundle(name=text, model=model, adapter=family.name, preprocess=preprocess,
                   tokenizer=tokenizer, meta=meta)

@@ -99,7 +99,7 @@ def build(model_type: str, seed: int = 0) -> Bundle:
     gen = model.generation_config
     gen.max_length, gen.num_beams, gen.do_sample = 12, 1, False
     return Bundle(f"tiny-{model_type}", model, f"hf_{model_type}", tokenizer=tok,
-                  meta={"family": "hf_seq2seq"})
+                  meta={"family": "hf_marian", "kind": "hf_seq2seq"})
 
 
 def held_out(n: int = 3):

@@ -1,4 +1,4 @@
-"""What an adapter is (data) and the registry that finds one for a model.
+"""What an adapter is: the data that says where a model family's attention is.
 
 An :class:`Adapter` describes one model family: which modules are attention modules
 (:class:`Site`, a regular expression over qualified module names), which layer stream and
@@ -15,8 +15,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["Site", "TokenSource", "Adapter", "register_adapter", "adapter_for",
-           "supported_models", "SWITCHES", "READERS", "UnsupportedModelError"]
+__all__ = ["Site", "TokenSource", "Adapter", "SWITCHES", "READERS", "UnsupportedModelError"]
 
 #: How a site's attention probabilities are read.
 #: ``"output"``: the module returns a tuple whose element ``Site.index`` (the last by
@@ -213,95 +212,6 @@ class Adapter:
         return model_type is not None and model_type in self.model_types
 
 
-_REGISTRY: list[Adapter] = []
-
-
 class UnsupportedModelError(TypeError):
     """A model whose attention rollout does not apply (windowed, local or sparse
     attention, convolutional trunks); the message says why and what works instead."""
-
-_HOW_TO_REGISTER = '''\
-Register an adapter for it, for example:
-
-    from groundroll.adapters import Adapter, Site, register_adapter
-    register_adapter(Adapter(
-        name="my_model",
-        classes=("my_package.model.MyModel",),
-        sites=(Site(r"(^|\\.)blocks\\.\\d+\\.attn$", stream="encoder"),),
-        switch="hf_eager",  # Hugging Face models only; None otherwise
-    ))
-
-Each Site's modules must return (output, weights[batch, head, query, key]) or be
-torch.nn.MultiheadAttention modules (Site(..., reader="mha")).'''
-
-
-def register_adapter(adapter: Adapter, *, first: bool = True) -> Adapter:
-    """Add ``adapter`` to the registry, consulted before the built-in ones unless
-    ``first=False``. An adapter of the same name is replaced.
-
-    Examples
-    --------
-    >>> from groundroll.adapters import Adapter, Site, register_adapter
-    >>> _ = register_adapter(Adapter(name="distilbert", model_types=("distilbert",),
-    ...     sites=(Site(r"(^|\\.)layer\\.\\d+\\.attention$", stream="encoder"),),
-    ...     switch="hf_eager"))
-    """
-    if not isinstance(adapter, Adapter):
-        raise TypeError(f"expected an Adapter, got {type(adapter).__name__}")
-    _REGISTRY[:] = [a for a in _REGISTRY if a.name != adapter.name]
-    if first:
-        _REGISTRY.insert(0, adapter)
-    else:
-        _REGISTRY.append(adapter)
-    return adapter
-
-
-def supported_models() -> dict[str, tuple[str, ...]]:
-    """Family name -> model classes and Hugging Face model types it serves."""
-    return {a.name: tuple(a.classes) + tuple(f"model_type={t}" for t in a.model_types)
-            for a in _REGISTRY}
-
-
-def adapter_for(model: torch.nn.Module) -> Adapter:
-    """The registered adapter serving ``model``, else one derived from the attention
-    that a Hugging Face model declares (``_can_record_outputs``), else, for a Hugging
-    Face model that declares nothing but takes ``output_attentions``, one that reads the
-    attention the model returns (:func:`~groundroll.adapters.derive.returned_adapter`).
-
-    Raises
-    ------
-    TypeError
-        If no adapter matches; the message lists the supported families and shows how
-        to register one.
-    """
-    from .derive import derive_adapter, refusal, returned_adapter
-
-    names = None
-    for adapter in _REGISTRY:
-        if adapter.matches(model):
-            if adapter.specialise:
-                return adapter.specialise(adapter, model)
-            if names is None:
-                names = [name for name, _ in model.named_modules()]
-            # A model_type shared by several heads (BlipModel vs BLIP retrieval): a
-            # hand-written adapter serves only the layouts its every site finds.
-            if all(any(re.search(site.pattern, n) for n in names) for site in adapter.sites):
-                return adapter
-    reason = refusal(model)
-    if reason is not None:
-        raise UnsupportedModelError(reason)
-    derived = derive_adapter(model)
-    if derived is not None:
-        return derived
-    returned = returned_adapter(model)
-    if returned is not None:
-        return returned
-    cls = type(model)
-    families = "\n".join(f"  {name}: {', '.join(what)}"
-                         for name, what in supported_models().items())
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    detail = f" (config.model_type={model_type!r})" if model_type else ""
-    raise TypeError(
-        f"groundroll has no adapter for {cls.__module__}.{cls.__qualname__}{detail}.\n"
-        f"Supported families:\n{families}\n{_HOW_TO_REGISTER}"
-    )

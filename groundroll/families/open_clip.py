@@ -1,4 +1,4 @@
-"""open_clip families: ``CLIP`` / ``CustomTextCLIP`` and ``CoCa``.
+"""The open_clip family: ``CLIP`` / ``CustomTextCLIP`` (CoCa: :mod:`.open_clip_coca`).
 
 open_clip 3.3 calls ``nn.MultiheadAttention`` with ``need_weights=False``; the capture
 asks each native module for per-head weights through a forward pre-hook
@@ -16,7 +16,11 @@ asks each native module for per-head weights through a forward pre-hook
   captured from its own declarations.
 
 A ResNet vision tower (``RN50``) or a timm CNN trunk (ConvNeXt) has no attention to roll
-out and is refused with :class:`~groundroll.adapters.base.UnsupportedModelError`.
+out and is refused with :class:`~groundroll.families.sites.UnsupportedModelError`.
+
+Grounding reads the tower open_clip built: input size and patch grid, the image mean
+and std it records, the text context, LeGrad's lens and Grad-CAM's layer; dense sources
+rewrite the last block of a native ViT tower.
 """
 
 from __future__ import annotations
@@ -26,17 +30,19 @@ import re
 
 import torch
 
-from .base import Adapter, Site, TokenSource, UnsupportedModelError
+from .derive import declared_attention
+from .record import OPENAI_MEAN, OPENAI_STD, Family, Grounding, _pair
+from .sites import Adapter, Site, TokenSource, UnsupportedModelError
 
-__all__ = ["OPEN_CLIP", "OPEN_CLIP_COCA"]
+__all__ = ["FAMILY", "ADAPTER", "grounding", "VISION_SITE", "TEXT_SITE", "VISION_TOKENS"]
 
-_VISION = Site(r"(^|\.)visual\.transformer\.resblocks\.\d+\.attn$", "vision", reader="mha")
+VISION_SITE = Site(r"(^|\.)visual\.transformer\.resblocks\.\d+\.attn$", "vision", reader="mha")
 # CLIP keeps its text tower at the top level; CustomTextCLIP and CoCa under ``text``.
-_TEXT = Site(r"^(text\.)?transformer\.resblocks\.\d+\.attn$", "text", causal=True,
+TEXT_SITE = Site(r"^(text\.)?transformer\.resblocks\.\d+\.attn$", "text", causal=True,
              reader="mha")
 
-_VISION_TOKENS = TokenSource("vision", pattern=r"^visual$", reader="image", prefix=1)
-_TEXT_TOKENS = TokenSource("text", pattern=r"^(text\.)?token_embedding$",
+VISION_TOKENS = TokenSource("vision", pattern=r"^visual$", reader="image", prefix=1)
+TEXT_TOKENS = TokenSource("text", pattern=r"^(text\.)?token_embedding$",
                            special=("bos@first", "eot@argmax"), pad_id=0, causal=True)
 
 _POOL_SPECIAL = {"argmax": "eot@argmax", "last": "eot@last", "first": "eot@first",
@@ -77,7 +83,7 @@ def _vision_parts(model) -> tuple[tuple[Site, ...], tuple[TokenSource, ...], tup
             f" ModifiedResNet vision tower: {_RESNET}")
     trunk = getattr(visual, "trunk", None)
     if trunk is None:
-        return (_VISION,), (_VISION_TOKENS,), ()
+        return (VISION_SITE,), (VISION_TOKENS,), ()
     found = [(f"visual.trunk.{n}", m) for n, m in trunk.named_modules()
              if hasattr(m, "fused_attn") and n]
     pool = [(n, m) for n, m in found if hasattr(m, "latent")]
@@ -109,8 +115,6 @@ def _text_parts(model) -> tuple[tuple[Site, ...], tuple[TokenSource, ...], tuple
         tower, prefix = text, "text."
     hf = getattr(tower, "transformer", None)
     if text is not None and type(text).__name__ == "HFTextEncoder":
-        from .derive import declared_attention
-
         declared = [d for d in declared_attention(hf) if "cross" not in d.key]
         if not declared:
             return (), (), ()
@@ -123,8 +127,8 @@ def _text_parts(model) -> tuple[tuple[Site, ...], tuple[TokenSource, ...], tuple
     special = ("bos@first", _POOL_SPECIAL.get(getattr(tower, "pool_type", "argmax"),
                                                  "eot@argmax"))
     pad_id = getattr(tower, "pad_id", 0)
-    site = dataclasses.replace(_TEXT, causal=causal)
-    source = dataclasses.replace(_TEXT_TOKENS, pattern=f"^{re.escape(prefix)}token_embedding$",
+    site = dataclasses.replace(TEXT_SITE, causal=causal)
+    source = dataclasses.replace(TEXT_TOKENS, pattern=f"^{re.escape(prefix)}token_embedding$",
                                  special=special, pad_id=pad_id, causal=causal)
     return (site,), (source,), ()
 
@@ -138,40 +142,116 @@ def _specialise(adapter: Adapter, model: torch.nn.Module) -> Adapter:
         switch=switches or None, specialise=None)
 
 
-OPEN_CLIP = Adapter(
+ADAPTER = Adapter(
     name="open_clip",
     classes=("open_clip.model.CLIP", "open_clip.model.CustomTextCLIP"),
-    sites=(_VISION, _TEXT),
+    sites=(VISION_SITE, TEXT_SITE),
     tokens=(
-        _VISION_TOKENS,
+        VISION_TOKENS,
         # The token embedding sees the ids in encode_text; pooling is at argmax(ids).
-        _TEXT_TOKENS,
+        TEXT_TOKENS,
     ),
     description="open_clip CLIP / CustomTextCLIP with a ViT or timm ViT vision tower",
     specialise=_specialise,
 )
 
-OPEN_CLIP_COCA = Adapter(
-    name="open_clip_coca",
-    classes=("open_clip.coca_model.CoCa",),
-    sites=(
-        _VISION,
-        _TEXT,
-        Site(r"(^|\.)visual\.attn_pool\.attn$", "pool", query="pool_queries", key="vision",
-             reader="mha"),
-        Site(r"(^|\.)text_decoder\.resblocks\.\d+\.attn$", "decoder", causal=True,
-             reader="mha"),
-        Site(r"(^|\.)text_decoder\.cross_attn\.\d+\.attn$", "decoder_cross",
-             query="decoder", key="pool_out", reader="mha"),
-    ),
-    tokens=(
-        _VISION_TOKENS,
-        TokenSource("text", pattern=r"^text\.token_embedding$",
-                    special=("bos@first", "eot@argmax", "cls@appended"), pad_id=0,
-                    causal=True),
-        TokenSource("pool_queries", pattern=r"^visual\.attn_pool$", reader="queries"),
-        # Fills "decoder" (caption tokens) and "pool_out" (pooled image tokens).
-        TokenSource("decoder", pattern=r"^text_decoder$", reader="coca_decoder", pad_id=0),
-    ),
-    description="open_clip CoCa (ViT, attentional pooler, multimodal decoder)",
-)
+
+# --------------------------------------------------------------------------- grounding
+
+def image_size(model):
+    return _pair(model.visual.image_size)
+
+
+def patch_size(model):
+    visual = model.visual
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None and hasattr(trunk, "patch_embed"):
+        return _pair(trunk.patch_embed.patch_size)
+    return _pair(visual.patch_size)
+
+
+def mean_std(model, processor):
+    visual = model.visual
+    return (getattr(visual, "image_mean", None) or OPENAI_MEAN,
+            getattr(visual, "image_std", None) or OPENAI_STD)
+
+
+def context_length(model, tokenizer):
+    length = getattr(tokenizer, "context_length", None) or getattr(model, "context_length", None)
+    return int(length or 77)
+
+
+def _vision_target(model) -> tuple[str, tuple[str, ...]]:
+    trunk = getattr(model.visual, "trunk", None)
+    if getattr(trunk, "attn_pool", None) is not None:
+        return "pool_queries", ("vision", "pool")
+    return "vision", ("vision",)
+
+
+def _legrad_lens(model):
+    """LeGrad's lens of a native ViT tower without attentional pooler: its residual
+    blocks, ``ln_post`` and the projection, and the blocks' layout."""
+    visual = model.visual
+    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    if blocks is None or getattr(visual, "attn_pool", None) is not None:
+        return None
+
+    def head(x):
+        x = visual.ln_post(x)
+        return x @ visual.proj if visual.proj is not None else x
+    return list(blocks), head, getattr(visual.transformer, "batch_first", True)
+
+
+def gradcam_layer(model):
+    """ViT towers: the last block's first layer norm; a ResNet tower its last stage; a
+    timm trunk its last stage (ConvNeXt, ...)."""
+    visual = model.visual
+    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    if blocks is not None:
+        return blocks[-1].ln_1, getattr(visual.transformer, "batch_first", True)
+    if hasattr(visual, "layer4"):                            # ModifiedResNet
+        return visual.layer4[-1], None
+    if hasattr(visual, "trunk"):                             # timm trunk (ConvNeXt, ...)
+        stages = getattr(visual.trunk, "stages", None)
+        if stages is None:
+            raise ValueError(f"no Grad-CAM layer known for {type(visual.trunk).__name__}")
+        return stages[-1], None
+    raise ValueError(f"no Grad-CAM layer known for {type(visual).__name__}")
+
+
+def dense_tower(model):
+    """The ViT tower whose last block dense sources rewrite."""
+    visual = getattr(model, "visual", None)
+    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    if blocks is None or type(blocks[-1]).__name__ != "ResidualAttentionBlock" or not \
+            isinstance(getattr(blocks[-1], "attn", None), torch.nn.MultiheadAttention):
+        raise TypeError("dense sources need an open_clip ViT vision tower with stock"
+                        " ResidualAttentionBlock / nn.MultiheadAttention blocks")
+    if getattr(visual, "attn_pool", None) is not None:
+        raise TypeError("dense sources need a ViT tower without an attentional pooler"
+                        " (CLIP, not CoCa)")
+    return visual
+
+
+def grounding(model=None) -> Grounding:
+    """The grounding hooks for ``model`` (a native ViT tower or a timm trunk, with or
+    without an attention-pool head)."""
+    target, streams = _vision_target(model) if model is not None else ("vision", ("vision",))
+    native = model is None or getattr(model.visual, "trunk", None) is None
+    return Grounding(
+        image_size=image_size, patch_size=patch_size, mean_std=mean_std,
+        context_length=context_length,
+        image_embeddings=lambda m, pixels: m.encode_image(pixels),
+        text_embeddings=lambda m, enc: m.encode_text(enc["input_ids"]),
+        vision_target=target, vision_streams=streams, tokenizer_style="open_clip",
+        dense=native,
+        dense_reason="dense sources rewrite the last block of an open_clip ViT tower built"
+                     " by open_clip itself; this model's vision tower is a timm trunk: use"
+                     " method='relevance' or 'rollout'",
+        dense_tower=dense_tower, legrad_lens=_legrad_lens, gradcam_layer=gradcam_layer,
+        layer_maps=True)
+
+
+#: open_clip ``CLIP`` / ``CustomTextCLIP`` (instance-dependent: a native ViT tower or a
+#: timm trunk, with or without a pool).
+FAMILY = Family("open_clip", adapter=ADAPTER, grounding=grounding)

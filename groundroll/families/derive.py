@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Adapter, Site, TokenSource
+from .sites import Adapter, Site, TokenSource
 
 __all__ = ["derive_adapter", "declared_attention", "refusal", "returned_adapter",
            "returned_site", "Declared", "REFUSALS"]

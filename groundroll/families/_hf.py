@@ -1,0 +1,57 @@
+"""What Hugging Face image-text towers share: sizes, normalisation, text context,
+feature calls and the Grad-CAM layer. The family modules build their records from
+these."""
+
+from __future__ import annotations
+
+import torch
+
+from .record import OPENAI_MEAN, OPENAI_STD, _features, _pair
+
+__all__ = ["vision_config", "image_size", "patch_size", "mean_std", "context_length",
+           "text_features", "image_features", "gradcam_layer", "SIGLIP_MEAN_STD",
+           "OPENAI_MEAN_STD"]
+
+OPENAI_MEAN_STD = (OPENAI_MEAN, OPENAI_STD)
+SIGLIP_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def vision_config(model):
+    config = model.config
+    return getattr(config, "vision_config", config)
+
+
+def image_size(model):
+    return _pair(vision_config(model).image_size)
+
+
+def patch_size(model):
+    return _pair(vision_config(model).patch_size)
+
+
+def mean_std(default):
+    """The processor's mean and std when there is a processor, else ``default``."""
+    def read(model, processor):
+        if processor is not None:
+            return processor.image_mean, processor.image_std
+        return default
+    return read
+
+
+def context_length(model, tokenizer):
+    limit = int(model.config.text_config.max_position_embeddings)
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    return min(limit, int(tok_limit)) if tok_limit and tok_limit < 10**6 else limit
+
+
+def text_features(model, enc):
+    return _features(model.get_text_features(**enc))
+
+
+def image_features(model, pixels):
+    return _features(model.get_image_features(pixel_values=pixels))
+
+
+def gradcam_layer(model) -> tuple[torch.nn.Module, bool]:
+    """The last vision block's first layer norm (``[batch, N, D]``)."""
+    return model.vision_model.encoder.layers[-1].layer_norm1, True
