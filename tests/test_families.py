@@ -8,6 +8,7 @@ one file and segmented with.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import textwrap
 
@@ -229,3 +230,37 @@ def test_zoo_loads_a_derived_family_from_a_folder(tmp_path):
     result = gr.align("wa bo ka", "ta ne ko su", model=loaded, method="raw")
     one = result[0] if isinstance(result, list) else result
     assert np.asarray(one.matrix).shape == (4, 3)
+
+
+# --------------------------------------------------------------------------- one place
+
+_PACKAGE = __import__("pathlib").Path(gr.__file__).parent
+_MACHINERY = {"__init__", "record", "registry", "sites", "derive", "derived"}
+
+
+def test_every_family_module_is_one_registered_record():
+    from groundroll import families
+
+    modules = sorted(p.stem for p in (_PACKAGE / "families").glob("*.py")
+                     if not p.stem.startswith("_") and p.stem not in _MACHINERY)
+    assert modules == sorted(families.families())
+    for name in modules:
+        record = importlib.import_module(f"groundroll.families.{name}").FAMILY
+        assert family_named(name) is record
+        assert record.adapter is None or record.adapter.name == name
+
+
+def test_no_code_outside_families_tests_a_family_name_or_model_type():
+    """A comparison of a family name or a ``config.model_type`` with a literal belongs
+    in the family's module."""
+    import re
+
+    test = re.compile(r"(\.family|model_type)\s*(==|!=|\bin\b|\bnot in\b)\s*[\(\[\{\"']")
+    found = []
+    for path in _PACKAGE.rglob("*.py"):
+        if path.parent.name == "families" or path.name == "conformance.py":
+            continue                   # the sweep builds configs by model type on purpose
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if test.search(line):
+                found.append(f"{path.relative_to(_PACKAGE)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
