@@ -477,9 +477,9 @@ def test_registered_method_is_usable_by_name(close):
         with pytest.raises(ValueError, match="already registered"):
             register_method(LastLayer)
     finally:
-        from groundroll.compose import methods
+        from groundroll.compose.methods import unregister_method
 
-        methods._REGISTRY.pop("last-layer", None)
+        unregister_method("last-layer")
     assert "last-layer" not in METHODS
 
 

@@ -207,7 +207,7 @@ def test_a_new_family_registered_from_one_file_segments(tmp_path):
     finally:
         sys.modules.pop("pair_family", None)
         unregister_family("pair_encoder")
-    with pytest.raises(KeyError, match="pair_encoder.*families: .*open_clip"):
+    with pytest.raises(KeyError, match="pair_encoder.*registered: .*open_clip"):
         family_named("pair_encoder")
 
 

@@ -29,6 +29,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from .._names import LiveNames
+from .._registry import Registry
 from ..rollout import flow, fusion, relevance, streams
 from ..trace import Trace
 from .chains import Chain
@@ -43,7 +44,7 @@ from .layers import (
 )
 
 __all__ = ["Method", "Raw", "Norm", "Rollout", "Relevance", "Flow", "METHODS",
-           "method_names", "register_method", "get_method"]
+           "method_names", "register_method", "unregister_method", "get_method"]
 
 Maps = tuple[torch.Tensor, "torch.Tensor | None"]
 
@@ -365,7 +366,7 @@ class Flow(_Fused):
 # ------------------------------------------------------------------------ registry
 
 
-_REGISTRY: dict[str, type[Method]] = {}
+_REGISTRY: Registry[type[Method]] = Registry("composition method")
 
 
 def register_method(cls: type[Method], *, name: str | None = None,
@@ -373,7 +374,8 @@ def register_method(cls: type[Method], *, name: str | None = None,
     """Register a composition method class under ``name`` (default ``cls.name``).
 
     Usable as a decorator. The class must be a :class:`Method` dataclass; its fields are
-    the options :func:`~groundroll.compose.compose` accepts for it.
+    the options :func:`~groundroll.compose.compose` accepts for it. A name that is
+    registered already is a ValueError unless ``replace=True``.
 
     Examples
     --------
@@ -383,15 +385,19 @@ def register_method(cls: type[Method], *, name: str | None = None,
     ...     name: ClassVar[str] = "last"
     >>> "last" in METHODS
     True
-    >>> _ = _REGISTRY.pop("last")
+    >>> _ = unregister_method("last")
     """
     key = name or cls.name
     if not (isinstance(cls, type) and issubclass(cls, Method)) or not key:
         raise ValueError("register_method needs a named Method subclass")
-    if key in _REGISTRY and not replace:
-        raise ValueError(f"method {key!r} is already registered; pass replace=True")
-    _REGISTRY[key] = cls
+    _REGISTRY.add(key, cls, replace=replace)
     return cls
+
+
+def unregister_method(name: str) -> type[Method]:
+    """Remove the composition method ``name`` and return its class (an
+    UnknownNameError, a KeyError and a ValueError, listing the methods if none)."""
+    return _REGISTRY.remove(name)
 
 
 def method_names() -> tuple[str, ...]:
@@ -402,14 +408,14 @@ def method_names() -> tuple[str, ...]:
     >>> method_names()
     ('raw', 'rollout', 'relevance', 'norm', 'flow')
     """
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_method(name: str) -> type[Method]:
     """The method class registered as ``name``."""
     if name not in _REGISTRY:
         raise ValueError(f"method must be one of {method_names()}, got {name!r}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 #: Names of the composition methods (live: includes methods registered later).

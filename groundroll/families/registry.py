@@ -12,6 +12,7 @@ import re
 
 import torch
 
+from .._registry import Registry
 from .derive import derive_adapter, refusal, returned_adapter
 from .derived import derived_family, derived_loader
 from .record import Family, HFLoader
@@ -20,7 +21,7 @@ from .sites import Adapter, UnsupportedModelError
 __all__ = ["register_family", "register_adapter", "unregister_family", "families", "family_named", "family_for",
            "adapter_for", "supported_models", "hf_loader"]
 
-_FAMILIES: list[Family] = []
+_FAMILIES: Registry[Family] = Registry("family")
 
 _HOW_TO_REGISTER = '''\
 Register an adapter for it, for example:
@@ -38,9 +39,9 @@ torch.nn.MultiheadAttention modules (Site(..., reader="mha")). A whole family (c
 grounding hooks, loader) is one groundroll.families.Family given to register_family.'''
 
 
-def register_family(family: Family, *, first: bool = True) -> Family:
-    """Add ``family``, consulted before the built-in ones unless ``first=False``; a
-    family of the same name is replaced.
+def register_family(family: Family, *, first: bool = True, replace: bool = False) -> Family:
+    """Add ``family``, consulted before the built-in ones unless ``first=False``. A name
+    that is registered already is a ValueError unless ``replace=True``.
 
     Examples
     --------
@@ -49,15 +50,15 @@ def register_family(family: Family, *, first: bool = True) -> Family:
     """
     if not isinstance(family, Family):
         raise TypeError(f"expected a Family, got {type(family).__name__}")
-    _FAMILIES[:] = [f for f in _FAMILIES if f.name != family.name]
-    _FAMILIES.insert(0, family) if first else _FAMILIES.append(family)
-    return family
+    return _FAMILIES.add(family.name, family, first=first, replace=replace)
 
 
-def register_adapter(adapter: Adapter, *, first: bool = True) -> Adapter:
+def register_adapter(adapter: Adapter, *, first: bool = True,
+                     replace: bool = False) -> Adapter:
     """Register capture sites alone: a family record named like ``adapter`` with no
     chains, grounding or loader, consulted before the built-in ones unless
-    ``first=False``. A family of the same name is replaced.
+    ``first=False``. A name that is registered already is a ValueError unless
+    ``replace=True``.
 
     Examples
     --------
@@ -68,7 +69,7 @@ def register_adapter(adapter: Adapter, *, first: bool = True) -> Adapter:
     """
     if not isinstance(adapter, Adapter):
         raise TypeError(f"expected an Adapter, got {type(adapter).__name__}")
-    register_family(Family(adapter.name, adapter=adapter), first=first)
+    register_family(Family(adapter.name, adapter=adapter), first=first, replace=replace)
     return adapter
 
 
@@ -77,17 +78,16 @@ def unregister_family(name: str) -> Family:
 
     Raises
     ------
-    KeyError
-        When there is none; the message lists the registered families.
+    UnknownNameError
+        When there is none (a KeyError and a ValueError); the message lists the
+        registered families.
     """
-    family = family_named(name)
-    _FAMILIES.remove(family)
-    return family
+    return _FAMILIES.remove(name)
 
 
 def families() -> list[str]:
     """Names of the registered families, consulted in this order."""
-    return [f.name for f in _FAMILIES]
+    return list(_FAMILIES.names())
 
 
 def family_named(name: str) -> Family:
@@ -95,13 +95,11 @@ def family_named(name: str) -> Family:
 
     Raises
     ------
-    KeyError
-        When there is none; the message lists the registered families.
+    UnknownNameError
+        When there is none (a KeyError and a ValueError); the message lists the
+        registered families.
     """
-    for family in _FAMILIES:
-        if family.name == name:
-            return family
-    raise KeyError(f"no family {name!r}; families: {families()}")
+    return _FAMILIES.get(name)
 
 
 def family_for(model) -> Family:
@@ -113,7 +111,7 @@ def family_for(model) -> Family:
     TypeError
         When no family serves the model; the message lists the families.
     """
-    for family in _FAMILIES:
+    for family in _FAMILIES.values():
         if family.matches(model):
             return family
     derived = derived_family(model)
@@ -130,7 +128,7 @@ def supported_models() -> dict[str, tuple[str, ...]]:
     serve (families with registered sites)."""
     return {f.name: tuple(f.adapter.classes)
             + tuple(f"model_type={t}" for t in f.adapter.model_types)
-            for f in _FAMILIES if f.adapter is not None}
+            for f in _FAMILIES.values() if f.adapter is not None}
 
 
 def adapter_for(model: torch.nn.Module) -> Adapter:
@@ -149,7 +147,7 @@ def adapter_for(model: torch.nn.Module) -> Adapter:
         how to register one.
     """
     names = None
-    for family in _FAMILIES:
+    for family in _FAMILIES.values():
         adapter = family.adapter
         if adapter is None or not adapter.matches(model):
             continue
@@ -185,7 +183,7 @@ def hf_loader(config) -> tuple[HFLoader, str | None]:
     """``(loader, family name)`` for a Hugging Face config, from the family records; an
     unknown model type gets the loader its config suggests (sites derived, family
     ``hf_<model_type>``)."""
-    for family in _FAMILIES:
+    for family in _FAMILIES.values():
         if config.model_type in family.model_types and family.loader is not None:
             return family.loader, family.name
     return derived_loader(config), None

@@ -13,8 +13,8 @@ from .dense import dense_features, dense_maps, dense_rewrite
 from .segment import (REFINE, Segmentation, caption_heatmaps, channel_maps,
                       channel_probabilities, load_image, output_paths, segment)
 from .profiles import Profile
-from .registry import SOURCES, Source
-from .sources import (ATTENTION_METHODS, DENSE_METHODS, METHODS, caption_word_maps,
+from .registry import METHODS, SOURCES, Source, register_source, unregister_source
+from .sources import (ATTENTION_METHODS, DENSE_METHODS, caption_word_maps,
                       cross_maps, image_text_scores, prompt_maps, relevance_maps,
                       rollout_maps)
 
@@ -24,5 +24,5 @@ __all__ = [
     "METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "ModelHandle", "resolve_model", "DEFAULT_MODEL",
     "prompt_maps", "relevance_maps", "rollout_maps", "cross_maps", "caption_word_maps",
     "image_text_scores", "dense_rewrite", "dense_features", "dense_maps",
-    "calibrate", "Profile", "SOURCES", "Source",
+    "calibrate", "Profile", "SOURCES", "Source", "register_source", "unregister_source",
 ]

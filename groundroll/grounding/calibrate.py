@@ -316,7 +316,7 @@ def calibrate(data: Iterable | Any, *, model: Any = DEFAULT_MODEL,
 
     from .registry import source
     from .segment import REFINE, channel_maps
-    from .sources import METHODS
+    from .registry import METHODS
 
     from .profiles import resolve_profile
 

@@ -34,9 +34,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .._names import LiveNames
+from .._registry import Registry
 from . import attribution, dense, ensemble, legrad, sources
 
-__all__ = ["Source", "SOURCES", "source"]
+__all__ = ["Source", "SOURCES", "METHODS", "source", "register_source", "unregister_source",
+           "source_names"]
 
 #: Arguments every map function takes first, and the ones a source binds itself.
 _COMMON = ("handle", "image", "prompts", "templates", "method")
@@ -141,23 +144,62 @@ class Source:
                              **self.check_options(options))
 
 
-SOURCES: dict[str, Source] = {
-    "relevance": Source("relevance", sources.relevance_maps),
-    "rollout": Source("rollout", sources.rollout_maps, templates="ignore"),
-    "cross": Source("cross", sources.cross_maps, templates="refuse"),
-    **{m: Source(m, dense.dense_maps, dense=True, bound={"method": m})
-       for m in dense.DENSE_METHODS},
-    "legrad": Source("legrad", legrad.legrad_maps),
-    "gradcam": Source("gradcam", attribution.gradcam_maps),
-    **{m: Source(m, attribution.captum_maps, bound={"method": m})
-       for m in ("ig", "saliency")},
-    "ensemble": Source("ensemble", ensemble.ensemble_maps),
-}
+_SOURCES: Registry[Source] = Registry("map source")
+
+
+def register_source(entry: Source, *, replace: bool = False) -> Source:
+    """Register a map source under ``entry.name``; ``segment(method=name)`` and the
+    command line then accept it. A name that is registered already is a ValueError
+    unless ``replace=True``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def flat_maps(handle, image, prompts):
+    ...     return np.ones((len(prompts), 4, 4), np.float32)
+    >>> _ = register_source(Source("flat", flat_maps, templates="ignore"))
+    >>> "flat" in METHODS
+    True
+    >>> _ = unregister_source("flat")
+    """
+    if not isinstance(entry, Source):
+        raise TypeError(f"expected a Source, got {type(entry).__name__}")
+    return _SOURCES.add(entry.name, entry, replace=replace)
+
+
+def unregister_source(name: str) -> Source:
+    """Remove the map source ``name`` and return it (an UnknownNameError, a KeyError
+    and a ValueError, listing the sources if there is none)."""
+    return _SOURCES.remove(name)
+
+
+def source_names() -> tuple[str, ...]:
+    """Names of the registered map sources, in registration order."""
+    return _SOURCES.names()
 
 
 def source(method: str) -> Source:
     """The :class:`Source` named ``method`` (ValueError naming the choices)."""
-    try:
-        return SOURCES[method]
-    except KeyError:
-        raise ValueError(f"method must be one of {tuple(SOURCES)}, got {method!r}") from None
+    if method not in _SOURCES:
+        raise ValueError(f"method must be one of {source_names()}, got {method!r}")
+    return _SOURCES.get(method)
+
+
+#: name -> :class:`Source`, read-only and live (sources registered later included).
+SOURCES = _SOURCES.view()
+#: Names of the map sources (live: includes sources registered later).
+METHODS = LiveNames(source_names)
+
+for _entry in (
+    Source("relevance", sources.relevance_maps),
+    Source("rollout", sources.rollout_maps, templates="ignore"),
+    Source("cross", sources.cross_maps, templates="refuse"),
+    *(Source(m, dense.dense_maps, dense=True, bound={"method": m})
+      for m in dense.DENSE_METHODS),
+    Source("legrad", legrad.legrad_maps),
+    Source("gradcam", attribution.gradcam_maps),
+    *(Source(m, attribution.captum_maps, bound={"method": m}) for m in ("ig", "saliency")),
+    Source("ensemble", ensemble.ensemble_maps),
+):
+    register_source(_entry)
+del _entry

@@ -38,7 +38,8 @@ from .result import (Segmentation, check_writable_set, manifest_name,  # noqa: F
                      output_paths, slug)
 from .profiles import REFINE
 from .registry import source
-from .sources import METHODS, image_text_scores, prompt_maps
+from .registry import METHODS
+from .sources import image_text_scores, prompt_maps
 
 __all__ = ["segment", "Segmentation", "load_image", "output_paths", "channel_maps",
            "channel_probabilities", "REFINE", "slug", "check_templates", "manifest_name",

@@ -41,16 +41,13 @@ import torch
 from ..adapters import capture
 from ..compose import compose
 from ._model import ModelHandle
-from .attribution import ATTRIBUTION_METHODS
 from .dense import DENSE_METHODS
 
-__all__ = ["METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "prompt_maps",
+__all__ = ["ATTENTION_METHODS", "DENSE_METHODS", "prompt_maps",
            "relevance_maps", "rollout_maps", "cross_maps", "caption_word_maps",
            "image_text_scores"]
 
 ATTENTION_METHODS = ("relevance", "rollout", "cross")
-METHODS = ATTENTION_METHODS + DENSE_METHODS + ("legrad",) + ATTRIBUTION_METHODS + (
-    "ensemble",)
 
 
 def _patch_maps(rows: torch.Tensor, tokens) -> np.ndarray:
