@@ -32,6 +32,7 @@ _LAZY = {
                      "residual_correct", "rollout", "rollout_cross_update", "rownorm",
                      "self_relevance", "value_weighted"), "groundroll.rollout"),
     **dict.fromkeys(("AttentionLayer", "Chain", "Tokens", "Trace"), "groundroll.trace"),
+    **dict.fromkeys(("ground_caption", "CaptionGrounding"), "groundroll.captioning"),
     "load": "groundroll.zoo",
     "Bundle": "groundroll.zoo.bundle",
     "segment": "groundroll.grounding",
@@ -69,7 +70,7 @@ _LAZY = {
 }
 _SUBMODULES = ("masks", "evaluate", "viz", "data", "zoo", "alignment", "grounding", "cli",
                "auditing", "report", "explore", "distributed", "adapters", "trace",
-               "families")
+               "families", "captioning")
 # Public functions that share their name with a subpackage: the function is what
 # ``groundroll.<name>`` means, however and whenever the subpackage itself gets imported.
 _FUNCTIONS_OVER_PACKAGES = ("rollout", "compose")

@@ -370,6 +370,72 @@ def _run_examples(args) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- caption
+
+def _add_caption(subparsers) -> None:
+    from .captioning import DEFAULT_CAPTIONER, DEFAULT_METHOD, MAX_NEW_TOKENS, METHODS
+
+    p = add_command(subparsers, "caption", _run_caption,
+                    help="ground each word of an image's caption (generated or given)")
+    p.add_argument("image", type=Path, help="the image")
+    p.add_argument("--model", default=DEFAULT_CAPTIONER,
+                   help=f"an image captioner (default: {DEFAULT_CAPTIONER})")
+    p.add_argument("--caption", default=None,
+                   help="the caption to ground; default: the model's own")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help=f"how a word's map is read (default: {DEFAULT_METHOD})")
+    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS,
+                   help=f"token limit of a generated caption (default: {MAX_NEW_TOKENS})")
+    p.add_argument("--out", type=Path, default=Path("caption-out"), metavar="DIR",
+                   help="folder for <stem>.json, <stem>.html and per-word PNGs"
+                        " (default: caption-out)")
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+
+
+def _run_caption(args) -> int:
+    """Ground each word of the image's caption. Writes <stem>.json (caption, words,
+    log-probabilities, mask areas), <stem>.html and per word a heatmap and a mask PNG
+    into --out, as one set; prints the caption."""
+    from . import captioning
+    from ._locks import warning_scope
+    from .grounding.segment import check_writable_set
+
+    if args.caption is not None and not args.caption.strip():
+        raise _Failure("--caption is empty; leave it out to ground the model's own caption")
+    if args.max_new_tokens < 1:
+        raise _Failure(f"--max-new-tokens must be a positive integer, got {args.max_new_tokens}")
+    _check_image(args.image, _default_max_pixels())
+    if args.out.exists() and not args.out.is_dir():
+        raise _Failure(f"--out {args.out} exists and is not a directory")
+    stem = args.image.stem
+    try:
+        check_writable_set(args.out, [{"summary": args.out / f"{stem}.json",
+                                       "page": args.out / f"{stem}.html"}], force=args.force)
+    except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError,
+            ValueError) as err:
+        raise _Failure(str(err)) from None
+    try:
+        model = captioning.resolve_captioner(args.model)
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError, ImportError) as err:
+        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    with warning_scope():
+        try:
+            result = captioning.ground_caption(args.image, args.caption, model=model,
+                                               method=args.method,
+                                               max_new_tokens=args.max_new_tokens)
+        except ValueError as err:
+            raise _Failure(str(err)) from None
+    try:
+        result.save(args.out, stem=stem, force=args.force)
+    except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        raise _Failure(str(err)) from None
+    flag = " (cut at the token limit)" if result.truncated else ""
+    print(f"{result.caption}{flag}")
+    for word, content, logp in zip(result.words, result.content, result.logprobs):
+        print(f"  {word:<16} {'content' if content else 'function':<8}  log p {logp:7.3f}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -384,6 +450,7 @@ _COMMANDS = {
     "report": ("write an interactive, self-contained HTML report", _add_report),
     "app": ("local web app: segmentation and alignment explorers (needs gradio)", _add_app),
     "audit": ("compare two models' maps on the same inputs", _add_audit),
+    "caption": ("ground each word of an image's caption (generated or given)", _add_caption),
     "examples": ("copy the bundled example files into a folder", _add_examples),
 }
 

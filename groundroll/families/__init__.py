@@ -9,22 +9,23 @@ target, cross-attention run, LeGrad lens, Grad-CAM layer, dense-rewrite tower, t
 conventions), generation keywords and the loader. Adding a family is one new module and
 one :func:`register_family` call (see ``tests/test_families.py``).
 
-=================  ===========================================================
-module             family
-=================  ===========================================================
-``open_clip``      open_clip ``CLIP`` / ``CustomTextCLIP`` (ViT or timm trunk)
-``open_clip_coca`` open_clip ``CoCa``
-``hf_clip``        transformers CLIP
-``hf_siglip``      transformers SigLIP
-``hf_blip``        transformers BLIP retrieval
-``hf_marian``,     transformers Marian, BART / mBART / M2M100 / Pegasus, T5 / mT5
-``hf_bart``,
-``hf_t5``
-``hf_bert``        transformers BERT-style text encoders
-``hf_vit``         transformers ViT / DeiT
-``derived``        any other Hugging Face model with attention: sites from its
-                   declarations or from the attention it returns
-=================  ===========================================================
+=============================  =================================================
+module                         family
+=============================  =================================================
+``open_clip``                  open_clip ``CLIP`` / ``CustomTextCLIP``
+``open_clip_coca``             open_clip ``CoCa``
+``hf_clip``                    transformers CLIP
+``hf_siglip``                  transformers SigLIP
+``hf_blip``                    transformers BLIP retrieval
+``hf_marian``                  transformers Marian
+``hf_bart``                    transformers BART / mBART / M2M100 / Pegasus
+``hf_t5``                      transformers T5 / mT5
+``hf_bert``                    transformers BERT-style text encoders
+``hf_vit``                     transformers ViT / DeiT
+``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
+``derived``                    any other Hugging Face model with attention: sites
+                               from its declarations or from what it returns
+=============================  =================================================
 
 :func:`family_for` finds the record of a model and :func:`adapter_for` its capture
 sites.
@@ -38,16 +39,17 @@ Examples
 
 from __future__ import annotations
 
-from . import (hf_bart, hf_bert, hf_blip, hf_clip, hf_marian, hf_siglip, hf_t5, hf_vit,
-               open_clip, open_clip_coca)
+from . import (hf_bart, hf_bert, hf_blip, hf_clip, hf_marian, hf_siglip, hf_t5,
+               hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
 from .derive import declared_attention, derive_adapter, refusal, returned_adapter
-from .record import CrossRun, Family, Grounding, HFLoader, class_names, model_type
+from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, class_names,
+                     model_type)
 from .registry import (adapter_for, families, family_for, family_named, hf_loader,
                        register_adapter, register_family, supported_models,
                        unregister_family)
 from .sites import Adapter, Site, TokenSource, UnsupportedModelError
 
-__all__ = ["Family", "Grounding", "CrossRun", "HFLoader", "Adapter", "Site", "TokenSource",
+__all__ = ["Family", "Grounding", "CrossRun", "Captioning", "HFLoader", "Adapter", "Site", "TokenSource",
            "UnsupportedModelError", "register_family", "register_adapter",
            "unregister_family", "family_for",
            "family_named", "families", "adapter_for", "supported_models", "hf_loader",
@@ -55,6 +57,6 @@ __all__ = ["Family", "Grounding", "CrossRun", "HFLoader", "Adapter", "Site", "To
            "model_type", "class_names"]
 
 for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip, hf_marian, hf_bart,
-                hf_t5, hf_bert, hf_vit):
+                hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder):
     register_family(_module.FAMILY, first=False)
 del _module

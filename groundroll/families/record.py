@@ -12,7 +12,8 @@ import torch
 
 from .sites import Adapter
 
-__all__ = ["Family", "Grounding", "CrossRun", "HFLoader", "OPENAI_MEAN", "OPENAI_STD"]
+__all__ = ["Family", "Grounding", "CrossRun", "Captioning", "HFLoader", "OPENAI_MEAN",
+           "OPENAI_STD"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -116,12 +117,59 @@ class Grounding:
 
 
 @dataclass(frozen=True)
+class Captioning:
+    """The calls word grounding in captions (:func:`groundroll.ground_caption`) makes on
+    a captioner of the family. Every callable takes the model first.
+
+    Attributes
+    ----------
+    image_size, patch_size : callable
+        ``(height, width)`` of the model input and of one patch.
+    mean_std : callable
+        ``mean_std(model, image_processor)``: the pixel normalisation.
+    streams : tuple of str
+        Layer streams to capture for the maps.
+    source, target : str
+        Token streams of the chain: image tokens and caption rows.
+    forward : callable
+        ``forward(model, pixels, ids) -> logits [batch, T, vocab]``, teacher-forced:
+        row ``t`` predicts ``ids[:, t + 1]``.
+    generate : callable
+        ``generate(model, pixels, start, max_new_tokens) -> ids [1, T]``: greedy
+        decoding from the ``start`` ids, which it returns first.
+    start_ids : callable
+        ``start_ids(model, tokenizer) -> list of int``: what the decoder input begins
+        with before the caption's tokens.
+    end_ids : callable
+        ``end_ids(model, tokenizer) -> set of int``: ids that end a caption.
+    grid : callable
+        ``grid(model, n_tokens) -> (prefix, (rows, cols))``: where the patch tokens sit
+        among the ``n_tokens`` image tokens.
+    """
+
+    image_size: Callable[[Any], tuple[int, int]]
+    patch_size: Callable[[Any], tuple[int, int]]
+    mean_std: Callable[[Any, Any], tuple[Sequence[float], Sequence[float]]]
+    streams: tuple[str, ...]
+    source: str
+    target: str
+    forward: Callable[..., torch.Tensor]
+    generate: Callable[..., torch.Tensor]
+    start_ids: Callable[[Any, Any], list]
+    end_ids: Callable[[Any, Any], set]
+    grid: Callable[[Any, int], tuple[int, tuple[int, int]]]
+
+
+@dataclass(frozen=True)
 class HFLoader:
     """How a Hugging Face family is loaded: a transformers class and its companion."""
 
     model_class: str          # attribute of the transformers package
-    companion: str            # "tokenizer", "processor" or "image_processor"
+    #: "tokenizer", "processor", "image_processor" or "tokenizer_and_image_processor"
+    companion: str
     kind: str                 # coarse kind recorded in Bundle.meta["kind"]
+    #: attention implementation to load with (None: transformers' default)
+    attn_implementation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +199,9 @@ class Family:
     generate_kwargs : callable, optional
         ``generate_kwargs(model, tokenizer) -> dict``: keywords the family's
         ``generate`` needs (a forced first token, ...), for translating aligners.
+    captioning : Captioning or callable, optional
+        The hooks of word grounding in captions, or ``captioning(model) -> Captioning``;
+        None for families that do not caption images.
     """
 
     name: str
@@ -161,6 +212,8 @@ class Family:
     loader: HFLoader | None = None
     model_types: tuple[str, ...] = ()
     generate_kwargs: Callable[[Any, Any], dict] | None = field(default=None, repr=False)
+    captioning: Captioning | Callable[[Any], Captioning] | None = field(default=None,
+                                                                          repr=False)
 
     def __post_init__(self) -> None:
         if self.adapter is not None and not isinstance(self.adapter, Adapter):
@@ -182,6 +235,12 @@ class Family:
         if callable(self.grounding) and not isinstance(self.grounding, Grounding):
             return self.grounding(model)
         return self.grounding
+
+    def captioning_for(self, model) -> Captioning | None:
+        """The caption grounding hooks for this model instance."""
+        if callable(self.captioning) and not isinstance(self.captioning, Captioning):
+            return self.captioning(model)
+        return self.captioning
 
 
 def model_type(model) -> str | None:

@@ -23,8 +23,10 @@ a pipeline first (``explore_segmentation``, ``explore_alignment``) are in
 from ._page import DEFAULT_MAX_BYTES, NOTEBOOK_MAX_BYTES, notebook_frame
 from ._page import write_html as write_report
 from .audit import audit_report
+from .captions import caption_report
 from .alignment import alignment_report, alignment_variants
 from .segmentation import segmentation_report
 
 __all__ = ["DEFAULT_MAX_BYTES", "NOTEBOOK_MAX_BYTES", "alignment_report", "audit_report",
-           "alignment_variants", "notebook_frame", "segmentation_report", "write_report"]
+           "caption_report", "alignment_variants", "notebook_frame", "segmentation_report",
+           "write_report"]

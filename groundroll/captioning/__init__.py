@@ -1,0 +1,17 @@
+"""Word grounding in captions: where in the image each word of a caption comes from.
+
+>>> import groundroll as gr                                   # doctest: +SKIP
+>>> result = gr.ground_caption("scene.png")                   # doctest: +SKIP
+>>> result.caption, result.words, result.heatmaps.shape       # doctest: +SKIP
+
+See :func:`ground_caption` and the families that caption images
+(:mod:`groundroll.families`, ``Captioning`` hooks).
+"""
+
+from .api import (DEFAULT_CAPTIONER, DEFAULT_METHOD, FUNCTION_WORDS, MAX_NEW_TOKENS, METHODS,
+                  CaptionModel, ground_caption, resolve_captioner, word_masks)
+from .result import CaptionGrounding
+
+__all__ = ["ground_caption", "CaptionGrounding", "CaptionModel", "resolve_captioner",
+           "word_masks", "METHODS", "DEFAULT_CAPTIONER", "DEFAULT_METHOD", "FUNCTION_WORDS",
+           "MAX_NEW_TOKENS"]

@@ -1,0 +1,400 @@
+"""Ground each word of a caption in the image: ``ground_caption``.
+
+The caption is the model's own (greedy ``generate`` up to a token limit) or given
+(teacher-forced). Either way the model is run once more, teacher-forced on the caption,
+with its attention captured; each word's map is read at the decoder rows that predict
+the word's tokens (row ``t`` predicts token ``t + 1``), through the family's chain from
+the image tokens to the caption rows (:mod:`groundroll.families`, ``Captioning``):
+
+``"cross"``
+    The last cross-attention layer, heads averaged: where the decoder read when it
+    produced the word.
+``"rollout"``
+    Encoder rollout, then cross-attention and decoder self-attention composed layer by
+    layer (:func:`groundroll.compose`, ``method="rollout"``).
+``"relevance"``
+    Chefer's rules for encoder-decoder attention, gradients from the log-probability of
+    the word's tokens, one backward pass for all words (a copy of the input per word).
+``"legrad"``
+    The gradient of the word's log-probability with respect to each cross-attention
+    layer's probabilities, positive part times the probabilities, summed over layers
+    and heads (a LeGrad-style per-layer reading of the decoder).
+
+Maps go back to the image's pixels through the letterbox the model input was made with;
+masks go through the superpixel refinement of :func:`groundroll.segment` and a
+threshold per word.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import masks as M
+from .._locks import locked, warning_scope
+from ..adapters import capture
+from ..alignment.subwords import words_from_ids
+from ..compose import compose
+from ..families import Captioning, family_for
+from ..grounding import load_image
+from ..grounding.segment import refine_inputs
+from .result import CaptionGrounding
+
+__all__ = ["ground_caption", "CaptionModel", "resolve_captioner", "word_masks", "METHODS",
+           "DEFAULT_CAPTIONER", "DEFAULT_METHOD", "FUNCTION_WORDS", "MAX_NEW_TOKENS"]
+
+#: The model a call uses when none is named.
+DEFAULT_CAPTIONER = "bundled:shapes-captioner"
+#: Ways of reading a word's map (see the module's documentation).
+METHODS = ("cross", "rollout", "relevance", "legrad")
+#: What a call uses when no method is named: of :data:`METHODS`, the one whose word maps
+#: score best on held-out scenes (``benchmarks/captions.py``, the captioner's card).
+DEFAULT_METHOD = "legrad"
+#: The token limit of a generated caption.
+MAX_NEW_TOKENS = 32
+#: Words flagged as not naming anything in the image (articles, conjunctions,
+#: prepositions, auxiliaries); their maps are computed all the same.
+FUNCTION_WORDS = frozenset("""
+a an the and or but nor of in on at to for with by from into onto over under above below
+near beside between behind next is are was were be been being has have had do does did
+this that these those it its there here some any each every no not as than then so
+""".split())
+#: Threshold of a word's refined, min-max normalised map that its mask keeps.
+MASK_THRESHOLD = 0.5
+
+
+@dataclass
+class CaptionModel:
+    """A captioner with its tokenizer and the family's caption hooks."""
+
+    model: Any
+    tokenizer: Any
+    hooks: Captioning
+    family: str
+    name: str = ""
+    image_processor: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.hooks.image_size(self.model))
+
+    def pixels(self, image: np.ndarray) -> torch.Tensor:
+        """``[1, 3, h, w]`` normalised float32 input from a uint8 image at the input size."""
+        mean, std = self.hooks.mean_std(self.model, self.image_processor)
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
+        return ((x - mean) / std).to(self.device)
+
+
+def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
+    """A :class:`CaptionModel` for a Bundle, a ``groundroll.load`` spec string or a bare
+    model with ``tokenizer=``.
+
+    Raises
+    ------
+    TypeError
+        When the model's family does not caption images; the message names the families
+        that do.
+    """
+    if isinstance(model, CaptionModel):
+        return model
+    name = ""
+    processor = None
+    if isinstance(model, str):
+        from ..zoo import cached
+
+        name = model
+        model = cached(model, device=str(device or "cpu"))
+    bundle_model = getattr(model, "model", None)
+    if bundle_model is not None and hasattr(model, "adapter"):        # a Bundle
+        name = name or getattr(model, "name", "")
+        processor = getattr(getattr(model, "preprocess", None), "image_processor", None)
+        tokenizer = tokenizer or model.tokenizer
+        model = bundle_model
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a Bundle, a spec string such as"
+                        f" {DEFAULT_CAPTIONER!r} or a torch model, got {type(model).__name__}")
+    family = family_for(model)
+    hooks = family.captioning_for(model)
+    if hooks is None:
+        from ..families import families, family_named
+
+        able = [n for n in families() if family_named(n).captioning is not None]
+        raise TypeError(
+            f"{type(model).__name__} (family {family.name!r}) is not an image captioner"
+            f" groundroll can ground words in; families that are: {', '.join(able)}")
+    if tokenizer is None:
+        raise ValueError("a bare model needs tokenizer=; or pass a Bundle from"
+                         " groundroll.load")
+    if device is not None and torch.device(device).type != next(model.parameters()).device.type:
+        raise ValueError(f"device={str(device)!r} but the model is on"
+                         f" {next(model.parameters()).device}; move the model there first")
+    return CaptionModel(model, tokenizer, hooks, family.name, name or type(model).__name__,
+                        processor)
+
+
+# --------------------------------------------------------------------------- caption
+
+def _caption_ids(cm: CaptionModel, caption: str) -> list[int]:
+    enc = cm.tokenizer(caption, add_special_tokens=False)
+    ids = [int(i) for i in enc["input_ids"]]
+    if not ids:
+        raise ValueError(f"caption {caption!r} gives no tokens")
+    return ids
+
+
+def _generated_ids(cm: CaptionModel, pixels: torch.Tensor, start: list[int],
+                   max_new_tokens: int) -> tuple[list[int], bool]:
+    """The generated caption's token ids (start and end tokens dropped) and whether the
+    generation hit the token limit before an end token."""
+    out = cm.hooks.generate(cm.model, pixels, start, max_new_tokens)[0].tolist()
+    new = out[len(start):]
+    ends = cm.hooks.end_ids(cm.model, cm.tokenizer)
+    pad = getattr(cm.tokenizer, "pad_token_id", None)
+    for k, token in enumerate(new):
+        if token in ends:
+            return [t for t in new[:k] if t != pad], False
+    return [t for t in new if t != pad], True
+
+
+def _words(cm: CaptionModel, ids: list[int]):
+    """``(words, groups)``: the caption's words and, per word, the positions of its
+    tokens in ``ids`` (subwords merged by the tokenizer's own offsets or markers)."""
+    enc = words_from_ids(cm.tokenizer, ids)
+    groups: list[list[int]] = [[] for _ in enc.words]
+    for position, word in enumerate(enc.word_ids):
+        if word is not None:
+            groups[word].append(position)
+    keep = [k for k, g in enumerate(groups) if g]
+    return [enc.words[k] for k in keep], [groups[k] for k in keep]
+
+
+def _is_content(word: str) -> bool:
+    core = word.strip(".,;:!?\"'()[]").lower()
+    return bool(core) and core not in FUNCTION_WORDS and any(c.isalnum() for c in core)
+
+
+# --------------------------------------------------------------------------- maps
+
+def _patch_maps(cm: CaptionModel, rows: torch.Tensor) -> np.ndarray:
+    """``[W, S]`` scores over the image tokens -> ``[W, rows, cols]`` patch maps."""
+    prefix, (gh, gw) = cm.hooks.grid(cm.model, rows.shape[-1])
+    patches = rows[:, prefix:prefix + gh * gw].float()
+    return patches.reshape(-1, gh, gw).cpu().numpy().astype(np.float32)
+
+
+def _read(source_map: torch.Tensor, groups: list[list[int]], shift: int, batch=None):
+    """``[W, S]``: per word, the mean of the rows that predict its tokens."""
+    rows = []
+    for w, group in enumerate(groups):
+        b = w if batch else 0
+        rows.append(source_map[b, [shift + p - 1 for p in group]].mean(0))
+    return torch.stack(rows)
+
+
+def _word_maps(cm: CaptionModel, pixels: torch.Tensor, ids: list[int], start: list[int],
+               groups: list[list[int]], method: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(maps [W, rows, cols], token log-probabilities [T])`` of the caption ``ids``."""
+    hooks, model = cm.hooks, cm.model
+    full = torch.tensor([start + ids], dtype=torch.long, device=pixels.device)
+    shift = len(start)
+    positions = torch.arange(shift - 1, shift - 1 + len(ids), device=pixels.device)
+    targets = full[0, shift:]
+    if method in ("cross", "rollout"):
+        with torch.no_grad(), capture(model, streams=list(hooks.streams)) as trace:
+            logits = hooks.forward(model, pixels, full)
+        logp = logits[0, positions].float().log_softmax(-1)[torch.arange(len(ids)), targets]
+        if method == "cross":
+            last = len(trace.layers[_cross_stream(trace, hooks)]) - 1
+            comp = compose(trace, source=hooks.source, target=hooks.target, method="raw",
+                           layers=(last,))
+        else:
+            comp = compose(trace, source=hooks.source, target=hooks.target,
+                           method="rollout")
+        rows = _read(comp.source_map, groups, shift)
+        return _patch_maps(cm, rows), logp.cpu().numpy()
+    # Gradient methods: one copy of the input per word, each explained by the
+    # log-probability of its own word's tokens; one backward pass for all.
+    n = len(groups)
+    batch_pixels = pixels.float().repeat(n, 1, 1, 1)
+    batch_ids = full.repeat(n, 1)
+    with torch.enable_grad(), capture(
+            model, grads=True, streams=list(hooks.streams)) as trace:
+        logits = hooks.forward(model, batch_pixels, batch_ids)
+        logp_all = logits[:, positions].float().log_softmax(-1)        # [n, T, V]
+        token_logp = logp_all[:, torch.arange(len(ids)), targets]      # [n, T]
+        chosen = torch.zeros_like(token_logp)
+        for w, group in enumerate(groups):
+            chosen[w, group] = 1.0
+        score = (token_logp * chosen).sum()
+        layers = list(trace)
+        targets_ = [layer.weights._base if layer.weights._is_view() else layer.weights
+                    for layer in layers]
+        torch.autograd.grad(score, targets_, allow_unused=True)
+    for layer in layers:
+        if layer.grad is None:
+            layer.grad = torch.zeros_like(layer.weights)
+    logp = token_logp[0].detach().cpu().numpy()
+    if method == "relevance":
+        comp = compose(trace.detach(), source=hooks.source, target=hooks.target,
+                       method="relevance")
+        rows = _read(comp.source_map.float(), groups, shift, batch=True)
+        return _patch_maps(cm, rows), logp
+    cross = trace.layers[_cross_stream(trace, hooks)]
+    total = None
+    for layer in cross:                                  # [n, heads, T, S]
+        a, g = layer.weights.detach().float(), layer.grad.float()
+        part = (g.clamp(min=0) * a).sum(1)               # [n, T, S]
+        total = part if total is None else total + part
+    rows = _read(total, groups, shift, batch=True)
+    return _patch_maps(cm, rows), logp
+
+
+def _cross_stream(trace, hooks: Captioning) -> str:
+    for stream, layers in trace.layers.items():
+        if layers and layers[0].kind == "cross" and layers[0].key_stream == hooks.source:
+            return stream
+    raise ValueError(f"the capture holds no cross-attention from {hooks.target!r} to"
+                     f" {hooks.source!r}; streams: {trace.streams}")
+
+
+# --------------------------------------------------------------------------- masks
+
+def word_masks(heatmaps: np.ndarray, image: np.ndarray, *, refine: str = "superpixels",
+               threshold: float = MASK_THRESHOLD, cache: dict | None = None) -> np.ndarray:
+    """``[W, H, W]`` bool masks from word heatmaps at the image's pixels: each map
+    pooled over the image's superpixels (as :func:`groundroll.segment` refines), min-max
+    normalised, and kept where at least ``threshold``."""
+    if refine not in ("superpixels", "none"):
+        raise ValueError(f"refine must be 'superpixels' or 'none', got {refine!r}")
+    if len(heatmaps) == 0:
+        return np.zeros((0,) + image.shape[:2], bool)
+    small_maps, small, partitions = refine_inputs(heatmaps, image, refine=refine,
+                                                  cache=cache)
+    if partitions is not None:
+        small_maps = M.superpixel_pool(small_maps, partitions=partitions)
+    norm = M.normalize_maps(np.asarray(small_maps, np.float32), how="minmax")
+    masks = norm >= float(threshold)
+    if masks.shape[1:] != image.shape[:2]:
+        masks = M.resize_maps(masks.astype(np.float32), image.shape[:2], order=0) > 0.5
+    return masks
+
+
+# --------------------------------------------------------------------------- entry
+
+def ground_caption(image, caption: str | None = None, *, model: Any = DEFAULT_CAPTIONER,
+                   method: str | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
+                   refine: str = "superpixels", mask_threshold: float = MASK_THRESHOLD,
+                   tokenizer: Any = None, device=None) -> CaptionGrounding:
+    """Where in the image each word of a caption comes from.
+
+    Parameters
+    ----------
+    image : str, PathLike, PIL.Image or ndarray
+    caption : str, optional
+        The caption to ground (teacher-forced). None: the model's own greedy caption.
+    model : Bundle, str or torch model
+        An image captioner (default: the bundled ``shapes-captioner``); a bare model
+        needs ``tokenizer=``.
+    method : {"cross", "rollout", "relevance", "legrad"}, optional
+        How a word's map is read (see :mod:`groundroll.captioning.api`); None: the
+        default, :data:`DEFAULT_METHOD`.
+    max_new_tokens : int
+        Token limit of a generated caption; a caption cut there is flagged
+        (``truncated``).
+    refine : {"superpixels", "none"}
+        Mask refinement.
+    mask_threshold : float
+        Fraction of a word's refined map range its mask keeps.
+    device : str or torch.device, optional
+        Where the model runs: a spec string is loaded there; a loaded model must be
+        there already.
+
+    Returns
+    -------
+    CaptionGrounding
+        ``caption``, ``words``, ``content`` (False for function words), ``heatmaps``
+        (float32 ``[words, H, W]`` in [0, 1]), ``masks`` (bool ``[words, H, W]``),
+        ``logprobs`` (per word), ``generated``, ``truncated``, ``settings``.
+
+    Examples
+    --------
+    >>> import groundroll as gr
+    >>> scene = gr.data.example_path()
+    >>> result = gr.ground_caption(scene)
+    >>> result.caption                                        # doctest: +SKIP
+    'a red circle and a blue star'
+    >>> result.heatmaps.shape[0] == len(result.words)
+    True
+    """
+    started = time.perf_counter()
+    method = DEFAULT_METHOD if method is None else method
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) \
+            or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if not 0.0 <= float(mask_threshold) <= 1.0:
+        raise ValueError(f"mask_threshold must be in [0, 1], got {mask_threshold!r}")
+    if caption is not None and (not isinstance(caption, str) or not caption.strip()):
+        raise ValueError(f"caption must be a non-empty string or None, got {caption!r}")
+    rgb = load_image(image)
+    cm = resolve_captioner(model, tokenizer=tokenizer, device=device)
+    geometry = M.letterbox_geometry(rgb.shape[:2], cm.image_size, mode="pad")
+    model_input = M.letterbox_image(rgb, geometry, fill=0)
+    with warning_scope(), locked(cm.model):
+        try:
+            pixels = cm.pixels(model_input)
+        except Exception as err:                          # noqa: BLE001 - reworded
+            raise ValueError(f"the captioner cannot take this image ({err})") from err
+        start = cm.hooks.start_ids(cm.model, cm.tokenizer)
+        truncated = False
+        if caption is None:
+            ids, truncated = _generated_ids(cm, pixels, start, max_new_tokens)
+            if truncated:
+                warnings.warn(f"the generated caption reached max_new_tokens="
+                              f"{max_new_tokens} before ending; it is cut there"
+                              " (result.truncated)", stacklevel=2)
+            special = set(getattr(cm.tokenizer, "all_special_ids", None) or ())
+            ids = [t for t in ids if t not in special]
+            if not ids:
+                raise ValueError("the captioner generated no words for this image (only"
+                                 " special tokens); pass caption= to ground a given one")
+            text = cm.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        else:
+            ids = _caption_ids(cm, caption)
+            text = caption.strip()
+        unknown = getattr(cm.tokenizer, "unk_token_id", None)
+        words, groups = _words(cm, ids)
+        known = [not (unknown is not None and all(ids[p] == unknown for p in g))
+                 for g in groups]
+        if not any(known):
+            raise ValueError(f"no word of {text!r} is known to the captioner's tokenizer")
+        grids, token_logp = _word_maps(cm, pixels, ids, start, groups, method)
+    heat = M.unletterbox(grids.astype(np.float32), geometry, order=1)
+    heat = M.normalize_maps(heat, how="minmax").astype(np.float32)
+    np.clip(heat, 0.0, 1.0, out=heat)
+    masks = word_masks(heat, rgb, refine=refine, threshold=mask_threshold)
+    logprobs = np.array([float(token_logp[g].sum()) for g in groups], np.float32)
+    content = np.array([_is_content(w) and k for w, k in zip(words, known)], bool)
+    settings = {"model": cm.name, "family": cm.family, "method": method,
+                "generated": caption is None, "max_new_tokens": max_new_tokens,
+                "refine": refine, "mask_threshold": float(mask_threshold),
+                "image_size": list(rgb.shape[:2]), "model_input": list(cm.image_size),
+                "token_ids": [int(i) for i in ids], "unknown_words":
+                [w for w, k in zip(words, known) if not k],
+                "seconds": round(time.perf_counter() - started, 4)}
+    return CaptionGrounding(caption=text, words=words, content=content, heatmaps=heat,
+                            masks=masks, logprobs=logprobs, generated=caption is None,
+                            truncated=truncated, settings=settings, image=rgb)
+
