@@ -35,6 +35,7 @@ _LAZY = {
     "load": "groundroll.zoo",
     "Bundle": "groundroll.zoo.bundle",
     "segment": "groundroll.grounding",
+    "SegmentOptions": "groundroll.grounding",
     "calibrate": "groundroll.grounding",
     "Segmentation": "groundroll.grounding",
     "Alignment": "groundroll.alignment",
