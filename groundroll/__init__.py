@@ -39,6 +39,7 @@ _LAZY = {
     "calibrate": "groundroll.grounding",
     "Segmentation": "groundroll.grounding",
     "Alignment": "groundroll.alignment",
+    "AlignOptions": "groundroll.alignment",
     "layer_scan": "groundroll.alignment",
     "LayerScan": "groundroll.alignment",
     "extract_links": "groundroll.alignment",
