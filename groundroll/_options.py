@@ -290,8 +290,8 @@ def options_object(cls, value, *, what: str):
 
 def call_keywords(cls, values: Mapping[str, Any]) -> dict:
     """The values of ``cls``'s fields among a call's arguments (``locals()`` at the top
-    of a public function whose keywords are those fields)."""
-    return {name: values[name] for name in option_names(cls)}
+    of a public function that takes some or all of those fields as keywords)."""
+    return {name: values[name] for name in option_names(cls) if name in values}
 
 
 def _is_default(value, default) -> bool:
