@@ -301,27 +301,23 @@ def _is_default(value, default) -> bool:
     return type(value) is type(default) and isinstance(value, plain) and value == default
 
 
-def merge_keywords(cls, options, keywords: Mapping[str, Any], function, *, what: str):
+def merge_keywords(cls, options, keywords: Mapping[str, Any], *, what: str):
     """One ``cls`` from a public call: its keyword arguments, or the ``options`` object
-    (or dict of fields) with each keyword that differs from ``function``'s default
-    replacing that field.
+    (or dict of fields) with each keyword that differs from the field's default
+    replacing that field. The public function's keywords have the fields' defaults.
 
     Examples
     --------
-    >>> from groundroll.grounding import SegmentOptions, segment
-    >>> keywords = dict(call_keywords(SegmentOptions, vars(SegmentOptions())),
-    ...                 min_size=4)
+    >>> from groundroll.grounding import SegmentOptions
     >>> merged = merge_keywords(SegmentOptions, SegmentOptions(fill_holes=True),
-    ...                         keywords, segment, what="segment()")
+    ...                         {"min_size": 4, "max_side": 1024}, what="segment()")
     >>> merged.min_size, merged.fill_holes
     (4, True)
     """
     if options is None:
         return cls(**keywords)
     base = options_object(cls, options, what=what)
-    import inspect
-
-    defaults = inspect.signature(function).parameters
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     changed = {name: value for name, value in keywords.items()
-               if not _is_default(value, defaults[name].default)}
+               if not _is_default(value, defaults[name])}
     return dataclasses.replace(base, **changed) if changed else base

@@ -179,7 +179,7 @@ def align(
     '0-0 1-1 2-1'
     """
     settings = merge_keywords(AlignOptions, options, call_keywords(AlignOptions, locals()),
-                              align, what="align()")
+                              what="align()")
     check_align_options(batch_size=batch_size)
     single = isinstance(src, str)
     srcs = [src] if single else list(src)

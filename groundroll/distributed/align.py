@@ -30,7 +30,10 @@ from ._state import (RunState, Shard, digest, plan_shards,
                      write_if_changed)
 from .options import RunOptions, run_options
 
-__all__ = ["align_corpus", "state_dir_for"]
+__all__ = ["align_corpus", "state_dir_for", "BATCH_SIZE", "SHARD_SIZE"]
+
+#: Sentence pairs per forward pass, and lines per shard, when the caller does not say.
+BATCH_SIZE, SHARD_SIZE = 16, 256
 
 
 def state_dir_for(out) -> Path:
@@ -207,8 +210,8 @@ def align_corpus(
     options: AlignOptions | dict | None = None,
     engine: str = "ray",
     workers: int = 1,
-    batch_size: int = 16,
-    shard_size: int = 256,
+    batch_size: int | None = None,
+    shard_size: int | None = None,
     resume: bool = False,
     force: bool = False,
     gpus_per_worker: float | None = None,
@@ -252,10 +255,11 @@ def align_corpus(
     engine : {"ray", "local"}
     workers : int
         Ray actors, each holding one model (``engine="local"``: must be 1).
-    batch_size : int
-        Sentence pairs per forward pass.
-    shard_size : int
-        Lines per shard, the unit of resumption. Recorded with the settings.
+    batch_size : int, optional
+        Sentence pairs per forward pass (default :data:`BATCH_SIZE`, 16).
+    shard_size : int, optional
+        Lines per shard, the unit of resumption (default :data:`SHARD_SIZE`, 256).
+        Recorded with the settings.
     resume, force
         As in :func:`groundroll.distributed.segment_dataset`; ``force`` also allows
         replacing an existing ``out``.
@@ -281,8 +285,9 @@ def align_corpus(
     """
     started = time.perf_counter()
     options = merge_keywords(AlignOptions, options, call_keywords(AlignOptions, locals()),
-                             align_corpus, what="align_corpus()")
-    run = run_options(run, locals(), align_corpus)
+                             what="align_corpus()")
+    run = run_options(run, locals(), what="align_corpus()", batch_size=BATCH_SIZE,
+                      shard_size=SHARD_SIZE)
     if run.engine == "ray":
         reverse = options.reverse_model
         if not isinstance(model, str) or not (reverse is None or isinstance(reverse, str)):

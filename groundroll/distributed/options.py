@@ -71,17 +71,14 @@ class RunOptions:
         integer("retries", self.retries, low=0)
 
 
-def run_options(run, values, function) -> RunOptions:
-    """The :class:`RunOptions` of a bulk call: its keywords, or ``run`` with each
-    keyword other than its default replacing that field
+def run_options(run, values, *, what: str, batch_size: int,
+                shard_size: int) -> RunOptions:
+    """The :class:`RunOptions` of a bulk call (``values``: its ``locals()``): its
+    keywords, or ``run`` with each keyword other than its default replacing that field
     (:func:`~groundroll._options.merge_keywords`); a batch or shard size left unset
-    takes ``function``'s default."""
-    what = f"{function.__name__}()"
-    merged = merge_keywords(RunOptions, run, call_keywords(RunOptions, values), function,
-                            what=what)
-    import inspect
-
-    defaults = inspect.signature(function).parameters
-    unset = {name: defaults[name].default for name in ("batch_size", "shard_size")
+    takes the job's own (``batch_size``, ``shard_size``)."""
+    merged = merge_keywords(RunOptions, run, call_keywords(RunOptions, values), what=what)
+    unset = {name: default for name, default in (("batch_size", batch_size),
+                                                  ("shard_size", shard_size))
              if getattr(merged, name) is None}
     return dataclasses.replace(merged, **unset) if unset else merged

@@ -38,10 +38,13 @@ from .options import RunOptions, run_options
 from ._state import (RunState, Shard, describe_missing, plan_shards,
                      write_if_changed)
 
-__all__ = ["segment_dataset", "STATE_DIR"]
+__all__ = ["segment_dataset", "STATE_DIR", "BATCH_SIZE", "SHARD_SIZE"]
 
 #: Folder inside ``out`` that holds the run manifest and the shard records.
 STATE_DIR = "_groundroll_run"
+
+#: Images per ``map_batches`` call, and per shard, when the caller does not say.
+BATCH_SIZE, SHARD_SIZE = 8, 64
 
 #: The run's combined outputs in ``out``: no image's own files may take these names.
 COMBINED = {"coco": "coco.json", "failures": "failures.jsonl", "parquet": "masks.parquet"}
@@ -419,8 +422,8 @@ def segment_dataset(
     options: SegmentOptions | dict | None = None,
     engine: str = "ray",
     workers: int = 1,
-    batch_size: int = 8,
-    shard_size: int = 64,
+    batch_size: int | None = None,
+    shard_size: int | None = None,
     resume: bool = False,
     force: bool = False,
     rle_parquet: bool = False,
@@ -474,10 +477,11 @@ def segment_dataset(
         ``"local"``: this process. ``"ray"``: Ray Data actors on the connected cluster.
     workers : int
         Ray actors, each holding one model (``engine="local"``: must be 1).
-    batch_size : int
-        Images per ``map_batches`` call.
-    shard_size : int
-        Images per shard, the unit of resumption. Recorded with the settings.
+    batch_size : int, optional
+        Images per ``map_batches`` call (default :data:`BATCH_SIZE`, 8).
+    shard_size : int, optional
+        Images per shard, the unit of resumption (default :data:`SHARD_SIZE`, 64).
+        Recorded with the settings.
     resume : bool
         Continue the run in ``out``: shards recorded as done are skipped. The settings
         (model, method, prompts and every option that changes the outputs) must be the
@@ -542,9 +546,10 @@ def segment_dataset(
                         " segment_options=")
     started = time.perf_counter()
     options = merge_keywords(SegmentOptions, options,
-                             call_keywords(SegmentOptions, locals()), segment_dataset,
+                             call_keywords(SegmentOptions, locals()),
                              what="segment_dataset()")
-    run = run_options(run, locals(), segment_dataset)
+    run = run_options(run, locals(), what="segment_dataset()", batch_size=BATCH_SIZE,
+                      shard_size=SHARD_SIZE)
     if device is not None and run.engine != "local":
         raise ValueError("device= places the model of engine='local'; Ray actors get a"
                          " GPU each through gpus_per_worker, so leave device unset")

@@ -379,8 +379,7 @@ def segment(
     ...               ["red circle", "blue star"], options=strict)  # doctest: +SKIP
     """
     settings = merge_keywords(SegmentOptions, options,
-                              call_keywords(SegmentOptions, locals()), segment,
-                              what="segment()")
+                              call_keywords(SegmentOptions, locals()), what="segment()")
     with warning_scope():
         return _segment(image, prompts, settings, model=model, tokenizer=tokenizer,
                         cache=cache, device=device)
