@@ -1,4 +1,11 @@
-"""Numeric and typed options, checked in one place per job.
+"""Options of a job, as objects, and their checks: one place for each.
+
+Each job has one frozen options class (:class:`~groundroll.grounding.SegmentOptions`,
+:class:`~groundroll.alignment.AlignOptions`, :class:`~groundroll.distributed.RunOptions`)
+that checks itself when built; the public functions take its fields as keyword
+arguments (the convenient surface) or the object whole as ``options=``, build one object
+with :func:`merge_keywords` and pass it down whole. :func:`options_object` turns a dict of
+fields into one, refusing unknown names with the list of accepted ones.
 
 Every number a user can pass (``mask_threshold``, ``logit_scale``, a source's
 ``sigma``, ``link_threshold``, ``max_length``, ...) is checked here, with its range, by
@@ -11,12 +18,14 @@ value and the accepted range.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from typing import Any, Mapping
 
 __all__ = ["OptionError", "real", "integer", "check_segment_options",
-           "check_source_options", "check_align_options"]
+           "check_source_options", "check_align_options", "option_names",
+           "refuse_unknown", "options_object", "call_keywords", "merge_keywords"]
 
 
 class OptionError(ValueError):
@@ -230,3 +239,85 @@ def check_align_options(*, link_threshold=None, max_length=None, batch_size=None
     if batch_size is not None:
         out["batch_size"] = integer("batch_size", batch_size, low=1)
     return out
+
+
+# ----------------------------------------------------------------------------- objects
+
+
+def option_names(cls) -> list[str]:
+    """The field names of an options class, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def refuse_unknown(given, accepted, what: str) -> None:
+    """TypeError naming the options of ``given`` that are not ``accepted`` and listing
+    the accepted ones (``what``: who takes them, for the message).
+
+    Examples
+    --------
+    >>> refuse_unknown({"sigma": 1}, ["layers"], "method 'raw'")
+    Traceback (most recent call last):
+    ...
+    TypeError: method 'raw' takes no option(s) ['sigma']; it accepts ['layers']
+    """
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise TypeError(f"{what} takes no option(s) {unknown}; it accepts"
+                        f" {sorted(accepted) or 'none'}")
+
+
+def options_object(cls, value, *, what: str):
+    """``value`` as a ``cls``: None gives the defaults, an instance stays itself, and a
+    mapping names some of its fields (unknown names are a TypeError listing the
+    accepted ones, :func:`refuse_unknown`).
+
+    Examples
+    --------
+    >>> from groundroll.grounding import SegmentOptions
+    >>> options_object(SegmentOptions, {"min_size": 4}, what="segment()").min_size
+    4
+    """
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what}: options must be a {cls.__name__} or a dict of its"
+                        f" fields, got {type(value).__name__}")
+    refuse_unknown(value, option_names(cls), what)
+    return cls(**value)
+
+
+def call_keywords(cls, values: Mapping[str, Any]) -> dict:
+    """The values of ``cls``'s fields among a call's arguments (``locals()`` at the top
+    of a public function that takes some or all of those fields as keywords)."""
+    return {name: values[name] for name in option_names(cls) if name in values}
+
+
+def _is_default(value, default) -> bool:
+    if value is default:
+        return True
+    plain = (bool, int, float, str, type(None))
+    return type(value) is type(default) and isinstance(value, plain) and value == default
+
+
+def merge_keywords(cls, options, keywords: Mapping[str, Any], *, what: str):
+    """One ``cls`` from a public call: its keyword arguments, or the ``options`` object
+    (or dict of fields) with each keyword that differs from the field's default
+    replacing that field. The public function's keywords have the fields' defaults.
+
+    Examples
+    --------
+    >>> from groundroll.grounding import SegmentOptions
+    >>> merged = merge_keywords(SegmentOptions, SegmentOptions(fill_holes=True),
+    ...                         {"min_size": 4, "max_side": 1024}, what="segment()")
+    >>> merged.min_size, merged.fill_holes
+    (4, True)
+    """
+    if options is None:
+        return cls(**keywords)
+    base = options_object(cls, options, what=what)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    changed = {name: value for name, value in keywords.items()
+               if not _is_default(value, defaults[name])}
+    return dataclasses.replace(base, **changed) if changed else base

@@ -114,12 +114,12 @@ def _run_segment(args) -> int:
     from . import grounding
     from ._atomic import OutputSet
     from ._locks import warning_scope
-    from .grounding.segment import (_check_prompts, check_templates, check_writable_set,
-                                    manifest_name)
+    from .grounding.options import check_prompts, check_templates
+    from .grounding.segment import check_writable_set, manifest_name
 
     try:
-        prompts = _check_prompts(args.prompts)
-        background = _check_prompts(args.background, "background prompts")
+        prompts = check_prompts(args.prompts)
+        background = check_prompts(args.background, "background prompts")
     except ValueError as err:
         raise _Failure(f"{err} (use -p PROMPT)") from None
     from ._options import OptionError, check_segment_options

@@ -265,3 +265,41 @@ def test_align_device_defaults_to_the_models_and_a_mismatch_is_refused(marian, p
     np.testing.assert_allclose(here.matrix, same.matrix)
     with pytest.raises(ValueError, match=r"device='cuda' but the model is on cpu; move"):
         align(src, tgt, model=marian, method="raw", layers=[0], device="cuda")
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def test_an_options_object_and_the_keywords_give_the_same_alignment(marian, pairs):
+    from groundroll.alignment import AlignOptions
+
+    src, tgt = [p.src for p in pairs], [p.tgt for p in pairs]
+    given = dict(method="rollout", head_fusion="max", residual=0.3, extraction="threshold",
+                 link_threshold=0.2, layers=[0, 1])
+    by_keywords = align(src, tgt, model=marian, **given)
+    by_object = align(src, tgt, model=marian, options=AlignOptions(**given))
+    by_dict = align(src, tgt, model=marian, options=given)
+    for a, b, c in zip(by_keywords, by_object, by_dict):
+        np.testing.assert_array_equal(a.matrix, b.matrix)
+        np.testing.assert_array_equal(a.matrix, c.matrix)
+        assert a.links == b.links == c.links and a.settings == b.settings == c.settings
+    # A keyword other than its default replaces that field; the default changes nothing.
+    moved = align(src, tgt, model=marian, residual=0.3,
+                  options=AlignOptions(**dict(given, residual=0.8)))
+    np.testing.assert_array_equal(moved[0].matrix, by_keywords[0].matrix)
+    kept = align(src, tgt, model=marian, head_fusion="mean", options=AlignOptions(**given))
+    assert kept[0].settings["head_fusion"] == "max"
+
+
+def test_an_unknown_align_option_is_an_error_listing_the_accepted_ones(marian):
+    from groundroll.alignment import AlignOptions
+
+    with pytest.raises(TypeError, match=r"align\(\) takes no option\(s\) \['resdiual'\];"
+                       r" it accepts .*'residual'"):
+        align("a b", "c d", model=marian, options={"resdiual": 0.2})
+    with pytest.raises(ValueError, match="extraction must be one of"):
+        AlignOptions(extraction="argmin")
+    with pytest.raises(ValueError, match="leave symmetrize=None"):
+        AlignOptions(extraction="itermax", symmetrize="union")
+    with pytest.raises(ValueError, match="link_threshold"):
+        AlignOptions(link_threshold=1.5)

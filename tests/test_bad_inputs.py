@@ -96,11 +96,15 @@ def test_segment_dataset_checks_the_same_numbers(tmp_path):
     from groundroll.distributed import segment_dataset
 
     for kw in (dict(mask_threshold="0.5"),
-               dict(segment_options={"logit_scale": -2.0}),
-               dict(method="naclip", segment_options={"source_options": {"sigma": -1}})):
+               dict(options={"logit_scale": -2.0}),
+               dict(method="naclip", options={"source_options": {"sigma": -1}}),
+               dict(options=gr.SegmentOptions(method="naclip"), min_size=-1)):
         with pytest.raises(OptionError):
             segment_dataset([str(tmp_path / "x.png")], ["a"], out=tmp_path / "o",
                             engine="local", **kw)
+    with pytest.raises(TypeError, match="as options= .* not segment_options="):
+        segment_dataset([str(tmp_path / "x.png")], ["a"], out=tmp_path / "o",
+                        engine="local", segment_options={"logit_scale": 2.0})
     assert not (tmp_path / "o").exists()
 
 

@@ -16,6 +16,7 @@ from groundroll.compose import (
     chain_for,
     compose,
     joint_graph,
+    method_options,
     method_names,
     register_method,
 )
@@ -439,7 +440,8 @@ def test_method_options_are_checked():
     trace = _random_trace(18)
     with pytest.raises(TypeError, match="go on the method object"):
         compose(trace, source="encoder", target="decoder", method=Rollout(), residual=0.2)
-    with pytest.raises(TypeError, match="unexpected options \\['resdiual'\\]"):
+    with pytest.raises(TypeError, match="method 'rollout' takes no option\\(s\\)"
+                       " \\['resdiual'\\]; it accepts .*'residual'"):
         compose(trace, source="encoder", target="decoder", resdiual=0.2)
     with pytest.raises(ValueError, match="per_head is not available for method='flow'"):
         compose(trace, source="encoder", target="decoder", method="flow", per_head=True)
@@ -448,6 +450,21 @@ def test_method_options_are_checked():
     with pytest.raises(ValueError, match="weighting must be"):
         Raw(weighting="values")
     assert Norm().weighting == "norm"
+
+
+def test_an_option_of_another_method_is_refused_with_the_methods_options():
+    trace = _random_trace(18)
+    # head_fusion is an option of rollout, not of relevance: refused, never dropped.
+    with pytest.raises(TypeError) as err:
+        compose(trace, source="encoder", target="decoder", method="relevance",
+                head_fusion="max")
+    message = str(err.value)
+    assert "'relevance'" in message and "['head_fusion']" in message
+    assert f"it accepts {sorted(method_options('relevance'))}" in message
+    with pytest.raises(TypeError, match="method 'raw' takes no option\\(s\\) \\['residual'\\]"):
+        compose(trace, source="encoder", target="decoder", method="raw", residual=0.3)
+    assert "residual" not in method_options("raw")
+    assert set(method_options("rollout")) >= {"head_fusion", "residual", "layers"}
 
 
 def test_registry_lists_one_set_of_names():

@@ -311,6 +311,74 @@ def test_align_corpus_symmetrize(corpus, align_bundle, tmp_path):
     assert (again.processed, again.skipped) == (0, 23)
 
 
+def test_align_corpus_passes_profile_head_fusion_and_residual_to_each_shard(
+        corpus, align_bundle, tmp_path):
+    src = read_lines(corpus / "src.txt")
+    tgt = read_lines(corpus / "tgt.txt")
+    given = dict(method="rollout", head_fusion="max", residual=0.2, profile=False)
+    expected = [gr.align(s, t, model=align_bundle, **given).pharaoh()
+                for s, t in zip(src, tgt)]
+    _align(corpus, tmp_path / "kw.txt", align_bundle, **given)
+    assert (tmp_path / "kw.txt").read_text().split("\n")[:-1] == expected
+    _align(corpus, tmp_path / "obj.txt", align_bundle, method=None,
+           options=gr.AlignOptions(**given))
+    assert (tmp_path / "obj.txt").read_text().split("\n")[:-1] == expected
+    plain = [a.pharaoh() for a in gr.align(src, tgt, model=align_bundle, method="rollout")]
+    assert plain != expected      # the options reached the shards' align calls
+    settings = json.loads((tmp_path / "kw.txt.run" / "run.json").read_text())["settings"]
+    assert (settings["head_fusion"], settings["residual"], settings["profile"]) == (
+        "max", 0.2, False)
+    # Without method, profile=False is align's unsupervised rule; with one-line shards
+    # it is chosen per pair, as in per-pair calls, and differs from the model's profile.
+    rule = [gr.align(s, t, model=align_bundle, profile=False).pharaoh()
+            for s, t in zip(src, tgt)]
+    _align(corpus, tmp_path / "rule.txt", align_bundle, method=None, profile=False,
+           shard_size=1)
+    assert (tmp_path / "rule.txt").read_text().split("\n")[:-1] == rule
+    profiled = [gr.align(s, t, model=align_bundle).pharaoh() for s, t in zip(src, tgt)]
+    assert rule != profiled
+
+
+def test_bulk_runs_hand_their_options_object_to_every_call_whole(
+        corpus, align_bundle, scene_dir, seg_bundle, tmp_path, monkeypatch):
+    from groundroll.alignment import api
+    from groundroll.distributed import RunOptions
+
+    seen = []
+    real_align, real_segment = api.align, gr.grounding.segment
+
+    def spy_align(*args, options, **kw):
+        seen.append(options)
+        return real_align(*args, options=options, **kw)
+
+    def spy_segment(*args, options, **kw):
+        seen.append(options)
+        return real_segment(*args, options=options, **kw)
+
+    monkeypatch.setattr(api, "align", spy_align)
+    monkeypatch.setattr(gr.grounding, "segment", spy_segment)
+    align_options = gr.AlignOptions(method="raw", residual=0.4)
+    align_corpus(corpus / "src.txt", corpus / "tgt.txt", model=align_bundle,
+                 out=tmp_path / "a.txt", options=align_options,
+                 run=RunOptions(engine="local", shard_size=10, progress=False))
+    assert len(seen) == 3 and all(o is align_options for o in seen)
+    seen.clear()
+    segment_options = gr.SegmentOptions(mask_threshold=0.5, min_size=2)
+    segment_dataset(scene_dir, PROMPTS, model=seg_bundle, out=tmp_path / "s",
+                    options=segment_options, engine="local", progress=False)
+    assert len(seen) == N_IMAGES and all(o is segment_options for o in seen)
+    with pytest.raises(TypeError, match=r"align_corpus\(\) takes no option\(s\)"
+                       r" \['resdiual'\]; it accepts .*'residual'"):
+        align_corpus(corpus / "src.txt", model=align_bundle, out=tmp_path / "b.txt",
+                     options={"resdiual": 0.2}, engine="local")
+    with pytest.raises(TypeError, match=r"segment_dataset\(\) takes no option\(s\)"
+                       r" \['mask_treshold'\]"):
+        segment_dataset(scene_dir, PROMPTS, out=tmp_path / "t", engine="local",
+                        options={"mask_treshold": 0.5})
+    with pytest.raises(ValueError, match="retries must be >= 0"):
+        RunOptions(retries=-1)
+
+
 def test_align_failed_line_keeps_its_place(align_bundle, tmp_path):
     src = ["su tuga vefin", "", "su tuga vefin"]
     tgt = ["thun krakron quxe", "", "thun krakron quxe"]

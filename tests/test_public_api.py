@@ -26,6 +26,32 @@ def test_align_and_audit_are_functions_with_their_signatures():
     assert result.matrix.shape == (3, 3)
 
 
+def test_option_keywords_of_the_entry_points_are_their_options_fields():
+    """Each entry point's option keywords are fields of its options classes, with the
+    fields' defaults (an options object and the keywords mean the same), and the
+    options objects are public."""
+    import dataclasses
+    import inspect
+
+    from groundroll.distributed import RunOptions
+
+    calls = {gr.segment: [gr.SegmentOptions], gr.align: [gr.AlignOptions],
+             gr.segment_dataset: [gr.SegmentOptions, RunOptions],
+             gr.align_corpus: [gr.AlignOptions, RunOptions]}
+    for function, classes in calls.items():
+        params = inspect.signature(function).parameters
+        assert "options" in params, function.__name__
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                if f.name in params:
+                    assert params[f.name].default == f.default, (function.__name__, f.name)
+        if RunOptions in classes:
+            assert "run" in params and all(f.name in params
+                                           for f in dataclasses.fields(RunOptions))
+    assert set(dataclasses.fields(gr.SegmentOptions)) and "SegmentOptions" in gr.__all__
+    assert "AlignOptions" in gr.__all__
+
+
 def test_submodules_load_on_first_use():
     assert gr.masks.label_map is gr.label_map
     assert gr.evaluate.aer is gr.aer

@@ -515,3 +515,74 @@ def test_segment_dataset_takes_device_for_the_local_engine_only(tmp_path):
                              out=tmp_path / "p", engine="local", device="cpu",
                              progress=False)
     assert result.processed == 1 and result.failed == 0
+
+
+# ------------------------------------------------------------------------ options
+
+
+def _same_segmentation(a, b):
+    for name in ("labels", "masks", "heatmaps", "scores"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    drop = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
+    assert drop(a.settings) == drop(b.settings)
+
+
+def test_an_options_object_and_the_keywords_give_the_same_segmentation(clip):
+    from groundroll.grounding import SegmentOptions
+
+    image = _rgb(40, 56, seed=3)
+    given = dict(method="rollout", mask_threshold=0.4, refine="slic", min_size=2,
+                 fill_holes=True, background=["sky"], source_options={"residual": 0.3})
+    by_keywords = segment(image, ["a", "b"], model=clip, **given)
+    _same_segmentation(by_keywords, segment(image, ["a", "b"], model=clip,
+                                            options=SegmentOptions(**given)))
+    _same_segmentation(by_keywords, segment(image, ["a", "b"], model=clip, options=given))
+    # A keyword other than its default replaces that field of the object.
+    moved = segment(image, ["a", "b"], model=clip, mask_threshold=0.4,
+                    options=SegmentOptions(**dict(given, mask_threshold=0.9)))
+    _same_segmentation(by_keywords, moved)
+    assert by_keywords.settings["mask_threshold"] == 0.4
+    assert by_keywords.settings["source_options"] == {"residual": 0.3}
+
+
+def test_an_unknown_segment_option_is_an_error_listing_the_accepted_ones(clip):
+    from groundroll.grounding import SegmentOptions
+
+    with pytest.raises(TypeError, match=r"segment\(\) takes no option\(s\)"
+                       r" \['mask_treshold'\]; it accepts .*'mask_threshold'"):
+        segment(_rgb(8, 8), ["a"], model=clip, options={"mask_treshold": 0.5})
+    with pytest.raises(TypeError, match="SegmentOptions or a dict"):
+        segment(_rgb(8, 8), ["a"], model=clip, options=[("min_size", 2)])
+    with pytest.raises(ValueError, match="min_size"):
+        SegmentOptions(min_size=-1)
+    with pytest.raises(ValueError, match="source 'naclip' has no option"):
+        SegmentOptions(method="naclip", source_options={"residual": 0.5})
+    with pytest.raises(ValueError, match="background_rule must be one of"):
+        SegmentOptions(background_rule="otsus")
+
+
+def test_the_options_object_is_passed_down_whole(clip, monkeypatch):
+    import inspect
+
+    from groundroll.grounding import SegmentOptions
+
+    seen = []
+    real = seg_module._segment_image
+
+    def spy(handle, rgb, full_hw, prompts, started, options, **kw):
+        seen.append(options)
+        return real(handle, rgb, full_hw, prompts, started, options, **kw)
+
+    monkeypatch.setattr(seg_module, "_segment_image", spy)
+    options = SegmentOptions(method="rollout", mask_threshold=0.3, min_size=1)
+    segment(_rgb(16, 16), ["a"], model=clip, options=options)
+    (got,) = seen
+    # One object, resolved once: the caller's fields plus what the profile fills in.
+    assert isinstance(got, SegmentOptions)
+    assert (got.method, got.mask_threshold, got.min_size) == ("rollout", 0.3, 1)
+    assert (got.background_rule, got.refine, got.source_options) == ("threshold", "none",
+                                                                      {})
+    # No level below segment() lists the fields one by one.
+    fields = set(inspect.signature(SegmentOptions).parameters)
+    for level in (seg_module._segment, seg_module._segment_image):
+        assert not fields & set(inspect.signature(level).parameters), level.__name__

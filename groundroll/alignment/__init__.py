@@ -35,7 +35,7 @@ from groundroll.alignment.links import (
 
 # The model-facing alignment API lives in groundroll/alignment/api.py. It is loaded on
 # first use, so links and IO stay importable without torch or a model library.
-_API = ("align", "Alignment", "layer_scan", "LayerScan", "extract_links")
+_API = ("align", "AlignOptions", "Alignment", "layer_scan", "LayerScan", "extract_links")
 
 
 _PROFILE = ("AlignProfile", "fit_profile", "find_profile")

@@ -35,7 +35,7 @@ translation), :mod:`~groundroll.alignment.maps` (word matrices from attention),
 
 from __future__ import annotations
 
-from groundroll._options import check_align_options
+from groundroll._options import call_keywords, check_align_options, merge_keywords
 from groundroll.alignment.batching import (  # noqa: F401  (used by profile, composition, report)
     FALLBACK_MAX_LENGTH,
     _batches,
@@ -52,6 +52,7 @@ from groundroll.alignment.extract import (
     SYMMETRIZATIONS,
     extract_links,
 )
+from groundroll.alignment.options import AlignOptions, check_extraction
 from groundroll.alignment.maps import (  # noqa: F401  (used by profile, composition, report, tests)
     _matrices,
     _relevance_maps,
@@ -65,6 +66,7 @@ from groundroll.alignment.scan import LayerScan, _scan_inputs, layer_scan  # noq
 __all__ = [
     "Alignment",
     "align",
+    "AlignOptions",
     "extract_links",
     "layer_scan",
     "LayerScan",
@@ -83,7 +85,7 @@ def align(
     reverse_model=None, batch_size: int = 16, max_length: int | None = None,
     head_fusion="mean", residual: float = 0.5, max_relevance_tokens: int = 128,
     relevance_chunk: int = 256, generate_kwargs: dict | None = None, progress: bool = False,
-    device=None,
+    device=None, options: AlignOptions | dict | None = None,
 ):
     """Word alignment of sentence pairs from a translation model's attention.
 
@@ -158,6 +160,11 @@ def align(
         Where the model (and ``reverse_model``) runs: its own device by default. A spec
         string is loaded there; a loaded model on another device is a ValueError. The
         forward passes, the attention and its composition run on that device.
+    options : AlignOptions or dict, optional
+        Every setting above but ``model``, ``batch_size``, ``progress`` and ``device``
+        as one object (or a dict of its fields; an unknown name is a TypeError listing
+        the accepted ones). A keyword given beside it with a value other than its
+        default replaces that field.
 
     Returns
     -------
@@ -171,18 +178,9 @@ def align(
     >>> a.pharaoh()                                                 # doctest: +SKIP
     '0-0 1-1 2-1'
     """
-    if method is not None and method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if extraction is not None and extraction not in EXTRACTIONS:
-        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
-    if extraction in ("itermax", "mutual") and symmetrize is not None:
-        raise ValueError(f"extraction={extraction!r} combines both directions itself;"
-                         " leave symmetrize=None")
-    if symmetrize is not None and symmetrize.replace("_", "-") not in SYMMETRIZATIONS:
-        raise ValueError(f"symmetrize must be one of {SYMMETRIZATIONS} or None, got"
-                         f" {symmetrize!r}")
-    check_align_options(link_threshold=link_threshold, max_length=max_length,
-                        batch_size=batch_size)
+    settings = merge_keywords(AlignOptions, options, call_keywords(AlignOptions, locals()),
+                              what="align()")
+    check_align_options(batch_size=batch_size)
     single = isinstance(src, str)
     srcs = [src] if single else list(src)
     if tgt is not None:
@@ -193,18 +191,29 @@ def align(
     else:
         tgts = None
     bundle = _bundle(model, device)
+    return _align(bundle, srcs, tgts, settings, single=single, batch_size=batch_size,
+                  progress=progress, device=device)
+
+
+def _align(bundle, srcs, tgts, options: AlignOptions, *, single: bool, batch_size: int,
+           progress: bool, device):
+    """:func:`align` once its inputs and options are checked and its model loaded."""
     from groundroll.alignment.profile import peak_mass_layer, resolve_defaults
 
-    chosen = resolve_defaults(bundle, method=method, layers=layers, shift=shift,
-                              extraction=extraction, link_threshold=link_threshold,
-                              symmetrize=symmetrize, profile=profile)
+    chosen = resolve_defaults(
+        bundle, method=options.method, layers=options.layers, shift=options.shift,
+        extraction=options.extraction, link_threshold=options.link_threshold,
+        symmetrize=options.symmetrize, profile=options.profile)
     method, layers, shift = chosen["method"], chosen["layers"], chosen["shift"]
     extraction, link_threshold, symmetrize = (chosen["extraction"], chosen["link_threshold"],
                                               chosen["symmetrize"])
     check_align_options(link_threshold=link_threshold)     # a profile's, too
-    if extraction in ("itermax", "mutual") and symmetrize is not None:
-        raise ValueError(f"extraction={extraction!r} combines both directions itself;"
-                         " leave symmetrize=None")
+    check_extraction(extraction, symmetrize)
+    heads, head_fusion, residual = options.heads, options.head_fusion, options.residual
+    passes = dict(heads=heads, head_fusion=head_fusion, residual=residual,
+                  batch_size=batch_size, max_length=options.max_length,
+                  max_relevance_tokens=options.max_relevance_tokens,
+                  relevance_chunk=options.relevance_chunk, progress=progress)
     if chosen["rule"]:
         # Every layer from the same forward passes; keep the most peaked one.
         specs = [(method, [k], shift) for k in range(_n_decoder_layers(bundle))]
@@ -212,10 +221,7 @@ def align(
         specs = [(method, layers, shift)]
     matrices, src_words, tgt_words = _matrices(
         bundle, [_words(s) for s in srcs], None if tgts is None else [_words(t) for t in tgts],
-        specs=specs, heads=heads, head_fusion=head_fusion,
-        residual=residual, batch_size=batch_size, max_length=max_length,
-        max_relevance_tokens=max_relevance_tokens, relevance_chunk=relevance_chunk,
-        generate_kwargs=generate_kwargs, progress=progress)
+        specs=specs, generate_kwargs=options.generate_kwargs, **passes)
     peak = None
     if chosen["rule"]:
         best, peak = peak_mass_layer(matrices)
@@ -223,7 +229,7 @@ def align(
         matrices = [matrices[best]]
     forward = matrices[0]
     backward = [None] * len(srcs)
-    reverse_layers = layers
+    reverse_model, reverse_layers = options.reverse_model, layers
     if reverse_model is None and chosen["reverse_model"] is not None:
         reverse_model = chosen["reverse_model"]
         reverse_layers = chosen["reverse_layers"] or layers
@@ -232,10 +238,7 @@ def align(
     if reverse_model is not None:
         rev, _, _ = _matrices(
             _bundle(reverse_model, device), tgt_words, src_words,
-            specs=[(method, reverse_layers, shift)],
-            heads=heads, head_fusion=head_fusion, residual=residual, batch_size=batch_size,
-            max_length=max_length, max_relevance_tokens=max_relevance_tokens,
-            relevance_chunk=relevance_chunk, generate_kwargs=None, progress=progress)
+            specs=[(method, reverse_layers, shift)], generate_kwargs=None, **passes)
         backward = [m.T for m in rev[0]]
     settings = dict(model=getattr(bundle, "name", ""), method=method,
                     layers=_plain(layers), heads=_plain(heads), shift=shift,

@@ -25,10 +25,14 @@ from groundroll.alignment.batching import (
 from groundroll.alignment.subwords import Encoded, encode_words, word_matrix
 
 def _token_map(trace, method: str, *, layers, heads, head_fusion, residual) -> torch.Tensor:
-    from groundroll.compose import compose
+    from groundroll.compose import compose, method_options
 
+    # align's head_fusion and residual go to the methods that take them (relevance
+    # fuses heads by gradient; raw and norm have no residual).
+    wanted = dict(head_fusion=head_fusion, residual=residual)
+    taken = {k: v for k, v in wanted.items() if k in method_options(method)}
     comp = compose(trace, source="encoder", target="decoder", method=method, layers=layers,
-                   heads=heads, head_fusion=head_fusion, residual=residual, shift=False)
+                   heads=heads, shift=False, **taken)
     return comp.source_map.detach().float()   # [batch, L, S]
 
 

@@ -25,11 +25,12 @@ from .methods import (
     Rollout,
     get_method,
     method_names,
+    method_options,
     register_method,
     unregister_method,
 )
 
 __all__ = ["Chain", "Composition", "compose", "chain_for", "joint_graph", "CHAINS",
-           "METHODS", "method_names", "register_method", "unregister_method",
-           "get_method", "Method", "Raw",
+           "METHODS", "method_names", "method_options", "register_method",
+           "unregister_method", "get_method", "Method", "Raw",
            "Norm", "Rollout", "Relevance", "Flow"]

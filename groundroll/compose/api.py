@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,19 +63,9 @@ class Composition:
         return cls(**data)
 
 
-def _option_names() -> set[str]:
-    names: set[str] = set()
-    for name in method_names():
-        names |= {f.name for f in dataclasses.fields(get_method(name))}
-    return names
-
-
 def _method(method, options: dict) -> Method:
-    """A method object from a name and keyword options, or the object itself."""
-    unknown = sorted(set(options) - _option_names())
-    if unknown:
-        raise TypeError(f"compose() got unexpected options {unknown}; options of the"
-                        f" methods: {sorted(_option_names())}")
+    """A method object from a name and keyword options, or the object itself; an option
+    the method does not take is a TypeError naming the method and its options."""
     if isinstance(method, Method):
         if options:
             raise TypeError(f"compose(): options {sorted(options)} go on the method"
@@ -187,8 +176,9 @@ def compose(
         With a method name: that method's options (the fields of its class), such as
         ``layers``, ``heads``, ``head_fusion``, ``residual``, ``weighting``,
         ``per_head``, ``prune_threshold``, ``top_k``, ``start_layer``, ``transpose``,
-        ``normalize``. Options of other methods are ignored (``head_fusion`` means
-        nothing to ``relevance``).
+        ``normalize``. An option the method does not take is a TypeError that names
+        the method and the options it takes (``head_fusion`` means nothing to
+        ``relevance``); :func:`~groundroll.compose.method_options` lists them.
 
     Returns
     -------

@@ -44,7 +44,8 @@ from .layers import (
 )
 
 __all__ = ["Method", "Raw", "Norm", "Rollout", "Relevance", "Flow", "METHODS",
-           "method_names", "register_method", "unregister_method", "get_method"]
+           "method_names", "method_options", "register_method", "unregister_method",
+           "get_method"]
 
 Maps = tuple[torch.Tensor, "torch.Tensor | None"]
 
@@ -103,9 +104,12 @@ class Method:
 
     @classmethod
     def from_options(cls, **options) -> "Method":
-        """Build from keyword options, ignoring those this method does not take."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in options.items() if k in names})
+        """Build from keyword options; one this method does not take is a TypeError
+        that names the method and lists the options it takes."""
+        from .._options import refuse_unknown
+
+        refuse_unknown(options, method_options(cls), f"composition method {cls.name!r}")
+        return cls(**options)
 
     def reader(self, trace: Trace, *, call: int = -1, keep=None,
                target: str | None = None) -> LayerReader:
@@ -409,6 +413,18 @@ def method_names() -> tuple[str, ...]:
     ('raw', 'rollout', 'relevance', 'norm', 'flow')
     """
     return _REGISTRY.names()
+
+
+def method_options(method: str | type[Method]) -> tuple[str, ...]:
+    """The options a composition method takes (its class's fields), by name or class.
+
+    Examples
+    --------
+    >>> method_options("relevance")
+    ('layers', 'heads', 'weighting', 'per_head', 'start_layer', 'transpose', 'normalize')
+    """
+    cls = get_method(method) if isinstance(method, str) else method
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def get_method(name: str) -> type[Method]:

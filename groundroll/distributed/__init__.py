@@ -18,7 +18,8 @@ beyond groundroll.
 from ._engine import ENGINES, BulkResult
 from ._state import SettingsMismatchError
 from .align import AlignWorker, align_corpus
+from .options import RunOptions
 from .segment import STATE_DIR, SegmentWorker, segment_dataset
 
-__all__ = ["segment_dataset", "align_corpus", "BulkResult", "SettingsMismatchError",
+__all__ = ["segment_dataset", "align_corpus", "RunOptions", "BulkResult", "SettingsMismatchError",
            "SegmentWorker", "AlignWorker", "ENGINES", "STATE_DIR"]

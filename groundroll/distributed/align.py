@@ -10,6 +10,7 @@ entry in the failures file).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -19,13 +20,20 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .._atomic import atomic_write
-from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
+from .._json import jsonable
+from .._options import call_keywords, merge_keywords, options_object
+from ..alignment.options import AlignOptions
+from ._engine import (BulkResult, as_path, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
                       result_rows, worker_threads)
 from ._state import (RunState, Shard, digest, plan_shards,
                      write_if_changed)
+from .options import RunOptions, run_options
 
-__all__ = ["align_corpus", "state_dir_for"]
+__all__ = ["align_corpus", "state_dir_for", "BATCH_SIZE", "SHARD_SIZE"]
+
+#: Sentence pairs per forward pass, and lines per shard, when the caller does not say.
+BATCH_SIZE, SHARD_SIZE = 16, 256
 
 
 def state_dir_for(out) -> Path:
@@ -49,18 +57,19 @@ class AlignWorker:
     the shard was done, seconds since the epoch).
     """
 
-    def __init__(self, *, model, options: dict, batch_size: int, device: str = "cpu",
-                 threads: int | None = None):
+    def __init__(self, *, model, options: AlignOptions | dict | None, batch_size: int,
+                 device: str = "cpu", threads: int | None = None):
         from ..zoo import load
 
         worker_threads(threads)
-        self.options = dict(options)
+        self.options = options_object(AlignOptions, options, what="AlignWorker")
         self.batch_size = int(batch_size)
         self.pid = os.getpid()
         self.model = load(model, device=device) if isinstance(model, str) else model
-        reverse = self.options.get("reverse_model")
+        reverse = self.options.reverse_model
         if isinstance(reverse, str):
-            self.options["reverse_model"] = load(reverse, device=device)
+            self.options = dataclasses.replace(self.options,
+                                               reverse_model=load(reverse, device=device))
 
     def align_lines(self, src: list[str], tgt: list[str] | None
                     ) -> tuple[list[str], list[str], list]:
@@ -69,7 +78,7 @@ class AlignWorker:
 
         try:
             found = align(src, tgt, model=self.model, batch_size=self.batch_size,
-                          **self.options)
+                          options=self.options)
             return ([a.pharaoh() for a in found], [" ".join(a.tgt_words) for a in found],
                     [])
         except Exception:
@@ -78,7 +87,7 @@ class AlignWorker:
         for k, s in enumerate(src):
             try:
                 a = align([s], None if tgt is None else [tgt[k]], model=self.model,
-                          batch_size=1, **self.options)[0]
+                          batch_size=1, options=self.options)[0]
                 lines.append(a.pharaoh())
                 targets.append(" ".join(a.tgt_words))
             except Exception as err:
@@ -121,15 +130,16 @@ def _local_rows(src, tgt, pending, worker_kwargs) -> Iterator[dict]:
         yield from result_rows(worker({k: [v] for k, v in row.items()}))
 
 
-def _ray_rows(src, tgt, pending, worker_kwargs, *, workers, gpus_per_worker,
-              threads_per_worker, retries, address) -> Iterator[dict]:
-    ray = ray_start(address)
-    options, device = pool_options(ray, workers=workers, gpus_per_worker=gpus_per_worker,
-                                   threads_per_worker=threads_per_worker, retries=retries)
+def _ray_rows(src, tgt, pending, worker_kwargs, run: RunOptions) -> Iterator[dict]:
+    ray = ray_start(run.address)
+    options, device = pool_options(ray, workers=run.workers,
+                                   gpus_per_worker=run.gpus_per_worker,
+                                   threads_per_worker=run.threads_per_worker,
+                                   retries=run.retries)
     ds = ray.data.from_items(_shard_rows(src, tgt, pending))
     out = map_batches(ds, AlignWorker, batch_size=1,
                       constructor=dict(worker_kwargs, device=device,
-                                       threads=threads_per_worker), options=options)
+                                       threads=run.threads_per_worker), options=options)
     yield from ray_results(ray, out, result_rows)
 
 
@@ -156,6 +166,28 @@ def _plain(x):
     return [int(v) for v in x]
 
 
+#: Options recorded with a run's settings whatever their value (older runs recorded
+#: these; the others are recorded when they differ from their defaults).
+_ALWAYS_RECORDED = ("method", "layers", "heads", "shift", "extraction", "link_threshold",
+                    "symmetrize", "reverse_model", "max_length")
+
+
+def _recorded(options: AlignOptions) -> dict:
+    """The alignment options as a run records them in its settings."""
+    given = {}
+    for f in dataclasses.fields(AlignOptions):
+        value = getattr(options, f.name)
+        if f.name == "reverse_model":
+            given[f.name] = (value if value is None or isinstance(value, str)
+                             else getattr(value, "name", ""))
+        elif f.name in _ALWAYS_RECORDED:
+            given[f.name] = _plain(value)
+        elif not (value is f.default or (isinstance(value, (str, int, float))
+                                         and value == f.default)):
+            given[f.name] = jsonable(value, other=str)
+    return given
+
+
 def align_corpus(
     src,
     tgt=None,
@@ -172,10 +204,14 @@ def align_corpus(
     symmetrize: str | None = None,
     reverse_model: str | None = None,
     max_length: int | None = None,
+    profile=None,
+    head_fusion="mean",
+    residual: float = 0.5,
+    options: AlignOptions | dict | None = None,
     engine: str = "ray",
     workers: int = 1,
-    batch_size: int = 16,
-    shard_size: int = 256,
+    batch_size: int | None = None,
+    shard_size: int | None = None,
     resume: bool = False,
     force: bool = False,
     gpus_per_worker: float | None = None,
@@ -183,6 +219,7 @@ def align_corpus(
     retries: int = 3,
     address: str | None = None,
     progress: bool = True,
+    run: RunOptions | None = None,
 ) -> BulkResult:
     """Word-align a parallel corpus, on one process or a Ray cluster, resumably.
 
@@ -199,11 +236,16 @@ def align_corpus(
         Target sentences; None translates ``src`` first (see :func:`groundroll.align`).
     model : str or Bundle
         A :func:`groundroll.zoo.load` spec; ``engine="ray"`` needs a spec string.
-    method, layers, heads, shift, extraction, link_threshold, symmetrize, reverse_model, max_length
+    method, layers, heads, shift, extraction, link_threshold, symmetrize, reverse_model, max_length, profile, head_fusion, residual
         As in :func:`groundroll.align`; None keeps its default. Each shard is one
         :func:`groundroll.align` call, so a default that looks at all sentences of a
         call (a layer chosen from the data) is chosen per shard: pass ``method`` and
         ``layers`` for one choice across the corpus.
+    options : AlignOptions or dict, optional
+        Every option of :func:`groundroll.align` as one object (or a dict of its
+        fields; an unknown name is a TypeError listing the accepted ones), handed whole
+        to each shard's call. A keyword given beside it with a value other than its
+        default replaces that field. Recorded with the settings.
     out : str or PathLike
         The Pharaoh output file.
     translation : str or PathLike, optional
@@ -213,15 +255,19 @@ def align_corpus(
     engine : {"ray", "local"}
     workers : int
         Ray actors, each holding one model (``engine="local"``: must be 1).
-    batch_size : int
-        Sentence pairs per forward pass.
-    shard_size : int
-        Lines per shard, the unit of resumption. Recorded with the settings.
+    batch_size : int, optional
+        Sentence pairs per forward pass (default :data:`BATCH_SIZE`, 16).
+    shard_size : int, optional
+        Lines per shard, the unit of resumption (default :data:`SHARD_SIZE`, 256).
+        Recorded with the settings.
     resume, force
         As in :func:`groundroll.distributed.segment_dataset`; ``force`` also allows
         replacing an existing ``out``.
     gpus_per_worker, threads_per_worker, retries, address, progress
         As in :func:`groundroll.distributed.segment_dataset` (the bar counts lines).
+    run : RunOptions, optional
+        ``engine`` to ``progress`` as one object; a keyword given beside it with a
+        value other than its default replaces that field.
 
     Returns
     -------
@@ -237,22 +283,14 @@ def align_corpus(
     >>> run.total                                                         # doctest: +SKIP
     2000
     """
-    from ..alignment.api import EXTRACTIONS, METHODS, SYMMETRIZATIONS
-
     started = time.perf_counter()
-    check_engine(engine, workers, batch_size)
-    from .._options import check_align_options
-
-    check_align_options(link_threshold=link_threshold, max_length=max_length)
-    if method is not None and method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if extraction is not None and extraction not in EXTRACTIONS:
-        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
-    if symmetrize is not None and symmetrize.replace("_", "-") not in SYMMETRIZATIONS:
-        raise ValueError(f"symmetrize must be one of {SYMMETRIZATIONS}, got {symmetrize!r}")
-    if engine == "ray":
-        if not isinstance(model, str) or not (reverse_model is None or isinstance(
-                reverse_model, str)):
+    options = merge_keywords(AlignOptions, options, call_keywords(AlignOptions, locals()),
+                             what="align_corpus()")
+    run = run_options(run, locals(), what="align_corpus()", batch_size=BATCH_SIZE,
+                      shard_size=SHARD_SIZE)
+    if run.engine == "ray":
+        reverse = options.reverse_model
+        if not isinstance(model, str) or not (reverse is None or isinstance(reverse, str)):
             raise TypeError("engine='ray' needs models as spec strings (each worker loads"
                             " its own copy), e.g. 'bundled:toy-mt'")
         import_ray()
@@ -269,32 +307,27 @@ def align_corpus(
     if not out.parent.is_dir():
         raise FileNotFoundError(f"folder {out.parent} does not exist (for out {out})")
 
-    given = dict(method=method, layers=layers, heads=heads, shift=shift,
-                 extraction=extraction, link_threshold=link_threshold, symmetrize=symmetrize,
-                 reverse_model=reverse_model, max_length=max_length)
-    # Options left at None keep groundroll.align's own defaults.
-    options = {k: v for k, v in given.items() if v is not None}
-    settings = {"task": "align", "shard_size": int(shard_size), "translate": tgt is None,
+    settings = {"task": "align", "shard_size": int(run.shard_size),
+                "translate": tgt is None,
                 "model": model if isinstance(model, str) else getattr(model, "name", ""),
-                **{k: _plain(v) if k != "reverse_model" else (
-                    v if v is None or isinstance(v, str) else getattr(v, "name", ""))
-                   for k, v in given.items()}}
+                **_recorded(options)}
     keys = [s + "\t" + (t if tgt_lines is not None else "") for s, t in zip(
         src_lines, tgt_lines if tgt_lines is not None else src_lines)]
-    shards = plan_shards(keys, shard_size)
+    shards = plan_shards(keys, run.shard_size)
     state_dir = state_dir_for(out)
     outputs = [out]
     if tgt_lines is None:
         outputs.append(as_path(translation) if translation is not None else out.with_name(
             f"{out.stem}.translation{out.suffix or '.txt'}"))
     for path in outputs:
-        if path.exists() and not force and not (resume and RunState.exists(state_dir)):
+        if path.exists() and not run.force and not (run.resume
+                                                     and RunState.exists(state_dir)):
             resumable = " (or resume=True to continue its run)" if RunState.exists(
                 state_dir) else ""
             raise FileExistsError(f"{path} already exists; pass force=True (--force on the"
                                   f" command line) to overwrite it{resumable}")
-    state = RunState.open(state_dir, settings=settings, shards=shards, resume=resume,
-                          force=force, valid=_record_valid)
+    state = RunState.open(state_dir, settings=settings, shards=shards, resume=run.resume,
+                          force=run.force, valid=_record_valid)
     for shard_id in list(state.done):
         if not (state.folder / f"{shard_id}.txt").is_file() or (
                 tgt_lines is None and not (state.folder / f"{shard_id}.tgt").is_file()):
@@ -304,15 +337,12 @@ def align_corpus(
 
     processed = 0
     if pending:
-        worker_kwargs = dict(model=model, options=options, batch_size=batch_size)
-        if engine == "local":
+        worker_kwargs = dict(model=model, options=options, batch_size=run.batch_size)
+        if run.engine == "local":
             rows = _local_rows(src_lines, tgt_lines, pending, worker_kwargs)
         else:
-            rows = _ray_rows(src_lines, tgt_lines, pending, worker_kwargs, workers=workers,
-                             gpus_per_worker=gpus_per_worker,
-                             threads_per_worker=threads_per_worker, retries=retries,
-                             address=address)
-        processed = _collect(rows, state, pending, len(src_lines), skipped, progress)
+            rows = _ray_rows(src_lines, tgt_lines, pending, worker_kwargs, run)
+        processed = _collect(rows, state, pending, len(src_lines), skipped, run.progress)
 
     files = {"pharaoh": out, "failures": state.folder / "failures.jsonl"}
     if tgt_lines is None:

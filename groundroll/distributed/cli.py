@@ -99,7 +99,7 @@ def run_segment(args, prompts, background, failure) -> int:
             out=args.out, background=background or None, mask_threshold=args.mask_threshold,
             refine=args.refine, templates=args.templates, min_size=args.min_size,
             fill_holes=args.fill_holes, max_side=getattr(args, "max_side", 1024),
-            segment_options={k: getattr(args, k) for k in (
+            options={k: getattr(args, k) for k in (
                 "background_rule", "profile", "max_pixels") if getattr(args, k, None)
                 is not None},
             engine=args.engine, workers=args.workers, batch_size=args.batch_size,

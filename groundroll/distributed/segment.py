@@ -14,6 +14,7 @@ as Ray Data actors (``map_batches`` with a callable class).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -26,25 +27,27 @@ import numpy as np
 
 from .._extras import MissingExtraError
 from .._json import jsonable
+from .._options import call_keywords, check_segment_options, merge_keywords, options_object
 from ..grounding._model import DEFAULT_MODEL
-from ._engine import (BulkResult, as_path, check_engine, import_ray, json_lines,
+from ..grounding.options import SegmentOptions, check_prompts
+from ._engine import (BulkResult, as_path, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
                       result_rows, worker_threads)
 from ._inputs import Items, resolve_images
+from .options import RunOptions, run_options
 from ._state import (RunState, Shard, describe_missing, plan_shards,
                      write_if_changed)
 
-__all__ = ["segment_dataset", "STATE_DIR"]
+__all__ = ["segment_dataset", "STATE_DIR", "BATCH_SIZE", "SHARD_SIZE"]
 
 #: Folder inside ``out`` that holds the run manifest and the shard records.
 STATE_DIR = "_groundroll_run"
 
+#: Images per ``map_batches`` call, and per shard, when the caller does not say.
+BATCH_SIZE, SHARD_SIZE = 8, 64
+
 #: The run's combined outputs in ``out``: no image's own files may take these names.
 COMBINED = {"coco": "coco.json", "failures": "failures.jsonl", "parquet": "masks.parquet"}
-
-#: Arguments of groundroll.segment that segment_dataset sets itself.
-_RESERVED = ("image", "prompts", "model", "cache", "tokenizer")
-
 
 # ----------------------------------------------------------------------------- worker
 
@@ -75,7 +78,8 @@ class SegmentWorker:
     reason in ``error``; the other images of the batch go on.
     """
 
-    def __init__(self, *, model, prompts: Sequence[str], options: dict, out: str,
+    def __init__(self, *, model, prompts: Sequence[str],
+                 options: SegmentOptions | dict | None, out: str,
                  device: str = "cpu", threads: int | None = None, dataset=None,
                  image_column: str = "image"):
         import os
@@ -85,7 +89,7 @@ class SegmentWorker:
 
         worker_threads(threads)
         self.prompts = list(prompts)
-        self.options = dict(options)
+        self.options = options_object(SegmentOptions, options, what="SegmentWorker")
         self.out = Path(out)
         self.dataset = dataset
         self.image_column = image_column
@@ -106,7 +110,7 @@ class SegmentWorker:
         from ..grounding import segment
 
         seg = segment(image, self.prompts, model=self.model_key, cache=self.cache,
-                      **self.options)
+                      options=self.options)
         seg.save(self.out, stem=key, force=True)  # a redone shard overwrites its own files
         h, w = seg.labels.shape
         return {"height": int(h), "width": int(w),
@@ -173,13 +177,14 @@ def _shard_of(items: Items, pending: list[Shard]) -> dict:
     return {items.keys[i]: s.id for s in pending for i in range(s.start, s.stop)}
 
 
-def _ray_rows(items: Items, pending: list[Shard], worker_kwargs: dict, *, batch_size: int,
-              workers: int, gpus_per_worker, threads_per_worker: int, retries: int,
-              address: str | None) -> Iterator[dict]:
-    ray = ray_start(address)
-    options, device = pool_options(ray, workers=workers, gpus_per_worker=gpus_per_worker,
-                                   threads_per_worker=threads_per_worker, retries=retries)
-    kwargs = dict(worker_kwargs, device=device, threads=threads_per_worker)
+def _ray_rows(items: Items, pending: list[Shard], worker_kwargs: dict,
+              run: RunOptions) -> Iterator[dict]:
+    ray = ray_start(run.address)
+    options, device = pool_options(ray, workers=run.workers,
+                                   gpus_per_worker=run.gpus_per_worker,
+                                   threads_per_worker=run.threads_per_worker,
+                                   retries=run.retries)
+    kwargs = dict(worker_kwargs, device=device, threads=run.threads_per_worker)
     if items.kind == "ray":
         tag = functools.partial(_tag_rows, shard_of=_shard_of(items, pending),
                                 key_column=items.key_column, image_column=items.image_column)
@@ -191,7 +196,7 @@ def _ray_rows(items: Items, pending: list[Shard], worker_kwargs: dict, *, batch_
         if items.kind == "hf":
             kwargs["dataset"] = items.dataset
             kwargs["image_column"] = items.image_column
-    out = map_batches(ds, SegmentWorker, batch_size=batch_size, constructor=kwargs,
+    out = map_batches(ds, SegmentWorker, batch_size=run.batch_size, constructor=kwargs,
                       options=options)
     yield from ray_results(ray, out, result_rows)
 
@@ -344,16 +349,6 @@ def _finish(state: RunState, items: Items, out: Path, prompts, settings,
 # ----------------------------------------------------------------------------- api
 
 
-def _check_texts(texts, what: str, *, allow_empty: bool) -> list[str]:
-    texts = [texts] if isinstance(texts, str) else list(texts or [])
-    if not texts and not allow_empty:
-        raise ValueError(f"no {what} given: pass at least one text prompt")
-    for t in texts:
-        if not isinstance(t, str) or not t.strip():
-            raise ValueError(f"{what} must be non-empty strings, got {t!r}")
-    return texts
-
-
 def _model_name(model) -> str:
     if isinstance(model, str):
         return model
@@ -364,14 +359,25 @@ def _model_name(model) -> str:
     return name
 
 
-def _segment_parameters() -> set:
-    import inspect
+#: Options recorded with a run's settings whatever their value (older runs recorded
+#: these; the others are recorded when they differ from their defaults).
+_ALWAYS_RECORDED = ("method", "background", "mask_threshold", "refine", "templates",
+                    "min_size", "fill_holes", "max_side")
 
-    from ..grounding import segment
 
-    return set(inspect.signature(segment).parameters) - set(_RESERVED) - {
-        "method", "background", "mask_threshold", "threshold", "refine", "templates",
-        "min_size", "fill_holes", "max_side", "device"}
+def _recorded(options: SegmentOptions) -> dict:
+    """The segmentation options as a run records them in its settings."""
+    given = {name: getattr(options, name) for name in _ALWAYS_RECORDED}
+    given.update(background=check_prompts(options.background or [],
+                                          "background prompts") or None,
+                 templates=list(options.templates) if options.templates else None,
+                 min_size=int(options.min_size), fill_holes=bool(options.fill_holes),
+                 max_side=int(options.max_side))
+    for f in dataclasses.fields(SegmentOptions):
+        value = getattr(options, f.name)
+        if f.name not in given and value is not f.default and value != f.default:
+            given[f.name] = value
+    return given
 
 
 def _check_model_spec(model) -> None:
@@ -413,11 +419,11 @@ def segment_dataset(
     min_size: int = 0,
     fill_holes: bool = False,
     max_side: int = 1024,
-    segment_options: dict | None = None,
+    options: SegmentOptions | dict | None = None,
     engine: str = "ray",
     workers: int = 1,
-    batch_size: int = 8,
-    shard_size: int = 64,
+    batch_size: int | None = None,
+    shard_size: int | None = None,
     resume: bool = False,
     force: bool = False,
     rle_parquet: bool = False,
@@ -428,6 +434,8 @@ def segment_dataset(
     address: str | None = None,
     progress: bool = True,
     device: str | None = None,
+    run: RunOptions | None = None,
+    segment_options: None = None,
 ) -> BulkResult:
     """Segment an image collection with text prompts, on one process or a Ray cluster.
 
@@ -456,19 +464,24 @@ def segment_dataset(
         worker loads its own copy once.
     method, background, mask_threshold, refine, templates, min_size, fill_holes, max_side
         As in :func:`groundroll.segment` (None keeps its default).
-    segment_options : dict, optional
-        Further keyword arguments of :func:`groundroll.segment` (``logit_scale``,
-        ``normalize``, ``window``, ``source_options``, ...). Recorded with the settings.
+    options : SegmentOptions or dict, optional
+        Every option of :func:`groundroll.segment` as one object (or a dict of its
+        fields; an unknown name is a TypeError listing the accepted ones), handed
+        whole to every image's call: the keywords above and the others
+        (``logit_scale``, ``normalize``, ``window``, ``profile``, ``source_options``,
+        ...). A keyword given beside it with a value other than its default replaces
+        that field. Recorded with the settings.
     out : str or PathLike
         Output folder; the run state lives in ``out/_groundroll_run``.
     engine : {"ray", "local"}
         ``"local"``: this process. ``"ray"``: Ray Data actors on the connected cluster.
     workers : int
         Ray actors, each holding one model (``engine="local"``: must be 1).
-    batch_size : int
-        Images per ``map_batches`` call.
-    shard_size : int
-        Images per shard, the unit of resumption. Recorded with the settings.
+    batch_size : int, optional
+        Images per ``map_batches`` call (default :data:`BATCH_SIZE`, 8).
+    shard_size : int, optional
+        Images per shard, the unit of resumption (default :data:`SHARD_SIZE`, 64).
+        Recorded with the settings.
     resume : bool
         Continue the run in ``out``: shards recorded as done are skipped. The settings
         (model, method, prompts and every option that changes the outputs) must be the
@@ -494,6 +507,11 @@ def segment_dataset(
         with ``engine="ray"`` this must stay unset.
     progress : bool
         Show a progress bar over images (stderr).
+    run : RunOptions, optional
+        ``engine`` to ``progress`` as one object; a keyword given beside it with a
+        value other than its default replaces that field.
+    segment_options : None
+        The former name of ``options``: passing it is a TypeError that says so.
 
     Returns
     -------
@@ -522,40 +540,26 @@ def segment_dataset(
     >>> run.files["coco"]                                           # doctest: +SKIP
     PosixPath('labels/coco.json')
     """
-    from ..grounding import METHODS, REFINE
-
+    if segment_options is not None:
+        raise TypeError("segment_dataset() takes the options of groundroll.segment as"
+                        " options= (a SegmentOptions or a dict of its fields), not"
+                        " segment_options=")
     started = time.perf_counter()
-    check_engine(engine, workers, batch_size)
-    if device is not None and engine != "local":
+    options = merge_keywords(SegmentOptions, options,
+                             call_keywords(SegmentOptions, locals()),
+                             what="segment_dataset()")
+    run = run_options(run, locals(), what="segment_dataset()", batch_size=BATCH_SIZE,
+                      shard_size=SHARD_SIZE)
+    if device is not None and run.engine != "local":
         raise ValueError("device= places the model of engine='local'; Ray actors get a"
                          " GPU each through gpus_per_worker, so leave device unset")
-    prompts = _check_texts(prompts, "prompts", allow_empty=False)
-    background = _check_texts(background, "background prompts", allow_empty=True)
-    if method is not None and method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if refine is not None and refine not in REFINE:
-        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
-    extra = {k: v for k, v in dict(segment_options or {}).items() if v is not None}
-    accepted = _segment_parameters()
-    unknown = sorted(set(extra) - accepted)
-    if unknown:
-        raise ValueError(f"segment_options: groundroll.segment takes no {unknown};"
-                         f" it accepts {sorted(accepted)}")
-    from .._options import check_segment_options
-
-    check_segment_options(prompts=prompts, mask_threshold=mask_threshold,
-                          background_rule=extra.get("background_rule"),
-                          logit_scale=extra.get("logit_scale"), min_size=min_size,
-                          max_side=max_side, max_pixels=extra.get("max_pixels"))
-    if "source_options" in extra and method is not None:
-        from ..grounding.registry import source
-
-        source(method).check_options(extra["source_options"])
-    if engine == "ray" and not isinstance(model, str):
+    prompts = check_prompts(prompts or [])
+    check_segment_options(prompts=prompts)
+    if run.engine == "ray" and not isinstance(model, str):
         raise TypeError("engine='ray' needs the model as a spec string (each worker loads"
                         " its own copy), e.g. 'bundled:shapes-clip'")
     _check_model_spec(model)
-    if engine == "ray":
+    if run.engine == "ray":
         import_ray()  # fail before any work when Ray is missing
 
     items = resolve_images(images, image_column=image_column)
@@ -563,26 +567,21 @@ def segment_dataset(
     out = as_path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out {out} exists and is not a folder")
-    given = dict(method=method, background=background or None, mask_threshold=mask_threshold,
-                 refine=refine, templates=list(templates) if templates else None,
-                 min_size=int(min_size), fill_holes=bool(fill_holes), max_side=int(max_side),
-                 **extra)
-    # Options left at None keep groundroll.segment's own defaults.
-    options = {k: v for k, v in given.items() if v is not None}
     settings = {"task": "segment", "model": _model_name(model), "prompts": prompts,
-                "shard_size": int(shard_size), **jsonable(given, other=str)}
-    shards = plan_shards(items.keys, shard_size)
+                "shard_size": int(run.shard_size),
+                **jsonable(_recorded(options), other=str)}
+    shards = plan_shards(items.keys, run.shard_size)
     state_dir = out / STATE_DIR
     from .._atomic import check_writable, refuse_symlink
 
     refuse_symlink(state_dir, "the run state folder")
-    if not RunState.exists(state_dir) and not force and out.is_dir():
+    if not RunState.exists(state_dir) and not run.force and out.is_dir():
         combined = [out / COMBINED[k] for k in COMBINED if k != "parquet" or rle_parquet]
         check_writable([*_planned_files(out, prompts, items.keys), *combined], force=False)
     out.mkdir(parents=True, exist_ok=True)
-    state = RunState.open(state_dir, settings=settings, shards=shards, resume=resume,
-                          force=force, valid=functools.partial(_record_valid, items))
-    if resume:
+    state = RunState.open(state_dir, settings=settings, shards=shards, resume=run.resume,
+                          force=run.force, valid=functools.partial(_record_valid, items))
+    if run.resume:
         _redo_missing(state, prompts)
     pending = state.pending()
     skipped = sum(s.size for s in shards) - sum(s.size for s in pending)
@@ -592,17 +591,14 @@ def segment_dataset(
         worker_kwargs = dict(model=model, prompts=prompts, options=options, out=str(out))
         if items.kind == "hf":
             worker_kwargs.update(dataset=items.dataset, image_column=items.image_column)
-        if engine == "local":
+        if run.engine == "local":
             rows = _local_rows(items, pending, dict(worker_kwargs, device=device or "cpu"),
-                               batch_size)
+                               run.batch_size)
         else:
             worker_kwargs.pop("dataset", None)
             worker_kwargs.pop("image_column", None)
-            rows = _ray_rows(items, pending, worker_kwargs, batch_size=batch_size,
-                             workers=workers, gpus_per_worker=gpus_per_worker,
-                             threads_per_worker=threads_per_worker, retries=retries,
-                             address=address)
-        processed = _collect(rows, state, items, pending, skipped, progress)
+            rows = _ray_rows(items, pending, worker_kwargs, run)
+        processed = _collect(rows, state, items, pending, skipped, run.progress)
 
     files, written, failed = _finish(state, items, out, prompts, settings, rle_parquet)
     return BulkResult(out=out, total=len(items), processed=processed, skipped=skipped,

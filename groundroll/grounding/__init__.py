@@ -12,6 +12,7 @@ from .calibrate import calibrate
 from .dense import dense_features, dense_maps, dense_rewrite
 from .segment import (REFINE, Segmentation, caption_heatmaps, channel_maps,
                       channel_probabilities, load_image, output_paths, segment)
+from .options import SegmentOptions
 from .profiles import Profile
 from .registry import METHODS, SOURCES, Source, register_source, unregister_source
 from .sources import (ATTENTION_METHODS, DENSE_METHODS, caption_word_maps,
@@ -19,7 +20,7 @@ from .sources import (ATTENTION_METHODS, DENSE_METHODS, caption_word_maps,
                       rollout_maps)
 
 __all__ = [
-    "segment", "Segmentation", "caption_heatmaps", "load_image", "output_paths",
+    "segment", "SegmentOptions", "Segmentation", "caption_heatmaps", "load_image", "output_paths",
     "channel_maps", "channel_probabilities", "REFINE",
     "METHODS", "ATTENTION_METHODS", "DENSE_METHODS", "ModelHandle", "resolve_model", "DEFAULT_MODEL",
     "prompt_maps", "relevance_maps", "rollout_maps", "cross_maps", "caption_word_maps",

@@ -22,7 +22,6 @@ Pipeline (numpy after the map source, all through :mod:`groundroll.masks`):
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Sequence
 
@@ -32,33 +31,19 @@ from .. import masks as M
 from .._images import (DEFAULT_MAX_PIXELS, _open_unchecked, _read_image,  # noqa: F401
                        _resize_rgb, _upsample, _nearest, load_image)
 from .._locks import locked, short, warn_once, warning_scope
-from .._options import check_segment_options
+from .._options import call_keywords, merge_keywords
 from ._model import DEFAULT_MODEL, ModelHandle, resolve_model
+from .options import SegmentOptions, check_prompts, check_templates
 from .result import (Segmentation, check_writable_set, manifest_name,  # noqa: F401
                      output_paths, slug)
 from .profiles import REFINE
 from .registry import source
-from .registry import METHODS
 from .sources import image_text_scores, prompt_maps
 
 __all__ = ["segment", "Segmentation", "load_image", "output_paths", "channel_maps",
            "channel_probabilities", "REFINE", "slug", "check_templates", "manifest_name",
            "check_writable_set", "DEFAULT_MAX_PIXELS", "SUPERPIXEL_SIDE", "refine_inputs",
-           "refined_probabilities"]
-
-
-
-def _check_prompts(prompts, what: str = "prompts") -> list[str]:
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts and what == "prompts":
-        raise ValueError("no prompts given: pass at least one text prompt")
-    for p in prompts:
-        if not isinstance(p, str) or not p.strip():
-            raise ValueError(f"{what} must be non-empty strings, got {p!r}")
-    return prompts
-
+           "refined_probabilities", "SegmentOptions"]
 
 
 
@@ -257,6 +242,7 @@ def segment(
     cache: dict | None = None,
     source_options: dict | None = None,
     device=None,
+    options: SegmentOptions | dict | None = None,
 ) -> Segmentation:
     """Segment an image with text prompts.
 
@@ -344,6 +330,11 @@ def segment(
         loaded there; a loaded model on another device is a ValueError. The maps and
         any rollout are computed on that device and come to the host once, as the
         source's maps on the patch grid.
+    options : SegmentOptions or dict, optional
+        Every setting above but ``model``, ``tokenizer``, ``cache`` and ``device`` as
+        one object (or a dict of its fields; an unknown name is a TypeError listing
+        the accepted ones). A keyword given beside it with a value other than its
+        default replaces that field.
 
     Returns
     -------
@@ -382,36 +373,16 @@ def segment(
     ...               ["red circle", "blue star"], mask_threshold=0.6)  # doctest: +SKIP
     >>> seg.masks.shape                                              # doctest: +SKIP
     (2, 128, 160)
+    >>> from groundroll.grounding import SegmentOptions
+    >>> strict = SegmentOptions(method="naclip", mask_threshold=0.6, min_size=8)
+    >>> seg = segment("groundroll/data/examples/shapes_scene.png",
+    ...               ["red circle", "blue star"], options=strict)  # doctest: +SKIP
     """
+    settings = merge_keywords(SegmentOptions, options,
+                              call_keywords(SegmentOptions, locals()), what="segment()")
     with warning_scope():
-        return _segment(image, prompts, model=model, method=method, background=background,
-                        mask_threshold=mask_threshold, background_rule=background_rule,
-                        profile=profile, refine=refine, templates=templates,
-                        logit_scale=logit_scale, normalize=normalize, window=window,
-                        max_side=max_side, max_pixels=max_pixels, min_size=min_size,
-                        fill_holes=fill_holes, tokenizer=tokenizer, cache=cache,
-                        source_options=source_options, device=device)
-
-
-def check_templates(templates) -> list[str] | None:
-    """``templates`` as a list, each with exactly one ``{}``; None stays None.
-
-    Examples
-    --------
-    >>> check_templates(["a photo of {}."])
-    ['a photo of {}.']
-    """
-    if templates is None:
-        return None
-    if isinstance(templates, str):
-        templates = [templates]
-    out = list(templates)
-    for t in out:
-        if not isinstance(t, str) or t.count("{}") != 1 or re.sub(r"\{\}", "", t).count(
-                "{") or re.sub(r"\{\}", "", t).count("}"):
-            raise ValueError(f"a template needs exactly one {{}} (where the prompt goes)"
-                             f" and no other braces, got {t!r}")
-    return out
+        return _segment(image, prompts, settings, model=model, tokenizer=tokenizer,
+                        cache=cache, device=device)
 
 
 def _warn_prompts(handle: ModelHandle, prompts: list[str]) -> None:
@@ -439,57 +410,27 @@ def _warn_prompts(handle: ModelHandle, prompts: list[str]) -> None:
                       " token is unknown): its map carries no meaning", stacklevel=4)
 
 
-def _segment(image, prompts, *, model, method, background, mask_threshold, background_rule,
-             profile, refine, templates, logit_scale, normalize, window, max_side,
-             max_pixels, min_size, fill_holes, tokenizer, cache,
-             source_options, device=None) -> Segmentation:
+def _segment(image, prompts, options: SegmentOptions, *, model, tokenizer, cache,
+             device=None) -> Segmentation:
     started = time.perf_counter()
-    prompts = _check_prompts(prompts)
-    background = _check_prompts(background or [], "background prompts")
-    check_segment_options(mask_threshold=mask_threshold, background_rule=background_rule,
-                          logit_scale=logit_scale, min_size=min_size, max_side=max_side,
-                          max_pixels=max_pixels)
-    if method is not None and method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if refine is not None and refine not in REFINE:
-        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
-    rgb, full_hw = _read_image(image, max_side=max_side, max_pixels=max_pixels)
+    prompts = check_prompts(prompts)
+    rgb, full_hw = _read_image(image, max_side=options.max_side,
+                               max_pixels=options.max_pixels)
     handle: ModelHandle = resolve_model(model, tokenizer=tokenizer, cache=cache,
                                         device=device)
     # Options left as None come from the profile (the bundled one by default).
-    from .profiles import resolve_profile, resolve_settings
+    from .profiles import resolve_profile
 
-    chosen = resolve_profile(profile, handle)
-    if method is None:
-        method = chosen.default_method if chosen is not None else "relevance"
-    tuned = resolve_settings(chosen, method, mask_threshold=mask_threshold,
-                             background_rule=background_rule, refine=refine,
-                             templates=templates, logit_scale=logit_scale,
-                             normalize=normalize, source_options=source_options)
-    mask_threshold, background_rule = tuned["threshold"], tuned["background_rule"]
-    refine = "none" if tuned["refine"] is None else tuned["refine"]
-    if refine not in REFINE:
-        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
-    templates = check_templates(tuned["templates"])
-    logit_scale, normalize = tuned["logit_scale"], tuned["normalize"]
-    source_options = source(method).check_options(tuned["source_options"])
-    return _segment_image(handle, rgb, full_hw, prompts, background, started,
-                          method=method, mask_threshold=mask_threshold,
-                          background_rule=background_rule,
-                          profile=chosen.model if chosen is not None else None,
-                          refine=refine, templates=templates, logit_scale=logit_scale,
-                          normalize=normalize, window=window, max_side=max_side,
-                          min_size=min_size, fill_holes=fill_holes,
-                          source_options=source_options, cache=cache)
+    resolved = options.resolved(resolve_profile(options.profile, handle))
+    return _segment_image(handle, rgb, full_hw, prompts, started, resolved, cache=cache)
 
 
-def _segment_image(handle, rgb, full_hw, prompts, background, started, *, method,
-                   mask_threshold, background_rule, profile, refine, templates,
-                   logit_scale, normalize, window, max_side, min_size, fill_holes,
-                   source_options, cache=None) -> Segmentation:
+def _segment_image(handle, rgb, full_hw, prompts, started, options: SegmentOptions, *,
+                   cache=None) -> Segmentation:
     """The pipeline on one image. The model's lock is held only while the model runs
     (the maps and the image-text scores); the postprocessing runs without it, so
     threads sharing a model overlap their numpy work."""
+    max_side, background = options.max_side, options.background
     if max(full_hw) > max_side:
         work_hw = M.fit_size(full_hw, long_side=max_side)
         work = _resize_rgb(rgb, work_hw)
@@ -497,31 +438,37 @@ def _segment_image(handle, rgb, full_hw, prompts, background, started, *, method
         work_hw, work = tuple(full_hw), _resize_rgb(rgb, full_hw)
 
     channels = prompts + background
-    src = source(method)
+    src = source(options.method)
     size = handle.image_size
+    window = options.window
     if window is None:
         window = src.window(work_hw, size)
-    options = dict(source_options)          # checked by _segment
     model_input = M.letterbox_image(work, M.letterbox_geometry(work_hw, size, mode="pad"))
     with locked(handle.model):                 # the tokenizer is the model's too
         _warn_prompts(handle, prompts + background)
-        maps = channel_maps(handle, work, channels, method=method, templates=templates,
-                            window=window, source_options=options,
+        maps = channel_maps(handle, work, channels, method=options.method,
+                            templates=options.templates, window=window,
+                            source_options=options.source_options,
                             model_input=None if window else model_input)
-        scores = image_text_scores(handle, model_input, prompts, templates=templates)
-        scale = float(logit_scale) if logit_scale is not None else src.logit_scale(handle)
-    normalize = normalize or src.normalize
+        scores = image_text_scores(handle, model_input, prompts,
+                                   templates=options.templates)
+        scale = (float(options.logit_scale) if options.logit_scale is not None
+                 else src.logit_scale(handle))
+    normalize = options.normalize or src.normalize
     from .profiles import background_labels
 
-    small_maps, small, partitions = refine_inputs(maps, work, refine=refine, cache=cache)
+    small_maps, small, partitions = refine_inputs(maps, work, refine=options.refine,
+                                                  cache=cache)
     probs, scores_for_rule = refined_probabilities(
         small_maps, small, n_prompts=len(prompts), normalize=normalize, logit_scale=scale,
-        refine=refine, rule=background_rule, partitions=partitions)
+        refine=options.refine, rule=options.background_rule, partitions=partitions)
     bg_index = list(range(len(prompts), len(channels)))
     labels = background_labels(probs, scores_for_rule, n_prompts=len(prompts),
-                               rule=background_rule, threshold=mask_threshold,
+                               rule=options.background_rule,
+                               threshold=options.mask_threshold,
                                background=bg_index or None)
     del scores_for_rule, small_maps
+    min_size, fill_holes = options.min_size, options.fill_holes
     if labels.shape != tuple(work_hw) and (min_size or fill_holes):
         labels = _nearest(labels, work_hw)  # sizes are counted in working pixels
     if min_size:
@@ -536,13 +483,17 @@ def _segment_image(handle, rgb, full_hw, prompts, background, started, *, method
     heat = _upsample(heat, full_hw).astype(np.float32, copy=False)
     np.clip(heat, 0.0, 1.0, out=heat)
     masks = M.masks_from_labels(labels, len(prompts))
+    profile = options.profile
     settings = {
-        "model": handle.name, "family": handle.family, "method": method,
-        "background": background, "mask_threshold": mask_threshold,
-        "background_rule": background_rule, "profile": profile, "refine": refine,
-        "templates": list(templates) if templates else None, "logit_scale": scale,
-        "normalize": normalize, "window": bool(window), "max_side": max_side,
-        "min_size": min_size, "fill_holes": fill_holes, "source_options": options,
+        "model": handle.name, "family": handle.family, "method": options.method,
+        "background": background, "mask_threshold": options.mask_threshold,
+        "background_rule": options.background_rule,
+        "profile": profile.model if profile is not None else None,
+        "refine": options.refine,
+        "templates": list(options.templates) if options.templates else None,
+        "logit_scale": scale, "normalize": normalize, "window": bool(window),
+        "max_side": max_side, "min_size": min_size, "fill_holes": fill_holes,
+        "source_options": dict(options.source_options),
         "image_size": list(full_hw), "working_size": list(work_hw),
         "model_input": list(size), "seconds": round(time.perf_counter() - started, 4),
     }

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..adapters import capture
-from ..compose import compose
+from ..compose import compose, method_options
 from ._model import ModelHandle
 from .dense import DENSE_METHODS
 
@@ -152,8 +152,10 @@ def _cross_source_map(handle: ModelHandle, image: np.ndarray, texts: Sequence[st
     model = handle.model
     with capture(model, streams=list(run.streams), values=values) as trace:
         run.run(model, pixels, ids, mask)
+    # raw and norm read single layers: no residual to weigh.
+    mixing = {"residual": residual} if "residual" in method_options(compose_method) else {}
     comp = compose(trace, source=run.source, target=run.target, method=compose_method,
-                   residual=residual, weighting=weighting)
+                   weighting=weighting, **mixing)
     return comp.source_map, ids, mask, shift, trace.tokens["vision"]
 
 
