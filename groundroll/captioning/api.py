@@ -38,7 +38,7 @@ import torch
 from .. import masks as M
 from .._locks import locked, warning_scope
 from ..adapters import capture
-from ..alignment.subwords import words_from_ids
+from ..alignment.subwords import word_ids_from_offsets, words_from_ids
 from ..compose import compose
 from ..families import Captioning, family_for
 from ..grounding import load_image
@@ -145,12 +145,18 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
 
 # --------------------------------------------------------------------------- caption
 
-def _caption_ids(cm: CaptionModel, caption: str) -> list[int]:
-    enc = cm.tokenizer(caption, add_special_tokens=False)
+def _caption_ids(cm: CaptionModel, caption: str) -> tuple[list[int], list | None]:
+    """The caption's token ids (no special tokens added) and, from a fast tokenizer's
+    offsets, the whitespace word of each token (unknown words keep their tokens)."""
+    fast = getattr(cm.tokenizer, "is_fast", False)
+    enc = cm.tokenizer(caption, add_special_tokens=False, return_offsets_mapping=fast)
     ids = [int(i) for i in enc["input_ids"]]
     if not ids:
         raise ValueError(f"caption {caption!r} gives no tokens")
-    return ids
+    if not fast:
+        return ids, None
+    word_ids = word_ids_from_offsets(enc["offset_mapping"], [0] * len(ids), caption.split())
+    return ids, word_ids
 
 
 def _generated_ids(cm: CaptionModel, pixels: torch.Tensor, start: list[int],
@@ -167,16 +173,20 @@ def _generated_ids(cm: CaptionModel, pixels: torch.Tensor, start: list[int],
     return [t for t in new if t != pad], True
 
 
-def _words(cm: CaptionModel, ids: list[int]):
+def _words(cm: CaptionModel, ids: list[int], text: str, word_ids=None):
     """``(words, groups)``: the caption's words and, per word, the positions of its
     tokens in ``ids`` (subwords merged by the tokenizer's own offsets or markers)."""
-    enc = words_from_ids(cm.tokenizer, ids)
-    groups: list[list[int]] = [[] for _ in enc.words]
-    for position, word in enumerate(enc.word_ids):
+    if word_ids is not None:
+        words = text.split()
+    else:
+        enc = words_from_ids(cm.tokenizer, ids)
+        words, word_ids = enc.words, enc.word_ids
+    groups: list[list[int]] = [[] for _ in words]
+    for position, word in enumerate(word_ids):
         if word is not None:
             groups[word].append(position)
     keep = [k for k, g in enumerate(groups) if g]
-    return [enc.words[k] for k in keep], [groups[k] for k in keep]
+    return [words[k] for k in keep], [groups[k] for k in keep]
 
 
 def _is_content(word: str) -> bool:
@@ -371,11 +381,12 @@ def ground_caption(image, caption: str | None = None, *, model: Any = DEFAULT_CA
                 raise ValueError("the captioner generated no words for this image (only"
                                  " special tokens); pass caption= to ground a given one")
             text = cm.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            word_ids = None
         else:
-            ids = _caption_ids(cm, caption)
             text = caption.strip()
+            ids, word_ids = _caption_ids(cm, text)
         unknown = getattr(cm.tokenizer, "unk_token_id", None)
-        words, groups = _words(cm, ids)
+        words, groups = _words(cm, ids, text, word_ids)
         known = [not (unknown is not None and all(ids[p] == unknown for p in g))
                  for g in groups]
         if not any(known):

@@ -1,0 +1,179 @@
+"""Word grounding in captions (``gr.ground_caption``) on a tiny random image captioner
+(transformers ``VisionEncoderDecoderModel``: CLIP vision encoder, GPT-2 decoder with
+cross-attention), against the model's own returned attention."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import groundroll as gr  # noqa: E402
+from groundroll.captioning import CaptionGrounding, resolve_captioner  # noqa: E402
+
+WORDS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]", "a", "red", "blue", "circle", "square",
+         "and", "star"]
+CAPTION = "a red circle and a blue square"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]",
+        unk_token="[UNK]")
+
+
+@pytest.fixture(scope="module")
+def captioner():
+    encoder = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=37,
+                                            num_hidden_layers=2, num_attention_heads=4,
+                                            image_size=32, patch_size=8)
+    decoder = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=len(WORDS),
+                                      n_positions=32, add_cross_attention=True,
+                                      is_decoder=True, bos_token_id=1, eos_token_id=2,
+                                      pad_token_id=0)
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder,
+                                                                                  decoder)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 1, 0, 2
+    torch.manual_seed(0)
+    model = transformers.VisionEncoderDecoderModel(config=config).eval()
+    model.generation_config.suppress_tokens = [0, 1, 3]     # words or the end only
+    return model
+
+
+def _image(h=40, w=48, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _returned(model, tokenizer, image, caption, *, grads=False):
+    """The model's own cross-attention (eager, ``output_attentions``) on the letterboxed
+    input that ground_caption builds, with the caption's ids."""
+    cm = resolve_captioner(model, tokenizer=tokenizer)
+    geometry = gr.letterbox_geometry(image.shape[:2], cm.image_size, mode="pad")
+    pixels = cm.pixels(gr.masks.letterbox_image(image, geometry, fill=0))
+    ids = [1] + tokenizer(caption, add_special_tokens=False)["input_ids"]
+    model.set_attn_implementation("eager")
+    with torch.set_grad_enabled(grads):
+        out = model(pixel_values=pixels, decoder_input_ids=torch.tensor([ids]),
+                    output_attentions=True)
+    return out, ids, geometry
+
+
+def test_cross_reads_the_last_cross_attention_layer_at_the_predicting_rows(captioner,
+                                                                            tokenizer):
+    image = _image()
+    result = gr.ground_caption(image, CAPTION, model=captioner, tokenizer=tokenizer,
+                               method="cross")
+    out, ids, geometry = _returned(captioner, tokenizer, image, CAPTION)
+    last = out.cross_attentions[-1][0].mean(0)                     # [T, 1 + 16]
+    for k, word in enumerate(CAPTION.split()):
+        row = last[k]                          # row k predicts caption token k (+1 start)
+        grid = row[1:].reshape(4, 4).numpy()[None]
+        want = gr.normalize_maps(gr.unletterbox(grid, geometry, order=1), how="minmax")[0]
+        np.testing.assert_allclose(result.heatmaps[k], np.clip(want, 0, 1), atol=1e-4)
+        assert result.words[k] == word
+
+
+def test_legrad_is_positive_gradient_times_attention_of_the_word_log_probability(
+        captioner, tokenizer):
+    image = _image(seed=1)
+    result = gr.ground_caption(image, CAPTION, model=captioner, tokenizer=tokenizer,
+                               method="legrad")
+    out, ids, geometry = _returned(captioner, tokenizer, image, CAPTION, grads=True)
+    logp = out.logits[0].log_softmax(-1)
+    for k in (1, 5):                                           # "red", "blue"
+        score = logp[k, ids[k + 1]]
+        grads = torch.autograd.grad(score, out.cross_attentions, retain_graph=True)
+        total = sum((g[0].clamp(min=0) * a[0]).sum(0) for g, a in
+                    zip(grads, out.cross_attentions))
+        grid = total[k, 1:].reshape(4, 4).detach().numpy()[None]
+        want = gr.normalize_maps(gr.unletterbox(grid, geometry, order=1), how="minmax")[0]
+        np.testing.assert_allclose(result.heatmaps[k], np.clip(want, 0, 1), atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["rollout", "relevance"])
+def test_composed_methods_give_one_map_per_word(captioner, tokenizer, method):
+    image = _image(seed=2)
+    result = gr.ground_caption(image, CAPTION, model=captioner, tokenizer=tokenizer,
+                               method=method)
+    assert result.heatmaps.shape == (7, 40, 48) and result.heatmaps.dtype == np.float32
+    assert result.masks.shape == (7, 40, 48) and result.masks.dtype == bool
+    assert np.isfinite(result.heatmaps).all()
+    assert (result.heatmaps >= 0).all() and (result.heatmaps <= 1).all()
+    assert not np.allclose(result.heatmaps[1], result.heatmaps[5])  # red vs blue
+    assert result.settings["method"] == method
+
+
+def test_words_flags_and_log_probabilities(captioner, tokenizer):
+    result = gr.ground_caption(_image(), CAPTION, model=captioner, tokenizer=tokenizer,
+                               method="cross")
+    assert result.words == CAPTION.split()
+    assert result.content_words == ["red", "circle", "blue", "square"]
+    out, ids, _ = _returned(captioner, tokenizer, _image(), CAPTION)
+    logp = out.logits[0].log_softmax(-1)
+    want = [float(logp[k, ids[k + 1]]) for k in range(7)]
+    np.testing.assert_allclose(result.logprobs, want, atol=1e-5)
+    assert not result.generated and not result.truncated
+
+
+def test_generated_caption_hits_the_token_limit_and_is_flagged(captioner, tokenizer):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = gr.ground_caption(_image(), model=captioner, tokenizer=tokenizer,
+                                   max_new_tokens=4, method="cross")
+    assert result.generated and result.truncated
+    assert any("max_new_tokens=4" in str(w.message) for w in caught)
+    want = captioner.generate(
+        pixel_values=resolve_captioner(captioner, tokenizer=tokenizer).pixels(
+            gr.masks.letterbox_image(_image(), gr.letterbox_geometry((40, 48), (32, 32)),
+                                     fill=0)),
+        decoder_input_ids=torch.tensor([[1]]), max_new_tokens=4, do_sample=False)[0, 1:]
+    assert result.settings["token_ids"] == want.tolist()
+    assert len(result.words) == 4 and result.heatmaps.shape[0] == 4
+
+
+def test_bad_inputs_are_clear_errors(captioner, tokenizer):
+    with pytest.raises(ValueError, match="caption must be a non-empty string"):
+        gr.ground_caption(_image(), "  ", model=captioner, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="method must be one of"):
+        gr.ground_caption(_image(), CAPTION, model=captioner, tokenizer=tokenizer,
+                          method="nope")
+    with pytest.raises(ValueError, match="max_new_tokens must be a positive integer"):
+        gr.ground_caption(_image(), model=captioner, tokenizer=tokenizer, max_new_tokens=0)
+    with pytest.raises(ValueError, match="no word of 'zebra giraffe' is known"):
+        gr.ground_caption(_image(), "zebra giraffe", model=captioner, tokenizer=tokenizer)
+    partly = gr.ground_caption(_image(), "a zebra circle", model=captioner,
+                               tokenizer=tokenizer, method="cross")
+    assert partly.settings["unknown_words"] == ["zebra"]
+    assert partly.content.tolist() == [False, False, True]
+
+
+def test_a_model_that_does_not_caption_is_refused_naming_those_that_do(tokenizer):
+    bert = transformers.BertModel(transformers.BertConfig(
+        vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16)).eval()
+    with pytest.raises(TypeError, match="not an image captioner.*hf_vision_encoder_decoder"):
+        gr.ground_caption(_image(), CAPTION, model=bert, tokenizer=tokenizer)
+
+
+def test_save_writes_one_set_and_refuses_to_overwrite(captioner, tokenizer, tmp_path):
+    result = gr.ground_caption(_image(), CAPTION, model=captioner, tokenizer=tokenizer,
+                               method="cross")
+    paths = result.save(tmp_path, stem="scene")
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["words"] == CAPTION.split() and summary["caption"] == CAPTION
+    assert paths["heatmap_1"].name == "scene_1_red_heatmap.png"
+    assert "<!DOCTYPE html>" in paths["page"].read_text()
+    with pytest.raises(FileExistsError):
+        result.save(tmp_path, stem="scene")
+    result.save(tmp_path, stem="scene", force=True)
+    assert isinstance(result, CaptionGrounding) and "red" in result.to_html()
