@@ -185,6 +185,13 @@ def _words(cm: CaptionModel, ids: list[int], text: str, word_ids=None):
     for position, word in enumerate(word_ids):
         if word is not None:
             groups[word].append(position)
+    # A word's map is read at its own tokens, not at punctuation attached to it
+    # ("circle," -> "circle").
+    pieces = [str(t) for t in cm.tokenizer.convert_ids_to_tokens(list(ids))]
+    for k, group in enumerate(groups):
+        words_only = [p for p in group if any(c.isalnum() for c in pieces[p])]
+        if words_only:
+            groups[k] = words_only
     keep = [k for k, g in enumerate(groups) if g]
     return [words[k] for k in keep], [groups[k] for k in keep]
 

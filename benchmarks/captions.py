@@ -1,0 +1,228 @@
+"""Word grounding in captions on held-out scenes: every ``ground_caption`` method and the
+peers a user would pick instead, run through their own libraries.
+
+    OMP_NUM_THREADS=1 python benchmarks/captions.py --n 60            # table
+    OMP_NUM_THREADS=1 python benchmarks/captions.py --n 60 --json out.json
+
+Protocol
+--------
+* Model: an image captioner (default ``bundled:shapes-captioner``).
+* Held-out scenes from two generators: ``shapes`` (``groundroll.data.shapes`` at seeds
+  ``>= EVAL_SEED_OFFSET``) and ``variant`` (``benchmarks/segmentation.py``'s
+  :func:`variant_scene`: other sizes, object counts and radii; stripes, checkers, smooth
+  colour noise or grain behind objects with brightness jitter), which the model was not
+  trained on.
+* Caption: the scene's true caption, objects left to right (the captioner's convention),
+  teacher-forced; each content word (a colour or a shape) belongs to one object, whose
+  exact mask is the reference.
+* Pointing game: the word map's maximum falls inside its object. Word-mask IoU: the
+  word's mask (``ground_caption``'s masks; for the peers the same refinement and
+  threshold applied to their maps, :func:`groundroll.captioning.word_masks`) against the
+  object's mask. Colour-word correlation: Pearson correlation of the maps of two colour
+  words of the same caption (lower: the maps tell objects apart).
+* Deletion AUC (``--faith`` scenes): the probability of the word's first token as the
+  word map's most important pixels turn black first (10 steps; lower is more faithful).
+* Peers: captum ``IntegratedGradients`` (32 steps, black baseline) of the word's
+  log-probability with respect to the input pixels, channel-summed absolute values;
+  pytorch-grad-cam ``GradCAM`` on the vision encoder's last block (its first layer norm)
+  with the word's log-probability as the target.
+* Seconds per caption: every word of one caption, one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import groundroll as gr  # noqa: E402
+from groundroll import masks as M  # noqa: E402
+from groundroll.captioning import METHODS, resolve_captioner, word_masks  # noqa: E402
+from groundroll.captioning.api import DEFAULT_CAPTIONER  # noqa: E402
+from groundroll.data import shapes  # noqa: E402
+from groundroll.evaluate import deletion_curve  # noqa: E402
+
+PEERS = ("captum-ig", "gradcam")
+
+
+def left_to_right(masks: np.ndarray) -> list[int]:
+    """Object indices by the column (then row) of their visible pixels' centroid."""
+    keys = []
+    for k, m in enumerate(masks):
+        rows, cols = np.nonzero(m)
+        keys.append((cols.mean(), rows.mean(), k))
+    return [k for _, _, k in sorted(keys)]
+
+
+def held_out(n: int) -> dict[str, list[dict]]:
+    from segmentation import variant_scene
+
+    out = {"shapes": [{"image": s.image, "masks": s.masks, "labels": list(s.labels)}
+                      for s in shapes.scenes(n, seed=shapes.EVAL_SEED_OFFSET)],
+           "variant": [variant_scene(i) for i in range(n)]}
+    for items in out.values():
+        for it in items:
+            order = left_to_right(it["masks"])
+            it["caption"] = shapes.caption_for(it["labels"], order=order)
+            # each whitespace word -> the object it names (None: "a", "and")
+            objects, current, owners = iter(order), None, []
+            for word in it["caption"].split():
+                if word == "a":
+                    current = next(objects)
+                owners.append(None if word in ("a", "and") else current)
+            it["owners"] = owners
+    return out
+
+
+# ----------------------------------------------------------------------------- peers
+
+class _WordScore(torch.nn.Module):
+    """pixels -> the log-probability of one word's tokens (teacher-forced)."""
+
+    def __init__(self, cm, ids: list[int], positions: list[int], start: list[int]):
+        super().__init__()
+        self.cm, self.model = cm, cm.model
+        self.full = torch.tensor([start + ids])
+        self.rows = [len(start) + p - 1 for p in positions]
+        self.targets = [ids[p] for p in positions]
+
+    def forward(self, pixels):
+        logits = self.cm.hooks.forward(self.model, pixels, self.full.repeat(len(pixels), 1))
+        logp = logits.float().log_softmax(-1)
+        return sum(logp[:, r, t] for r, t in zip(self.rows, self.targets))[:, None]
+
+
+def _peer_grid(name: str, cm, pixels, ids, positions, start) -> np.ndarray:
+    score = _WordScore(cm, ids, positions, start)
+    if name == "captum-ig":
+        from captum.attr import IntegratedGradients
+
+        baseline = cm.pixels(np.zeros(tuple(cm.image_size) + (3,), np.uint8))
+        attr = IntegratedGradients(lambda x: score(x)[:, 0]).attribute(
+            pixels, baselines=baseline, n_steps=32, internal_batch_size=32)
+        return attr.abs().sum(1)[0].detach().numpy()
+    from pytorch_grad_cam import GradCAM
+
+    layer = cm.model.encoder.vision_model.encoder.layers[-1].layer_norm1
+    prefix, (gh, gw) = cm.hooks.grid(cm.model, 1 + (cm.image_size[0] // 8) ** 2)
+
+    def reshape(t):
+        return t[:, prefix:].reshape(t.shape[0], gh, gw, t.shape[-1]).permute(0, 3, 1, 2)
+
+    with GradCAM(model=score, target_layers=[layer], reshape_transform=reshape) as cam:
+        return cam(input_tensor=pixels, targets=[lambda out: out[0]])[0]
+
+
+# ----------------------------------------------------------------------------- run
+
+def _word_positions(cm, caption: str):
+    """The caption's ids and each whitespace word's token positions, grouped exactly as
+    ``ground_caption`` groups them."""
+    from groundroll.captioning.api import _caption_ids, _words
+
+    ids, word_ids = _caption_ids(cm, caption)
+    words, groups = _words(cm, ids, caption, word_ids)
+    assert words == caption.split(), (words, caption)
+    return ids, groups
+
+
+def evaluate(model: str, items: list[dict], methods, *, faith: int) -> dict[str, dict]:
+    cm = resolve_captioner(model)
+    start = cm.hooks.start_ids(cm.model, cm.tokenizer)
+    rows: dict[str, dict] = {}
+    for method in methods:
+        hits, ious, corr, dels, seconds = [], [], [], [], []
+        for i, it in enumerate(items):
+            image, caption = it["image"], it["caption"]
+            t0 = time.perf_counter()
+            if method in METHODS:
+                res = gr.ground_caption(image, caption, model=cm, method=method)
+                heat, masks = res.heatmaps, res.masks
+            else:
+                geometry = M.letterbox_geometry(image.shape[:2], cm.image_size, mode="pad")
+                pixels = cm.pixels(M.letterbox_image(image, geometry, fill=0))
+                ids, groups = _word_positions(cm, caption)
+                grids = np.stack([_peer_grid(method, cm, pixels, ids, g, start)
+                                  for g in groups]).astype(np.float32)
+                heat = M.normalize_maps(M.unletterbox(grids, geometry, order=1), how="minmax")
+                masks = word_masks(heat, image)
+            seconds.append(time.perf_counter() - t0)
+            colours = []
+            for w, k in enumerate(it["owners"]):
+                if k is None:
+                    continue
+                obj = it["masks"][k]
+                hits.append(bool(obj.flat[int(np.argmax(heat[w]))]))
+                inter = np.logical_and(masks[w], obj).sum()
+                ious.append(inter / max(1, np.logical_or(masks[w], obj).sum()))
+                if caption.split()[w] in shapes.COLORS:
+                    colours.append(heat[w].ravel())
+            if len(colours) >= 2:
+                corr.append(float(np.corrcoef(colours[0], colours[1])[0, 1]))
+            if i < faith:
+                dels += _deletion(cm, it, heat, start)
+        rows[method] = {"pointing": float(np.mean(hits)), "word_iou": float(np.mean(ious)),
+                        "colour_corr": float(np.mean(corr)) if corr else float("nan"),
+                        "deletion_auc": float(np.mean(dels)) if dels else float("nan"),
+                        "seconds": float(np.median(seconds)), "words": len(hits)}
+    return rows
+
+
+def _deletion(cm, it, heat, start) -> list[float]:
+    ids, groups = _word_positions(cm, it["caption"])
+    out = []
+    for w, k in enumerate(it["owners"]):
+        if k is None:
+            continue
+        score = _WordScore(cm, ids, groups[w][:1], start)
+
+        def prob(images):
+            with torch.no_grad():
+                batch = []
+                for im in images:
+                    im = np.clip(im, 0, 255).astype(np.uint8)
+                    g = M.letterbox_geometry(im.shape[:2], cm.image_size, mode="pad")
+                    batch.append(cm.pixels(M.letterbox_image(im, g, fill=0)))
+                return score(torch.cat(batch))[:, 0].exp().numpy()
+
+        curve = deletion_curve(prob, it["image"].astype(np.float32), heat[w], steps=10,
+                               baseline=0.0)
+        out.append(float(curve.auc))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=DEFAULT_CAPTIONER)
+    p.add_argument("--n", type=int, default=40, help="held-out scenes per generator")
+    p.add_argument("--faith", type=int, default=10, help="scenes with deletion curves")
+    p.add_argument("--methods", nargs="*", default=list(METHODS) + list(PEERS))
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    sets = held_out(args.n)
+    table = {}
+    for name, items in sets.items():
+        table[name] = evaluate(args.model, items, args.methods, faith=args.faith)
+    header = (f"{'set':<8} {'method':<10} {'pointing':>8} {'word IoU':>8} "
+              f"{'colour r':>8} {'deletion':>8} {'s/caption':>9}")
+    print(f"{args.model}: {args.n} held-out scenes per set, teacher-forced true captions")
+    print(header)
+    for name, rows in table.items():
+        for method, r in rows.items():
+            print(f"{name:<8} {method:<10} {r['pointing']:8.3f} {r['word_iou']:8.3f} "
+                  f"{r['colour_corr']:8.3f} {r['deletion_auc']:8.3f} {r['seconds']:9.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
