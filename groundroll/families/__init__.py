@@ -23,6 +23,9 @@ module                         family
 ``hf_bert``                    transformers BERT-style text encoders
 ``hf_vit``                     transformers ViT / DeiT
 ``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
+``hf_llava``                   transformers LLaVA (decoder-only VLM)
+``hf_paligemma``               transformers PaliGemma (decoder-only VLM)
+``hf_qwen2_vl``                transformers Qwen2-VL / Qwen2.5-VL (decoder-only VLMs)
 ``derived``                    any other Hugging Face model with attention: sites
                                from its declarations or from what it returns
 =============================  =================================================
@@ -39,8 +42,8 @@ Examples
 
 from __future__ import annotations
 
-from . import (hf_bart, hf_bert, hf_blip, hf_clip, hf_marian, hf_siglip, hf_t5,
-               hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
+from . import (hf_bart, hf_bert, hf_blip, hf_clip, hf_llava, hf_marian, hf_paligemma, hf_qwen2_vl,
+               hf_siglip, hf_t5, hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
 from .derive import declared_attention, derive_adapter, refusal, returned_adapter
 from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, class_names,
                      model_type)
@@ -57,6 +60,7 @@ __all__ = ["Family", "Grounding", "CrossRun", "Captioning", "HFLoader", "Adapter
            "model_type", "class_names"]
 
 for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip, hf_marian, hf_bart,
-                hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder):
+                hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder, hf_llava,
+                hf_paligemma, hf_qwen2_vl):
     register_family(_module.FAMILY, first=False)
 del _module
