@@ -17,6 +17,7 @@ module                         family
 ``hf_clip``                    transformers CLIP
 ``hf_siglip``                  transformers SigLIP
 ``hf_blip``                    transformers BLIP retrieval
+``hf_blip_captioner``          transformers BLIP captioner
 ``hf_marian``                  transformers Marian
 ``hf_bart``                    transformers BART / mBART / M2M100 / Pegasus
 ``hf_t5``                      transformers T5 / mT5
@@ -26,6 +27,8 @@ module                         family
 ``hf_llava``                   transformers LLaVA (decoder-only VLM)
 ``hf_paligemma``               transformers PaliGemma (decoder-only VLM)
 ``hf_qwen2_vl``                transformers Qwen2-VL / Qwen2.5-VL (decoder-only VLMs)
+``hf_git``                     transformers GIT (image tokens before the text)
+``hf_idefics3``                transformers Idefics3 / SmolVLM (decoder-only VLMs)
 ``derived``                    any other Hugging Face model with attention: sites
                                from its declarations or from what it returns
 =============================  =================================================
@@ -42,7 +45,8 @@ Examples
 
 from __future__ import annotations
 
-from . import (hf_bart, hf_bert, hf_blip, hf_clip, hf_llava, hf_marian, hf_paligemma, hf_qwen2_vl,
+from . import (hf_bart, hf_bert, hf_blip, hf_blip_captioner, hf_clip, hf_git, hf_idefics3,
+               hf_llava, hf_marian, hf_paligemma, hf_qwen2_vl,
                hf_siglip, hf_t5, hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
 from .derive import declared_attention, derive_adapter, refusal, returned_adapter
 from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, class_names,
@@ -59,8 +63,8 @@ __all__ = ["Family", "Grounding", "CrossRun", "Captioning", "HFLoader", "Adapter
            "derive_adapter", "declared_attention", "refusal", "returned_adapter",
            "model_type", "class_names"]
 
-for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip, hf_marian, hf_bart,
+for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip_captioner, hf_blip, hf_marian, hf_bart,
                 hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder, hf_llava,
-                hf_paligemma, hf_qwen2_vl):
+                hf_paligemma, hf_qwen2_vl, hf_git, hf_idefics3):
     register_family(_module.FAMILY, first=False)
 del _module
