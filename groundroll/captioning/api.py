@@ -20,6 +20,13 @@ the image tokens to the caption rows (:mod:`groundroll.families`, ``Captioning``
     layer's probabilities, positive part times the probabilities, summed over layers
     and heads (a LeGrad-style per-layer reading of the decoder).
 
+A decoder-only model (LLaVA, PaliGemma, Qwen2-VL, Idefics3, GIT: ``Captioning.columns``
+set) has no cross-attention: its language model's self-attention runs over image and
+text tokens in one sequence, and each method reads that stream, keeping the columns of
+the image tokens: ``"cross"`` its last layer, heads averaged; ``"rollout"`` and
+``"relevance"`` its rollout and Chefer relevance; ``"legrad"`` its layers with their
+gradients. Tokens the model puts before the text (GIT's image tokens) shift the rows.
+
 Maps go back to the image's pixels through the letterbox the model input was made with;
 masks go through the superpixel refinement of :func:`groundroll.segment` and a
 threshold per word.
