@@ -18,8 +18,9 @@ import torch
 from . import _hf
 from .record import Captioning, _pair
 
-__all__ = ["captioning", "image_token", "placeholder_columns", "text_ids", "special_ids",
-           "end_ids", "bos_ids", "vision_mean_std", "vision_size", "vision_patch"]
+__all__ = ["captioning", "plain_inputs", "image_token", "placeholder_columns", "text_ids",
+           "special_ids", "end_ids", "bos_ids", "vision_mean_std", "vision_size",
+           "vision_patch"]
 
 
 def image_token(model) -> int:
