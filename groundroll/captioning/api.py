@@ -20,6 +20,13 @@ the image tokens to the caption rows (:mod:`groundroll.families`, ``Captioning``
     layer's probabilities, positive part times the probabilities, summed over layers
     and heads (a LeGrad-style per-layer reading of the decoder).
 
+A decoder-only model (LLaVA, PaliGemma, Qwen2-VL, Idefics3, GIT: ``Captioning.columns``
+set) has no cross-attention: its language model's self-attention runs over image and
+text tokens in one sequence, and each method reads that stream, keeping the columns of
+the image tokens: ``"cross"`` its last layer, heads averaged; ``"rollout"`` and
+``"relevance"`` its rollout and Chefer relevance; ``"legrad"`` its layers with their
+gradients. Tokens the model puts before the text (GIT's image tokens) shift the rows.
+
 Maps go back to the image's pixels through the letterbox the model input was made with;
 masks go through the superpixel refinement of :func:`groundroll.segment` and a
 threshold per word.
@@ -129,10 +136,12 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
     if hooks is None:
         from ..families import families, family_named
 
-        able = [n for n in families() if family_named(n).captioning is not None]
-        raise TypeError(
-            f"{type(model).__name__} (family {family.name!r}) is not an image captioner"
-            f" groundroll can ground words in; families that are: {', '.join(able)}")
+        able = [n for n in families() if family_named(n).captions]
+        why = (f"its words cannot be grounded in the image: {family.captioning}"
+               if isinstance(family.captioning, str)
+               else "it is not an image captioner groundroll can ground words in")
+        raise TypeError(f"{type(model).__name__} (family {family.name!r}): {why};"
+                        f" families that are: {', '.join(able)}")
     if tokenizer is None:
         raise ValueError("a bare model needs tokenizer=; or pass a Bundle from"
                          " groundroll.load")
@@ -203,8 +212,12 @@ def _is_content(word: str) -> bool:
 
 # --------------------------------------------------------------------------- maps
 
-def _patch_maps(cm: CaptionModel, rows: torch.Tensor) -> np.ndarray:
-    """``[W, S]`` scores over the image tokens -> ``[W, rows, cols]`` patch maps."""
+def _patch_maps(cm: CaptionModel, rows: torch.Tensor, columns=None) -> np.ndarray:
+    """``[W, S]`` scores over the image tokens (over the whole sequence of a decoder-only
+    model, of which ``columns`` are the image tokens) -> ``[W, rows, cols]`` patch
+    maps."""
+    if columns is not None:
+        rows = rows[:, columns.to(rows.device)]
     prefix, (gh, gw) = cm.hooks.grid(cm.model, rows.shape[-1])
     patches = rows[:, prefix:prefix + gh * gw].float()
     return patches.reshape(-1, gh, gw).cpu().numpy().astype(np.float32)
@@ -227,19 +240,23 @@ def _word_maps(cm: CaptionModel, pixels: torch.Tensor, ids: list[int], start: li
     shift = len(start)
     positions = torch.arange(shift - 1, shift - 1 + len(ids), device=pixels.device)
     targets = full[0, shift:]
+    # A decoder-only model: the image tokens are columns of its own sequence, after
+    # any tokens it puts before the ids (which shift the text rows).
+    columns = hooks.columns(model, full) if hooks.decoder_only else None
+    extra = {"prompt": shift} if hooks.decoder_only else {}
     if method in ("cross", "rollout"):
         with torch.no_grad(), capture(model, streams=list(hooks.streams)) as trace:
-            logits = hooks.forward(model, pixels, full)
+            logits = hooks.forward(model, pixels, full, **extra)
         logp = logits[0, positions].float().log_softmax(-1)[torch.arange(len(ids)), targets]
         if method == "cross":
-            last = len(trace.layers[_cross_stream(trace, hooks)]) - 1
+            last = len(trace.layers[_attention_stream(trace, hooks)]) - 1
             comp = compose(trace, source=hooks.source, target=hooks.target, method="raw",
                            layers=(last,))
         else:
             comp = compose(trace, source=hooks.source, target=hooks.target,
                            method="rollout")
-        rows = _read(comp.source_map, groups, shift)
-        return _patch_maps(cm, rows), logp.cpu().numpy()
+        rows = _read(comp.source_map, groups, shift + _offset(comp.source_map, full))
+        return _patch_maps(cm, rows, columns), logp.cpu().numpy()
     # Gradient methods: one copy of the input per word, each explained by the
     # log-probability of its own word's tokens; one backward pass for all.
     n = len(groups)
@@ -247,7 +264,7 @@ def _word_maps(cm: CaptionModel, pixels: torch.Tensor, ids: list[int], start: li
     batch_ids = full.repeat(n, 1)
     with torch.enable_grad(), capture(
             model, grads=True, streams=list(hooks.streams)) as trace:
-        logits = hooks.forward(model, batch_pixels, batch_ids)
+        logits = hooks.forward(model, batch_pixels, batch_ids, **extra)
         logp_all = logits[:, positions].float().log_softmax(-1)        # [n, T, V]
         token_logp = logp_all[:, torch.arange(len(ids)), targets]      # [n, T]
         chosen = torch.zeros_like(token_logp)
@@ -265,23 +282,33 @@ def _word_maps(cm: CaptionModel, pixels: torch.Tensor, ids: list[int], start: li
     if method == "relevance":
         comp = compose(trace.detach(), source=hooks.source, target=hooks.target,
                        method="relevance")
-        rows = _read(comp.source_map.float(), groups, shift, batch=True)
-        return _patch_maps(cm, rows), logp
-    cross = trace.layers[_cross_stream(trace, hooks)]
+        source_map = comp.source_map.float()
+        rows = _read(source_map, groups, shift + _offset(source_map, full), batch=True)
+        return _patch_maps(cm, rows, columns), logp
     total = None
-    for layer in cross:                                  # [n, heads, T, S]
+    for layer in trace.layers[_attention_stream(trace, hooks)]:     # [n, heads, T, S]
         a, g = layer.weights.detach().float(), layer.grad.float()
         part = (g.clamp(min=0) * a).sum(1)               # [n, T, S]
         total = part if total is None else total + part
-    rows = _read(total, groups, shift, batch=True)
-    return _patch_maps(cm, rows), logp
+    rows = _read(total, groups, shift + _offset(total, full), batch=True)
+    return _patch_maps(cm, rows, columns), logp
 
 
-def _cross_stream(trace, hooks: Captioning) -> str:
+def _offset(source_map: torch.Tensor, full: torch.Tensor) -> int:
+    """How many tokens the model put before the ids in the rows of ``source_map``: 0
+    for an encoder-decoder's decoder, GIT's image tokens for a decoder-only model."""
+    return int(source_map.shape[-2]) - int(full.shape[1])
+
+
+def _attention_stream(trace, hooks: Captioning) -> str:
+    """The stream whose layers ``"cross"`` and ``"legrad"`` read: the cross-attention
+    from the caption rows to the image tokens, or a decoder-only model's self-attention
+    (text rows and image columns in one sequence)."""
+    kind = "self" if hooks.decoder_only else "cross"
     for stream, layers in trace.layers.items():
-        if layers and layers[0].kind == "cross" and layers[0].key_stream == hooks.source:
+        if layers and layers[0].kind == kind and layers[0].key_stream == hooks.source:
             return stream
-    raise ValueError(f"the capture holds no cross-attention from {hooks.target!r} to"
+    raise ValueError(f"the capture holds no {kind}-attention from {hooks.target!r} to"
                      f" {hooks.source!r}; streams: {trace.streams}")
 
 

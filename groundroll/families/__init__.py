@@ -17,12 +17,23 @@ module                         family
 ``hf_clip``                    transformers CLIP
 ``hf_siglip``                  transformers SigLIP
 ``hf_blip``                    transformers BLIP retrieval
+``hf_blip_captioner``          transformers BLIP captioner
 ``hf_marian``                  transformers Marian
 ``hf_bart``                    transformers BART / mBART / M2M100 / Pegasus
 ``hf_t5``                      transformers T5 / mT5
 ``hf_bert``                    transformers BERT-style text encoders
 ``hf_vit``                     transformers ViT / DeiT
 ``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
+``hf_llava``                   transformers LLaVA (decoder-only VLM)
+``hf_paligemma``               transformers PaliGemma (decoder-only VLM)
+``hf_qwen2_vl``                transformers Qwen2-VL / Qwen2.5-VL (decoder-only VLMs)
+``hf_git``                     transformers GIT (image tokens before the text)
+``hf_idefics3``                transformers Idefics3 / SmolVLM (decoder-only VLMs)
+``hf_blip_2``                  transformers BLIP-2 / InstructBLIP (captions refused:
+                               Q-Former)
+``hf_kosmos_2``                transformers Kosmos-2 (captions refused: resampler)
+``hf_florence2``               transformers Florence-2 (captions refused: windowed
+                               tower)
 ``derived``                    any other Hugging Face model with attention: sites
                                from its declarations or from what it returns
 =============================  =================================================
@@ -39,8 +50,10 @@ Examples
 
 from __future__ import annotations
 
-from . import (hf_bart, hf_bert, hf_blip, hf_clip, hf_marian, hf_siglip, hf_t5,
-               hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
+from . import (hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner, hf_clip,
+               hf_florence2, hf_git, hf_idefics3, hf_kosmos_2, hf_llava, hf_marian,
+               hf_paligemma, hf_qwen2_vl, hf_siglip, hf_t5, hf_vision_encoder_decoder,
+               hf_vit, open_clip, open_clip_coca)
 from .derive import declared_attention, derive_adapter, refusal, returned_adapter
 from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, class_names,
                      model_type)
@@ -56,7 +69,9 @@ __all__ = ["Family", "Grounding", "CrossRun", "Captioning", "HFLoader", "Adapter
            "derive_adapter", "declared_attention", "refusal", "returned_adapter",
            "model_type", "class_names"]
 
-for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip, hf_marian, hf_bart,
-                hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder):
+for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip_captioner, hf_blip,
+                hf_marian, hf_bart, hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder,
+                hf_llava, hf_paligemma, hf_qwen2_vl, hf_git, hf_idefics3, hf_blip_2,
+                hf_kosmos_2, hf_florence2):
     register_family(_module.FAMILY, first=False)
 del _module

@@ -121,6 +121,12 @@ class Captioning:
     """The calls word grounding in captions (:func:`groundroll.ground_caption`) makes on
     a captioner of the family. Every callable takes the model first.
 
+    Two kinds of captioner: an encoder-decoder (``columns`` None), whose decoder rows
+    read the image tokens of another stream through cross-attention (``source`` the
+    image tokens' stream, ``target`` the decoder's); and a decoder-only model whose
+    language model attends over image tokens placed in its own sequence (``columns``
+    set, ``source == target`` the language model's self-attention stream).
+
     Attributes
     ----------
     image_size, patch_size : callable
@@ -133,7 +139,9 @@ class Captioning:
         Token streams of the chain: image tokens and caption rows.
     forward : callable
         ``forward(model, pixels, ids) -> logits [batch, T, vocab]``, teacher-forced:
-        row ``t`` predicts ``ids[:, t + 1]``.
+        row ``t`` predicts ``ids[:, t + 1]``. A decoder-only family's is also given
+        ``prompt=``, the number of start ids (PaliGemma reads its prompt prefix
+        bidirectionally).
     generate : callable
         ``generate(model, pixels, start, max_new_tokens) -> ids [1, T]``: greedy
         decoding from the ``start`` ids, which it returns first.
@@ -145,6 +153,11 @@ class Captioning:
     grid : callable
         ``grid(model, n_tokens) -> (prefix, (rows, cols))``: where the patch tokens sit
         among the ``n_tokens`` image tokens.
+    columns : callable, optional
+        Decoder-only models: ``columns(model, ids) -> LongTensor``, the positions of the
+        image tokens in the language model's sequence for the input ``ids [1, T]``.
+        Tokens the model puts before ``ids`` (GIT's image tokens) count in these
+        positions and shift every text row by their number. None: an encoder-decoder.
     """
 
     image_size: Callable[[Any], tuple[int, int]]
@@ -158,6 +171,12 @@ class Captioning:
     start_ids: Callable[[Any, Any], list]
     end_ids: Callable[[Any, Any], set]
     grid: Callable[[Any, int], tuple[int, tuple[int, int]]]
+    columns: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def decoder_only(self) -> bool:
+        """Whether the image tokens sit in the language model's own sequence."""
+        return self.columns is not None
 
 
 @dataclass(frozen=True)
@@ -199,9 +218,11 @@ class Family:
     generate_kwargs : callable, optional
         ``generate_kwargs(model, tokenizer) -> dict``: keywords the family's
         ``generate`` needs (a forced first token, ...), for translating aligners.
-    captioning : Captioning or callable, optional
+    captioning : Captioning, callable or str, optional
         The hooks of word grounding in captions, or ``captioning(model) -> Captioning``;
-        None for families that do not caption images.
+        None for families that do not caption images; a string for captioners whose
+        words cannot be grounded in pixels: the reason, which
+        :func:`groundroll.ground_caption` gives when it refuses them.
     """
 
     name: str
@@ -212,8 +233,8 @@ class Family:
     loader: HFLoader | None = None
     model_types: tuple[str, ...] = ()
     generate_kwargs: Callable[[Any, Any], dict] | None = field(default=None, repr=False)
-    captioning: Captioning | Callable[[Any], Captioning] | None = field(default=None,
-                                                                          repr=False)
+    captioning: Captioning | Callable[[Any], Captioning] | str | None = field(
+        default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.adapter is not None and not isinstance(self.adapter, Adapter):
@@ -236,8 +257,16 @@ class Family:
             return self.grounding(model)
         return self.grounding
 
+    @property
+    def captions(self) -> bool:
+        """Whether words of this family's captions can be grounded (not refused)."""
+        return self.captioning is not None and not isinstance(self.captioning, str)
+
     def captioning_for(self, model) -> Captioning | None:
-        """The caption grounding hooks for this model instance."""
+        """The caption grounding hooks for this model instance (None for a family that
+        does not caption or is refused: :attr:`captioning` says why)."""
+        if not self.captions:
+            return None
         if callable(self.captioning) and not isinstance(self.captioning, Captioning):
             return self.captioning(model)
         return self.captioning

@@ -1,0 +1,134 @@
+"""What the decoder-only vision-language families share (LLaVA, PaliGemma, Qwen2-VL,
+Idefics3 / SmolVLM, GIT): a language model whose self-attention runs over image tokens
+and text alike.
+
+Word grounding reads that one self-attention stream: the rows that predict a word's
+tokens, the columns of the image tokens (:attr:`Captioning.columns`). Each family says
+how its prompt is laid out (where the image placeholders go and how many), how its
+inputs are built from ``[batch, 3, h, w]`` pixels, and how image tokens map to a patch
+grid; the helpers here do the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from . import _hf
+from .record import Captioning, _pair
+
+__all__ = ["captioning", "plain_inputs", "image_token", "placeholder_columns", "text_ids",
+           "special_ids", "end_ids", "bos_ids", "vision_mean_std", "vision_size",
+           "vision_patch"]
+
+
+def image_token(model) -> int:
+    """The id of the image placeholder token the model replaces by image features."""
+    config = model.config
+    for key in ("image_token_id", "image_token_index"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"{type(model).__name__}'s config names no image placeholder token"
+                     " (image_token_id or image_token_index): set it on model.config")
+
+
+def placeholder_columns(model, ids: torch.Tensor) -> torch.Tensor:
+    """Positions of the image placeholder tokens in ``ids [1, T]`` (where the model puts
+    the image features)."""
+    return (ids[0] == image_token(model)).nonzero().flatten()
+
+
+def text_ids(tokenizer, text: str) -> list[int]:
+    """The tokenizer's ids of ``text`` with no special tokens added ([] for "")."""
+    if not text:
+        return []
+    return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def special_ids(tokenizer, *tokens: str) -> list[int]:
+    """The ids of the named special tokens the tokenizer knows (unknown ones left out)."""
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    return [int(vocab[t]) for t in tokens if t in vocab]
+
+
+def _text_config(model):
+    return getattr(model.config, "text_config", model.config)
+
+
+def bos_ids(model, tokenizer) -> list[int]:
+    """``[bos]`` from the language model's config or the tokenizer; [] when neither names
+    one."""
+    for value in (_text_config(model).bos_token_id, getattr(tokenizer, "bos_token_id", None)):
+        if isinstance(value, int):
+            return [value]
+    return []
+
+
+def end_ids(model, tokenizer) -> set[int]:
+    """The ids that end a caption: the generation config's, the language model's and the
+    tokenizer's end-of-sequence tokens."""
+    ends = (getattr(model.generation_config, "eos_token_id", None),
+            _text_config(model).eos_token_id, getattr(tokenizer, "eos_token_id", None))
+    out: set[int] = set()
+    for end in ends:
+        out.update(end if isinstance(end, (list, tuple)) else [end])
+    return {int(e) for e in out if e is not None}
+
+
+def vision_size(model) -> tuple[int, int]:
+    return _pair(_hf.vision_config(model).image_size)
+
+
+def vision_patch(model) -> tuple[int, int]:
+    return _pair(_hf.vision_config(model).patch_size)
+
+
+def vision_mean_std(model, processor):
+    """The processor's normalisation, else the vision tower's usual one (SigLIP-style
+    towers 0.5 / 0.5, CLIP-style the OpenAI statistics)."""
+    if processor is not None:
+        return processor.image_mean, processor.image_std
+    if "siglip" in str(_hf.vision_config(model).model_type):
+        return _hf.SIGLIP_MEAN_STD
+    return _hf.OPENAI_MEAN_STD
+
+
+def _forward(inputs: Callable[..., dict]):
+    def forward(model, pixels, ids, prompt=None):
+        return model(**inputs(model, pixels, ids, prompt)).logits
+    return forward
+
+
+def _generate(inputs: Callable[..., dict]):
+    @torch.no_grad()
+    def generate(model, pixels, start, max_new_tokens):
+        ids = torch.as_tensor([list(start)], dtype=torch.long, device=pixels.device)
+        return model.generate(**inputs(model, pixels, ids, len(start)),
+                              max_new_tokens=int(max_new_tokens), do_sample=False,
+                              num_beams=1)
+    return generate
+
+
+def plain_inputs(model, pixels, ids, prompt=None) -> dict[str, Any]:
+    """``input_ids``, ``pixel_values`` and an all-ones ``attention_mask``."""
+    return dict(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids))
+
+
+def captioning(*, stream: str, start_ids, grid, inputs=plain_inputs,
+               columns=placeholder_columns, image_size=vision_size,
+               patch_size=vision_patch, mean_std=vision_mean_std) -> Captioning:
+    """The caption hooks of a decoder-only family whose language model's self-attention
+    stream is ``stream``.
+
+    ``inputs(model, pixels, ids, prompt) -> dict`` builds the model's keyword inputs
+    from ``[batch, 3, h, w]`` pixels and ``[batch, T]`` ids whose first ``prompt`` are
+    the start ids (None: not known); ``forward`` and ``generate`` call the model with
+    them.
+    """
+    return Captioning(
+        image_size=image_size, patch_size=patch_size, mean_std=mean_std,
+        streams=(stream,), source=stream, target=stream, forward=_forward(inputs),
+        generate=_generate(inputs), start_ids=start_ids, end_ids=end_ids, grid=grid,
+        columns=columns)

@@ -1,0 +1,53 @@
+"""The transformers LLaVA family (``LlavaForConditionalGeneration``): a CLIP or SigLIP
+vision tower, a projector, and a causal language model that reads the projected patches
+at the image placeholder tokens of its prompt.
+
+Capture sites are derived from the model's declarations: ``vision`` (the tower) and
+``encoder`` (the language model's self-attention over image and text tokens). Caption
+maps read the ``encoder`` rows that predict a word at the image-token columns; the
+tower's class token is one of those columns when ``vision_feature_select_strategy`` is
+``"full"`` (the patch grid follows it).
+"""
+
+from __future__ import annotations
+
+from . import _vlm
+from .record import Family, HFLoader
+
+__all__ = ["FAMILY", "CAPTIONING", "LOADER", "PROMPT"]
+
+#: The processor with the tokenizer and the image processor; eager attention.
+LOADER = HFLoader("LlavaForConditionalGeneration", "processor", "hf_vlm",
+                  attn_implementation="eager")
+
+#: The prompt around the image tokens: LLaVA-1.5's conversation format.
+PROMPT = ("USER: ", "\nDescribe the image. ASSISTANT:")
+
+
+def _n_image_tokens(model) -> int:
+    (h, w), (ph, pw) = _vlm.vision_size(model), _vlm.vision_patch(model)
+    full = getattr(model.config, "vision_feature_select_strategy", "default") == "full"
+    return (h // ph) * (w // pw) + int(full)
+
+
+def _start_ids(model, tokenizer):
+    before, after = PROMPT
+    return (_vlm.bos_ids(model, tokenizer) + _vlm.text_ids(tokenizer, before)
+            + [_vlm.image_token(model)] * _n_image_tokens(model)
+            + _vlm.text_ids(tokenizer, after))
+
+
+def _grid(model, n_tokens):
+    (h, w), (ph, pw) = _vlm.vision_size(model), _vlm.vision_patch(model)
+    rows, cols = h // ph, w // pw
+    prefix = n_tokens - rows * cols
+    if prefix not in (0, 1):
+        raise ValueError(f"the prompt holds {n_tokens} image tokens, not the {rows} x"
+                         f" {cols} patch grid (and class token) of the vision tower:"
+                         " they cannot be mapped back to pixels")
+    return prefix, (rows, cols)
+
+
+CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, grid=_grid)
+
+FAMILY = Family("hf_llava", model_types=("llava",), loader=LOADER, captioning=CAPTIONING)
