@@ -23,7 +23,8 @@ pytest.importorskip("tokenizers")
 
 import groundroll as gr  # noqa: E402
 from groundroll.adapters import capture, conformance  # noqa: E402
-from groundroll.captioning.api import _word_maps, _words, resolve_captioner  # noqa: E402
+from groundroll.captioning.api import (_caption_ids, _word_maps, _words,  # noqa: E402
+                                      resolve_captioner)
 from groundroll.families import family_for, family_named  # noqa: E402
 
 WORDS = ["[BOS]", "[PAD]", "[EOS]", "[UNK]", "a", "red", "blue", "circle", "square", "and",
@@ -172,7 +173,9 @@ def test_word_logprobs_are_the_models_own(key, tokenizer):
     token = np.array([float(logp[len(start) + k - 1, t]) for k, t in enumerate(ids)])
     result = gr.ground_caption(image, CAPTION, model=model, tokenizer=tokenizer,
                                method="cross")
-    words, groups = _words(cm, ids)
+    caption_ids, word_ids = _caption_ids(cm, CAPTION)
+    assert caption_ids == ids
+    words, groups = _words(cm, ids, CAPTION, word_ids)
     expected = np.array([token[g].sum() for g in groups], np.float32)
     np.testing.assert_allclose(result.logprobs, expected, atol=1e-4)
 
@@ -200,7 +203,7 @@ def test_cross_maps_are_the_last_layers_attention_to_the_image_tokens(key, token
     the image placeholder positions (GIT: the image tokens before the text)."""
     model, cm, image, start, ids = _inputs(key, tokenizer)
     full = torch.tensor([start + ids])
-    words, groups = _words(cm, ids)
+    words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
     pixels = cm.pixels(image)
     maps, _ = _word_maps(cm, pixels, ids, start, groups, "cross")
     before, (rows, cols) = BUILDERS[key][1:]
