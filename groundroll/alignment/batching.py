@@ -15,10 +15,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from groundroll import zoo
 from groundroll._options import check_align_options
 from groundroll.alignment.subwords import Encoded, word_matrix, words_from_ids
 from groundroll.families import family_for
-from groundroll.zoo import Bundle, cached
 
 #: Sentences longer than this many tokens are truncated when neither ``max_length`` nor
 #: a finite tokenizer/model limit says otherwise.
@@ -29,7 +29,7 @@ def bundle_of(model, device=None):
     """The loaded :class:`~groundroll.zoo.Bundle` that ``model`` names: a Bundle as it is
     (on ``device`` if one is given, else a ValueError), a spec loaded on ``device``
     (default the CPU) through the process-wide cache (:func:`groundroll.zoo.cached`)."""
-    if isinstance(model, Bundle):
+    if isinstance(model, zoo.Bundle):
         if device is not None:
             want = torch.device(device)
             have = next(model.model.parameters()).device
@@ -39,7 +39,7 @@ def bundle_of(model, device=None):
                                  " where the model is")
         return model
     if isinstance(model, (str, Path)):
-        return cached(str(model), device=str(device or "cpu"))
+        return zoo.cached(str(model), device=str(device or "cpu"))
     raise TypeError("model must be a groundroll.zoo.Bundle or a spec for"
                     " groundroll.zoo.load (e.g. 'bundled:toy-mt'), got"
                     f" {type(model).__name__}")

@@ -10,6 +10,7 @@ import numpy as np
 from groundroll.auditing.metrics import _METRICS, TASKS, mass_moved, spearman, top_iou
 from groundroll._json import jsonable
 from groundroll.auditing.result import Audit
+from groundroll.evaluate import aer
 
 __all__ = ["audit"]
 
@@ -120,7 +121,6 @@ def _pair_words(p):
 
 def _audit_align(a, b, data, *, top, options, options_b, progress):
     from groundroll.alignment.api import align
-    from groundroll.evaluate import aer
 
     pairs = [_pair_words(p) for p in data]
     if any(not s or not t for s, t in pairs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._page import DEFAULT_MAX_BYTES, asset, page, png_data_uri
+from groundroll.viz import heatmap_overlay
 
 __all__ = ["segmentation_report", "DEFAULT_MAX_SIDE"]
 
@@ -84,8 +85,6 @@ def _payload(seg, hw, layers) -> dict:
                 settings=seg.summary()["settings"] if hasattr(seg, "summary") else {})
     if layers is not None:
         maps, names, title = layers
-        from groundroll.viz import heatmap_overlay
-
         thumb_hw = _shrink_hw(hw, 160)
         small = _resize(np.asarray(image, np.uint8), thumb_hw)
         data["layers"] = dict(title=title, maps=[
