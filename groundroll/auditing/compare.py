@@ -93,6 +93,7 @@ def audit(model_a, model_b, data, *, task: str | None = None, prompts=None, top:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     options = dict(options or {})
     options_b = dict(options if options_b is None else options_b)
+    # torch: the model code loads with the first audit, not with groundroll.auditing
     from groundroll.alignment.batching import bundle_of
 
     bundle_a, bundle_b = bundle_of(model_a), bundle_of(model_b)
@@ -120,6 +121,7 @@ def _pair_words(p):
 
 
 def _audit_align(a, b, data, *, top, options, options_b, progress):
+    # torch: the model code loads with the first audit, not with groundroll.auditing
     from groundroll.alignment.api import align
 
     pairs = [_pair_words(p) for p in data]
@@ -146,6 +148,7 @@ def _audit_align(a, b, data, *, top, options, options_b, progress):
 
 
 def _audit_segment(a, b, data, *, prompts, top, options, options_b, progress):
+    # torch: the model code loads with the first audit, not with groundroll.auditing
     from groundroll.grounding import segment
 
     if prompts is not None and len(prompts) and isinstance(prompts[0], str):

@@ -66,6 +66,7 @@ def _hex(colour) -> str:
 
 
 def _payload(seg, hw, layers) -> dict:
+    # scipy (through masks): loaded on first use, not by import groundroll.report
     from groundroll import masks as M
 
     image = seg.image if seg.image is not None else np.zeros(seg.labels.shape + (3,), np.uint8)
