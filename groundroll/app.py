@@ -29,6 +29,12 @@ from typing import Sequence
 import numpy as np
 
 from ._command import add_command
+from groundroll import masks as M
+from groundroll._images import load_image
+from groundroll.report import segmentation_report
+from groundroll.report.segmentation import _resize, _shrink_hw
+from groundroll.viz import heatmap_overlay
+from groundroll.zoo import cached
 
 __all__ = ["build_app", "serve", "register", "segment_view", "align_view",
            "SEGMENT_MODELS", "ALIGN_MODELS", "DEFAULT_HOST", "DEFAULT_PORT",
@@ -71,8 +77,6 @@ def _prompts(text: str | None) -> list[str]:
 
 
 def _image(path, max_upload_mb: float) -> np.ndarray:
-    from groundroll.grounding import load_image
-
     if path is None or (isinstance(path, str) and not path):
         raise InputError("No image: upload an image file (PNG, JPEG, ...).")
     if isinstance(path, (str, os.PathLike)):
@@ -81,8 +85,6 @@ def _image(path, max_upload_mb: float) -> np.ndarray:
             raise InputError(f"The image is {size / 1e6:.1f} MB; the limit is"
                              f" {max_upload_mb:g} MB.")
     from PIL import Image
-
-    from groundroll.report.segmentation import _resize, _shrink_hw
 
     try:
         rgb = load_image(path)
@@ -97,8 +99,6 @@ def _image(path, max_upload_mb: float) -> np.ndarray:
 def _model(spec: str, allowed: Sequence[str] | None = None):
     """The loaded model ``spec``; with ``allowed``, only one of those specs (a served
     app never opens a path or fetches a model a client typed)."""
-    from groundroll.zoo import cached
-
     spec = (spec or "").strip()
     if not spec:
         raise InputError("No model chosen.")
@@ -159,9 +159,8 @@ def segment_view(image, prompts_text: str, model: str, method: str = "relevance"
     >>> segment_view(None, "red circle", "bundled:shapes-clip-short")[3][:37]
     '<div class="gr-app-error" role="alert'
     """
+    # torch: the model code loads with the first segmentation, not with the app's parser
     from groundroll.grounding import segment
-    from groundroll.report import segmentation_report
-    from groundroll.viz import heatmap_overlay
 
     try:
         prompts = _prompts(prompts_text)
@@ -197,8 +196,10 @@ def align_view(source: str, target: str, model: str, methods: Sequence[str] = ("
     >>> align_view("", "", "bundled:toy-mt")[2][:37]
     '<div class="gr-app-error" role="alert'
     """
-    from groundroll.explore import explore_alignment
-    from groundroll import align
+    # torch: the model code loads with the first alignment, not with the app's parser
+    from groundroll.alignment.api import align
+    # torch, as align: the page's pipeline runs the model
+    from groundroll.explore.pages import explore_alignment
 
     try:
         src = (source or "").split()
@@ -247,7 +248,7 @@ def build_app(*, segment_models: Sequence[str] = SEGMENT_MODELS,
     >>> demo.launch(server_name="127.0.0.1")                 # doctest: +SKIP
     """
     gr = _gradio()
-    from groundroll import masks as M
+    # torch: the map sources load with the app itself, not with its parser
     from groundroll.grounding import METHODS
 
     if not segment_models or not align_models:

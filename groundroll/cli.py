@@ -16,7 +16,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import __version__
+from ._atomic import OutputPathError, OutputSet, atomic_write, refuse_symlink
 from ._command import add_command
+from ._interrupt import Terminated, terminate_as_interrupt
+from ._locks import warning_scope
+from ._options import OptionError, check_segment_options
+from .data import example_path, examples
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE"]
 
@@ -41,6 +47,7 @@ class _Failure(Exception):
 
 
 def _add_segment(subparsers) -> None:
+    # torch: grounding loads the model code; main builds only the named command's parser
     from .grounding import DEFAULT_MODEL, METHODS, REFINE
 
     p = add_command(subparsers, "segment", _run_segment, help="segment images with text prompts")
@@ -79,12 +86,14 @@ def _add_segment(subparsers) -> None:
                         " default: %d)" % _default_max_pixels())
     p.add_argument("--force", action="store_true",
                    help="replace existing outputs (each image's previous set whole)")
+    # torch: the bulk engine's module; main builds only the named command's parser
     from .distributed.cli import add_engine_options
 
     add_engine_options(p, task="segment")
 
 
 def _default_max_pixels() -> int:
+    # scipy (through masks): the image commands' module, not loaded by groundroll --help
     from ._images import DEFAULT_MAX_PIXELS
 
     return DEFAULT_MAX_PIXELS
@@ -92,6 +101,7 @@ def _default_max_pixels() -> int:
 
 def _check_image(path: Path, max_pixels: int) -> None:
     """Readable image header within ``max_pixels``, without decoding the pixels."""
+    # scipy (through masks): the image commands' module, not loaded by groundroll --help
     from ._images import image_size
 
     try:
@@ -111,10 +121,11 @@ def _run_segment(args) -> int:
     --out."""
     from tqdm.auto import tqdm
 
+    # torch: grounding loads the model code when the command runs, not with the parser
     from . import grounding
-    from ._atomic import OutputSet
-    from ._locks import warning_scope
+    # torch, as grounding
     from .grounding.options import check_prompts, check_templates
+    # torch, as grounding
     from .grounding.segment import check_writable_set, manifest_name
 
     try:
@@ -122,8 +133,6 @@ def _run_segment(args) -> int:
         background = check_prompts(args.background, "background prompts")
     except ValueError as err:
         raise _Failure(f"{err} (use -p PROMPT)") from None
-    from ._options import OptionError, check_segment_options
-
     try:
         check_segment_options(prompts=prompts, mask_threshold=args.mask_threshold,
                               background_rule=args.background_rule, min_size=args.min_size,
@@ -132,12 +141,14 @@ def _run_segment(args) -> int:
         raise _Failure(err.as_flag()) from None
     profile = None
     if args.profile is not None:
+        # torch: grounding loads the model code when the command runs
         from .grounding.profiles import Profile
 
         try:
             profile = Profile.load(args.profile)
         except (FileNotFoundError, ValueError) as err:
             raise _Failure(f"--profile: {err}") from None
+    # torch: the bulk engine's module loads when the command runs
     from .distributed.cli import run_segment, wants_engine
 
     if wants_engine(args):  # --engine ray / --resume: sharded, resumable runs
@@ -211,6 +222,7 @@ def _run_segment(args) -> int:
 
 
 def _add_calibrate(subparsers) -> None:
+    # torch: grounding loads the model code; main builds only the named command's parser
     from .grounding import DEFAULT_MODEL, METHODS, REFINE
 
     p = add_command(subparsers, "calibrate", _run_calibrate,
@@ -239,7 +251,9 @@ def _run_calibrate(args) -> int:
     few labelled images and write a profile JSON that 'groundroll segment --profile' and
     segment(profile=...) read. Each IMAGE needs a label map in --masks with the same file stem
     (pixel value k = the k-th --class, 0 background)."""
+    # torch: grounding loads the model code when the command runs
     from .grounding import resolve_model
+    # torch, as grounding
     from .grounding.calibrate import CalibrationError, calibrate
 
     if args.out.exists() and not args.force:
@@ -283,6 +297,7 @@ def _run_calibrate(args) -> int:
 
 def _add_align(subparsers) -> None:
     try:
+        # main builds only the named command's parser: the module is imported here
         from .alignment import cli as align_cli
         register = align_cli.register
     except (ImportError, AttributeError) as err:
@@ -307,18 +322,21 @@ def _unavailable(name: str, reason: str):
 
 
 def _add_report(subparsers) -> None:
+    # main builds only the named command's parser: the module is imported here
     from .explore.cli import register
 
     register(subparsers)
 
 
 def _add_app(subparsers) -> None:
+    # main builds only the named command's parser: the module is imported here
     from .app import register
 
     register(subparsers)
 
 
 def _add_audit(subparsers) -> None:
+    # main builds only the named command's parser: the module is imported here
     from .auditing import register
 
     register(subparsers)
@@ -341,9 +359,6 @@ def _run_examples(args) -> int:
     and its JSON description) into --out, so the commands of the documentation run from
     any folder. A file already there with the same content is left as it is; one with
     other content is kept unless --force is given."""
-    from ._atomic import OutputPathError, atomic_write, refuse_symlink
-    from .data import example_path, examples
-
     out = args.out
     if out.exists() and not out.is_dir():
         raise _Failure(f"--out {out} exists and is not a folder")
@@ -373,6 +388,7 @@ def _run_examples(args) -> int:
 # --------------------------------------------------------------------------- caption
 
 def _add_caption(subparsers) -> None:
+    # torch: captioning loads the model code; main builds only the named command's parser
     from .captioning import DEFAULT_CAPTIONER, DEFAULT_METHOD, MAX_NEW_TOKENS, METHODS
 
     p = add_command(subparsers, "caption", _run_caption,
@@ -396,8 +412,11 @@ def _run_caption(args) -> int:
     """Ground each word of the image's caption. Writes <stem>.json (caption, words,
     log-probabilities, mask areas), <stem>.html and per word a heatmap and a mask PNG
     into --out, as one set; prints the caption."""
+    # torch: captioning loads the model code when the command runs
     from . import captioning
+    # imported at the top as well; kept with this command's other imports
     from ._locks import warning_scope
+    # torch: grounding loads the model code when the command runs
     from .grounding.segment import check_writable_set
 
     if args.caption is not None and not args.caption.strip():
@@ -462,8 +481,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="groundroll",
         description="Attention rollout on stock open_clip / Hugging Face models:"
                     " text-prompted segmentation and word alignment.")
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"groundroll {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
@@ -495,8 +512,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    from ._interrupt import Terminated, terminate_as_interrupt
-
     try:
         with terminate_as_interrupt():
             code = args.func(args)

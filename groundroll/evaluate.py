@@ -177,6 +177,7 @@ class SegmentationScores:
 
 
 def _to_image(image) -> np.ndarray:
+    # scipy (through masks): loaded when images are read, so aer and miou stay numpy-only
     from ._images import load_image
 
     return load_image(image, max_pixels=None)

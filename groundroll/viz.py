@@ -28,6 +28,7 @@ __all__ = [
 
 def _rgb_uint8(image) -> np.ndarray:
     """RGB uint8 from an array or PIL image (:func:`groundroll.load_image` rules)."""
+    # scipy (through masks): loaded on first use, not by import groundroll.viz or report
     from ._images import _to_rgb
 
     return _to_rgb(image, max_pixels=None)
@@ -61,6 +62,7 @@ def overlay(image, label_map, *, palette=None, alpha: float = 0.5) -> np.ndarray
     >>> out[0, 1].tolist(), out[0, 0].tolist()
     ([128, 0, 0], [0, 0, 0])
     """
+    # scipy (through masks): loaded on first use, not by import groundroll.viz or report
     from groundroll.masks import palette as default_palette
 
     rgb = _rgb_uint8(image)

@@ -57,23 +57,6 @@ def test_submodules_load_on_first_use():
     assert gr.evaluate.aer is gr.aer
 
 
-def _modules_after(code: str) -> set[str]:
-    """The modules loaded by running ``code`` in a fresh interpreter."""
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint(*sys.modules)"],
-                         capture_output=True, text=True, check=True).stdout
-    return set(out.split())
-
-
-def test_import_and_command_list_need_no_torch():
-    assert "torch" not in _modules_after("import groundroll")
-    help_ = "from groundroll.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
-    assert "torch" not in _modules_after(help_)
-    assert "torch" in _modules_after("import groundroll as gr\ngr.rollout")
-
-
 def test_functions_named_like_their_package_stay_functions():
     import importlib
 

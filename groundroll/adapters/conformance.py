@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from ..families import UnsupportedModelError, adapter_for, refusal
+from .capture import capture
 
 __all__ = ["Result", "check", "check_hf", "check_open_clip", "hf_model_types",
            "hf_modality", "tiny_hf", "tiny_config", "tiny_open_clip", "STATUSES", "ATOL",
@@ -437,8 +438,6 @@ def _close(a: torch.Tensor, b: torch.Tensor, atol: float) -> bool:
 
 
 def _cleanup_after_error(model, inputs) -> str | None:
-    from . import capture
-
     hooks, settings = _hook_state(model), _settings(model)
 
     class Boom(Exception):
@@ -472,8 +471,6 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
         ``"hf"``: compare with ``output_attentions=True``; ``"rows"``: the model reports
         no attention itself, check that captured rows sum to one (open_clip timm trunks).
     """
-    from . import capture
-
     start = time.perf_counter()
     result = Result(name or type(model).__name__, "failing")
     try:

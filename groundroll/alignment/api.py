@@ -44,6 +44,8 @@ from groundroll.alignment.batching import (  # noqa: F401  (used by profile, com
     _make_batch,
     _n_decoder_layers,
     _plain,
+    _shift_rows,
+    _word_matrices,
     _words,
 )
 from groundroll.alignment.extract import (
@@ -56,10 +58,9 @@ from groundroll.alignment.options import AlignOptions, check_extraction
 from groundroll.alignment.maps import (  # noqa: F401  (used by profile, composition, report, tests)
     _matrices,
     _relevance_maps,
-    _shift_rows,
-    _word_matrices,
 )
 from groundroll.alignment.methods import DEFAULT_SHIFT, METHODS
+from groundroll.alignment.profile import peak_mass_layer, resolve_defaults
 from groundroll.alignment.result import Alignment
 from groundroll.alignment.scan import LayerScan, _scan_inputs, layer_scan  # noqa: F401
 
@@ -198,8 +199,6 @@ def align(
 def _align(bundle, srcs, tgts, options: AlignOptions, *, single: bool, batch_size: int,
            progress: bool, device):
     """:func:`align` once its inputs and options are checked and its model loaded."""
-    from groundroll.alignment.profile import peak_mass_layer, resolve_defaults
-
     chosen = resolve_defaults(
         bundle, method=options.method, layers=options.layers, shift=options.shift,
         extraction=options.extraction, link_threshold=options.link_threshold,

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 
-from groundroll.alignment.subwords import Encoded, words_from_ids
+from groundroll import zoo
+from groundroll._options import check_align_options
+from groundroll.alignment.subwords import Encoded, word_matrix, words_from_ids
 from groundroll.families import family_for
 
 #: Sentences longer than this many tokens are truncated when neither ``max_length`` nor
@@ -26,9 +29,7 @@ def bundle_of(model, device=None):
     """The loaded :class:`~groundroll.zoo.Bundle` that ``model`` names: a Bundle as it is
     (on ``device`` if one is given, else a ValueError), a spec loaded on ``device``
     (default the CPU) through the process-wide cache (:func:`groundroll.zoo.cached`)."""
-    from groundroll.zoo import Bundle, cached
-
-    if isinstance(model, Bundle):
+    if isinstance(model, zoo.Bundle):
         if device is not None:
             want = torch.device(device)
             have = next(model.model.parameters()).device
@@ -38,7 +39,7 @@ def bundle_of(model, device=None):
                                  " where the model is")
         return model
     if isinstance(model, (str, Path)):
-        return cached(str(model), device=str(device or "cpu"))
+        return zoo.cached(str(model), device=str(device or "cpu"))
     raise TypeError("model must be a groundroll.zoo.Bundle or a spec for"
                     " groundroll.zoo.load (e.g. 'bundled:toy-mt'), got"
                     f" {type(model).__name__}")
@@ -59,8 +60,6 @@ def _bundle(model, device=None):
 
 def _limit(bundle, max_length: int | None) -> int:
     if max_length is not None:
-        from groundroll._options import check_align_options
-
         return check_align_options(max_length=max_length)["max_length"]
     limits = [getattr(bundle.tokenizer, "model_max_length", None),
               getattr(bundle.model.config, "max_position_embeddings", None)]
@@ -189,6 +188,24 @@ def _translate(bundle, src: list[Encoded], *, max_length: int,
         decoder_inputs.append(row[: len(labels)])
     return targets, decoder_inputs
 
+
+
+def _shift_rows(m: torch.Tensor) -> torch.Tensor:
+    """Row ``t`` <- row ``t + 1`` (AWI); the last row becomes zero."""
+    out = torch.zeros_like(m)
+    out[..., :-1, :] = m[..., 1:, :]
+    return out
+
+
+def _word_matrices(maps: torch.Tensor, batch: _Batch, shift: bool) -> list[np.ndarray]:
+    if shift:
+        maps = _shift_rows(maps)
+    out = []
+    for b, (s, t) in enumerate(zip(batch.src, batch.tgt)):
+        m = maps[b, : len(t.ids), : len(s.ids)].cpu().numpy()
+        out.append(word_matrix(m, t.word_ids, s.word_ids, n_tgt=len(t.words),
+                               n_src=len(s.words)))
+    return out
 
 
 def _batches(order: list[int], batch_size: int) -> Iterable[list[int]]:

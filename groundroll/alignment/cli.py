@@ -16,6 +16,11 @@ import sys
 from pathlib import Path
 
 from groundroll._command import add_command
+from groundroll._atomic import OutputSet, check_directory, check_writable
+from groundroll._options import OptionError, check_align_options
+from groundroll.alignment.extract import EXTRACTIONS, SYMMETRIZATIONS
+from groundroll.alignment.io import format_pharaoh, read_lines, read_pharaoh, read_talp
+from groundroll.evaluate import aer
 
 __all__ = ["register", "main"]
 
@@ -34,7 +39,7 @@ def _int_list(text: str):
 
 
 def _add_align(subparsers) -> None:
-    from groundroll.alignment.extract import EXTRACTIONS, SYMMETRIZATIONS
+    # torch: the method registry loads the model code; only this command's parser needs it
     from groundroll.alignment.methods import METHODS
 
     p = add_command(subparsers, "align", _run_align,
@@ -76,6 +81,7 @@ def _add_align(subparsers) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace --out (and the translation file) if they exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # torch: the bulk engine's module, loaded only when this command's parser is built
     from groundroll.distributed.cli import add_engine_options
 
     add_engine_options(p, task="align")
@@ -102,8 +108,6 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _read(path: str) -> list[str]:
-    from groundroll.alignment.io import read_lines
-
     return read_lines(path)
 
 
@@ -113,7 +117,7 @@ def _run_align(args) -> int:
     line. Without --tgt the model translates first and the translations (the words the target
     indices refer to) go to a second file (--out-translation). The files are written as one
     set: all or nothing."""
-    from groundroll._atomic import check_directory, check_writable
+    # torch: the bulk engine and the model code load when the command runs, not before
     from groundroll.distributed.cli import run_align, wants_engine
 
     if wants_engine(args):  # --engine ray / --resume: sharded, resumable runs
@@ -127,8 +131,6 @@ def _run_align(args) -> int:
     if tgt is not None and len(tgt) != len(src):
         return _fail(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)};"
                      " source and target files must have one sentence per line each")
-    from groundroll._options import OptionError, check_align_options
-
     try:
         check_align_options(link_threshold=args.link_threshold, max_length=args.max_length,
                             batch_size=args.batch_size)
@@ -143,6 +145,7 @@ def _run_align(args) -> int:
     except (OSError, ValueError) as err:
         return _fail(str(err))
 
+    # torch: the model code loads when the command runs, not with the parser
     from groundroll.alignment.api import align
 
     try:
@@ -177,9 +180,6 @@ def _outputs(args) -> list:
 
 def _write_outputs(args, outputs: list, result) -> None:
     """Both files as one set (:class:`groundroll._atomic.OutputSet`) per folder."""
-    from groundroll._atomic import OutputSet
-    from groundroll.alignment.io import format_pharaoh
-
     texts = ["".join(format_pharaoh(a.links) + "\n" for a in result)]
     if len(outputs) > 1:
         texts.append("".join(" ".join(a.tgt_words) + "\n" for a in result))
@@ -206,9 +206,6 @@ def _write_outputs(args, outputs: list, result) -> None:
 def _run_aer(args) -> int:
     """Corpus AER, precision, recall and F1 of a Pharaoh prediction file (0-indexed) against a
     gold file."""
-    from groundroll.alignment.io import read_pharaoh, read_talp
-    from groundroll.evaluate import aer
-
     try:
         if args.gold_format == "talp":
             sure, possible = read_talp(args.gold)

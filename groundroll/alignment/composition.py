@@ -52,6 +52,11 @@ import numpy as np
 import torch
 
 from groundroll._markup import markdown_text
+from groundroll.adapters import capture
+from groundroll.alignment.batching import _batches, _bundle, _limit, _make_batch, _word_matrices
+from groundroll.alignment.extract import extract_links
+from groundroll.alignment.subwords import encode_words
+from groundroll.evaluate import aer
 
 __all__ = ["VARIANTS", "COMPOSED_METHODS", "fuse", "residual_rows", "rollout_variants",
            "variant_maps", "peak_weighted", "token_map", "composition_study",
@@ -302,12 +307,6 @@ def composition_study(pairs, *, model, residual: float = 0.5, gamma: float = 8.0
     >>> study = composition_study(toy.pairs(50, split="dev"), model="bundled:toy-mt")  # doctest: +SKIP
     >>> print(study.to_markdown())                                                      # doctest: +SKIP
     """
-    from groundroll.adapters import capture
-    from groundroll.alignment.api import (_batches, _bundle, _limit, _make_batch, _word_matrices,
-                                      extract_links)
-    from groundroll.alignment.subwords import encode_words
-    from groundroll.evaluate import aer
-
     bundle = _bundle(model)
     limit = _limit(bundle, None)
     srcs = [list(p.src_words) for p in pairs]

@@ -14,6 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from groundroll._locks import locked, warn_once, warning_scope
+from groundroll.adapters import capture
+from groundroll.alignment import composition
 from groundroll.alignment.batching import (
     _Batch,
     _batches,
@@ -21,12 +24,12 @@ from groundroll.alignment.batching import (
     _limit,
     _make_batch,
     _translate,
+    _word_matrices,
 )
-from groundroll.alignment.subwords import Encoded, encode_words, word_matrix
+from groundroll.alignment.subwords import Encoded, encode_words
+from groundroll.compose import compose, method_options
 
 def _token_map(trace, method: str, *, layers, heads, head_fusion, residual) -> torch.Tensor:
-    from groundroll.compose import compose, method_options
-
     # align's head_fusion and residual go to the methods that take them (relevance
     # fuses heads by gradient; raw and norm have no residual).
     wanted = dict(head_fusion=head_fusion, residual=residual)
@@ -36,24 +39,13 @@ def _token_map(trace, method: str, *, layers, heads, head_fusion, residual) -> t
     return comp.source_map.detach().float()   # [batch, L, S]
 
 
-def _shift_rows(m: torch.Tensor) -> torch.Tensor:
-    """Row ``t`` <- row ``t + 1`` (AWI); the last row becomes zero."""
-    out = torch.zeros_like(m)
-    out[..., :-1, :] = m[..., 1:, :]
-    return out
-
-
 def _forward_maps(bundle, batch: _Batch, specs: Sequence[tuple[str, Any]], *,
                   heads, head_fusion, residual) -> list[torch.Tensor]:
     """Unshifted ``[batch, L, S]`` maps for each ``(method, layers)`` spec that needs no
     gradients, all from one captured forward pass."""
-    from groundroll.adapters import capture
-
     values = any(method == "norm" for method, _ in specs)
     with torch.no_grad(), capture(bundle.model, values=values) as trace:
         bundle.model(**batch.model_inputs())
-    from groundroll.alignment import composition
-
     rows = batch.decoder_attention_mask.float().cpu()
     return [composition.token_map(trace, method, layers=layers, heads=heads,
                                   residual=residual, row_mask=rows).to(_device(bundle.model))
@@ -70,9 +62,6 @@ def _relevance_maps(bundle, batch: _Batch, layer_sets: Sequence[Any], *, heads,
     chunk, copy ``(b, t)`` back-propagates only its own score, so one
     ``torch.autograd.grad`` call serves the whole chunk.
     """
-    from groundroll.adapters import capture
-    from groundroll.compose import compose
-
     model = bundle.model
     batch_size, length = batch.labels.shape
     n_src = batch.input_ids.shape[1]
@@ -112,22 +101,9 @@ def _relevance_maps(bundle, batch: _Batch, layer_sets: Sequence[Any], *, heads,
     return outs
 
 
-def _word_matrices(maps: torch.Tensor, batch: _Batch, shift: bool) -> list[np.ndarray]:
-    if shift:
-        maps = _shift_rows(maps)
-    out = []
-    for b, (s, t) in enumerate(zip(batch.src, batch.tgt)):
-        m = maps[b, : len(t.ids), : len(s.ids)].cpu().numpy()
-        out.append(word_matrix(m, t.word_ids, s.word_ids, n_tgt=len(t.words),
-                               n_src=len(s.words)))
-    return out
-
-
 def _matrices(bundle, *args, **kwargs):
     """:func:`_matrices_unlocked` holding the model's lock (concurrent calls on one
     model run one after another) with each warning shown once."""
-    from groundroll._locks import locked, warning_scope
-
     with warning_scope(), locked(bundle.model):
         return _matrices_unlocked(bundle, *args, **kwargs)
 
@@ -161,8 +137,6 @@ def _matrices_unlocked(bundle, srcs: list[list[str]], tgts: list[list[str]] | No
                 if encoded_tgt[i].truncated and i not in truncated:
                     truncated.append(i)
     if truncated:
-        from groundroll._locks import warn_once
-
         warn_once(f"{len(truncated)} sentence(s) longer than {limit} tokens were"
                   f" truncated (first: #{min(truncated)}); their cut-off words get no"
                   " links", stacklevel=4)

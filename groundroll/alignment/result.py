@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from groundroll._atomic import atomic_write
+from groundroll.alignment.io import AlignmentFormatError, format_pharaoh
+from groundroll.report import NOTEBOOK_MAX_BYTES, alignment_report, notebook_frame
+from groundroll.viz import figure_png, plot_alignment
+
 __all__ = ["Alignment"]
 
 
@@ -46,8 +51,6 @@ class Alignment:
         >>> Alignment(["a", "b"], ["x"], np.ones((1, 2)), {(1, 0), (0, 0)}).pharaoh()
         '0-0 1-0'
         """
-        from groundroll.alignment.io import format_pharaoh
-
         return format_pharaoh(self.links)
 
     def plot(self, *, gold=None, ax=None, title: str | None = None, cmap: str = "Greys"):
@@ -57,8 +60,6 @@ class Alignment:
         -------
         matplotlib.figure.Figure
         """
-        from groundroll.viz import plot_alignment
-
         if title is None:
             title = f"{self.settings.get('method', '')} " + (
                 "AWI" if self.settings.get("shift") else "AWO")
@@ -76,22 +77,16 @@ class Alignment:
         >>> a.to_html().startswith("<!DOCTYPE html>")
         True
         """
-        from groundroll.report import alignment_report
-
         return alignment_report(self, title=title)
 
     def _repr_html_(self) -> str:
         """The interactive report in a notebook (:func:`groundroll.report.notebook_frame`),
         within :data:`groundroll.report.NOTEBOOK_MAX_BYTES`."""
-        from groundroll.report import NOTEBOOK_MAX_BYTES, alignment_report, notebook_frame
-
         doc = alignment_report(self, max_bytes=NOTEBOOK_MAX_BYTES)
         return notebook_frame(doc, height=min(900, 320 + 28 * len(self.tgt_words)))
 
     def _repr_png_(self) -> bytes:
         """:meth:`plot` as PNG: what a notebook shows where HTML is not rendered."""
-        from groundroll.viz import figure_png
-
         return figure_png(self.plot())
 
     def to_dict(self) -> dict:
@@ -114,50 +109,50 @@ class Alignment:
         AlignmentFormatError
             What is wrong, where.
         """
-        from groundroll.alignment.io import AlignmentFormatError as Bad
-
         if not isinstance(d, dict):
-            raise Bad(f"a saved alignment is a JSON object, got {type(d).__name__}")
+            raise AlignmentFormatError(
+                f"a saved alignment is a JSON object, got {type(d).__name__}")
         for key in ("src_words", "tgt_words", "matrix", "links"):
             if key not in d:
-                raise Bad(f"saved alignment: missing {key!r}")
+                raise AlignmentFormatError(f"saved alignment: missing {key!r}")
         for key in ("src_words", "tgt_words"):
             if not isinstance(d[key], list) or not all(isinstance(w, str) for w in d[key]):
-                raise Bad(f"saved alignment: {key} must be a list of strings")
+                raise AlignmentFormatError(
+                    f"saved alignment: {key} must be a list of strings")
         t, s = len(d["tgt_words"]), len(d["src_words"])
         try:
             matrix = np.asarray(d["matrix"], dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
-            raise Bad("saved alignment: matrix must be a list of rows of numbers") from None
+            raise AlignmentFormatError(
+                "saved alignment: matrix must be a list of rows of numbers") from None
         if matrix.size != t * s or (matrix.ndim != 2 and matrix.size) or (
                 matrix.ndim == 2 and matrix.shape != (t, s)):
-            raise Bad(f"saved alignment: matrix has shape {matrix.shape}, expected"
-                      f" [{t}, {s}] (target x source words)")
+            raise AlignmentFormatError(f"saved alignment: matrix has shape {matrix.shape},"
+                                       f" expected [{t}, {s}] (target x source words)")
         if not np.isfinite(matrix).all():
-            raise Bad("saved alignment: matrix holds NaN or infinite values")
+            raise AlignmentFormatError("saved alignment: matrix holds NaN or infinite values")
         links = {_pair(item, s, t, "links") for item in _list(d["links"], "links")}
         scores = {}
         for item in _list(d.get("scores", []), "scores"):
             if not isinstance(item, list) or len(item) != 3:
-                raise Bad(f"saved alignment: each score is [s, t, value], got {item!r:.60}")
+                raise AlignmentFormatError(
+                    f"saved alignment: each score is [s, t, value], got {item!r:.60}")
             value = item[2]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     np.isfinite(value)):
-                raise Bad(f"saved alignment: score value {value!r:.60} is not a finite"
-                          " number")
+                raise AlignmentFormatError(
+                    f"saved alignment: score value {value!r:.60} is not a finite number")
             scores[_pair(item[:2], s, t, "scores")] = float(value)
         settings = d.get("settings", {})
         if not isinstance(settings, dict):
-            raise Bad(f"saved alignment: settings must be a JSON object, got"
-                      f" {type(settings).__name__}")
+            raise AlignmentFormatError(f"saved alignment: settings must be a JSON object,"
+                                       f" got {type(settings).__name__}")
         return cls(list(d["src_words"]), list(d["tgt_words"]), matrix.reshape(t, s), links,
                    scores, settings)
 
     def save(self, path, *, force: bool = False) -> None:
         """Write :meth:`to_dict` as JSON (atomically; no overwrite unless ``force``)."""
         import json
-
-        from groundroll._atomic import atomic_write
 
         with atomic_write(path, force=force, mode="w") as handle:
             json.dump(self.to_dict(), handle)
@@ -175,8 +170,6 @@ class Alignment:
         """
         import json
 
-        from groundroll.alignment.io import AlignmentFormatError
-
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except ValueError as err:           # JSONDecodeError, UnicodeDecodeError
@@ -191,8 +184,6 @@ class Alignment:
 
 
 def _list(value, what: str) -> list:
-    from groundroll.alignment.io import AlignmentFormatError
-
     if not isinstance(value, list):
         raise AlignmentFormatError(f"saved alignment: {what} must be a list, got"
                                    f" {type(value).__name__}")
@@ -202,8 +193,6 @@ def _list(value, what: str) -> list:
 def _pair(item, s: int, t: int, what: str) -> tuple[int, int]:
     """A link ``[s, t]`` of a saved alignment, within its ``s`` source and ``t`` target
     words."""
-    from groundroll.alignment.io import AlignmentFormatError
-
     if (not isinstance(item, list) or len(item) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)):
         raise AlignmentFormatError(f"saved alignment: each entry of {what} starts with two"

@@ -15,8 +15,12 @@ from typing import Sequence
 from groundroll._markup import markdown_text
 from groundroll.alignment.batching import _bundle, _n_decoder_layers, _plain, _words
 from groundroll.alignment.extract import extract_links
+from groundroll.alignment.io import read_lines, read_talp
 from groundroll.alignment.maps import _matrices
 from groundroll.alignment.methods import METHODS
+from groundroll.alignment.profile_file import AlignProfile
+from groundroll.evaluate import aer
+from groundroll.viz import plot_layer_scan
 
 __all__ = ["LayerScan", "layer_scan"]
 
@@ -63,8 +67,6 @@ class LayerScan:
         >>> scan = layer_scan(toy.pairs(100, split="dev"), model="bundled:toy-mt")  # doctest: +SKIP
         >>> scan.save_profile("path/to/model-folder")                              # doctest: +SKIP
         """
-        from groundroll.alignment.profile import AlignProfile
-
         profile = AlignProfile.from_scan(self, metric=metric, method=method)
         profile.save(path, force=force)
         return profile
@@ -96,8 +98,6 @@ class LayerScan:
     def plot(self, *, metric: str = "aer", ax=None, title: str | None = None):
         """Metric per layer, one line per method and shift
         (:func:`groundroll.viz.plot_layer_scan`); the ``"all"`` rows are left out."""
-        from groundroll.viz import plot_layer_scan
-
         rows = [dict(r, shift=int(r["shift"])) for r in self.rows
                 if isinstance(r["layer"], int)]
         return plot_layer_scan(rows, metric=metric, lower_is_better=metric == "aer",
@@ -105,15 +105,11 @@ class LayerScan:
 
 
 def _read_lines(path) -> list[str]:
-    from groundroll.alignment.io import read_lines
-
     return read_lines(path)
 
 
 def _scan_inputs(pairs, gold):
     """``(src words, tgt words, sure, possible)`` from pairs, files or toy pairs."""
-    from groundroll.alignment.io import read_talp
-
     if isinstance(pairs, tuple) and len(pairs) == 2 and all(
             isinstance(p, (str, Path)) for p in pairs) and Path(pairs[0]).is_file():
         srcs = [line.split() for line in _read_lines(pairs[0])]
@@ -197,8 +193,6 @@ def layer_scan(
     ...                   methods=("raw",))                      # doctest: +SKIP
     >>> print(scan.to_markdown())                                # doctest: +SKIP
     """
-    from groundroll.evaluate import aer
-
     bundle = _bundle(model)
     srcs, tgts, sure, possible = _scan_inputs(pairs, gold)
     n_layers = _n_decoder_layers(bundle)

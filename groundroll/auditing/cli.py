@@ -12,6 +12,11 @@ from pathlib import Path
 from groundroll._command import add_command
 from groundroll.auditing.compare import audit
 from groundroll.auditing.metrics import TASKS
+from groundroll._atomic import check_set
+from groundroll.alignment.io import read_lines
+from groundroll.auditing.result import Audit
+from groundroll.data import shapes
+from groundroll.data import toy_translation as toy
 
 __all__ = ["register"]
 
@@ -59,9 +64,6 @@ def _run_cli(args) -> int:
     the summary."""
     import sys
 
-    from groundroll._atomic import check_set
-    from groundroll.auditing.result import Audit
-
     out = Path(args.out)
     try:
         # Before any model runs: a plain file at --out, an unwritable folder, or audit
@@ -75,8 +77,6 @@ def _run_cli(args) -> int:
     prompts = None
     try:
         if args.src is not None:
-            from groundroll.alignment.io import read_lines
-
             if args.tgt is None:
                 return _cli_fail("--src needs --tgt: an audit compares both models on the"
                                  " same sentence pairs")
@@ -85,16 +85,12 @@ def _run_cli(args) -> int:
                 return _cli_fail(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}")
             data = list(zip(src, tgt))
         elif args.toy is not None:
-            from groundroll.data import toy_translation as toy
-
             data = toy.pairs(args.toy, split="test", variant=args.variant)
         elif args.images is not None:
             if not args.prompts:
                 return _cli_fail("--images needs --prompts")
             data, prompts = [str(x) for x in args.images], list(args.prompts)
         else:
-            from groundroll.data import shapes
-
             data = [shapes.scene(shapes.EVAL_SEED_OFFSET + k) for k in range(args.scenes)]
     except (OSError, UnicodeDecodeError, ValueError) as err:
         return _cli_fail(f"cannot read input: {err}")

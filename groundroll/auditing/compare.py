@@ -10,6 +10,7 @@ import numpy as np
 from groundroll.auditing.metrics import _METRICS, TASKS, mass_moved, spearman, top_iou
 from groundroll._json import jsonable
 from groundroll.auditing.result import Audit
+from groundroll.evaluate import aer
 
 __all__ = ["audit"]
 
@@ -92,6 +93,7 @@ def audit(model_a, model_b, data, *, task: str | None = None, prompts=None, top:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     options = dict(options or {})
     options_b = dict(options if options_b is None else options_b)
+    # torch: the model code loads with the first audit, not with groundroll.auditing
     from groundroll.alignment.batching import bundle_of
 
     bundle_a, bundle_b = bundle_of(model_a), bundle_of(model_b)
@@ -119,8 +121,8 @@ def _pair_words(p):
 
 
 def _audit_align(a, b, data, *, top, options, options_b, progress):
+    # torch: the model code loads with the first audit, not with groundroll.auditing
     from groundroll.alignment.api import align
-    from groundroll.evaluate import aer
 
     pairs = [_pair_words(p) for p in data]
     if any(not s or not t for s, t in pairs):
@@ -146,6 +148,7 @@ def _audit_align(a, b, data, *, top, options, options_b, progress):
 
 
 def _audit_segment(a, b, data, *, prompts, top, options, options_b, progress):
+    # torch: the model code loads with the first audit, not with groundroll.auditing
     from groundroll.grounding import segment
 
     if prompts is not None and len(prompts) and isinstance(prompts[0], str):

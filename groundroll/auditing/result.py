@@ -11,6 +11,9 @@ import numpy as np
 from groundroll._json import jsonable
 from groundroll._markup import markdown_text
 from groundroll.auditing.metrics import _HIGHER_IS_AGREEMENT, _METRICS, mass_moved
+from groundroll._atomic import OutputSet, check_set
+from groundroll.report import NOTEBOOK_MAX_BYTES, audit_report, notebook_frame
+from groundroll.viz import figure_png
 
 __all__ = ["Audit"]
 
@@ -156,8 +159,6 @@ class Audit:
         """A self-contained interactive HTML page: aggregate metrics, a sortable table of
         the examples and the maps of the most changed ones
         (:func:`groundroll.report.audit_report`; no network, data inline)."""
-        from groundroll.report import audit_report
-
         return audit_report(self, title=title)
 
     #: The files :meth:`save` writes, and the hidden manifest that lists them.
@@ -167,14 +168,10 @@ class Audit:
     def _repr_html_(self) -> str:
         """The interactive report in a notebook (:func:`groundroll.report.notebook_frame`),
         within :data:`groundroll.report.NOTEBOOK_MAX_BYTES`."""
-        from groundroll.report import NOTEBOOK_MAX_BYTES, audit_report, notebook_frame
-
         return notebook_frame(audit_report(self, max_bytes=NOTEBOOK_MAX_BYTES), height=640)
 
     def _repr_png_(self) -> bytes:
         """:meth:`plot` as PNG: what a notebook shows where HTML is not rendered."""
-        from groundroll.viz import figure_png
-
         return figure_png(self.plot())
 
     def save(self, directory, *, force: bool = False, figure: bool = True) -> Path:
@@ -199,8 +196,6 @@ class Audit:
         >>> a.save("audit-out")                                     # doctest: +SKIP
         """
         import io
-
-        from groundroll._atomic import OutputSet, check_set
 
         directory = Path(directory)
         names = self.FILES if figure else self.FILES[:3]

@@ -42,6 +42,8 @@ from .layers import (
     layer_indices,
     with_heads,
 )
+from .._options import refuse_unknown
+from .graph import joint_graph
 
 __all__ = ["Method", "Raw", "Norm", "Rollout", "Relevance", "Flow", "METHODS",
            "method_names", "method_options", "register_method", "unregister_method",
@@ -106,8 +108,6 @@ class Method:
     def from_options(cls, **options) -> "Method":
         """Build from keyword options; one this method does not take is a TypeError
         that names the method and lists the options it takes."""
-        from .._options import refuse_unknown
-
         refuse_unknown(options, method_options(cls), f"composition method {cls.name!r}")
         return cls(**options)
 
@@ -352,8 +352,6 @@ class Flow(_Fused):
     start_layer: int = 0
 
     def maps(self, trace, chain, *, call=-1, keep=None) -> Maps:
-        from .graph import joint_graph
-
         mats, layout = joint_graph(
             trace, chain, head_fusion=self.head_fusion, residual=self.residual,
             heads=self.heads, weighting=self.weighting,

@@ -73,7 +73,8 @@ def example_scene() -> dict:
         rgb = image.convert("RGB")
     with Image.open(example_path(meta["label_map"])) as labels:
         ids = np.asarray(labels)
-    # The file stores each object as its name's index in shapes.LABELS, plus one.
+    # scikit-image (through shapes): loaded here, not by import groundroll.data. The file
+    # stores each object as its name's index in shapes.LABELS, plus one.
     from .shapes import LABELS
 
     masks = np.stack([ids == LABELS.index(label) + 1 for label in meta["labels"]])

@@ -29,7 +29,7 @@ import functools
 import random
 from dataclasses import dataclass
 
-from groundroll.data import toy_translation as base
+from groundroll.data import _toy_grammar as base
 
 __all__ = ["HardLexicon", "hard_lexicon", "generate", "MAX_WORDS", "HARD_LEXICON_SEED"]
 

@@ -19,9 +19,12 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .. import zoo
 from .._atomic import atomic_write
 from .._json import jsonable
 from .._options import call_keywords, merge_keywords, options_object
+from ..alignment import api
+from ..alignment.io import read_lines
 from ..alignment.options import AlignOptions
 from ._engine import (BulkResult, as_path, import_ray, json_lines,
                       map_batches, pool_options, progress_bar, ray_results, ray_start,
@@ -59,26 +62,22 @@ class AlignWorker:
 
     def __init__(self, *, model, options: AlignOptions | dict | None, batch_size: int,
                  device: str = "cpu", threads: int | None = None):
-        from ..zoo import load
-
         worker_threads(threads)
         self.options = options_object(AlignOptions, options, what="AlignWorker")
         self.batch_size = int(batch_size)
         self.pid = os.getpid()
-        self.model = load(model, device=device) if isinstance(model, str) else model
+        self.model = zoo.load(model, device=device) if isinstance(model, str) else model
         reverse = self.options.reverse_model
         if isinstance(reverse, str):
             self.options = dataclasses.replace(self.options,
-                                               reverse_model=load(reverse, device=device))
+                                               reverse_model=zoo.load(reverse, device=device))
 
     def align_lines(self, src: list[str], tgt: list[str] | None
                     ) -> tuple[list[str], list[str], list]:
         """Pharaoh lines, target sentences and ``[offset, reason]`` failures."""
-        from ..alignment import align
-
         try:
-            found = align(src, tgt, model=self.model, batch_size=self.batch_size,
-                          options=self.options)
+            found = api.align(src, tgt, model=self.model, batch_size=self.batch_size,
+                              options=self.options)
             return ([a.pharaoh() for a in found], [" ".join(a.tgt_words) for a in found],
                     [])
         except Exception:
@@ -86,8 +85,8 @@ class AlignWorker:
         lines, targets, failures = [], [], []
         for k, s in enumerate(src):
             try:
-                a = align([s], None if tgt is None else [tgt[k]], model=self.model,
-                          batch_size=1, options=self.options)[0]
+                a = api.align([s], None if tgt is None else [tgt[k]], model=self.model,
+                              batch_size=1, options=self.options)[0]
                 lines.append(a.pharaoh())
                 targets.append(" ".join(a.tgt_words))
             except Exception as err:
@@ -148,8 +147,6 @@ def _ray_rows(src, tgt, pending, worker_kwargs, run: RunOptions) -> Iterator[dic
 
 def _lines_of(value, what: str) -> list[str]:
     if isinstance(value, (str, os.PathLike)):
-        from ..alignment.io import read_lines
-
         path = Path(value)
         if not path.is_file():
             raise FileNotFoundError(f"{what} file not found: {path}")

@@ -12,6 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+from .._atomic import OutputPathError
+from ._state import SettingsMismatchError
+from .align import align_corpus
+from .segment import segment_dataset
+
 __all__ = ["add_engine_options", "wants_engine", "run_segment", "run_align"]
 
 
@@ -80,9 +85,6 @@ def _report(result, what: str) -> None:
 
 
 def _errors():
-    from .._atomic import OutputPathError
-    from ._state import SettingsMismatchError
-
     usage = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
              SettingsMismatchError, OutputPathError, ValueError, TypeError)
     return usage
@@ -91,8 +93,6 @@ def _errors():
 def run_segment(args, prompts, background, failure) -> int:
     """``groundroll segment`` through :func:`segment_dataset`; ``failure(message, code)``
     builds the subcommand's error."""
-    from .segment import segment_dataset
-
     try:
         result = segment_dataset(
             _images_argument(args.images), prompts, model=args.model, method=args.method,
@@ -122,8 +122,6 @@ def _resume_hint() -> str:
 def run_align(args, fail) -> int:
     """``groundroll align`` through :func:`align_corpus`; ``fail(message)`` reports an
     error and returns the exit code."""
-    from .align import align_corpus
-
     try:
         result = align_corpus(
             args.src, args.tgt, model=args.model, out=args.out,

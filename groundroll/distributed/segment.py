@@ -25,6 +25,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .. import grounding, zoo
+from .._atomic import check_writable, refuse_symlink
 from .._extras import MissingExtraError
 from .._json import jsonable
 from .._options import call_keywords, check_segment_options, merge_keywords, options_object
@@ -84,9 +86,6 @@ class SegmentWorker:
                  image_column: str = "image"):
         import os
 
-        from ..grounding import resolve_model
-        from ..zoo import load
-
         worker_threads(threads)
         self.prompts = list(prompts)
         self.options = options_object(SegmentOptions, options, what="SegmentWorker")
@@ -94,9 +93,9 @@ class SegmentWorker:
         self.dataset = dataset
         self.image_column = image_column
         self.pid = os.getpid()
-        bundle = load(model, device=device) if isinstance(model, str) else model
+        bundle = zoo.load(model, device=device) if isinstance(model, str) else model
         self.model_key = model if isinstance(model, str) else "model"
-        self.cache = {self.model_key: resolve_model(bundle)}
+        self.cache = {self.model_key: grounding.resolve_model(bundle)}
 
     def _image(self, batch: dict, i: int):
         if "image" in batch:
@@ -107,10 +106,8 @@ class SegmentWorker:
         return str(ref)
 
     def segment_one(self, image, key: str) -> dict:
-        from ..grounding import segment
-
-        seg = segment(image, self.prompts, model=self.model_key, cache=self.cache,
-                      options=self.options)
+        seg = grounding.segment(image, self.prompts, model=self.model_key, cache=self.cache,
+                                 options=self.options)
         seg.save(self.out, stem=key, force=True)  # a redone shard overwrites its own files
         h, w = seg.labels.shape
         return {"height": int(h), "width": int(w),
@@ -205,16 +202,12 @@ def _ray_rows(items: Items, pending: list[Shard], worker_kwargs: dict,
 
 
 def _planned_files(out: Path, prompts: Sequence[str], keys: Iterable[str]) -> Iterator[Path]:
-    from ..grounding import output_paths
-
     for key in keys:
-        yield from output_paths(out, prompts, stem=key).values()
+        yield from grounding.output_paths(out, prompts, stem=key).values()
 
 
 def _file_names(prompts: Sequence[str], key: str) -> list[str]:
-    from ..grounding import output_paths
-
-    return [p.name for p in output_paths(Path("."), prompts, stem=key).values()]
+    return [p.name for p in grounding.output_paths(Path("."), prompts, stem=key).values()]
 
 
 def check_output_names(keys: Sequence[str], prompts: Sequence[str]) -> None:
@@ -382,10 +375,8 @@ def _recorded(options: SegmentOptions) -> dict:
 
 def _check_model_spec(model) -> None:
     if isinstance(model, str) and model.startswith("bundled:"):
-        from ..zoo import bundled
-
-        if model.split(":", 1)[1] not in bundled():
-            raise ValueError(f"no bundled model {model!r}; bundled models: {bundled()}")
+        if model.split(":", 1)[1] not in zoo.bundled():
+            raise ValueError(f"no bundled model {model!r}; bundled models: {zoo.bundled()}")
 
 
 def _redo_missing(state: RunState, prompts) -> None:
@@ -572,8 +563,6 @@ def segment_dataset(
                 **jsonable(_recorded(options), other=str)}
     shards = plan_shards(items.keys, run.shard_size)
     state_dir = out / STATE_DIR
-    from .._atomic import check_writable, refuse_symlink
-
     refuse_symlink(state_dir, "the run state folder")
     if not RunState.exists(state_dir) and not run.force and out.is_dir():
         combined = [out / COMBINED[k] for k in COMBINED if k != "parquet" or rle_parquet]

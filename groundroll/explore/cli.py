@@ -18,8 +18,13 @@ import functools
 import sys
 from pathlib import Path
 
+from groundroll._atomic import check_directory, check_writable
 from groundroll._command import add_command
+from groundroll.alignment.io import read_lines
+from groundroll.alignment.result import Alignment
+from groundroll.auditing import Audit
 from groundroll.report import DEFAULT_MAX_BYTES, alignment_report, audit_report, write_report
+from groundroll.zoo import cached
 
 __all__ = ["register"]
 
@@ -61,7 +66,9 @@ def _kind(kinds, name: str, run, *, help: str):
 
 def register(subparsers) -> None:
     """Add ``report`` (with ``align``, ``segment`` and ``audit``) to a ``groundroll`` parser."""
+    # torch: grounding loads the model code; only the report command's parser needs it
     from groundroll.grounding import DEFAULT_MODEL
+    # torch, as above
     from groundroll.grounding.profiles import REFINE
 
     report = subparsers.add_parser(
@@ -108,8 +115,6 @@ def register(subparsers) -> None:
 
 
 def _check_out(args) -> None:
-    from groundroll._atomic import check_directory, check_writable
-
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise _Failure(f"--out {args.out} should end in .html")
     try:
@@ -120,8 +125,6 @@ def _check_out(args) -> None:
 
 
 def _lines(path: Path) -> list[str]:
-    from groundroll.alignment.io import read_lines
-
     try:
         return read_lines(path)
     except (OSError, UnicodeDecodeError) as err:
@@ -144,14 +147,13 @@ def _write(args, html: str) -> int:
 def _run_align(args) -> int:
     """Align sentence pairs under every method, layer, head and shift and write the alignment
     explorer."""
-    from groundroll.explore import explore_alignment
+    # torch: the page's pipeline runs the model; loaded when the command runs
+    from groundroll.explore.pages import explore_alignment
 
     _check_out(args)
     if args.load is not None:
         if args.sentence or args.src:
             raise _Failure("--load shows a saved alignment; give no sentence or --src")
-        from groundroll.alignment import Alignment
-
         try:
             loaded = Alignment.load(args.load)
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -175,8 +177,8 @@ def _run_align(args) -> int:
     if not any(s.split() for s in srcs):
         raise _Failure("the source is empty")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    # torch: the alignment methods load the model code; loaded when the command runs
     from groundroll.alignment.api import METHODS
-    from groundroll.zoo import cached
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -197,9 +199,10 @@ def _run_align(args) -> int:
 def _run_segment(args) -> int:
     """Segment an image with text prompts and write the segmentation explorer (masks, heatmaps,
     per-layer maps of one prompt)."""
+    # torch: grounding loads the model code; loaded when the command runs
     from groundroll.grounding import load_image, resolve_model
-
-    from groundroll.explore import explore_segmentation
+    # torch: the page's pipeline runs the model; loaded when the command runs
+    from groundroll.explore.pages import explore_segmentation
 
     _check_out(args)
     if not args.prompts:
@@ -232,8 +235,6 @@ def _run_segment(args) -> int:
 def _run_audit(args) -> int:
     """Write the audit report (aggregate metrics, sortable examples, maps of the most changed
     examples) of an audit saved with Audit.save."""
-    from groundroll.auditing import Audit
-
 
     _check_out(args)
     if not (args.folder / "audit.json").is_file():

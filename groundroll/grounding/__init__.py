@@ -7,6 +7,7 @@
 ((128, 160), (2, 128, 160))
 """
 
+from . import builtin_sources  # noqa: F401  (registers the built-in map sources first)
 from ._model import DEFAULT_MODEL, ModelHandle, resolve_model
 from .calibrate import calibrate
 from .dense import dense_features, dense_maps, dense_rewrite

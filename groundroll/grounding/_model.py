@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from .._locks import locked, short, warn_once
 from ..families import Family, Grounding, family_for
+from ..masks import ensemble_prompts
+from ..zoo import cached
 
 __all__ = ["ModelHandle", "resolve_model", "DEFAULT_MODEL"]
 
@@ -205,8 +207,6 @@ class ModelHandle:
                         templates: Sequence[str] | None = None) -> torch.Tensor:
         """``[P, D]`` L2-normalised text embeddings, averaged over ``templates`` (prompt
         ensembling: normalise, average, normalise again)."""
-        from ..masks import ensemble_prompts
-
         if templates:
             texts, groups = ensemble_prompts(list(prompts), list(templates))
         else:
@@ -277,8 +277,6 @@ def resolve_model(model, *, tokenizer=None, cache: dict | None = None,
         key = model if device is None else (model, str(torch.device(device)))
         if cache is not None and key in cache:
             return cache[key]
-        from ..zoo import cached
-
         handle = resolve_model(cached(model, device=str(device or "cpu")))
         if cache is not None:
             cache[key] = handle

@@ -24,8 +24,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .._images import _nearest, load_image
+from ..zoo import BUNDLED_DIR
 from ._model import DEFAULT_MODEL, resolve_model
-from .profiles import Profile, background_labels, model_fingerprint
+from .profiles import (Profile, background_labels, bundled_profile, model_fingerprint,
+                       resolve_profile)
+from .registry import METHODS, source
+from .segment import REFINE, channel_maps, refine_inputs, refined_probabilities
 
 __all__ = ["calibrate", "default_source", "fit_postprocess", "RULE_GRID", "CalibrationError", "object_ious",
            "score_entry"]
@@ -79,8 +84,6 @@ def _read_label_map(path) -> np.ndarray:
 def _normalise(data, prompts: Sequence[str] | None) -> list[dict]:
     """Items as ``{"name", "image", "masks" [K, H, W], "labels" [K]}``; every problem
     of every item is collected and raised together."""
-    from .._images import load_image
-
     if hasattr(data, "column_names") and hasattr(data, "__getitem__"):   # datasets
         dataset = data
         data = (dataset[i] for i in range(len(dataset)))
@@ -149,8 +152,6 @@ def _normalise(data, prompts: Sequence[str] | None) -> list[dict]:
 
 
 def _bundle_templates(handle) -> list[str] | None:
-    from .profiles import bundled_profile
-
     found = bundled_profile(handle)
     if found is not None:
         for entry in found.methods.values():
@@ -159,8 +160,6 @@ def _bundle_templates(handle) -> list[str] | None:
     name = getattr(handle, "name", "") or ""
     if name.startswith("bundled:"):
         import json
-
-        from ..zoo import BUNDLED_DIR
 
         meta = Path(BUNDLED_DIR) / name.split(":", 1)[1] / "meta.json"
         if meta.is_file():
@@ -199,8 +198,6 @@ def fit_postprocess(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
     Ties keep the earlier candidate (rules in the given order, then thresholds).
     ``cache``: a dict that keeps every image's superpixel partitions, to share them
     with other calls on the same images (other sources, :func:`score_entry`)."""
-    from .segment import refine_inputs, refined_probabilities
-
     best = None
     for r in refine:
         small = [refine_inputs(m, image, refine=r, cache=cache, keep=None)
@@ -225,8 +222,6 @@ def fit_postprocess(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
 
 def _at(labels: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """``labels`` resized (nearest) to the masks' pixels, as :func:`segment` resizes."""
-    from .._images import _nearest
-
     return _nearest(labels, tuple(np.asarray(masks).shape[-2:]))
 
 
@@ -236,8 +231,6 @@ def score_entry(maps: Sequence[np.ndarray], items: Sequence[Mapping], *,
     """Mean object IoU of one postprocessing ``entry`` (``background_rule``,
     ``threshold``, ``refine``) on maps already computed, postprocessed as
     :func:`segment` postprocesses them (``cache`` as in :func:`fit_postprocess`)."""
-    from .segment import refine_inputs, refined_probabilities
-
     refine = entry.get("refine") or "none"
     rule = entry.get("background_rule", "none")
     ious = []
@@ -313,12 +306,6 @@ def calibrate(data: Iterable | Any, *, model: Any = DEFAULT_MODEL,
     >>> profile.save("my_profile.json")                              # doctest: +SKIP
     """
     from tqdm.auto import tqdm
-
-    from .registry import source
-    from .segment import REFINE, channel_maps
-    from .registry import METHODS
-
-    from .profiles import resolve_profile
 
     started = time.perf_counter()
     handle = resolve_model(model, tokenizer=tokenizer)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..families import family_for
 from ._model import ModelHandle
+from .._locks import locked
 
 __all__ = ["DENSE_METHODS", "dense_rewrite", "dense_features", "dense_maps"]
 
@@ -142,8 +143,6 @@ def dense_rewrite(model, method: str, *, sigma: float = 5.0) -> Iterator[None]:
     >>> with dense_rewrite(model, "clearclip"):        # doctest: +SKIP
     ...     tokens = model.visual.transformer(x)
     """
-    from .._locks import locked
-
     if method not in DENSE_METHODS:
         raise ValueError(f"method must be one of {DENSE_METHODS}, got {method!r}")
     visual = _visual(model)
@@ -174,8 +173,6 @@ def dense_features(model, pixels: torch.Tensor, method: str, *,
     The tower runs with its last block rewritten (:func:`dense_rewrite`); the patch
     tokens of the transformer output go through ``ln_post`` and ``proj``.
     """
-    from .._locks import locked
-
     visual = _visual(model)
     seen = {}
     owner = threading.get_ident()

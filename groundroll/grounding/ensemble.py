@@ -13,6 +13,8 @@ import numpy as np
 
 from .. import masks as M
 from ._model import ModelHandle
+from .registry import METHODS
+from .sources import prompt_maps
 
 __all__ = ["DEFAULT_WEIGHTS", "ensemble_maps"]
 
@@ -45,8 +47,6 @@ def ensemble_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str]
     ...               weights={"legrad": 2.0, "naclip": 1.0}).shape  # doctest: +SKIP
     (1, 96, 96)
     """
-    from .sources import METHODS, prompt_maps
-
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     options = dict(options or {})
     if not weights:

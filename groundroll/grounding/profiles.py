@@ -51,6 +51,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import masks as M
+from .._atomic import atomic_write, check_writable
+from .._options import OptionError, check_segment_options
+from ..zoo import BUNDLED_DIR
 
 __all__ = ["Profile", "PROFILE_FORMAT", "BACKGROUND_RULES", "POSTPROCESS_KEYS",
            "model_fingerprint", "bundled_profile", "resolve_profile", "background_labels",
@@ -98,8 +101,6 @@ class ProfileFormatError(ValueError):
 
 
 def _check_entry(method: str, entry: Mapping[str, Any], where: str) -> dict:
-    from .._options import OptionError, check_segment_options
-
     if not isinstance(method, str) or not method:
         raise ProfileFormatError(f"{where}: method names are non-empty strings, got"
                                  f" {method!r}")
@@ -231,8 +232,6 @@ class Profile:
 
     def save(self, path, *, force: bool = False) -> Path:
         """Write the profile as JSON (atomically; an existing file needs ``force``)."""
-        from .._atomic import atomic_write, check_writable
-
         path = Path(path)
         check_writable([path], force=force)
         with atomic_write(path, force=force) as f:
@@ -269,8 +268,6 @@ class Profile:
 
 def bundled_profile(handle) -> Profile | None:
     """The profile shipped with a bundled model (``bundled:<name>``), else None."""
-    from ..zoo import BUNDLED_DIR
-
     name = getattr(handle, "name", "") or ""
     if not name.startswith("bundled:"):
         return None

@@ -15,6 +15,10 @@ otherwise:
 per-method rules of its own; ``source_options`` are checked against the options class
 (an unknown name is an error that lists the accepted ones).
 
+The built-in sources are registered by :mod:`groundroll.grounding.builtin_sources`,
+which :mod:`groundroll.grounding` imports: the source modules import this one (to look a
+source up), not the other way round.
+
 Examples
 --------
 >>> SOURCES["naclip"].options()
@@ -35,8 +39,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .._names import LiveNames
+from .._options import check_source_options
 from .._registry import Registry
-from . import attribution, dense, ensemble, legrad, sources
 
 __all__ = ["Source", "SOURCES", "METHODS", "source", "register_source", "unregister_source",
            "source_names"]
@@ -126,8 +130,6 @@ class Source:
         if unknown:
             raise ValueError(f"source {self.name!r} has no option(s) {unknown}; it takes"
                              f" {accepted or 'no options'}")
-        from .._options import check_source_options
-
         defaults = {f.name: f.default for f in dataclasses.fields(self.options)}
         return check_source_options(self.name, options, defaults)
 
@@ -189,17 +191,3 @@ def source(method: str) -> Source:
 SOURCES = _SOURCES.view()
 #: Names of the map sources (live: includes sources registered later).
 METHODS = LiveNames(source_names)
-
-for _entry in (
-    Source("relevance", sources.relevance_maps),
-    Source("rollout", sources.rollout_maps, templates="ignore"),
-    Source("cross", sources.cross_maps, templates="refuse"),
-    *(Source(m, dense.dense_maps, dense=True, bound={"method": m})
-      for m in dense.DENSE_METHODS),
-    Source("legrad", legrad.legrad_maps),
-    Source("gradcam", attribution.gradcam_maps),
-    *(Source(m, attribution.captum_maps, bound={"method": m}) for m in ("ig", "saliency")),
-    Source("ensemble", ensemble.ensemble_maps),
-):
-    register_source(_entry)
-del _entry

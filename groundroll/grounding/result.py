@@ -18,7 +18,11 @@ import numpy as np
 
 from .. import masks as M
 from .._images import _resize_rgb, _resize_rgb_rows
+from .._atomic import OutputSet, check_directory, check_set
 from .._json import jsonable
+from .._options import check_segment_options
+from ..report import NOTEBOOK_MAX_BYTES, notebook_frame, segmentation_report
+from ..viz import _new_axes, figure_png, overlay
 
 __all__ = ["Segmentation", "output_paths", "manifest_name", "check_writable_set", "slug"]
 
@@ -90,8 +94,6 @@ class Segmentation:
     def overlay(self, *, alpha: float = 0.5) -> np.ndarray:
         """uint8 ``[H, W, 3]`` image with the labelled pixels coloured
         (:func:`groundroll.masks.palette` colours, label ``k + 1`` for prompt ``k``)."""
-        from ..viz import overlay
-
         image = self.image if self.image is not None else np.zeros(
             self.labels.shape + (3,), np.uint8)
         image = _resize_rgb(image, self.labels.shape)
@@ -114,8 +116,6 @@ class Segmentation:
         >>> seg.to_html().startswith("<!DOCTYPE html>")          # doctest: +SKIP
         True
         """
-        from ..report import segmentation_report
-
         return segmentation_report(self, title=title)
 
     def plot(self, *, ax=None, alpha: float = 0.5, max_side: int = 512):
@@ -136,8 +136,6 @@ class Segmentation:
             ``ax``'s figure, or a new one (not registered with pyplot).
         """
         from matplotlib.patches import Patch
-
-        from ..viz import _new_axes
 
         if max_side < 16:
             raise ValueError(f"max_side must be at least 16 pixels, got {max_side}")
@@ -171,15 +169,11 @@ class Segmentation:
     def _repr_html_(self) -> str:
         """The interactive report in a notebook (:func:`groundroll.report.notebook_frame`),
         within :data:`groundroll.report.NOTEBOOK_MAX_BYTES`."""
-        from ..report import NOTEBOOK_MAX_BYTES, notebook_frame, segmentation_report
-
         doc = segmentation_report(self, max_side=512, max_bytes=NOTEBOOK_MAX_BYTES)
         return notebook_frame(doc, height=720)
 
     def _repr_png_(self) -> bytes:
         """:meth:`plot` as PNG: what a notebook shows where HTML is not rendered."""
-        from ..viz import figure_png
-
         return figure_png(self.plot())
 
     def to_coco(self, *, image_id: int = 0, start_id: int = 1) -> list[dict]:
@@ -257,8 +251,6 @@ class Segmentation:
         >>> paths["summary"].name                              # doctest: +SKIP
         'segmentation.json'
         """
-        from .._atomic import OutputSet
-
         paths = self.output_paths(directory, stem=stem)
         check_writable_set(directory, [paths], force=force)
         with OutputSet(directory, force=force, manifests=[manifest_name(stem)]) as out:
@@ -271,8 +263,6 @@ class Segmentation:
         blocks of rows, so the full-size overlay never exists in memory at once."""
         if self.labels.size <= _STREAM_PNG_PIXELS:
             return _png(self.overlay(alpha=alpha))
-        from ..viz import overlay
-
         image = self.image if self.image is not None else np.zeros(
             self.labels.shape + (3,), np.uint8)
         colours = M.palette(max(len(self.prompts) + 1, 2))
@@ -317,8 +307,6 @@ def check_writable_set(directory, planned: Sequence[dict], *, force: bool = Fals
     ------
     NotADirectoryError, PermissionError, IsADirectoryError, FileExistsError, ValueError
     """
-    from .._atomic import check_directory, check_set
-
     check_directory(directory)
     files = [p for paths in planned for p in paths.values()]
     if len({os.path.abspath(p) for p in files}) != len(files):
@@ -336,8 +324,6 @@ def output_paths(directory, prompts: Sequence[str], *, stem: str = "segmentation
     OptionError
         More prompts than a label-map PNG holds (255).
     """
-    from .._options import check_segment_options
-
     check_segment_options(prompts=prompts)
     d = Path(directory)
     paths = {"labels": d / f"{stem}_labels.png"}

@@ -36,9 +36,9 @@ from ._model import DEFAULT_MODEL, ModelHandle, resolve_model
 from .options import SegmentOptions, check_prompts, check_templates
 from .result import (Segmentation, check_writable_set, manifest_name,  # noqa: F401
                      output_paths, slug)
-from .profiles import REFINE
+from .profiles import REFINE, background_labels, refine_maps, refine_scores, resolve_profile
 from .registry import source
-from .sources import image_text_scores, prompt_maps
+from .sources import caption_word_maps, image_text_scores, prompt_maps
 
 __all__ = ["segment", "Segmentation", "load_image", "output_paths", "channel_maps",
            "channel_probabilities", "REFINE", "slug", "check_templates", "manifest_name",
@@ -177,8 +177,6 @@ def refined_probabilities(maps: np.ndarray, image: np.ndarray, *, n_prompts: int
     :func:`channel_probabilities` and, for the ``relative`` and ``otsu`` rules, the
     prompts' refined normalised maps (:func:`~groundroll.grounding.profiles.refine_scores`;
     otherwise the maps themselves). With superpixels both are pooled in one pass."""
-    from .profiles import refine_scores
-
     wants_scores = rule in ("relative", "otsu") and refine != "none"
     if refine == "superpixels" and partitions is not None:
         probs = channel_probabilities(maps, image, normalize=normalize,
@@ -207,8 +205,6 @@ def channel_probabilities(maps: np.ndarray, image: np.ndarray, *, normalize: str
     (:func:`groundroll.grounding.profiles.refine_maps`; ``partitions``: superpixel
     partitions of ``image`` already computed, for ``"superpixels"``).
     """
-    from .profiles import refine_maps
-
     if refine not in REFINE:
         raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
     if maps.shape[0] > 1:
@@ -419,8 +415,6 @@ def _segment(image, prompts, options: SegmentOptions, *, model, tokenizer, cache
     handle: ModelHandle = resolve_model(model, tokenizer=tokenizer, cache=cache,
                                         device=device)
     # Options left as None come from the profile (the bundled one by default).
-    from .profiles import resolve_profile
-
     resolved = options.resolved(resolve_profile(options.profile, handle))
     return _segment_image(handle, rgb, full_hw, prompts, started, resolved, cache=cache)
 
@@ -455,8 +449,6 @@ def _segment_image(handle, rgb, full_hw, prompts, started, options: SegmentOptio
         scale = (float(options.logit_scale) if options.logit_scale is not None
                  else src.logit_scale(handle))
     normalize = options.normalize or src.normalize
-    from .profiles import background_labels
-
     small_maps, small, partitions = refine_inputs(maps, work, refine=options.refine,
                                                   cache=cache)
     probs, scores_for_rule = refined_probabilities(
@@ -530,8 +522,6 @@ def caption_heatmaps(image, caption: str, *, model: Any = "bundled:shapes-coca",
     >>> words, maps = caption_heatmaps("scene.png", "a red circle and a blue star")
     ... # doctest: +SKIP
     """
-    from .sources import caption_word_maps
-
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError(f"caption must be a non-empty string, got {caption!r}")
     rgb = load_image(image)

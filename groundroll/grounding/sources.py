@@ -42,6 +42,7 @@ from ..adapters import capture
 from ..compose import compose, method_options
 from ._model import ModelHandle
 from .dense import DENSE_METHODS
+from .registry import source
 
 __all__ = ["ATTENTION_METHODS", "DENSE_METHODS", "prompt_maps",
            "relevance_maps", "rollout_maps", "cross_maps", "caption_word_maps",
@@ -286,6 +287,4 @@ def prompt_maps(handle: ModelHandle, image: np.ndarray, prompts: Sequence[str], 
     Attention sources give non-negative relevance (scale differs per prompt); dense
     sources give cosine similarities in [-1, 1], comparable across prompts.
     """
-    from .registry import source
-
     return source(method).maps(handle, image, prompts, templates=templates, **options)

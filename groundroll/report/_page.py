@@ -16,6 +16,8 @@ from importlib import resources
 
 import numpy as np
 
+from .._atomic import atomic_write
+
 __all__ = ["DEFAULT_MAX_BYTES", "NOTEBOOK_MAX_BYTES", "page", "png_data_uri", "embed_json",
            "escape", "asset", "write_html", "notebook_frame"]
 
@@ -105,8 +107,6 @@ def page(*, title: str, kind: str, data, script: str, body: str = "",
 
 def write_html(text: str, path, *, force: bool = False) -> None:
     """Write a report atomically; an existing file is an error unless ``force``."""
-    from .._atomic import atomic_write
-
     with atomic_write(path, force=force, mode="w") as handle:
         handle.write(text)
 

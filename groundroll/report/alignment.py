@@ -21,6 +21,7 @@ from .._json import jsonable
 from ..alignment.extract import (DEFAULT_MUTUAL_THRESHOLD, DEFAULT_THRESHOLD, EXTRACTIONS,
                                  extract_links)
 from ._page import DEFAULT_MAX_BYTES, asset, escape, page
+from groundroll.viz import alignment_html as static_table
 
 __all__ = ["alignment_report", "alignment_variants"]
 
@@ -79,8 +80,6 @@ def _budget(pairs: list[dict], variants: list[dict], max_bytes: int) -> tuple[li
 
 def _html(pairs, variants, *, initial: int, extraction: str, link_threshold, title: str,
           settings: dict, max_bytes: int, notes: Sequence[str] = ()) -> str:
-    from groundroll.viz import alignment_html as static_table
-
     if extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {extraction!r}")
     # Each extraction with a cut-off keeps its own in the page; the one given applies to

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._page import DEFAULT_MAX_BYTES, asset, page, png_data_uri
+from groundroll.viz import heatmap_overlay
 
 __all__ = ["segmentation_report", "DEFAULT_MAX_SIDE"]
 
@@ -65,6 +66,7 @@ def _hex(colour) -> str:
 
 
 def _payload(seg, hw, layers) -> dict:
+    # scipy (through masks): loaded on first use, not by import groundroll.report
     from groundroll import masks as M
 
     image = seg.image if seg.image is not None else np.zeros(seg.labels.shape + (3,), np.uint8)
@@ -84,8 +86,6 @@ def _payload(seg, hw, layers) -> dict:
                 settings=seg.summary()["settings"] if hasattr(seg, "summary") else {})
     if layers is not None:
         maps, names, title = layers
-        from groundroll.viz import heatmap_overlay
-
         thumb_hw = _shrink_hw(hw, 160)
         small = _resize(np.asarray(image, np.uint8), thumb_hw)
         data["layers"] = dict(title=title, maps=[

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from groundroll._extras import MissingExtraError, require_extra
 from groundroll.zoo.bundle import Bundle
+from groundroll.zoo.hf import load_hf
+from groundroll.zoo.openclip import load_open_clip, load_open_clip_dir
 
 __all__ = ["load", "cached", "clear_cache", "bundled", "Bundle", "BUNDLED_DIR",
            "ACCEPTED_FORMS", "CACHE_SIZE", "MissingExtraError"]
@@ -57,12 +59,8 @@ def _load_bundled(name: str, device: str) -> Bundle:
     # Hugging Face folders have config.json; open_clip folders open_clip_config.json.
     if (path / "config.json").is_file():
         require_extra("hf", f"the bundled model 'bundled:{name}'")
-        from groundroll.zoo.hf import load_hf
-
         return _quiet(load_hf, path, device=device)
     require_extra("open_clip", f"the bundled model 'bundled:{name}'")
-    from groundroll.zoo.openclip import load_open_clip_dir
-
     return load_open_clip_dir(path, device=device)
 
 
@@ -200,13 +198,9 @@ def load(name: str, *, device: str = "cpu") -> Bundle:
         bundle = _load_bundled(rest, device)
     elif scheme == "open_clip":
         require_extra("open_clip", f"model {name!r}")
-        from groundroll.zoo.openclip import load_open_clip
-
         bundle = load_open_clip(rest, device=device)
     elif scheme == "hf":
         require_extra("hf", f"model {name!r}")
-        from groundroll.zoo.hf import load_hf
-
         bundle = load_hf(rest, device=device)
     else:
         raise ValueError(
