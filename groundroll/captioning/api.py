@@ -47,9 +47,10 @@ from .._locks import locked, warning_scope
 from ..adapters import capture
 from ..alignment.subwords import word_ids_from_offsets, words_from_ids
 from ..compose import compose
-from ..families import Captioning, family_for
+from ..families import Captioning, families, family_for, family_named
 from ..grounding import load_image
 from ..grounding.segment import refine_inputs
+from ..zoo import cached
 from .result import CaptionGrounding
 
 __all__ = ["ground_caption", "CaptionModel", "resolve_captioner", "word_masks", "METHODS",
@@ -118,8 +119,6 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
     name = ""
     processor = None
     if isinstance(model, str):
-        from ..zoo import cached
-
         name = model
         model = cached(model, device=str(device or "cpu"))
     bundle_model = getattr(model, "model", None)
@@ -134,8 +133,6 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
     family = family_for(model)
     hooks = family.captioning_for(model)
     if hooks is None:
-        from ..families import families, family_named
-
         able = [n for n in families() if family_named(n).captions]
         why = (f"its words cannot be grounded in the image: {family.captioning}"
                if isinstance(family.captioning, str)

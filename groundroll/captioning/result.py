@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import OutputSet
 from .._json import jsonable
+from ..grounding.result import check_writable_set, manifest_name
 from ..report import NOTEBOOK_MAX_BYTES, caption_report, notebook_frame
 
 __all__ = ["CaptionGrounding"]
@@ -124,9 +126,6 @@ class CaptionGrounding:
         -------
         dict of str to Path
         """
-        from .._atomic import OutputSet
-        from ..grounding.result import check_writable_set, manifest_name
-
         paths = self.output_paths(directory, stem=stem)
         check_writable_set(directory, [paths], force=force)
         manifest = manifest_name(stem)

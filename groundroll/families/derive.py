@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..trace import Chain
 from .sites import Adapter, Site, TokenSource
 
 __all__ = ["derive_adapter", "declared_attention", "refusal", "returned_adapter",
@@ -395,8 +396,6 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
     tokens += tokens_
     # Cross-attention streams composed with the self-attention streams around them
     # (decoder -> encoder is the built-in seq2seq chain already).
-    from ..trace import Chain
-
     chains = tuple(
         Chain(site.key_stream, site.query_stream,
               source_self=site.key_stream if site.key_stream in self_names else None,
