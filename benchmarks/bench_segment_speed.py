@@ -115,6 +115,11 @@ def main(argv=None) -> int:
               f" {t['none']:.3f} | {row['default_over_none']:.2f}x | {t['gradcam']:.3f} |"
               f" {row['default_over_gradcam']:.2f}x | {settings['method']},"
               f" {settings['refine']}, working {settings['working_size']} |", flush=True)
+    target = next((r for r in rows if r["image"] == "1024x768"), None)
+    if target is not None:
+        print(f"\nAt 1024 x 768 (target: <= 1.5x and <= 0.6 s): the default call"
+              f" takes {target['default_s']:.3f} s, {target['default_over_none']:.2f}x"
+              f" the refine=\"none\" call.")
     if args.json is not None:
         args.json.write_text(json.dumps({"model": spec, "prompts": prompts,
                                          "threads": args.threads, "rows": rows},
