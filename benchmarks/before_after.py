@@ -4,7 +4,8 @@ rows-only rollout against one read of its input and a store-everything loop.
 
 The earlier commit is exported with ``git archive`` into a temporary folder. Each round
 runs one child process per tree, alternating between the trees, so that machine load
-hits both alike; a child loads the default model, warms up, then times each call once.
+hits both alike; a child loads the default model, warms up, then times each segment call
+once and each rollout figure five times (its median).
 Figures are medians over ``--rounds``; on a shared machine compare the ratios.
 
     OMP_NUM_THREADS=1 python benchmarks/before_after.py --base f40bcd5 [--rounds 5]
@@ -48,12 +49,15 @@ for width, height in ((256, 192), (1024, 768), (2048, 1536)):
         out[f"{width}x{height} {name}"] = time.perf_counter() - start
 layers = random_attention(1025, seed=1025)
 rollout(layers, rows=[0])
-for name, call in (("rows-only", lambda: rollout(layers, rows=[0])),
-                   ("one read", lambda: [a.sum() for a in layers]),
-                   ("store-everything", lambda: store_everything(layers))):
-    start = time.perf_counter()
-    call()
-    out[f"rollout {name}"] = time.perf_counter() - start
+runs = {}
+for _ in range(5):                      # rollout figures: medians of 5, interleaved
+    for name, call in (("rows-only", lambda: rollout(layers, rows=[0])),
+                       ("one read", lambda: [a.sum() for a in layers]),
+                       ("store-everything", lambda: store_everything(layers))):
+        start = time.perf_counter()
+        call()
+        runs.setdefault(f"rollout {name}", []).append(time.perf_counter() - start)
+out.update({name: sorted(t)[2] for name, t in runs.items()})
 print(json.dumps(out))
 """
 

@@ -284,3 +284,24 @@ def test_superpixel_partitions_follow_a_colour_edge_and_cap_the_working_size():
         assert not set(np.unique(seg[:, :598])) & set(np.unique(seg[:, 602:]))
     with pytest.raises(ValueError, match="image or its partitions"):
         M.superpixel_pool(np.zeros((1, 4, 4)))
+
+
+def test_superpixel_partitions_run_felzenszwalb_at_the_graph_side_and_short_slic():
+    from PIL import Image
+    from skimage.segmentation import felzenszwalb, slic
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((60, 80, 3)) * 60).astype(np.uint8)
+    img[:, 40:] += 150
+    parts = M.superpixel_partitions(img, scales=(100,), sizes=(200,), graph_side=40,
+                                    slic_iterations=2)
+    # Felzenszwalb on the image halved (its 20-pixel minimum region a quarter), each
+    # label then covering 2 x 2 pixels; SLIC at full size, two iterations.
+    half = np.asarray(Image.fromarray(img).resize((40, 30), Image.BILINEAR))
+    graph = felzenszwalb(half, scale=100.0, sigma=0.8, min_size=5)
+    np.testing.assert_array_equal(parts[0], graph.repeat(2, 0).repeat(2, 1))
+    short = slic(img, n_segments=60 * 80 // 200, compactness=10.0, max_num_iter=2,
+                 start_label=0)
+    np.testing.assert_array_equal(parts[1], short)
+    assert not np.array_equal(short, slic(img, n_segments=60 * 80 // 200,
+                                          compactness=10.0, start_label=0))

@@ -423,6 +423,23 @@ def test_rows_only_flat_product_matches_a_hand_worked_layer():
     torch.testing.assert_close(got_b[0, 0], want_b)
 
 
+def test_rows_only_mean_is_the_same_through_numpy_and_through_autograd(close):
+    # Without gradients on one thread the product runs through numpy's einsum; with
+    # gradients it stays in torch. Both must match the rows of the full product.
+    layers = random_layers(11, batch=2, heads=4, n=6, layers=4, dtype=torch.float64)
+    rows = torch.tensor([[0, 3], [5, 1]])
+    full = rollout(layers)
+    want = torch.stack([full[b, rows[b]] for b in range(2)])
+    with torch.inference_mode(False):
+        tracked = [a.clone().requires_grad_() for a in layers]
+        out = rollout(tracked, rows=rows, head_fusion=torch.tensor([1.0, 2.0, 3.0, 4.0]))
+        (out * torch.arange(out.numel()).view(out.shape)).sum().backward()  # rows sum to 1
+    assert all(t.grad is not None and bool(t.grad.abs().sum() > 0) for t in tracked)
+    weighted = rollout(layers, rows=rows, head_fusion=torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    close(out.detach(), weighted)
+    close(rollout(layers, rows=rows), want)
+
+
 def test_accumulator_errors_name_layer_and_problem():
     acc = RolloutAccumulator(rows=[7])
     with pytest.raises(ValueError, match=r"rows out of range"):

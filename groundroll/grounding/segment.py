@@ -140,6 +140,7 @@ def _partitions_of(image: np.ndarray, cache: dict | None,
     import hashlib
 
     key = ("superpixel_partitions", image.shape, M.SUPERPIXEL_SCALES, M.SUPERPIXEL_SIZES,
+           M.SUPERPIXEL_GRAPH_SIDE, M.SUPERPIXEL_SLIC_ITERATIONS,
            hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest())
     found = cache.get(key)
     if found is None:

@@ -32,8 +32,9 @@ from .geometry import (
 )
 from .labels import label_map, masks_from_labels, normalize_maps, softmax_maps
 from .prompts import DEFAULT_TEMPLATES, average_groups, ensemble_prompts
-from .refine import (SUPERPIXEL_SCALES, SUPERPIXEL_SIZES, fill_holes, pamr,
-                     remove_small, slic_pool, superpixel_partitions, superpixel_pool)
+from .refine import (SUPERPIXEL_GRAPH_SIDE, SUPERPIXEL_SCALES, SUPERPIXEL_SIZES,
+                     SUPERPIXEL_SLIC_ITERATIONS, fill_holes, pamr, remove_small, slic_pool,
+                     superpixel_partitions, superpixel_pool)
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -55,8 +56,10 @@ __all__ = [
     "slic_pool",
     "superpixel_partitions",
     "superpixel_pool",
+    "SUPERPIXEL_GRAPH_SIDE",
     "SUPERPIXEL_SCALES",
     "SUPERPIXEL_SIZES",
+    "SUPERPIXEL_SLIC_ITERATIONS",
     "softmax_maps",
     "stitch",
     "unletterbox",
