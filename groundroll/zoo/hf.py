@@ -63,6 +63,48 @@ class ImagePreprocess:
         return f"ImagePreprocess({type(self.image_processor).__name__})"
 
 
+def letterbox(image, size: int, *, fill: int = 0):
+    """Fit a PIL image into a ``size`` x ``size`` square: the longer side resized to
+    ``size`` (bicubic), the image centred on ``fill``.
+
+    The layout of open_clip's ``resize_mode="longest"`` preprocess, pixel for pixel.
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> letterbox(Image.new("RGB", (160, 128), "white"), 96).getpixel((48, 5))
+    (0, 0, 0)
+    """
+    from PIL import Image
+
+    image = image.convert("RGB")
+    width, height = image.size
+    ratio = max(width, height) / size
+    resized = (max(1, round(width / ratio)), max(1, round(height / ratio)))
+    if resized != image.size:
+        image = image.resize(resized, Image.BICUBIC)
+    out = Image.new("RGB", (size, size), (fill,) * 3)
+    out.paste(image, ((size - resized[0]) // 2, (size - resized[1]) // 2))
+    return out
+
+
+class LetterboxPreprocess(ImagePreprocess):
+    """:class:`ImagePreprocess` after :func:`letterbox`, for models trained on whole
+    images padded to a square (the folder's meta.json says ``"resize_mode": "longest"``).
+    """
+
+    def __init__(self, image_processor, size: int, *, fill: int = 0):
+        super().__init__(image_processor)
+        self.size, self.fill = int(size), int(fill)
+
+    def __call__(self, image):
+        return super().__call__(letterbox(image, self.size, fill=self.fill))
+
+    def __repr__(self) -> str:
+        return (f"LetterboxPreprocess({type(self.image_processor).__name__}, "
+                f"size={self.size}, fill={self.fill})")
+
+
 def _hub_reachable(timeout: float = 1.5) -> bool:
     """Whether a TCP connection to the hub opens within ``timeout`` seconds.
 
