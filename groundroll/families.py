@@ -122,8 +122,11 @@ class HFLoader:
     """How a Hugging Face family is loaded: a transformers class and its companion."""
 
     model_class: str          # attribute of the transformers package
-    companion: str            # "tokenizer", "processor" or "image_processor"
+    #: "tokenizer", "processor", "image_processor" or "tokenizer_and_image_processor"
+    companion: str
     kind: str                 # coarse kind recorded in Bundle.meta["family"]
+    #: attention implementation to load with (None: transformers' default)
+    attn_implementation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -426,7 +429,9 @@ def _derived_family(model) -> Family | None:
     if adapter is None:
         return None
     config = model.config
-    if getattr(config, "is_encoder_decoder", False):
+    if model_type == "vision-encoder-decoder":
+        loader = CAPTIONER_LOADER
+    elif getattr(config, "is_encoder_decoder", False):
         loader = HFLoader("AutoModelForSeq2SeqLM", "tokenizer", "hf_seq2seq")
     elif hasattr(config, "vision_config") and hasattr(config, "text_config"):
         loader = HFLoader("AutoModel", "processor", "hf_dual")
@@ -441,12 +446,21 @@ def _derived_family(model) -> Family | None:
                   model_types=(model_type,))
 
 
+#: Image captioners (``VisionEncoderDecoderModel``): a tokenizer for the text and an image
+#: processor for the pixels (no processor class joins them); eager attention, so that
+#: attention weights can be read.
+CAPTIONER_LOADER = HFLoader("VisionEncoderDecoderModel", "tokenizer_and_image_processor",
+                            "hf_captioner", attn_implementation="eager")
+
+
 def hf_loader(config) -> tuple[HFLoader, str | None]:
     """``(loader, adapter name)`` for a Hugging Face config, from the family records;
     an unknown model type gets the loader its config suggests (sites derived)."""
     for family in _FAMILIES:
         if config.model_type in family.model_types and family.loader is not None:
             return family.loader, family.adapter
+    if config.model_type == "vision-encoder-decoder":
+        return CAPTIONER_LOADER, None
     if getattr(config, "is_encoder_decoder", False):
         return HFLoader("AutoModelForSeq2SeqLM", "tokenizer", "hf_seq2seq"), None
     if hasattr(config, "vision_config") and hasattr(config, "text_config"):

@@ -5,7 +5,8 @@ synthetic shapes scene from left to right.
 
     python training/shapes_captioner.py --out groundroll/zoo/bundled/shapes-captioner --encoder-lr 0.1 --threads 1 --max-minutes 22
 
-The encoder starts from shapes-clip's weights (the script checks that the converted tower
+``--init DIR`` continues from a saved run (a later stage, recorded in meta.json's
+``stages``). The encoder starts from shapes-clip's weights (the script checks that the converted tower
 gives open_clip's hidden states before ``ln_post``); ``--encoder-lr`` scales its learning
 rate (0 keeps it frozen). Weights are saved in float16 with ``save_pretrained``, with the
 word-level tokenizer, a ``CLIPImageProcessor`` for square inputs and a meta.json saying
@@ -364,6 +365,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--layers", type=int, default=3, help="decoder layers")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, default=None,
+                   help="continue from a saved shapes-captioner directory")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-n", type=int, default=300, help="held-out scenes; 0 skips")
     args = p.parse_args(argv)
@@ -374,8 +377,20 @@ def main(argv=None):
     model = build_model(tokenizer, args.layers)
     diff = check_conversion(model.encoder)
     print(f"converted vision tower matches open_clip (max abs diff {diff:.1e})", flush=True)
+    stages = []
+    if args.init is not None:
+        from transformers import VisionEncoderDecoderModel
+
+        model = VisionEncoderDecoderModel.from_pretrained(args.init, dtype=torch.float32)
+        stages = json.loads((args.init / "meta.json").read_text()).get("stages", [])
     steps, seconds, history = train(model, tokenizer, args)
     meta = build_meta(args, argv, model, steps, seconds, history, diff)
+    meta["stages"] = stages + [{k: meta["training"][k] for k in
+                                ("command", "steps", "lr", "seed", "seconds")}
+                               | {"encoder_lr_scale": args.encoder_lr}]
+    meta["training"]["steps_all_stages"] = sum(st["steps"] for st in meta["stages"])
+    meta["training"]["seconds_all_stages"] = round(sum(st["seconds"] for st in meta["stages"]),
+                                                   1)
     save(model, tokenizer, args.out, meta)
     print(f"saved {args.out} ({meta['params']} params, {steps} steps, {seconds:.0f}s)",
           flush=True)

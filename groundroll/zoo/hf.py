@@ -3,8 +3,9 @@
 The model class is chosen by the family record of the config's ``model_type``
 (:mod:`groundroll.families`: seq2seq translation models, CLIP, SigLIP, BLIP retrieval,
 plain encoders); any other model type is loaded by the class its config suggests
-(``AutoModelForSeq2SeqLM`` for encoder-decoders, ``AutoModel`` otherwise) and captured
-from its own attention declarations. ``transformers`` is imported lazily.
+(``VisionEncoderDecoderModel`` for image captioners, ``AutoModelForSeq2SeqLM`` for other
+encoder-decoders, ``AutoModel`` otherwise) and captured from its own attention
+declarations. ``transformers`` is imported lazily.
 
 Offline, a hub name fails at once with a message that says how to load from a local
 folder instead; nothing waits on network retries.
@@ -21,7 +22,8 @@ from pathlib import Path
 from groundroll.zoo._offline import hub_offline
 from groundroll.zoo.bundle import Bundle
 
-__all__ = ["load_hf", "OFFLINE_HINT", "HubUnavailableError"]
+__all__ = ["load_hf", "OFFLINE_HINT", "HubUnavailableError", "letterbox",
+           "LetterboxPreprocess"]
 
 OFFLINE_HINT = (
     "To use a model without hub access, on a machine that has it run "
@@ -137,6 +139,10 @@ def _companions(family, source: str, **kwargs):
     if family.companion == "image_processor":
         processor = transformers.AutoImageProcessor.from_pretrained(source, **kwargs)
         return None, ImagePreprocess(processor)
+    if family.companion == "tokenizer_and_image_processor":
+        return (transformers.AutoTokenizer.from_pretrained(source, **kwargs),
+                ImagePreprocess(transformers.AutoImageProcessor.from_pretrained(source,
+                                                                                **kwargs)))
     processor = transformers.AutoProcessor.from_pretrained(source, **kwargs)
     return getattr(processor, "tokenizer", None), ImagePreprocess(processor.image_processor)
 
@@ -163,11 +169,14 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     -------
     Bundle
         The model in eval mode and float32, its tokenizer (None for image-only models),
-        an image preprocess for vision models, the adapter name (``"hf_marian"``,
+        an image preprocess for vision models (which letterboxes first when the folder's
+        meta.json says ``"resize_mode": "longest"``: :class:`LetterboxPreprocess`), the
+        adapter name (``"hf_marian"``,
         ``"hf_bart"``, ``"hf_t5"``, ``"hf_clip"``, ``"hf_siglip"``, ``"hf_blip"``,
         ``"hf_bert"``, ``"hf_vit"``) and ``meta`` (the folder's ``meta.json`` if any,
         plus ``model_type``, ``model_class``, ``source`` and ``family``: ``"hf_seq2seq"``,
-        ``"hf_clip"``, ``"hf_siglip"``, ``"hf_blip"`` or ``"hf_encoder"``).
+        ``"hf_clip"``, ``"hf_siglip"``, ``"hf_blip"``, ``"hf_captioner"`` or
+        ``"hf_encoder"``). Image captioners load with eager attention.
 
     Raises
     ------
@@ -215,13 +224,20 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     # its config suggests and capture sites derived from its declarations.
     family, adapter = hf_loader(config)
     model_cls = getattr(transformers, family.model_class)
-    model = model_cls.from_pretrained(text, dtype=torch.float32, **kwargs)
+    attention = ({"attn_implementation": family.attn_implementation}
+                 if family.attn_implementation else {})
+    model = model_cls.from_pretrained(text, dtype=torch.float32, **attention, **kwargs)
     model = model.to(device).eval()
     tokenizer, preprocess = _companions(family, text, **kwargs)
 
     meta = {}
     if local.is_dir() and (local / "meta.json").is_file():
         meta = json.loads((local / "meta.json").read_text())
+    if preprocess is not None and meta.get("resize_mode") == "longest":
+        # Trained on whole images padded to a square, which no transformers image
+        # processor does; the folder's processor only normalises.
+        preprocess = LetterboxPreprocess(preprocess.image_processor, meta["image_size"],
+                                         fill=meta.get("fill", 0))
     meta.update(model_type=config.model_type, model_class=type(model).__name__, source=text,
                 family=family.kind)
     return Bundle(
