@@ -108,12 +108,14 @@ def test_eval_captioner_scores_objects_and_content_words():
     scores = training_script("eval_captioner").scores
     refs = ["a red circle and a blue star", "a green square"]
     assert scores(refs, refs) == {"object_precision": 1.0, "object_recall": 1.0,
-                                  "content_word_accuracy": 1.0, "exact_match": 1.0}
+                                  "content_word_accuracy": 1.0,
+                                  "content_word_recall_any_order": 1.0, "exact_match": 1.0}
     # Swapped order: the same objects, every content word in the wrong place.
     got = scores(["a blue star and a red circle", "a green square, a red star"], refs)
     assert got["object_precision"] == pytest.approx(3 / 4)
     assert got["object_recall"] == 1.0
     assert got["content_word_accuracy"] == pytest.approx(2 / 8)
+    assert got["content_word_recall_any_order"] == pytest.approx(6 / 8)
     assert got["exact_match"] == 0.0
 
 

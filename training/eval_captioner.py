@@ -10,6 +10,8 @@ of each background (flat, gradient, noise; 1-4 objects, 128 x 160, scene seeds f
   against the scene's objects (multisets);
 - content_word_accuracy: the caption's colour and shape words, position by position,
   against the reference caption's (objects left to right), over the longer of the two;
+- content_word_recall_any_order: the same words as multisets, order ignored (an object
+  named in the wrong place still counts), over the longer of the two;
 - exact_match: the generated caption equals the reference;
 - colour_map_correlation: for captions with two or more colour words, the Pearson
   correlation between the last decoder layer's cross-attention maps (head mean, over the
@@ -69,7 +71,7 @@ def _overlap(a: list, b: list) -> int:
 
 def scores(generated: list[str], references: list[str]) -> dict:
     """Object precision and recall, content-word accuracy and exact match."""
-    found = named = true = right = positions = 0
+    found = named = true = right = anywhere = positions = 0
     for gen, ref in zip(generated, references):
         g, r = objects(gen), objects(ref)
         found += _overlap(g, r)
@@ -77,11 +79,13 @@ def scores(generated: list[str], references: list[str]) -> dict:
         true += len(r)
         gw, rw = content_words(gen), content_words(ref)
         right += sum(a == b for a, b in zip(gw, rw))
+        anywhere += _overlap(gw, rw)
         positions += max(len(gw), len(rw))
     exact = np.mean([g == r for g, r in zip(generated, references)])
     return {"object_precision": round(found / max(named, 1), 4),
             "object_recall": round(found / max(true, 1), 4),
             "content_word_accuracy": round(right / max(positions, 1), 4),
+            "content_word_recall_any_order": round(anywhere / max(positions, 1), 4),
             "exact_match": round(float(exact), 4)}
 
 
