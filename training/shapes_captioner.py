@@ -351,6 +351,12 @@ def build_meta(args, argv, model, steps: int, seconds: float, history, diff: flo
     }
 
 
+def _stage(meta: dict) -> dict:
+    """One run's entry in meta.json's ``stages``."""
+    return ({k: meta["training"][k] for k in ("command", "steps", "lr", "seed", "seconds")}
+            | {"encoder_lr_scale": meta["encoder"]["lr_scale"]})
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -382,12 +388,11 @@ def main(argv=None):
         from transformers import VisionEncoderDecoderModel
 
         model = VisionEncoderDecoderModel.from_pretrained(args.init, dtype=torch.float32)
-        stages = json.loads((args.init / "meta.json").read_text()).get("stages", [])
+        previous = json.loads((args.init / "meta.json").read_text())
+        stages = previous.get("stages") or [_stage(previous)]
     steps, seconds, history = train(model, tokenizer, args)
     meta = build_meta(args, argv, model, steps, seconds, history, diff)
-    meta["stages"] = stages + [{k: meta["training"][k] for k in
-                                ("command", "steps", "lr", "seed", "seconds")}
-                               | {"encoder_lr_scale": args.encoder_lr}]
+    meta["stages"] = stages + [_stage(meta)]
     meta["training"]["steps_all_stages"] = sum(st["steps"] for st in meta["stages"])
     meta["training"]["seconds_all_stages"] = round(sum(st["seconds"] for st in meta["stages"]),
                                                    1)
