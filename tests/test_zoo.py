@@ -40,10 +40,87 @@ def test_bundled_models_fit_the_size_budget():
     from groundroll.zoo import BUNDLED_DIR
 
     names = bundled()
-    assert {"shapes-clip", "shapes-clip-short", "shapes-coca", "toy-mt"} <= set(names)
+    assert {"shapes-clip", "shapes-clip-short", "shapes-coca", "shapes-captioner",
+            "toy-mt"} <= set(names)
     total = sum(f.stat().st_size for f in BUNDLED_DIR.rglob("*") if f.is_file())
-    # Six toy models of 3.0-4.6 MB each (float16 weights).
+    # Seven toy models of 3.0-4.6 MB each (float16 weights).
     assert total <= 24 * 10**6, f"bundled models take {total / 1e6:.1f} MB; the budget is 24 MB"
+
+
+@pytest.fixture(scope="module")
+def captioner():
+    if "shapes-captioner" not in bundled():
+        pytest.fail("bundled shapes-captioner is missing; run training/shapes_captioner.py")
+    return load("bundled:shapes-captioner")
+
+
+def test_shapes_captioner_loads_offline_with_eager_attention(captioner, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bundle = load("bundled:shapes-captioner")
+    assert type(bundle.model).__name__ == "VisionEncoderDecoderModel"
+    assert bundle.meta["family"] == "hf_vision_encoder_decoder"
+    assert bundle.meta["kind"] == "hf_captioner" and bundle.meta["model_type"] == (
+        "vision-encoder-decoder")
+    assert not bundle.model.training and bundle.model.dtype == torch.float32
+    for config in (bundle.model.config.encoder, bundle.model.config.decoder):
+        assert config._attn_implementation == "eager"
+    tok = bundle.tokenizer
+    ids = tok("a red circle, a blue star and a green square")["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert tok.decode(ids, skip_special_tokens=True) == (
+        "a red circle, a blue star and a green square")
+
+
+def test_shapes_captioner_preprocess_is_open_clips_letterbox(captioner):
+    """A 128 x 160 scene through the captioner's preprocess equals shapes-clip's open_clip
+    transform (long side to 96, centred on black, OpenAI mean/std)."""
+    pytest.importorskip("open_clip")
+    from PIL import Image
+
+    from groundroll.data import shapes
+    from groundroll.zoo.openclip import load_open_clip_dir
+
+    clip = load_open_clip_dir(ROOT / "groundroll" / "zoo" / "bundled" / "shapes-clip")
+    for size in [(128, 160), (160, 100), (64, 64)]:
+        image = Image.fromarray(shapes.scene(3, size=size).image)
+        ours, reference = captioner.preprocess(image), clip.preprocess(image)
+        assert ours.shape == (3, 96, 96)
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+
+
+def test_shapes_captioner_names_the_objects_of_held_out_scenes(captioner):
+    from groundroll.data import shapes
+
+    eval_captioner = training_script("eval_captioner")
+    scenes = list(shapes.scenes(16, seed=shapes.EVAL_SEED_OFFSET + 5000))
+    captions = eval_captioner.caption(captioner, [s.image for s in scenes])
+    named = [[" ".join(o) for o in eval_captioner.objects(c)] for c in captions]
+    right = sum(len(set(n) & set(s.labels)) for n, s in zip(named, scenes))
+    # Measured on 900 held-out scenes: object precision 0.944, recall 0.938.
+    pairs = list(zip(captions, [s.labels for s in scenes]))
+    assert right >= 0.85 * sum(len(n) for n in named), pairs
+    assert right >= 0.85 * sum(len(s.labels) for s in scenes), pairs
+
+
+def test_shapes_captioner_conversion_reproduces_open_clips_tower():
+    pytest.importorskip("open_clip")
+    recipe = training_script("shapes_captioner")
+    assert recipe.check_conversion(recipe.shapes_clip_encoder()) <= 1e-5
+
+
+def test_eval_captioner_scores_objects_and_content_words():
+    scores = training_script("eval_captioner").scores
+    refs = ["a red circle and a blue star", "a green square"]
+    assert scores(refs, refs) == {"object_precision": 1.0, "object_recall": 1.0,
+                                  "content_word_accuracy": 1.0,
+                                  "content_word_recall_any_order": 1.0, "exact_match": 1.0}
+    # Swapped order: the same objects, every content word in the wrong place.
+    got = scores(["a blue star and a red circle", "a green square, a red star"], refs)
+    assert got["object_precision"] == pytest.approx(3 / 4)
+    assert got["object_recall"] == 1.0
+    assert got["content_word_accuracy"] == pytest.approx(2 / 8)
+    assert got["content_word_recall_any_order"] == pytest.approx(6 / 8)
+    assert got["exact_match"] == 0.0
 
 
 def test_toy_mt_loads_offline_and_translates_held_out_sentences(toy_mt, monkeypatch):
@@ -220,6 +297,21 @@ def test_recipe_runs_two_steps(tmp_path):
     assert bundle.meta["steps"] == 2 and bundle.adapter == "hf_marian"
     assert bundle.tokenizer.decode(bundle.tokenizer("su tuga")["input_ids"],
                                    skip_special_tokens=True) == "su tuga"
+
+
+def test_captioner_recipe_runs_two_steps_and_continues(tmp_path):
+    from PIL import Image
+
+    recipe = training_script("shapes_captioner")
+    first, second = tmp_path / "first", tmp_path / "second"
+    recipe.main(["--out", str(first), "--steps", "2", "--batch-size", "4", "--eval-n", "0"])
+    meta = recipe.main(["--out", str(second), "--init", str(first), "--steps", "2",
+                        "--batch-size", "4", "--eval-n", "1"])
+    assert [stage["steps"] for stage in meta["stages"]] == [2, 2]
+    bundle = load(f"hf:{second}")
+    assert bundle.meta["held_out"]["all"]["n"] == 3  # one scene per background
+    assert bundle.meta["encoder"]["conversion_max_abs_diff"] <= 1e-5
+    assert bundle.preprocess(Image.new("RGB", (50, 80))).shape == (3, 96, 96)
 
 
 def test_corpus_bleu():

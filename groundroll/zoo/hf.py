@@ -3,8 +3,9 @@
 The model class is chosen by the family record of the config's ``model_type``
 (:mod:`groundroll.families`: seq2seq translation models, CLIP, SigLIP, BLIP retrieval,
 plain encoders); any other model type is loaded by the class its config suggests
-(``AutoModelForSeq2SeqLM`` for encoder-decoders, ``AutoModel`` otherwise) and captured
-from its own attention declarations. ``transformers`` is imported lazily.
+(``VisionEncoderDecoderModel`` for image captioners, ``AutoModelForSeq2SeqLM`` for other
+encoder-decoders, ``AutoModel`` otherwise) and captured from its own attention
+declarations. ``transformers`` is imported lazily.
 
 Offline, a hub name fails at once with a message that says how to load from a local
 folder instead; nothing waits on network retries.
@@ -21,7 +22,8 @@ from pathlib import Path
 from groundroll.zoo._offline import hub_offline
 from groundroll.zoo.bundle import Bundle
 
-__all__ = ["load_hf", "OFFLINE_HINT", "HubUnavailableError"]
+__all__ = ["load_hf", "OFFLINE_HINT", "HubUnavailableError", "letterbox",
+           "LetterboxPreprocess"]
 
 OFFLINE_HINT = (
     "To use a model without hub access, on a machine that has it run "
@@ -46,6 +48,48 @@ class ImagePreprocess:
 
     def __repr__(self) -> str:
         return f"ImagePreprocess({type(self.image_processor).__name__})"
+
+
+def letterbox(image, size: int, *, fill: int = 0):
+    """Fit a PIL image into a ``size`` x ``size`` square: the longer side resized to
+    ``size`` (bicubic), the image centred on ``fill``.
+
+    The layout of open_clip's ``resize_mode="longest"`` preprocess, pixel for pixel.
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> letterbox(Image.new("RGB", (160, 128), "white"), 96).getpixel((48, 5))
+    (0, 0, 0)
+    """
+    from PIL import Image
+
+    image = image.convert("RGB")
+    width, height = image.size
+    ratio = max(width, height) / size
+    resized = (max(1, round(width / ratio)), max(1, round(height / ratio)))
+    if resized != image.size:
+        image = image.resize(resized, Image.BICUBIC)
+    out = Image.new("RGB", (size, size), (fill,) * 3)
+    out.paste(image, ((size - resized[0]) // 2, (size - resized[1]) // 2))
+    return out
+
+
+class LetterboxPreprocess(ImagePreprocess):
+    """:class:`ImagePreprocess` after :func:`letterbox`, for models trained on whole
+    images padded to a square (the folder's meta.json says ``"resize_mode": "longest"``).
+    """
+
+    def __init__(self, image_processor, size: int, *, fill: int = 0):
+        super().__init__(image_processor)
+        self.size, self.fill = int(size), int(fill)
+
+    def __call__(self, image):
+        return super().__call__(letterbox(image, self.size, fill=self.fill))
+
+    def __repr__(self) -> str:
+        return (f"LetterboxPreprocess({type(self.image_processor).__name__}, "
+                f"size={self.size}, fill={self.fill})")
 
 
 def _hub_reachable(timeout: float = 1.5) -> bool:
@@ -80,6 +124,10 @@ def _companions(family, source: str, **kwargs):
     if family.companion == "image_processor":
         processor = transformers.AutoImageProcessor.from_pretrained(source, **kwargs)
         return None, ImagePreprocess(processor)
+    if family.companion == "tokenizer_and_image_processor":
+        return (transformers.AutoTokenizer.from_pretrained(source, **kwargs),
+                ImagePreprocess(transformers.AutoImageProcessor.from_pretrained(source,
+                                                                                **kwargs)))
     processor = transformers.AutoProcessor.from_pretrained(source, **kwargs)
     return getattr(processor, "tokenizer", None), ImagePreprocess(processor.image_processor)
 
@@ -100,12 +148,14 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     -------
     Bundle
         The model in eval mode and float32, its tokenizer (None for image-only models),
-        an image preprocess for vision models, the capture adapter's name and ``meta``
-        (the folder's ``meta.json`` if any, plus ``model_type``, ``model_class``,
-        ``source``, ``family``, the name of the model's family record
-        (``"hf_marian"``, ``"hf_clip"``, ..., ``"hf_<model_type>"`` for a derived one)
-        and ``kind``, the loader's kind: ``"hf_seq2seq"``, ``"hf_clip"``,
-        ``"hf_siglip"``, ``"hf_blip"``, ``"hf_dual"`` or ``"hf_encoder"``).
+        an image preprocess for vision models (which letterboxes first when the folder's
+        meta.json says ``"resize_mode": "longest"``: :class:`LetterboxPreprocess`), the
+        capture adapter's name and ``meta`` (the folder's ``meta.json`` if any, plus
+        ``model_type``, ``model_class``, ``source``, ``family``, the name of the model's
+        family record (``"hf_marian"``, ``"hf_clip"``, ..., ``"hf_<model_type>"`` for a
+        derived one) and ``kind``, the loader's kind: ``"hf_seq2seq"``, ``"hf_clip"``,
+        ``"hf_siglip"``, ``"hf_blip"``, ``"hf_captioner"``, ``"hf_dual"`` or
+        ``"hf_encoder"``). Image captioners load with eager attention.
 
     Raises
     ------
@@ -154,13 +204,20 @@ def load_hf(source: str | os.PathLike, *, device: str = "cpu", name: str | None 
     # its config suggests and capture sites derived from its declarations.
     loader, _ = hf_loader(config)
     model_cls = getattr(transformers, loader.model_class)
-    model = model_cls.from_pretrained(text, dtype=torch.float32, **kwargs)
+    attention = ({"attn_implementation": loader.attn_implementation}
+                 if loader.attn_implementation else {})
+    model = model_cls.from_pretrained(text, dtype=torch.float32, **attention, **kwargs)
     model = model.to(device).eval()
     tokenizer, preprocess = _companions(loader, text, **kwargs)
 
     meta = {}
     if local.is_dir() and (local / "meta.json").is_file():
         meta = json.loads((local / "meta.json").read_text())
+    if preprocess is not None and meta.get("resize_mode") == "longest":
+        # Trained on whole images padded to a square, which no transformers image
+        # processor does; the folder's processor only normalises.
+        preprocess = LetterboxPreprocess(preprocess.image_processor, meta["image_size"],
+                                         fill=meta.get("fill", 0))
     meta.update(model_type=config.model_type, model_class=type(model).__name__, source=text,
                 family=family_for(model).name, kind=loader.kind)
     return Bundle(
