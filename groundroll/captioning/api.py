@@ -403,8 +403,9 @@ def ground_caption(image, caption: str | None = None, *, model: Any = DEFAULT_CA
         if caption is None:
             ids, truncated = _generated_ids(cm, pixels, start, max_new_tokens)
             if truncated:
-                warnings.warn(f"the generated caption reached max_new_tokens="
-                              f"{max_new_tokens} before ending; it is cut there"
+                warnings.warn(f"the generated caption reached the token limit"
+                              f" (max_new_tokens={max_new_tokens}, or the decoder's"
+                              " positions) before ending; it is cut there"
                               " (result.truncated)", stacklevel=2)
             special = set(getattr(cm.tokenizer, "all_special_ids", None) or ())
             ids = [t for t in ids if t not in special]

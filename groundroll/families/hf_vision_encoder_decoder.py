@@ -49,11 +49,27 @@ def _forward(model, pixels, ids):
     return model(pixel_values=pixels, decoder_input_ids=ids).logits
 
 
+def _positions(model) -> int | None:
+    """How many positions the decoder has (None: no limit stated)."""
+    decoder = model.config.decoder
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(decoder, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 @torch.no_grad()
 def _generate(model, pixels, start, max_new_tokens):
+    """Greedy decoding of at most ``max_new_tokens`` tokens after ``start``, within the
+    decoder's positions."""
+    length = len(start) + int(max_new_tokens)
+    positions = _positions(model)
+    if positions is not None:
+        length = min(length, positions)
     start = torch.as_tensor([list(start)], dtype=torch.long, device=pixels.device)
-    return model.generate(pixel_values=pixels, decoder_input_ids=start,
-                          max_new_tokens=int(max_new_tokens), do_sample=False, num_beams=1)
+    return model.generate(pixel_values=pixels, decoder_input_ids=start, max_length=length,
+                          do_sample=False, num_beams=1)
 
 
 def _first(*values):
