@@ -177,3 +177,37 @@ def test_save_writes_one_set_and_refuses_to_overwrite(captioner, tokenizer, tmp_
         result.save(tmp_path, stem="scene")
     result.save(tmp_path, stem="scene", force=True)
     assert isinstance(result, CaptionGrounding) and "red" in result.to_html()
+
+
+# --------------------------------------------------------------------------- bundled
+
+def test_bundled_captioner_names_the_objects_of_a_held_out_scene():
+    from groundroll.data import shapes
+
+    scene = next(shapes.scenes(1, seed=shapes.EVAL_SEED_OFFSET + 3))
+    result = gr.ground_caption(scene.image)                  # the default model and method
+    assert result.generated and not result.truncated
+    named = {w.strip(",") for w in result.content_words}
+    for label in scene.labels:
+        assert set(label.split()) <= named, (label, result.caption)
+    assert result.heatmaps.shape == (len(result.words),) + scene.image.shape[:2]
+
+
+def test_caption_command_writes_one_set_and_never_overwrites(tmp_path, capsys):
+    from groundroll.cli import main
+    from groundroll.data import example_path
+
+    out = tmp_path / "out"
+    assert main(["caption", str(example_path()), "--caption", "a blue star",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0] == "a blue star"
+    summary = json.loads((out / "shapes_scene.json").read_text())
+    assert summary["words"] == ["a", "blue", "star"]
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["caption", str(example_path()), "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert main(["caption", str(example_path()), "--caption", " ", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
