@@ -380,7 +380,7 @@ def test_streaming_reduce_equals_capture_then_rollout(name, options):
         close(streamed.reduced[stream], rollout(full.weights(stream), **opts), stream)
 
 
-def test_reduce_takes_prune_threshold_and_its_old_name():
+def test_reduce_takes_prune_threshold_and_refuses_unknown_names():
     tiny = tm.build("bert")
     with torch.no_grad(), capture(tiny.model) as full:
         tiny()
@@ -389,12 +389,11 @@ def test_reduce_takes_prune_threshold_and_its_old_name():
     with torch.no_grad(), capture(tiny.model, reduce={"prune_threshold": 0.06}) as streamed:
         tiny()
     close(streamed.reduced["encoder"], expected)
-    with pytest.warns(FutureWarning, match="prune_threshold") as record:
-        with torch.no_grad(), capture(tiny.model, reduce={"encoder": {"threshold": 0.06}}) as old:
-            tiny()
-    assert record[0].filename == __file__          # the warning names the caller's line
-    close(old.reduced["encoder"], expected)
-    with pytest.raises(TypeError, match="prune_threshold"):
+    with pytest.raises(ValueError, match=r"unknown rollout option\(s\) \['threshold'\]"):
+        with capture(tiny.model, reduce={"encoder": {"threshold": 0.06}}):
+            pass
+    with pytest.raises(ValueError, match="'threshold' is neither a captured stream nor a"
+                                         " rollout option.*prune_threshold"):
         with capture(tiny.model, reduce={"threshold": 0.06, "prune_threshold": 0.1}):
             pass
 

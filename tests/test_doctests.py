@@ -15,7 +15,7 @@ import pytest
 PACKAGES = ("groundroll.masks", "groundroll.rollout", "groundroll.compose",
             "groundroll.data")
 # Single modules (their examples must exist: each is checked to run at least one).
-MODULES = ("groundroll", "groundroll._deprecation", "groundroll.evaluate",
+MODULES = ("groundroll", "groundroll.evaluate",
            "groundroll.alignment.links", "groundroll.alignment.io", "groundroll.alignment.subwords",
            "groundroll.alignment.extract", "groundroll.alignment.result", "groundroll.alignment.methods",
            "groundroll.auditing.metrics", "groundroll.auditing.result", "groundroll.alignment.profile",

@@ -25,7 +25,6 @@ from typing import Any, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 
-from .._deprecation import renamed
 from .._locks import model_lock
 from ..trace import AttentionLayer, Chain, Tokens, Trace
 from ..families import Adapter, Site, UnsupportedModelError, adapter_for
@@ -38,11 +37,6 @@ __all__ = ["capture", "ROLLOUT_OPTIONS"]
 #: Options accepted by ``reduce=`` (those of :class:`groundroll.rollout.RolloutAccumulator`).
 ROLLOUT_OPTIONS = frozenset({"head_fusion", "residual", "rows", "prune_threshold", "top_k",
                              "discard_ratio", "start_layer", "per_head", "keep"})
-# Deprecated spellings still accepted in ``reduce=``, by their current name.
-_RENAMED_OPTIONS = {"threshold": "prune_threshold"}
-# Frames from ``renamed`` up to the caller's ``with capture(...)``: _reduce_options,
-# _Session.__init__, the capture generator and contextlib's __enter__.
-_WARN_STACKLEVEL = 6
 
 _MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
              "average_attn_weights", "is_causal")
@@ -167,10 +161,16 @@ class _Session:
         if not reduce:
             return {}
         self_streams = [s.stream for s in self.sites if s.kind == "self"]
-        known = ROLLOUT_OPTIONS | _RENAMED_OPTIONS.keys()
+        known = ROLLOUT_OPTIONS
         if set(reduce) <= known:
             per_stream = {stream: dict(reduce) for stream in self_streams}
         else:
+            flat = [k for k, v in reduce.items() if not isinstance(v, Mapping)]
+            if flat:
+                raise ValueError(
+                    f"reduce=: {flat[0]!r} is neither a captured stream nor a rollout"
+                    f" option; captured self-attention streams are {self_streams},"
+                    f" rollout options {sorted(ROLLOUT_OPTIONS)}")
             per_stream = {stream: dict(options) for stream, options in reduce.items()}
         cross = {s.stream for s in self.sites if s.kind == "cross"}
         for stream, options in per_stream.items():
@@ -184,10 +184,6 @@ class _Session:
             if bad:
                 raise ValueError(f"reduce=: unknown rollout option(s) {bad}; allowed:"
                                  f" {sorted(ROLLOUT_OPTIONS)}")
-            for old, new in _RENAMED_OPTIONS.items():
-                if old in options:
-                    options[new] = renamed("capture(reduce=...)", old, new, options.pop(old),
-                                           options.get(new), stacklevel=_WARN_STACKLEVEL)
         return per_stream
 
     # ------------------------------------------------------------------ enter / exit
