@@ -50,6 +50,8 @@ from groundroll.data import shapes  # noqa: E402
 from groundroll.evaluate import deletion_curve  # noqa: E402
 
 PEERS = ("captum-ig", "gradcam")
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+CALIB_SEED = 200_000
 
 
 def left_to_right(masks: np.ndarray) -> list[int]:
@@ -61,12 +63,14 @@ def left_to_right(masks: np.ndarray) -> list[int]:
     return [k for _, _, k in sorted(keys)]
 
 
-def held_out(n: int) -> dict[str, list[dict]]:
+def held_out(n: int, *, seed: int = 0) -> dict[str, list[dict]]:
+    """``n`` scenes of each generator, with their captions and word owners; ``seed``
+    shifts both generators' seeds (the calibration scenes' seeds are disjoint)."""
     from segmentation import variant_scene
 
     out = {"shapes": [{"image": s.image, "masks": s.masks, "labels": list(s.labels)}
-                      for s in shapes.scenes(n, seed=shapes.EVAL_SEED_OFFSET)],
-           "variant": [variant_scene(i) for i in range(n)]}
+                      for s in shapes.scenes(n, seed=shapes.EVAL_SEED_OFFSET + seed)],
+           "variant": [variant_scene(seed + i) for i in range(n)]}
     for items in out.values():
         for it in items:
             order = left_to_right(it["masks"])
@@ -110,7 +114,9 @@ def _peer_grid(name: str, cm, pixels, ids, positions, start) -> np.ndarray:
         return attr.abs().sum(1)[0].detach().numpy()
     from pytorch_grad_cam import GradCAM
 
-    layer = cm.model.encoder.vision_model.encoder.layers[-1].layer_norm1
+    tower = cm.model.encoder
+    tower = getattr(tower, "vision_model", tower)
+    layer = tower.encoder.layers[-1].layer_norm1
     prefix, (gh, gw) = cm.hooks.grid(cm.model, 1 + (cm.image_size[0] // 8) ** 2)
 
     def reshape(t):
@@ -133,36 +139,70 @@ def _word_positions(cm, caption: str):
     return ids, groups
 
 
-def evaluate(model: str, items: list[dict], methods, *, faith: int) -> dict[str, dict]:
-    cm = resolve_captioner(model)
+def word_maps(method: str, cm, it: dict) -> tuple[np.ndarray, float]:
+    """``(heatmaps [W, H, W_img] in [0, 1], seconds)`` of the scene's caption."""
+    image, caption = it["image"], it["caption"]
+    t0 = time.perf_counter()
+    if method == "default":
+        res = gr.ground_caption(image, caption, model=cm)
+        return res.heatmaps, time.perf_counter() - t0
+    if method in METHODS:
+        res = gr.ground_caption(image, caption, model=cm, method=method, refine="none")
+        return res.heatmaps, time.perf_counter() - t0
+    start = cm.hooks.start_ids(cm.model, cm.tokenizer)
+    geometry = M.letterbox_geometry(image.shape[:2], cm.image_size, mode="pad")
+    pixels = cm.pixels(M.letterbox_image(image, geometry, fill=0))
+    ids, groups = _word_positions(cm, caption)
+    grids = np.stack([_peer_grid(method, cm, pixels, ids, g, start)
+                      for g in groups]).astype(np.float32)
+    heat = M.normalize_maps(M.unletterbox(grids, geometry, order=1), how="minmax")
+    return np.clip(heat, 0, 1).astype(np.float32), time.perf_counter() - t0
+
+
+def word_ious(heat: np.ndarray, it: dict, threshold: float) -> list[float]:
+    masks = word_masks(heat, it["image"], threshold=threshold)
+    out = []
+    for w, k in enumerate(it["owners"]):
+        if k is not None:
+            obj = it["masks"][k]
+            out.append(np.logical_and(masks[w], obj).sum()
+                       / max(1, np.logical_or(masks[w], obj).sum()))
+    return out
+
+
+def calibrate(cm, items: list[dict], methods) -> dict[str, tuple[float, float]]:
+    """Per method, ``(threshold, mean word IoU)`` of the best threshold on ``items``."""
+    out = {}
+    for method in methods:
+        heats = [word_maps(method, cm, it)[0] for it in items]
+        scores = {t: float(np.mean([v for h, it in zip(heats, items)
+                                    for v in word_ious(h, it, t)])) for t in THRESHOLDS}
+        best = max(scores, key=scores.get)
+        out[method] = (best, scores[best])
+    return out
+
+
+def evaluate(cm, items: list[dict], methods, thresholds: dict, *, faith: int) -> dict:
     start = cm.hooks.start_ids(cm.model, cm.tokenizer)
     rows: dict[str, dict] = {}
     for method in methods:
         hits, ious, corr, dels, seconds = [], [], [], [], []
         for i, it in enumerate(items):
-            image, caption = it["image"], it["caption"]
-            t0 = time.perf_counter()
-            if method in METHODS:
-                res = gr.ground_caption(image, caption, model=cm, method=method)
-                heat, masks = res.heatmaps, res.masks
+            heat, took = word_maps(method, cm, it)
+            seconds.append(took)
+            if method == "default":
+                masks = gr.ground_caption(it["image"], it["caption"], model=cm).masks
             else:
-                geometry = M.letterbox_geometry(image.shape[:2], cm.image_size, mode="pad")
-                pixels = cm.pixels(M.letterbox_image(image, geometry, fill=0))
-                ids, groups = _word_positions(cm, caption)
-                grids = np.stack([_peer_grid(method, cm, pixels, ids, g, start)
-                                  for g in groups]).astype(np.float32)
-                heat = M.normalize_maps(M.unletterbox(grids, geometry, order=1), how="minmax")
-                masks = word_masks(heat, image)
-            seconds.append(time.perf_counter() - t0)
+                masks = word_masks(heat, it["image"], threshold=thresholds[method])
             colours = []
             for w, k in enumerate(it["owners"]):
                 if k is None:
                     continue
                 obj = it["masks"][k]
                 hits.append(bool(obj.flat[int(np.argmax(heat[w]))]))
-                inter = np.logical_and(masks[w], obj).sum()
-                ious.append(inter / max(1, np.logical_or(masks[w], obj).sum()))
-                if caption.split()[w] in shapes.COLORS:
+                ious.append(np.logical_and(masks[w], obj).sum()
+                            / max(1, np.logical_or(masks[w], obj).sum()))
+                if it["caption"].split()[w].strip(",") in shapes.COLORS:
                     colours.append(heat[w].ravel())
             if len(colours) >= 2:
                 corr.append(float(np.corrcoef(colours[0], colours[1])[0, 1]))
@@ -171,7 +211,8 @@ def evaluate(model: str, items: list[dict], methods, *, faith: int) -> dict[str,
         rows[method] = {"pointing": float(np.mean(hits)), "word_iou": float(np.mean(ious)),
                         "colour_corr": float(np.mean(corr)) if corr else float("nan"),
                         "deletion_auc": float(np.mean(dels)) if dels else float("nan"),
-                        "seconds": float(np.median(seconds)), "words": len(hits)}
+                        "seconds": float(np.median(seconds)), "words": len(hits),
+                        "threshold": thresholds.get(method)}
     return rows
 
 
@@ -202,26 +243,59 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=DEFAULT_CAPTIONER)
     p.add_argument("--n", type=int, default=40, help="held-out scenes per generator")
+    p.add_argument("--calib", type=int, default=20,
+                   help="calibration scenes (half per generator, seeds disjoint from the"
+                        " held-out ones) for each method's mask threshold")
     p.add_argument("--faith", type=int, default=10, help="scenes with deletion curves")
     p.add_argument("--methods", nargs="*", default=list(METHODS) + list(PEERS))
+    p.add_argument("--write-defaults", action="store_true",
+                   help="store the best (method, threshold) on the calibration scenes as"
+                        " the bundled model's caption_defaults (meta.json)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    cm = resolve_captioner(args.model)
+    calib = held_out(args.calib - args.calib // 2, seed=CALIB_SEED)["shapes"] + \
+        held_out(args.calib // 2, seed=CALIB_SEED)["variant"]
+    fitted = calibrate(cm, calib, args.methods)
+    ours = {m: v for m, v in fitted.items() if m in METHODS}
+    if args.write_defaults and ours:
+        best = max(ours, key=lambda m: ours[m][1])
+        _write_defaults(args.model, best, ours[best][0], args.calib)
+        cm = resolve_captioner(gr.zoo.load(args.model))         # with the new defaults
+    thresholds = {m: t for m, (t, _) in fitted.items()}
     sets = held_out(args.n)
-    table = {}
-    for name, items in sets.items():
-        table[name] = evaluate(args.model, items, args.methods, faith=args.faith)
-    header = (f"{'set':<8} {'method':<10} {'pointing':>8} {'word IoU':>8} "
-              f"{'colour r':>8} {'deletion':>8} {'s/caption':>9}")
-    print(f"{args.model}: {args.n} held-out scenes per set, teacher-forced true captions")
-    print(header)
+    methods = ["default"] + list(args.methods)
+    table = {name: evaluate(cm, items, methods, thresholds, faith=args.faith)
+             for name, items in sets.items()}
+    print(f"{args.model}: {args.n} held-out scenes per set, teacher-forced true captions;"
+          f" mask thresholds fitted on {args.calib} calibration scenes"
+          f" (default call: {cm.defaults or 'library defaults'})")
+    print(f"{'set':<8} {'method':<10} {'thresh':>6} {'pointing':>8} {'word IoU':>8} "
+          f"{'colour r':>8} {'deletion':>8} {'s/caption':>9}")
     for name, rows in table.items():
         for method, r in rows.items():
-            print(f"{name:<8} {method:<10} {r['pointing']:8.3f} {r['word_iou']:8.3f} "
+            t = "" if r["threshold"] is None else f"{r['threshold']:.2f}"
+            print(f"{name:<8} {method:<10} {t:>6} {r['pointing']:8.3f} {r['word_iou']:8.3f} "
                   f"{r['colour_corr']:8.3f} {r['deletion_auc']:8.3f} {r['seconds']:9.3f}")
     if args.json:
-        args.json.write_text(json.dumps(table, indent=2) + "\n")
+        args.json.write_text(json.dumps({"calibration": fitted, "held_out": table},
+                                        indent=2) + "\n")
     return 0
+
+
+def _write_defaults(spec: str, method: str, threshold: float, n: int) -> None:
+    from groundroll.zoo import BUNDLED_DIR
+
+    if not spec.startswith("bundled:"):
+        raise SystemExit("--write-defaults writes a bundled model's meta.json")
+    path = BUNDLED_DIR / spec.split(":", 1)[1] / "meta.json"
+    meta = json.loads(path.read_text())
+    meta["caption_defaults"] = {
+        "method": method, "mask_threshold": threshold,
+        "fitted": f"benchmarks/captions.py --calib {n} --write-defaults: best mean word"
+                  " IoU on calibration scenes disjoint from the held-out ones"}
+    path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,13 @@ class CaptionModel:
     family: str
     name: str = ""
     image_processor: Any = None
+    #: the model's measured defaults (``meta.json``'s ``caption_defaults``: ``method``,
+    #: ``mask_threshold``), for the options a call leaves unset
+    defaults: dict = field(default_factory=dict)
+
+    def default(self, option: str, fallback):
+        """The model's measured default of ``option``, else ``fallback``."""
+        return self.defaults.get(option, fallback)
 
     @property
     def device(self) -> torch.device:
@@ -118,6 +125,7 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
         return model
     name = ""
     processor = None
+    defaults: dict = {}
     if isinstance(model, str):
         name = model
         model = cached(model, device=str(device or "cpu"))
@@ -126,6 +134,7 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
         name = name or getattr(model, "name", "")
         processor = getattr(getattr(model, "preprocess", None), "image_processor", None)
         tokenizer = tokenizer or model.tokenizer
+        defaults = dict((getattr(model, "meta", None) or {}).get("caption_defaults") or {})
         model = bundle_model
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a Bundle, a spec string such as"
@@ -146,7 +155,7 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
         raise ValueError(f"device={str(device)!r} but the model is on"
                          f" {next(model.parameters()).device}; move the model there first")
     return CaptionModel(model, tokenizer, hooks, family.name, name or type(model).__name__,
-                        processor)
+                        processor, defaults)
 
 
 # --------------------------------------------------------------------------- caption
@@ -335,7 +344,7 @@ def word_masks(heatmaps: np.ndarray, image: np.ndarray, *, refine: str = "superp
 
 def ground_caption(image, caption: str | None = None, *, model: Any = DEFAULT_CAPTIONER,
                    method: str | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
-                   refine: str = "superpixels", mask_threshold: float = MASK_THRESHOLD,
+                   refine: str = "superpixels", mask_threshold: float | None = None,
                    tokenizer: Any = None, device=None) -> CaptionGrounding:
     """Where in the image each word of a caption comes from.
 
@@ -349,14 +358,16 @@ def ground_caption(image, caption: str | None = None, *, model: Any = DEFAULT_CA
         needs ``tokenizer=``.
     method : {"cross", "rollout", "relevance", "legrad"}, optional
         How a word's map is read (see :mod:`groundroll.captioning.api`); None: the
-        default, :data:`DEFAULT_METHOD`.
+        model's measured default (its ``meta.json``'s ``caption_defaults``, written by
+        ``benchmarks/captions.py --write-defaults``), else :data:`DEFAULT_METHOD`.
     max_new_tokens : int
         Token limit of a generated caption; a caption cut there is flagged
         (``truncated``).
     refine : {"superpixels", "none"}
         Mask refinement.
-    mask_threshold : float
-        Fraction of a word's refined map range its mask keeps.
+    mask_threshold : float, optional
+        Fraction of a word's refined map range its mask keeps; None: the model's measured
+        default, else :data:`MASK_THRESHOLD`.
     device : str or torch.device, optional
         Where the model runs: a spec string is loaded there; a loaded model must be
         there already.
@@ -379,18 +390,20 @@ def ground_caption(image, caption: str | None = None, *, model: Any = DEFAULT_CA
     True
     """
     started = time.perf_counter()
-    method = DEFAULT_METHOD if method is None else method
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) \
             or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if not 0.0 <= float(mask_threshold) <= 1.0:
+    if mask_threshold is not None and not 0.0 <= float(mask_threshold) <= 1.0:
         raise ValueError(f"mask_threshold must be in [0, 1], got {mask_threshold!r}")
     if caption is not None and (not isinstance(caption, str) or not caption.strip()):
         raise ValueError(f"caption must be a non-empty string or None, got {caption!r}")
     rgb = load_image(image)
     cm = resolve_captioner(model, tokenizer=tokenizer, device=device)
+    method = cm.default("method", DEFAULT_METHOD) if method is None else method
+    if mask_threshold is None:
+        mask_threshold = float(cm.default("mask_threshold", MASK_THRESHOLD))
     geometry = M.letterbox_geometry(rgb.shape[:2], cm.image_size, mode="pad")
     model_input = M.letterbox_image(rgb, geometry, fill=0)
     with warning_scope(), locked(cm.model):
