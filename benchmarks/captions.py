@@ -18,8 +18,8 @@ Protocol
 * Pointing game: the word map's maximum falls inside its object (strict), or within 15
   pixels of it (the game's usual tolerance, Zhang et al. 2016). Word-mask IoU: the
   word's mask (``ground_caption``'s masks; for the peers the same refinement and
-  threshold applied to their maps, :func:`groundroll.captioning.word_masks`) against the
-  object's mask. Colour-word correlation: Pearson correlation of the maps of two colour
+  threshold applied to their maps, :func:`groundroll.captioning.refine_word_maps`) against
+  the object's mask. Every method's heatmap is refined the same way before it is read. Colour-word correlation: Pearson correlation of the maps of two colour
   words of the same caption (lower: the maps tell objects apart).
 * Deletion AUC (``--faith`` scenes): the probability of the word's first token as the
   word map's most important pixels turn black first (10 steps; lower is more faithful).
@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import groundroll as gr  # noqa: E402
 from groundroll import masks as M  # noqa: E402
-from groundroll.captioning import METHODS, resolve_captioner, word_masks  # noqa: E402
+from groundroll.captioning import (METHODS, refine_word_maps, resolve_captioner,  # noqa: E402
+                                   word_masks)
 from groundroll.captioning.api import DEFAULT_CAPTIONER  # noqa: E402
 from groundroll.data import shapes  # noqa: E402
 from groundroll.evaluate import deletion_curve  # noqa: E402
@@ -202,12 +203,15 @@ def evaluate(cm, items: list[dict], methods, thresholds: dict, *, faith: int) ->
     for method in methods:
         hits, near, ious, corr, dels, seconds = [], [], [], [], [], []
         for i, it in enumerate(items):
-            heat, took = word_maps(method, cm, it)
-            seconds.append(took)
             if method == "default":
-                masks = gr.ground_caption(it["image"], it["caption"], model=cm).masks
+                t0 = time.perf_counter()
+                res = gr.ground_caption(it["image"], it["caption"], model=cm)
+                heat, masks = res.heatmaps, res.masks
+                seconds.append(time.perf_counter() - t0)
             else:
-                masks = word_masks(heat, it["image"], threshold=thresholds[method])
+                raw, took = word_maps(method, cm, it)
+                heat, masks = refine_word_maps(raw, it["image"], threshold=thresholds[method])
+                seconds.append(took)
             colours = []
             for w, k in enumerate(it["owners"]):
                 if k is None:

@@ -72,7 +72,7 @@ def test_cross_reads_the_last_cross_attention_layer_at_the_predicting_rows(capti
                                                                             tokenizer):
     image = _image()
     result = gr.ground_caption(image, CAPTION, model=captioner, tokenizer=tokenizer,
-                               method="cross")
+                               method="cross", refine="none")
     out, ids, geometry = _returned(captioner, tokenizer, image, CAPTION)
     last = out.cross_attentions[-1][0].mean(0)                     # [T, 1 + 16]
     for k, word in enumerate(CAPTION.split()):
@@ -87,7 +87,7 @@ def test_legrad_is_positive_gradient_times_attention_of_the_word_log_probability
         captioner, tokenizer):
     image = _image(seed=1)
     result = gr.ground_caption(image, CAPTION, model=captioner, tokenizer=tokenizer,
-                               method="legrad")
+                               method="legrad", refine="none")
     out, ids, geometry = _returned(captioner, tokenizer, image, CAPTION, grads=True)
     logp = out.logits[0].log_softmax(-1)
     for k in (1, 5):                                           # "red", "blue"
@@ -211,3 +211,22 @@ def test_caption_command_writes_one_set_and_never_overwrites(tmp_path, capsys):
     assert main(["caption", str(example_path()), "--caption", " ", "--out",
                  str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_superpixel_refinement_blends_the_pooled_map_and_thresholds_it(captioner, tokenizer):
+    from groundroll import masks as M
+    from groundroll.captioning import refine_word_maps
+    from groundroll.grounding.segment import refine_inputs
+
+    image = _image(seed=4)
+    raw = gr.ground_caption(image, CAPTION, model=captioner, tokenizer=tokenizer,
+                            method="cross", refine="none")
+    refined = gr.ground_caption(image, CAPTION, model=captioner, tokenizer=tokenizer,
+                                method="cross", mask_threshold=0.6)
+    small, _, parts = refine_inputs(raw.heatmaps, image, refine="superpixels")
+    pooled = M.normalize_maps(M.superpixel_pool(small, partitions=parts), how="minmax")
+    np.testing.assert_array_equal(refined.masks, pooled >= 0.6)      # 40 x 48: no resize
+    want = M.normalize_maps(0.5 * raw.heatmaps + 0.5 * pooled, how="minmax")
+    np.testing.assert_allclose(refined.heatmaps, want, atol=1e-6)
+    assert np.array_equal(refine_word_maps(raw.heatmaps, image, refine="none")[0],
+                          raw.heatmaps)
