@@ -36,6 +36,8 @@ PLAN = (
                          "--clip", "bundled:shapes-clip"], True),
     ("alignment.py", ["--n", "100", "--relevance-n", "20", "--peers", "",
                       "--speed-n", "100"], True),
+    ("captions.py", ["--n", "10", "--calib", "6", "--faith", "2", "--methods", "relevance",
+                     "legrad", "gradcam"], True),
     ("alignment_extraction.py", ["--n", "100"], False),
     ("bench_capture.py", ["--batch", "2", "--repeats", "3"], False),
     ("bench_bigimage.py", ["--size", "6000x4000", "--formats", "JPEG"], True),
