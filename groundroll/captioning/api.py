@@ -63,7 +63,7 @@ DEFAULT_CAPTIONER = "bundled:shapes-captioner"
 METHODS = ("cross", "rollout", "relevance", "legrad")
 #: What a call uses when no method is named: of :data:`METHODS`, the one whose word maps
 #: score best on held-out scenes (``benchmarks/captions.py``, the captioner's card).
-DEFAULT_METHOD = "legrad"
+DEFAULT_METHOD = "relevance"
 #: The token limit of a generated caption.
 MAX_NEW_TOKENS = 32
 #: Words flagged as not naming anything in the image (articles, conjunctions,
