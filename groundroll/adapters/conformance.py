@@ -61,7 +61,38 @@ _SIZES = dict(
     vocab_size=64, decoder_vocab_size=64, max_position_embeddings=64, n_positions=64, max_source_positions=64,
     max_target_positions=64, embedding_size=32, projection_dim=16,
     image_size=32, patch_size=8, num_channels=3,
+    # partial rotary and low-rank attention (GPT-J, CodeGen, DeepSeek-V3) inside head_dim
+    rotary_dim=4, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, kv_lora_rank=16,
+    q_lora_rank=16, attention_head_dim=8,
+    # state-space heads of hybrids: mamba_n_heads * mamba_d_head == 2 * hidden_size
+    mamba_n_heads=8, mamba_d_head=8,
 )
+
+#: Structure, not widths: set at every level but the last (it keeps all but layers).
+#: Object queries within the anchors of a 32 x 32 image (RT-DETR's top-k), 2 video
+#: frames, and layer periods under which 2 layers still hold an attention layer (Jamba).
+_STRUCTURE = dict(num_queries=8, num_frames=2, attn_layer_period=2, attn_layer_offset=1,
+                  expert_layer_period=2, expert_layer_offset=1, num_kv_shared_layers=0)
+
+#: Widths the config leaves unset (None) and its model reads as numbers (HunYuan's and
+#: Ministral's ``head_dim``, Nemotron's ``num_key_value_heads``).
+_UNSET = ("head_dim", "num_key_value_heads")
+
+#: Keys whose presence says the model routes to experts: grouped expert matmuls need
+#: 16-byte aligned rows, so their feed-forward widths are :data:`_EXPERT_WIDTH`.
+_EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+_EXPERT_WIDTH = 48
+_EXPERT_COUNTS = dict(num_experts=4, num_local_experts=4, n_routed_experts=4,
+                      moe_num_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1)
+
+#: What no general rule derives, by ``model_type``: the repeating block pattern of
+#: RecurrentGemma (its own length, not the layer count's).
+_TYPE_SIZES = {
+    "recurrent_gemma": dict(block_types=["recurrent", "attention"]),
+    # hybrids whose default is all state-space layers: one attention layer of two
+    "bamba": dict(attn_layer_indices=[1]),
+    "granitemoehybrid": dict(layer_types=["mamba", "attention"]),
+}
 
 
 # Special ids inside the small vocabulary.
@@ -153,15 +184,22 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
     kwargs = {k: v for k, v in _SIZES.items() if k in values and _int(values[k])
               and (allowed is None or k in allowed)}
     if level < 3:
-        for key, value in _IDS.items():
+        for key, value in {**_IDS, **_STRUCTURE}.items():
             if _int(values.get(key)):
                 kwargs[key] = value
+    if level < 2:
+        kwargs.update({k: _SIZES[k] for k in _UNSET if k in values and values[k] is None})
+        kwargs.update(_experts(values))
+        if "qk_rope_head_dim" in kwargs and "head_dim" in values:
+            kwargs["head_dim"] = kwargs["qk_rope_head_dim"]   # DeepSeek-V3's rotary width
     # Per-layer lists (layer_types, attention pattern, window sizes, ...) follow the
     # layer count: a list as long as a layer count it had is cut to the new one.
     counts = {values[k]: kwargs[k] for k in _LAYER_KEYS if k in kwargs and _int(values[k])}
     for key, value in values.items():
         if isinstance(value, list) and value and len(value) in counts and key not in kwargs:
-            kwargs[key] = value[: counts[len(value)]]
+            kwargs[key] = _cut(value, counts[len(value)])
+    kwargs.update({k: v for k, v in _TYPE_SIZES.get(getattr(config_cls, "model_type", ""),
+                                                    {}).items() if k in values})
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
         instance = getattr(default, key, None)
         # Backbones stay as the config sets them up (DETR's timm/ResNet switches).
@@ -183,6 +221,34 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
                                "model_type": getattr(sub_cls, "model_type", None)
                                or instance.model_type}
     return kwargs
+
+
+def _cut(values: list, count: int) -> list:
+    """The first ``count`` entries of a per-layer list, with every kind of layer the
+    list names kept: a hybrid's only ``full_attention`` layer (Qwen3-Next, Zamba, NeoMMe)
+    replaces the last entries rather than being cut off.
+
+    >>> _cut(["linear", "linear", "linear", "full"], 2)
+    ['linear', 'full']
+    """
+    head = list(values[:count])
+    if not all(isinstance(v, str) for v in values):
+        return head
+    missing = [v for v in dict.fromkeys(values) if v not in head]
+    if missing and len(missing) < count:
+        head = head[: count - len(missing)] + missing
+    return head
+
+
+def _experts(values: dict) -> dict:
+    """Fewer experts, and feed-forward widths grouped expert matmuls accept, for a
+    config that routes to experts; ``{}`` for others."""
+    if not any(_int(values.get(k)) for k in _EXPERT_KEYS):
+        return {}
+    widths = {k: _EXPERT_WIDTH for k, v in values.items()
+              if k.endswith("intermediate_size") and _int(v)}
+    # DeepSeek-V2 leaves num_experts_per_tok unset (None) and routes with it
+    return {**widths, **{k: v for k, v in _EXPERT_COUNTS.items() if k in values}}
 
 
 def declared_class(config_cls, key: str):
