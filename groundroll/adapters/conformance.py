@@ -58,7 +58,7 @@ _SIZES = dict(
     attention_head_size=8,
     intermediate_size=37, encoder_ffn_dim=37, decoder_ffn_dim=37, hidden_dim=37, d_ff=37,
     ffn_dim=37, n_inner=37, decoder_hidden_size=32, encoder_hidden_size=32,
-    vocab_size=64, decoder_vocab_size=64, max_position_embeddings=64, n_positions=64, max_source_positions=64,
+    out_hidden_size=32, vocab_size=64, decoder_vocab_size=64, max_position_embeddings=64, n_positions=64, max_source_positions=64,
     max_target_positions=64, embedding_size=32, projection_dim=16,
     image_size=32, patch_size=8, num_channels=3,
     # partial rotary and low-rank attention (GPT-J, CodeGen, DeepSeek-V3) inside head_dim
@@ -198,6 +198,12 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
     for key, value in values.items():
         if isinstance(value, list) and value and len(value) in counts and key not in kwargs:
             kwargs[key] = _cut(value, counts[len(value)])
+    if "mrope_section" in (getattr(config_cls, "ignore_keys_at_rope_validation", None) or ()) \
+            and isinstance(values.get("rope_parameters"), dict) and level < 2:
+        # Multimodal RoPE (Qwen2-VL, GLM-4V): its sections split head_dim / 2
+        half = kwargs.get("head_dim", _SIZES["head_dim"]) // 2
+        kwargs["rope_parameters"] = {**values["rope_parameters"],
+                                     "mrope_section": [half - 2 * (half // 4)] + [half // 4] * 2}
     kwargs.update({k: v for k, v in _TYPE_SIZES.get(getattr(config_cls, "model_type", ""),
                                                     {}).items() if k in values})
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
@@ -283,9 +289,10 @@ def _size(config, name, default=None):
     return default
 
 
-def _image_placeholders(model, pixels) -> tuple[int, int] | None:
+def _image_placeholders(model, pixels, batch: int, **image) -> tuple[int, int] | None:
     """``(placeholder id, features per image)`` for a model that puts image features
-    at placeholder positions of its text (``config.image_token_id``), else None."""
+    at placeholder positions of its text (``config.image_token_id``), else None.
+    ``image``: further keyword arguments of ``get_image_features`` (the patch grid)."""
     config = model.config
     token = next((getattr(config, k) for k in ("image_token_id", "image_token_index")
                   if isinstance(getattr(config, k, None), int)), None)
@@ -293,7 +300,7 @@ def _image_placeholders(model, pixels) -> tuple[int, int] | None:
         return None
     try:
         with torch.no_grad():
-            features = model.get_image_features(pixel_values=pixels)
+            features = model.get_image_features(pixel_values=pixels, **image)
     except Exception:
         return None
     if not isinstance(features, torch.Tensor):
@@ -302,7 +309,24 @@ def _image_placeholders(model, pixels) -> tuple[int, int] | None:
             return None
     if isinstance(features, (tuple, list)):
         features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
-    return token, features.reshape(-1, features.shape[-1]).shape[0] // pixels.shape[0]
+    return token, features.reshape(-1, features.shape[-1]).shape[0] // batch
+
+
+def _patch_grid(config, batch: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(patches, grid)`` for vision towers fed flattened patches with their
+    ``[time, rows, cols]`` grid (Qwen2-VL, GLM-4V and their kin): ``patches`` is
+    ``[batch * rows * cols, channels * temporal_patch * patch * patch]``, ``grid`` is
+    ``[batch, 3]``, with rows and cols a multiple of the spatial merge."""
+    vision = getattr(config, "vision_config", None) or config
+    patch = getattr(vision, "patch_size", 8) or 8
+    temporal = getattr(vision, "temporal_patch_size", 1) or 1
+    channels = next((v for v in (getattr(vision, k, None) for k in (
+        "in_channels", "num_channels", "in_chans")) if _int(v)), 3)
+    merge = getattr(vision, "spatial_merge_size", None) or getattr(vision, "merge_size", 1)
+    side = 2 * (merge if _int(merge) else 1)
+    patches = torch.randn(batch * side * side, channels * temporal * patch * patch,
+                          generator=generator)
+    return patches, torch.tensor([[1, side, side]] * batch)
 
 
 def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
@@ -321,6 +345,18 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
     main = getattr(model, "main_input_name", "input_ids")
     inputs: dict[str, Any] = {}
     params = inspect.signature(model.forward).parameters
+    frames = _size(config, "num_frames")
+    if _int(frames) or "pixel_attention_mask" in params and "spatial_shapes" not in params:
+        # Videos (VideoMAE, ViViT, X-CLIP) and image lists (Idefics2/3, SmolVLM):
+        # [batch, frames or images, channel, height, width]
+        pixels = pixels[:, None].expand(-1, frames if _int(frames) else 1, -1, -1, -1)
+    image: dict[str, Any] = {}
+    if "grid_thw" in params or "image_grid_thw" in params:
+        pixels, grid = _patch_grid(config, batch, generator)
+        if "image_grid_thw" in params:
+            image = dict(image_grid_thw=grid)
+        else:   # a vision tower: patches as its first input, the grid beside them
+            return {next(iter(params)): pixels, "grid_thw": grid}
     if "spatial_shapes" in params:
         # NaFlex towers (SigLIP2): flattened patches with their grid and mask.
         patch = _size(config, "patch_size", 8)
@@ -340,14 +376,16 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
             inputs["decoder_input_ids"] = ids[:, :5]
         return inputs
     if hasattr(config, "text_config") and hasattr(config, "vision_config"):
-        inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels)
-        placeholders = _image_placeholders(model, pixels)
+        inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, **image)
+        placeholders = _image_placeholders(model, pixels, batch, **image)
         if placeholders is not None:
             # image positions inside the text: one placeholder per image feature
             token, n = placeholders
             ids = torch.cat([torch.full((batch, n), token), ids], 1)
             mask = torch.cat([torch.ones(batch, n, dtype=torch.long), mask], 1)
             inputs.update(input_ids=ids, attention_mask=mask)
+            if "mm_token_type_ids" in params:   # M-RoPE positions: 1 marks image tokens
+                inputs["mm_token_type_ids"] = (ids == token).long()
     elif main == "input_ids":
         inputs = dict(input_ids=ids, attention_mask=mask)
     elif main == "pixel_values":
