@@ -121,6 +121,61 @@ def test_less_shrunk_levels_keep_the_class_widths():
     assert level3.vocab_size == default.vocab_size
 
 
+#: One model type per rule of the tiny-config and input derivation, each of which did not
+#: build or run before the rule; each must now be captured exactly.
+RULES = {
+    "qwen3_next": "per-layer list keeps its one full-attention layer",
+    "jamba": "attention period and offset under two layers",
+    "mixtral": "expert feed-forward widths grouped matmuls accept",
+    "deepseek_v2": "experts per token set where the config leaves it unset",
+    "ministral": "head_dim set where the config leaves it unset",
+    "gptj": "partial rotary width inside head_dim",
+    "deepseek_v3": "low-rank attention with its rotary head_dim",
+    "recurrent_gemma": "block pattern of the type table",
+    "qwen2_vl_text": "M-RoPE sections that split head_dim / 2",
+    "d_fine": "object queries within the anchors of a 32 x 32 image",
+    "videomae": "video frames as 5-D pixels",
+    "idefics3": "an image list as 5-D pixels with its placeholders",
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(RULES))
+def test_derivation_rules_build_models_that_are_captured(model_type):
+    result = conformance.check_hf(model_type)
+    assert result.status == "captured", f"{RULES[model_type]}: {result.detail}"
+    assert result.extra["level"] == 0
+    assert result.reported > 0
+
+
+def test_per_layer_lists_keep_every_kind_of_layer():
+    assert conformance._cut(["linear", "linear", "linear", "full"], 2) == ["linear", "full"]
+    assert conformance._cut(["a", "a", "a"], 2) == ["a", "a"]
+    assert conformance._cut([4, 4, 8], 2) == [4, 4]             # numbers: cut only
+    config = conformance.tiny_config("qwen3_next")
+    assert config.layer_types == ["linear_attention", "full_attention"]
+
+
+def test_expert_models_get_aligned_widths_and_fewer_experts():
+    config = conformance.tiny_config("mixtral")
+    assert config.intermediate_size * 4 % 16 == 0
+    assert (config.num_local_experts, config.num_experts_per_tok) == (4, 2)
+    assert conformance.tiny_config("bert").intermediate_size == 37     # no experts
+
+
+def test_patch_grid_inputs_of_a_qwen2_vl_vision_tower():
+    model, inputs = conformance.tiny_hf("qwen2_vl")
+    vision = model.config.vision_config
+    per_patch = (vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2)
+    grid = inputs["image_grid_thw"]
+    assert inputs["pixel_values"].shape == (int(grid.prod(-1).sum()), per_patch)
+    merged = int(grid[0].prod()) // vision.spatial_merge_size ** 2
+    image_token = model.config.image_token_id
+    assert ((inputs["input_ids"] == image_token).sum(-1) == merged).all()
+    assert torch.equal(inputs["mm_token_type_ids"], (inputs["input_ids"] == image_token).long())
+    with torch.no_grad():
+        model(**inputs)                                   # the model accepts them
+
+
 def test_big_bird_with_full_attention_is_captured():
     import transformers
 
