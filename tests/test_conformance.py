@@ -96,6 +96,25 @@ def test_windowed_local_sparse_and_cnn_models_are_refused(model_type):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+@pytest.mark.parametrize("model_type", ("fnet", "mamba", "cvt"))
+def test_hf_models_without_attention_to_read_are_refused(model_type):
+    """Fourier mixing, a state-space model and a convolutional ViT hybrid: no family, no
+    declaration and no ``output_attentions``, so ``capture`` says why it cannot apply."""
+    model, inputs = conformance.tiny_hf(model_type)
+    with pytest.raises(UnsupportedModelError, match="reports no attention.*Grad-CAM"):
+        with capture(model):
+            model(**inputs)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert conformance.check_hf(model_type).status == "refused"
+
+
+def test_a_module_that_no_adapter_serves_still_raises_type_error():
+    with pytest.raises(TypeError) as info:
+        with capture(torch.nn.Linear(2, 2)):
+            pass
+    assert not isinstance(info.value, UnsupportedModelError)
+
+
 def test_modality_split_of_the_coverage_table():
     assert conformance.hf_modality("wav2vec2") == "audio_time_series"
     assert conformance.hf_modality("patchtst") == "audio_time_series"
