@@ -155,6 +155,12 @@ RULES = {
     "d_fine": "object queries within the anchors of a 32 x 32 image",
     "videomae": "video frames as 5-D pixels",
     "idefics3": "an image list as 5-D pixels with its placeholders",
+    "llava_next": "any-resolution tiles with their image sizes",
+    "mistral3": "image sizes the image features require",
+    "gemma3": "image tokens pooled from a small patch grid",
+    "esm": "vocabulary and special ids the config leaves unset",
+    "lxmert": "region features made by name",
+    "vjepa2": "video main input made by name",
 }
 
 

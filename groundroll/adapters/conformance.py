@@ -72,8 +72,9 @@ _SIZES = dict(
 
 #: Structure, not widths: set at every level but the last (it keeps all but layers).
 #: Object queries within the anchors of a 32 x 32 image (RT-DETR's top-k), 2 video
-#: frames, image tokens pooled from a 4 x 4 patch grid (Gemma 3), and layer periods under which 2 layers still hold an attention layer (Jamba).
-_STRUCTURE = dict(num_queries=8, num_frames=2, mm_tokens_per_image=4, attn_layer_period=2, attn_layer_offset=1,
+#: frames, image tokens pooled from a 4 x 4 patch grid (Gemma 3), one 32 x 32 tile for
+#: LLaVA-NeXT's any-resolution images, and layer periods under which 2 layers still hold an attention layer (Jamba).
+_STRUCTURE = dict(image_grid_pinpoints=[[32, 32]], num_queries=8, num_frames=2, mm_tokens_per_image=4, attn_layer_period=2, attn_layer_offset=1,
                   expert_layer_period=2, expert_layer_offset=1, num_kv_shared_layers=0)
 
 #: Widths the config leaves unset (None) and its model reads as numbers (HunYuan's and
@@ -188,7 +189,7 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
               and (allowed is None or k in allowed)}
     if level < 3:
         for key, value in {**_IDS, **_STRUCTURE}.items():
-            if _int(values.get(key)):
+            if _int(values.get(key)) or isinstance(values.get(key), list):
                 kwargs[key] = value
     if level < 2:
         kwargs.update({k: _SIZES[k] for k in _UNSET if k in values and values[k] is None})
@@ -359,7 +360,13 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         # Videos (VideoMAE, ViViT, X-CLIP) and image lists (Idefics2/3, SmolVLM):
         # [batch, frames or images, channel, height, width]
         pixels = pixels[:, None].repeat(1, frames if _int(frames) else 1, 1, 1, 1)
+    if getattr(config, "image_grid_pinpoints", None):
+        # any-resolution images (LLaVA-NeXT): the whole image and its one 32 x 32 tile
+        pixels = pixels[:, None].repeat(1, 2, 1, 1, 1)
     image: dict[str, Any] = {}
+    if _requires(getattr(model, "get_image_features", None), "image_sizes"):
+        # LLaVA-NeXT, Mistral 3: each image's height and width
+        image["image_sizes"] = torch.tensor([list(pixels.shape[-2:])] * batch)
     if "grid_thw" in params or "image_grid_thw" in params:
         pixels, grid = _patch_grid(config, batch, generator)
         if "image_grid_thw" in params:
@@ -415,6 +422,14 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
     return inputs
 
 
+def _requires(function, name: str) -> bool:
+    """Whether ``function`` has a parameter ``name`` without a default."""
+    if function is None:
+        return False
+    param = inspect.signature(function).parameters.get(name)
+    return param is not None and param.default is inspect.Parameter.empty
+
+
 def _boxes(ids, generator, **_) -> torch.Tensor:
     """``[batch, length, 4]`` word boxes ``x0 <= x1``, ``y0 <= y1`` on LayoutLM's 0-1000
     page scale."""
@@ -451,7 +466,7 @@ _INPUTS = {
     "prompt_masks": lambda pixels, **_: pixels,
 }
 #: Optional in the signature, needed by the model all the same.
-_NEEDED = frozenset({"bbox", "image_sizes", "qformer_attention_mask", "visual_feats",
+_NEEDED = frozenset({"bbox", "qformer_attention_mask", "visual_feats",
                      "visual_pos"})
 
 
