@@ -161,6 +161,7 @@ RULES = {
     "esm": "vocabulary and special ids the config leaves unset",
     "lxmert": "region features made by name",
     "vjepa2": "video main input made by name",
+    "sam3": "a transformer backbone shrunk like any sub-config",
 }
 
 

@@ -68,6 +68,7 @@ _SIZES = dict(
     mamba_n_heads=8, mamba_d_head=8,
     # widths another sub-config must match (Inkling2's projector, Dots3's adapter)
     text_hidden_size=32, adapter_in_dim=32, adapter_input_size=32, codebook_dim=32,
+    fpn_hidden_size=32,
 )
 
 #: Structure, not widths: set at every level but the last (it keeps all but layers).
@@ -218,8 +219,10 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
                                                     {}).items() if k in values})
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
         instance = getattr(default, key, None)
-        # Backbones stay as the config sets them up (DETR's timm/ResNet switches).
-        if level == 0 and key != "backbone_config" and hasattr(instance, "to_dict") and (
+        # Backbones stay as the config sets them up (DETR's timm/ResNet switches), but
+        # for transformer backbones (SAM 3's ViT), shrunk like any sub-config.
+        if level == 0 and (key != "backbone_config" or _int(getattr(
+                instance, "num_attention_heads", None))) and hasattr(instance, "to_dict") and (
                 hasattr(instance, "model_type")):
             # AutoConfig sub-configs (LLaVA's text_config): the default's own class
             sub_cls = type(instance)
