@@ -173,6 +173,19 @@ def test_derivation_rules_build_models_that_are_captured(model_type):
     assert result.reported > 0
 
 
+def test_q_former_text_after_its_queries_is_sized_by_its_attention():
+    """InstructBLIP's Q-Former gets the text ids and a mask over query embeddings plus
+    text: the stream is as long as the attention, not as the ids."""
+    model, inputs = conformance.tiny_hf("instructblip")
+    assert conformance.check(model, inputs).status == "captured"
+    with torch.no_grad(), capture(model) as trace:
+        model(**inputs)
+    queries = model.config.num_query_tokens
+    length = queries + inputs["qformer_input_ids"].shape[1]
+    assert trace.tokens["encoder"].length == length
+    assert trace.stream("encoder")[0].weights.shape[-2:] == (length, length)
+
+
 def test_per_layer_lists_keep_every_kind_of_layer():
     assert conformance._cut(["linear", "linear", "linear", "full"], 2) == ["linear", "full"]
     assert conformance._cut(["a", "a", "a"], 2) == ["a", "a"]

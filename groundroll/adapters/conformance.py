@@ -106,6 +106,8 @@ _IDS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_
             # placeholders of image positions in one causal sequence (LLaVA, PaliGemma)
             image_token_id=63, image_token_index=63, video_token_id=62,
             video_token_index=62)
+#: Placeholder ids set also where the config leaves them unset (BLIP-2).
+_PLACEHOLDERS = ("image_token_id", "image_token_index")
 
 
 @dataclass
@@ -190,7 +192,8 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
               and (allowed is None or k in allowed)}
     if level < 3:
         for key, value in {**_IDS, **_STRUCTURE}.items():
-            if _int(values.get(key)) or isinstance(values.get(key), list):
+            if _int(values.get(key)) or isinstance(values.get(key), list) or (
+                    key in _PLACEHOLDERS and key in values and values[key] is None):
                 kwargs[key] = value
     if level < 2:
         kwargs.update({k: _SIZES[k] for k in _UNSET if k in values and values[k] is None})
