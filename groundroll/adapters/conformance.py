@@ -65,7 +65,7 @@ _SIZES = dict(
     rotary_dim=4, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, kv_lora_rank=16,
     q_lora_rank=16, attention_head_dim=8,
     # state-space heads of hybrids: mamba_n_heads * mamba_d_head == 2 * hidden_size
-    mamba_n_heads=8, mamba_d_head=8,
+    mamba_n_heads=8, mamba_d_head=8, mamba_d_ssm=64,
     # widths another sub-config must match (Inkling2's projector, Dots3's adapter)
     text_hidden_size=32, adapter_in_dim=32, adapter_input_size=32, codebook_dim=32,
     fpn_hidden_size=32,
@@ -87,7 +87,10 @@ _UNSET = ("head_dim", "num_key_value_heads", "vocab_size")
 _EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 _EXPERT_WIDTH = 48
 _EXPERT_COUNTS = dict(num_experts=4, num_local_experts=4, n_routed_experts=4,
-                      moe_num_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1)
+                      moe_num_experts=4, n_group=1, topk_group=1)
+#: Experts each token is routed to: at most this many (ZAYA allows only one).
+_PER_TOKEN_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_k")
+_PER_TOKEN = 2
 
 #: What no general rule derives, by ``model_type``: the repeating block pattern of
 #: RecurrentGemma (its own length, not the layer count's).
@@ -270,7 +273,10 @@ def _experts(values: dict) -> dict:
     widths = {k: _EXPERT_WIDTH for k, v in values.items()
               if k.endswith("intermediate_size") and _int(v)}
     # DeepSeek-V2 leaves num_experts_per_tok unset (None) and routes with it
-    return {**widths, **{k: v for k, v in _EXPERT_COUNTS.items() if k in values}}
+    per_token = {k: min(values[k] or _PER_TOKEN, _PER_TOKEN) for k in _PER_TOKEN_KEYS
+                 if k in values}
+    return {**widths, **{k: v for k, v in _EXPERT_COUNTS.items() if k in values},
+            **per_token}
 
 
 def declared_class(config_cls, key: str):
