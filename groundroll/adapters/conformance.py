@@ -58,15 +58,17 @@ _SIZES = dict(
     attention_head_size=8,
     intermediate_size=37, encoder_ffn_dim=37, decoder_ffn_dim=37, hidden_dim=37, d_ff=37,
     ffn_dim=37, n_inner=37, decoder_hidden_size=32, encoder_hidden_size=32,
-    out_hidden_size=32, vocab_size=64, decoder_vocab_size=64, max_position_embeddings=64, n_positions=64, max_source_positions=64,
-    max_target_positions=64, embedding_size=32, projection_dim=32,
+    out_hidden_size=32, vocab_size=64, decoder_vocab_size=64, max_position_embeddings=64,
+    n_positions=64, max_source_positions=64, max_target_positions=64, embedding_size=32,
+    projection_dim=32,
     image_size=32, patch_size=8, num_channels=3,
     # partial rotary and low-rank attention (GPT-J, CodeGen, DeepSeek-V3) inside head_dim
     rotary_dim=4, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, kv_lora_rank=16,
     q_lora_rank=16, attention_head_dim=8,
     # state-space heads of hybrids: mamba_n_heads * mamba_d_head == 2 * hidden_size
     mamba_n_heads=8, mamba_d_head=8, mamba_d_ssm=64,
-    # widths another sub-config must match (Inkling2's projector, Dots3's adapter)
+    # widths another part must match (Inkling2's projector, Dots3's adapter, a quantizer,
+    # SAM 3's feature pyramid)
     text_hidden_size=32, adapter_in_dim=32, adapter_input_size=32, codebook_dim=32,
     fpn_hidden_size=32,
 )
@@ -74,8 +76,10 @@ _SIZES = dict(
 #: Structure, not widths: set at every level but the last (it keeps all but layers).
 #: Object queries within the anchors of a 32 x 32 image (RT-DETR's top-k), 2 video
 #: frames, image tokens pooled from a 4 x 4 patch grid (Gemma 3), one 32 x 32 tile for
-#: LLaVA-NeXT's any-resolution images, and layer periods under which 2 layers still hold an attention layer (Jamba).
-_STRUCTURE = dict(image_grid_pinpoints=[[32, 32]], num_queries=8, num_frames=2, mm_tokens_per_image=4, attn_layer_period=2, attn_layer_offset=1,
+#: LLaVA-NeXT's any-resolution images, layer periods under which 2 layers still hold an
+#: attention layer (Jamba), and no layers sharing another's cache (Gemma 3n).
+_STRUCTURE = dict(image_grid_pinpoints=[[32, 32]], num_queries=8, num_frames=2,
+                  mm_tokens_per_image=4, attn_layer_period=2, attn_layer_offset=1,
                   expert_layer_period=2, expert_layer_offset=1, num_kv_shared_layers=0)
 
 #: Widths the config leaves unset (None) and its model reads as numbers (HunYuan's and
@@ -93,7 +97,8 @@ _PER_TOKEN_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_k")
 _PER_TOKEN = 2
 
 #: What no general rule derives, by ``model_type``: the repeating block pattern of
-#: RecurrentGemma (its own length, not the layer count's).
+#: RecurrentGemma (its own length, not the layer count's), and where the attention layers
+#: of hybrids that default to state-space layers only go.
 _TYPE_SIZES = {
     "recurrent_gemma": dict(block_types=["recurrent", "attention"]),
     # hybrids whose default is all state-space layers: one attention layer of two
