@@ -96,7 +96,7 @@ def test_windowed_local_sparse_and_cnn_models_are_refused(model_type):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-@pytest.mark.parametrize("model_type", ("fnet", "mamba", "cvt"))
+@pytest.mark.parametrize("model_type", ("fnet", "mamba", "mamba2", "cvt"))
 def test_hf_models_without_attention_to_read_are_refused(model_type):
     """Fourier mixing, a state-space model and a convolutional ViT hybrid: no family, no
     declaration and no ``output_attentions``, so ``capture`` says why it cannot apply."""
@@ -120,6 +120,9 @@ def test_modality_split_of_the_coverage_table():
     assert conformance.hf_modality("patchtst") == "audio_time_series"
     assert conformance.hf_modality("bert") == "text_vision_multimodal"
     assert conformance.hf_modality("llava") == "text_vision_multimodal"
+    assert conformance.hf_modality("mimi_decoder") == "audio_time_series"      # a codec
+    assert conformance.hf_modality("qwen2_audio") == "audio_time_series"       # speech LM
+    assert conformance.hf_modality("qwen2_5_omni_thinker") == "text_vision_multimodal"
 
 
 def test_tiny_config_cuts_per_layer_lists_to_the_layer_count():
@@ -213,6 +216,16 @@ def test_patch_grid_inputs_of_a_qwen2_vl_vision_tower():
     assert torch.equal(inputs["mm_token_type_ids"], (inputs["input_ids"] == image_token).long())
     with torch.no_grad():
         model(**inputs)                                   # the model accepts them
+
+
+def test_patch_grid_reads_the_temporal_patch_under_either_name():
+    model, inputs = conformance.tiny_hf("muse_glimmer_vision")      # patch_temporal
+    config = model.config
+    per_patch = 3 * config.patch_temporal * config.patch_size ** 2
+    patches = next(iter(inputs.values()))                           # its first input
+    assert patches.shape[-1] == per_patch and "grid_thw" in inputs
+    with torch.no_grad():
+        model(**inputs)
 
 
 def test_big_bird_with_full_attention_is_captured():

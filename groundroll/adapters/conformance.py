@@ -105,6 +105,8 @@ _TYPE_SIZES = {
     "bamba": dict(attn_layer_indices=[1]),
     "granitemoehybrid": dict(layer_types=["mamba", "attention"]),
     "lfm2_moe": dict(layer_types=["conv", "full_attention"]),
+    # state-space heads: num_heads * head_dim == expand * hidden_size
+    "mamba2": dict(num_heads=8),
 }
 
 
@@ -167,8 +169,10 @@ MODALITIES = ("text_vision_multimodal", "audio_time_series")
 
 def hf_modality(model_type: str) -> str:
     """``"audio_time_series"`` for a model type in one of transformers' audio, speech or
-    time-series auto mappings (or taking ``input_values`` / ``past_values`` /
-    ``input_features``), else ``"text_vision_multimodal"``.
+    time-series auto mappings, taking ``input_values`` / ``past_values`` /
+    ``input_features``, an audio codec (its config has a ``sampling_rate`` or a
+    ``codebook_size``) or a speech language model (an ``audio_config`` and no
+    ``vision_config``); else ``"text_vision_multimodal"``.
 
     Examples
     --------
@@ -188,6 +192,13 @@ def hf_modality(model_type: str) -> str:
     cls = getattr(transformers, hf_model_types().get(model_type, ""), None)
     if getattr(cls, "main_input_name", None) in ("input_values", "past_values",
                                                  "input_features"):
+        return MODALITIES[1]
+    try:
+        keys = transformers.CONFIG_MAPPING[model_type]().to_dict()
+    except Exception:   # a config that does not build at its defaults
+        return MODALITIES[0]
+    if "sampling_rate" in keys or "codebook_size" in keys or (
+            "audio_config" in keys and "vision_config" not in keys):
         return MODALITIES[1]
     return MODALITIES[0]
 
@@ -346,7 +357,8 @@ def _patch_grid(config, batch: int, generator) -> tuple[torch.Tensor, torch.Tens
     ``[batch, 3]``, with rows and cols a multiple of the spatial merge."""
     vision = getattr(config, "vision_config", None) or config
     patch = getattr(vision, "patch_size", 8) or 8
-    temporal = getattr(vision, "temporal_patch_size", 1) or 1
+    temporal = (getattr(vision, "temporal_patch_size", None)
+                or getattr(vision, "patch_temporal", None) or 1)
     channels = next((v for v in (getattr(vision, k, None) for k in (
         "in_channels", "num_channels", "in_chans")) if _int(v)), 3)
     merge = getattr(vision, "spatial_merge_size", None) or getattr(vision, "merge_size", 1)
