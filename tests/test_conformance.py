@@ -165,6 +165,7 @@ RULES = {
     "lxmert": "region features made by name",
     "vjepa2": "video main input made by name",
     "sam3": "a transformer backbone shrunk like any sub-config",
+    "vipllava": "image feature layers among the two there are",
 }
 
 

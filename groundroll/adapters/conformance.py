@@ -237,6 +237,10 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
         half = int(rotary) // 2
         kwargs["rope_parameters"] = {**rope, "mrope_section": [half - 2 * (half // 3)]
                                      + [half // 3] * 2}
+    for key, value in values.items():
+        if "feature_layer" in key and key not in kwargs and value is not None:
+            # layers read as image features (VipLlava, Molmo2) among the 2 there are
+            kwargs[key] = _within_layers(value)
     kwargs.update({k: v for k, v in _TYPE_SIZES.get(getattr(config_cls, "model_type", ""),
                                                     {}).items() if k in values})
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
@@ -279,6 +283,14 @@ def _cut(values: list, count: int) -> list:
     if missing and len(missing) < count:
         head = head[: count - len(missing)] + missing
     return head
+
+
+def _within_layers(index, layers: int = 2):
+    """A layer index (or a list of them) that exists among ``layers`` layers: indices
+    past them become the last layer."""
+    if isinstance(index, (list, tuple)):
+        return [_within_layers(i, layers) for i in index]
+    return index if not _int(index) or -layers <= index < layers else -1
 
 
 def _experts(values: dict) -> dict:
