@@ -190,6 +190,12 @@ def test_q_former_text_after_its_queries_is_sized_by_its_attention():
     assert trace.stream("encoder")[0].weights.shape[-2:] == (length, length)
 
 
+def test_a_class_allowed_more_parameters_builds_at_its_codec_widths():
+    result = conformance.check_hf("csm")
+    assert result.status == "captured", result.detail
+    assert result.extra["level"] == 1                   # the codec at its own widths
+
+
 def test_per_layer_lists_keep_every_kind_of_layer():
     assert conformance._cut(["linear", "linear", "linear", "full"], 2) == ["linear", "full"]
     assert conformance._cut(["a", "a", "a"], 2) == ["a", "a"]
