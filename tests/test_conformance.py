@@ -96,11 +96,33 @@ def test_windowed_local_sparse_and_cnn_models_are_refused(model_type):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+@pytest.mark.parametrize("model_type", ("fnet", "mamba", "mamba2", "cvt"))
+def test_hf_models_without_attention_to_read_are_refused(model_type):
+    """Fourier mixing, a state-space model and a convolutional ViT hybrid: no family, no
+    declaration and no ``output_attentions``, so ``capture`` says why it cannot apply."""
+    model, inputs = conformance.tiny_hf(model_type)
+    with pytest.raises(UnsupportedModelError, match="reports no attention.*Grad-CAM"):
+        with capture(model):
+            model(**inputs)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert conformance.check_hf(model_type).status == "refused"
+
+
+def test_a_module_that_no_adapter_serves_still_raises_type_error():
+    with pytest.raises(TypeError) as info:
+        with capture(torch.nn.Linear(2, 2)):
+            pass
+    assert not isinstance(info.value, UnsupportedModelError)
+
+
 def test_modality_split_of_the_coverage_table():
     assert conformance.hf_modality("wav2vec2") == "audio_time_series"
     assert conformance.hf_modality("patchtst") == "audio_time_series"
     assert conformance.hf_modality("bert") == "text_vision_multimodal"
     assert conformance.hf_modality("llava") == "text_vision_multimodal"
+    assert conformance.hf_modality("mimi_decoder") == "audio_time_series"      # a codec
+    assert conformance.hf_modality("qwen2_audio") == "audio_time_series"       # speech LM
+    assert conformance.hf_modality("qwen2_5_omni_thinker") == "text_vision_multimodal"
 
 
 def test_tiny_config_cuts_per_layer_lists_to_the_layer_count():
@@ -119,6 +141,98 @@ def test_less_shrunk_levels_keep_the_class_widths():
     assert level2.vocab_size == 64
     level3 = conformance.tiny_config("bert", level=3)
     assert level3.vocab_size == default.vocab_size
+
+
+#: One model type per rule of the tiny-config and input derivation, each of which did not
+#: build or run before the rule; each must now be captured exactly.
+RULES = {
+    "qwen3_next": "per-layer list keeps its one full-attention layer",
+    "jamba": "attention period and offset under two layers",
+    "mixtral": "expert feed-forward widths grouped matmuls accept",
+    "deepseek_v2": "experts per token set where the config leaves it unset",
+    "ministral": "head_dim set where the config leaves it unset",
+    "gptj": "partial rotary width inside head_dim",
+    "deepseek_v3": "low-rank attention with its rotary head_dim",
+    "recurrent_gemma": "block pattern of the type table",
+    "qwen2_vl_text": "M-RoPE sections that split head_dim / 2",
+    "d_fine": "object queries within the anchors of a 32 x 32 image",
+    "videomae": "video frames as 5-D pixels",
+    "idefics3": "an image list as 5-D pixels with its placeholders",
+    "llava_next": "any-resolution tiles with their image sizes",
+    "mistral3": "image sizes the image features require",
+    "gemma3": "image tokens pooled from a small patch grid",
+    "esm": "vocabulary and special ids the config leaves unset",
+    "lxmert": "region features made by name",
+    "vjepa2": "video main input made by name",
+    "sam3": "a transformer backbone shrunk like any sub-config",
+    "vipllava": "image feature layers among the two there are",
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(RULES))
+def test_derivation_rules_build_models_that_are_captured(model_type):
+    result = conformance.check_hf(model_type)
+    assert result.status == "captured", f"{RULES[model_type]}: {result.detail}"
+    assert result.extra["level"] == 0
+    assert result.reported > 0
+
+
+def test_q_former_text_after_its_queries_is_sized_by_its_attention():
+    """InstructBLIP's Q-Former gets the text ids and a mask over query embeddings plus
+    text: the stream is as long as the attention, not as the ids."""
+    model, inputs = conformance.tiny_hf("instructblip")
+    assert conformance.check(model, inputs).status == "captured"
+    with torch.no_grad(), capture(model) as trace:
+        model(**inputs)
+    queries = model.config.num_query_tokens
+    length = queries + inputs["qformer_input_ids"].shape[1]
+    assert trace.tokens["encoder"].length == length
+    assert trace.stream("encoder")[0].weights.shape[-2:] == (length, length)
+
+
+def test_a_class_allowed_more_parameters_builds_at_its_codec_widths():
+    result = conformance.check_hf("csm")
+    assert result.status == "captured", result.detail
+    assert result.extra["level"] == 1                   # the codec at its own widths
+
+
+def test_per_layer_lists_keep_every_kind_of_layer():
+    assert conformance._cut(["linear", "linear", "linear", "full"], 2) == ["linear", "full"]
+    assert conformance._cut(["a", "a", "a"], 2) == ["a", "a"]
+    assert conformance._cut([4, 4, 8], 2) == [4, 4]             # numbers: cut only
+    config = conformance.tiny_config("qwen3_next")
+    assert config.layer_types == ["linear_attention", "full_attention"]
+
+
+def test_expert_models_get_aligned_widths_and_fewer_experts():
+    config = conformance.tiny_config("mixtral")
+    assert config.intermediate_size * 4 % 16 == 0
+    assert (config.num_local_experts, config.num_experts_per_tok) == (4, 2)
+    assert conformance.tiny_config("bert").intermediate_size == 37     # no experts
+
+
+def test_patch_grid_inputs_of_a_qwen2_vl_vision_tower():
+    model, inputs = conformance.tiny_hf("qwen2_vl")
+    vision = model.config.vision_config
+    per_patch = (vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2)
+    grid = inputs["image_grid_thw"]
+    assert inputs["pixel_values"].shape == (int(grid.prod(-1).sum()), per_patch)
+    merged = int(grid[0].prod()) // vision.spatial_merge_size ** 2
+    image_token = model.config.image_token_id
+    assert ((inputs["input_ids"] == image_token).sum(-1) == merged).all()
+    assert torch.equal(inputs["mm_token_type_ids"], (inputs["input_ids"] == image_token).long())
+    with torch.no_grad():
+        model(**inputs)                                   # the model accepts them
+
+
+def test_patch_grid_reads_the_temporal_patch_under_either_name():
+    model, inputs = conformance.tiny_hf("muse_glimmer_vision")      # patch_temporal
+    config = model.config
+    per_patch = 3 * config.patch_temporal * config.patch_size ** 2
+    patches = next(iter(inputs.values()))                           # its first input
+    assert patches.shape[-1] == per_patch and "grid_thw" in inputs
+    with torch.no_grad():
+        model(**inputs)
 
 
 def test_big_bird_with_full_attention_is_captured():

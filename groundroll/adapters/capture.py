@@ -93,6 +93,10 @@ def capture(
 
     Raises
     ------
+    UnsupportedModelError
+        For a Hugging Face model with no attention to read: no family, no declared
+        attention module and no ``output_attentions`` (convolutional, state-space and
+        Fourier-mixing models).
     TypeError
         If no adapter serves ``model``.
 
@@ -106,7 +110,7 @@ def capture(
     >>> [w.shape for w in trace.weights("vision")][0]          # doctest: +SKIP
     torch.Size([1, 12, 197, 197])
     """
-    session = _Session(model, adapter_for(model), grads=grads, streams=streams,
+    session = _Session(model, _adapter(model), grads=grads, streams=streams,
                        reduce=reduce, values=values, tokenizer=tokenizer)
     # Concurrent captures on one model would see each other's hooks and switched
     # settings: hold the model's re-entrant lock for the whole block.
@@ -120,6 +124,47 @@ def capture(
             session.close()
         finally:
             lock.release()
+
+
+_NO_ATTENTION = (
+    "reports no attention: it declares no attention module (`_can_record_outputs`) and"
+    " its forward takes no output_attentions, so groundroll has no [query, key] matrix to"
+    " read (convolutional, state-space and Fourier-mixing models have none). Use a"
+    " gradient attribution (Grad-CAM) for it, or a model that returns its attention.")
+
+
+def _adapter(model: torch.nn.Module) -> Adapter:
+    """``adapter_for(model)``; a Hugging Face model that no adapter serves and that
+    cannot return attention is refused with its reason (:class:`UnsupportedModelError`)
+    instead of the plain "no adapter" error."""
+    try:
+        return adapter_for(model)
+    except UnsupportedModelError:
+        raise
+    except TypeError as err:
+        if _is_hf(model) and not _takes_output_attentions(model):
+            raise UnsupportedModelError(
+                f"groundroll cannot roll out {type(model).__name__}"
+                f" (config.model_type={model.config.model_type!r}): it {_NO_ATTENTION}"
+            ) from err
+        raise
+
+
+def _is_hf(model: torch.nn.Module) -> bool:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return False
+    return isinstance(model, PreTrainedModel)
+
+
+def _takes_output_attentions(model: torch.nn.Module) -> bool:
+    import inspect
+
+    try:
+        return "output_attentions" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class _Session:

@@ -184,7 +184,11 @@ def _hf_auto(source, module, args, kwargs, session) -> dict:
     if isinstance(ids, torch.Tensor) and ids.dim() == 2 and not ids.is_floating_point():
         mask = kwargs.get("attention_mask")
         mask = mask.bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-        if mask is not None and bool(mask.all()):
+        if mask is not None and (mask.shape != ids.shape or bool(mask.all())):
+            # all real, or a mask over more than the ids (InstructBLIP's Q-Former: its
+            # query embeddings come first): the stream is sized by its first layer
+            if mask.shape != ids.shape:
+                return {}
             mask = None
         special = {"bos": _first(ids, mask), "eos": _last_real(ids, mask)}
         strings = None
