@@ -71,10 +71,33 @@ _DEFORMABLE = (
     " feature maps, not a [query, key] matrix over tokens, so rollout is not defined. Use"
     " DETR or Conditional DETR (global attention) or a gradient attribution (Grad-CAM).")
 
+_MOSTLY_WINDOWED = (
+    "attends within local windows in most of its layers (a ViTDet / Hiera / DaViT backbone"
+    " with a few global layers), so the product of attention matrices that rollout needs"
+    " is not defined over the image. Use a global-attention vision model (ViT, DeiT,"
+    " DINOv2, BEiT, CLIP, SigLIP) for rollout or relevance maps, or a gradient attribution"
+    " on the last feature map (Grad-CAM) for this one.")
+_WRAPPED_TIMM = (
+    "is a timm network behind a transformers wrapper, which refuses output_attentions and"
+    " declares no attention module: there is no attention to read. Load a timm ViT"
+    " through open_clip (its timm trunks are captured) or use a gradient attribution"
+    " (Grad-CAM) on its last stage.")
+_MOBILE = (
+    "is a mobile convolutional network (MobileNet-V5 blocks with a few multi-query"
+    " attention blocks over pooled feature maps): no attention relates the image's patch"
+    " tokens layer after layer, so rollout is not defined. Use a gradient attribution"
+    " (Grad-CAM) on its last stage.")
+
 #: ``config.model_type`` -> why attention rollout does not apply and what works instead.
 REFUSALS: dict[str, str] = {
     **{t: _WINDOWED for t in ("swin", "swinv2", "donut-swin", "maskformer-swin", "swin2sr",
                               "nat", "dinat", "focalnet")},
+    **{t: _MOSTLY_WINDOWED for t in ("sam", "sam_vision_model", "sam_hq",
+                                     "sam_hq_vision_model", "sam2_hiera_det_model",
+                                     "got_ocr2", "florence2")},
+    **{t: _DEFORMABLE for t in ("rt_detr", "rf_detr", "pp_doclayout_v3", "pp_doclayout_v4",
+                                "grounding-dino", "mm-grounding-dino")},
+    "timm_wrapper": _WRAPPED_TIMM, "gemma3n_vision": _MOBILE,
     **{t: _LOCAL for t in ("longformer", "led")},
     **{t: _CNN for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet",
                          "mobilenet_v1", "mobilenet_v2", "bit", "van", "poolformer")},
@@ -92,8 +115,10 @@ NOT_GLOBAL = frozenset({"PegasusXGlobalLocalAttention"})
 
 def refusal(model: torch.nn.Module) -> str | None:
     """Why attention rollout does not apply to ``model`` (with what works instead), or
-    None. Knows windowed (Swin), local (Longformer, LED), block-sparse (BigBird) and
-    convolutional (ConvNeXt, ResNet) Hugging Face models by ``config.model_type``.
+    None. Knows windowed (Swin; SAM, Hiera, Florence-2's DaViT), local (Longformer,
+    LED), block-sparse (BigBird), deformable (Deformable DETR, RT-DETR, Grounding DINO),
+    convolutional (ConvNeXt, ResNet, MobileNet-V5) and wrapped timm Hugging Face models by
+    ``config.model_type``.
 
     Examples
     --------
