@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import masks as M
+from .masks.refine import _nearest_labels
 
 __all__ = ["load_image", "DEFAULT_MAX_PIXELS", "ImageReadError"]
 
@@ -238,12 +239,7 @@ def _upsample(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def _nearest(labels: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    h, w = labels.shape
-    H, W = hw
-    if (h, w) == (H, W):
-        return labels
-    rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
-    return labels[rows[:, None], cols[None, :]]
+    """``labels`` resized to ``hw`` by nearest neighbour (the masks layer's own)."""
+    return _nearest_labels(labels, hw)
 
 

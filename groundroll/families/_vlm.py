@@ -18,7 +18,7 @@ import torch
 from . import _hf
 from .record import Captioning, _pair
 
-__all__ = ["captioning", "plain_inputs", "image_token", "placeholder_columns", "text_ids",
+__all__ = ["captioning", "plain_inputs", "one_image_grid", "image_token", "placeholder_columns", "text_ids",
            "special_ids", "end_ids", "bos_ids", "vision_mean_std", "vision_size",
            "vision_patch"]
 
@@ -75,6 +75,19 @@ def end_ids(model, tokenizer) -> set[int]:
     for end in ends:
         out.update(end if isinstance(end, (list, tuple)) else [end])
     return {int(e) for e in out if e is not None}
+
+
+def one_image_grid(grid_size, what: str):
+    """``grid(model, n_tokens)`` for a model whose prompt holds one image's tokens, a
+    ``grid_size(model)`` grid of them with nothing before; ``what`` names the grid in the
+    error a count that does not match raises."""
+    def grid(model, n_tokens):
+        rows, cols = grid_size(model)
+        if n_tokens != rows * cols:
+            raise ValueError(f"the prompt holds {n_tokens} image tokens, not the {rows} x"
+                             f" {cols} {what}: they cannot be mapped back to pixels")
+        return 0, (rows, cols)
+    return grid
 
 
 def vision_size(model) -> tuple[int, int]:

@@ -47,13 +47,7 @@ def _inputs(model, pixels, ids, prompt=None):
                 pixel_values=pixels[:, None])            # one image per sequence
 
 
-def _grid(model, n_tokens):
-    rows, cols = _grid_size(model)
-    if n_tokens != rows * cols:
-        raise ValueError(f"the prompt holds {n_tokens} image tokens, not the {rows} x"
-                         f" {cols} grid of one image: they cannot be mapped back to"
-                         " pixels")
-    return 0, (rows, cols)
+_grid = _vlm.one_image_grid(_grid_size, "grid of one image")
 
 
 CAPTIONING = _vlm.captioning(stream="text", start_ids=_start_ids, grid=_grid,

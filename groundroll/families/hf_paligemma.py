@@ -45,13 +45,7 @@ def _inputs(model, pixels, ids, prompt=None):
     return inputs
 
 
-def _grid(model, n_tokens):
-    rows, cols = _grid_size(model)
-    if n_tokens != rows * cols:
-        raise ValueError(f"the prompt holds {n_tokens} image tokens, not the {rows} x"
-                         f" {cols} patch grid of the vision tower: they cannot be mapped"
-                         " back to pixels")
-    return 0, (rows, cols)
+_grid = _vlm.one_image_grid(_grid_size, "patch grid of the vision tower")
 
 
 CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, grid=_grid,
