@@ -16,7 +16,8 @@ Protocol
   teacher-forced; each content word (a colour or a shape) belongs to one object, whose
   exact mask is the reference.
 * Pointing game: the word map's maximum falls inside its object (strict), or within 15
-  pixels of it (the game's usual tolerance, Zhang et al. 2016). Word-mask IoU: the
+  pixels of it (the game's usual tolerance, Zhang et al. 2016); "pt raw": strict, on the
+  method's map before the superpixel refinement. Word-mask IoU: the
   word's mask (``ground_caption``'s masks; for the peers the same refinement and
   threshold applied to their maps, :func:`groundroll.captioning.refine_word_maps`) against
   the object's mask. Every method's heatmap is refined the same way before it is read. Colour-word correlation: Pearson correlation of the maps of two colour
@@ -201,8 +202,9 @@ def evaluate(cm, items: list[dict], methods, thresholds: dict, *, faith: int) ->
     start = cm.hooks.start_ids(cm.model, cm.tokenizer)
     rows: dict[str, dict] = {}
     for method in methods:
-        hits, near, ious, corr, dels, seconds = [], [], [], [], [], []
+        hits, near, raw_hits, ious, corr, dels, seconds = [], [], [], [], [], [], []
         for i, it in enumerate(items):
+            raw = None
             if method == "default":
                 t0 = time.perf_counter()
                 res = gr.ground_caption(it["image"], it["caption"], model=cm)
@@ -220,6 +222,8 @@ def evaluate(cm, items: list[dict], methods, thresholds: dict, *, faith: int) ->
                 top = np.unravel_index(int(np.argmax(heat[w])), obj.shape)
                 hits.append(bool(obj[top]))
                 near.append(bool(_distance(it, k)[top] <= TOLERANCE))
+                if raw is not None:
+                    raw_hits.append(bool(obj.flat[int(np.argmax(raw[w]))]))
                 ious.append(np.logical_and(masks[w], obj).sum()
                             / max(1, np.logical_or(masks[w], obj).sum()))
                 if it["caption"].split()[w].strip(",") in shapes.COLORS:
@@ -229,6 +233,7 @@ def evaluate(cm, items: list[dict], methods, thresholds: dict, *, faith: int) ->
             if i < faith:
                 dels += _deletion(cm, it, heat, start)
         rows[method] = {"pointing": float(np.mean(hits)), "pointing_15px": float(np.mean(near)),
+                        "pointing_raw": float(np.mean(raw_hits)) if raw_hits else float("nan"),
                         "word_iou": float(np.mean(ious)),
                         "colour_corr": float(np.mean(corr)) if corr else float("nan"),
                         "deletion_auc": float(np.mean(dels)) if dels else float("nan"),
@@ -293,12 +298,12 @@ def main(argv=None) -> int:
           f" mask thresholds fitted on {args.calib} calibration scenes"
           f" (default call: {cm.defaults or 'library defaults'})")
     print(f"{'set':<8} {'method':<10} {'thresh':>6} {'pointing':>8} {'pt 15px':>8} "
-          f"{'word IoU':>8} {'colour r':>8} {'deletion':>8} {'s/caption':>9}")
+          f"{'pt raw':>8} {'word IoU':>8} {'colour r':>8} {'deletion':>8} {'s/caption':>9}")
     for name, rows in table.items():
         for method, r in rows.items():
             t = "" if r["threshold"] is None else f"{r['threshold']:.2f}"
             print(f"{name:<8} {method:<10} {t:>6} {r['pointing']:8.3f} {r['pointing_15px']:8.3f} "
-                  f"{r['word_iou']:8.3f} "
+                  f"{r['pointing_raw']:8.3f} {r['word_iou']:8.3f} "
                   f"{r['colour_corr']:8.3f} {r['deletion_auc']:8.3f} {r['seconds']:9.3f}")
     if args.json:
         args.json.write_text(json.dumps({"calibration": fitted, "held_out": table},

@@ -223,6 +223,25 @@ class Trace:
     def __len__(self) -> int:
         return sum(len(layers) for layers in self.layers.values())
 
+    def backward(self, score: torch.Tensor) -> "Trace":
+        """Fill each layer's ``grad`` with d(score)/d(weights), zeros where the score
+        does not depend on a layer, and return the trace.
+
+        Call it inside a ``capture(..., grads=True)`` context: the capture's gradient
+        hooks fill the layers. Gradients go to the attention only (parameters keep no
+        ``.grad``). A module may return a view of the probabilities it used (open_clip's
+        ``nn.MultiheadAttention``); the hook then sits on the view's base, which is what
+        is differentiated.
+        """
+        layers = list(self)
+        targets = [layer.weights._base if layer.weights._is_view() else layer.weights
+                   for layer in layers]
+        torch.autograd.grad(score, targets, allow_unused=True)
+        for layer in layers:
+            if layer.grad is None:
+                layer.grad = torch.zeros_like(layer.weights)
+        return self
+
     def detach(self) -> "Trace":
         """A copy whose tensors are detached from autograd (grads kept)."""
         out = Trace(tokens=dict(self.tokens), family=self.family, chains=self.chains,

@@ -36,13 +36,9 @@ BOS, PAD, EOS = 0, 1, 2
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from helpers.tiny_models import word_tokenizer
 
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="[BOS]", pad_token="[PAD]", eos_token="[EOS]",
-        unk_token="[UNK]")
+    return word_tokenizer(WORDS)
 
 
 def _build(model_type, cls, configure=None, **edits):

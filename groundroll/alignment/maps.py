@@ -85,12 +85,8 @@ def _relevance_maps(bundle, batch: _Batch, layer_sets: Sequence[Any], *, heads,
             rows_d = rows.to(device)
             wanted = batch.labels.to(device)[owner.to(device), rows_d]
             score = logp[copies, rows_d, wanted]
-            score = torch.where(valid.to(device), score, torch.zeros_like(score)).sum()
-            layers = list(trace)
-            grads = torch.autograd.grad(score, [l.weights for l in layers],
-                                        allow_unused=True)
-        for layer, g in zip(layers, grads):
-            layer.grad = torch.zeros_like(layer.weights) if g is None else g.detach()
+            trace.backward(torch.where(valid.to(device), score,
+                                       torch.zeros_like(score)).sum())
         detached = trace.detach()
         for out, layer_set in zip(outs, layer_sets):
             m = compose(detached, source="encoder", target="decoder", method="relevance",

@@ -109,11 +109,7 @@ class ModelHandle:
         """``[batch, 3, h, w]`` normalised model input from uint8 ``[h, w, 3]`` images
         already at the model's input size."""
         mean, std = self._mean_std()
-        x = torch.from_numpy(np.stack([np.asarray(i) for i in images])).permute(0, 3, 1, 2)
-        x = x.float() / 255.0
-        mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(self.device, self.dtype)
+        return normalized_pixels(images, mean, std).to(self.device, self.dtype)
 
     # ------------------------------------------------------------------ text
 
@@ -261,6 +257,17 @@ class ModelHandle:
         model's input size) once per prompt, so each copy's score and gradients can
         belong to one prompt."""
         return self.pixels([image]).float().repeat(n, 1, 1, 1)
+
+
+def normalized_pixels(images: Sequence[np.ndarray], mean: Sequence[float],
+                      std: Sequence[float]) -> torch.Tensor:
+    """``[batch, 3, h, w]`` float32 ``(x / 255 - mean) / std`` of uint8 ``[h, w, 3]``
+    images, on the CPU."""
+    x = torch.from_numpy(np.stack([np.asarray(i) for i in images])).permute(0, 3, 1, 2)
+    x = x.float() / 255.0
+    mean_ = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
+    std_ = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - mean_) / std_
 
 
 def resolve_model(model, *, tokenizer=None, cache: dict | None = None,

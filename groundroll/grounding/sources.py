@@ -189,16 +189,7 @@ def _cross_relevance(handle: ModelHandle, run, image: np.ndarray, ids: torch.Ten
             model, grads=True, streams=list(run.streams), values=values) as trace:
         device = pixels.device
         out = run.run(model, pixels, ids[owner].to(device), mask[owner].to(device))
-        score = run.score(out, explained.to(device)).sum()
-        # Gradients w.r.t. the attention only (parameters keep no .grad of ours). A
-        # module may return a view of the probabilities it used (open_clip's
-        # nn.MultiheadAttention): the capture's gradient hook sits on the view's base.
-        targets = [layer.weights._base if layer.weights._is_view() else layer.weights
-                   for layer in trace]
-        torch.autograd.grad(score, targets, allow_unused=True)
-    for layer in trace:                              # no path to the score: no relevance
-        if layer.grad is None:
-            layer.grad = torch.zeros_like(layer.weights)
+        trace.backward(run.score(out, explained.to(device)).sum())
     comp = compose(trace.detach(), source=run.source, target=run.target,
                    method="relevance", weighting=weighting)
     maps = comp.source_map.float()

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["TinyModel", "FAMILIES", "OPEN_CLIP_FAMILIES", "HF_FAMILIES", "build",
+__all__ = ["TinyModel", "word_tokenizer", "FAMILIES", "OPEN_CLIP_FAMILIES", "HF_FAMILIES", "build",
            "text_ids", "image_batch", "VOCAB", "WIDTH", "HEADS", "LAYERS", "IMAGE", "PATCH",
            "CONTEXT", "BATCH"]
 
@@ -313,3 +313,16 @@ def build(name: str, seed: int = 0) -> TinyModel:
     except KeyError:
         raise KeyError(f"unknown tiny family {name!r}; known: {sorted(FAMILIES)}") from None
     return factory(seed)
+
+
+def word_tokenizer(words):
+    """A Hugging Face fast tokenizer over ``words`` (ids in list order; ``[PAD]``,
+    ``[BOS]``, ``[EOS]`` and ``[UNK]`` among them), splitting on whitespace."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]",
+        unk_token="[UNK]")
