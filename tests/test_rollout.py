@@ -189,6 +189,54 @@ def test_matches_naive_python_loop(residual, start_layer, close):
     close(rollout(layers, residual=residual, start_layer=start_layer), expected, 1e-12)
 
 
+def causal_layers(seed, *, batch=2, heads=3, n=8, layers=3):
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.ones(n, n, dtype=torch.bool).tril()
+    return [torch.softmax(torch.randn(batch, heads, n, n, generator=gen, dtype=torch.float64)
+                          .masked_fill(~mask, float("-inf")), -1) for _ in range(layers)]
+
+
+def pick(full, rows):
+    idx = torch.as_tensor(rows)
+    return full[:, idx] if idx.dim() == 1 else torch.stack([full[b, r] for b, r in enumerate(idx)])
+
+
+@pytest.mark.parametrize("rows", [[0], [2], [1, 3], torch.tensor([[2], [5]])])
+def test_rows_only_on_causal_layers_matches_naive_loop(rows, close):
+    # Early read-out rows under causal attention weigh only earlier rows, which the
+    # rows-only path reads alone; the answer must still be the naive product's rows.
+    layers = causal_layers(4)
+    full = torch.tensor(naive_rollout([a.tolist() for a in layers]), dtype=torch.float64)
+    close(rollout(layers, rows=rows), pick(full, rows), 1e-12)
+    weights = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    close(rollout(layers, rows=rows, head_fusion=weights),
+          pick(rollout(layers, head_fusion=weights), rows), 1e-12)
+
+
+def test_rows_only_reads_rows_that_reach_the_result_only():
+    # A NaN in a top-layer row that no read-out row weighs cannot change the answer:
+    # the default skips that row; check_values="finite" reads it and raises.
+    layers = random_layers(7, batch=1, heads=2, n=5, layers=3)
+    clean = rollout(layers, rows=[1])
+    bad = [a.clone() for a in layers]
+    bad[-1][0, 1, 3, 2] = float("nan")
+    assert torch.equal(rollout(bad, rows=[1]), clean)
+    with pytest.raises(ValueError, match="layer 2: contains NaN or inf"):
+        rollout(bad, rows=[1], check_values="finite")
+    bad[-1][0, 0, 1, 4] = float("nan")  # in a row the result reads
+    with pytest.raises(ValueError, match="layer 2: contains NaN or inf"):
+        rollout(bad, rows=[1])
+
+
+def test_rows_only_with_autograd_reads_a_row_subset(close):
+    # Weights that need gradients take torch's matmul on the gathered rows.
+    layers = [a.requires_grad_() for a in random_layers(9, batch=2, heads=3, n=6)]
+    out = rollout(layers, rows=[0, 4])
+    close(out, rollout(layers)[:, [0, 4]], 1e-6)
+    out.sum().backward()
+    assert all(a.grad is not None and torch.isfinite(a.grad).all() for a in layers)
+
+
 OPTION_SETS = [
     {},
     {"head_fusion": "max"},

@@ -64,6 +64,7 @@ def _scan_values(x: torch.Tensor, where: str, *, nonnegative: bool = True) -> No
     """Raise for NaN/inf (and negative entries when ``nonnegative``)."""
     # NaN propagates to both ends and inf shows at one; two plain reductions are
     # faster than aminmax on CPU
+    x = x.detach()
     low, high = float(x.amin()), float(x.amax())
     if not (np.isfinite(low) and np.isfinite(high)):
         bad = int((~torch.isfinite(x)).sum())

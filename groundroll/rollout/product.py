@@ -43,33 +43,56 @@ def _rows_step(vectors: torch.Tensor, a: torch.Tensor, residual: float) -> torch
     return (1.0 - residual) * (w @ a) + residual * w
 
 
+def _support(vectors: torch.Tensor) -> torch.Tensor | None:
+    """The columns where any row vector is nonzero, or None when that is most of them.
+
+    Rows of a layer that every vector weighs by zero cannot change the product, so the
+    step need not read them: the top layer of a rows-only rollout starts from one-hot
+    vectors (R of its N rows matter), and under causal attention an early read-out
+    position keeps reaching only earlier ones.
+    """
+    live = (vectors != 0).reshape(-1, vectors.shape[-1]).any(0)
+    count = int(live.sum())
+    return None if 2 * count > live.numel() else live.nonzero().squeeze(1)
+
+
 def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tensor | None,
-                    residual: float, where: str) -> torch.Tensor:
+                    residual: float, where: str, *, skip_unread: bool = True) -> torch.Tensor:
     """:func:`_rows_step` for a (weighted) mean over heads in two reads of ``attn``.
 
     With ``c_h`` the head weights (summing to 1), the fused layer is
     ``A = sum_h c_h A_h``, so ``w @ A = sum_h (c_h w) @ A_h`` without forming ``A``.
     The row sums are one read; they also catch NaN and inf (either makes its row's sum
     over the heads non-finite, whatever the head's weight), so validating costs no pass
-    of its own. The product is the other.
+    of its own. The product is the other. With ``skip_unread``, only the rows the
+    vectors weigh are read (:func:`_support`): at the top layer that is R rows instead of
+    N, so the whole rollout reads its input about ``2 (L - 1) / L`` times, and values in
+    rows that cannot reach the result go unchecked.
     """
     if attn.dim() == 3:
         attn = attn.unsqueeze(1)
     batch, heads, n, _ = attn.shape
-    head_sums = attn.sum(-1)                               # read 1: [B, H, N]
+    live = _support(vectors) if skip_unread else None
+    if live is not None:
+        attn = attn.index_select(2, live.to(attn.device))  # [B, H, k, N]
+    weighed = vectors if live is None else vectors.index_select(-1, live)  # [B, R, k]
+    head_sums = attn.sum(-1)                               # read 1: [B, H, k]
     if coef is None:
         coef = torch.full((heads,), 1.0 / heads, dtype=attn.dtype, device=attn.device)
-    sums = (1.0 - residual) * (head_sums * coef.view(1, -1, 1)).sum(1) + residual  # [B, N]
+    sums = (1.0 - residual) * (head_sums * coef.view(1, -1, 1)).sum(1) + residual  # [B, k]
     if not bool(torch.isfinite(sums).all()):
         _scan_values(attn, where)                          # names the problem
         raise ValueError(f"{where}: contains NaN or inf")  # pragma: no cover (scan raised)
-    w = vectors / torch.where(sums == 0, 1.0, sums).unsqueeze(-2)  # [B, R, N]
-    spread = w.unsqueeze(1) * coef.view(1, -1, 1, 1)                # [B, H, R, N]
-    return (1.0 - residual) * _sum_of_products(spread, attn) + residual * w  # read 2
+    w = weighed / torch.where(sums == 0, 1.0, sums).unsqueeze(-2)  # [B, R, k]
+    spread = w.unsqueeze(1) * coef.view(1, -1, 1, 1)                # [B, H, R, k]
+    out = (1.0 - residual) * _sum_of_products(spread, attn)        # read 2: [B, R, N]
+    if live is None:
+        return out + residual * w
+    return out.index_add(-1, live, residual * w)
 
 
 def _sum_of_products(spread: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """``sum_h spread[:, h] @ attn[:, h]``: ``[B, H, R, N]`` and ``[B, H, N, N]`` to
+    """``sum_h spread[:, h] @ attn[:, h]``: ``[B, H, R, K]`` and ``[B, H, K, N]`` to
     ``[B, R, N]``.
 
     On one CPU thread, numpy's ``einsum`` streams these weighted sums of rows at about
@@ -85,9 +108,9 @@ def _sum_of_products(spread: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         a, s = attn.numpy(), spread.to(attn.dtype).numpy()
         return torch.from_numpy(np.stack([np.einsum("hri,hij->rj", s[b, ::-1], a[b, ::-1])
                                           for b in range(a.shape[0])]))
-    batch, heads, rows, n = spread.shape
-    stacked = attn.reshape(batch, heads * n, n)            # a view when contiguous
-    return spread.transpose(1, 2).reshape(batch, rows, heads * n) @ stacked
+    batch, heads, k, n = attn.shape
+    stacked = attn.reshape(batch, heads * k, n)            # a view when contiguous
+    return spread.transpose(1, 2).reshape(batch, spread.shape[2], heads * k) @ stacked
 
 
 # Row blocks of all heads small enough to stay in cache between the row sums and the
@@ -206,7 +229,10 @@ def rollout(
         pass of its own, i.e. ``"finite"`` on the rows-only path with a (weighted) mean
         over heads and no gradients or pruning (the row sums that path reads anyway
         show NaN and inf; negatives would need a third read of every layer, so ask
-        for ``"all"``), ``"all"`` everywhere else.
+        for ``"all"``), ``"all"`` everywhere else. That path reads only the rows whose
+        weight can reach the result (at the top layer, the ``rows`` themselves), so with
+        None a NaN in a row that cannot change the result goes unseen; ``"finite"``
+        reads every row.
 
     Returns
     -------
@@ -275,7 +301,8 @@ def rollout(
         elif flat:
             coef = how / how.sum() if isinstance(how, torch.Tensor) else None
             vectors = _rows_step_flat(vectors, attn, coef, float(residual),
-                                      _where(index, "layer"))
+                                      _where(index, "layer"),
+                                      skip_unread=check_values is None)
         elif blocked:
             vectors = _rows_step_heads(vectors, attn, grad, how, float(residual),
                                        scan_as=_where(index, "layer"),
