@@ -100,6 +100,14 @@ def _q_former(model_type, cls):
     return model
 
 
+def _llava_next():
+    # One 32 x 64 pinpoint (the model input: two 32 x 32 tiles side by side) and a
+    # square one; the tiles' grid is 4 x 8 patches.
+    return _build("llava_next", "LlavaNextForConditionalGeneration",
+                  image_grid_pinpoints=[[32, 64], [32, 32]],
+                  text_config__max_position_embeddings=128)
+
+
 #: family -> (builder, image tokens put before the ids, patch grid)
 BUILDERS = {
     "hf_blip_captioner": (_blip, None, (4, 4)),
@@ -114,11 +122,14 @@ BUILDERS = {
                   (4, 4)),
     "instructblip": (lambda: _q_former("instructblip",
                                        "InstructBlipForConditionalGeneration"), 0, (4, 4)),
+    "hf_llava_next": (_llava_next, 0, (4, 8)),
 }
 FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2"}
 DECODER_ONLY = [k for k, (_, before, _) in BUILDERS.items() if before is not None]
 #: decoder-only models whose image-token columns are a Q-Former's learned queries
 Q_FORMER = ["hf_blip_2", "instructblip"]
+#: decoder-only models whose image tokens are several grids (a base image and tiles)
+TILED = ["hf_llava_next"]
 
 _MODELS: dict = {}
 
@@ -178,6 +189,11 @@ def _direct_logits(key, model, cm, image, full, prompt):
         return model(input_ids=full, pixel_values=pixels, token_type_ids=kinds).logits
     if key in ("hf_idefics3", "smolvlm"):
         return model(input_ids=full, pixel_values=pixels[:, None]).logits
+    if key == "hf_llava_next":
+        from groundroll.families import hf_llava_next
+
+        return model(input_ids=full, pixel_values=hf_llava_next.tiles(model, pixels),
+                     image_sizes=torch.tensor([list(cm.image_size)])).logits
     if key == "instructblip":
         no_instruction = torch.zeros((1, 0), dtype=torch.long)
         return model(input_ids=full, pixel_values=pixels,
@@ -219,7 +235,7 @@ def test_qwen2_vl_patches_are_its_image_processors(tokenizer):
     assert cm.hooks.grid(model, 6) == (0, (2, 3))        # 4 x 6 patches merged 2 x 2
 
 
-@pytest.mark.parametrize("key", [k for k in DECODER_ONLY if k not in Q_FORMER])
+@pytest.mark.parametrize("key", [k for k in DECODER_ONLY if k not in Q_FORMER + TILED])
 def test_cross_maps_are_the_last_layers_attention_to_the_image_tokens(key, tokenizer):
     """An independent reading: transformers' own attention of the last language-model
     layer (``output_attentions``), heads averaged, at the rows predicting each word and
@@ -253,10 +269,12 @@ def test_cross_maps_are_the_last_layers_attention_to_the_image_tokens(key, token
 
 
 def _model_inputs(key, model, cm, pixels, full, prompt):
-    from groundroll.families import _vlm, hf_idefics3, hf_paligemma, hf_qwen2_vl
+    from groundroll.families import (_vlm, hf_idefics3, hf_llava_next, hf_paligemma,
+                                     hf_qwen2_vl)
 
     build = {"hf_paligemma": hf_paligemma._inputs, "hf_qwen2_vl": hf_qwen2_vl._inputs,
-             "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs}
+             "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs,
+             "hf_llava_next": hf_llava_next._inputs}
     return build.get(key, _vlm.plain_inputs)(model, pixels, full, prompt)
 
 
@@ -277,16 +295,17 @@ def test_ground_caption_runs_every_method(key, method, tokenizer):
 
 
 @pytest.mark.filterwarnings("ignore:the generated caption reached max_new_tokens")
-@pytest.mark.parametrize("key", ["hf_blip_captioner", "hf_llava", "hf_git", "hf_blip_2"])
+@pytest.mark.parametrize("key", ["hf_blip_captioner", "hf_llava", "hf_git", "hf_blip_2",
+                                 "hf_llava_next"])
 def test_generated_captions_are_grounded(key, tokenizer):
     model = _model(key)
-    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    cm = resolve_captioner(model, tokenizer=tokenizer)
+    image = _image(cm, seed=2)               # at the input size: no letterbox
     result = gr.ground_caption(image, model=model, tokenizer=tokenizer, max_new_tokens=4,
                                method="legrad")
     assert result.generated
     assert result.caption and set(result.caption.split()) <= set(WORDS[4:])
     # greedy: the words of the family's generate from the same start, cut at the end
-    cm = resolve_captioner(model, tokenizer=tokenizer)
     start = cm.hooks.start_ids(model, tokenizer)
     new = cm.hooks.generate(model, cm.pixels(image), start, 4)[0, len(start):].tolist()
     ended = EOS in new
@@ -406,6 +425,79 @@ def test_blip_2_with_flan_t5_is_captured_but_its_captions_refused(tokenizer):
     with pytest.raises(TypeError, match="Flan-T5"):
         gr.ground_caption(np.zeros((32, 32, 3), np.uint8), CAPTION, model=model,
                           tokenizer=tokenizer)
+
+
+# --------------------------------------------------------------------------- LLaVA-NeXT
+
+def _packed_order(model, image_size):
+    """``[N, 3]`` ``(kind, row, col)`` of each image token, read from the model's own
+    ``pack_image_features``: features that carry their own position (0 and the tower's
+    grid cell for the base image; 1 and the cell on the tiles' grid over the pinpoint),
+    packed, unpadded and newline-separated (newlines: ``(2, -1, -1)``) by the model."""
+    from transformers.image_processing_utils import select_best_resolution
+
+    side = model.config.vision_config.image_size
+    per = side // model.config.vision_config.patch_size
+    height, width = select_best_resolution(image_size, model.config.image_grid_pinpoints)
+    across = width // side
+    features = [torch.tensor([0, r, c]) for r in range(per) for c in range(per)]
+    for t in range(height // side * across):
+        down, right = divmod(t, across)
+        features += [torch.tensor([1, down * per + r, right * per + c])
+                     for r in range(per) for c in range(per)]
+    features = torch.stack(features).float().reshape(-1, per * per, 3)
+    packed, _ = model.model.pack_image_features(
+        [features], torch.tensor([list(image_size)]), "default",
+        image_newline=torch.tensor([2.0, -1.0, -1.0]))
+    return packed[0].long()
+
+
+@pytest.mark.parametrize("image_size", [(32, 64), (30, 44), (20, 64), (32, 32)])
+def test_llava_next_token_positions_are_the_models_own_packing(image_size):
+    """Base image first, then the tiles' rows (unpadded: 30 x 44 keeps 6 of 8 columns,
+    20 x 64 3 of 4 rows), each ended by a newline."""
+    from groundroll.families import hf_llava_next
+
+    model = _model("hf_llava_next")
+    expected = _packed_order(model, image_size)
+    torch.testing.assert_close(hf_llava_next.token_positions(model, image_size), expected)
+
+
+def test_llava_next_cross_maps_are_the_last_layers_attention_on_both_grids(tokenizer):
+    """The model's own last-layer attention (``output_attentions``) at the rows that
+    predict each word and the image placeholder columns, placed by the model's packing
+    order: per cell of the 4 x 8 tiles' grid, the tile token's weight plus the covering
+    base token's (one of 4 x 4 over the whole input) divided by the 1 x 2 cells it
+    covers."""
+    model, cm, image, start, ids = _inputs("hf_llava_next", tokenizer)
+    assert cm.image_size == (32, 64)
+    full = torch.tensor([start + ids])
+    words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
+    pixels = cm.pixels(image)
+    maps, _ = _word_maps(cm, pixels, ids, start, groups, "cross")
+    assert maps.shape == (len(words), 4, 8)
+    was = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            inputs = _model_inputs("hf_llava_next", model, cm, pixels, full, len(start))
+            attention = model(**inputs, output_attentions=True).attentions[-1]
+    finally:
+        model.set_attn_implementation(was)
+    attention = attention[0].float().mean(0)                     # [T, T]
+    image_cols = (full[0] == model.config.image_token_id).nonzero().flatten()
+    order = _packed_order(model, (32, 64))
+    assert len(image_cols) == len(order) == 16 + 4 * (8 + 1)
+    for w, group in enumerate(groups):
+        weights = attention[[len(start) + p - 1 for p in group]][:, image_cols].mean(0)
+        expected = torch.zeros(4, 8)
+        for (kind, r, c), a in zip(order.tolist(), weights.tolist()):
+            if kind == 1:
+                expected[r, c] += a
+            elif kind == 0:
+                expected[r:r + 1, 2 * c:2 * c + 2] += a / 2
+        got = maps[w] / maps[w].sum()
+        np.testing.assert_allclose(got, (expected / expected.sum()).numpy(), atol=1e-5)
 
 
 # --------------------------------------------------------------------------- refusals

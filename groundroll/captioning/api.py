@@ -234,6 +234,9 @@ def _patch_maps(cm: CaptionModel, rows: torch.Tensor, columns=None,
         rows = rows[:, columns.to(rows.device)]
     if queries is not None:
         rows = (rows.float().unsqueeze(1) @ queries.to(rows.device)).squeeze(1)
+    if cm.hooks.layout is not None:
+        grids = cm.hooks.layout(cm.model, rows.float())
+        return grids.cpu().numpy().astype(np.float32)
     prefix, (gh, gw) = cm.hooks.grid(cm.model, rows.shape[-1])
     patches = rows[:, prefix:prefix + gh * gw].float()
     return patches.reshape(-1, gh, gw).cpu().numpy().astype(np.float32)

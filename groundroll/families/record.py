@@ -173,9 +173,9 @@ class Captioning:
         with before the caption's tokens.
     end_ids : callable
         ``end_ids(model, tokenizer) -> set of int``: ids that end a caption.
-    grid : callable
+    grid : callable, optional
         ``grid(model, n_tokens) -> (prefix, (rows, cols))``: where the patch tokens sit
-        among the ``n_tokens`` image tokens.
+        among the ``n_tokens`` image tokens. Needed unless ``layout`` is given.
     columns : callable, optional
         Decoder-only models: ``columns(model, ids) -> LongTensor``, the positions of the
         image tokens in the language model's sequence for the input ``ids [1, T]``.
@@ -186,6 +186,10 @@ class Captioning:
         patches (BLIP-2): the chain from the queries to the image tokens, composed with
         the same method as the language model and multiplied in. ``grid`` then places
         the patches among the vision tower's tokens.
+    layout : callable, optional
+        ``layout(model, scores) -> [W, rows, cols]``: scores over the ``[W, n_tokens]``
+        image tokens as one patch grid over the model input, for image tokens that are
+        not one grid (LLaVA-NeXT's whole image and its tiles); used instead of ``grid``.
     """
 
     image_size: Callable[[Any], tuple[int, int]]
@@ -198,9 +202,15 @@ class Captioning:
     generate: Callable[..., torch.Tensor]
     start_ids: Callable[[Any, Any], list]
     end_ids: Callable[[Any, Any], set]
-    grid: Callable[[Any, int], tuple[int, tuple[int, int]]]
+    grid: Callable[[Any, int], tuple[int, tuple[int, int]]] | None = None
     columns: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
     queries: Queries | None = None
+    layout: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.grid is None and self.layout is None:
+            raise ValueError("Captioning needs grid= or layout= to map image tokens back"
+                             " to pixels")
 
     @property
     def decoder_only(self) -> bool:
