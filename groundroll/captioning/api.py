@@ -20,12 +20,14 @@ the image tokens to the caption rows (:mod:`groundroll.families`, ``Captioning``
     layer's probabilities, positive part times the probabilities, summed over layers
     and heads (a LeGrad-style per-layer reading of the decoder).
 
-A decoder-only model (LLaVA, PaliGemma, Qwen2-VL, Idefics3, GIT: ``Captioning.columns``
-set) has no cross-attention: its language model's self-attention runs over image and
-text tokens in one sequence, and each method reads that stream, keeping the columns of
-the image tokens: ``"cross"`` its last layer, heads averaged; ``"rollout"`` and
-``"relevance"`` its rollout and Chefer relevance; ``"legrad"`` its layers with their
-gradients. Tokens the model puts before the text (GIT's image tokens) shift the rows.
+A decoder-only model (LLaVA, LLaVA-NeXT, PaliGemma, Qwen2-VL, Idefics3, GIT:
+``Captioning.columns`` set) has no cross-attention: its language model's self-attention
+runs over image and text tokens in one sequence, and each method reads that stream,
+keeping the columns of the image tokens: ``"cross"`` its last layer, heads averaged;
+``"rollout"`` and ``"relevance"`` its rollout and Chefer relevance; ``"legrad"`` its
+layers with their gradients. Tokens the model puts before the text (GIT's image tokens)
+shift the rows. Image tokens that are not one patch grid (LLaVA-NeXT's base image and
+tiles) are laid on one grid by the family (``Captioning.layout``).
 
 A decoder-only model whose image-token columns are learned queries (BLIP-2 and
 InstructBLIP: ``Captioning.queries``) adds one hop: each word's row over the queries is
