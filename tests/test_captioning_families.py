@@ -349,9 +349,10 @@ def _q_former_attentions(key, model, cm, image, full):
 def test_q_former_capture_is_the_models_own_attention_stream_by_stream(key, tokenizer):
     model, cm, image, start, ids = _inputs(key, tokenizer)
     full = torch.tensor([start + ids])
-    with torch.no_grad(), capture(model) as trace:
+    with torch.no_grad(), capture(model, values=True) as trace:
         cm.hooks.forward(model, cm.pixels(image), full, prompt=len(start))
     vision, own, cross, lm = _q_former_attentions(key, model, cm, image, full)
+    assert all(layer.value_norms is not None for layer in trace)     # value sites found
     assert (len(vision), len(own), len(cross), len(lm)) == (2, 3, 2, 2)
     for stream, expected in (("vision", vision), ("qformer", own),
                              ("qformer_cross", cross), ("decoder", lm)):

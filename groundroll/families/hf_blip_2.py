@@ -60,8 +60,10 @@ ADAPTER = Adapter(
         Site(_QFORMER + r"crossattention\.attention$", "qformer_cross", query="qformer",
              key="vision", value="value", out="../output.dense"),
         # Decoder-only language models: OPT (decoder.layers), LLaMA / Vicuna (layers).
-        Site(_LM + r"(model\.)?(decoder\.)?layers\.\d+\.self_attn$", "decoder",
-             causal=True, value="v_proj", out="o_proj"),
+        Site(_LM + r"(model\.)?decoder\.layers\.\d+\.self_attn$", "decoder",
+             causal=True, value="v_proj", out="out_proj"),
+        Site(_LM + r"(model\.)?layers\.\d+\.self_attn$", "decoder", causal=True,
+             value="v_proj", out="o_proj"),
         # Flan-T5: encoder, decoder and the decoder's cross-attention.
         Site(_LM + r"encoder\.block\.\d+\.layer\.0\.SelfAttention$", "encoder",
              value="v", out="o"),
