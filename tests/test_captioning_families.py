@@ -7,9 +7,12 @@ end to end with every method (one map per word, of the image's size, finite, not
 equal); the ``"cross"`` maps of decoder-only models equal the last layer's attention
 from the word's rows to the image tokens that the model itself returns
 (``output_attentions``); word log-probabilities equal the model's own. Qwen2-VL's
-patches match its image processor's. Families whose words cannot be mapped to pixels
-(Q-Former, resampler, windowed tower) and models that do not caption are refused with
-the reason and the supported families.
+patches match its image processor's. BLIP-2 and InstructBLIP: the capture holds the
+model's own attention stream by stream (tower, Q-Former self- and cross-attention,
+language model), and the rollout maps equal the product computed here from that
+attention. Families whose words cannot be mapped to pixels (resampler, windowed tower,
+BLIP-2 with Flan-T5) and models that do not caption are refused with the reason and
+the supported families.
 """
 
 from __future__ import annotations
@@ -83,6 +86,28 @@ def _paligemma():
                   vision_config__projection_dim=config.text_config.hidden_size)
 
 
+def _q_former(model_type, cls):
+    """A Q-Former of 3 blocks with cross-attention in blocks 0 and 2 (every second), 4
+    random queries (zeros by default: every query would read the same)."""
+    model = _build(model_type, cls, num_query_tokens=4,
+                   qformer_config__num_hidden_layers=3,
+                   qformer_config__cross_attention_frequency=2,
+                   vision_config__initializer_range=0.02)
+    with torch.no_grad():
+        model.query_tokens.normal_(generator=torch.Generator().manual_seed(0))
+    model.language_model.generation_config.suppress_tokens = \
+        model.generation_config.suppress_tokens
+    return model
+
+
+def _llava_next():
+    # One 32 x 64 pinpoint (the model input: two 32 x 32 tiles side by side) and a
+    # square one; the tiles' grid is 4 x 8 patches.
+    return _build("llava_next", "LlavaNextForConditionalGeneration",
+                  image_grid_pinpoints=[[32, 64], [32, 32]],
+                  text_config__max_position_embeddings=128)
+
+
 #: family -> (builder, image tokens put before the ids, patch grid)
 BUILDERS = {
     "hf_blip_captioner": (_blip, None, (4, 4)),
@@ -93,9 +118,18 @@ BUILDERS = {
     "hf_idefics3": (lambda: _build("idefics3", "Idefics3ForConditionalGeneration"), 0,
                     (2, 2)),
     "smolvlm": (lambda: _build("smolvlm", "SmolVLMForConditionalGeneration"), 0, (2, 2)),
+    "hf_blip_2": (lambda: _q_former("blip-2", "Blip2ForConditionalGeneration"), 0,
+                  (4, 4)),
+    "instructblip": (lambda: _q_former("instructblip",
+                                       "InstructBlipForConditionalGeneration"), 0, (4, 4)),
+    "hf_llava_next": (_llava_next, 0, (4, 8)),
 }
-FAMILY_OF = {"smolvlm": "hf_idefics3"}
+FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2"}
 DECODER_ONLY = [k for k, (_, before, _) in BUILDERS.items() if before is not None]
+#: decoder-only models whose image-token columns are a Q-Former's learned queries
+Q_FORMER = ["hf_blip_2", "instructblip"]
+#: decoder-only models whose image tokens are several grids (a base image and tiles)
+TILED = ["hf_llava_next"]
 
 _MODELS: dict = {}
 
@@ -155,6 +189,15 @@ def _direct_logits(key, model, cm, image, full, prompt):
         return model(input_ids=full, pixel_values=pixels, token_type_ids=kinds).logits
     if key in ("hf_idefics3", "smolvlm"):
         return model(input_ids=full, pixel_values=pixels[:, None]).logits
+    if key == "hf_llava_next":
+        from groundroll.families import hf_llava_next
+
+        return model(input_ids=full, pixel_values=hf_llava_next.tiles(model, pixels),
+                     image_sizes=torch.tensor([list(cm.image_size)])).logits
+    if key == "instructblip":
+        no_instruction = torch.zeros((1, 0), dtype=torch.long)
+        return model(input_ids=full, pixel_values=pixels,
+                     qformer_input_ids=no_instruction).logits
     logits = model(input_ids=full, pixel_values=pixels).logits
     return logits[:, BUILDERS[key][1] or 0:] if key == "hf_git" else logits
 
@@ -192,7 +235,7 @@ def test_qwen2_vl_patches_are_its_image_processors(tokenizer):
     assert cm.hooks.grid(model, 6) == (0, (2, 3))        # 4 x 6 patches merged 2 x 2
 
 
-@pytest.mark.parametrize("key", DECODER_ONLY)
+@pytest.mark.parametrize("key", [k for k in DECODER_ONLY if k not in Q_FORMER + TILED])
 def test_cross_maps_are_the_last_layers_attention_to_the_image_tokens(key, tokenizer):
     """An independent reading: transformers' own attention of the last language-model
     layer (``output_attentions``), heads averaged, at the rows predicting each word and
@@ -226,10 +269,12 @@ def test_cross_maps_are_the_last_layers_attention_to_the_image_tokens(key, token
 
 
 def _model_inputs(key, model, cm, pixels, full, prompt):
-    from groundroll.families import _vlm, hf_idefics3, hf_paligemma, hf_qwen2_vl
+    from groundroll.families import (_vlm, hf_idefics3, hf_llava_next, hf_paligemma,
+                                     hf_qwen2_vl)
 
     build = {"hf_paligemma": hf_paligemma._inputs, "hf_qwen2_vl": hf_qwen2_vl._inputs,
-             "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs}
+             "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs,
+             "hf_llava_next": hf_llava_next._inputs}
     return build.get(key, _vlm.plain_inputs)(model, pixels, full, prompt)
 
 
@@ -250,16 +295,17 @@ def test_ground_caption_runs_every_method(key, method, tokenizer):
 
 
 @pytest.mark.filterwarnings("ignore:the generated caption reached max_new_tokens")
-@pytest.mark.parametrize("key", ["hf_blip_captioner", "hf_llava", "hf_git"])
+@pytest.mark.parametrize("key", ["hf_blip_captioner", "hf_llava", "hf_git", "hf_blip_2",
+                                 "hf_llava_next"])
 def test_generated_captions_are_grounded(key, tokenizer):
     model = _model(key)
-    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    cm = resolve_captioner(model, tokenizer=tokenizer)
+    image = _image(cm, seed=2)               # at the input size: no letterbox
     result = gr.ground_caption(image, model=model, tokenizer=tokenizer, max_new_tokens=4,
                                method="legrad")
     assert result.generated
     assert result.caption and set(result.caption.split()) <= set(WORDS[4:])
     # greedy: the words of the family's generate from the same start, cut at the end
-    cm = resolve_captioner(model, tokenizer=tokenizer)
     start = cm.hooks.start_ids(model, tokenizer)
     new = cm.hooks.generate(model, cm.pixels(image), start, 4)[0, len(start):].tolist()
     ended = EOS in new
@@ -267,11 +313,197 @@ def test_generated_captions_are_grounded(key, tokenizer):
     assert result.truncated == (not ended)
 
 
+# --------------------------------------------------------------------------- Q-Former
+
+def _q_former_attentions(key, model, cm, image, full):
+    """The attention transformers itself returns (``output_attentions``), calling the
+    vision tower, the Q-Former and the language model one after the other as the model
+    does: ``(vision, Q-Former self, Q-Former cross, language model)`` lists."""
+    pixels = cm.pixels(image)
+    queries = model.config.num_query_tokens
+    was = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            vision = model.vision_model(pixel_values=pixels, output_attentions=True)
+            extra = {}
+            if key == "instructblip":
+                extra = dict(input_ids=torch.zeros((1, 0), dtype=torch.long),
+                             attention_mask=torch.ones(1, queries, dtype=torch.long))
+            q_former = model.qformer(query_embeds=model.query_tokens,
+                                     encoder_hidden_states=vision.last_hidden_state,
+                                     output_attentions=True, **extra)
+            embeds = model.get_input_embeddings()(full).clone()
+            embeds[0, :queries] = model.language_projection(
+                q_former.last_hidden_state[0, :queries])
+            lm = model.language_model(inputs_embeds=embeds, output_attentions=True)
+    finally:
+        model.set_attn_implementation(was)
+    # transformers' "attentions" record holds the cross-attention too (".attention" is
+    # in both module names): the queries' own attention is the square one.
+    own = [a for a in q_former.attentions if a.shape[-1] == queries]
+    return vision.attentions, own, q_former.cross_attentions, lm.attentions
+
+
+@pytest.mark.parametrize("key", Q_FORMER)
+def test_q_former_capture_is_the_models_own_attention_stream_by_stream(key, tokenizer):
+    model, cm, image, start, ids = _inputs(key, tokenizer)
+    full = torch.tensor([start + ids])
+    with torch.no_grad(), capture(model, values=True) as trace:
+        cm.hooks.forward(model, cm.pixels(image), full, prompt=len(start))
+    vision, own, cross, lm = _q_former_attentions(key, model, cm, image, full)
+    assert all(layer.value_norms is not None for layer in trace)     # value sites found
+    assert (len(vision), len(own), len(cross), len(lm)) == (2, 3, 2, 2)
+    for stream, expected in (("vision", vision), ("qformer", own),
+                             ("qformer_cross", cross), ("decoder", lm)):
+        got = trace.weights(stream)
+        assert len(got) == len(expected), stream
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    layers = trace.stream("qformer_cross")
+    assert [(l.kind, l.query_stream, l.key_stream) for l in layers] == [
+        ("cross", "qformer", "vision")] * 2
+    # the second cross-attention layer sits in block 2: the chain pairs it there
+    blocks = cm.hooks.queries.layers(trace).stream("qformer_cross")
+    assert [l.index for l in blocks] == [0, 2]
+
+
+def _fused(a, residual=0.5):
+    """Heads averaged, ``rownorm((1 - r) A + r I)`` (a square layer) or ``rownorm(A)``."""
+    a = a[0].float().mean(0)
+    if a.shape[0] == a.shape[1]:
+        a = (1 - residual) * a + residual * torch.eye(a.shape[0])
+    return a / a.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("key", Q_FORMER)
+def test_q_former_rollout_is_the_explicit_product_of_the_returned_attention(key,
+                                                                           tokenizer):
+    """Language-model rollout at the query columns, times the queries' rollout over the
+    Q-Former's blocks (self-attention, then cross-attention where the block has one,
+    onto the tower's rollout), computed here from ``output_attentions``."""
+    model, cm, image, start, ids = _inputs(key, tokenizer)
+    full = torch.tensor([start + ids])
+    vision, own, cross, lm = _q_former_attentions(key, model, cm, image, full)
+    r_vision = torch.eye(vision[0].shape[-1])
+    for a in vision:
+        r_vision = _fused(a) @ r_vision
+    n = model.config.num_query_tokens
+    r_tt, r_ts = torch.eye(n), torch.zeros(n, r_vision.shape[0])
+    crosses = iter(cross)
+    for block, a in enumerate(own):
+        r_tt, r_ts = _fused(a) @ r_tt, _fused(a) @ r_ts
+        if block % model.config.qformer_config.cross_attention_frequency == 0:
+            r_ts = 0.5 * r_ts + 0.5 * _fused(next(crosses)) @ r_vision
+            r_tt = 0.5 * r_tt
+    r_lm = torch.eye(full.shape[1])
+    for a in lm:
+        r_lm = _fused(a) @ r_lm
+    words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
+    maps, _ = _word_maps(cm, cm.pixels(image), ids, start, groups, "rollout")
+    assert maps.shape == (len(words), 4, 4)
+    for w, group in enumerate(groups):
+        rows = r_lm[[len(start) + p - 1 for p in group]].mean(0)
+        expected = rows[:n] @ r_ts                         # the queries: first n columns
+        np.testing.assert_allclose(maps[w], expected[1:].reshape(4, 4).numpy(),
+                                   rtol=1e-4, atol=1e-7)
+
+
+def test_blip_2_with_flan_t5_is_captured_but_its_captions_refused(tokenizer):
+    model = _build("blip-2", "Blip2ForConditionalGeneration",
+                   use_decoder_only_language_model=False,
+                   text_config=transformers.T5Config(
+                       vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2,
+                       num_heads=4, decoder_start_token_id=0, pad_token_id=1,
+                       eos_token_id=2))
+    pixels = torch.randn(1, 3, 32, 32)
+    ids = torch.tensor([[model.config.image_token_index] * 32 + [4, 5]])
+    with torch.no_grad(), capture(model) as trace:
+        model(pixel_values=pixels, input_ids=ids, decoder_input_ids=torch.tensor([[0, 4]]))
+    assert {"vision", "qformer", "qformer_cross", "encoder", "decoder", "cross"} <= set(
+        trace.streams)
+    assert trace.stream("cross")[0].key_stream == "encoder"
+    with pytest.raises(TypeError, match="Flan-T5"):
+        gr.ground_caption(np.zeros((32, 32, 3), np.uint8), CAPTION, model=model,
+                          tokenizer=tokenizer)
+
+
+# --------------------------------------------------------------------------- LLaVA-NeXT
+
+def _packed_order(model, image_size):
+    """``[N, 3]`` ``(kind, row, col)`` of each image token, read from the model's own
+    ``pack_image_features``: features that carry their own position (0 and the tower's
+    grid cell for the base image; 1 and the cell on the tiles' grid over the pinpoint),
+    packed, unpadded and newline-separated (newlines: ``(2, -1, -1)``) by the model."""
+    from transformers.image_processing_utils import select_best_resolution
+
+    side = model.config.vision_config.image_size
+    per = side // model.config.vision_config.patch_size
+    height, width = select_best_resolution(image_size, model.config.image_grid_pinpoints)
+    across = width // side
+    features = [torch.tensor([0, r, c]) for r in range(per) for c in range(per)]
+    for t in range(height // side * across):
+        down, right = divmod(t, across)
+        features += [torch.tensor([1, down * per + r, right * per + c])
+                     for r in range(per) for c in range(per)]
+    features = torch.stack(features).float().reshape(-1, per * per, 3)
+    packed, _ = model.model.pack_image_features(
+        [features], torch.tensor([list(image_size)]), "default",
+        image_newline=torch.tensor([2.0, -1.0, -1.0]))
+    return packed[0].long()
+
+
+@pytest.mark.parametrize("image_size", [(32, 64), (30, 44), (20, 64), (32, 32)])
+def test_llava_next_token_positions_are_the_models_own_packing(image_size):
+    """Base image first, then the tiles' rows (unpadded: 30 x 44 keeps 6 of 8 columns,
+    20 x 64 3 of 4 rows), each ended by a newline."""
+    from groundroll.families import hf_llava_next
+
+    model = _model("hf_llava_next")
+    expected = _packed_order(model, image_size)
+    torch.testing.assert_close(hf_llava_next.token_positions(model, image_size), expected)
+
+
+def test_llava_next_cross_maps_are_the_last_layers_attention_on_both_grids(tokenizer):
+    """The model's own last-layer attention (``output_attentions``) at the rows that
+    predict each word and the image placeholder columns, placed by the model's packing
+    order: per cell of the 4 x 8 tiles' grid, the tile token's weight plus the covering
+    base token's (one of 4 x 4 over the whole input) divided by the 1 x 2 cells it
+    covers."""
+    model, cm, image, start, ids = _inputs("hf_llava_next", tokenizer)
+    assert cm.image_size == (32, 64)
+    full = torch.tensor([start + ids])
+    words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
+    pixels = cm.pixels(image)
+    maps, _ = _word_maps(cm, pixels, ids, start, groups, "cross")
+    assert maps.shape == (len(words), 4, 8)
+    was = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            inputs = _model_inputs("hf_llava_next", model, cm, pixels, full, len(start))
+            attention = model(**inputs, output_attentions=True).attentions[-1]
+    finally:
+        model.set_attn_implementation(was)
+    attention = attention[0].float().mean(0)                     # [T, T]
+    image_cols = (full[0] == model.config.image_token_id).nonzero().flatten()
+    order = _packed_order(model, (32, 64))
+    assert len(image_cols) == len(order) == 16 + 4 * (8 + 1)
+    for w, group in enumerate(groups):
+        weights = attention[[len(start) + p - 1 for p in group]][:, image_cols].mean(0)
+        expected = torch.zeros(4, 8)
+        for (kind, r, c), a in zip(order.tolist(), weights.tolist()):
+            if kind == 1:
+                expected[r, c] += a
+            elif kind == 0:
+                expected[r:r + 1, 2 * c:2 * c + 2] += a / 2
+        got = maps[w] / maps[w].sum()
+        np.testing.assert_allclose(got, (expected / expected.sum()).numpy(), atol=1e-5)
+
+
 # --------------------------------------------------------------------------- refusals
 
 @pytest.mark.parametrize("model_type, cls, family, reason", [
-    ("blip-2", "Blip2ForConditionalGeneration", "hf_blip_2", "Q-Former"),
-    ("instructblip", "InstructBlipForConditionalGeneration", "hf_blip_2", "Q-Former"),
     ("kosmos-2", "Kosmos2ForConditionalGeneration", "hf_kosmos_2", "resampler"),
     ("florence2", "Florence2ForConditionalGeneration", "hf_florence2", "local windows"),
 ])
@@ -295,5 +527,5 @@ def test_a_model_that_does_not_caption_is_refused_naming_the_captioners(model_ty
                           tokenizer=tokenizer)
     supported = str(refused.value).rpartition("families that are: ")[2].split(", ")
     assert {"hf_vision_encoder_decoder", "hf_blip_captioner", "hf_llava", "hf_paligemma",
-            "hf_qwen2_vl", "hf_git", "hf_idefics3"} <= set(supported)
+            "hf_qwen2_vl", "hf_git", "hf_idefics3", "hf_blip_2"} <= set(supported)
     assert all(family_named(name).captions for name in supported)

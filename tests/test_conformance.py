@@ -186,8 +186,8 @@ def test_q_former_text_after_its_queries_is_sized_by_its_attention():
         model(**inputs)
     queries = model.config.num_query_tokens
     length = queries + inputs["qformer_input_ids"].shape[1]
-    assert trace.tokens["encoder"].length == length
-    assert trace.stream("encoder")[0].weights.shape[-2:] == (length, length)
+    assert trace.tokens["qformer"].length == length
+    assert trace.stream("qformer")[0].weights.shape[-2:] == (length, length)
 
 
 def test_a_class_allowed_more_parameters_builds_at_its_codec_widths():

@@ -20,12 +20,21 @@ the image tokens to the caption rows (:mod:`groundroll.families`, ``Captioning``
     layer's probabilities, positive part times the probabilities, summed over layers
     and heads (a LeGrad-style per-layer reading of the decoder).
 
-A decoder-only model (LLaVA, PaliGemma, Qwen2-VL, Idefics3, GIT: ``Captioning.columns``
-set) has no cross-attention: its language model's self-attention runs over image and
-text tokens in one sequence, and each method reads that stream, keeping the columns of
-the image tokens: ``"cross"`` its last layer, heads averaged; ``"rollout"`` and
-``"relevance"`` its rollout and Chefer relevance; ``"legrad"`` its layers with their
-gradients. Tokens the model puts before the text (GIT's image tokens) shift the rows.
+A decoder-only model (LLaVA, LLaVA-NeXT, PaliGemma, Qwen2-VL, Idefics3, GIT:
+``Captioning.columns`` set) has no cross-attention: its language model's self-attention
+runs over image and text tokens in one sequence, and each method reads that stream,
+keeping the columns of the image tokens: ``"cross"`` its last layer, heads averaged;
+``"rollout"`` and ``"relevance"`` its rollout and Chefer relevance; ``"legrad"`` its
+layers with their gradients. Tokens the model puts before the text (GIT's image tokens)
+shift the rows. Image tokens that are not one patch grid (LLaVA-NeXT's base image and
+tiles) are laid on one grid by the family (``Captioning.layout``).
+
+A decoder-only model whose image-token columns are learned queries (BLIP-2 and
+InstructBLIP: ``Captioning.queries``) adds one hop: each word's row over the queries is
+multiplied by what each query reads from the image tokens, by the same method over the
+Q-Former's chain (``"cross"`` its last cross-attention layer, ``"rollout"`` and
+``"relevance"`` the composed chain, ``"legrad"`` its cross-attention layers with their
+gradients).
 
 Maps go back to the image's pixels through the letterbox the model input was made with;
 masks go through the superpixel refinement of :func:`groundroll.segment` and a
@@ -217,12 +226,19 @@ def _is_content(word: str) -> bool:
 
 # --------------------------------------------------------------------------- maps
 
-def _patch_maps(cm: CaptionModel, rows: torch.Tensor, columns=None) -> np.ndarray:
+def _patch_maps(cm: CaptionModel, rows: torch.Tensor, columns=None,
+                queries: torch.Tensor | None = None) -> np.ndarray:
     """``[W, S]`` scores over the image tokens (over the whole sequence of a decoder-only
     model, of which ``columns`` are the image tokens) -> ``[W, rows, cols]`` patch
-    maps."""
+    maps. ``queries`` (``[1 or W, Q, S_image]``, see :func:`_query_map`) carries
+    scores over learned query columns on to the image tokens."""
     if columns is not None:
         rows = rows[:, columns.to(rows.device)]
+    if queries is not None:
+        rows = (rows.float().unsqueeze(1) @ queries.to(rows.device)).squeeze(1)
+    if cm.hooks.layout is not None:
+        grids = cm.hooks.layout(cm.model, rows.float())
+        return grids.cpu().numpy().astype(np.float32)
     prefix, (gh, gw) = cm.hooks.grid(cm.model, rows.shape[-1])
     patches = rows[:, prefix:prefix + gh * gw].float()
     return patches.reshape(-1, gh, gw).cpu().numpy().astype(np.float32)
@@ -261,7 +277,8 @@ def _word_maps(cm: CaptionModel, pixels: torch.Tensor, ids: list[int], start: li
             comp = compose(trace, source=hooks.source, target=hooks.target,
                            method="rollout")
         rows = _read(comp.source_map, groups, shift + _offset(comp.source_map, full))
-        return _patch_maps(cm, rows, columns), logp.cpu().numpy()
+        return (_patch_maps(cm, rows, columns, _query_map(hooks, trace, method)),
+                logp.cpu().numpy())
     # Gradient methods: one copy of the input per word, each explained by the
     # log-probability of its own word's tokens; one backward pass for all.
     n = len(groups)
@@ -277,19 +294,39 @@ def _word_maps(cm: CaptionModel, pixels: torch.Tensor, ids: list[int], start: li
             chosen[w, group] = 1.0
         trace.backward((token_logp * chosen).sum())
     logp = token_logp[0].detach().cpu().numpy()
+    trace = trace.detach()
+    queries = _query_map(hooks, trace, method)
     if method == "relevance":
-        comp = compose(trace.detach(), source=hooks.source, target=hooks.target,
+        comp = compose(trace, source=hooks.source, target=hooks.target,
                        method="relevance")
         source_map = comp.source_map.float()
         rows = _read(source_map, groups, shift + _offset(source_map, full), batch=True)
-        return _patch_maps(cm, rows, columns), logp
-    total = None
-    for layer in trace.layers[_attention_stream(trace, hooks)]:     # [n, heads, T, S]
-        a, g = layer.weights.detach().float(), layer.grad.float()
-        part = (g.clamp(min=0) * a).sum(1)               # [n, T, S]
-        total = part if total is None else total + part
+        return _patch_maps(cm, rows, columns, queries), logp
+    total = _legrad(trace.layers[_attention_stream(trace, hooks)])
     rows = _read(total, groups, shift + _offset(total, full), batch=True)
-    return _patch_maps(cm, rows, columns), logp
+    return _patch_maps(cm, rows, columns, queries), logp
+
+
+def _legrad(layers) -> torch.Tensor:
+    """``[n, T, S]``: positive gradient times probability, summed over the ``layers``
+    (``[n, heads, T, S]`` each, with their gradients) and their heads."""
+    return sum((layer.grad.float().clamp(min=0) * layer.weights.float()).sum(1)
+               for layer in layers)
+
+
+def _query_map(hooks: Captioning, trace, method: str) -> torch.Tensor | None:
+    """``[batch, Q, S]``: what each learned query (``hooks.queries``: BLIP-2's Q-Former)
+    reads from the image tokens, by ``method`` over the queries' own chain; None for a
+    model whose image-token columns are the image tokens themselves."""
+    if hooks.queries is None:
+        return None
+    chain = hooks.queries.chain
+    trace = hooks.queries.layers(trace)
+    if method == "legrad":
+        return _legrad(trace.stream(chain.target_cross))
+    options = {"method": "raw", "layers": (-1,)} if method == "cross" else {"method": method}
+    return compose(trace, source=chain.source, target=chain.target, chain=chain,
+                   **options).source_map.float()
 
 
 def _offset(source_map: torch.Tensor, full: torch.Tensor) -> int:

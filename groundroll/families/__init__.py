@@ -25,12 +25,13 @@ module                         family
 ``hf_vit``                     transformers ViT / DeiT
 ``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
 ``hf_llava``                   transformers LLaVA (decoder-only VLM)
+``hf_llava_next``              transformers LLaVA-NeXT (LLaVA with tiled images)
 ``hf_paligemma``               transformers PaliGemma (decoder-only VLM)
 ``hf_qwen2_vl``                transformers Qwen2-VL / Qwen2.5-VL (decoder-only VLMs)
 ``hf_git``                     transformers GIT (image tokens before the text)
 ``hf_idefics3``                transformers Idefics3 / SmolVLM (decoder-only VLMs)
-``hf_blip_2``                  transformers BLIP-2 / InstructBLIP (captions refused:
-                               Q-Former)
+``hf_blip_2``                  transformers BLIP-2 / InstructBLIP (captions through
+                               the Q-Former's queries; Flan-T5 variants refused)
 ``hf_kosmos_2``                transformers Kosmos-2 (captions refused: resampler)
 ``hf_florence2``               transformers Florence-2 (captions refused: windowed
                                tower)
@@ -51,19 +52,19 @@ Examples
 from __future__ import annotations
 
 from . import (hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner, hf_clip,
-               hf_florence2, hf_git, hf_idefics3, hf_kosmos_2, hf_llava, hf_marian,
-               hf_paligemma, hf_qwen2_vl, hf_siglip, hf_t5, hf_vision_encoder_decoder,
-               hf_vit, open_clip, open_clip_coca)
+               hf_florence2, hf_git, hf_idefics3, hf_kosmos_2, hf_llava, hf_llava_next,
+               hf_marian, hf_paligemma, hf_qwen2_vl, hf_siglip, hf_t5,
+               hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
 from .derive import declared_attention, derive_adapter, refusal, returned_adapter
-from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, class_names,
-                     model_type)
+from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, Queries,
+                     class_names, model_type)
 from .registry import (adapter_for, families, family_for, family_named, hf_loader,
                        register_adapter, register_family, supported_models,
                        unregister_family)
 from .sites import Adapter, Site, TokenSource, UnsupportedModelError
 
-__all__ = ["Family", "Grounding", "CrossRun", "Captioning", "HFLoader", "Adapter", "Site", "TokenSource",
-           "UnsupportedModelError", "register_family", "register_adapter",
+__all__ = ["Family", "Grounding", "CrossRun", "Captioning", "Queries", "HFLoader",
+           "Adapter", "Site", "TokenSource", "UnsupportedModelError", "register_family", "register_adapter",
            "unregister_family", "family_for",
            "family_named", "families", "adapter_for", "supported_models", "hf_loader",
            "derive_adapter", "declared_attention", "refusal", "returned_adapter",
@@ -71,7 +72,7 @@ __all__ = ["Family", "Grounding", "CrossRun", "Captioning", "HFLoader", "Adapter
 
 for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip_captioner, hf_blip,
                 hf_marian, hf_bart, hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder,
-                hf_llava, hf_paligemma, hf_qwen2_vl, hf_git, hf_idefics3, hf_blip_2,
-                hf_kosmos_2, hf_florence2):
+                hf_llava, hf_llava_next, hf_paligemma, hf_qwen2_vl, hf_git, hf_idefics3,
+                hf_blip_2, hf_kosmos_2, hf_florence2):
     register_family(_module.FAMILY, first=False)
 del _module

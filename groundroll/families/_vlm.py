@@ -129,19 +129,21 @@ def plain_inputs(model, pixels, ids, prompt=None) -> dict[str, Any]:
     return dict(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids))
 
 
-def captioning(*, stream: str, start_ids, grid, inputs=plain_inputs,
+def captioning(*, stream: str, start_ids, grid=None, inputs=plain_inputs,
                columns=placeholder_columns, image_size=vision_size,
-               patch_size=vision_patch, mean_std=vision_mean_std) -> Captioning:
+               patch_size=vision_patch, mean_std=vision_mean_std,
+               layout=None) -> Captioning:
     """The caption hooks of a decoder-only family whose language model's self-attention
     stream is ``stream``.
 
     ``inputs(model, pixels, ids, prompt) -> dict`` builds the model's keyword inputs
     from ``[batch, 3, h, w]`` pixels and ``[batch, T]`` ids whose first ``prompt`` are
     the start ids (None: not known); ``forward`` and ``generate`` call the model with
-    them.
+    them. ``grid`` or ``layout`` maps the image tokens back to pixels
+    (:class:`~groundroll.families.Captioning`).
     """
     return Captioning(
         image_size=image_size, patch_size=patch_size, mean_std=mean_std,
         streams=(stream,), source=stream, target=stream, forward=_forward(inputs),
         generate=_generate(inputs), start_ids=start_ids, end_ids=end_ids, grid=grid,
-        columns=columns)
+        columns=columns, layout=layout)

@@ -10,10 +10,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..trace import Chain, Trace
 from .sites import Adapter
 
-__all__ = ["Family", "Grounding", "CrossRun", "Captioning", "HFLoader", "OPENAI_MEAN",
-           "OPENAI_STD"]
+__all__ = ["Family", "Grounding", "CrossRun", "Captioning", "Queries", "HFLoader",
+           "OPENAI_MEAN", "OPENAI_STD"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -117,6 +118,28 @@ class Grounding:
 
 
 @dataclass(frozen=True)
+class Queries:
+    """Learned query tokens between the image and a language model that reads only them
+    (BLIP-2's and InstructBLIP's Q-Former): the language model's image-token columns
+    hold the queries, and each query reads the image tokens through a chain of its own.
+
+    Attributes
+    ----------
+    chain : Chain
+        From the image tokens (``chain.source``, the vision tower's stream) to the
+        queries (``chain.target``): the tower's self-attention, then per block the
+        queries' self-attention and their cross-attention to the image tokens.
+    layers : callable
+        ``layers(trace) -> Trace``: the captured trace as the chain reads it (each
+        cross-attention layer indexed by the block it sits in, so that it pairs with
+        that block's self-attention).
+    """
+
+    chain: Chain
+    layers: Callable[[Trace], Trace]
+
+
+@dataclass(frozen=True)
 class Captioning:
     """The calls word grounding in captions (:func:`groundroll.ground_caption`) makes on
     a captioner of the family. Every callable takes the model first.
@@ -150,14 +173,23 @@ class Captioning:
         with before the caption's tokens.
     end_ids : callable
         ``end_ids(model, tokenizer) -> set of int``: ids that end a caption.
-    grid : callable
+    grid : callable, optional
         ``grid(model, n_tokens) -> (prefix, (rows, cols))``: where the patch tokens sit
-        among the ``n_tokens`` image tokens.
+        among the ``n_tokens`` image tokens. Needed unless ``layout`` is given.
     columns : callable, optional
         Decoder-only models: ``columns(model, ids) -> LongTensor``, the positions of the
         image tokens in the language model's sequence for the input ``ids [1, T]``.
         Tokens the model puts before ``ids`` (GIT's image tokens) count in these
         positions and shift every text row by their number. None: an encoder-decoder.
+    queries : Queries, optional
+        Decoder-only models whose image-token columns are learned queries rather than
+        patches (BLIP-2): the chain from the queries to the image tokens, composed with
+        the same method as the language model and multiplied in. ``grid`` then places
+        the patches among the vision tower's tokens.
+    layout : callable, optional
+        ``layout(model, scores) -> [W, rows, cols]``: scores over the ``[W, n_tokens]``
+        image tokens as one patch grid over the model input, for image tokens that are
+        not one grid (LLaVA-NeXT's whole image and its tiles); used instead of ``grid``.
     """
 
     image_size: Callable[[Any], tuple[int, int]]
@@ -170,8 +202,15 @@ class Captioning:
     generate: Callable[..., torch.Tensor]
     start_ids: Callable[[Any, Any], list]
     end_ids: Callable[[Any, Any], set]
-    grid: Callable[[Any, int], tuple[int, tuple[int, int]]]
+    grid: Callable[[Any, int], tuple[int, tuple[int, int]]] | None = None
     columns: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+    queries: Queries | None = None
+    layout: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.grid is None and self.layout is None:
+            raise ValueError("Captioning needs grid= or layout= to map image tokens back"
+                             " to pixels")
 
     @property
     def decoder_only(self) -> bool:
