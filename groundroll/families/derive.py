@@ -281,13 +281,16 @@ def _projections(modules: dict, name: str) -> tuple[str | None, str | None]:
 
 def _chunked(module: torch.nn.Module) -> bool:
     """Whether ``module`` runs one attention per chunk of a flat token sequence, between
-    the ``cu_seqlens`` boundaries it is called with (one per image, video frame or
+    the ``cu_seqlens`` boundaries it must be called with (one per image, video frame or
     window: Qwen2-VL's vision tower and the towers built like it); under eager attention
-    such a module returns no weights, so they are read from its softmaxes."""
+    such a module returns no weights, so they are read from its softmaxes. (Where
+    ``cu_seqlens`` is optional, as in RADIO, the module attends over its whole input by
+    default and returns its weights.)"""
     try:
-        return "cu_seqlens" in inspect.signature(module.forward).parameters
+        parameter = inspect.signature(module.forward).parameters.get("cu_seqlens")
     except (TypeError, ValueError):
         return False
+    return parameter is not None and parameter.default is inspect.Parameter.empty
 
 
 def _common_root(names: list[str], modules: dict, declarer: str) -> str:
