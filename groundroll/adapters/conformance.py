@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from ..families import UnsupportedModelError, adapter_for, refusal
-from .capture import _linear_part, capture
+from .capture import _linear_part, _relative, capture
 
 __all__ = ["Result", "check", "check_hf", "check_open_clip", "hf_model_types",
            "hf_modality", "tiny_hf", "tiny_config", "tiny_open_clip", "STATUSES", "ATOL",
@@ -809,9 +809,7 @@ def _chunked_reference(model, inputs) -> tuple[int, list[str]]:
             def mixed(module, args, seen=seen):
                 seen[-1]["mixed"] = args[0]
             handles.append(module.register_forward_pre_hook(enter, with_kwargs=True))
-            projection = _linear_part(modules, name, site.out)[0]
-            out = next(m for m in modules.values() if getattr(m, "weight", None) is projection)
-            handles.append(out.register_forward_pre_hook(mixed))
+            handles.append(_relative(modules, name, site.out).register_forward_pre_hook(mixed))
         with torch.no_grad(), capture(model, streams=list({s.stream for s in sites})) as trace:
             torch.manual_seed(0)
             model(**inputs)
