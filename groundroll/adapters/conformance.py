@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from ..families import UnsupportedModelError, adapter_for, refusal
+from ..families.derive import NOT_GLOBAL, declared_attention
 from .capture import _linear_part, _relative, capture
 
 __all__ = ["Result", "check", "check_hf", "check_open_clip", "hf_model_types",
@@ -743,6 +744,9 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
             # transformers records a chunked module's output (a [tokens, dim] tensor,
             # or None) as its attention: those entries are checked by the reference.
             reported = [(key, t) for key, t in reported if t.dim() >= 4]
+        others = _not_attention(model, inputs)
+        reported = [(key, t) for key, t in reported
+                    if not any(t.shape == o.shape and torch.equal(t, o) for o in others)]
         result.reported = len(reported)
         candidates = layers + _joined(trace)
         missing = [key for key, t in reported
@@ -854,6 +858,33 @@ def _chunk_problem(modules, name, site, weights, *, hidden, bounds, mixed) -> st
         error = (expected - mixed).abs().max().item()
         return f"weights times values miss the output projection's input by {error:.2g}"
     return None
+
+
+def _not_attention(model, inputs) -> list[torch.Tensor]:
+    """What declared modules that hold no ``[query, key]`` matrix (``NOT_GLOBAL``:
+    MiniMax's linear attention returns its key-value state) give at their declared
+    index in an eager run: transformers reports it among the attentions, the capture
+    leaves it out, so it is no reference."""
+    modules = dict(model.named_modules())
+    found: list[torch.Tensor] = []
+    handles = []
+    for declared in declared_attention(model):
+        module = modules[declared.name]
+        if type(module).__name__ not in NOT_GLOBAL:
+            continue
+
+        def keep(module, args, output, index=declared.index):
+            if isinstance(output, (tuple, list)) and isinstance(output[index], torch.Tensor):
+                found.append(output[index])
+        handles.append(module.register_forward_hook(keep))
+    if not handles:
+        return []
+    try:
+        _eager_reference(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
 
 
 def _folded(t: torch.Tensor) -> torch.Tensor:

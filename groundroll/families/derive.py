@@ -113,9 +113,11 @@ REFUSALS: dict[str, str] = {
 _SPARSE_TYPES = ("big_bird", "bigbird_pegasus")
 
 #: Declared attention modules whose attention is not a global ``[query, key]`` matrix
-#: (they return none at the declared index): left out of derived adapters, so the rest of
-#: the model (Pegasus-X's decoder and cross-attention) is still captured.
-NOT_GLOBAL = frozenset({"PegasusXGlobalLocalAttention"})
+#: (they return none at the declared index, or something else: MiniMax's lightning
+#: attention, a linear attention, returns its ``[batch, head, dim, dim]`` key-value
+#: state): left out of derived adapters, so the rest of the model (Pegasus-X's decoder
+#: and cross-attention, MiniMax's softmax-attention layers) is still captured.
+NOT_GLOBAL = frozenset({"PegasusXGlobalLocalAttention", "MiniMaxLightningAttention"})
 
 
 def refusal(model: torch.nn.Module) -> str | None:
