@@ -61,6 +61,12 @@ class AttentionLayer:
         Whether the layer was computed with a causal mask.
     module_name : str
         Qualified name of the attention module in the model.
+    parts : tuple of torch.Tensor
+        Where ``weights`` were assembled from probabilities the model computed apart
+        (a vision tower's one attention per image or window, placed block-diagonally):
+        those ``[batch, head, n_i, n_i]`` tensors in order along the diagonal, kept with
+        ``grads=True``. They, not ``weights``, are in the model's autograd graph; their
+        gradients fill ``grad``. Empty otherwise.
     """
 
     weights: torch.Tensor
@@ -74,6 +80,7 @@ class AttentionLayer:
     value_norms: torch.Tensor | None = None
     causal: bool = False
     module_name: str = ""
+    parts: tuple[torch.Tensor, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in (SELF, CROSS):
@@ -231,11 +238,12 @@ class Trace:
         hooks fill the layers. Gradients go to the attention only (parameters keep no
         ``.grad``). A module may return a view of the probabilities it used (open_clip's
         ``nn.MultiheadAttention``); the hook then sits on the view's base, which is what
-        is differentiated.
+        is differentiated. Weights assembled from several tensors (``parts``) are
+        differentiated through those.
         """
         layers = list(self)
-        targets = [layer.weights._base if layer.weights._is_view() else layer.weights
-                   for layer in layers]
+        targets = [t for layer in layers for t in (layer.parts or (
+            layer.weights._base if layer.weights._is_view() else layer.weights,))]
         torch.autograd.grad(score, targets, allow_unused=True)
         for layer in layers:
             if layer.grad is None:

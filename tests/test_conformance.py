@@ -378,3 +378,22 @@ def test_open_clip_resnet_is_refused():
     with pytest.raises(UnsupportedModelError, match="ResNet.*ViT"):
         with capture(model):
             pass
+
+
+def test_minimax_linear_attention_state_is_not_captured_as_attention():
+    """MiniMax's lightning (linear) attention layers return their [batch, head, dim,
+    dim] key-value state where softmax layers return probabilities: only the softmax
+    layers are captured, each equal to what the model reports for it."""
+    model, inputs = conformance.tiny_hf("minimax")
+    kinds = list(model.config.layer_types)
+    assert set(kinds) == {"full_attention", "linear_attention"}
+    reference = conformance._eager_reference(model, inputs).attentions
+    with torch.no_grad(), capture(model) as trace:
+        model(**inputs)
+    full = [i for i, kind in enumerate(kinds) if kind == "full_attention"]
+    layers = trace.stream("encoder")
+    assert [layer.module_name for layer in layers] == [f"layers.{i}.self_attn" for i in full]
+    for layer, i in zip(layers, full):
+        assert torch.allclose(layer.weights, reference[i], atol=ATOL)
+        assert torch.allclose(layer.weights.sum(-1), torch.ones(()), atol=ATOL)
+    assert conformance.check_hf("minimax").status == "captured"

@@ -201,10 +201,10 @@ def test_xlnet_gradient_reaches_the_probabilities_behind_its_returned_copy():
     with torch.enable_grad(), capture(model, grads=True) as trace:
         model(**inputs).logits[:, 0].sum().backward()
     model.zero_grad()
-    recorder = _AllSoftmax()
+    recorder = _SoftmaxRecorder()   # every 4-axis softmax, in order
     with recorder:
         logits = model(**inputs).logits
-    want = torch.autograd.grad(logits[:, 0].sum(), recorder.probs)
+    want = torch.autograd.grad(logits[:, 0].sum(), recorder.found)
     layers = trace.stream("encoder")
     assert len(layers) == len(want) == model.config.n_layer
     for layer, w in zip(layers, want):
@@ -227,33 +227,19 @@ def test_prophetnet_gradients_reach_the_probabilities_of_its_reported_scores():
     with torch.enable_grad(), capture(model, grads=True) as trace:
         model(**inputs).logits.log_softmax(-1)[..., 7].sum().backward()
     model.zero_grad()
-    recorder = _AllSoftmax()
+    recorder = _SoftmaxRecorder()   # every 4-axis softmax, in order
     with recorder:
         logits = model(**inputs).logits
     encoder = trace.stream("encoder")
     # the encoder's softmaxes come first, one per layer
     want = torch.autograd.grad(logits.log_softmax(-1)[..., 7].sum(),
-                               recorder.probs[:len(encoder)])
-    for layer, probs, w in zip(encoder, recorder.probs, want):
+                               recorder.found[:len(encoder)])
+    for layer, probs, w in zip(encoder, recorder.found, want):
         assert layer.grad is not None
         assert torch.allclose(layer.weights, probs, atol=ATOL)   # probabilities, not scores
         assert torch.allclose(layer.grad, w, atol=1e-6)
         assert float(layer.grad.abs().sum()) > 0
     assert all(l.grad is not None for l in trace.stream("cross_ngram"))
-
-
-class _AllSoftmax(_SoftmaxRecorder):
-    """Every 4-axis softmax computed while active, in order."""
-
-    def __init__(self):
-        super().__init__()
-        self.probs = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func in self._SOFTMAX and isinstance(out, torch.Tensor) and out.dim() == 4:
-            self.probs.append(out)
-        return out
 
 
 # --------------------------------------------------------------------------- alignment

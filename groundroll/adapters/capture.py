@@ -294,7 +294,7 @@ class _Session:
                 if site.reader == "mha":
                     self.handles.append(module.register_forward_pre_hook(
                         _ask_mha_for_weights, with_kwargs=True))
-                elif site.reader == "softmax":
+                elif site.reader in ("softmax", "chunked"):
                     self.handles.append(module.register_forward_pre_hook(self._enter_softmax))
                 self.handles.append(module.register_forward_hook(
                     self._layer_hook(site, name, index, modules), with_kwargs=True))
@@ -506,20 +506,28 @@ class _Session:
         mode.__enter__()
         self.modes.append(mode)
 
-    def _weights(self, site: Site, name: str, output) -> torch.Tensor | None:
-        if site.reader == "softmax":
+    def _weights(self, site: Site, name: str, output, args, kwargs
+                 ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
+        """The call's ``[batch, head, query, key]`` weights (None if it gave none) and,
+        for a chunked site, the per-chunk probabilities they were assembled from."""
+        if site.reader in ("softmax", "chunked"):
             mode = self.modes.pop() if self.modes else None
             if mode is None:
-                return None
+                return None, ()
             mode.__exit__(None, None, None)
-            return mode.probs
+            if site.reader == "softmax":
+                return mode.probs, ()
+            parts = tuple(mode.found)
+            if not parts:
+                return None, ()
+            return _block_diagonal(name, parts, _token_count(args, kwargs)), parts
         if isinstance(output, (tuple, list)) and -len(output) <= site.index < len(output):
-            return output[site.index]
-        return None
+            return output[site.index], ()
+        return None, ()
 
     def _layer_hook(self, site: Site, name: str, index: int, modules: dict):
         def hook(module, args, kwargs, output):
-            weights = self._weights(site, name, output)
+            weights, parts = self._weights(site, name, output, args, kwargs)
             if not isinstance(weights, torch.Tensor) or weights.dim() != 4:
                 raise RuntimeError(
                     f"{self.adapter.name}: {name} returned no [batch, head, query, key]"
@@ -531,7 +539,7 @@ class _Session:
             else:
                 call, layer_index = self.calls[name], index
                 self.calls[name] += 1
-            layer = self._record(site, name, layer_index, call, weights)
+            layer = self._record(site, name, layer_index, call, weights, parts)
             if layer is not None and self.values:
                 with torch.no_grad():
                     layer.value_norms = _value_norms(site, name, module, args, kwargs,
@@ -539,9 +547,12 @@ class _Session:
         return hook
 
     def _record(self, site: Site, name: str, layer_index: int, call: int,
-                weights: torch.Tensor) -> AttentionLayer | None:
+                weights: torch.Tensor, parts: tuple[torch.Tensor, ...] = ()
+                ) -> AttentionLayer | None:
         """Add one layer's ``[batch, head, query, key]`` weights to the trace (or fold
-        them into the stream's streaming rollout)."""
+        them into the stream's streaming rollout). ``parts``: the per-chunk
+        probabilities that detached, block-diagonal ``weights`` were assembled from;
+        with ``grads=True`` their gradients fill the layer's."""
         causal = site.causal if site.causal is not None else _looks_causal(weights)
         if site.kind == "self":
             self._count_prefix(site.query_stream, weights.shape[-1], causal, weights.shape[0])
@@ -558,7 +569,10 @@ class _Session:
             stream=site.stream, query_stream=site.query_stream,
             key_stream=site.key_stream, index=layer_index, call=call, causal=causal,
             module_name=name)
-        if self.grads and weights.requires_grad:
+        if self.grads and any(p.requires_grad for p in parts):
+            layer.parts = parts
+            _hook_part_gradients(parts, layer)
+        elif self.grads and weights.requires_grad:
             _hook_gradient(weights, layer)
         self.trace.add(layer)
         return layer
@@ -657,20 +671,57 @@ def _looks_causal(weights: torch.Tensor) -> bool:
 
 
 class _SoftmaxRecorder(torch.overrides.TorchFunctionMode):
-    """Keeps the last ``[batch, head, query, key]`` softmax over the last axis computed
-    while active (thread-local: torch function modes are per thread)."""
+    """Keeps every ``[batch, head, query, key]`` softmax computed while active, in
+    order (thread-local: torch function modes are per thread); ``probs`` is the last."""
 
     _SOFTMAX = {torch.softmax, torch.Tensor.softmax, F.softmax, torch.special.softmax}
 
     def __init__(self):
         super().__init__()
-        self.probs = None
+        self.found: list[torch.Tensor] = []
+
+    @property
+    def probs(self) -> torch.Tensor | None:
+        return self.found[-1] if self.found else None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func in self._SOFTMAX and isinstance(out, torch.Tensor) and out.dim() == 4:
-            self.probs = out
+            self.found.append(out)
         return out
+
+
+def _token_count(args: tuple, kwargs: dict) -> int | None:
+    """Tokens of an attention module's call: ``hidden_states`` is ``[tokens, dim]``
+    (a flat patch sequence) or ``[batch, tokens, dim]``."""
+    hidden = kwargs.get("hidden_states", args[0] if args else None)
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() < 2:
+        return None
+    return hidden.shape[0] if hidden.dim() == 2 else hidden.shape[-2]
+
+
+def _block_diagonal(name: str, parts: tuple[torch.Tensor, ...], tokens: int | None
+                    ) -> torch.Tensor:
+    """``[batch, head, N, N]``: the ``[batch, head, n_i, n_i]`` chunk probabilities on
+    the diagonal in call order, zero between chunks (detached; rows still sum to 1).
+    The chunks must be square and tile the module's ``N`` tokens exactly."""
+    sizes = [p.shape[-1] for p in parts]
+    square = all(p.shape[:2] == parts[0].shape[:2] and p.shape[-2] == p.shape[-1]
+                 for p in parts)
+    if not square or (tokens is not None and sum(sizes) != tokens):
+        raise RuntimeError(
+            f"{name} computed softmaxes of shapes {[tuple(p.shape) for p in parts]},"
+            f" which do not tile its {tokens} tokens as square per-chunk attention:"
+            " it does not attend chunk by chunk as its cu_seqlens argument suggests;"
+            " capture it with an adapter site that reads its output instead")
+    n = sum(sizes)
+    with torch.no_grad():
+        weights = parts[0].new_zeros(*parts[0].shape[:2], n, n)
+        start = 0
+        for part, size in zip(parts, sizes):
+            weights[..., start:start + size, start:start + size] = part
+            start += size
+    return weights
 
 
 def _ask_mha_for_weights(module, args, kwargs):
@@ -682,6 +733,23 @@ def _ask_mha_for_weights(module, args, kwargs):
     kwargs["need_weights"] = True
     kwargs["average_attn_weights"] = False
     return args, kwargs
+
+
+def _hook_part_gradients(parts: tuple[torch.Tensor, ...], layer: AttentionLayer) -> None:
+    """Fill ``layer.grad`` during backward from the gradients of the chunk probabilities
+    the model used, each placed at its block of the diagonal (zeros elsewhere: the
+    weights between chunks are not used)."""
+    n, start = layer.weights.shape[-1], 0
+    for part in parts:
+        size = part.shape[-1]
+        pad = (start, n - start - size, start, n - start - size)
+
+        def on_grad(grad, pad=pad):
+            g = F.pad(grad.detach(), pad)
+            layer.grad = g if layer.grad is None else layer.grad + g
+        if part.requires_grad:
+            part.register_hook(on_grad)
+        start += size
 
 
 def _hook_gradient(weights: torch.Tensor, layer: AttentionLayer) -> None:
@@ -791,6 +859,8 @@ def _value_norms(site: Site, name: str, module, args, kwargs, weights, modules) 
             source = kwargs.get("hidden_states", args[0] if args else None)
         w_v, b_v = _linear_part(modules, name, site.value)
         w_o = _relative(modules, name, site.out).weight
+    if source.dim() == 2:        # a flat patch sequence [key, dim] (chunked sites)
+        source = source.unsqueeze(0)
     v = F.linear(source, w_v, b_v)                       # [batch, key, head * head_dim]
     batch, keys, inner = v.shape
     v = v.reshape(batch, keys, heads, inner // heads)

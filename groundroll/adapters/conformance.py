@@ -5,7 +5,9 @@ every transformers class with declared attention and of open_clip's architecture
 ``capture`` (must be unchanged), and what it reports itself with
 ``output_attentions=True`` (every reported tensor must be found in the trace within
 ``1e-5``); then it raises inside a capture and checks that no hook is left and that the
-attention implementation (and timm ``fused_attn``) is restored.
+attention implementation (and timm ``fused_attn``) is restored. Vision towers that attend
+image by image and report no weights (``chunked`` sites, Qwen2-VL-style) are checked
+against an independent reference instead (:func:`_chunked_reference`).
 
 :func:`hf_model_types` lists the classes from transformers' own auto mappings
 (``MODEL_MAPPING_NAMES``), not from a hand list; :func:`tiny_hf` builds a tiny random
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -33,7 +36,8 @@ from typing import Any
 import torch
 
 from ..families import UnsupportedModelError, adapter_for, refusal
-from .capture import capture
+from ..families.derive import NOT_GLOBAL, declared_attention
+from .capture import _linear_part, _relative, capture
 
 __all__ = ["Result", "check", "check_hf", "check_open_clip", "hf_model_types",
            "hf_modality", "tiny_hf", "tiny_config", "tiny_open_clip", "STATUSES", "ATOL",
@@ -734,6 +738,15 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
         problems.append("no attention captured")
     if reference == "hf":
         reported = _reported(_eager_reference(model, inputs))
+        chunked, chunk_problems = _chunked_reference(model, inputs)
+        problems += chunk_problems
+        if chunked:
+            # transformers records a chunked module's output (a [tokens, dim] tensor,
+            # or None) as its attention: those entries are checked by the reference.
+            reported = [(key, t) for key, t in reported if t.dim() >= 4]
+        others = _not_attention(model, inputs)
+        reported = [(key, t) for key, t in reported
+                    if not any(t.shape == o.shape and torch.equal(t, o) for o in others)]
         result.reported = len(reported)
         candidates = layers + _joined(trace)
         missing = [key for key, t in reported
@@ -742,7 +755,7 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
         if missing:
             problems.append(f"{len(missing)}/{len(reported)} reported attention tensors"
                             f" not in the trace (first: {missing[0]})")
-        if not reported:
+        if not reported and not chunked:
             problems.append("the model reports no attentions to compare with")
     else:
         for w in layers:
@@ -756,6 +769,122 @@ def check(model, inputs: dict, *, name: str = "", reference: str = "hf") -> Resu
     result.detail = "; ".join(problems)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _chunked_reference(model, inputs) -> tuple[int, list[str]]:
+    """Check the layers of ``chunked`` sites (one attention per image or window, no
+    weights reported) against what the modules themselves compute.
+
+    The module's input and its output projection's input are hooked in a captured
+    run. Each captured ``[batch, head, N, N]`` layer must have rows that sum to 1, be
+    exactly zero between the chunks that the call's ``cu_seqlens`` delimit, and times
+    the values (the module's own value projection of its input, split by head)
+    reproduce the output projection's input within :data:`ATOL`.
+
+    Returns
+    -------
+    (int, list of str)
+        How many layers were checked and what was wrong.
+    """
+    try:
+        sites = [s for s in adapter_for(model).sites if s.reader == "chunked"]
+    except TypeError:
+        return 0, []
+    if not sites:
+        return 0, []
+    modules = dict(model.named_modules())
+    calls: dict[str, list[dict]] = {}
+    handles = []
+    try:
+        for name, module in modules.items():
+            site = next((s for s in sites if re.search(s.pattern, name)), None)
+            if site is None:
+                continue
+            if site.value is None or site.out is None:
+                return 0, [f"chunked site {name}: no value or output projection known to"
+                           " check it against"]
+            seen = calls.setdefault(name, [])
+
+            def enter(module, args, kwargs, seen=seen):
+                seen.append(dict(
+                    hidden=kwargs.get("hidden_states", args[0] if args else None),
+                    bounds=kwargs.get("cu_seqlens", args[1] if len(args) > 1 else None)))
+
+            def mixed(module, args, seen=seen):
+                seen[-1]["mixed"] = args[0]
+            handles.append(module.register_forward_pre_hook(enter, with_kwargs=True))
+            handles.append(_relative(modules, name, site.out).register_forward_pre_hook(mixed))
+        with torch.no_grad(), capture(model, streams=list({s.stream for s in sites})) as trace:
+            torch.manual_seed(0)
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    problems = []
+    layers = [layer for layer in trace if layer.module_name in calls]
+    for name, seen in calls.items():
+        mine = [layer for layer in layers if layer.module_name == name]
+        if len(mine) != len(seen):
+            problems.append(f"{name}: {len(seen)} calls, {len(mine)} captured layers")
+            continue
+        site = next(s for s in sites if re.search(s.pattern, name))
+        for layer, call in zip(mine, seen):
+            problem = _chunk_problem(modules, name, site, layer.weights, **call)
+            if problem:
+                problems.append(f"{name}: {problem}")
+    return len(layers), problems[:1]
+
+
+def _chunk_problem(modules, name, site, weights, *, hidden, bounds, mixed) -> str | None:
+    """What is wrong with one chunked layer's ``[batch, head, N, N]`` weights, given the
+    module's input ``hidden`` and ``cu_seqlens`` ``bounds``, and ``mixed``, the input of
+    its output projection; None if nothing."""
+    batch, heads, n, _ = weights.shape
+    hidden = hidden.reshape(batch, n, hidden.shape[-1])
+    mixed = mixed.reshape(batch, n, -1)
+    if not torch.allclose(weights.sum(-1), torch.ones(()), atol=ATOL):
+        return "captured rows do not sum to 1"
+    chunk = torch.bucketize(torch.arange(n), bounds[1:].cpu().long(), right=True)
+    outside = chunk[:, None] != chunk[None, :]
+    if bool((weights[..., outside] != 0).any()):
+        return "captured weights are not zero between chunks"
+    w_v, b_v = _linear_part(modules, name, site.value)
+    values = torch.nn.functional.linear(hidden, w_v, b_v)       # [batch, N, kv * dim]
+    dim = mixed.shape[-1] // heads
+    values = values.reshape(batch, n, -1, dim).transpose(1, 2)  # [batch, kv, N, dim]
+    values = values.repeat_interleave(heads // values.shape[1], dim=1)
+    expected = (weights @ values).transpose(1, 2).reshape(batch, n, -1)
+    if not _close(expected, mixed, ATOL):
+        error = (expected - mixed).abs().max().item()
+        return f"weights times values miss the output projection's input by {error:.2g}"
+    return None
+
+
+def _not_attention(model, inputs) -> list[torch.Tensor]:
+    """What declared modules that hold no ``[query, key]`` matrix (``NOT_GLOBAL``:
+    MiniMax's linear attention returns its key-value state) give at their declared
+    index in an eager run: transformers reports it among the attentions, the capture
+    leaves it out, so it is no reference."""
+    modules = dict(model.named_modules())
+    found: list[torch.Tensor] = []
+    handles = []
+    for declared in declared_attention(model):
+        module = modules[declared.name]
+        if type(module).__name__ not in NOT_GLOBAL:
+            continue
+
+        def keep(module, args, output, index=declared.index):
+            if isinstance(output, (tuple, list)) and isinstance(output[index], torch.Tensor):
+                found.append(output[index])
+        handles.append(module.register_forward_hook(keep))
+    if not handles:
+        return []
+    try:
+        _eager_reference(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
 
 
 def _folded(t: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,10 @@ is declared is captured with no hand-written adapter:
 - cross-attention streams go from their queries' stream to the other self-attention
   stream (``cross`` for decoder -> encoder, ``<query>_cross`` otherwise);
 - causality is read from each call's weights (strict upper triangle exactly zero);
+- vision towers that run one attention per image or window of a flat patch sequence
+  (called with ``cu_seqlens``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, GLM-4V and their kin)
+  return no weights; their sites read every softmax of the call and place the chunks
+  block-diagonally (``Site.reader == "chunked"``);
 - token metadata (ids, padding mask, patch grid; prefix tokens counted from the first
   layer) is read where the stream's tower is called;
 - value and output projections for ``values=True`` are found by their conventional
@@ -25,6 +29,7 @@ what works instead.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -108,9 +113,11 @@ REFUSALS: dict[str, str] = {
 _SPARSE_TYPES = ("big_bird", "bigbird_pegasus")
 
 #: Declared attention modules whose attention is not a global ``[query, key]`` matrix
-#: (they return none at the declared index): left out of derived adapters, so the rest of
-#: the model (Pegasus-X's decoder and cross-attention) is still captured.
-NOT_GLOBAL = frozenset({"PegasusXGlobalLocalAttention"})
+#: (they return none at the declared index, or something else: MiniMax's lightning
+#: attention, a linear attention, returns its ``[batch, head, dim, dim]`` key-value
+#: state): left out of derived adapters, so the rest of the model (Pegasus-X's decoder
+#: and cross-attention, MiniMax's softmax-attention layers) is still captured.
+NOT_GLOBAL = frozenset({"PegasusXGlobalLocalAttention", "MiniMaxLightningAttention"})
 
 
 def refusal(model: torch.nn.Module) -> str | None:
@@ -274,6 +281,20 @@ def _projections(modules: dict, name: str) -> tuple[str | None, str | None]:
     return value, out
 
 
+def _chunked(module: torch.nn.Module) -> bool:
+    """Whether ``module`` runs one attention per chunk of a flat token sequence, between
+    the ``cu_seqlens`` boundaries it must be called with (one per image, video frame or
+    window: Qwen2-VL's vision tower and the towers built like it); under eager attention
+    such a module returns no weights, so they are read from its softmaxes. (Where
+    ``cu_seqlens`` is optional, as in RADIO, the module attends over its whole input by
+    default and returns its weights.)"""
+    try:
+        parameter = inspect.signature(module.forward).parameters.get("cu_seqlens")
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
 def _common_root(names: list[str], modules: dict, declarer: str) -> str:
     if len(names) == 1:
         return declarer
@@ -373,8 +394,9 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
         if "cross" not in key:
             stream = self_streams[(declarer, key, role)]
             roots[stream] = root
-            sites.append(Site(_exact(names), stream, causal=None, index=index, root=root,
-                              value=value, out=out))
+            reader = "chunked" if _chunked(modules[names[0]]) else "output"
+            sites.append(Site(_exact(names), stream, causal=None, reader=reader,
+                              index=index, root=root, value=value, out=out))
             continue
         query = next((s for (d, k, r), s in self_streams.items()
                       if d == declarer and k == "attentions" and r == role),
@@ -439,8 +461,6 @@ def derive_adapter(model: torch.nn.Module) -> Adapter | None:
 # --------------------------------------------------------------------------- returned
 
 def _takes_output_attentions(model: torch.nn.Module) -> bool:
-    import inspect
-
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):

@@ -24,11 +24,16 @@ __all__ = ["Site", "TokenSource", "Adapter", "SWITCHES", "READERS", "Unsupported
 #: per-head weights. ``"softmax"``: the module computes its probabilities with an explicit
 #: ``softmax`` over the last axis (timm ``Attention`` / ``EvaAttention`` /
 #: ``AttentionPoolLatent`` with ``fused_attn`` off); the capture keeps that tensor, the
-#: very one multiplied with the values. ``"returned"``: no module is hooked; the model
+#: very one multiplied with the values. ``"chunked"``: the module runs one attention per
+#: chunk of a flat token sequence (each image, video frame or window between the
+#: ``cu_seqlens`` boundaries of Qwen2-VL-style vision towers) and returns no weights; the
+#: capture keeps every ``[batch, head, n_i, n_i]`` softmax of the call, in order, and
+#: places them on the diagonal of one ``[batch, head, N, N]`` matrix (zero between
+#: chunks). ``"returned"``: no module is hooked; the model
 #: is called with ``output_attentions=True`` and the attention tuples it returns are read
 #: (``Site.pattern`` matches the output key path, e.g. ``cross_attentions`` or
 #: ``vision_model_output.attentions``); the fallback for models that declare nothing.
-READERS = ("output", "mha", "softmax", "returned")
+READERS = ("output", "mha", "softmax", "chunked", "returned")
 
 #: Fused paths an adapter can switch off while capturing. ``"hf_eager"``: Hugging Face
 #: attention implementation set to ``"eager"``; ``"timm_fused"``: each captured timm
@@ -55,7 +60,7 @@ class Site:
     causal : bool or None
         Whether the modules are called with a causal mask; None: read from the
         weights of each call (strict upper triangle exactly zero).
-    reader : {"output", "mha", "softmax"}
+    reader : {"output", "mha", "softmax", "chunked", "returned"}
         How the weights are read (see :data:`READERS`).
     index : int
         With ``reader="output"``, position of the weights in the module's output tuple.
