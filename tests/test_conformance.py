@@ -397,3 +397,32 @@ def test_minimax_linear_attention_state_is_not_captured_as_attention():
         assert torch.allclose(layer.weights, reference[i], atol=ATOL)
         assert torch.allclose(layer.weights.sum(-1), torch.ones(()), atol=ATOL)
     assert conformance.check_hf("minimax").status == "captured"
+
+
+def test_attention_classes_fixed_as_sdpa_are_refused_with_the_way_out():
+    # Data2VecVision picks *SdpaSelfAttention classes when it is built; they return no
+    # weights whatever the config says afterwards, so capture says how to load it.
+    import transformers
+
+    config = conformance.tiny_config("data2vec-vision")
+    config._attn_implementation = "sdpa"
+    model = transformers.Data2VecVisionModel(config).eval()
+    hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]
+    with pytest.raises(UnsupportedModelError, match="attn_implementation='eager'"):
+        with capture(model):
+            pass
+    assert [(len(m._forward_hooks), len(m._forward_pre_hooks))
+            for m in model.modules()] == hooks
+    assert config._attn_implementation == "sdpa"
+    # Built in eager (what the sweep and groundroll.load do), it is captured exactly.
+    assert conformance.check_hf("data2vec-vision").status == "captured"
+
+
+def test_attention_reported_per_stage_is_compared_layer_by_layer():
+    # PVTv2 returns one tuple of layers per stage (nested tuples of different sizes).
+    model, inputs = conformance.tiny_hf("pvt_v2")
+    reported = conformance._reported(conformance._eager_reference(model, inputs))
+    stages = model.config.num_encoder_blocks
+    assert len(reported) == sum(model.config.depths[:stages])
+    assert reported[0][0] == "attentions[0][0]"
+    assert conformance.check_hf("pvt_v2").status == "captured"

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .._locks import model_lock
 from ..trace import AttentionLayer, Chain, Tokens, Trace
 from ..families import Adapter, Site, UnsupportedModelError, adapter_for
+from ..families._hf import fixed_sdpa_attention
 from ..families.derive import returned_site
 from ..rollout import RolloutAccumulator
 from .tokens import read_tokens
@@ -466,6 +467,14 @@ class _Session:
         self.saved_fused.clear()
 
     def _switch_hf_eager(self) -> None:
+        fixed = fixed_sdpa_attention(self.model)
+        if fixed:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} was built with SDPA attention classes"
+                f" ({', '.join(fixed)}), which transformers fixes when the model is loaded"
+                " and which return no attention weights. Load it again with"
+                " from_pretrained(..., attn_implementation='eager') and capture that"
+                " model.")
         configs: dict[int, Any] = {}
         pending = [m.config for m in self.model.modules()
                    if hasattr(getattr(m, "config", None), "_attn_implementation_internal")]

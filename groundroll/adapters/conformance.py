@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from ..families import UnsupportedModelError, adapter_for, refusal
+from ..families._hf import fixed_sdpa_attention
 from ..families.derive import NOT_GLOBAL, declared_attention
 from .capture import _linear_part, _relative, capture
 
@@ -548,6 +549,11 @@ def tiny_hf(model_type: str, *, seed: int = 0, level: int = 0):
         check_size(cls, config, LARGER.get(model_type, MAX_PARAMETERS))
     torch.manual_seed(seed)
     model = cls(config).eval()
+    if fixed_sdpa_attention(model):
+        # Built as a user must load it (capture refuses fixed SDPA classes).
+        config._attn_implementation = "eager"
+        torch.manual_seed(seed)
+        model = cls(config).eval()
     return model, tiny_inputs(model)
 
 
@@ -642,10 +648,21 @@ def _reported(out) -> list[tuple[str, torch.Tensor]]:
         for key in out.keys():
             value = out[key]
             if "attentions" in key and isinstance(value, (tuple, list)):
-                found += [(f"{key}[{i}]", t) for i, t in enumerate(value)
-                          if isinstance(t, torch.Tensor)]
+                found += _indexed(key, value)
             elif hasattr(value, "keys"):
                 found += [(f"{key}.{n}", t) for n, t in _reported(value)]
+    return found
+
+
+def _indexed(name: str, values) -> list[tuple[str, torch.Tensor]]:
+    """The tensors of a (nested) tuple, named by index: a hierarchical model such as
+    PVTv2 reports one tuple of layers per stage."""
+    found = []
+    for i, value in enumerate(values):
+        if isinstance(value, torch.Tensor):
+            found.append((f"{name}[{i}]", value))
+        elif isinstance(value, (tuple, list)):
+            found += _indexed(f"{name}[{i}]", value)
     return found
 
 

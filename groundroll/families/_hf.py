@@ -10,10 +10,23 @@ from .record import OPENAI_MEAN, OPENAI_STD, _features, _pair
 
 __all__ = ["vision_config", "image_size", "patch_size", "mean_std", "context_length",
            "text_features", "image_features", "gradcam_layer", "SIGLIP_MEAN_STD",
-           "OPENAI_MEAN_STD"]
+           "OPENAI_MEAN_STD", "fixed_sdpa_attention"]
 
 OPENAI_MEAN_STD = (OPENAI_MEAN, OPENAI_STD)
 SIGLIP_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def fixed_sdpa_attention(model: torch.nn.Module) -> list[str]:
+    """Class names of attention modules that transformers chose as SDPA when the model
+    was built and that cannot switch to eager afterwards (older modelling files such as
+    Data2VecVision's pick ``*SdpaSelfAttention`` classes at construction and return no
+    weights); empty when the model has none.
+
+    Such a model must be loaded with ``attn_implementation="eager"`` for its attention
+    to be read.
+    """
+    return sorted({type(m).__name__ for m in model.modules()
+                   if "Sdpa" in type(m).__name__ and "Attention" in type(m).__name__})
 
 
 def vision_config(model):
