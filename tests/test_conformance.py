@@ -44,7 +44,8 @@ NAMED = ("plbart", "blenderbot", "blenderbot-small", "whisper", "distilbert", "a
          "gpt_neo", "llava")
 REFUSED = {"swin": "windows", "longformer": "sliding-window", "led": "sliding-window",
            "big_bird": "block-sparse", "convnext": "convolutional", "rwkv": "recurrent",
-           "yoso": "hashing or sampling", "deformable_detr": "deformable"}
+           "yoso": "hashing or sampling", "deformable_detr": "deformable",
+           "groupvit": "groups its image tokens"}
 
 # A fixed sample of the auto mapping beyond the named families, chosen by name (never by
 # position in transformers' list, which shifts with every release): decoder-only language

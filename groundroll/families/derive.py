@@ -93,6 +93,14 @@ _MOBILE = (
     " tokens layer after layer, so rollout is not defined. Use a gradient attribution"
     " (Grad-CAM) on its last stage.")
 
+_GROUPING = (
+    "groups its image tokens between stages (GroupViT: learned group tokens take the"
+    " patches by a hard Gumbel-softmax assignment, 196 patches -> 64 groups -> 8 in the"
+    " released configuration), so the"
+    " self-attention of different stages relates different token sets and no product of"
+    " layers runs from the output back to the patches. Its own grouping maps"
+    " (output_attentions=True) are its segmentation; for rollout use a ViT-based CLIP.")
+
 #: ``config.model_type`` -> why attention rollout does not apply and what works instead.
 REFUSALS: dict[str, str] = {
     **{t: _WINDOWED for t in ("swin", "swinv2", "donut-swin", "maskformer-swin", "swin2sr",
@@ -107,7 +115,7 @@ REFUSALS: dict[str, str] = {
     **{t: _CNN for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet",
                          "mobilenet_v1", "mobilenet_v2", "bit", "van", "poolformer")},
     "sam2_vision_model": _WINDOWED, "rwkv": _RECURRENT, "yoso": _SAMPLED,
-    "deformable_detr": _DEFORMABLE,
+    "deformable_detr": _DEFORMABLE, "groupvit": _GROUPING,
 }
 
 _SPARSE_TYPES = ("big_bird", "bigbird_pegasus")
