@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from ..families import UnsupportedModelError, adapter_for, refusal
+from ..families.derive import REFUSALS
 from .capture import capture
 
 __all__ = ["Result", "check", "check_hf", "check_open_clip", "hf_model_types",
@@ -171,8 +172,9 @@ MODALITIES = ("text_vision_multimodal", "audio_time_series")
 def hf_modality(model_type: str) -> str:
     """``"audio_time_series"`` for a model type in one of transformers' audio, speech or
     time-series auto mappings, taking ``input_values`` / ``past_values`` /
-    ``input_features``, an audio codec (its config has a ``sampling_rate`` or a
-    ``codebook_size``) or a speech language model (an ``audio_config`` and no
+    ``input_features`` / ``audio_mel``, an audio codec (its config has a
+    ``sampling_rate`` or a ``codebook_size``), a speech recognition head (a CTC
+    ``blank_token_id``) or a speech language model (an audio or speech sub-config and no
     ``vision_config``); else ``"text_vision_multimodal"``.
 
     Examples
@@ -190,16 +192,20 @@ def hf_modality(model_type: str) -> str:
                 return MODALITIES[1]
     import transformers
 
-    cls = getattr(transformers, hf_model_types().get(model_type, ""), None)
-    if getattr(cls, "main_input_name", None) in ("input_values", "past_values",
-                                                 "input_features"):
+    try:
+        cls = getattr(transformers, hf_model_types().get(model_type, ""), None)
+        main = getattr(cls, "main_input_name", None)
+    except ImportError:   # a class that needs a package not installed (torchaudio)
+        main = None
+    if main in ("input_values", "past_values", "input_features", "audio_mel"):
         return MODALITIES[1]
     try:
         keys = transformers.CONFIG_MAPPING[model_type]().to_dict()
     except Exception:   # a config that does not build at its defaults
         return MODALITIES[0]
-    if "sampling_rate" in keys or "codebook_size" in keys or (
-            "audio_config" in keys and "vision_config" not in keys):
+    speech = [k for k in keys if k.endswith("_config") and ("audio" in k or "speech" in k)]
+    if "sampling_rate" in keys or "codebook_size" in keys or "blank_token_id" in keys or (
+            speech and "vision_config" not in keys):
         return MODALITIES[1]
     return MODALITIES[0]
 
@@ -852,6 +858,11 @@ def _check_hf_at(model_type: str, level: int, start: float) -> Result:
     try:
         model, inputs = tiny_hf(model_type, level=level)
     except Exception as err:
+        if model_type in REFUSALS:
+            # Refused by type whatever the tiny build does (DiNAT needs natten to build,
+            # LW-DETR's windowed backbone rejects a 32 x 32 image).
+            return Result(model_type, "refused", REFUSALS[model_type],
+                          time.perf_counter() - start)
         return _not_built(model_type, err, start)
     if inputs is None:
         # Refusals do not need inputs.

@@ -88,6 +88,28 @@ _MOBILE = (
     " tokens layer after layer, so rollout is not defined. Use a gradient attribution"
     " (Grad-CAM) on its last stage.")
 
+_CONVOLUTIONAL_ENCODER = (
+    "encodes images with RepViT, a convolutional network (a timm trunk): no attention"
+    " relates the image's patches, and its decoder attends over prompt tokens and one"
+    " feature map, so rollout over the image is not defined. Use a global-attention"
+    " vision model (ViT, DeiT, DINOv2, CLIP, SigLIP) for rollout, or a gradient"
+    " attribution (Grad-CAM) on its last feature map.")
+_SESSION = (
+    "is a video tracker: its forward needs an inference session holding the frames,"
+    " prompts and memory bank of earlier frames (forward(inference_session=...,"
+    " frame_idx=...)), and each frame's attention reaches into that memory, not over"
+    " one input's tokens. Run its image model (SAM 2 / SAM 3 image predictor) on single"
+    " frames, or use a global-attention vision model (ViT, DINOv2, CLIP) for rollout.")
+_MATRIX_MEMORY = (
+    "is a recurrent model (xLSTM's matrix-memory cells with exponential gating): it"
+    " keeps a running state instead of an attention matrix, so there is nothing to"
+    " capture or roll out. Use a transformer language model, or a gradient attribution"
+    " on its inputs.")
+_QUANTISER = (
+    "is a vector-quantised image tokenizer (a codebook with 1x1 convolutions around"
+    " it): it has no attention to capture or roll out. Capture the model that consumes"
+    " its tokens (GLM-Image's language model) instead.")
+
 #: ``config.model_type`` -> why attention rollout does not apply and what works instead.
 REFUSALS: dict[str, str] = {
     **{t: _WINDOWED for t in ("swin", "swinv2", "donut-swin", "maskformer-swin", "swin2sr",
@@ -103,6 +125,17 @@ REFUSALS: dict[str, str] = {
                          "mobilenet_v1", "mobilenet_v2", "bit", "van", "poolformer")},
     "sam2_vision_model": _WINDOWED, "rwkv": _RECURRENT, "yoso": _SAMPLED,
     "deformable_detr": _DEFORMABLE,
+    # SAM 2's Hiera and SAM 3's ViT attend within windows but in a few global layers
+    **{t: _MOSTLY_WINDOWED for t in ("sam2", "sam3_tracker")},
+    **{t: _CONVOLUTIONAL_ENCODER for t in ("edgetam", "edgetam_vision_model")},
+    **{t: _SESSION for t in ("sam2_video", "sam3_video", "edgetam_video",
+                             "sam3_tracker_video")},
+    # LW-DETR's and OmDet-Turbo's decoders read their image through deformable attention
+    **{t: _DEFORMABLE for t in ("lw_detr", "omdet-turbo")},
+    # text detection and document unwarping networks (PP-OCRv6 detectors, UVDoc)
+    **{t: _CNN for t in ("pp_ocrv6_medium_det", "pp_ocrv6_small_det", "uvdoc")},
+    "timm_backbone": _WRAPPED_TIMM, "xlstm": _MATRIX_MEMORY,
+    "glm_image_vqmodel": _QUANTISER,
 }
 
 _SPARSE_TYPES = ("big_bird", "bigbird_pegasus")
@@ -117,8 +150,9 @@ def refusal(model: torch.nn.Module) -> str | None:
     """Why attention rollout does not apply to ``model`` (with what works instead), or
     None. Knows windowed (Swin; SAM, Hiera, Florence-2's DaViT), local (Longformer,
     LED), block-sparse (BigBird), deformable (Deformable DETR, RT-DETR, Grounding DINO),
-    convolutional (ConvNeXt, ResNet, MobileNet-V5) and wrapped timm Hugging Face models by
-    ``config.model_type``.
+    convolutional (ConvNeXt, ResNet, MobileNet-V5, EdgeTAM's RepViT), recurrent (RWKV,
+    xLSTM), session-driven video trackers, image tokenizers and wrapped timm Hugging Face
+    models by ``config.model_type``.
 
     Examples
     --------
