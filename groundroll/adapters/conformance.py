@@ -175,7 +175,7 @@ def hf_modality(model_type: str) -> str:
     ``input_features`` / ``audio_mel``, an audio codec (its config has a
     ``sampling_rate`` or a ``codebook_size``), a speech recognition head (a CTC
     ``blank_token_id``) or a speech language model (an audio or speech sub-config and no
-    ``vision_config``); else ``"text_vision_multimodal"``.
+    vision or video one); else ``"text_vision_multimodal"``.
 
     Examples
     --------
@@ -203,9 +203,11 @@ def hf_modality(model_type: str) -> str:
         keys = transformers.CONFIG_MAPPING[model_type]().to_dict()
     except Exception:   # a config that does not build at its defaults
         return MODALITIES[0]
-    speech = [k for k in keys if k.endswith("_config") and ("audio" in k or "speech" in k)]
+    towers = [k for k in keys if k.endswith("_config")]
+    speech = any("audio" in k or "speech" in k for k in towers)
+    seeing = any("vision" in k or "video" in k for k in towers)   # audio-visual: not audio
     if "sampling_rate" in keys or "codebook_size" in keys or "blank_token_id" in keys or (
-            speech and "vision_config" not in keys):
+            speech and not seeing):
         return MODALITIES[1]
     return MODALITIES[0]
 
@@ -235,19 +237,32 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
     for key, value in values.items():
         if isinstance(value, list) and value and len(value) in counts and key not in kwargs:
             kwargs[key] = _cut(value, counts[len(value)])
+    rope = values.get("rope_parameters")
+    if rope == {} and isinstance(values.get("layer_types"), list) and values["layer_types"]:
+        # RoPE per layer type that the config leaves empty (Cohere Compass): the
+        # default rotary embedding for each type its layers have
+        rope = kwargs["rope_parameters"] = {
+            kind: {"rope_type": "default", "rope_theta": 10000.0}
+            for kind in dict.fromkeys(values["layer_types"])}
     if "mrope_section" in (getattr(config_cls, "ignore_keys_at_rope_validation", None) or ()) \
-            and isinstance(values.get("rope_parameters"), dict) and level < 2:
-        # Multimodal RoPE (Qwen2-VL, GLM-4V): its sections split head_dim / 2
-        rope = values["rope_parameters"]
-        rotary = kwargs.get("head_dim", _SIZES["head_dim"]) * rope.get(
-            "partial_rotary_factor", values.get("partial_rotary_factor") or 1)
-        half = int(rotary) // 2
-        kwargs["rope_parameters"] = {**rope, "mrope_section": [half - 2 * (half // 3)]
-                                     + [half // 3] * 2}
+            and isinstance(rope, dict) and level < 2:
+        # Multimodal RoPE (Qwen2-VL, GLM-4V): its sections split head_dim / 2, in each
+        # layer type's parameters where RoPE is set per type
+        per_type = bool(rope) and all(isinstance(v, dict) for v in rope.values())
+        kwargs["rope_parameters"] = (
+            {kind: _mrope(kwargs, values, p) for kind, p in rope.items()} if per_type
+            else _mrope(kwargs, values, rope))
     for key, value in values.items():
         if "feature_layer" in key and key not in kwargs and value is not None:
             # layers read as image features (VipLlava, Molmo2) among the 2 there are
             kwargs[key] = _within_layers(value)
+    layers = next((kwargs[k] for k in _LAYER_KEYS if _int(kwargs.get(k))), None)
+    for key, value in values.items():
+        if "global_attn_ind" in key and isinstance(value, list) and value and layers and (
+                key not in kwargs and min(value) >= layers):
+            # ViTDet's global layers (SAM's encoder), all past the layers there are: the
+            # last one is global, as a model reading its output expects (DeepSeek-VL)
+            kwargs[key] = [layers - 1]
     kwargs.update({k: v for k, v in _TYPE_SIZES.get(getattr(config_cls, "model_type", ""),
                                                     {}).items() if k in values})
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
@@ -273,6 +288,15 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
                                "model_type": getattr(sub_cls, "model_type", None)
                                or instance.model_type}
     return kwargs
+
+
+def _mrope(kwargs: dict, values: dict, rope: dict) -> dict:
+    """``rope`` with multimodal RoPE sections (temporal, rows, cols) that split the
+    rotary half of the shrunk ``head_dim``."""
+    rotary = kwargs.get("head_dim", _SIZES["head_dim"]) * rope.get(
+        "partial_rotary_factor", values.get("partial_rotary_factor") or 1)
+    half = int(rotary) // 2
+    return {**rope, "mrope_section": [half - 2 * (half // 3)] + [half // 3] * 2}
 
 
 def _cut(values: list, count: int) -> list:
@@ -403,6 +427,10 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
     main = getattr(model, "main_input_name", "input_ids")
     inputs: dict[str, Any] = {}
     params = inspect.signature(model.forward).parameters
+    if main not in params:
+        # a main input the forward does not take (the Q-Former's inherited input_ids):
+        # its first parameter is (learned queries)
+        main = next(iter(params))
     frames = _size(config, "num_frames")
     if _int(frames) or "pixel_attention_mask" in params and "spatial_shapes" not in params:
         # Videos (VideoMAE, ViViT, X-CLIP) and image lists (Idefics2/3, SmolVLM):
@@ -420,7 +448,15 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         if "image_grid_thw" in params:
             image = dict(image_grid_thw=grid)
         else:   # a vision tower: patches as its first input, the grid beside them
-            return {next(iter(params)): pixels, "grid_thw": grid}
+            tower = {next(iter(params)): pixels, "grid_thw": grid}
+            return {**tower, **_by_name(params, tower, main, dict(
+                ids=ids, mask=mask, pixels=pixels, image={}, config=config,
+                generator=generator))}
+    for name in ("image_merge_sizes", "high_res_pixel_values"):
+        # what get_image_features needs beside the pixels (VideoLLaMA 3, DeepSeek-VL)
+        if _requires(getattr(model, "get_image_features", None), name):
+            image[name] = _INPUTS[name](pixels=pixels, image=image, config=config,
+                                        generator=generator)
     if "spatial_shapes" in params:
         # NaFlex towers (SigLIP2): flattened patches with their grid and mask.
         patch = _size(config, "patch_size", 8)
@@ -456,18 +492,23 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         inputs = dict(pixel_values=pixels)
     parts = dict(ids=inputs.get("input_ids", ids), mask=inputs.get("attention_mask", mask),
                  pixels=pixels, image=image, config=config, generator=generator)
-    for name, param in params.items():
-        # Inputs the forward requires (or needs, though optional: LayoutLM-style boxes,
-        # LLaVA-NeXT image sizes) beside the main one, generated by name.
-        if name not in inputs and name in _INPUTS and (
-                param.default is inspect.Parameter.empty or name in _NEEDED
-                or name == main):
-            inputs[name] = _INPUTS[name](**parts)
+    inputs.update(_by_name(params, inputs, main, parts))
     if main not in inputs:
         return None
     if getattr(config, "is_encoder_decoder", False) and "input_ids" in inputs:
         inputs["decoder_input_ids"] = ids[:, :5]
     return inputs
+
+
+def _by_name(params, inputs: dict, main: str, parts: dict) -> dict:
+    """Inputs the forward requires (or needs, though optional: LayoutLM-style boxes,
+    LLaVA-NeXT image sizes) beside those in ``inputs``, generated by name from
+    ``parts`` (see :data:`_INPUTS`; a maker returning None leaves its input out)."""
+    made = {name: _INPUTS[name](**parts) for name, param in params.items()
+            if name not in inputs and name in _INPUTS and (
+                param.default is inspect.Parameter.empty or name in _NEEDED
+                or name == main)}
+    return {name: value for name, value in made.items() if value is not None}
 
 
 def _requires(function, name: str) -> bool:
@@ -495,6 +536,35 @@ def _visual_features(ids, config, generator, **_) -> torch.Tensor:
     return torch.randn(ids.shape[0], 4, config.visual_feat_dim, generator=generator)
 
 
+def _query_embeds(ids, config, generator, **_) -> torch.Tensor:
+    """A Q-Former's learned queries, as its caller passes them: ``[batch, 4, hidden]``."""
+    return torch.randn(ids.shape[0], 4, config.hidden_size, generator=generator)
+
+
+def _encoder_states(ids, config, generator, **_) -> torch.Tensor | None:
+    """What a Q-Former's cross-attention reads (image features): ``[batch, 6,
+    encoder_hidden_size]``; None for a config without an ``encoder_hidden_size``."""
+    width = getattr(config, "encoder_hidden_size", None)
+    if not _int(width):
+        return None
+    return torch.randn(ids.shape[0], 6, width, generator=generator)
+
+
+def _merge_sizes(image, config, **_) -> torch.Tensor:
+    """Each image's spatial merge (VideoLLaMA 3): ``[images]``, the vision config's."""
+    vision = getattr(config, "vision_config", None) or config
+    merge = getattr(vision, "spatial_merge_size", None) or getattr(vision, "merge_size", 1)
+    grid = image.get("image_grid_thw")
+    return torch.full((2 if grid is None else len(grid),), merge, dtype=torch.long)
+
+
+def _high_res_pixels(pixels, config, generator, **_) -> torch.Tensor:
+    """The same images at the high-resolution tower's own size (DeepSeek-VL hybrid):
+    ``[batch, channel, size, size]``."""
+    size = config.high_res_vision_config.image_size
+    return torch.randn(pixels.shape[0], pixels.shape[1], size, size, generator=generator)
+
+
 #: Inputs made by name: ``name -> maker(ids=, mask=, pixels=, image=, config=,
 #: generator=)``.
 _INPUTS = {
@@ -512,10 +582,19 @@ _INPUTS = {
                                                          generator=generator),
     "prompt_pixel_values": lambda pixels, **_: pixels,
     "prompt_masks": lambda pixels, **_: pixels,
+    "query_embeds": _query_embeds,
+    "encoder_hidden_states": _encoder_states,
+    # X-MOD's language adapters: every row in the first language of the config
+    "lang_ids": lambda ids, **_: torch.zeros(ids.shape[0], dtype=torch.long),
+    "merge_sizes": _merge_sizes,
+    "image_merge_sizes": _merge_sizes,
+    "high_res_pixel_values": _high_res_pixels,
+    "image_grid_thw": lambda image, **_: image["image_grid_thw"],
 }
 #: Optional in the signature, needed by the model all the same.
 _NEEDED = frozenset({"bbox", "qformer_attention_mask", "visual_feats",
-                     "visual_pos"})
+                     "visual_pos", "lang_ids", "image_merge_sizes",
+                     "high_res_pixel_values", "encoder_hidden_states"})
 
 
 #: Most parameters a less-shrunk tiny build (level 1 or 2) may have: past it the class's

@@ -116,7 +116,9 @@ REFUSALS: dict[str, str] = {
                               "nat", "dinat", "focalnet")},
     **{t: _MOSTLY_WINDOWED for t in ("sam", "sam_vision_model", "sam_hq",
                                      "sam_hq_vision_model", "sam2_hiera_det_model",
-                                     "got_ocr2", "florence2")},
+                                     "got_ocr2", "florence2",
+                                     # its high-resolution tower is SAM's encoder
+                                     "deepseek_vl_hybrid")},
     **{t: _DEFORMABLE for t in ("rt_detr", "rf_detr", "pp_doclayout_v3", "pp_doclayout_v4",
                                 "grounding-dino", "mm-grounding-dino")},
     "timm_wrapper": _WRAPPED_TIMM, "gemma3n_vision": _MOBILE,
