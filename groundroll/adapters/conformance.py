@@ -112,6 +112,10 @@ _TYPE_SIZES = {
 }
 
 
+#: timm ViT towers behind ``TimmWrapperConfig``: what ``timm.create_model`` makes small.
+_TIMM_VIT = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=4)
+
+
 # Special ids inside the small vocabulary.
 _IDS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
             sep_token_id=2, cls_token_id=0, mask_token_id=3,
@@ -218,6 +222,16 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
     allowed = _LEVEL_KEYS[level]
     kwargs = {k: v for k, v in _SIZES.items() if k in values and _int(values[k])
               and (allowed is None or k in allowed)}
+    size = values.get("image_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(_int(v) for v in size) \
+            and (allowed is None or "image_size" in allowed):
+        # [height, width] images (MGP-STR's text lines, SegGPT's stacked pairs): the
+        # shorter side 32, the aspect kept
+        kwargs["image_size"] = [_SIZES["image_size"] * v // min(size) for v in size]
+    if "hidden_dim" in kwargs and "dim_feedforward" in values:
+        # a config naming its feed-forward width apart (Mask2Former, OneFormer): its
+        # hidden_dim is the model width, which the heads divide
+        kwargs["hidden_dim"] = _SIZES["hidden_size"]
     if level < 3:
         for key, value in {**_IDS, **_STRUCTURE}.items():
             if _int(values.get(key)) or isinstance(values.get(key), list) or (
@@ -225,6 +239,10 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
                 kwargs[key] = value
     if level < 2:
         kwargs.update({k: _SIZES[k] for k in _UNSET if k in values and values[k] is None})
+        if "sliding_window" in values and values["sliding_window"] is None:
+            # a window the model builds its masks from all the same (Step3p7), as long
+            # as the positions: no row is cut
+            kwargs["sliding_window"] = _SIZES["max_position_embeddings"]
         if "vocab_size" in values and values["vocab_size"] is None:
             # no vocabulary, no special ids either (ESM): those of the small vocabulary
             kwargs.update({k: v for k, v in _IDS.items() if k in values and values[k] is None})
@@ -274,6 +292,13 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
                 hasattr(instance, "model_type")):
             # AutoConfig sub-configs (LLaVA's text_config): the default's own class
             sub_cls = type(instance)
+        if getattr(instance, "model_type", None) == "timm_wrapper" and str(getattr(
+                instance, "architecture", "")).startswith("vit") and level < 2:
+            # a timm ViT tower (Perception Encoder's): built small by timm from its
+            # model_args
+            kwargs[key] = {**instance.to_dict(),
+                           "model_args": {**(instance.model_args or {}), **_TIMM_VIT}}
+            continue
         if isinstance(sub_cls, type) and sub_cls not in seen and key in values:
             try:
                 kwargs[key] = _shrink(sub_cls, seen + (config_cls,), level)
@@ -421,12 +446,16 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
     mask = torch.ones(batch, length, dtype=torch.long)
     mask[1:, length - 2:] = 0
     image = _size(config, "image_size", 32)
-    image = image if isinstance(image, int) else int(image[0])
-    pixels = torch.randn(batch, _size(config, "num_channels", 3) or 3, image, image,
-                         generator=generator)
+    height, width = (image, image) if isinstance(image, int) else map(int, image)
     main = getattr(model, "main_input_name", "input_ids")
+    if isinstance(main, (list, tuple)):   # OneFormer: the image, then the task text
+        main = main[0]
     inputs: dict[str, Any] = {}
     params = inspect.signature(model.forward).parameters
+    if "prompt_pixel_values" in params:   # SegGPT: prompt above image fill the size
+        height //= 2
+    pixels = torch.randn(batch, _size(config, "num_channels", 3) or 3, height, width,
+                         generator=generator)
     if main not in params:
         # a main input the forward does not take (the Q-Former's inherited input_ids):
         # its first parameter is (learned queries)
@@ -436,6 +465,10 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         # Videos (VideoMAE, ViViT, X-CLIP) and image lists (Idefics2/3, SmolVLM):
         # [batch, frames or images, channel, height, width]
         pixels = pixels[:, None].repeat(1, frames if _int(frames) else 1, 1, 1, 1)
+    if "image_attention_mask" in params:
+        # IDEFICS: one image per text, [batch, images, channel, height, width], and
+        # which images each text position sees (all)
+        pixels = pixels[:, None]
     if getattr(config, "image_grid_pinpoints", None):
         # any-resolution images (LLaVA-NeXT): the whole image and its one 32 x 32 tile
         pixels = pixels[:, None].repeat(1, 2, 1, 1, 1)
@@ -488,6 +521,9 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
                 inputs["mm_token_type_ids"] = (ids == token).long()
     elif main == "input_ids":
         inputs = dict(input_ids=ids, attention_mask=mask)
+        if "pixel_values" in params and _size(config, "image_size") is not None:
+            # text and image in one model without a vision sub-config (ViLT, TVP)
+            inputs["pixel_values"] = pixels
     elif main == "pixel_values":
         inputs = dict(pixel_values=pixels)
     parts = dict(ids=inputs.get("input_ids", ids), mask=inputs.get("attention_mask", mask),
@@ -550,6 +586,11 @@ def _encoder_states(ids, config, generator, **_) -> torch.Tensor | None:
     return torch.randn(ids.shape[0], 6, width, generator=generator)
 
 
+def _task_inputs(ids, config, generator, **_) -> torch.Tensor:
+    """OneFormer's tokenized task prompt, ``[batch, config.task_seq_len]`` ids."""
+    return torch.randint(3, 60, (ids.shape[0], config.task_seq_len), generator=generator)
+
+
 def _merge_sizes(image, config, **_) -> torch.Tensor:
     """Each image's spatial merge (VideoLLaMA 3): ``[images]``, the vision config's."""
     vision = getattr(config, "vision_config", None) or config
@@ -583,6 +624,9 @@ _INPUTS = {
     "prompt_pixel_values": lambda pixels, **_: pixels,
     "prompt_masks": lambda pixels, **_: pixels,
     "query_embeds": _query_embeds,
+    "image_attention_mask": lambda ids, pixels, **_: torch.ones(*ids.shape, pixels.shape[1],
+                                                                dtype=torch.long),
+    "task_inputs": _task_inputs,
     "encoder_hidden_states": _encoder_states,
     # X-MOD's language adapters: every row in the first language of the config
     "lang_ids": lambda ids, **_: torch.zeros(ids.shape[0], dtype=torch.long),
@@ -594,7 +638,8 @@ _INPUTS = {
 #: Optional in the signature, needed by the model all the same.
 _NEEDED = frozenset({"bbox", "qformer_attention_mask", "visual_feats",
                      "visual_pos", "lang_ids", "image_merge_sizes",
-                     "high_res_pixel_values", "encoder_hidden_states"})
+                     "high_res_pixel_values", "encoder_hidden_states",
+                     "image_attention_mask"})
 
 
 #: Most parameters a less-shrunk tiny build (level 1 or 2) may have: past it the class's
