@@ -485,6 +485,10 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
             return {**tower, **_by_name(params, tower, main, dict(
                 ids=ids, mask=mask, pixels=pixels, image={}, config=config,
                 generator=generator))}
+    if "target_sizes" in params:
+        # NaViT towers (MiniCPM-V): every image's patches side by side in one row of
+        # patches, [1, channel, patch, patch * patches], and each image's grid
+        pixels, image["target_sizes"] = _packed_patches(config, batch, generator)
     for name in ("image_merge_sizes", "high_res_pixel_values"):
         # what get_image_features needs beside the pixels (VideoLLaMA 3, DeepSeek-VL)
         if _requires(getattr(model, "get_image_features", None), name):
@@ -586,6 +590,17 @@ def _encoder_states(ids, config, generator, **_) -> torch.Tensor | None:
     return torch.randn(ids.shape[0], 6, width, generator=generator)
 
 
+def _packed_patches(config, batch: int, generator, side: int = 4):
+    """``(pixels, sizes)`` for NaViT towers that take the patches of all images packed
+    in one row (MiniCPM-V): ``pixels`` is ``[1, channel, patch, patch * batch * side *
+    side]``, ``sizes`` ``[batch, 2]``, each image ``side x side`` patches."""
+    patch = _size(config, "patch_size", 8)
+    channels = _size(config, "num_channels", 3) or 3
+    pixels = torch.randn(1, channels, patch, patch * batch * side * side,
+                         generator=generator)
+    return pixels, torch.tensor([[side, side]] * batch)
+
+
 def _task_inputs(ids, config, generator, **_) -> torch.Tensor:
     """OneFormer's tokenized task prompt, ``[batch, config.task_seq_len]`` ids."""
     return torch.randint(3, 60, (ids.shape[0], config.task_seq_len), generator=generator)
@@ -624,6 +639,7 @@ _INPUTS = {
     "prompt_pixel_values": lambda pixels, **_: pixels,
     "prompt_masks": lambda pixels, **_: pixels,
     "query_embeds": _query_embeds,
+    "target_sizes": lambda image, **_: image.get("target_sizes"),
     "image_attention_mask": lambda ids, pixels, **_: torch.ones(*ids.shape, pixels.shape[1],
                                                                 dtype=torch.long),
     "task_inputs": _task_inputs,
@@ -639,7 +655,7 @@ _INPUTS = {
 _NEEDED = frozenset({"bbox", "qformer_attention_mask", "visual_feats",
                      "visual_pos", "lang_ids", "image_merge_sizes",
                      "high_res_pixel_values", "encoder_hidden_states",
-                     "image_attention_mask"})
+                     "image_attention_mask", "target_sizes"})
 
 
 #: Most parameters a less-shrunk tiny build (level 1 or 2) may have: past it the class's
