@@ -418,6 +418,22 @@ def _image_placeholders(model, pixels, batch: int, **image) -> tuple[int, int] |
     return token, features.reshape(-1, features.shape[-1]).shape[0] // batch
 
 
+def _with_placeholders(model, inputs: dict, params, batch: int, pixels, image: dict) -> dict:
+    """``inputs`` with image positions inside the text, one placeholder per image
+    feature in front of each row (for a model that has them, see
+    :func:`_image_placeholders`)."""
+    placeholders = _image_placeholders(model, pixels, batch, **image)
+    if placeholders is None:
+        return inputs
+    token, n = placeholders
+    ids = torch.cat([torch.full((batch, n), token), inputs["input_ids"]], 1)
+    mask = torch.cat([torch.ones(batch, n, dtype=torch.long), inputs["attention_mask"]], 1)
+    inputs = {**inputs, "input_ids": ids, "attention_mask": mask}
+    if "mm_token_type_ids" in params:   # M-RoPE positions: 1 marks image tokens
+        inputs["mm_token_type_ids"] = (ids == token).long()
+    return inputs
+
+
 def _patch_grid(config, batch: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``(patches, grid)`` for vision towers fed flattened patches with their
     ``[time, rows, cols]`` grid (Qwen2-VL, GLM-4V and their kin): ``patches`` is
@@ -494,6 +510,10 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         if _requires(getattr(model, "get_image_features", None), name):
             image[name] = _INPUTS[name](pixels=pixels, image=image, config=config,
                                         generator=generator)
+    if pixels.dim() == 5 and _requires(getattr(model, "get_image_features", None),
+                                       "pixel_attention_mask"):
+        # which tiles are real, required (Granite Docling): all, [batch, tiles]
+        image["pixel_attention_mask"] = torch.ones(pixels.shape[:2], dtype=torch.bool)
     if "spatial_shapes" in params:
         # NaFlex towers (SigLIP2): flattened patches with their grid and mask.
         patch = _size(config, "patch_size", 8)
@@ -503,7 +523,10 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
                      pixel_attention_mask=torch.ones(batch, rows * cols, dtype=torch.long),
                      spatial_shapes=torch.tensor([[rows, cols]] * batch))
         if "input_ids" in params:
-            return dict(input_ids=ids, attention_mask=mask, **extra)
+            inputs = dict(input_ids=ids, attention_mask=mask, **extra)
+            return _with_placeholders(model, inputs, params, batch, pixels, dict(
+                spatial_shapes=extra["spatial_shapes"],
+                pixel_attention_mask=extra["pixel_attention_mask"]))
         return extra
     if main == "input_features":
         mels = _size(config, "num_mel_bins", 80)
@@ -514,15 +537,7 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         return inputs
     if hasattr(config, "text_config") and hasattr(config, "vision_config"):
         inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, **image)
-        placeholders = _image_placeholders(model, pixels, batch, **image)
-        if placeholders is not None:
-            # image positions inside the text: one placeholder per image feature
-            token, n = placeholders
-            ids = torch.cat([torch.full((batch, n), token), ids], 1)
-            mask = torch.cat([torch.ones(batch, n, dtype=torch.long), mask], 1)
-            inputs.update(input_ids=ids, attention_mask=mask)
-            if "mm_token_type_ids" in params:   # M-RoPE positions: 1 marks image tokens
-                inputs["mm_token_type_ids"] = (ids == token).long()
+        inputs = _with_placeholders(model, inputs, params, batch, pixels, image)
     elif main == "input_ids":
         inputs = dict(input_ids=ids, attention_mask=mask)
         if "pixel_values" in params and _size(config, "image_size") is not None:

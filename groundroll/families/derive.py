@@ -132,8 +132,9 @@ REFUSALS: dict[str, str] = {
     **{t: _CONVOLUTIONAL_ENCODER for t in ("edgetam", "edgetam_vision_model")},
     **{t: _SESSION for t in ("sam2_video", "sam3_video", "edgetam_video",
                              "sam3_tracker_video")},
-    # LW-DETR's and OmDet-Turbo's decoders read their image through deformable attention
-    **{t: _DEFORMABLE for t in ("lw_detr", "omdet-turbo")},
+    # LW-DETR's and OmDet-Turbo's decoders, Mask2Former's and OneFormer's pixel
+    # decoders read the image through deformable attention
+    **{t: _DEFORMABLE for t in ("lw_detr", "omdet-turbo", "mask2former", "oneformer")},
     # text detection and document unwarping networks (PP-OCRv6 detectors, UVDoc)
     **{t: _CNN for t in ("pp_ocrv6_medium_det", "pp_ocrv6_small_det", "uvdoc")},
     "timm_backbone": _WRAPPED_TIMM, "xlstm": _MATRIX_MEMORY,
