@@ -281,6 +281,15 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
             # ViTDet's global layers (SAM's encoder), all past the layers there are: the
             # last one is global, as a model reading its output expects (DeepSeek-VL)
             kwargs[key] = [layers - 1]
+        elif key.endswith("hook_ids") and isinstance(value, list) and key not in kwargs:
+            # layers of its towers whose output a head reads (Depth Pro): those past the
+            # layers there are read at the last one
+            last = (layers or _SIZES["num_hidden_layers"]) - 1
+            kwargs[key] = [min(i, last) for i in value]
+    if isinstance(values.get("projector_patch_to_query_dict"), dict):
+        # image queries per patch count (Aria): 4 for the 4 x 4 patches of a tiny image
+        kwargs["projector_patch_to_query_dict"] = {
+            (_SIZES["image_size"] // _SIZES["patch_size"]) ** 2: 4}
     kwargs.update({k: v for k, v in _TYPE_SIZES.get(getattr(config_cls, "model_type", ""),
                                                     {}).items() if k in values})
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
@@ -535,7 +544,8 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         if getattr(config, "is_encoder_decoder", False):
             inputs["decoder_input_ids"] = ids[:, :5]
         return inputs
-    if hasattr(config, "text_config") and hasattr(config, "vision_config"):
+    if getattr(config, "text_config", None) is not None and getattr(
+            config, "vision_config", None) is not None:
         inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, **image)
         inputs = _with_placeholders(model, inputs, params, batch, pixels, image)
     elif main == "input_ids":
