@@ -109,6 +109,9 @@ _TYPE_SIZES = {
     "lfm2_moe": dict(layer_types=["conv", "full_attention"]),
     # state-space heads: num_heads * head_dim == expand * hidden_size
     "mamba2": dict(num_heads=8),
+    # its query-selected sparse attention indexer, which the default leaves unset
+    "qwen4_exp_text": dict(indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=8,
+                           indexer_budget=4, indexer_compress_ratio=2),
 }
 
 
@@ -220,8 +223,10 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
     default = config_cls()
     values = default.to_dict()
     allowed = _LEVEL_KEYS[level]
+    # a width the class leaves at 0 is switched off (GLM-5's rotary part of the DSA
+    # heads): it stays so
     kwargs = {k: v for k, v in _SIZES.items() if k in values and _int(values[k])
-              and (allowed is None or k in allowed)}
+              and values[k] != 0 and (allowed is None or k in allowed)}
     size = values.get("image_size")
     if isinstance(size, (list, tuple)) and len(size) == 2 and all(_int(v) for v in size) \
             and (allowed is None or "image_size" in allowed):
@@ -510,6 +515,11 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
             return {**tower, **_by_name(params, tower, main, dict(
                 ids=ids, mask=mask, pixels=pixels, image={}, config=config,
                 generator=generator))}
+    positioned = next((k for k in ("pixel_position_ids", "image_position_ids")
+                       if k in params), None)
+    if positioned:
+        # Gemma 4's tower: patches with their (x, y) positions in the image
+        pixels, image[positioned] = _positioned_patches(config, batch, generator)
     if "target_sizes" in params:
         # NaViT towers (MiniCPM-V): every image's patches side by side in one row of
         # patches, [1, channel, patch, patch * patches], and each image's grid
@@ -615,6 +625,19 @@ def _encoder_states(ids, config, generator, **_) -> torch.Tensor | None:
     return torch.randn(ids.shape[0], 6, width, generator=generator)
 
 
+def _positioned_patches(config, batch: int, generator):
+    """``(patches, positions)`` for towers fed patches with their ``(x, y)`` positions
+    (Gemma 4): ``[batch, side * side, channels * patch * patch]`` and ``[batch, side *
+    side, 2]``, ``side`` twice the pooling kernel so the pooled grid is 2 x 2."""
+    patch = _size(config, "patch_size", 8)
+    channels = _size(config, "num_channels", 3) or 3
+    side = 2 * (_size(config, "pooling_kernel_size", 1) or 1)
+    pixels = torch.randn(batch, side * side, channels * patch * patch, generator=generator)
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    positions = torch.stack([cols.flatten(), rows.flatten()], -1)
+    return pixels, positions[None].repeat(batch, 1, 1)
+
+
 def _packed_patches(config, batch: int, generator, side: int = 4):
     """``(pixels, sizes)`` for NaViT towers that take the patches of all images packed
     in one row (MiniCPM-V): ``pixels`` is ``[1, channel, patch, patch * batch * side *
@@ -665,6 +688,7 @@ _INPUTS = {
     "prompt_masks": lambda pixels, **_: pixels,
     "query_embeds": _query_embeds,
     "target_sizes": lambda image, **_: image.get("target_sizes"),
+    "pixel_position_ids": lambda image, **_: image.get("pixel_position_ids"),
     "image_attention_mask": lambda ids, pixels, **_: torch.ones(*ids.shape, pixels.shape[1],
                                                                 dtype=torch.long),
     "task_inputs": _task_inputs,
