@@ -109,6 +109,8 @@ _TYPE_SIZES = {
     "lfm2_moe": dict(layer_types=["conv", "full_attention"]),
     # state-space heads: num_heads * head_dim == expand * hidden_size
     "mamba2": dict(num_heads=8),
+    # nn.MultiheadAttention with hidden_size // 64 heads: 2 heads
+    "bridgetower_vision_model": dict(hidden_size=128),
     # its query-selected sparse attention indexer, which the default leaves unset
     "qwen4_exp_text": dict(indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=8,
                            indexer_budget=4, indexer_compress_ratio=2),

@@ -135,8 +135,10 @@ REFUSALS: dict[str, str] = {
     # LW-DETR's and OmDet-Turbo's decoders, Mask2Former's and OneFormer's pixel
     # decoders read the image through deformable attention
     **{t: _DEFORMABLE for t in ("lw_detr", "omdet-turbo", "mask2former", "oneformer")},
-    # text detection and document unwarping networks (PP-OCRv6 detectors, UVDoc)
-    **{t: _CNN for t in ("pp_ocrv6_medium_det", "pp_ocrv6_small_det", "uvdoc")},
+    # text detection, recognition and document unwarping networks (PP-OCRv6 detectors,
+    # PP-OCRv6 tiny recognizer, UVDoc)
+    **{t: _CNN for t in ("pp_ocrv6_medium_det", "pp_ocrv6_small_det", "pp_ocrv6_tiny_rec",
+                         "uvdoc")},
     "timm_backbone": _WRAPPED_TIMM, "xlstm": _MATRIX_MEMORY,
     "glm_image_vqmodel": _QUANTISER,
 }
