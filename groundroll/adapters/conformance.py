@@ -288,11 +288,17 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
             # ViTDet's global layers (SAM's encoder), all past the layers there are: the
             # last one is global, as a model reading its output expects (DeepSeek-VL)
             kwargs[key] = [layers - 1]
-        elif key.endswith("hook_ids") and isinstance(value, list) and key not in kwargs:
-            # layers of its towers whose output a head reads (Depth Pro): those past the
-            # layers there are read at the last one
+        elif key.endswith(("hook_ids", "layers_indices")) and isinstance(value, list) and (
+                key not in kwargs):
+            # layers whose output a head reads (Depth Pro's towers, Mllama's vision
+            # encoder): those past the layers there are read at the last one
             last = (layers or _SIZES["num_hidden_layers"]) - 1
             kwargs[key] = [min(i, last) for i in value]
+    if _int(values.get("vision_output_dim")) and isinstance(
+            values.get("intermediate_layers_indices"), list):
+        # Mllama: the last layer's output and each intermediate one's, side by side
+        kwargs["vision_output_dim"] = kwargs.get("hidden_size", values["hidden_size"]) * (
+            1 + len(values["intermediate_layers_indices"]))
     if isinstance(values.get("projector_patch_to_query_dict"), dict):
         # image queries per patch count (Aria): 4 for the 4 x 4 patches of a tiny image
         kwargs["projector_patch_to_query_dict"] = {
@@ -505,6 +511,16 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         # any-resolution images (LLaVA-NeXT): the whole image and its one 32 x 32 tile
         pixels = pixels[:, None].repeat(1, 2, 1, 1, 1)
     image: dict[str, Any] = {}
+    if "aspect_ratio_ids" in params:
+        # Mllama: one image in one tile of its max_num_tiles, the rest padding;
+        # [batch, images, tiles, channel, height, width]
+        tiles = _size(config, "max_num_tiles", 1)
+        pixels = pixels[:, None, None].repeat(1, 1, tiles, 1, 1, 1)
+        image["aspect_ratio_ids"] = torch.ones(batch, 1, dtype=torch.long)   # 1 x 1
+        image["aspect_ratio_mask"] = torch.zeros(batch, 1, tiles, dtype=torch.long)
+        image["aspect_ratio_mask"][..., 0] = 1
+        image["cross_attention_mask"] = image["aspect_ratio_mask"][:, None].repeat(
+            1, length, 1, 1)
     if _requires(getattr(model, "get_image_features", None), "image_sizes"):
         # LLaVA-NeXT, Mistral 3: each image's height and width
         image["image_sizes"] = torch.tensor([list(pixels.shape[-2:])] * batch)
