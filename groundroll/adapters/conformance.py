@@ -109,6 +109,11 @@ _TYPE_SIZES = {
     "lfm2_moe": dict(layer_types=["conv", "full_attention"]),
     # state-space heads: num_heads * head_dim == expand * hidden_size
     "mamba2": dict(num_heads=8),
+    # vision adapters after a 2 x 2 pixel shuffle (width 4 * 32) into the text width
+    "llama4_vision_model": dict(intermediate_size=128, projector_input_dim=32,
+                                projector_output_dim=32, vision_output_dim=32),
+    **{t: dict(out_hidden_size=128, projector_hidden_size=32)
+       for t in ("muse_glimmer", "muse_spark")},
     # nn.MultiheadAttention with hidden_size // 64 heads: 2 heads
     "bridgetower_vision_model": dict(hidden_size=128),
     # its query-selected sparse attention indexer, which the default leaves unset
