@@ -70,9 +70,9 @@ _SIZES = dict(
     # state-space heads of hybrids: mamba_n_heads * mamba_d_head == 2 * hidden_size
     mamba_n_heads=8, mamba_d_head=8, mamba_d_ssm=64,
     # widths another part must match (Inkling2's projector, Dots3's adapter, a quantizer,
-    # SAM 3's feature pyramid)
+    # SAM 3's feature pyramid, Kimi K2.5's projector norm)
     text_hidden_size=32, adapter_in_dim=32, adapter_input_size=32, codebook_dim=32,
-    fpn_hidden_size=32,
+    fpn_hidden_size=32, projection_hidden_size=32,
 )
 
 #: Structure, not widths: set at every level but the last (it keeps all but layers).
@@ -465,17 +465,22 @@ def _patch_grid(config, batch: int, generator) -> tuple[torch.Tensor, torch.Tens
     """``(patches, grid)`` for vision towers fed flattened patches with their
     ``[time, rows, cols]`` grid (Qwen2-VL, GLM-4V and their kin): ``patches`` is
     ``[batch * rows * cols, channels * temporal_patch * patch * patch]``, ``grid`` is
-    ``[batch, 3]``, with rows and cols a multiple of the spatial merge."""
+    ``[batch, 3]``, with rows and cols a multiple of the spatial merge. Towers that
+    merge with a ``merge_kernel_size`` (Kimi K2.5) take each patch as a small image,
+    ``[patches, channels, patch, patch]``."""
     vision = getattr(config, "vision_config", None) or config
     patch = getattr(vision, "patch_size", 8) or 8
     temporal = (getattr(vision, "temporal_patch_size", None)
                 or getattr(vision, "patch_temporal", None) or 1)
     channels = next((v for v in (getattr(vision, k, None) for k in (
         "in_channels", "num_channels", "in_chans")) if _int(v)), 3)
+    kernel = getattr(vision, "merge_kernel_size", None)
     merge = getattr(vision, "spatial_merge_size", None) or getattr(vision, "merge_size", 1)
+    merge = kernel[0] if isinstance(kernel, (list, tuple)) else merge
     side = 2 * (merge if _int(merge) else 1)
-    patches = torch.randn(batch * side * side, channels * temporal * patch * patch,
-                          generator=generator)
+    shape = ((channels, patch, patch) if kernel is not None
+             else (channels * temporal * patch * patch,))
+    patches = torch.randn(batch * side * side, *shape, generator=generator)
     return patches, torch.tensor([[1, side, side]] * batch)
 
 
