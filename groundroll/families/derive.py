@@ -107,8 +107,8 @@ _MATRIX_MEMORY = (
     " on its inputs.")
 _QUANTISER = (
     "is a vector-quantised image tokenizer (a codebook with 1x1 convolutions around"
-    " it): it has no attention to capture or roll out. Capture the model that consumes"
-    " its tokens (GLM-Image's language model) instead.")
+    " it): it has no attention to capture or roll out. Use the model that consumes its"
+    " tokens (GLM-Image's language model) for rollout instead.")
 
 #: ``config.model_type`` -> why attention rollout does not apply and what works instead.
 REFUSALS: dict[str, str] = {
