@@ -93,9 +93,9 @@ _UNSET = ("head_dim", "num_key_value_heads", "vocab_size")
 _EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 _EXPERT_WIDTH = 48
 _EXPERT_COUNTS = dict(num_experts=4, num_local_experts=4, n_routed_experts=4,
-                      moe_num_experts=4, n_group=1, topk_group=1)
+                      moe_num_experts=4, n_group=1, num_expert_group=1, topk_group=1)
 #: Experts each token is routed to: at most this many (ZAYA allows only one).
-_PER_TOKEN_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_k")
+_PER_TOKEN_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_k", "top_k_experts")
 _PER_TOKEN = 2
 
 #: What no general rule derives, by ``model_type``: the repeating block pattern of
@@ -114,6 +114,11 @@ _TYPE_SIZES = {
                                 projector_output_dim=32, vision_output_dim=32),
     **{t: dict(out_hidden_size=128, projector_hidden_size=32)
        for t in ("muse_glimmer", "muse_spark")},
+    # Zamba ties its shared attention block across hybrid layers: two of them
+    "zamba": dict(num_hidden_layers=4, layers_block_type=["mamba", "hybrid"] * 2),
+    # keys and values rounded to NVFP4 in blocks of 16; its indexer scores keys with
+    # the query heads of key head 0
+    "kolibri1_1": dict(head_dim=16, num_key_value_heads=1, index_num_heads=2),
     # nn.MultiheadAttention with hidden_size // 64 heads: 2 heads
     "bridgetower_vision_model": dict(hidden_size=128),
     # its query-selected sparse attention indexer, which the default leaves unset
@@ -378,16 +383,19 @@ def _within_layers(index, layers: int = 2):
 
 def _experts(values: dict) -> dict:
     """Fewer experts, and feed-forward widths grouped expert matmuls accept, for a
-    config that routes to experts; ``{}`` for others."""
-    if not any(_int(values.get(k)) for k in _EXPERT_KEYS):
+    config that routes to experts; ``{}`` for others. Expert counts and widths a
+    config leaves unset (None) are set too: models that build their experts whatever
+    the config says (dots.llm1, DiffusionGemma) read them as numbers."""
+    if not any(k in values and (values[k] is None or _int(values[k])) for k in _EXPERT_KEYS):
         return {}
     widths = {k: _EXPERT_WIDTH for k, v in values.items()
-              if k.endswith("intermediate_size") and _int(v)}
+              if k.endswith("intermediate_size") and (_int(v) or v is None)}
     # DeepSeek-V2 leaves num_experts_per_tok unset (None) and routes with it
     per_token = {k: min(values[k] or _PER_TOKEN, _PER_TOKEN) for k in _PER_TOKEN_KEYS
                  if k in values}
+    shared = {k: 1 for k in ("n_shared_experts",) if k in values and values[k] is None}
     return {**widths, **{k: v for k, v in _EXPERT_COUNTS.items() if k in values},
-            **per_token}
+            **per_token, **shared}
 
 
 def declared_class(config_cls, key: str):
@@ -583,7 +591,7 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
             inputs["decoder_input_ids"] = ids[:, :5]
         return inputs
     if getattr(config, "text_config", None) is not None and getattr(
-            config, "vision_config", None) is not None:
+            config, "vision_config", None) is not None and "pixel_values" in params:
         inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, **image)
         inputs = _with_placeholders(model, inputs, params, batch, pixels, image)
     elif main == "input_ids":
