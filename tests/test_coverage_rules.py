@@ -39,6 +39,10 @@ RULES = {
     "embedding_gemma2": "text only where the vision sub-config is unset",
     "lfm2_vl": "image placeholders for NaFlex patches",
     "granite_docling": "the tile mask get_image_features requires",
+    "dots1": "expert counts and widths the config leaves unset",
+    "bailing_hybrid": "one expert group for four experts",
+    "zamba": "two hybrid layers sharing one attention block",
+    "diffusion_gemma": "text only for a forward that takes no pixel_values",
 }
 
 

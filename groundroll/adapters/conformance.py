@@ -70,9 +70,9 @@ _SIZES = dict(
     # state-space heads of hybrids: mamba_n_heads * mamba_d_head == 2 * hidden_size
     mamba_n_heads=8, mamba_d_head=8, mamba_d_ssm=64,
     # widths another part must match (Inkling2's projector, Dots3's adapter, a quantizer,
-    # SAM 3's feature pyramid, Kimi K2.5's projector norm)
+    # SAM 3's feature pyramid, Kimi K2.5's projector norm, Dots3's adapter output)
     text_hidden_size=32, adapter_in_dim=32, adapter_input_size=32, codebook_dim=32,
-    fpn_hidden_size=32, projection_hidden_size=32,
+    fpn_hidden_size=32, projection_hidden_size=32, adapter_out_dim=32,
 )
 
 #: Structure, not widths: set at every level but the last (it keeps all but layers).
@@ -114,6 +114,8 @@ _TYPE_SIZES = {
                                 projector_output_dim=32, vision_output_dim=32),
     **{t: dict(out_hidden_size=128, projector_hidden_size=32)
        for t in ("muse_glimmer", "muse_spark")},
+    # a dense and a routed feed-forward layer, which the default leaves unset
+    "deepseek_ocr2_text": dict(mlp_layer_types=["dense", "sparse"]),
     # Zamba ties its shared attention block across hybrid layers: two of them
     "zamba": dict(num_hidden_layers=4, layers_block_type=["mamba", "hybrid"] * 2),
     # keys and values rounded to NVFP4 in blocks of 16; its indexer scores keys with

@@ -94,6 +94,11 @@ _CONVOLUTIONAL_ENCODER = (
     " feature map, so rollout over the image is not defined. Use a global-attention"
     " vision model (ViT, DeiT, DINOv2, CLIP, SigLIP) for rollout, or a gradient"
     " attribution (Grad-CAM) on its last feature map.")
+_CNN_IMAGE_TOWER = (
+    "encodes images with EfficientNet, a convolutional network: its only attention is in"
+    " its BERT text tower, so no map over the image can be rolled out. Use CLIP or SigLIP"
+    " (ViT image towers) for text-prompted maps, or a gradient attribution (Grad-CAM) on"
+    " its last feature map.")
 _SESSION = (
     "is a video tracker: its forward needs an inference session holding the frames,"
     " prompts and memory bank of earlier frames (forward(inference_session=...,"
@@ -117,8 +122,9 @@ REFUSALS: dict[str, str] = {
     **{t: _MOSTLY_WINDOWED for t in ("sam", "sam_vision_model", "sam_hq",
                                      "sam_hq_vision_model", "sam2_hiera_det_model",
                                      "got_ocr2", "florence2",
-                                     # its high-resolution tower is SAM's encoder
-                                     "deepseek_vl_hybrid")},
+                                     # their (high-resolution) tower is SAM's encoder
+                                     "deepseek_vl_hybrid", "deepseek_ocr2",
+                                     "unlimited_ocr")},
     **{t: _DEFORMABLE for t in ("rt_detr", "rf_detr", "pp_doclayout_v3", "pp_doclayout_v4",
                                 "grounding-dino", "mm-grounding-dino")},
     "timm_wrapper": _WRAPPED_TIMM, "gemma3n_vision": _MOBILE,
@@ -139,7 +145,7 @@ REFUSALS: dict[str, str] = {
     # PP-OCRv6 tiny recognizer, UVDoc)
     **{t: _CNN for t in ("pp_ocrv6_medium_det", "pp_ocrv6_small_det", "pp_ocrv6_tiny_rec",
                          "uvdoc")},
-    "timm_backbone": _WRAPPED_TIMM, "xlstm": _MATRIX_MEMORY,
+    "timm_backbone": _WRAPPED_TIMM, "xlstm": _MATRIX_MEMORY, "align": _CNN_IMAGE_TOWER,
     "glm_image_vqmodel": _QUANTISER,
 }
 
