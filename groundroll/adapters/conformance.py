@@ -687,6 +687,39 @@ def _packed_patches(config, batch: int, generator, side: int = 4):
     return pixels, torch.tensor([[side, side]] * batch)
 
 
+def _trajectory(ids, config, generator, **_) -> dict[str, torch.Tensor]:
+    """A Decision Transformer's trajectory: ``states`` ``[batch, steps, state_dim]``,
+    ``actions`` ``[batch, steps, act_dim]``, ``returns_to_go`` ``[batch, steps, 1]``,
+    ``timesteps`` ``[batch, steps]``."""
+    batch, steps = ids.shape
+    return dict(states=torch.randn(batch, steps, config.state_dim, generator=generator),
+                actions=torch.randn(batch, steps, config.act_dim, generator=generator),
+                returns_to_go=torch.randn(batch, steps, 1, generator=generator),
+                timesteps=torch.arange(steps).repeat(batch, 1))
+
+
+def _embeddings(ids, config, generator, **_) -> torch.Tensor:
+    """Embedded inputs of a model without an embedding layer of its own (Perceiver
+    without a preprocessor): ``[batch, length, d_model]``."""
+    return torch.randn(*ids.shape, config.d_model, generator=generator)
+
+
+def _denoiser_inputs(ids, config, generator, **_) -> dict[str, torch.Tensor]:
+    """A block-diffusion drafter's inputs (Muse Glimmer's assistant): one block of noise
+    embeddings ``[batch, block_size, hidden]`` and the target model's states of the
+    tokens before it, ``[batch, length, hidden * len(target_layer_ids)]``."""
+    batch, length = ids.shape
+    width = config.hidden_size
+    return dict(noise_embeds=torch.randn(batch, config.block_size, width, generator=generator),
+                context_hidden_states=torch.randn(
+                    batch, length, width * len(config.target_layer_ids), generator=generator))
+
+
+def _one_of(maker, name: str):
+    """The maker of input ``name`` from ``maker``, which makes several together."""
+    return lambda **parts: maker(**parts)[name]
+
+
 def _task_inputs(ids, config, generator, **_) -> torch.Tensor:
     """OneFormer's tokenized task prompt, ``[batch, config.task_seq_len]`` ids."""
     return torch.randint(3, 60, (ids.shape[0], config.task_seq_len), generator=generator)
@@ -725,6 +758,11 @@ _INPUTS = {
     "prompt_pixel_values": lambda pixels, **_: pixels,
     "prompt_masks": lambda pixels, **_: pixels,
     "query_embeds": _query_embeds,
+    "inputs": _embeddings,
+    **{name: _one_of(_trajectory, name)
+       for name in ("states", "actions", "returns_to_go", "timesteps")},
+    **{name: _one_of(_denoiser_inputs, name)
+       for name in ("noise_embeds", "context_hidden_states")},
     "target_sizes": lambda image, **_: image.get("target_sizes"),
     "pixel_position_ids": lambda image, **_: image.get("pixel_position_ids"),
     "image_attention_mask": lambda ids, pixels, **_: torch.ones(*ids.shape, pixels.shape[1],
@@ -742,7 +780,8 @@ _INPUTS = {
 _NEEDED = frozenset({"bbox", "qformer_attention_mask", "visual_feats",
                      "visual_pos", "lang_ids", "image_merge_sizes",
                      "high_res_pixel_values", "encoder_hidden_states",
-                     "image_attention_mask", "target_sizes"})
+                     "image_attention_mask", "target_sizes", "states", "actions",
+                     "returns_to_go", "timesteps"})
 
 
 #: Most parameters a less-shrunk tiny build (level 1 or 2) may have: past it the class's
