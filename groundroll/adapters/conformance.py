@@ -141,6 +141,7 @@ _IDS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_
             video_token_index=62)
 #: Placeholder ids set also where the config leaves them unset (BLIP-2).
 _PLACEHOLDERS = ("image_token_id", "image_token_index")
+_VIDEO = ("video_token_id", "video_token_index")
 
 
 @dataclass
@@ -252,9 +253,11 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
         # hidden_dim is the model width, which the heads divide
         kwargs["hidden_dim"] = _SIZES["hidden_size"]
     if level < 3:
+        # a video-only model's placeholder (InstructBLIP-Video) is set like an image one
+        unset = _PLACEHOLDERS if any(k in values for k in _PLACEHOLDERS) else _VIDEO
         for key, value in {**_IDS, **_STRUCTURE}.items():
             if _int(values.get(key)) or isinstance(values.get(key), list) or (
-                    key in _PLACEHOLDERS and key in values and values[key] is None):
+                    key in unset and key in values and values[key] is None):
                 kwargs[key] = value
     if level < 2:
         kwargs.update({k: _SIZES[k] for k in _UNSET if k in values and values[k] is None})
@@ -523,6 +526,11 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         # Videos (VideoMAE, ViViT, X-CLIP) and image lists (Idefics2/3, SmolVLM):
         # [batch, frames or images, channel, height, width]
         pixels = pixels[:, None].repeat(1, frames if _int(frames) else 1, 1, 1, 1)
+    keys = config.to_dict()
+    if pixels.dim() == 4 and any(k in keys for k in _VIDEO) \
+            and not any(k in keys for k in _PLACEHOLDERS):
+        # a video-only model (InstructBLIP-Video): its pixels are clips of 2 frames
+        pixels = _video(pixels)
     if "image_attention_mask" in params:
         # IDEFICS: one image per text, [batch, images, channel, height, width], and
         # which images each text position sees (all)
