@@ -77,10 +77,12 @@ _SIZES = dict(
 
 #: Structure, not widths: set at every level but the last (it keeps all but layers).
 #: Object queries within the anchors of a 32 x 32 image (RT-DETR's top-k), 2 video
-#: frames, image tokens pooled from a 4 x 4 patch grid (Gemma 3), one 32 x 32 tile for
+#: frames, 4 image embeddings inside the text (Kosmos-2), image tokens pooled from a
+#: 4 x 4 patch grid (Gemma 3), one 32 x 32 tile for
 #: LLaVA-NeXT's any-resolution images, layer periods under which 2 layers still hold an
 #: attention layer (Jamba), and no layers sharing another's cache (Gemma 3n).
 _STRUCTURE = dict(image_grid_pinpoints=[[32, 32]], num_queries=8, num_frames=2,
+                  latent_query_num=4,
                   mm_tokens_per_image=4, attn_layer_period=2, attn_layer_offset=1,
                   expert_layer_period=2, expert_layer_offset=1, num_kv_shared_layers=0)
 
@@ -723,6 +725,14 @@ def _denoiser_inputs(ids, config, generator, **_) -> dict[str, torch.Tensor]:
                     batch, length, width * len(config.target_layer_ids), generator=generator))
 
 
+def _image_embeds_positions(ids, config, **_) -> torch.Tensor:
+    """Where Kosmos-2 puts its image embeddings in the text: ``[batch, length]``, 1 at
+    the ``latent_query_num`` positions after the first token."""
+    mask = torch.zeros(ids.shape, dtype=torch.long)
+    mask[:, 1:1 + config.latent_query_num] = 1
+    return mask
+
+
 def _one_of(maker, name: str):
     """The maker of input ``name`` from ``maker``, which makes several together."""
     return lambda **parts: maker(**parts)[name]
@@ -766,6 +776,7 @@ _INPUTS = {
     "prompt_pixel_values": lambda pixels, **_: pixels,
     "prompt_masks": lambda pixels, **_: pixels,
     "query_embeds": _query_embeds,
+    "image_embeds_position_mask": _image_embeds_positions,
     "inputs": _embeddings,
     **{name: _one_of(_trajectory, name)
        for name in ("states", "actions", "returns_to_go", "timesteps")},
@@ -789,7 +800,7 @@ _NEEDED = frozenset({"bbox", "qformer_attention_mask", "visual_feats",
                      "visual_pos", "lang_ids", "image_merge_sizes",
                      "high_res_pixel_values", "encoder_hidden_states",
                      "image_attention_mask", "target_sizes", "states", "actions",
-                     "returns_to_go", "timesteps"})
+                     "returns_to_go", "timesteps", "image_embeds_position_mask"})
 
 
 #: Most parameters a less-shrunk tiny build (level 1 or 2) may have: past it the class's
