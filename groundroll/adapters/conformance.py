@@ -116,6 +116,8 @@ _TYPE_SIZES = {
                                 projector_output_dim=32, vision_output_dim=32),
     **{t: dict(out_hidden_size=128, projector_hidden_size=32)
        for t in ("muse_glimmer", "muse_spark")},
+    # Perceiver's latent array and its self-attention layers per block
+    "perceiver": dict(d_latents=32, num_latents=8, num_self_attends_per_block=2),
     # a dense and a routed feed-forward layer, which the default leaves unset
     "deepseek_ocr2_text": dict(mlp_layer_types=["dense", "sparse"]),
     # Zamba ties its shared attention block across hybrid layers: two of them

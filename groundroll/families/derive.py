@@ -99,6 +99,11 @@ _CNN_IMAGE_TOWER = (
     " its BERT text tower, so no map over the image can be rolled out. Use CLIP or SigLIP"
     " (ViT image towers) for text-prompted maps, or a gradient attribution (Grad-CAM) on"
     " its last feature map.")
+_DETECTRON2 = (
+    "needs detectron2 to be built at all: its visual backbone (a ResNet-FPN whose pooled"
+    " feature map gives its image tokens) is a detectron2 model, a package groundroll"
+    " neither depends on nor tests. Use LayoutLMv3 (image patches embedded by the"
+    " transformer itself, no detectron2), which groundroll captures.")
 _SESSION = (
     "is a video tracker: its forward needs an inference session holding the frames,"
     " prompts and memory bank of earlier frames (forward(inference_session=...,"
@@ -146,6 +151,7 @@ REFUSALS: dict[str, str] = {
     **{t: _CNN for t in ("pp_ocrv6_medium_det", "pp_ocrv6_small_det", "pp_ocrv6_tiny_rec",
                          "uvdoc")},
     "timm_backbone": _WRAPPED_TIMM, "xlstm": _MATRIX_MEMORY, "align": _CNN_IMAGE_TOWER,
+    "layoutlmv2": _DETECTRON2,
     "glm_image_vqmodel": _QUANTISER,
 }
 
