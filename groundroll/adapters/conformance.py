@@ -78,9 +78,9 @@ _SIZES = dict(
 #: Structure, not widths: set at every level but the last (it keeps all but layers).
 #: Object queries within the anchors of a 32 x 32 image (RT-DETR's top-k), 2 video
 #: frames, 4 image embeddings inside the text (Kosmos-2), image tokens pooled from a
-#: 4 x 4 patch grid (Gemma 3), one 32 x 32 tile for
-#: LLaVA-NeXT's any-resolution images, layer periods under which 2 layers still hold an
-#: attention layer (Jamba), and no layers sharing another's cache (Gemma 3n).
+#: 4 x 4 patch grid (Gemma 3), one 32 x 32 tile for LLaVA-NeXT's any-resolution images,
+#: layer periods under which 2 layers still hold an attention layer (Jamba), and no
+#: layers sharing another's cache (Gemma 3n).
 _STRUCTURE = dict(image_grid_pinpoints=[[32, 32]], num_queries=8, num_frames=2,
                   latent_query_num=4,
                   mm_tokens_per_image=4, attn_layer_period=2, attn_layer_offset=1,
@@ -517,13 +517,13 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         main = main[0]
     inputs: dict[str, Any] = {}
     params = inspect.signature(model.forward).parameters
-    if "prompt_pixel_values" in params:   # SegGPT: prompt above image fill the size
+    if "prompt_pixel_values" in params:   # SegGPT: prompt and image, stacked, fill it
         height //= 2
     pixels = torch.randn(batch, _size(config, "num_channels", 3) or 3, height, width,
                          generator=generator)
     if main not in params:
         # a main input the forward does not take (the Q-Former's inherited input_ids):
-        # its first parameter is (learned queries)
+        # its first parameter is the main input (the Q-Former's learned queries)
         main = next(iter(params))
     frames = _size(config, "num_frames")
     if _int(frames) or "pixel_attention_mask" in params and "spatial_shapes" not in params:
