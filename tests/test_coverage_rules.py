@@ -91,6 +91,13 @@ def test_q_former_is_fed_its_queries_not_the_inherited_input_ids():
     assert shapes == {(queries, queries), (queries, states)}   # self- and cross-attention
 
 
+def test_pixels_go_to_text_and_image_models_only_where_the_image_is_not_in_the_text():
+    """ViLT takes pixels beside its text; Fuyu takes image patches at placeholder
+    positions, not pixels, so its tiny run stays text only."""
+    assert "pixel_values" in conformance.tiny_hf("vilt")[1]
+    assert "pixel_values" not in conformance.tiny_hf("fuyu")[1]
+
+
 def _built(model_type):
     """A real model of ``model_type`` at the first shrink level that builds."""
     errors = []

@@ -610,8 +610,10 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         inputs = _with_placeholders(model, inputs, params, batch, pixels, image)
     elif main == "input_ids":
         inputs = dict(input_ids=ids, attention_mask=mask)
-        if "pixel_values" in params and _size(config, "image_size") is not None:
-            # text and image in one model without a vision sub-config (ViLT, TVP)
+        if "pixel_values" in params and _size(config, "image_size") is not None and not any(
+                k in config.to_dict() for k in _PLACEHOLDERS):
+            # text and image in one model without a vision sub-config, the image not
+            # placed inside the text (ViLT; Fuyu's patches at placeholders are not pixels)
             inputs["pixel_values"] = pixels
     elif main == "pixel_values":
         inputs = dict(pixel_values=pixels)
