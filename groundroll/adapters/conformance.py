@@ -37,7 +37,7 @@ import torch
 
 from ..families import UnsupportedModelError, adapter_for, refusal
 from ..families._hf import fixed_sdpa_attention
-from ..families.derive import NOT_GLOBAL, declared_attention
+from ..families.derive import NOT_GLOBAL, REFUSALS, declared_attention
 from .capture import _linear_part, _relative, capture
 
 __all__ = ["Result", "check", "check_hf", "check_open_clip", "hf_model_types",
@@ -74,17 +74,19 @@ _SIZES = dict(
     # state-space heads of hybrids: mamba_n_heads * mamba_d_head == 2 * hidden_size
     mamba_n_heads=8, mamba_d_head=8, mamba_d_ssm=64,
     # widths another part must match (Inkling2's projector, Dots3's adapter, a quantizer,
-    # SAM 3's feature pyramid)
+    # SAM 3's feature pyramid, Kimi K2.5's projector norm, Dots3's adapter output)
     text_hidden_size=32, adapter_in_dim=32, adapter_input_size=32, codebook_dim=32,
-    fpn_hidden_size=32,
+    fpn_hidden_size=32, projection_hidden_size=32, adapter_out_dim=32,
 )
 
 #: Structure, not widths: set at every level but the last (it keeps all but layers).
 #: Object queries within the anchors of a 32 x 32 image (RT-DETR's top-k), 2 video
-#: frames, image tokens pooled from a 4 x 4 patch grid (Gemma 3), one 32 x 32 tile for
-#: LLaVA-NeXT's any-resolution images, layer periods under which 2 layers still hold an
-#: attention layer (Jamba), and no layers sharing another's cache (Gemma 3n).
+#: frames, 4 image embeddings inside the text (Kosmos-2), image tokens pooled from a
+#: 4 x 4 patch grid (Gemma 3), one 32 x 32 tile for LLaVA-NeXT's any-resolution images,
+#: layer periods under which 2 layers still hold an attention layer (Jamba), and no
+#: layers sharing another's cache (Gemma 3n).
 _STRUCTURE = dict(image_grid_pinpoints=[[32, 32]], num_queries=8, num_frames=2,
+                  latent_query_num=4,
                   mm_tokens_per_image=4, attn_layer_period=2, attn_layer_offset=1,
                   expert_layer_period=2, expert_layer_offset=1, num_kv_shared_layers=0)
 
@@ -97,9 +99,9 @@ _UNSET = ("head_dim", "num_key_value_heads", "vocab_size")
 _EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 _EXPERT_WIDTH = 48
 _EXPERT_COUNTS = dict(num_experts=4, num_local_experts=4, n_routed_experts=4,
-                      moe_num_experts=4, n_group=1, topk_group=1)
+                      moe_num_experts=4, n_group=1, num_expert_group=1, topk_group=1)
 #: Experts each token is routed to: at most this many (ZAYA allows only one).
-_PER_TOKEN_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_k")
+_PER_TOKEN_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_k", "top_k_experts")
 _PER_TOKEN = 2
 
 #: What no general rule derives, by ``model_type``: the repeating block pattern of
@@ -113,7 +115,30 @@ _TYPE_SIZES = {
     "lfm2_moe": dict(layer_types=["conv", "full_attention"]),
     # state-space heads: num_heads * head_dim == expand * hidden_size
     "mamba2": dict(num_heads=8),
+    # vision adapters after a 2 x 2 pixel shuffle (width 4 * 32) into the text width
+    "llama4_vision_model": dict(intermediate_size=128, projector_input_dim=32,
+                                projector_output_dim=32, vision_output_dim=32),
+    **{t: dict(out_hidden_size=128, projector_hidden_size=32)
+       for t in ("muse_glimmer", "muse_spark")},
+    # Perceiver's latent array and its self-attention layers per block
+    "perceiver": dict(d_latents=32, num_latents=8, num_self_attends_per_block=2),
+    # a dense and a routed feed-forward layer, which the default leaves unset
+    "deepseek_ocr2_text": dict(mlp_layer_types=["dense", "sparse"]),
+    # Zamba ties its shared attention block across hybrid layers: two of them
+    "zamba": dict(num_hidden_layers=4, layers_block_type=["mamba", "hybrid"] * 2),
+    # keys and values rounded to NVFP4 in blocks of 16; its indexer scores keys with
+    # the query heads of key head 0
+    "kolibri1_1": dict(head_dim=16, num_key_value_heads=1, index_num_heads=2),
+    # nn.MultiheadAttention with hidden_size // 64 heads: 2 heads
+    "bridgetower_vision_model": dict(hidden_size=128),
+    # its query-selected sparse attention indexer, which the default leaves unset
+    "qwen4_exp_text": dict(indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=8,
+                           indexer_budget=4, indexer_compress_ratio=2),
 }
+
+
+#: timm ViT towers behind ``TimmWrapperConfig``: what ``timm.create_model`` makes small.
+_TIMM_VIT = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=4)
 
 
 # Special ids inside the small vocabulary.
@@ -124,6 +149,7 @@ _IDS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_
             video_token_index=62)
 #: Placeholder ids set also where the config leaves them unset (BLIP-2).
 _PLACEHOLDERS = ("image_token_id", "image_token_index")
+_VIDEO = ("video_token_id", "video_token_index")
 
 
 @dataclass
@@ -176,9 +202,10 @@ MODALITIES = ("text_vision_multimodal", "audio_time_series")
 def hf_modality(model_type: str) -> str:
     """``"audio_time_series"`` for a model type in one of transformers' audio, speech or
     time-series auto mappings, taking ``input_values`` / ``past_values`` /
-    ``input_features``, an audio codec (its config has a ``sampling_rate`` or a
-    ``codebook_size``) or a speech language model (an ``audio_config`` and no
-    ``vision_config``); else ``"text_vision_multimodal"``.
+    ``input_features`` / ``audio_mel``, an audio codec (its config has a
+    ``sampling_rate`` or a ``codebook_size``), a speech recognition head (a CTC
+    ``blank_token_id``) or a speech language model (an audio or speech sub-config and no
+    vision or video one); else ``"text_vision_multimodal"``.
 
     Examples
     --------
@@ -195,16 +222,22 @@ def hf_modality(model_type: str) -> str:
                 return MODALITIES[1]
     import transformers
 
-    cls = getattr(transformers, hf_model_types().get(model_type, ""), None)
-    if getattr(cls, "main_input_name", None) in ("input_values", "past_values",
-                                                 "input_features"):
+    try:
+        cls = getattr(transformers, hf_model_types().get(model_type, ""), None)
+        main = getattr(cls, "main_input_name", None)
+    except ImportError:   # a class that needs a package not installed (torchaudio)
+        main = None
+    if main in ("input_values", "past_values", "input_features", "audio_mel"):
         return MODALITIES[1]
     try:
         keys = transformers.CONFIG_MAPPING[model_type]().to_dict()
     except Exception:   # a config that does not build at its defaults
         return MODALITIES[0]
-    if "sampling_rate" in keys or "codebook_size" in keys or (
-            "audio_config" in keys and "vision_config" not in keys):
+    towers = [k for k in keys if k.endswith("_config")]
+    speech = any("audio" in k or "speech" in k for k in towers)
+    seeing = any("vision" in k or "video" in k for k in towers)   # audio-visual: not audio
+    if "sampling_rate" in keys or "codebook_size" in keys or "blank_token_id" in keys or (
+            speech and not seeing):
         return MODALITIES[1]
     return MODALITIES[0]
 
@@ -213,15 +246,33 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
     default = config_cls()
     values = default.to_dict()
     allowed = _LEVEL_KEYS[level]
+    # a width the class leaves at 0 is switched off (GLM-5's rotary part of the DSA
+    # heads): it stays so
     kwargs = {k: v for k, v in _SIZES.items() if k in values and _int(values[k])
-              and (allowed is None or k in allowed)}
+              and values[k] != 0 and (allowed is None or k in allowed)}
+    size = values.get("image_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(_int(v) for v in size) \
+            and (allowed is None or "image_size" in allowed):
+        # [height, width] images (MGP-STR's text lines, SegGPT's stacked pairs): the
+        # shorter side 32, the aspect kept
+        kwargs["image_size"] = [_SIZES["image_size"] * v // min(size) for v in size]
+    if "hidden_dim" in kwargs and "dim_feedforward" in values:
+        # a config naming its feed-forward width apart (Mask2Former, OneFormer): its
+        # hidden_dim is the model width, which the heads divide
+        kwargs["hidden_dim"] = _SIZES["hidden_size"]
     if level < 3:
+        # a video-only model's placeholder (InstructBLIP-Video) is set like an image one
+        unset = _PLACEHOLDERS if any(k in values for k in _PLACEHOLDERS) else _VIDEO
         for key, value in {**_IDS, **_STRUCTURE}.items():
             if _int(values.get(key)) or isinstance(values.get(key), list) or (
-                    key in _PLACEHOLDERS and key in values and values[key] is None):
+                    key in unset and key in values and values[key] is None):
                 kwargs[key] = value
     if level < 2:
         kwargs.update({k: _SIZES[k] for k in _UNSET if k in values and values[k] is None})
+        if "sliding_window" in values and values["sliding_window"] is None:
+            # a window the model builds its masks from all the same (Step3p7), as long
+            # as the positions: no row is cut
+            kwargs["sliding_window"] = _SIZES["max_position_embeddings"]
         if "vocab_size" in values and values["vocab_size"] is None:
             # no vocabulary, no special ids either (ESM): those of the small vocabulary
             kwargs.update({k: v for k, v in _IDS.items() if k in values and values[k] is None})
@@ -234,19 +285,47 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
     for key, value in values.items():
         if isinstance(value, list) and value and len(value) in counts and key not in kwargs:
             kwargs[key] = _cut(value, counts[len(value)])
+    rope = values.get("rope_parameters")
+    if rope == {} and isinstance(values.get("layer_types"), list) and values["layer_types"]:
+        # RoPE per layer type that the config leaves empty (Cohere Compass): the
+        # default rotary embedding for each type its layers have
+        rope = kwargs["rope_parameters"] = {
+            kind: {"rope_type": "default", "rope_theta": 10000.0}
+            for kind in dict.fromkeys(values["layer_types"])}
     if "mrope_section" in (getattr(config_cls, "ignore_keys_at_rope_validation", None) or ()) \
-            and isinstance(values.get("rope_parameters"), dict) and level < 2:
-        # Multimodal RoPE (Qwen2-VL, GLM-4V): its sections split head_dim / 2
-        rope = values["rope_parameters"]
-        rotary = kwargs.get("head_dim", _SIZES["head_dim"]) * rope.get(
-            "partial_rotary_factor", values.get("partial_rotary_factor") or 1)
-        half = int(rotary) // 2
-        kwargs["rope_parameters"] = {**rope, "mrope_section": [half - 2 * (half // 3)]
-                                     + [half // 3] * 2}
+            and isinstance(rope, dict) and level < 2:
+        # Multimodal RoPE (Qwen2-VL, GLM-4V): its sections split head_dim / 2, in each
+        # layer type's parameters where RoPE is set per type
+        per_type = bool(rope) and all(isinstance(v, dict) for v in rope.values())
+        kwargs["rope_parameters"] = (
+            {kind: _mrope(kwargs, values, p) for kind, p in rope.items()} if per_type
+            else _mrope(kwargs, values, rope))
     for key, value in values.items():
         if "feature_layer" in key and key not in kwargs and value is not None:
             # layers read as image features (VipLlava, Molmo2) among the 2 there are
             kwargs[key] = _within_layers(value)
+    layers = next((kwargs[k] for k in _LAYER_KEYS if _int(kwargs.get(k))), None)
+    for key, value in values.items():
+        if "global_attn_ind" in key and isinstance(value, list) and value and layers and (
+                key not in kwargs and min(value) >= layers):
+            # ViTDet's global layers (SAM's encoder), all past the layers there are: the
+            # last one is global, as a model reading its output expects (DeepSeek-VL)
+            kwargs[key] = [layers - 1]
+        elif key.endswith(("hook_ids", "layers_indices")) and isinstance(value, list) and (
+                key not in kwargs):
+            # layers whose output a head reads (Depth Pro's towers, Mllama's vision
+            # encoder): those past the layers there are read at the last one
+            last = (layers or _SIZES["num_hidden_layers"]) - 1
+            kwargs[key] = [min(i, last) for i in value]
+    if _int(values.get("vision_output_dim")) and isinstance(
+            values.get("intermediate_layers_indices"), list):
+        # Mllama: the last layer's output and each intermediate one's, side by side
+        kwargs["vision_output_dim"] = kwargs.get("hidden_size", values["hidden_size"]) * (
+            1 + len(values["intermediate_layers_indices"]))
+    if isinstance(values.get("projector_patch_to_query_dict"), dict):
+        # image queries per patch count (Aria): 4 for the 4 x 4 patches of a tiny image
+        kwargs["projector_patch_to_query_dict"] = {
+            (_SIZES["image_size"] // _SIZES["patch_size"]) ** 2: 4}
     kwargs.update({k: v for k, v in _TYPE_SIZES.get(getattr(config_cls, "model_type", ""),
                                                     {}).items() if k in values})
     for key, sub_cls in (getattr(config_cls, "sub_configs", None) or {}).items():
@@ -258,6 +337,13 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
                 hasattr(instance, "model_type")):
             # AutoConfig sub-configs (LLaVA's text_config): the default's own class
             sub_cls = type(instance)
+        if getattr(instance, "model_type", None) == "timm_wrapper" and str(getattr(
+                instance, "architecture", "")).startswith("vit") and level < 2:
+            # a timm ViT tower (Perception Encoder's): built small by timm from its
+            # model_args
+            kwargs[key] = {**instance.to_dict(),
+                           "model_args": {**(instance.model_args or {}), **_TIMM_VIT}}
+            continue
         if isinstance(sub_cls, type) and sub_cls not in seen and key in values:
             try:
                 kwargs[key] = _shrink(sub_cls, seen + (config_cls,), level)
@@ -272,6 +358,15 @@ def _shrink(config_cls, seen=(), level: int = 0) -> dict:
                                "model_type": getattr(sub_cls, "model_type", None)
                                or instance.model_type}
     return kwargs
+
+
+def _mrope(kwargs: dict, values: dict, rope: dict) -> dict:
+    """``rope`` with multimodal RoPE sections (temporal, rows, cols) that split the
+    rotary half of the shrunk ``head_dim``."""
+    rotary = kwargs.get("head_dim", _SIZES["head_dim"]) * rope.get(
+        "partial_rotary_factor", values.get("partial_rotary_factor") or 1)
+    half = int(rotary) // 2
+    return {**rope, "mrope_section": [half - 2 * (half // 3)] + [half // 3] * 2}
 
 
 def _cut(values: list, count: int) -> list:
@@ -301,16 +396,19 @@ def _within_layers(index, layers: int = 2):
 
 def _experts(values: dict) -> dict:
     """Fewer experts, and feed-forward widths grouped expert matmuls accept, for a
-    config that routes to experts; ``{}`` for others."""
-    if not any(_int(values.get(k)) for k in _EXPERT_KEYS):
+    config that routes to experts; ``{}`` for others. Expert counts and widths a
+    config leaves unset (None) are set too: models that build their experts whatever
+    the config says (dots.llm1, DiffusionGemma) read them as numbers."""
+    if not any(k in values and (values[k] is None or _int(values[k])) for k in _EXPERT_KEYS):
         return {}
     widths = {k: _EXPERT_WIDTH for k, v in values.items()
-              if k.endswith("intermediate_size") and _int(v)}
+              if k.endswith("intermediate_size") and (_int(v) or v is None)}
     # DeepSeek-V2 leaves num_experts_per_tok unset (None) and routes with it
     per_token = {k: min(values[k] or _PER_TOKEN, _PER_TOKEN) for k in _PER_TOKEN_KEYS
                  if k in values}
+    shared = {k: 1 for k in ("n_shared_experts",) if k in values and values[k] is None}
     return {**widths, **{k: v for k, v in _EXPERT_COUNTS.items() if k in values},
-            **per_token}
+            **per_token, **shared}
 
 
 def declared_class(config_cls, key: str):
@@ -368,21 +466,42 @@ def _image_placeholders(model, pixels, batch: int, **image) -> tuple[int, int] |
     return token, features.reshape(-1, features.shape[-1]).shape[0] // batch
 
 
+def _with_placeholders(model, inputs: dict, params, batch: int, pixels, image: dict) -> dict:
+    """``inputs`` with image positions inside the text, one placeholder per image
+    feature in front of each row (for a model that has them, see
+    :func:`_image_placeholders`)."""
+    placeholders = _image_placeholders(model, pixels, batch, **image)
+    if placeholders is None:
+        return inputs
+    token, n = placeholders
+    ids = torch.cat([torch.full((batch, n), token), inputs["input_ids"]], 1)
+    mask = torch.cat([torch.ones(batch, n, dtype=torch.long), inputs["attention_mask"]], 1)
+    inputs = {**inputs, "input_ids": ids, "attention_mask": mask}
+    if "mm_token_type_ids" in params:   # M-RoPE positions: 1 marks image tokens
+        inputs["mm_token_type_ids"] = (ids == token).long()
+    return inputs
+
+
 def _patch_grid(config, batch: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``(patches, grid)`` for vision towers fed flattened patches with their
     ``[time, rows, cols]`` grid (Qwen2-VL, GLM-4V and their kin): ``patches`` is
     ``[batch * rows * cols, channels * temporal_patch * patch * patch]``, ``grid`` is
-    ``[batch, 3]``, with rows and cols a multiple of the spatial merge."""
+    ``[batch, 3]``, with rows and cols a multiple of the spatial merge. Towers that
+    merge with a ``merge_kernel_size`` (Kimi K2.5) take each patch as a small image,
+    ``[patches, channels, patch, patch]``."""
     vision = getattr(config, "vision_config", None) or config
     patch = getattr(vision, "patch_size", 8) or 8
     temporal = (getattr(vision, "temporal_patch_size", None)
                 or getattr(vision, "patch_temporal", None) or 1)
     channels = next((v for v in (getattr(vision, k, None) for k in (
         "in_channels", "num_channels", "in_chans")) if _int(v)), 3)
+    kernel = getattr(vision, "merge_kernel_size", None)
     merge = getattr(vision, "spatial_merge_size", None) or getattr(vision, "merge_size", 1)
+    merge = kernel[0] if isinstance(kernel, (list, tuple)) else merge
     side = 2 * (merge if _int(merge) else 1)
-    patches = torch.randn(batch * side * side, channels * temporal * patch * patch,
-                          generator=generator)
+    shape = ((channels, patch, patch) if kernel is not None
+             else (channels * temporal * patch * patch,))
+    patches = torch.randn(batch * side * side, *shape, generator=generator)
     return patches, torch.tensor([[1, side, side]] * batch)
 
 
@@ -396,21 +515,48 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
     mask = torch.ones(batch, length, dtype=torch.long)
     mask[1:, length - 2:] = 0
     image = _size(config, "image_size", 32)
-    image = image if isinstance(image, int) else int(image[0])
-    pixels = torch.randn(batch, _size(config, "num_channels", 3) or 3, image, image,
-                         generator=generator)
+    height, width = (image, image) if isinstance(image, int) else map(int, image)
     main = getattr(model, "main_input_name", "input_ids")
+    if isinstance(main, (list, tuple)):   # OneFormer: the image, then the task text
+        main = main[0]
     inputs: dict[str, Any] = {}
     params = inspect.signature(model.forward).parameters
+    if "prompt_pixel_values" in params:   # SegGPT: prompt and image, stacked, fill it
+        height //= 2
+    pixels = torch.randn(batch, _size(config, "num_channels", 3) or 3, height, width,
+                         generator=generator)
+    if main not in params:
+        # a main input the forward does not take (the Q-Former's inherited input_ids):
+        # its first parameter is the main input (the Q-Former's learned queries)
+        main = next(iter(params))
     frames = _size(config, "num_frames")
     if _int(frames) or "pixel_attention_mask" in params and "spatial_shapes" not in params:
         # Videos (VideoMAE, ViViT, X-CLIP) and image lists (Idefics2/3, SmolVLM):
         # [batch, frames or images, channel, height, width]
         pixels = pixels[:, None].repeat(1, frames if _int(frames) else 1, 1, 1, 1)
+    keys = config.to_dict()
+    if pixels.dim() == 4 and any(k in keys for k in _VIDEO) \
+            and not any(k in keys for k in _PLACEHOLDERS):
+        # a video-only model (InstructBLIP-Video): its pixels are clips of 2 frames
+        pixels = _video(pixels)
+    if "image_attention_mask" in params:
+        # IDEFICS: one image per text, [batch, images, channel, height, width], and
+        # which images each text position sees (all)
+        pixels = pixels[:, None]
     if getattr(config, "image_grid_pinpoints", None):
         # any-resolution images (LLaVA-NeXT): the whole image and its one 32 x 32 tile
         pixels = pixels[:, None].repeat(1, 2, 1, 1, 1)
     image: dict[str, Any] = {}
+    if "aspect_ratio_ids" in params:
+        # Mllama: one image in one tile of its max_num_tiles, the rest padding;
+        # [batch, images, tiles, channel, height, width]
+        tiles = _size(config, "max_num_tiles", 1)
+        pixels = pixels[:, None, None].repeat(1, 1, tiles, 1, 1, 1)
+        image["aspect_ratio_ids"] = torch.ones(batch, 1, dtype=torch.long)   # 1 x 1
+        image["aspect_ratio_mask"] = torch.zeros(batch, 1, tiles, dtype=torch.long)
+        image["aspect_ratio_mask"][..., 0] = 1
+        image["cross_attention_mask"] = image["aspect_ratio_mask"][:, None].repeat(
+            1, length, 1, 1)
     if _requires(getattr(model, "get_image_features", None), "image_sizes"):
         # LLaVA-NeXT, Mistral 3: each image's height and width
         image["image_sizes"] = torch.tensor([list(pixels.shape[-2:])] * batch)
@@ -419,7 +565,28 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         if "image_grid_thw" in params:
             image = dict(image_grid_thw=grid)
         else:   # a vision tower: patches as its first input, the grid beside them
-            return {next(iter(params)): pixels, "grid_thw": grid}
+            tower = {next(iter(params)): pixels, "grid_thw": grid}
+            return {**tower, **_by_name(params, tower, main, dict(
+                ids=ids, mask=mask, pixels=pixels, image={}, config=config,
+                generator=generator))}
+    positioned = next((k for k in ("pixel_position_ids", "image_position_ids")
+                       if k in params), None)
+    if positioned:
+        # Gemma 4's tower: patches with their (x, y) positions in the image
+        pixels, image[positioned] = _positioned_patches(config, batch, generator)
+    if "target_sizes" in params:
+        # NaViT towers (MiniCPM-V): every image's patches side by side in one row of
+        # patches, [1, channel, patch, patch * patches], and each image's grid
+        pixels, image["target_sizes"] = _packed_patches(config, batch, generator)
+    for name in ("image_merge_sizes", "high_res_pixel_values"):
+        # what get_image_features needs beside the pixels (VideoLLaMA 3, DeepSeek-VL)
+        if _requires(getattr(model, "get_image_features", None), name):
+            image[name] = _INPUTS[name](pixels=pixels, image=image, config=config,
+                                        generator=generator)
+    if pixels.dim() == 5 and _requires(getattr(model, "get_image_features", None),
+                                       "pixel_attention_mask"):
+        # which tiles are real, required (Granite Docling): all, [batch, tiles]
+        image["pixel_attention_mask"] = torch.ones(pixels.shape[:2], dtype=torch.bool)
     if "spatial_shapes" in params:
         # NaFlex towers (SigLIP2): flattened patches with their grid and mask.
         patch = _size(config, "patch_size", 8)
@@ -429,7 +596,10 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
                      pixel_attention_mask=torch.ones(batch, rows * cols, dtype=torch.long),
                      spatial_shapes=torch.tensor([[rows, cols]] * batch))
         if "input_ids" in params:
-            return dict(input_ids=ids, attention_mask=mask, **extra)
+            inputs = dict(input_ids=ids, attention_mask=mask, **extra)
+            return _with_placeholders(model, inputs, params, batch, pixels, dict(
+                spatial_shapes=extra["spatial_shapes"],
+                pixel_attention_mask=extra["pixel_attention_mask"]))
         return extra
     if main == "input_features":
         mels = _size(config, "num_mel_bins", 80)
@@ -438,35 +608,38 @@ def tiny_inputs(model, *, batch: int = 2, length: int = 9) -> dict | None:
         if getattr(config, "is_encoder_decoder", False):
             inputs["decoder_input_ids"] = ids[:, :5]
         return inputs
-    if hasattr(config, "text_config") and hasattr(config, "vision_config"):
+    if getattr(config, "text_config", None) is not None and getattr(
+            config, "vision_config", None) is not None and "pixel_values" in params:
         inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, **image)
-        placeholders = _image_placeholders(model, pixels, batch, **image)
-        if placeholders is not None:
-            # image positions inside the text: one placeholder per image feature
-            token, n = placeholders
-            ids = torch.cat([torch.full((batch, n), token), ids], 1)
-            mask = torch.cat([torch.ones(batch, n, dtype=torch.long), mask], 1)
-            inputs.update(input_ids=ids, attention_mask=mask)
-            if "mm_token_type_ids" in params:   # M-RoPE positions: 1 marks image tokens
-                inputs["mm_token_type_ids"] = (ids == token).long()
+        inputs = _with_placeholders(model, inputs, params, batch, pixels, image)
     elif main == "input_ids":
         inputs = dict(input_ids=ids, attention_mask=mask)
+        if "pixel_values" in params and _size(config, "image_size") is not None and not any(
+                k in config.to_dict() for k in _PLACEHOLDERS):
+            # text and image in one model without a vision sub-config, the image not
+            # placed inside the text (ViLT; Fuyu's patches at placeholders are not pixels)
+            inputs["pixel_values"] = pixels
     elif main == "pixel_values":
         inputs = dict(pixel_values=pixels)
     parts = dict(ids=inputs.get("input_ids", ids), mask=inputs.get("attention_mask", mask),
                  pixels=pixels, image=image, config=config, generator=generator)
-    for name, param in params.items():
-        # Inputs the forward requires (or needs, though optional: LayoutLM-style boxes,
-        # LLaVA-NeXT image sizes) beside the main one, generated by name.
-        if name not in inputs and name in _INPUTS and (
-                param.default is inspect.Parameter.empty or name in _NEEDED
-                or name == main):
-            inputs[name] = _INPUTS[name](**parts)
+    inputs.update(_by_name(params, inputs, main, parts))
     if main not in inputs:
         return None
     if getattr(config, "is_encoder_decoder", False) and "input_ids" in inputs:
         inputs["decoder_input_ids"] = ids[:, :5]
     return inputs
+
+
+def _by_name(params, inputs: dict, main: str, parts: dict) -> dict:
+    """Inputs the forward requires (or needs, though optional: LayoutLM-style boxes,
+    LLaVA-NeXT image sizes) beside those in ``inputs``, generated by name from
+    ``parts`` (see :data:`_INPUTS`; a maker returning None leaves its input out)."""
+    made = {name: _INPUTS[name](**parts) for name, param in params.items()
+            if name not in inputs and name in _INPUTS and (
+                param.default is inspect.Parameter.empty or name in _NEEDED
+                or name == main)}
+    return {name: value for name, value in made.items() if value is not None}
 
 
 def _requires(function, name: str) -> bool:
@@ -494,6 +667,105 @@ def _visual_features(ids, config, generator, **_) -> torch.Tensor:
     return torch.randn(ids.shape[0], 4, config.visual_feat_dim, generator=generator)
 
 
+def _query_embeds(ids, config, generator, **_) -> torch.Tensor:
+    """A Q-Former's learned queries, as its caller passes them: ``[batch, 4, hidden]``."""
+    return torch.randn(ids.shape[0], 4, config.hidden_size, generator=generator)
+
+
+def _encoder_states(ids, config, generator, **_) -> torch.Tensor | None:
+    """What a Q-Former's cross-attention reads (image features): ``[batch, 6,
+    encoder_hidden_size]``; None for a config without an ``encoder_hidden_size``."""
+    width = getattr(config, "encoder_hidden_size", None)
+    if not _int(width):
+        return None
+    return torch.randn(ids.shape[0], 6, width, generator=generator)
+
+
+def _positioned_patches(config, batch: int, generator):
+    """``(patches, positions)`` for towers fed patches with their ``(x, y)`` positions
+    (Gemma 4): ``[batch, side * side, channels * patch * patch]`` and ``[batch, side *
+    side, 2]``, ``side`` twice the pooling kernel so the pooled grid is 2 x 2."""
+    patch = _size(config, "patch_size", 8)
+    channels = _size(config, "num_channels", 3) or 3
+    side = 2 * (_size(config, "pooling_kernel_size", 1) or 1)
+    pixels = torch.randn(batch, side * side, channels * patch * patch, generator=generator)
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    positions = torch.stack([cols.flatten(), rows.flatten()], -1)
+    return pixels, positions[None].repeat(batch, 1, 1)
+
+
+def _packed_patches(config, batch: int, generator, side: int = 4):
+    """``(pixels, sizes)`` for NaViT towers that take the patches of all images packed
+    in one row (MiniCPM-V): ``pixels`` is ``[1, channel, patch, patch * batch * side *
+    side]``, ``sizes`` ``[batch, 2]``, each image ``side x side`` patches."""
+    patch = _size(config, "patch_size", 8)
+    channels = _size(config, "num_channels", 3) or 3
+    pixels = torch.randn(1, channels, patch, patch * batch * side * side,
+                         generator=generator)
+    return pixels, torch.tensor([[side, side]] * batch)
+
+
+def _trajectory(ids, config, generator, **_) -> dict[str, torch.Tensor]:
+    """A Decision Transformer's trajectory: ``states`` ``[batch, steps, state_dim]``,
+    ``actions`` ``[batch, steps, act_dim]``, ``returns_to_go`` ``[batch, steps, 1]``,
+    ``timesteps`` ``[batch, steps]``."""
+    batch, steps = ids.shape
+    return dict(states=torch.randn(batch, steps, config.state_dim, generator=generator),
+                actions=torch.randn(batch, steps, config.act_dim, generator=generator),
+                returns_to_go=torch.randn(batch, steps, 1, generator=generator),
+                timesteps=torch.arange(steps).repeat(batch, 1))
+
+
+def _embeddings(ids, config, generator, **_) -> torch.Tensor:
+    """Embedded inputs of a model without an embedding layer of its own (Perceiver
+    without a preprocessor): ``[batch, length, d_model]``."""
+    return torch.randn(*ids.shape, config.d_model, generator=generator)
+
+
+def _denoiser_inputs(ids, config, generator, **_) -> dict[str, torch.Tensor]:
+    """A block-diffusion drafter's inputs (Muse Glimmer's assistant): one block of noise
+    embeddings ``[batch, block_size, hidden]`` and the target model's states of the
+    tokens before it, ``[batch, length, hidden * len(target_layer_ids)]``."""
+    batch, length = ids.shape
+    width = config.hidden_size
+    return dict(noise_embeds=torch.randn(batch, config.block_size, width, generator=generator),
+                context_hidden_states=torch.randn(
+                    batch, length, width * len(config.target_layer_ids), generator=generator))
+
+
+def _image_embeds_positions(ids, config, **_) -> torch.Tensor:
+    """Where Kosmos-2 puts its image embeddings in the text: ``[batch, length]``, 1 at
+    the ``latent_query_num`` positions after the first token."""
+    mask = torch.zeros(ids.shape, dtype=torch.long)
+    mask[:, 1:1 + config.latent_query_num] = 1
+    return mask
+
+
+def _one_of(maker, name: str):
+    """The maker of input ``name`` from ``maker``, which makes several together."""
+    return lambda **parts: maker(**parts)[name]
+
+
+def _task_inputs(ids, config, generator, **_) -> torch.Tensor:
+    """OneFormer's tokenized task prompt, ``[batch, config.task_seq_len]`` ids."""
+    return torch.randint(3, 60, (ids.shape[0], config.task_seq_len), generator=generator)
+
+
+def _merge_sizes(image, config, **_) -> torch.Tensor:
+    """Each image's spatial merge (VideoLLaMA 3): ``[images]``, the vision config's."""
+    vision = getattr(config, "vision_config", None) or config
+    merge = getattr(vision, "spatial_merge_size", None) or getattr(vision, "merge_size", 1)
+    grid = image.get("image_grid_thw")
+    return torch.full((2 if grid is None else len(grid),), merge, dtype=torch.long)
+
+
+def _high_res_pixels(pixels, config, generator, **_) -> torch.Tensor:
+    """The same images at the high-resolution tower's own size (DeepSeek-VL hybrid):
+    ``[batch, channel, size, size]``."""
+    size = config.high_res_vision_config.image_size
+    return torch.randn(pixels.shape[0], pixels.shape[1], size, size, generator=generator)
+
+
 #: Inputs made by name: ``name -> maker(ids=, mask=, pixels=, image=, config=,
 #: generator=)``.
 _INPUTS = {
@@ -511,10 +783,32 @@ _INPUTS = {
                                                          generator=generator),
     "prompt_pixel_values": lambda pixels, **_: pixels,
     "prompt_masks": lambda pixels, **_: pixels,
+    "query_embeds": _query_embeds,
+    "image_embeds_position_mask": _image_embeds_positions,
+    "inputs": _embeddings,
+    **{name: _one_of(_trajectory, name)
+       for name in ("states", "actions", "returns_to_go", "timesteps")},
+    **{name: _one_of(_denoiser_inputs, name)
+       for name in ("noise_embeds", "context_hidden_states")},
+    "target_sizes": lambda image, **_: image.get("target_sizes"),
+    "pixel_position_ids": lambda image, **_: image.get("pixel_position_ids"),
+    "image_attention_mask": lambda ids, pixels, **_: torch.ones(*ids.shape, pixels.shape[1],
+                                                                dtype=torch.long),
+    "task_inputs": _task_inputs,
+    "encoder_hidden_states": _encoder_states,
+    # X-MOD's language adapters: every row in the first language of the config
+    "lang_ids": lambda ids, **_: torch.zeros(ids.shape[0], dtype=torch.long),
+    "merge_sizes": _merge_sizes,
+    "image_merge_sizes": _merge_sizes,
+    "high_res_pixel_values": _high_res_pixels,
+    "image_grid_thw": lambda image, **_: image["image_grid_thw"],
 }
 #: Optional in the signature, needed by the model all the same.
 _NEEDED = frozenset({"bbox", "qformer_attention_mask", "visual_feats",
-                     "visual_pos"})
+                     "visual_pos", "lang_ids", "image_merge_sizes",
+                     "high_res_pixel_values", "encoder_hidden_states",
+                     "image_attention_mask", "target_sizes", "states", "actions",
+                     "returns_to_go", "timesteps", "image_embeds_position_mask"})
 
 
 #: Most parameters a less-shrunk tiny build (level 1 or 2) may have: past it the class's
@@ -998,6 +1292,11 @@ def _check_hf_at(model_type: str, level: int, start: float) -> Result:
     try:
         model, inputs = tiny_hf(model_type, level=level)
     except Exception as err:
+        if model_type in REFUSALS:
+            # Refused by type whatever the tiny build does (DiNAT needs natten to build,
+            # LW-DETR's windowed backbone rejects a 32 x 32 image).
+            return Result(model_type, "refused", REFUSALS[model_type],
+                          time.perf_counter() - start)
         return _not_built(model_type, err, start)
     if inputs is None:
         # Refusals do not need inputs.

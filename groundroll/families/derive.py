@@ -100,6 +100,32 @@ _GROUPING = (
     " self-attention of different stages relates different token sets and no product of"
     " layers runs from the output back to the patches. Its own grouping maps"
     " (output_attentions=True) are its segmentation; for rollout use a ViT-based CLIP.")
+_CONVOLUTIONAL_ENCODER = (
+    "encodes images with RepViT, a convolutional network (a timm trunk): no attention"
+    " relates the image's patches, and its decoder attends over prompt tokens and one"
+    " feature map, so rollout over the image is not defined. Use a global-attention"
+    " vision model (ViT, DeiT, DINOv2, CLIP, SigLIP) for rollout, or a gradient"
+    " attribution (Grad-CAM) on its last feature map.")
+_CNN_IMAGE_TOWER = (
+    "encodes images with EfficientNet, a convolutional network: its only attention is in"
+    " its BERT text tower, so no map over the image can be rolled out. Use CLIP or SigLIP"
+    " (ViT image towers) for text-prompted maps, or a gradient attribution (Grad-CAM) on"
+    " its last feature map.")
+_SESSION = (
+    "is a video tracker: its forward needs an inference session holding the frames,"
+    " prompts and memory bank of earlier frames (forward(inference_session=...,"
+    " frame_idx=...)), and each frame's attention reaches into that memory, not over"
+    " one input's tokens. Run its image model (SAM 2 / SAM 3 image predictor) on single"
+    " frames, or use a global-attention vision model (ViT, DINOv2, CLIP) for rollout.")
+_MATRIX_MEMORY = (
+    "is a recurrent model (xLSTM's matrix-memory cells with exponential gating): it"
+    " keeps a running state instead of an attention matrix, so there is nothing to"
+    " capture or roll out. Use a transformer language model, or a gradient attribution"
+    " on its inputs.")
+_QUANTISER = (
+    "is a vector-quantised image tokenizer (a codebook with 1x1 convolutions around"
+    " it): it has no attention to capture or roll out. Use the model that consumes its"
+    " tokens (GLM-Image's language model) for rollout instead.")
 
 #: ``config.model_type`` -> why attention rollout does not apply and what works instead.
 REFUSALS: dict[str, str] = {
@@ -107,7 +133,10 @@ REFUSALS: dict[str, str] = {
                               "nat", "dinat", "focalnet")},
     **{t: _MOSTLY_WINDOWED for t in ("sam", "sam_vision_model", "sam_hq",
                                      "sam_hq_vision_model", "sam2_hiera_det_model",
-                                     "got_ocr2", "florence2")},
+                                     "got_ocr2", "florence2",
+                                     # their (high-resolution) tower is SAM's encoder
+                                     "deepseek_vl_hybrid", "deepseek_ocr2",
+                                     "unlimited_ocr")},
     **{t: _DEFORMABLE for t in ("rt_detr", "rf_detr", "pp_doclayout_v3", "pp_doclayout_v4",
                                 "grounding-dino", "mm-grounding-dino")},
     "timm_wrapper": _WRAPPED_TIMM, "gemma3n_vision": _MOBILE,
@@ -116,6 +145,20 @@ REFUSALS: dict[str, str] = {
                          "mobilenet_v1", "mobilenet_v2", "bit", "van", "poolformer")},
     "sam2_vision_model": _WINDOWED, "rwkv": _RECURRENT, "yoso": _SAMPLED,
     "deformable_detr": _DEFORMABLE, "groupvit": _GROUPING,
+    # SAM 2's Hiera and SAM 3's ViT attend within windows but in a few global layers
+    **{t: _MOSTLY_WINDOWED for t in ("sam2", "sam3_tracker")},
+    **{t: _CONVOLUTIONAL_ENCODER for t in ("edgetam", "edgetam_vision_model")},
+    **{t: _SESSION for t in ("sam2_video", "sam3_video", "edgetam_video",
+                             "sam3_tracker_video")},
+    # LW-DETR's and OmDet-Turbo's decoders, Mask2Former's and OneFormer's pixel
+    # decoders read the image through deformable attention
+    **{t: _DEFORMABLE for t in ("lw_detr", "omdet-turbo", "mask2former", "oneformer")},
+    # text detection, recognition and document unwarping networks (PP-OCRv6 detectors,
+    # PP-OCRv6 tiny recognizer, UVDoc)
+    **{t: _CNN for t in ("pp_ocrv6_medium_det", "pp_ocrv6_small_det", "pp_ocrv6_tiny_rec",
+                         "uvdoc")},
+    "timm_backbone": _WRAPPED_TIMM, "xlstm": _MATRIX_MEMORY, "align": _CNN_IMAGE_TOWER,
+    "glm_image_vqmodel": _QUANTISER,
 }
 
 _SPARSE_TYPES = ("big_bird", "bigbird_pegasus")
@@ -132,8 +175,9 @@ def refusal(model: torch.nn.Module) -> str | None:
     """Why attention rollout does not apply to ``model`` (with what works instead), or
     None. Knows windowed (Swin; SAM, Hiera, Florence-2's DaViT), local (Longformer,
     LED), block-sparse (BigBird), deformable (Deformable DETR, RT-DETR, Grounding DINO),
-    convolutional (ConvNeXt, ResNet, MobileNet-V5) and wrapped timm Hugging Face models by
-    ``config.model_type``.
+    convolutional (ConvNeXt, ResNet, MobileNet-V5, EdgeTAM's RepViT), recurrent (RWKV,
+    xLSTM), session-driven video trackers, image tokenizers and wrapped timm Hugging Face
+    models by ``config.model_type``.
 
     Examples
     --------
