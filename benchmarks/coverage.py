@@ -4,7 +4,9 @@ open_clip architecture, built tiny with random weights, checked by
 
 Writes ``benchmarks/results/coverage.json`` (one record per model) and replaces the
 table between ``<!-- coverage:start -->`` and ``<!-- coverage:end -->`` in
-docs/how-to/rollout.md.
+docs/how-to/rollout.md (with the names of refused and failing models), and the counts
+alone between ``<!-- coverage-counts:start -->`` and ``<!-- coverage-counts:end -->`` in
+README.md.
 
     OMP_NUM_THREADS=1 python benchmarks/coverage.py            # full sweep (~15-25 min)
     python benchmarks/coverage.py --only hf --limit 40          # a first slice
@@ -37,6 +39,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "coverage.json"
 SELECTED = ROOT / "benchmarks" / "results" / "coverage_selected.json"
 README = ROOT / "docs" / "how-to" / "rollout.md"   # the page with the coverage table
 START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
+#: The project README keeps the counts only, between these markers.
+PROJECT_README = ROOT / "README.md"
+COUNTS_START, COUNTS_END = "<!-- coverage-counts:start -->", "<!-- coverage-counts:end -->"
 
 MODALITIES = ("text_vision_multimodal", "audio_time_series")   # conformance.MODALITIES
 MODALITY_LABELS = {"text_vision_multimodal": "text, vision, multimodal",
@@ -199,8 +204,12 @@ def _map_with_watchdog(ctx, tasks: list, workers: int, *, grace: int, bar) -> li
     return [results[i] for i in range(len(tasks))]
 
 
-def table(results: dict[str, list[dict]], versions: dict[str, str]) -> str:
-    lines = [START, "",
+def table(results: dict[str, list[dict]], versions: dict[str, str], *,
+          names: bool = True) -> str:
+    """The coverage table in Markdown between its markers; with ``names`` (the how-to
+    page) the refused and failing models are listed below it."""
+    start, end = (START, END) if names else (COUNTS_START, COUNTS_END)
+    lines = [start, "",
              "| library | models | " + " | ".join(LABELS[s] for s in LABELS) + " |",
              "|---|---:|" + "---:|" * len(LABELS)]
     for library, records in results.items():
@@ -214,6 +223,10 @@ def table(results: dict[str, list[dict]], versions: dict[str, str]) -> str:
             lines.append(f"| {library} {versions.get(library, '')}{label} | {len(members)} | "
                          + " | ".join(str(counts.get(s, 0)) for s in LABELS) + " |")
     lines.append("")
+    if not names:
+        lines += ["Per-model records and reasons: `benchmarks/results/coverage.json` and"
+                  " [the capture coverage page](docs/how-to/rollout.md).", "", end]
+        return "\n".join(lines)
     for library, records in results.items():
         for status in ("refused", "failing"):
             names = sorted(r["name"] for r in records if r["status"] == status)
@@ -222,28 +235,34 @@ def table(results: dict[str, list[dict]], versions: dict[str, str]) -> str:
                              + ", ".join(f"`{n}`" for n in names))
     lines += ["", "Regenerate with `OMP_NUM_THREADS=1 python benchmarks/coverage.py`"
               " (per-model records and reasons in `benchmarks/results/coverage.json`).",
-              "", END]
+              "", end]
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = README.read_text()
-    if START in readme and END in readme:
-        head, _, rest = readme.partition(START)
-        _, _, tail = rest.partition(END)
+def write_readme(text: str, page: Path = README, start: str = START,
+                 end: str = END) -> None:
+    """Replace the block between ``start`` and ``end`` in ``page`` (appended under a
+    heading to the how-to page when its markers are missing; the project README is left
+    alone without them)."""
+    readme = page.read_text()
+    if start in readme and end in readme:
+        head, _, rest = readme.partition(start)
+        _, _, tail = rest.partition(end)
         readme = head + text + tail
-    else:
+    elif page == README:
         readme = readme.rstrip() + "\n\n## Capture coverage\n\n" + text + "\n"
-    tmp = README.with_suffix(".md.tmp")
+    else:
+        return
+    tmp = page.with_suffix(".md.tmp")
     tmp.write_text(readme)
-    tmp.replace(README)
+    tmp.replace(page)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("all", "hf", "open_clip"), default="all")
     parser.add_argument("--limit", type=int, default=None, help="first N models per library")
-    parser.add_argument("--timeout", type=int, default=30, help="seconds per model")
+    parser.add_argument("--timeout", type=int, default=60, help="seconds per model")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--models", nargs="+", default=None,
                         help="only these model types / architectures (the coverage table untouched)")
@@ -274,6 +293,8 @@ def main(argv=None) -> int:
     print(text)
     if not args.no_readme and not args.models and out == RESULTS:
         write_readme(text)
+        write_readme(table(saved["results"], saved["versions"], names=False),
+                     PROJECT_README, COUNTS_START, COUNTS_END)
     return 0
 
 
