@@ -207,6 +207,10 @@ def test_caption_command_writes_one_set_and_never_overwrites(tmp_path, capsys):
     assert main(["caption", str(example_path()), "--caption", " ", "--out",
                  str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+    assert main(["caption", str(example_path()), "--shifts", "0", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "--shifts must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_superpixel_refinement_blends_the_pooled_map_and_thresholds_it(captioner, tokenizer):
