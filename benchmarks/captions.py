@@ -309,7 +309,7 @@ def main(argv=None) -> int:
     ours = {m: v for m, v in fitted.items() if split_shifts(m)[0] in METHODS}
     if args.write_defaults and ours:
         best = max(ours, key=lambda m: ours[m][1])
-        _write_defaults(args.model, best, ours[best][0], args.calib)
+        _write_defaults(args.model, best, ours[best][0], args.calib, args.shifts)
         cm = resolve_captioner(gr.zoo.load(args.model))         # with the new defaults
     thresholds = {m: t for m, (t, _) in fitted.items()}
     sets = held_out(args.n)
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _write_defaults(spec: str, method: str, threshold: float, n: int) -> None:
+def _write_defaults(spec: str, method: str, threshold: float, n: int, shifts) -> None:
     from groundroll.zoo import BUNDLED_DIR
 
     if not spec.startswith("bundled:"):
@@ -342,8 +342,9 @@ def _write_defaults(spec: str, method: str, threshold: float, n: int) -> None:
     name, shifts = split_shifts(method)
     meta["caption_defaults"] = {
         "method": name, "shifts": shifts, "mask_threshold": threshold,
-        "fitted": f"benchmarks/captions.py --calib {n} --write-defaults: best mean word"
-                  " IoU on calibration scenes disjoint from the held-out ones"}
+        "fitted": f"benchmarks/captions.py --calib {n} --shifts"
+                  f" {' '.join(map(str, shifts))} --write-defaults: best mean word IoU on"
+                  " calibration scenes disjoint from the held-out ones"}
     path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
