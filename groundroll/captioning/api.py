@@ -73,8 +73,10 @@ __all__ = ["ground_caption", "CaptionModel", "resolve_captioner", "word_masks",
 DEFAULT_CAPTIONER = "bundled:shapes-captioner"
 #: Ways of reading a word's map (see the module's documentation).
 METHODS = ("cross", "rollout", "relevance", "legrad", "phrase")
-#: What a call uses when no method is named: of :data:`METHODS`, the one whose word maps
-#: score best on held-out scenes (``benchmarks/captions.py``, the captioner's card).
+#: What a call uses when no method is named and the model has no measured default: the
+#: best-scoring method that reads each word on its own (``benchmarks/captions.py``, the
+#: captioner's card). ``"phrase"`` scores higher on the bundled captioner, whose captions
+#: are runs of colour and shape words, but joins any adjacent content words of free text.
 DEFAULT_METHOD = "relevance"
 #: The token limit of a generated caption.
 MAX_NEW_TOKENS = 32
