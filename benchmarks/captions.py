@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _write_defaults(spec: str, method: str, threshold: float, n: int, shifts) -> None:
+def _write_defaults(spec: str, method: str, threshold: float, n: int, shift_counts) -> None:
     from groundroll.zoo import BUNDLED_DIR
 
     if not spec.startswith("bundled:"):
@@ -343,7 +343,7 @@ def _write_defaults(spec: str, method: str, threshold: float, n: int, shifts) ->
     meta["caption_defaults"] = {
         "method": name, "shifts": shifts, "mask_threshold": threshold,
         "fitted": f"benchmarks/captions.py --calib {n} --shifts"
-                  f" {' '.join(map(str, shifts))} --write-defaults: best mean word IoU on"
+                  f" {' '.join(map(str, shift_counts))} --write-defaults: best mean word IoU on"
                   " calibration scenes disjoint from the held-out ones"}
     path.write_text(json.dumps(meta, indent=2) + "\n")
 
