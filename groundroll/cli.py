@@ -399,7 +399,8 @@ def _add_caption(subparsers) -> None:
     p.add_argument("--caption", default=None,
                    help="the caption to ground; default: the model's own")
     p.add_argument("--method", default=None, choices=METHODS,
-                   help=f"how a word's map is read (default: {DEFAULT_METHOD})")
+                   help="how a word's map is read (default: the model's measured"
+                        f" default, else {DEFAULT_METHOD})")
     p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS,
                    help=f"token limit of a generated caption (default: {MAX_NEW_TOKENS})")
     p.add_argument("--shifts", type=int, default=None,
