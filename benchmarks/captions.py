@@ -28,6 +28,9 @@ Protocol
   log-probability with respect to the input pixels, channel-summed absolute values;
   pytorch-grad-cam ``GradCAM`` on the vision encoder's last block (its first layer norm)
   with the word's log-probability as the target.
+* Sub-patch shifts (``--shifts``): each of groundroll's methods is also run with
+  ``ground_caption(..., shifts=k)`` for every ``k`` given (rows ``METHOD/sK``; ``k = 1``
+  is the method alone), and the calibration picks among all of them.
 * Seconds per caption: every word of one caption, one thread.
 """
 
@@ -145,6 +148,19 @@ def _word_positions(cm, caption: str):
     return ids, groups
 
 
+def split_shifts(method: str) -> tuple[str, int]:
+    """``"phrase/s2"`` -> ``("phrase", 2)``; a name without ``/s`` -> ``(name, 1)``."""
+    name, _, shifts = method.partition("/s")
+    return name, int(shifts or 1)
+
+
+def with_shifts(methods, shifts) -> list[str]:
+    """groundroll's methods once per shift count (``METHOD/sK`` for ``K > 1``), then the
+    peers."""
+    ours = [m if k == 1 else f"{m}/s{k}" for k in shifts for m in methods if m in METHODS]
+    return ours + [m for m in methods if m not in METHODS]
+
+
 def word_maps(method: str, cm, it: dict) -> tuple[np.ndarray, float]:
     """``(heatmaps [W, H, W_img] in [0, 1], seconds)`` of the scene's caption."""
     image, caption = it["image"], it["caption"]
@@ -152,8 +168,10 @@ def word_maps(method: str, cm, it: dict) -> tuple[np.ndarray, float]:
     if method == "default":
         res = gr.ground_caption(image, caption, model=cm)
         return res.heatmaps, time.perf_counter() - t0
-    if method in METHODS:
-        res = gr.ground_caption(image, caption, model=cm, method=method, refine="none")
+    name, shifts = split_shifts(method)
+    if name in METHODS:
+        res = gr.ground_caption(image, caption, model=cm, method=name, refine="none",
+                                shifts=shifts)
         return res.heatmaps, time.perf_counter() - t0
     start = cm.hooks.start_ids(cm.model, cm.tokenizer)
     geometry = M.letterbox_geometry(image.shape[:2], cm.image_size, mode="pad")
@@ -274,35 +292,38 @@ def main(argv=None) -> int:
                         " held-out ones) for each method's mask threshold")
     p.add_argument("--faith", type=int, default=10, help="scenes with deletion curves")
     p.add_argument("--methods", nargs="*", default=list(METHODS) + list(PEERS))
+    p.add_argument("--shifts", nargs="+", type=int, default=[1],
+                   help="sub-patch shifts per side to run groundroll's methods with"
+                        " (ground_caption's shifts=), each a row of its own")
     p.add_argument("--write-defaults", action="store_true",
-                   help="store the best (method, threshold) on the calibration scenes as"
-                        " the bundled model's caption_defaults (meta.json)")
+                   help="store the best (method, shifts, threshold) on the calibration"
+                        " scenes as the bundled model's caption_defaults (meta.json)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     cm = resolve_captioner(args.model)
     calib = held_out(args.calib - args.calib // 2, seed=CALIB_SEED)["shapes"] + \
         held_out(args.calib // 2, seed=CALIB_SEED)["variant"]
-    fitted = calibrate(cm, calib, args.methods)
-    ours = {m: v for m, v in fitted.items() if m in METHODS}
+    methods = with_shifts(args.methods, args.shifts)
+    fitted = calibrate(cm, calib, methods)
+    ours = {m: v for m, v in fitted.items() if split_shifts(m)[0] in METHODS}
     if args.write_defaults and ours:
         best = max(ours, key=lambda m: ours[m][1])
-        _write_defaults(args.model, best, ours[best][0], args.calib)
+        _write_defaults(args.model, best, ours[best][0], args.calib, args.shifts)
         cm = resolve_captioner(gr.zoo.load(args.model))         # with the new defaults
     thresholds = {m: t for m, (t, _) in fitted.items()}
     sets = held_out(args.n)
-    methods = ["default"] + list(args.methods)
-    table = {name: evaluate(cm, items, methods, thresholds, faith=args.faith)
+    table = {name: evaluate(cm, items, ["default"] + methods, thresholds, faith=args.faith)
              for name, items in sets.items()}
     print(f"{args.model}: {args.n} held-out scenes per set, teacher-forced true captions;"
           f" mask thresholds fitted on {args.calib} calibration scenes"
           f" (default call: {cm.defaults or 'library defaults'})")
-    print(f"{'set':<8} {'method':<10} {'thresh':>6} {'pointing':>8} {'pt 15px':>8} "
+    print(f"{'set':<8} {'method':<12} {'thresh':>6} {'pointing':>8} {'pt 15px':>8} "
           f"{'pt raw':>8} {'word IoU':>8} {'colour r':>8} {'deletion':>8} {'s/caption':>9}")
     for name, rows in table.items():
         for method, r in rows.items():
             t = "" if r["threshold"] is None else f"{r['threshold']:.2f}"
-            print(f"{name:<8} {method:<10} {t:>6} {r['pointing']:8.3f} {r['pointing_15px']:8.3f} "
+            print(f"{name:<8} {method:<12} {t:>6} {r['pointing']:8.3f} {r['pointing_15px']:8.3f} "
                   f"{r['pointing_raw']:8.3f} {r['word_iou']:8.3f} "
                   f"{r['colour_corr']:8.3f} {r['deletion_auc']:8.3f} {r['seconds']:9.3f}")
     if args.json:
@@ -311,17 +332,19 @@ def main(argv=None) -> int:
     return 0
 
 
-def _write_defaults(spec: str, method: str, threshold: float, n: int) -> None:
+def _write_defaults(spec: str, method: str, threshold: float, n: int, shift_counts) -> None:
     from groundroll.zoo import BUNDLED_DIR
 
     if not spec.startswith("bundled:"):
         raise SystemExit("--write-defaults writes a bundled model's meta.json")
     path = BUNDLED_DIR / spec.split(":", 1)[1] / "meta.json"
     meta = json.loads(path.read_text())
+    name, shifts = split_shifts(method)
     meta["caption_defaults"] = {
-        "method": method, "mask_threshold": threshold,
-        "fitted": f"benchmarks/captions.py --calib {n} --write-defaults: best mean word"
-                  " IoU on calibration scenes disjoint from the held-out ones"}
+        "method": name, "shifts": shifts, "mask_threshold": threshold,
+        "fitted": f"benchmarks/captions.py --calib {n} --shifts"
+                  f" {' '.join(map(str, shift_counts))} --write-defaults: best mean word IoU on"
+                  " calibration scenes disjoint from the held-out ones"}
     path.write_text(json.dumps(meta, indent=2) + "\n")
 
 

@@ -60,9 +60,14 @@ VARIANT_SEED = 7_000_000
 # ----------------------------------------------------------------------------- scenes
 
 
+#: The kinds of background :func:`variant_scene` draws, by its ``kind`` index.
+VARIANT_BACKGROUNDS = ("stripes", "checker", "smooth noise", "grain")
+
+
 def variant_scene(seed: int) -> dict:
     """A scene in another style than the training generator (see the module notes):
-    ``{"image", "masks", "labels"}``."""
+    ``{"image", "masks", "labels", "background"}`` (the background's kind, one of
+    :data:`VARIANT_BACKGROUNDS`)."""
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(VARIANT_SEED + seed)
@@ -94,7 +99,7 @@ def variant_scene(seed: int) -> dict:
     fg = ~bg
     img[fg] = img[fg] * rng.uniform(0.85, 1.1) + rng.normal(0, 8, size=(fg.sum(), 1))
     return {"image": np.clip(np.round(img), 0, 255).astype(np.uint8), "masks": s.masks,
-            "labels": list(s.labels)}
+            "labels": list(s.labels), "background": VARIANT_BACKGROUNDS[kind]}
 
 
 def upscaled(item: dict, long_side: int) -> dict:

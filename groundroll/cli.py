@@ -399,9 +399,13 @@ def _add_caption(subparsers) -> None:
     p.add_argument("--caption", default=None,
                    help="the caption to ground; default: the model's own")
     p.add_argument("--method", default=None, choices=METHODS,
-                   help=f"how a word's map is read (default: {DEFAULT_METHOD})")
+                   help="how a word's map is read (default: the model's measured"
+                        f" default, else {DEFAULT_METHOD})")
     p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS,
                    help=f"token limit of a generated caption (default: {MAX_NEW_TOKENS})")
+    p.add_argument("--shifts", type=int, default=None,
+                   help="sub-patch shifts per side of the input, each map the mean over"
+                        " shifts**2 runs (default: the model's measured default, else 1)")
     p.add_argument("--out", type=Path, default=Path("caption-out"), metavar="DIR",
                    help="folder for <stem>.json, <stem>.html and per-word PNGs"
                         " (default: caption-out)")
@@ -423,6 +427,8 @@ def _run_caption(args) -> int:
         raise _Failure("--caption is empty; leave it out to ground the model's own caption")
     if args.max_new_tokens < 1:
         raise _Failure(f"--max-new-tokens must be a positive integer, got {args.max_new_tokens}")
+    if args.shifts is not None and args.shifts < 1:
+        raise _Failure(f"--shifts must be a positive integer, got {args.shifts}")
     _check_image(args.image, _default_max_pixels())
     if args.out.exists() and not args.out.is_dir():
         raise _Failure(f"--out {args.out} exists and is not a directory")
@@ -441,7 +447,8 @@ def _run_caption(args) -> int:
         try:
             result = captioning.ground_caption(args.image, args.caption, model=model,
                                                method=args.method,
-                                               max_new_tokens=args.max_new_tokens)
+                                               max_new_tokens=args.max_new_tokens,
+                                               shifts=args.shifts)
         except ValueError as err:
             raise _Failure(str(err)) from None
     try:

@@ -207,6 +207,10 @@ def test_caption_command_writes_one_set_and_never_overwrites(tmp_path, capsys):
     assert main(["caption", str(example_path()), "--caption", " ", "--out",
                  str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+    assert main(["caption", str(example_path()), "--shifts", "0", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "--shifts must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_superpixel_refinement_blends_the_pooled_map_and_thresholds_it(captioner, tokenizer):
@@ -226,3 +230,92 @@ def test_superpixel_refinement_blends_the_pooled_map_and_thresholds_it(captioner
     np.testing.assert_allclose(refined.heatmaps, want, atol=1e-6)
     assert np.array_equal(refine_word_maps(raw.heatmaps, image, refine="none")[0],
                           raw.heatmaps)
+
+
+def test_phrase_maps_share_the_geometric_mean_of_each_run_of_content_words():
+    from groundroll.captioning import phrase_maps
+
+    maps = np.array([[[1.0, 1.0]], [[2.0, 1.0]], [[1.0, 4.0]], [[3.0, 3.0]],
+                     [[0.0, 5.0]], [[2.0, 2.0]]])
+    # "a red circle, blue star": runs "red circle," (ended by the comma) and "blue star"
+    words = ["a", "red", "circle,", "blue", "star", "and"]
+    content = [False, True, True, True, True, False]
+    out = phrase_maps(maps, content, words)
+    # red / 2 = [1, .5], circle / 4 = [.25, 1]: sqrt of the product = [.5, sqrt(.5)]
+    np.testing.assert_allclose(out[1], [[0.5, np.sqrt(0.5)]], rtol=1e-6)
+    np.testing.assert_allclose(out[2], out[1])
+    # blue / 3 = [1, 1], star / 5 = [0, 1]: [0, 1]
+    np.testing.assert_allclose(out[3], [[0.0, 1.0]])
+    np.testing.assert_allclose(out[4], out[3])
+    np.testing.assert_array_equal(out[[0, 5]], maps[[0, 5]])     # function words kept
+    # without the words the comma cannot end a run: all four share one map
+    joined = phrase_maps(maps, content)
+    want = (np.array([1, 0.5]) * [0.25, 1] * [1, 1] * [0, 1]) ** 0.25
+    np.testing.assert_allclose(joined[1:5], np.broadcast_to(want, (4, 1, 2)), atol=1e-7)
+
+
+def test_shift_averaged_moves_each_shifted_map_back_and_averages_what_covers_a_pixel():
+    from groundroll.captioning import shift_averaged
+
+    def read(image):                       # 2 x 2 patches of 2 x 2 pixels, patch means
+        return image[..., 0].reshape(2, 2, 2, 2).mean((1, 3))[None].astype(np.float64)
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[1, 1] = 200
+    out = shift_averaged(read, image, read(image), shifts=2)
+    # Per shift d in {0, 1} (pixels), the bright pixel's patch is 0 when d = 0 and 1 when
+    # d = 1; bilinear from 2 cells to 4 pixels reads [1, .75, .25, 0] (patch 0) or
+    # [0, .25, .75, 1] (patch 1), the latter moved back one pixel: [.25, .75, 1, -].
+    # Pixel 3 is covered by d = 0 only.
+    profile = np.array([(1 + 0.25) / 2, (0.75 + 0.75) / 2, (0.25 + 1) / 2, 0.0])
+    np.testing.assert_allclose(out[0], np.outer(profile, profile), atol=1e-6)
+    once = shift_averaged(read, image, read(image), shifts=1)
+    np.testing.assert_allclose(once[0], np.outer([1, 0.75, 0.25, 0], [1, 0.75, 0.25, 0]),
+                               atol=1e-6)
+    assert out.dtype == np.float32 and out.shape == (1, 4, 4)
+
+
+def test_phrase_method_and_shifts_in_the_entry_point(captioner, tokenizer):
+    from groundroll import masks as M
+    from groundroll.captioning import phrase_maps
+    from groundroll.captioning.api import _word_maps
+
+    image = _image(seed=5)
+    result = gr.ground_caption(image, CAPTION, model=captioner, tokenizer=tokenizer,
+                               method="phrase", refine="none")
+    cm = resolve_captioner(captioner, tokenizer=tokenizer)
+    geometry = gr.letterbox_geometry(image.shape[:2], cm.image_size, mode="pad")
+    pixels = cm.pixels(M.letterbox_image(image, geometry, fill=0))
+    groups = [[k] for k in range(7)]
+    ids = tokenizer(CAPTION, add_special_tokens=False)["input_ids"]
+    grids, _ = _word_maps(cm, pixels, ids, [1], groups, "relevance")
+    content = [False, True, True, False, False, True, True]
+    want = M.normalize_maps(M.unletterbox(phrase_maps(grids, content), geometry), how="minmax")
+    np.testing.assert_allclose(result.heatmaps, np.clip(want, 0, 1), atol=1e-5)
+    np.testing.assert_array_equal(result.heatmaps[1], result.heatmaps[2])   # red circle
+    assert not np.allclose(result.heatmaps[1], result.heatmaps[5])          # blue square
+    assert result.settings["method"] == "phrase" and result.settings["shifts"] == 1
+    shifted = gr.ground_caption(image, CAPTION, model=captioner, tokenizer=tokenizer,
+                                method="relevance", shifts=2)
+    assert shifted.settings["shifts"] == 2 and shifted.heatmaps.shape == (7, 40, 48)
+    assert (shifted.heatmaps >= 0).all() and (shifted.heatmaps <= 1).all()
+    with pytest.raises(ValueError, match="shifts must be a positive integer"):
+        gr.ground_caption(image, CAPTION, model=captioner, tokenizer=tokenizer, shifts=0)
+
+
+def test_gradient_methods_leave_no_captured_layer_alive(captioner, tokenizer):
+    import gc
+
+    from groundroll.trace import AttentionLayer
+
+    def alive():
+        gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return sum(isinstance(o, AttentionLayer) for o in gc.get_objects())
+
+    before = alive()
+    for method in ("relevance", "legrad"):
+        gr.ground_caption(_image(), CAPTION, model=captioner, tokenizer=tokenizer,
+                          method=method)
+    assert alive() == before

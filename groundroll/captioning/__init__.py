@@ -9,10 +9,10 @@ See :func:`ground_caption` and the families that caption images
 """
 
 from .api import (DEFAULT_CAPTIONER, DEFAULT_METHOD, FUNCTION_WORDS, MAX_NEW_TOKENS, METHODS,
-                  CaptionModel, ground_caption, refine_word_maps, resolve_captioner,
-                  word_masks)
+                  CaptionModel, ground_caption, phrase_maps, refine_word_maps,
+                  resolve_captioner, shift_averaged, word_masks)
 from .result import CaptionGrounding
 
 __all__ = ["ground_caption", "CaptionGrounding", "CaptionModel", "resolve_captioner",
-           "word_masks", "refine_word_maps", "METHODS", "DEFAULT_CAPTIONER", "DEFAULT_METHOD", "FUNCTION_WORDS",
+           "word_masks", "refine_word_maps", "phrase_maps", "shift_averaged", "METHODS", "DEFAULT_CAPTIONER", "DEFAULT_METHOD", "FUNCTION_WORDS",
            "MAX_NEW_TOKENS"]
