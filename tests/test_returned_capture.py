@@ -295,3 +295,23 @@ def test_fsmt_suffix_words_come_from_end_of_word_markers():
     from groundroll.alignment.subwords import encode_words
 
     assert encode_words(tok, words).word_ids == by_markers
+
+
+@pytest.mark.parametrize("model_type", ["bert", "xlnet", "qwen2_vl"])
+def test_gradient_hooks_do_not_keep_dropped_layers_alive(model_type):
+    # A hook in the graph of a layer's own weights must not hold that layer strongly
+    # (a cycle through autograd that the collector cannot see). Covered: plain weights
+    # (BERT), a rearranged copy (XLNet), per-image chunks (Qwen2-VL's vision tower).
+    import gc
+    import weakref
+
+    model, inputs = conformance.tiny_hf(model_type)
+    with capture(model, grads=True) as trace:
+        out = model(**inputs)
+    score = out[0].float().pow(2).sum()
+    score.backward()
+    assert all(layer.grad is not None for layer in trace)
+    refs = [weakref.ref(layer) for layer in trace]
+    del trace, out, score
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
+import weakref
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
@@ -744,18 +745,30 @@ def _ask_mha_for_weights(module, args, kwargs):
     return args, kwargs
 
 
+def _add_grad(ref: weakref.ref, g: torch.Tensor) -> None:
+    """Accumulate ``g`` into the referenced layer's ``grad``.
+
+    The gradient hooks hold their layer weakly: a hook lives in the autograd graph of
+    the layer's own weights, so a strong reference would be a cycle through C++ that
+    Python's collector cannot see, keeping every captured layer (and its graph) alive
+    after the trace is dropped.
+    """
+    layer = ref()
+    if layer is not None:
+        layer.grad = g if layer.grad is None else layer.grad + g
+
+
 def _hook_part_gradients(parts: tuple[torch.Tensor, ...], layer: AttentionLayer) -> None:
     """Fill ``layer.grad`` during backward from the gradients of the chunk probabilities
     the model used, each placed at its block of the diagonal (zeros elsewhere: the
     weights between chunks are not used)."""
-    n, start = layer.weights.shape[-1], 0
+    n, start, ref = layer.weights.shape[-1], 0, weakref.ref(layer)
     for part in parts:
         size = part.shape[-1]
         pad = (start, n - start - size, start, n - start - size)
 
         def on_grad(grad, pad=pad):
-            g = F.pad(grad.detach(), pad)
-            layer.grad = g if layer.grad is None else layer.grad + g
+            _add_grad(ref, F.pad(grad.detach(), pad))
         if part.requires_grad:
             part.register_hook(on_grad)
         start += size
@@ -771,10 +784,11 @@ def _hook_gradient(weights: torch.Tensor, layer: AttentionLayer) -> None:
     """
     if _hook_copied_source(weights, layer):
         return
+    ref = weakref.ref(layer)
     base = weights._base if weights._is_view() else None
     if base is None:
         def on_grad(grad):
-            layer.grad = grad.detach() if layer.grad is None else layer.grad + grad.detach()
+            _add_grad(ref, grad.detach())
         weights.register_hook(on_grad)
         return
     if not base.is_contiguous():
@@ -784,8 +798,7 @@ def _hook_gradient(weights: torch.Tensor, layer: AttentionLayer) -> None:
     offset = weights.storage_offset() - base.storage_offset()
 
     def on_base_grad(grad):
-        g = grad.detach().contiguous().as_strided(size, stride, offset).clone()
-        layer.grad = g if layer.grad is None else layer.grad + g
+        _add_grad(ref, grad.detach().contiguous().as_strided(size, stride, offset).clone())
     base.register_hook(on_base_grad)
 
 
@@ -807,6 +820,7 @@ def _hook_copied_source(weights: torch.Tensor, layer: AttentionLayer) -> bool:
         source, slot = source.next_functions[0]
     if source is None or not steps:
         return False
+    ref, shape = weakref.ref(layer), weights.shape   # the closure holds no tensor
 
     def on_source_grad(grad_outputs):
         g = grad_outputs[slot]
@@ -818,8 +832,7 @@ def _hook_copied_source(weights: torch.Tensor, layer: AttentionLayer) -> bool:
                 g = g.permute(*step._saved_dims)
             else:
                 g = g.transpose(step._saved_dim0, step._saved_dim1)
-        g = g.contiguous().view(weights.shape)
-        layer.grad = g if layer.grad is None else layer.grad + g
+        _add_grad(ref, g.contiguous().view(shape))
         return None
 
     source.register_prehook(on_source_grad)

@@ -310,7 +310,6 @@ def _word_maps(cm: CaptionModel, pixels: torch.Tensor, ids: list[int], start: li
         for w, group in enumerate(groups):
             chosen[w, group] = 1.0
         trace.backward((token_logp * chosen).sum())
-    _release(trace)
     logp = token_logp[0].detach().cpu().numpy()
     trace = trace.detach()
     queries = _query_map(hooks, trace, method)
@@ -438,18 +437,6 @@ def phrase_maps(maps: np.ndarray, content, words=None) -> np.ndarray:
         scaled = maps[run] / np.where(peak > 0, peak, 1.0).reshape((-1,) + (1,) * (maps.ndim - 1))
         out[run] = np.prod(np.clip(scaled, 0.0, None), axis=0) ** (1.0 / len(run))
     return out.astype(np.float32)
-
-
-def _release(trace) -> None:
-    """Detach the captured layers' weights once their gradients are in.
-
-    The capture's gradient hook on each weight tensor holds the tensor's layer; a layer
-    holding that tensor back is a cycle through autograd's hooks that Python's collector
-    does not see, and it kept every call's attention and graph alive (memory grew by
-    the batch's attention at each call).
-    """
-    for layer in trace:
-        layer.weights = layer.weights.detach()
 
 
 def _offset(source_map: torch.Tensor, full: torch.Tensor) -> int:
