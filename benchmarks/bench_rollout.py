@@ -38,7 +38,7 @@ from groundroll.rollout import attention_flow, fuse_heads, residual_correct, rol
 
 SEED = 0
 LAYERS, HEADS = 12, 12
-ROLLOUT_SIZES = {197: 7, 577: 5, 1025: 3, 2305: 2}  # N: repeats
+ROLLOUT_SIZES = {197: 7, 577: 5, 1025: 9, 2305: 2}  # N: repeats (the target size: more)
 FLOW_SIZES = {16: [0, 8], 32: [0]}  # N: sampled output rows for networkx
 FLOW_REPEATS = 3
 

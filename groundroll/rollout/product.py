@@ -57,22 +57,22 @@ def _support(vectors: torch.Tensor) -> torch.Tensor | None:
 
 
 def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tensor | None,
-                    residual: float, where: str, *, skip_unread: bool = True) -> torch.Tensor:
+                    residual: float, where: str, *,
+                    live: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`_rows_step` for a (weighted) mean over heads in two reads of ``attn``.
 
     With ``c_h`` the head weights (summing to 1), the fused layer is
     ``A = sum_h c_h A_h``, so ``w @ A = sum_h (c_h w) @ A_h`` without forming ``A``.
     The row sums are one read; they also catch NaN and inf (either makes its row's sum
     over the heads non-finite, whatever the head's weight), so validating costs no pass
-    of its own. The product is the other. With ``skip_unread``, only the rows the
-    vectors weigh are read (:func:`_support`): at the top layer that is R rows instead of
-    N, so the whole rollout reads its input about ``2 (L - 1) / L`` times, and values in
-    rows that cannot reach the result go unchecked.
+    of its own. The product is the other. Given ``live`` (:func:`_support`), only those
+    rows are read: at the top layer that is R rows instead of N, so the whole rollout
+    reads its input about ``2 (L - 1) / L`` times, and values in rows that cannot reach
+    the result go unchecked.
     """
     if attn.dim() == 3:
         attn = attn.unsqueeze(1)
     batch, heads, n, _ = attn.shape
-    live = _support(vectors) if skip_unread else None
     if live is not None:
         attn = attn.index_select(2, live.to(attn.device))  # [B, H, k, N]
     weighed = vectors if live is None else vectors.index_select(-1, live)  # [B, R, k]
@@ -294,15 +294,19 @@ def rollout(
     vectors = torch.nn.functional.one_hot(idx.to(first.device), n).to(first.dtype)
     if per_head:
         vectors = vectors.unsqueeze(1).expand(batch, first.shape[1], -1, -1)
+    sparse = check_values is None   # read only the rows that reach the result
     for index in reversed(order):
         attn, grad = layers[index], layer_grads[index]
         if pruning:
             vectors = vectors @ prepared(index)
         elif flat:
             coef = how / how.sum() if isinstance(how, torch.Tensor) else None
+            live = _support(vectors) if sparse else None
+            # With residual > 0 a vector's support only grows from layer to layer: once
+            # it covers most columns, stop looking.
+            sparse = sparse and (live is not None or residual == 0)
             vectors = _rows_step_flat(vectors, attn, coef, float(residual),
-                                      _where(index, "layer"),
-                                      skip_unread=check_values is None)
+                                      _where(index, "layer"), live=live)
         elif blocked:
             vectors = _rows_step_heads(vectors, attn, grad, how, float(residual),
                                        scan_as=_where(index, "layer"),
