@@ -10,7 +10,7 @@ from .record import OPENAI_MEAN, OPENAI_STD, _features, _pair
 
 __all__ = ["vision_config", "image_size", "patch_size", "mean_std", "context_length",
            "text_features", "image_features", "gradcam_layer", "SIGLIP_MEAN_STD",
-           "OPENAI_MEAN_STD", "fixed_sdpa_attention"]
+           "OPENAI_MEAN_STD", "fixed_sdpa_attention", "class_token_grid"]
 
 OPENAI_MEAN_STD = (OPENAI_MEAN, OPENAI_STD)
 SIGLIP_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -27,6 +27,17 @@ def fixed_sdpa_attention(model: torch.nn.Module) -> list[str]:
     """
     return sorted({type(m).__name__ for m in model.modules()
                    if "Sdpa" in type(m).__name__ and "Attention" in type(m).__name__})
+
+
+def class_token_grid(n_tokens: int, size, patch, what: str) -> tuple[int, tuple[int, int]]:
+    """``(1, (rows, cols))`` for ``n_tokens`` image tokens that are a class token then a
+    ``size / patch`` grid of patches; ValueError naming ``what`` (the tokens' reader)
+    when they are not, since they cannot be mapped back to pixels then."""
+    rows, cols = size[0] // patch[0], size[1] // patch[1]
+    if n_tokens != rows * cols + 1:
+        raise ValueError(f"{what} {n_tokens} image tokens, not a class token and its"
+                         f" {rows} x {cols} patches: they cannot be mapped back to pixels")
+    return 1, (rows, cols)
 
 
 def vision_config(model):

@@ -29,7 +29,7 @@ from dataclasses import replace
 import torch
 
 from ..trace import AttentionLayer, Chain, Trace
-from . import _vlm
+from . import _hf, _vlm
 from ._hf_sites import EAGER, image_tokens
 from .derived import derived_grounding
 from .record import Family, Queries
@@ -141,13 +141,8 @@ def _inputs(model, pixels, ids, prompt=None):
 
 def _grid(model, n_tokens):
     """The image tokens the queries read: the tower's class token and its patch grid."""
-    (h, w), (ph, pw) = _vlm.vision_size(model), _vlm.vision_patch(model)
-    rows, cols = h // ph, w // pw
-    if n_tokens != rows * cols + 1:
-        raise ValueError(f"the Q-Former's queries read {n_tokens} image tokens, not the"
-                         f" class token and {rows} x {cols} patches of the vision tower:"
-                         " they cannot be mapped back to pixels")
-    return 1, (rows, cols)
+    return _hf.class_token_grid(n_tokens, _vlm.vision_size(model), _vlm.vision_patch(model),
+                                "the Q-Former's queries read")
 
 
 CAPTIONING = replace(

@@ -53,13 +53,8 @@ def _end_ids(model, tokenizer):
 
 
 def _grid(model, n_tokens):
-    (h, w), (ph, pw) = _hf.image_size(model), _hf.patch_size(model)
-    rows, cols = h // ph, w // pw
-    if n_tokens != rows * cols + 1:
-        raise ValueError(f"the vision tower returns {n_tokens} tokens, not a class token"
-                         f" and its {rows} x {cols} patches: they cannot be mapped back"
-                         " to pixels")
-    return 1, (rows, cols)
+    return _hf.class_token_grid(n_tokens, _hf.image_size(model), _hf.patch_size(model),
+                                "the vision tower returns")
 
 
 CAPTIONING = Captioning(
