@@ -56,6 +56,8 @@ LEFT_OUT = {
                          " process each): python benchmarks/align_coverage.py",
     "quality_floors.py": "measures the figures the tests' quality floors are set from:"
                          " python benchmarks/quality_floors.py",
+    "caption_failures.py": "splits the caption benchmark's misses by cause (a diagnosis,"
+                           " not a figure): python benchmarks/caption_failures.py --n 30",
 }
 
 

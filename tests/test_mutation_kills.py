@@ -190,8 +190,12 @@ def test_rows_only_rollout_of_one_layer_and_bad_values():
     torch.testing.assert_close(rollout([a], rows=[0]), torch.tensor([[[0.75, 0.25]]]))
     bad = a.clone()
     bad[0, 1, 0] = float("nan")
+    # Row 1 of the top layer cannot reach read-out row 0: read (and checked) on request.
+    torch.testing.assert_close(rollout([a, bad], rows=[0]), rollout([a, a], rows=[0]))
     with pytest.raises(ValueError, match=r"^layer 1: contains NaN or inf \(1 entries\)$"):
-        rollout([a, bad], rows=[0])
+        rollout([a, bad], rows=[0], check_values="finite")
+    with pytest.raises(ValueError, match=r"^layer 1: contains NaN or inf \(1 entries\)$"):
+        rollout([a, bad], rows=[1])
     with pytest.raises(ValueError, match=r"^layer 0: contains NaN or inf"):
         rollout([bad, a], rows=[0], start_layer=1)
 
@@ -299,7 +303,7 @@ def test_rows_only_rollout_of_fused_layers_with_gradients(close, tol):
     want = _by_hand(attn, grads, lambda w: w[0])
     close(rollout(fused, grads=fused_grads, rows=[1])[0], want[[1]], tol.MODEL)
     bad = fused[1].clone()
-    bad[0, 2, 2] = float("inf")
+    bad[0, 1, 2] = float("inf")                                    # in the read-out row
     with pytest.raises(ValueError, match=r"^layer 1: contains NaN or inf \(1 entries\)$"):
         rollout([fused[0], bad], rows=[1])
 
