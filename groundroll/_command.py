@@ -6,7 +6,33 @@ import argparse
 import inspect
 from typing import Callable
 
-__all__ = ["add_command"]
+__all__ = ["add_command", "CommandError", "load_or_fail", "EXIT_OK", "EXIT_ERROR",
+           "EXIT_USAGE"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+#: Bad arguments or inputs, or outputs that exist without ``--force``.
+EXIT_USAGE = 2
+
+#: What loading a model by name raises for a name, path or file that does not serve.
+LOAD_ERRORS = (ValueError, RuntimeError, TypeError, OSError, ImportError)
+
+
+class CommandError(Exception):
+    """An error a subcommand reports on stderr, with its exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def load_or_fail(load: Callable, name: str):
+    """``load(name)``, or a :class:`CommandError` (exit status ``EXIT_ERROR``) that names
+    the model and says why it could not be loaded."""
+    try:
+        return load(name)
+    except LOAD_ERRORS as err:
+        raise CommandError(f"cannot load model {name!r}: {err}", EXIT_ERROR) from None
 
 
 def add_command(subparsers, name: str, run: Callable[[argparse.Namespace], int], *,

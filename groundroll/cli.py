@@ -18,7 +18,8 @@ from typing import Sequence
 
 from . import __version__
 from ._atomic import OutputPathError, OutputSet, atomic_write, refuse_symlink
-from ._command import add_command
+from ._command import EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_command, load_or_fail
+from ._command import CommandError as _Failure
 from ._interrupt import Terminated, terminate_as_interrupt
 from ._locks import warning_scope
 from ._options import OptionError, check_segment_options
@@ -26,21 +27,9 @@ from .data import example_path, examples
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE"]
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-#: Bad arguments or inputs, or outputs that exist without ``--force``.
-EXIT_USAGE = 2
 #: Stopped by SIGINT (Ctrl-C) or SIGTERM: the shell's 128 + signal number.
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
-
-
-class _Failure(Exception):
-    """An error to report on stderr with an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
 
 
 # --------------------------------------------------------------------------- segment
@@ -174,10 +163,7 @@ def _run_segment(args) -> int:
     except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError,
             ValueError) as err:
         raise _Failure(str(err)) from None
-    try:
-        handle = grounding.resolve_model(args.model)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError, ImportError) as err:
-        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    handle = load_or_fail(grounding.resolve_model, args.model)
     if profile is not None:
         try:
             profile.check_model(handle)
@@ -271,10 +257,7 @@ def _run_calibrate(args) -> int:
             pairs.append({"image": image, "label_map": found[0], "name": str(image)})
     if missing:
         raise _Failure(f"no label map in {args.masks} for: {', '.join(missing)}")
-    try:
-        handle = resolve_model(args.model)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError, ImportError) as err:
-        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    handle = load_or_fail(resolve_model, args.model)
     try:
         extra = {"refine": tuple(args.refines)} if args.refines else {}
         profile = calibrate(pairs, model=handle, methods=args.methods,
@@ -439,10 +422,7 @@ def _run_caption(args) -> int:
     except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError,
             ValueError) as err:
         raise _Failure(str(err)) from None
-    try:
-        model = captioning.resolve_captioner(args.model)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError, ImportError) as err:
-        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    model = load_or_fail(captioning.resolve_captioner, args.model)
     with warning_scope():
         try:
             result = captioning.ground_caption(args.image, args.caption, model=model,

@@ -545,6 +545,13 @@ def write_meta(out: Path, meta: dict) -> None:
         f.write(json.dumps(meta, indent=2) + "\n")
 
 
+def record_held_out(model_dir: Path, result: dict) -> None:
+    """Store an evaluation as ``held_out`` in ``model_dir/meta.json``."""
+    meta = json.loads((model_dir / "meta.json").read_text())
+    meta["held_out"] = result
+    write_meta(model_dir, meta)
+
+
 def base_meta(adapter: str, args, steps_done: int, seconds: float, n_params: int) -> dict:
     return {
         "adapter": adapter,

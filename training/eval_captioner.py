@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _shapes_common as common  # noqa: E402
 from groundroll.data import shapes  # noqa: E402
 
 CONTENT = frozenset(shapes.COLORS) | frozenset(shapes.SHAPES)
@@ -153,10 +154,7 @@ def main(argv=None):
     result["command"] = f"python training/eval_captioner.py {args.model_dir} --n {args.n}"
     print(json.dumps(result, indent=2))
     if args.update_meta:
-        meta_path = args.model_dir / "meta.json"
-        meta = json.loads(meta_path.read_text())
-        meta["held_out"] = result
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        common.record_held_out(args.model_dir, result)
     return result
 
 

@@ -44,10 +44,7 @@ def main(argv=None):
     result["command"] = f"python training/eval_shapes.py {args.model_dir} --n {args.n}"
     print(json.dumps(result, indent=2))
     if args.update_meta:
-        meta_path = args.model_dir / "meta.json"
-        meta = json.loads(meta_path.read_text())
-        meta["held_out"] = result
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        common.record_held_out(args.model_dir, result)
 
 
 if __name__ == "__main__":

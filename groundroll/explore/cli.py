@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from groundroll._atomic import check_directory, check_writable
-from groundroll._command import add_command
+from groundroll._command import EXIT_ERROR, EXIT_OK, add_command, load_or_fail
+from groundroll._command import CommandError as _Failure
 from groundroll.alignment.io import read_lines
 from groundroll.alignment.result import Alignment
 from groundroll.auditing import Audit
@@ -28,13 +29,6 @@ from groundroll.zoo import cached
 
 __all__ = ["register"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-
-
-class _Failure(Exception):
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
 
 
 def _size(text: str) -> int:
@@ -183,10 +177,7 @@ def _run_align(args) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise _Failure(f"--methods takes names from {', '.join(METHODS)}; got {args.methods!r}")
-    try:
-        bundle = cached(args.model)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError, ImportError) as err:
-        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    bundle = load_or_fail(cached, args.model)
     try:
         html = explore_alignment(srcs, tgts, model=bundle, methods=methods,
                                  extraction=args.extraction, title=args.title,
@@ -216,11 +207,7 @@ def _run_segment(args) -> int:
         image = load_image(args.image)
     except (FileNotFoundError, ValueError) as err:
         raise _Failure(str(err)) from None
-    try:
-        handle = resolve_model(args.model)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError, OSError,
-            ImportError) as err:
-        raise _Failure(f"cannot load model {args.model!r}: {err}", EXIT_ERROR) from None
+    handle = load_or_fail(resolve_model, args.model)
     try:
         html = explore_segmentation(
             image, args.prompts, model=handle, method=args.method,
