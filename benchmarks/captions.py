@@ -7,11 +7,15 @@ peers a user would pick instead, run through their own libraries.
 Protocol
 --------
 * Model: an image captioner (default ``bundled:shapes-captioner``).
-* Held-out scenes from two generators: ``shapes`` (``groundroll.data.shapes`` at seeds
-  ``>= EVAL_SEED_OFFSET``) and ``variant`` (``benchmarks/segmentation.py``'s
-  :func:`variant_scene`: other sizes, object counts and radii; stripes, checkers, smooth
-  colour noise or grain behind objects with brightness jitter), which the model was not
-  trained on.
+* Held-out scenes from three sets: ``shapes`` (``groundroll.data.shapes`` at seeds
+  ``>= EVAL_SEED_OFFSET``); ``photo`` (the same generator's objects on crops of
+  ``shapes.EVAL_PHOTOS``, photos no training recipe crops, at sizes of 96-256 px per
+  side); and ``variant`` (``benchmarks/segmentation.py``'s :func:`variant_scene`: other
+  sizes, object counts and radii; stripes, checkers, smooth colour noise or grain behind
+  objects with brightness jitter), a generator no model was trained on.
+* Calibration scenes (the mask threshold, ``--write-defaults``) come in thirds: the
+  shapes style, the variant style, and objects on crops of ``shapes.TRAIN_PHOTOS``;
+  their seeds are disjoint from the held-out ones and no held-out photo is among them.
 * Caption: the scene's true caption, objects left to right (the captioner's convention),
   teacher-forced; each content word (a colour or a shape) belongs to one object, whose
   exact mask is the reference.
@@ -72,13 +76,15 @@ def left_to_right(masks: np.ndarray) -> list[int]:
     return [k for _, _, k in sorted(keys)]
 
 
-def held_out(n: int, *, seed: int = 0) -> dict[str, list[dict]]:
-    """``n`` scenes of each generator, with their captions and word owners; ``seed``
-    shifts both generators' seeds (the calibration scenes' seeds are disjoint)."""
-    from segmentation import variant_scene
+def held_out(n: int, *, seed: int = 0, photos=shapes.EVAL_PHOTOS) -> dict[str, list[dict]]:
+    """``n`` scenes of each set, with their captions and word owners; ``seed`` shifts
+    every set's seeds (the calibration scenes' seeds are disjoint), ``photos`` are what
+    the photo set crops."""
+    from segmentation import photo_scene, variant_scene
 
     out = {"shapes": [{"image": s.image, "masks": s.masks, "labels": list(s.labels)}
                       for s in shapes.scenes(n, seed=shapes.EVAL_SEED_OFFSET + seed)],
+           "photo": [photo_scene(seed + i, photos) for i in range(n)],
            "variant": [variant_scene(seed + i) for i in range(n)]}
     for items in out.values():
         for it in items:
@@ -287,9 +293,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=DEFAULT_CAPTIONER)
     p.add_argument("--n", type=int, default=40, help="held-out scenes per generator")
-    p.add_argument("--calib", type=int, default=20,
-                   help="calibration scenes (half per generator, seeds disjoint from the"
-                        " held-out ones) for each method's mask threshold")
+    p.add_argument("--calib", type=int, default=21,
+                   help="calibration scenes (a third per set, training photos, seeds"
+                        " disjoint from the held-out ones) for each method's mask threshold")
     p.add_argument("--faith", type=int, default=10, help="scenes with deletion curves")
     p.add_argument("--methods", nargs="*", default=list(METHODS) + list(PEERS))
     p.add_argument("--shifts", nargs="+", type=int, default=[1],
@@ -302,8 +308,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     cm = resolve_captioner(args.model)
-    calib = held_out(args.calib - args.calib // 2, seed=CALIB_SEED)["shapes"] + \
-        held_out(args.calib // 2, seed=CALIB_SEED)["variant"]
+    third = args.calib // 3
+    calib = (held_out(args.calib - 2 * third, seed=CALIB_SEED)["shapes"]
+             + held_out(third, seed=CALIB_SEED, photos=shapes.TRAIN_PHOTOS)["photo"]
+             + held_out(third, seed=CALIB_SEED)["variant"])
     methods = with_shifts(args.methods, args.shifts)
     fitted = calibrate(cm, calib, methods)
     ours = {m: v for m, v in fitted.items() if split_shifts(m)[0] in METHODS}

@@ -11,7 +11,10 @@ Protocol
   ``variant`` (:func:`variant_scene`: sizes 96-256 px per side, 1-5 objects of radius
   0.08-0.30, backgrounds of stripes, checkers, smooth colour noise or dark/bright
   grain, objects with brightness jitter and grain). The variant generator is not what
-  the models were trained on; it checks that settings carry to other scene styles.
+  the models were trained on; it checks that settings carry to other scene styles. A
+  third held-out set, ``photo`` (:func:`photo_scene`), puts the shapes generator's
+  objects on crops of photographs no recipe trains on (``shapes.EVAL_PHOTOS``, 96-256
+  px a side); calibration never sees it.
 * Prompts: the labels present in each scene, as a user would type them
   (``"red circle"``). Score: mean object IoU (each object's mask against the mask of
   its prompt; background is label 0).
@@ -102,6 +105,18 @@ def variant_scene(seed: int) -> dict:
             "labels": list(s.labels), "background": VARIANT_BACKGROUNDS[kind]}
 
 
+PHOTO_SEED = 3_000_000
+
+
+def photo_scene(seed: int, photos=shapes.EVAL_PHOTOS) -> dict:
+    """Objects of the shapes generator on a random crop of one of ``photos`` (by default
+    ``shapes.EVAL_PHOTOS``, which no training recipe crops), 96-256 px a side."""
+    rng = np.random.default_rng(PHOTO_SEED + seed)
+    size = (int(rng.integers(96, 257)), int(rng.integers(96, 257)))
+    s = shapes.scene(rng, size=size, background="photo", photos=photos)
+    return {"image": s.image, "masks": s.masks, "labels": list(s.labels)}
+
+
 def upscaled(item: dict, long_side: int) -> dict:
     """``item`` resized so its long side is ``long_side`` (image bicubic, masks nearest)."""
     from PIL import Image
@@ -118,7 +133,8 @@ def upscaled(item: dict, long_side: int) -> dict:
 def scene_sets(n: int, calib: int, long_side: int | None = None) -> tuple[dict, list]:
     held = {"shapes": [{"image": s.image, "masks": s.masks, "labels": list(s.labels)}
                        for s in shapes.scenes(n, seed=shapes.EVAL_SEED_OFFSET)],
-            "variant": [variant_scene(i) for i in range(n)]}
+            "variant": [variant_scene(i) for i in range(n)],
+            "photo": [photo_scene(i) for i in range(n)]}
     if long_side:
         held = {g: [upscaled(it, long_side) for it in items] for g, items in held.items()}
     half = calib // 2
@@ -314,16 +330,21 @@ def main(argv=None) -> int:
           f"{f'; resized to a long side of {args.long_side}' if args.long_side else ''});"
           f" calibration: {args.calib} other scenes; faithfulness: first {args.faith}"
           f" shapes scenes with >= 2 objects; {args.threads} thread(s).\n")
-    print("| model | method | ROC-AUC | pointing | calibrated mIoU shapes / variant |"
-          " default-call mIoU shapes / variant | deletion AUC (lower better) |"
+    sets = list(held)
+    names = " / ".join(sets)
+
+    def per_set(r, key, fmt):
+        return " / ".join(format(r[f"{key}_{g}"], fmt) for g in sets)
+
+    print(f"| model | method | ROC-AUC | pointing | calibrated mIoU {names} |"
+          f" default-call mIoU {names} | deletion AUC (lower better) |"
           " insertion AUC | s / image |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['model'].split(':')[-1]} | {r['method']} | {r['roc_auc_shapes']:.3f} /"
-              f" {r['roc_auc_variant']:.3f} | {r['pointing_shapes']:.2f} /"
-              f" {r['pointing_variant']:.2f} | {r['calibrated_miou_shapes']:.3f} /"
-              f" {r['calibrated_miou_variant']:.3f} | {r['default_miou_shapes']:.3f} /"
-              f" {r['default_miou_variant']:.3f} | {r.get('deletion_auc', float('nan')):.3f} |"
+        print(f"| {r['model'].split(':')[-1]} | {r['method']} | {per_set(r, 'roc_auc', '.3f')}"
+              f" | {per_set(r, 'pointing', '.2f')} | {per_set(r, 'calibrated_miou', '.3f')} |"
+              f" {per_set(r, 'default_miou', '.3f')} |"
+              f" {r.get('deletion_auc', float('nan')):.3f} |"
               f" {r.get('insertion_auc', float('nan')):.3f} | {r['seconds_per_image']:.3f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

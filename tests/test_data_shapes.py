@@ -87,3 +87,29 @@ def test_example_scene_matches_generator():
     assert np.array_equal(image, s.image)
     assert np.array_equal(np.asarray(Image.open(folder / meta["label_map"])), s.label_map)
     assert meta["caption"] == s.caption
+
+
+def test_photo_background_crops_the_named_photos():
+    from groundroll.data.shapes import _photo
+
+    assert not set(shapes.TRAIN_PHOTOS) & set(shapes.EVAL_PHOTOS)
+    for name in shapes.PHOTOS:                       # every photo ships with a dependency
+        assert _photo(name).ndim == 3 and _photo(name).shape[2] == 3
+    a = shapes.scene(5, background="photo", size=(100, 140))
+    b = shapes.scene(5, background="photo", size=(100, 140))
+    assert a.image.tobytes() == b.image.tobytes() and a.labels == b.labels
+    for m, lab in zip(a.masks, a.labels):            # objects keep their exact colours
+        assert (a.image[m] == np.array(shapes.COLORS[lab.split(" ")[0]])).all()
+    # The background is a photo crop: far more distinct colours than any muted kind.
+    bg = a.image[a.label_map == 0]
+    assert len(np.unique(bg, axis=0)) > 500
+    flat = shapes.scene(5, background="flat", size=(100, 140)).image
+    assert len(np.unique(flat[shapes.scene(5, background="flat", size=(100, 140))
+                              .label_map == 0], axis=0)) == 1
+    only = shapes.scene(3, background="photo", photos=["skimage:moon.png"])
+    assert only.image.shape == (128, 160, 3)
+    with pytest.raises(ValueError, match="unknown photo"):
+        shapes.scene(3, background="photo", photos=["skimage:missing.png"])
+    with pytest.raises(ValueError, match="'photo'"):
+        shapes.scene(3, background="marble")
+

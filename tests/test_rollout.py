@@ -471,21 +471,43 @@ def test_rows_only_flat_product_matches_a_hand_worked_layer():
     torch.testing.assert_close(got_b[0, 0], want_b)
 
 
-def test_rows_only_mean_is_the_same_through_numpy_and_through_autograd(close):
-    # Without gradients on one thread the product runs through numpy's einsum; with
-    # gradients it stays in torch. Both must match the rows of the full product.
+@pytest.mark.parametrize("block_bytes", [None, 1])
+def test_rows_only_mean_in_fused_row_blocks_matches_full_product(block_bytes, monkeypatch,
+                                                                  close):
+    # The flat path sums the heads one block of rows at a time; with one row per block
+    # (block_bytes=1) every block boundary is crossed. Rows, autograd through the
+    # weights and through learnable head weights, and NaN in a middle block.
+    from groundroll.rollout import product
+
+    if block_bytes is not None:
+        monkeypatch.setattr(product, "_FUSED_BLOCK_BYTES", block_bytes)
     layers = random_layers(11, batch=2, heads=4, n=6, layers=4, dtype=torch.float64)
     rows = torch.tensor([[0, 3], [5, 1]])
     full = rollout(layers)
     want = torch.stack([full[b, rows[b]] for b in range(2)])
+    close(rollout(layers, rows=rows), want)
+    head_weights = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    weighted_full = rollout(layers, head_fusion=head_weights)
+    weighted = rollout(layers, rows=rows, head_fusion=head_weights)
+    close(weighted, torch.stack([weighted_full[b, rows[b]] for b in range(2)]))
     with torch.inference_mode(False):
         tracked = [a.clone().requires_grad_() for a in layers]
-        out = rollout(tracked, rows=rows, head_fusion=torch.tensor([1.0, 2.0, 3.0, 4.0]))
+        learn = head_weights.clone().requires_grad_()
+        out = rollout(tracked, rows=rows, head_fusion=learn)
         (out * torch.arange(out.numel()).view(out.shape)).sum().backward()  # rows sum to 1
-    assert all(t.grad is not None and bool(t.grad.abs().sum() > 0) for t in tracked)
-    weighted = rollout(layers, rows=rows, head_fusion=torch.tensor([1.0, 2.0, 3.0, 4.0]))
+        ref = [a.clone().requires_grad_() for a in layers]
+        learn_ref = head_weights.clone().requires_grad_()
+        want_full = rollout(ref, head_fusion=learn_ref)
+        want_rows = torch.stack([want_full[b, rows[b]] for b in range(2)])
+        (want_rows * torch.arange(out.numel()).view(out.shape)).sum().backward()
     close(out.detach(), weighted)
-    close(rollout(layers, rows=rows), want)
+    for t, r in zip(tracked, ref):
+        close(t.grad, r.grad)
+    close(learn.grad, learn_ref.grad)
+    bad = layers[1].clone()
+    bad[1, 2, 3, 4] = float("nan")                  # batch 1, a middle row, head 2
+    with pytest.raises(ValueError, match=r"layer 1: contains NaN"):
+        rollout([layers[0], bad, *layers[2:]], rows=rows)
 
 
 def test_accumulator_errors_name_layer_and_problem():

@@ -117,19 +117,50 @@ def colour_map_correlation(bundle, images: list[np.ndarray], captions: list[str]
             if per_caption else None, "captions_with_two_colours": len(per_caption)}
 
 
-def evaluate(bundle, *, n: int = 300, seed: int = shapes.EVAL_SEED_OFFSET) -> dict:
-    """Scores on ``n`` held-out scenes of each background, and over all of them."""
+def _variant_scenes(n: int) -> list[shapes.Scene]:
+    """``n`` scenes of ``benchmarks/segmentation.py``'s variant generator (stripes,
+    checkers, smooth colour noise, grain; other sizes and counts), as ``Scene``s."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from segmentation import variant_scene
+
+    out = []
+    for i in range(n):
+        item = variant_scene(i)
+        out.append(shapes.Scene(image=item["image"], masks=item["masks"],
+                                labels=item["labels"],
+                                caption=shapes.caption_for(item["labels"]),
+                                label_map=np.zeros(item["image"].shape[:2], np.int64)))
+    return out
+
+
+#: Held-out sets scored per column: the training generator's three backgrounds, its
+#: ``photo`` background over ``shapes.EVAL_PHOTOS`` (photos training never crops), and
+#: the variant generator, which no training recipe draws from.
+SETS = (*shapes.BACKGROUNDS, "photo", "variant")
+
+
+def held_out_scenes(name: str, n: int, seed: int) -> list[shapes.Scene]:
+    if name == "variant":
+        return _variant_scenes(n)
+    return list(shapes.scenes(n, seed=seed, background=name, photos=shapes.EVAL_PHOTOS))
+
+
+def evaluate(bundle, *, n: int = 300, seed: int = shapes.EVAL_SEED_OFFSET,
+             sets: tuple[str, ...] = SETS) -> dict:
+    """Scores on ``n`` held-out scenes of each set, and over all of them."""
     from shapes_captioner import target_caption
 
     result, every_gen, every_ref = {}, [], []
-    for k, background in enumerate(shapes.BACKGROUNDS):
-        scenes = list(shapes.scenes(n, seed=seed + k * n, background=background))
+    for name in sets:
+        first = seed + SETS.index(name) * n
+        scenes = held_out_scenes(name, n, first)
         images = [s.image for s in scenes]
         refs = [target_caption(s) for s in scenes]
         gen = caption(bundle, images)
-        result[background] = {**scores(gen, refs),
-                              **colour_map_correlation(bundle, images, gen),
-                              "n": n, "scene_seeds": [seed + k * n, seed + (k + 1) * n - 1]}
+        result[name] = {**scores(gen, refs),
+                        **colour_map_correlation(bundle, images, gen), "n": n}
+        if name != "variant":
+            result[name]["scene_seeds"] = [first, first + n - 1]
         every_gen += gen
         every_ref += refs
     result["all"] = {**scores(every_gen, every_ref), "n": len(every_gen)}
@@ -141,6 +172,7 @@ def main(argv=None):
     p.add_argument("model_dir", type=Path)
     p.add_argument("--n", type=int, default=300, help="held-out scenes per background")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     p.add_argument("--update-meta", action="store_true",
                    help="write the result into the directory's meta.json as held_out")
     args = p.parse_args(argv)
@@ -150,8 +182,10 @@ def main(argv=None):
     from groundroll.zoo.hf import load_hf
 
     torch.set_num_threads(args.threads)
-    result = evaluate(load_hf(args.model_dir), n=args.n)
-    result["command"] = f"python training/eval_captioner.py {args.model_dir} --n {args.n}"
+    result = evaluate(load_hf(args.model_dir), n=args.n, sets=tuple(args.sets))
+    result["command"] = (f"python training/eval_captioner.py {args.model_dir} --n {args.n}"
+                         + ("" if tuple(args.sets) == SETS else
+                            " --sets " + " ".join(args.sets)))
     print(json.dumps(result, indent=2))
     if args.update_meta:
         common.record_held_out(args.model_dir, result)

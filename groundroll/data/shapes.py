@@ -23,7 +23,9 @@ True
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -34,6 +36,9 @@ __all__ = [
     "SHAPES",
     "LABELS",
     "BACKGROUNDS",
+    "PHOTOS",
+    "TRAIN_PHOTOS",
+    "EVAL_PHOTOS",
     "EVAL_SEED_OFFSET",
     "TRAIN_SEED_OFFSET",
     "Scene",
@@ -57,6 +62,21 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ellipse")
 #: ``i + 1`` in ``Scene.label_map`` (0 is background).
 LABELS: tuple[str, ...] = tuple(f"{c} {s}" for c in COLORS for s in SHAPES)
 BACKGROUNDS: tuple[str, ...] = ("flat", "gradient", "noise")
+#: Photographs and micrographs shipped inside scikit-image (``skimage/data``) and
+#: matplotlib (``mpl-data/sample_data``), usable as ``background="photo"`` offline.
+#: Split in two so that a model trained on crops of ``TRAIN_PHOTOS`` can be scored on
+#: scenes over ``EVAL_PHOTOS``, which it never saw: every everyday colour photo (person,
+#: cat, cups, rocket, motorcycle) is held out, with two greyscale ones.
+TRAIN_PHOTOS: tuple[str, ...] = (
+    "skimage:brick.png", "skimage:grass.png", "skimage:gravel.png", "skimage:moon.png",
+    "skimage:page.png", "skimage:text.png", "skimage:clock_motion.png",
+    "skimage:hubble_deep_field.jpg", "skimage:retina.jpg", "skimage:ihc.png",
+    "skimage:cell.png", "matplotlib:grace_hopper.jpg")
+EVAL_PHOTOS: tuple[str, ...] = (
+    "skimage:astronaut.png", "skimage:chelsea.png", "skimage:coffee.png",
+    "skimage:rocket.jpg", "skimage:motorcycle_left.png", "skimage:camera.png",
+    "skimage:coins.png")
+PHOTOS: tuple[str, ...] = TRAIN_PHOTOS + EVAL_PHOTOS
 
 TRAIN_SEED_OFFSET = 0
 EVAL_SEED_OFFSET = 10**6
@@ -124,7 +144,54 @@ def _background(rng: np.random.Generator, h: int, w: int, kind: str) -> np.ndarr
         img = base + np.repeat(np.repeat(coarse, cell, 0), cell, 1)[:h, :w]
         img = img + rng.normal(0, 6, size=(h, w, 1))
     else:
-        raise ValueError(f"unknown background {kind!r}; expected one of {BACKGROUNDS}")
+        raise ValueError(f"unknown background {kind!r}; expected one of {BACKGROUNDS} "
+                         "or 'photo'")
+    return np.clip(img, 0, 255)
+
+
+@functools.lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray:
+    """The photo ``"package:file"`` of :data:`PHOTOS` as uint8 ``[H, W, 3]``."""
+    from PIL import Image
+
+    package, _, file = name.partition(":")
+    if name not in PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; expected one of shapes.PHOTOS")
+    if package == "skimage":
+        import skimage
+
+        folder = Path(skimage.__file__).parent / "data"
+    else:
+        import matplotlib
+
+        folder = Path(matplotlib.get_data_path()) / "sample_data"
+    with Image.open(folder / file) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _photo_background(rng: np.random.Generator, h: int, w: int,
+                      photos: Sequence[str]) -> np.ndarray:
+    """A random crop of one of ``photos`` resized to ``h x w``: crop side 35-100 % of
+    what fits at the scene's aspect ratio, mirrored half the time; a greyscale photo is
+    tinted along a random two-colour ramp, a colour one jittered in brightness."""
+    from PIL import Image
+
+    photo = _photo(photos[int(rng.integers(len(photos)))])
+    ph, pw = photo.shape[:2]
+    fit = min(ph / h, pw / w)
+    scale = fit * rng.uniform(0.35, 1.0)
+    ch, cw = max(1, int(h * scale)), max(1, int(w * scale))
+    top, left = int(rng.integers(ph - ch + 1)), int(rng.integers(pw - cw + 1))
+    crop = Image.fromarray(photo[top:top + ch, left:left + cw]).resize((w, h),
+                                                                       Image.BICUBIC)
+    img = np.asarray(crop, np.float64)
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    if np.ptp(img - img.mean(-1, keepdims=True)) < 1.0:            # greyscale photo
+        lo, hi = rng.uniform(0, 110, size=3), rng.uniform(140, 255, size=3)
+        img = lo + img[..., :1] / 255.0 * (hi - lo)
+    else:
+        img = img * rng.uniform(0.8, 1.15) + rng.uniform(-20, 20)
     return np.clip(img, 0, 255)
 
 
@@ -165,6 +232,7 @@ def scene(
     radius: tuple[float, float] = (0.12, 0.26),
     max_overlap: float = 0.4,
     min_visible: int = 30,
+    photos: Sequence[str] = EVAL_PHOTOS,
 ) -> Scene:
     """Draw one scene.
 
@@ -178,8 +246,9 @@ def scene(
         Exact count, or inclusive range ``(low, high)`` drawn uniformly.
     labels : sequence of str, optional
         Force these object labels (each from ``LABELS``); overrides ``n_objects``.
-    background : {"flat", "gradient", "noise"}, optional
-        Drawn uniformly when not given.
+    background : {"flat", "gradient", "noise", "photo"}, optional
+        Drawn uniformly from :data:`BACKGROUNDS` when not given; ``"photo"`` (never
+        drawn by default) puts the objects on a random crop of one of ``photos``.
     radius : (float, float)
         Range of object radius as a fraction of ``min(height, width)``.
     max_overlap : float
@@ -187,6 +256,9 @@ def scene(
         may share with it (so later objects partially occlude earlier ones).
     min_visible : int
         Every object keeps at least this many visible pixels after occlusion.
+    photos : sequence of str
+        Names from :data:`PHOTOS` that ``background="photo"`` crops; the held-out
+        :data:`EVAL_PHOTOS` by default (training recipes pass :data:`TRAIN_PHOTOS`).
 
     Returns
     -------
@@ -212,7 +284,10 @@ def scene(
                 raise ValueError(f"unknown label {lab!r}; expected one of LABELS")
     if background is None:
         background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-    img = _background(rng, h, w, background)
+    if background == "photo":
+        img = _photo_background(rng, h, w, photos)
+    else:
+        img = _background(rng, h, w, background)
 
     owner = np.full((h, w), -1, np.int64)  # index of the visible object per pixel
     placed: list[str] = []

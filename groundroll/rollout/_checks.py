@@ -143,7 +143,7 @@ def _check_fusion(how: HeadFusion) -> HeadFusion:
     if isinstance(how, torch.Tensor):
         w = _check_tensor(how, what="head weights", ranks=(1,),
                           shape_hint="[head]")
-        if float(w.sum()) <= 0:
+        if float(w.detach().sum()) <= 0:
             raise ValueError("head weights: must not all be zero")
         return w
     if how not in _FUSIONS:

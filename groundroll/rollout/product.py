@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from ._checks import (
@@ -56,61 +55,63 @@ def _support(vectors: torch.Tensor) -> torch.Tensor | None:
     return None if 2 * count > live.numel() else live.nonzero().squeeze(1)
 
 
+# Rows of the fused layer (all heads summed) per block: small enough to stay in cache
+# while their row sums and their product with the vectors are read.
+_FUSED_BLOCK_BYTES = 1 << 20
+
+
 def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tensor | None,
                     residual: float, where: str, *,
                     live: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`_rows_step` for a (weighted) mean over heads in two reads of ``attn``.
+    """:func:`_rows_step` for a (weighted) mean over heads in one read of ``attn``.
 
     With ``c_h`` the head weights (summing to 1), the fused layer is
-    ``A = sum_h c_h A_h``, so ``w @ A = sum_h (c_h w) @ A_h`` without forming ``A``.
-    The row sums are one read; they also catch NaN and inf (either makes its row's sum
-    over the heads non-finite, whatever the head's weight), so validating costs no pass
-    of its own. The product is the other. Given ``live`` (:func:`_support`), only those
-    rows are read: at the top layer that is R rows instead of N, so the whole rollout
-    reads its input about ``2 (L - 1) / L`` times, and values in rows that cannot reach
-    the result go unchecked.
+    ``A = sum_h c_h A_h``. It is formed one block of rows at a time (``_FUSED_BLOCK_BYTES``,
+    a cache-sized fraction of one head's size); the block's row sums and its product with
+    the vectors then read it from cache, so each layer's ``[H, N, N]`` weights are read
+    from memory once. The row sums also catch NaN and inf (either makes its row's sum
+    non-finite, whatever the head's weight), so validating costs no pass of its own.
+    Given ``live`` (:func:`_support`), only those rows are read: at the top layer that is
+    R rows instead of N, and values in rows that cannot reach the result go unchecked.
     """
     if attn.dim() == 3:
         attn = attn.unsqueeze(1)
     batch, heads, n, _ = attn.shape
     if live is not None:
         attn = attn.index_select(2, live.to(attn.device))  # [B, H, k, N]
-    weighed = vectors if live is None else vectors.index_select(-1, live)  # [B, R, k]
-    head_sums = attn.sum(-1)                               # read 1: [B, H, k]
+        vectors_read = vectors.index_select(-1, live)      # [B, R, k]
+    else:
+        vectors_read = vectors
+    k = attn.shape[2]
     if coef is None:
-        coef = torch.full((heads,), 1.0 / heads, dtype=attn.dtype, device=attn.device)
-    sums = (1.0 - residual) * (head_sums * coef.view(1, -1, 1)).sum(1) + residual  # [B, k]
-    if not bool(torch.isfinite(sums).all()):
-        _scan_values(attn, where)                          # names the problem
-        raise ValueError(f"{where}: contains NaN or inf")  # pragma: no cover (scan raised)
-    w = weighed / torch.where(sums == 0, 1.0, sums).unsqueeze(-2)  # [B, R, k]
-    spread = w.unsqueeze(1) * coef.view(1, -1, 1, 1)                # [B, H, R, k]
-    out = (1.0 - residual) * _sum_of_products(spread, attn)        # read 2: [B, R, N]
+        weights = [1.0 / heads] * heads
+    elif coef.requires_grad:
+        weights = list(coef.to(attn.dtype).unbind())
+    else:
+        weights = coef.to(attn.dtype).tolist()
+    step = max(1, _FUSED_BLOCK_BYTES // (batch * n * attn.element_size()))
+    out = torch.zeros(vectors.shape[:-1] + (n,), dtype=attn.dtype, device=attn.device)
+    w = torch.empty(vectors_read.shape, dtype=attn.dtype, device=attn.device)
+    for i0 in range(0, k, step):
+        rows = attn[:, :, i0:i0 + step]                    # [B, H, b, N]
+        fused = rows[:, 0] * weights[0]                    # [B, b, N], one read per head
+        for h in range(1, heads):
+            if isinstance(weights[h], torch.Tensor):
+                fused = fused + rows[:, h] * weights[h]
+            else:
+                fused.add_(rows[:, h], alpha=weights[h])
+        sums = (1.0 - residual) * fused.sum(-1) + residual  # [B, b], from cache
+        if not bool(torch.isfinite(sums).all()):
+            _scan_values(rows, where)                      # names the problem
+            raise ValueError(f"{where}: contains NaN or inf")  # pragma: no cover
+        block = vectors_read[..., i0:i0 + step] / torch.where(sums == 0, 1.0,
+                                                              sums).unsqueeze(-2)
+        w[..., i0:i0 + step] = block
+        out = out + block @ fused                          # [B, R, N], from cache
+    out = (1.0 - residual) * out
     if live is None:
         return out + residual * w
     return out.index_add(-1, live, residual * w)
-
-
-def _sum_of_products(spread: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """``sum_h spread[:, h] @ attn[:, h]``: ``[B, H, R, K]`` and ``[B, H, K, N]`` to
-    ``[B, R, N]``.
-
-    On one CPU thread, numpy's ``einsum`` streams these weighted sums of rows at about
-    the speed of one read of ``attn``, where the matrix-vector products of MKL and
-    OpenBLAS took about 1.5 (measured on an AMD EPYC); with more threads BLAS
-    parallelises and ``einsum`` does not, and autograd needs torch, so those keep
-    ``matmul``. Heads run last to first: the last ones the row sums read are still in
-    cache.
-    """
-    if (attn.device.type == "cpu" and torch.get_num_threads() == 1
-            and attn.dtype in (torch.float32, torch.float64)
-            and not (attn.requires_grad or spread.requires_grad)):
-        a, s = attn.numpy(), spread.to(attn.dtype).numpy()
-        return torch.from_numpy(np.stack([np.einsum("hri,hij->rj", s[b, ::-1], a[b, ::-1])
-                                          for b in range(a.shape[0])]))
-    batch, heads, k, n = attn.shape
-    stacked = attn.reshape(batch, heads * k, n)            # a view when contiguous
-    return spread.transpose(1, 2).reshape(batch, spread.shape[2], heads * k) @ stacked
 
 
 # Row blocks of all heads small enough to stay in cache between the row sums and the
