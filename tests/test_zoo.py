@@ -306,12 +306,42 @@ def test_captioner_recipe_runs_two_steps_and_continues(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     recipe.main(["--out", str(first), "--steps", "2", "--batch-size", "4", "--eval-n", "0"])
     meta = recipe.main(["--out", str(second), "--init", str(first), "--steps", "2",
-                        "--batch-size", "4", "--eval-n", "1"])
+                        "--batch-size", "4", "--eval-n", "1", "--photo-fraction", "0.5"])
     assert [stage["steps"] for stage in meta["stages"]] == [2, 2]
+    assert [stage["photo_fraction"] for stage in meta["stages"]] == [0.0, 0.5]
     bundle = load(f"hf:{second}")
-    assert bundle.meta["held_out"]["all"]["n"] == 3  # one scene per background
+    # one scene per set: three backgrounds, held-out photos, the variant generator
+    assert bundle.meta["held_out"]["all"]["n"] == 5
+    assert {"photo", "variant"} <= set(bundle.meta["held_out"])
     assert bundle.meta["encoder"]["conversion_max_abs_diff"] <= 1e-5
     assert bundle.preprocess(Image.new("RGB", (50, 80))).shape == (3, 96, 96)
+
+
+def test_captioner_training_photos_are_never_the_held_out_ones(monkeypatch):
+    import numpy as np
+
+    from groundroll.data import shapes
+
+    recipe = training_script("shapes_captioner")
+    seen = []
+    real = shapes._photo_background
+    monkeypatch.setattr(shapes, "_photo_background",
+                        lambda rng, h, w, photos: seen.append(tuple(photos))
+                        or real(rng, h, w, photos))
+    rng = np.random.default_rng(0)
+    scenes = [recipe.train_scene(rng, photo_fraction=0.5) for _ in range(40)]
+    assert 8 <= len(seen) <= 32 and set(seen) == {shapes.TRAIN_PHOTOS}
+    # No draw is spent on the choice at fraction 0: the earlier recipe's stream (a size,
+    # then the scene) replays exactly.
+    monkeypatch.setattr(shapes, "_photo_background", real)
+    for seed in range(3):
+        old = np.random.default_rng(seed)
+        sizes, weights = zip(*recipe.TRAIN_SIZES)
+        size = sizes[int(old.choice(len(sizes), p=weights))]
+        want = shapes.scene(old, size=size, radius=(0.1, 0.28))
+        got = recipe.train_scene(np.random.default_rng(seed))
+        assert np.array_equal(got.image, want.image) and got.labels == want.labels
+    assert len(scenes) == 40
 
 
 def test_corpus_bleu():

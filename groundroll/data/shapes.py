@@ -1,7 +1,9 @@
 """Synthetic scenes of coloured shapes with exact per-object masks.
 
-Each scene holds 1-4 objects (a colour and a shape each) on a muted background. Objects
-are drawn back to front; every mask is what stays visible after occlusion, so masks are
+Each scene holds 1-4 objects (a colour and a shape each) on a muted background, or on
+request (``background="photo"``) on a random crop of a photograph that ships with
+scikit-image or matplotlib (:data:`PHOTOS`, split into :data:`TRAIN_PHOTOS` and the
+held-out :data:`EVAL_PHOTOS`), so no download is needed. Objects are drawn back to front; every mask is what stays visible after occlusion, so masks are
 disjoint and each masked pixel has exactly its object's colour.
 
 Held-out convention
