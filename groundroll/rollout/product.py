@@ -57,7 +57,7 @@ def _support(vectors: torch.Tensor) -> torch.Tensor | None:
 
 # Rows of the fused layer (all heads summed) per block: small enough to stay in cache
 # while their row sums and their product with the vectors are read.
-_FUSED_BLOCK_BYTES = 1 << 20
+_FUSED_BLOCK_BYTES = 2 << 20
 
 
 def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tensor | None,
@@ -66,10 +66,10 @@ def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tenso
     """:func:`_rows_step` for a (weighted) mean over heads in one read of ``attn``.
 
     With ``c_h`` the head weights (summing to 1), the fused layer is
-    ``A = sum_h c_h A_h``. It is formed one block of rows at a time (``_FUSED_BLOCK_BYTES``,
-    a cache-sized fraction of one head's size); the block's row sums and its product with
-    the vectors then read it from cache, so each layer's ``[H, N, N]`` weights are read
-    from memory once. The row sums also catch NaN and inf (either makes its row's sum
+    ``A = sum_h c_h A_h``. It is formed one block of rows at a time, a block small enough
+    to stay in cache (``_FUSED_BLOCK_BYTES``) by a reduction over the heads that reads
+    each weight once; the block's row sums and its product with the vectors then read
+    the fused block from cache, so each layer's ``[H, N, N]`` weights leave memory once. The row sums also catch NaN and inf (either makes its row's sum
     non-finite, whatever the head's weight), so validating costs no pass of its own.
     Given ``live`` (:func:`_support`), only those rows are read: at the top layer that is
     R rows instead of N, and values in rows that cannot reach the result go unchecked.
@@ -83,23 +83,19 @@ def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tenso
     else:
         vectors_read = vectors
     k = attn.shape[2]
-    if coef is None:
-        weights = [1.0 / heads] * heads
-    elif coef.requires_grad:
-        weights = list(coef.to(attn.dtype).unbind())
-    else:
-        weights = coef.to(attn.dtype).tolist()
+    if coef is not None:
+        coef = coef.to(attn.dtype)
     step = max(1, _FUSED_BLOCK_BYTES // (batch * n * attn.element_size()))
     out = torch.zeros(vectors.shape[:-1] + (n,), dtype=attn.dtype, device=attn.device)
     w = torch.empty(vectors_read.shape, dtype=attn.dtype, device=attn.device)
     for i0 in range(0, k, step):
         rows = attn[:, :, i0:i0 + step]                    # [B, H, b, N]
-        fused = rows[:, 0] * weights[0]                    # [B, b, N], one read per head
-        for h in range(1, heads):
-            if isinstance(weights[h], torch.Tensor):
-                fused = fused + rows[:, h] * weights[h]
-            else:
-                fused.add_(rows[:, h], alpha=weights[h])
+        if heads == 1:                                     # already fused
+            fused = rows[:, 0] if coef is None else rows[:, 0] * coef[0]
+        elif coef is None:                                 # one read of the block
+            fused = rows.sum(1).mul_(1.0 / heads)          # [B, b, N]
+        else:
+            fused = torch.einsum("h,bhij->bij", coef, rows)
         sums = (1.0 - residual) * fused.sum(-1) + residual  # [B, b], from cache
         if not bool(torch.isfinite(sums).all()):
             _scan_values(rows, where)                      # names the problem
@@ -260,7 +256,7 @@ def rollout(
     # Rows-only with a (weighted) mean over heads scans values while it multiplies.
     blocked = (rows is not None and not pruning and not per_head
                and (isinstance(how, torch.Tensor) or how == "mean"))
-    # Without gradients that path needs two reads of each layer (_rows_step_flat).
+    # Without gradients that path reads each layer once (_rows_step_flat).
     flat = blocked and grads is None and check_values != "all"
     nonnegative = check_values == "all" or (check_values is None and not flat)
     layers, layer_grads = _check_layers(attentions, grads, per_head=per_head,
