@@ -335,3 +335,72 @@ def test_rows_only_rollout_through_a_zero_row_without_residual(heads):
     np.testing.assert_array_equal(full[0, 0].numpy(), [0.0, 0.0])
     rows = rollout(layers, residual=0.0, rows=[0])
     np.testing.assert_array_equal(rows[0].numpy(), [[0.0, 0.0]])
+
+
+def _weighted_by_hand(attn, grads, weights, residual=0.5):
+    """:func:`_by_hand` with a weighted mean over the heads, ``weights`` not normalised."""
+    c = weights / weights.sum()
+    return _by_hand(attn, grads, lambda w: (w * c.view(-1, 1, 1)).sum(0), residual)
+
+
+@pytest.mark.parametrize("block_bytes", [None, 1])
+def test_rows_only_gradient_weighted_with_head_weights_in_row_blocks(block_bytes,
+                                                                     monkeypatch, close,
+                                                                     tol):
+    # Rows-only with gradients takes the head-by-head row-block path; block_bytes=1
+    # puts one row in each block, so every block's product must add to the last.
+    from groundroll.rollout import product
+
+    if block_bytes is not None:
+        monkeypatch.setattr(product, "_ROW_BLOCK_BYTES", block_bytes)
+    attn, grads = _layers_and_grads(seed=21, heads=3, n=5)
+    weights = torch.tensor([1.0, 2.0, 5.0])
+    want = _weighted_by_hand(attn, grads, weights)
+    got = rollout(attn, grads=grads, rows=[0, 3], head_fusion=weights)
+    close(got[0], want[[0, 3]], tol.MODEL)
+    # the plain mean differs: the weights reach the product
+    assert (rollout(attn, grads=grads, rows=[0, 3])[0] - want[[0, 3]]).abs().max() > 1e-3
+    # check_values="all" on the same path: the same product, and negatives named
+    close(rollout(attn, grads=grads, rows=[0, 3], head_fusion=weights,
+                  check_values="all")[0], want[[0, 3]], tol.MODEL)
+
+
+def test_rows_only_fused_layers_check_values_on_the_row_block_path(close, tol):
+    # Already fused [batch, N, N] layers, rows-only, no gradients, check_values="all":
+    # the row-block path multiplies the layers as they are.
+    attn, _ = _layers_and_grads(seed=22, heads=1, n=4)
+    fused = [a[:, 0] for a in attn]
+    want = _by_hand(attn, [torch.ones_like(a) for a in attn], lambda w: w[0])
+    close(rollout(fused, rows=[2], check_values="all")[0], want[[2]], tol.MODEL)
+    neg = fused[1].clone()
+    neg[0, 2, 1] = -0.25
+    with pytest.raises(ValueError, match=r"^layer 1: negative attention weights"):
+        rollout([fused[0], neg], rows=[2], check_values="all")
+    grads = [torch.ones_like(f) for f in fused[:2]]
+    with pytest.raises(ValueError, match=r"^layer 1: negative attention weights"):
+        rollout([fused[0], neg], rows=[2], grads=grads)
+    # "finite" lets the negative weight through, clamped by the gradient weighting
+    clamped = neg.clamp(min=0)
+    close(rollout([fused[0], neg], rows=[2], grads=grads, check_values="finite"),
+          rollout([fused[0], clamped], rows=[2], grads=grads), tol.MODEL)
+
+
+def test_layers_before_start_layer_are_checked_as_asked(close, tol):
+    attn, _ = _layers_and_grads(seed=23, heads=2, n=4)
+    neg = attn[0].clone()
+    neg[0, 1, 0, 3] = -0.5
+    with pytest.raises(ValueError, match=r"^layer 0: negative attention weights"):
+        rollout([neg, *attn[1:]], rows=[0], start_layer=1, check_values="all")
+    # "finite" checks NaN and inf only; the skipped layer does not enter the product
+    close(rollout([neg, *attn[1:]], rows=[0], start_layer=1, check_values="finite"),
+          rollout(attn, rows=[0], start_layer=1), tol.MODEL)
+
+
+def test_rows_only_mean_keeps_float64_with_float32_head_weights(close):
+    attn, _ = _layers_and_grads(seed=24, heads=3, n=5)
+    layers = [a.double() for a in attn]
+    weights = torch.tensor([3.0, 1.0, 1.0])                         # float32
+    got = rollout(layers, rows=[1], head_fusion=weights)
+    assert got.dtype == torch.float64
+    want = _weighted_by_hand(attn, [torch.ones_like(a) for a in attn], weights)
+    close(got[0].float(), want[[1]])

@@ -90,8 +90,8 @@ def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tenso
     w = torch.empty(vectors_read.shape, dtype=attn.dtype, device=attn.device)
     for i0 in range(0, k, step):
         rows = attn[:, :, i0:i0 + step]                    # [B, H, b, N]
-        if heads == 1:                                     # already fused
-            fused = rows[:, 0] if coef is None else rows[:, 0] * coef[0]
+        if heads == 1:                  # already fused (one head's weight is exactly 1)
+            fused = rows[:, 0]
         elif coef is None:                                 # one read of the block
             fused = rows.sum(1).mul_(1.0 / heads)          # [B, b, N]
         else:
