@@ -383,6 +383,14 @@ def test_rows_only_fused_layers_check_values_on_the_row_block_path(close, tol):
     clamped = neg.clamp(min=0)
     close(rollout([fused[0], neg], rows=[2], grads=grads, check_values="finite"),
           rollout([fused[0], clamped], rows=[2], grads=grads), tol.MODEL)
+    # the same with heads: each row block is scanned for NaN and inf only
+    heads = [torch.stack([a[:, 0], a[:, 0].flip(-1)], 1) for a in attn[:2]]
+    neg_heads = heads[1].clone()
+    neg_heads[0, 1, 2, 1] = -0.25
+    head_grads = [torch.ones_like(h) for h in heads]
+    close(rollout([heads[0], neg_heads], rows=[2], grads=head_grads, check_values="finite"),
+          rollout([heads[0], neg_heads.clamp(min=0)], rows=[2], grads=head_grads),
+          tol.MODEL)
 
 
 def test_layers_before_start_layer_are_checked_as_asked(close, tol):
