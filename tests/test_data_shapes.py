@@ -110,6 +110,11 @@ def test_photo_background_crops_the_named_photos():
     assert only.image.shape == (128, 160, 3)
     with pytest.raises(ValueError, match="unknown photo"):
         shapes.scene(3, background="photo", photos=["skimage:missing.png"])
+    with pytest.raises(ValueError, match="unknown photo 'skimage:nope.png'"):
+        shapes.scene(3, background="photo", photos=["skimage:moon.png", "skimage:nope.png"])
+    for bad in ([], "skimage:moon.png"):
+        with pytest.raises(ValueError, match="photos must be a non-empty sequence"):
+            shapes.scene(3, background="photo", photos=bad)
     with pytest.raises(ValueError, match="'photo'"):
         shapes.scene(3, background="marble")
 

@@ -3,8 +3,9 @@
 Each scene holds 1-4 objects (a colour and a shape each) on a muted background, or on
 request (``background="photo"``) on a random crop of a photograph that ships with
 scikit-image or matplotlib (:data:`PHOTOS`, split into :data:`TRAIN_PHOTOS` and the
-held-out :data:`EVAL_PHOTOS`), so no download is needed. Objects are drawn back to front; every mask is what stays visible after occlusion, so masks are
-disjoint and each masked pixel has exactly its object's colour.
+held-out :data:`EVAL_PHOTOS`), so no download is needed. Objects are drawn back to
+front; every mask is what stays visible after occlusion, so masks are disjoint and each
+masked pixel has exactly its object's colour.
 
 Held-out convention
 -------------------
@@ -168,7 +169,9 @@ def _photo(name: str) -> np.ndarray:
 
         folder = Path(matplotlib.get_data_path()) / "sample_data"
     with Image.open(folder / file) as im:
-        return np.asarray(im.convert("RGB"))
+        pixels = np.array(im.convert("RGB"))
+    pixels.setflags(write=False)         # cached: shared by every call
+    return pixels
 
 
 def _photo_background(rng: np.random.Generator, h: int, w: int,
@@ -287,6 +290,11 @@ def scene(
     if background is None:
         background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     if background == "photo":
+        if isinstance(photos, str) or not photos:
+            raise ValueError(f"photos must be a non-empty sequence of names from "
+                             f"shapes.PHOTOS, got {photos!r}")
+        for name in photos:
+            _photo(name)                 # every name checked, not only the one drawn
         img = _photo_background(rng, h, w, photos)
     else:
         img = _background(rng, h, w, background)
