@@ -66,11 +66,13 @@ def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tenso
     """:func:`_rows_step` for a (weighted) mean over heads in one read of ``attn``.
 
     With ``c_h`` the head weights (summing to 1), the fused layer is
-    ``A = sum_h c_h A_h``. It is formed one block of rows at a time, a block small enough
-    to stay in cache (``_FUSED_BLOCK_BYTES``) by a reduction over the heads that reads
-    each weight once; the block's row sums and its product with the vectors then read
-    the fused block from cache, so each layer's ``[H, N, N]`` weights leave memory once. The row sums also catch NaN and inf (either makes its row's sum
-    non-finite, whatever the head's weight), so validating costs no pass of its own.
+    ``A = sum_h c_h A_h``. On the CPU it is formed one block of rows at a time, a block
+    small enough to stay in cache (``_FUSED_BLOCK_BYTES``), by a reduction over the heads
+    that reads each weight once; the block's row sums and its product with the vectors
+    then read the fused block from cache, so each layer's ``[H, N, N]`` weights leave
+    memory once. On a GPU the whole layer is one block (fewer kernel launches). The row
+    sums also catch NaN and inf (either makes its row's sum non-finite, whatever the
+    head's weight), so validating costs no pass of its own.
     Given ``live`` (:func:`_support`), only those rows are read: at the top layer that is
     R rows instead of N, and values in rows that cannot reach the result go unchecked.
     """
@@ -85,7 +87,8 @@ def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tenso
     k = attn.shape[2]
     if coef is not None:
         coef = coef.to(attn.dtype)
-    step = max(1, _FUSED_BLOCK_BYTES // (batch * n * attn.element_size()))
+    step = (max(1, _FUSED_BLOCK_BYTES // (batch * n * attn.element_size()))
+            if attn.device.type == "cpu" else max(k, 1))
     out = torch.zeros(vectors.shape[:-1] + (n,), dtype=attn.dtype, device=attn.device)
     w = torch.empty(vectors_read.shape, dtype=attn.dtype, device=attn.device)
     for i0 in range(0, k, step):
