@@ -510,6 +510,21 @@ def test_rows_only_mean_in_fused_row_blocks_matches_full_product(block_bytes, mo
         rollout([layers[0], bad, *layers[2:]], rows=rows)
 
 
+def test_rows_only_mean_with_gradients_through_some_layers_only(close):
+    # Only the top layer tracks gradients: the vectors reaching the lower layers carry
+    # them, so those layers' fused blocks must not be a buffer the next block reuses.
+    layers = random_layers(12, batch=1, heads=3, n=6, layers=3, dtype=torch.float64)
+    with torch.inference_mode(False):
+        top = layers[2].clone().requires_grad_()
+        weights = torch.arange(6, dtype=torch.float64)           # rows sum to 1
+        out = rollout([layers[0], layers[1], top], rows=[0])
+        (out * weights).sum().backward()
+        ref = layers[2].clone().requires_grad_()
+        (rollout([layers[0], layers[1], ref])[:, :1] * weights).sum().backward()
+    assert ref.grad.abs().max() > 1e-3
+    close(top.grad, ref.grad)
+
+
 def test_accumulator_errors_name_layer_and_problem():
     acc = RolloutAccumulator(rows=[7])
     with pytest.raises(ValueError, match=r"rows out of range"):

@@ -61,8 +61,8 @@ _FUSED_BLOCK_BYTES = 2 << 20
 
 
 def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tensor | None,
-                    residual: float, where: str, *,
-                    live: torch.Tensor | None = None) -> torch.Tensor:
+                    residual: float, where: str, *, live: torch.Tensor | None = None,
+                    workspace: dict | None = None) -> torch.Tensor:
     """:func:`_rows_step` for a (weighted) mean over heads in one read of ``attn``.
 
     With ``c_h`` the head weights (summing to 1), the fused layer is
@@ -75,6 +75,9 @@ def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tenso
     head's weight), so validating costs no pass of its own.
     Given ``live`` (:func:`_support`), only those rows are read: at the top layer that is
     R rows instead of N, and values in rows that cannot reach the result go unchecked.
+    Without autograd the mean is summed into one buffer kept in ``workspace`` (a dict
+    shared by the layers of one rollout): fresh memory for every block costs page
+    faults that can take longer than the read itself.
     """
     if attn.dim() == 3:
         attn = attn.unsqueeze(1)
@@ -95,8 +98,16 @@ def _rows_step_flat(vectors: torch.Tensor, attn: torch.Tensor, coef: torch.Tenso
         rows = attn[:, :, i0:i0 + step]                    # [B, H, b, N]
         if heads == 1:                  # already fused (one head's weight is exactly 1)
             fused = rows[:, 0]
-        elif coef is None:                                 # one read of the block
-            fused = rows.sum(1).mul_(1.0 / heads)          # [B, b, N]
+        elif coef is None and workspace is not None and not (rows.requires_grad
+                                                             or vectors.requires_grad):
+            shape = (batch, min(step, k), n)               # one read of the block
+            key = (shape, rows.dtype, rows.device)
+            if key not in workspace:
+                workspace[key] = torch.empty(shape, dtype=rows.dtype, device=rows.device)
+            fused = torch.sum(rows, 1, out=workspace[key][:, :rows.shape[2]])
+            fused.mul_(1.0 / heads)                        # [B, b, N]
+        elif coef is None:
+            fused = rows.sum(1).mul_(1.0 / heads)
         else:
             fused = torch.einsum("h,bhij->bij", coef, rows)
         sums = (1.0 - residual) * fused.sum(-1) + residual  # [B, b], from cache
@@ -295,6 +306,7 @@ def rollout(
     if per_head:
         vectors = vectors.unsqueeze(1).expand(batch, first.shape[1], -1, -1)
     sparse = check_values is None   # read only the rows that reach the result
+    workspace: dict = {}            # the flat path's fused block, reused by every layer
     for index in reversed(order):
         attn, grad = layers[index], layer_grads[index]
         if pruning:
@@ -306,7 +318,8 @@ def rollout(
             # it covers most columns, stop looking.
             sparse = sparse and (live is not None or residual == 0)
             vectors = _rows_step_flat(vectors, attn, coef, float(residual),
-                                      _where(index, "layer"), live=live)
+                                      _where(index, "layer"), live=live,
+                                      workspace=workspace)
         elif blocked:
             vectors = _rows_step_heads(vectors, attn, grad, how, float(residual),
                                        scan_as=_where(index, "layer"),
