@@ -88,33 +88,23 @@ def test_shapes_captioner_preprocess_is_open_clips_letterbox(captioner):
         torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
 
 
-def test_shapes_captioner_names_the_objects_of_held_out_scenes(captioner):
+# Measured on 300 held-out scenes per background (training/eval_captioner.py --n 300):
+# object precision / recall 0.971 / 0.967 on the training backgrounds, 0.886 / 0.930 on
+# crops of photos no training stage cropped (shapes.EVAL_PHOTOS).
+@pytest.mark.parametrize("background,offset,floor", [(None, 5000, 0.85), ("photo", 7000, 0.75)])
+def test_shapes_captioner_names_the_objects_of_held_out_scenes(captioner, background, offset,
+                                                               floor):
     from groundroll.data import shapes
 
     eval_captioner = training_script("eval_captioner")
-    scenes = list(shapes.scenes(16, seed=shapes.EVAL_SEED_OFFSET + 5000))
+    scenes = list(shapes.scenes(16, seed=shapes.EVAL_SEED_OFFSET + offset,
+                                background=background))
     captions = eval_captioner.caption(captioner, [s.image for s in scenes])
     named = [[" ".join(o) for o in eval_captioner.objects(c)] for c in captions]
     right = sum(len(set(n) & set(s.labels)) for n, s in zip(named, scenes))
-    # Measured on 900 held-out scenes: object precision 0.944, recall 0.938.
     pairs = list(zip(captions, [s.labels for s in scenes]))
-    assert right >= 0.85 * sum(len(n) for n in named), pairs
-    assert right >= 0.85 * sum(len(s.labels) for s in scenes), pairs
-
-
-def test_shapes_captioner_names_objects_on_held_out_photo_backgrounds(captioner):
-    """Objects on crops of photos training never cropped (shapes.EVAL_PHOTOS)."""
-    from groundroll.data import shapes
-
-    eval_captioner = training_script("eval_captioner")
-    scenes = list(shapes.scenes(16, seed=shapes.EVAL_SEED_OFFSET + 7000, background="photo"))
-    captions = eval_captioner.caption(captioner, [s.image for s in scenes])
-    named = [[" ".join(o) for o in eval_captioner.objects(c)] for c in captions]
-    right = sum(len(set(n) & set(s.labels)) for n, s in zip(named, scenes))
-    # Measured on 300 held-out photo scenes: object precision 0.886, recall 0.930.
-    pairs = list(zip(captions, [s.labels for s in scenes]))
-    assert right >= 0.75 * sum(len(n) for n in named), pairs
-    assert right >= 0.75 * sum(len(s.labels) for s in scenes), pairs
+    assert right >= floor * sum(len(n) for n in named), pairs
+    assert right >= floor * sum(len(s.labels) for s in scenes), pairs
 
 
 def test_shapes_captioner_conversion_reproduces_open_clips_tower():
