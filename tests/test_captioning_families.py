@@ -65,8 +65,12 @@ def _build(model_type, cls, configure=None, **edits):
 
 def _blip():
     # BLIP's vision tower initialises with std 1e-10 (all tokens alike) by default.
-    return _build("blip", "BlipForConditionalGeneration", text_config__sep_token_id=EOS,
-                  vision_config__initializer_range=0.02)
+    model = _build("blip", "BlipForConditionalGeneration", text_config__sep_token_id=EOS,
+                   vision_config__initializer_range=0.02)
+    # Its generate is the text decoder's, with the decoder's own generation config.
+    model.text_decoder.generation_config.suppress_tokens = \
+        model.generation_config.suppress_tokens
+    return model
 
 
 def _qwen2_vl():
@@ -294,7 +298,7 @@ def test_ground_caption_runs_every_method(key, method, tokenizer):
     assert spread > 1e-3, "every word has the same map"
 
 
-@pytest.mark.filterwarnings("ignore:the generated caption reached max_new_tokens")
+@pytest.mark.filterwarnings("ignore:the generated caption reached the token limit")
 @pytest.mark.parametrize("key", ["hf_blip_captioner", "hf_llava", "hf_git", "hf_blip_2",
                                  "hf_llava_next"])
 def test_generated_captions_are_grounded(key, tokenizer):
@@ -501,6 +505,79 @@ def test_llava_next_cross_maps_are_the_last_layers_attention_on_both_grids(token
         np.testing.assert_allclose(got, (expected / expected.sum()).numpy(), atol=1e-5)
 
 
+# ------------------------------------------------------------ VisionEncoderDecoderModel
+
+def _vision_encoder_decoder(encoder, decoder):
+    """A ``VisionEncoderDecoderModel`` joining two tiny configs, the decoder built to
+    cross-attend; its config names no decoder start token (the decoder's bos serves)."""
+    enc, dec = conformance.tiny_config(encoder), conformance.tiny_config(decoder)
+    dec.is_decoder, dec.add_cross_attention = True, True
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    torch.manual_seed(0)
+    model = transformers.VisionEncoderDecoderModel(config=config).eval()
+    model.generation_config.suppress_tokens = [
+        i for i in range(dec.vocab_size) if i not in range(4, 11) and i != EOS]
+    return model
+
+
+#: The encoders and decoders transformers documents for image captioning and OCR; TrOCR
+#: declares no attention and is read from what the whole model returns.
+VISION_ENCODER_DECODERS = [("vit", "gpt2"), ("deit", "bert"), ("beit", "roberta"),
+                           ("vit", "trocr")]
+
+
+@pytest.mark.filterwarnings("ignore:the generated caption reached the token limit")
+@pytest.mark.parametrize("encoder, decoder", VISION_ENCODER_DECODERS)
+def test_vision_encoder_decoder_words_read_the_models_own_cross_attention(encoder, decoder,
+                                                                          tokenizer):
+    model = _vision_encoder_decoder(encoder, decoder)
+    assert family_for(model).name == "hf_vision_encoder_decoder"
+    cm = resolve_captioner(model, tokenizer=tokenizer)
+    image = _image(cm)
+    start = cm.hooks.start_ids(model, tokenizer)
+    ids = tokenizer(CAPTION, add_special_tokens=False)["input_ids"]
+    words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
+    pixels = cm.pixels(image)
+    full = torch.tensor([start + ids])
+    with torch.no_grad():
+        plain = cm.hooks.forward(model, pixels, full)
+        with capture(model, streams=list(cm.hooks.streams)):
+            captured = cm.hooks.forward(model, pixels, full)
+        torch.testing.assert_close(captured, plain, atol=1e-5, rtol=1e-4)
+        maps, _ = _word_maps(cm, pixels, ids, start, groups, "cross")
+        model.set_attn_implementation("eager")
+        out = model(pixel_values=pixels, decoder_input_ids=full, output_attentions=True)
+    cross = out.cross_attentions[-1][0].float().mean(0)          # [T, tokens]
+    prefix, (rows, cols) = cm.hooks.grid(model, cross.shape[-1])
+    assert maps.shape[1:] == (rows, cols)
+    for w, group in enumerate(groups):
+        expected = cross[[len(start) + p - 1 for p in group]][:, prefix:].mean(0)
+        expected = expected.reshape(rows, cols).numpy()
+        np.testing.assert_allclose(maps[w] / maps[w].sum(), expected / expected.sum(),
+                                   atol=1e-5)
+    for method in ("relevance", "legrad", "rollout"):
+        result = gr.ground_caption(image, CAPTION, model=model, tokenizer=tokenizer,
+                                   method=method)
+        assert result.heatmaps.shape == (7, *image.shape[:2])
+        assert np.isfinite(result.heatmaps).all()
+    # Its own caption, generated from the decoder's start token although the config
+    # names none (words only, so it runs to the token limit).
+    model.generation_config.suppress_tokens.append(EOS)
+    generated = gr.ground_caption(image, model=model, tokenizer=tokenizer,
+                                  max_new_tokens=4)
+    assert generated.settings["generated"] and generated.truncated
+    assert len(generated.words) == 4
+    assert set(generated.words) <= set(WORDS[4:])
+
+
+def test_generated_ids_the_tokenizer_lacks_mean_the_wrong_tokenizer(tokenizer):
+    model = _vision_encoder_decoder("vit", "gpt2")
+    model.generation_config.suppress_tokens = list(range(11))    # only ids past the toy
+    with pytest.raises(ValueError, match="tokenizer does not have.*belongs to this model"):
+        gr.ground_caption(_image(resolve_captioner(model, tokenizer=tokenizer)),
+                          model=model, tokenizer=tokenizer, max_new_tokens=3)
+
+
 # --------------------------------------------------------------------------- refusals
 
 @pytest.mark.parametrize("model_type, cls, family, reason", [
@@ -516,6 +593,18 @@ def test_captioners_that_cannot_map_words_to_pixels_are_refused_with_the_reason(
                           tokenizer=tokenizer)
     assert "hf_llava" in str(refused.value) and family not in str(
         refused.value).rpartition("families that are")[2]
+
+
+@pytest.mark.parametrize("encoder, decoder, reason", [
+    ("swin", "mbart", "the encoder: .*local windows"),           # Donut's layout
+    ("vit", "llama", "LlamaForCausalLM\\) has no cross-attention"),
+])
+def test_vision_encoder_decoders_that_cannot_ground_words_are_refused(encoder, decoder,
+                                                                     reason, tokenizer):
+    model = _vision_encoder_decoder(encoder, decoder)
+    with pytest.raises(TypeError, match=reason):
+        gr.ground_caption(np.zeros((32, 32, 3), np.uint8), CAPTION, model=model,
+                          tokenizer=tokenizer)
 
 
 @pytest.mark.parametrize("model_type, cls", [("bert", "BertModel"), ("clip", "CLIPModel")])

@@ -92,7 +92,7 @@ def test_example_scene_matches_generator():
 def test_photo_background_crops_the_named_photos():
     from groundroll.data.shapes import _photo
 
-    assert not set(shapes.TRAIN_PHOTOS) & set(shapes.EVAL_PHOTOS)
+    assert not set(shapes.TRAIN_PHOTOS + shapes.EXTRA_TRAIN_PHOTOS) & set(shapes.EVAL_PHOTOS)
     for name in shapes.PHOTOS:                       # every photo ships with a dependency
         assert _photo(name).ndim == 3 and _photo(name).shape[2] == 3
     a = shapes.scene(5, background="photo", size=(100, 140))

@@ -347,6 +347,45 @@ def test_captioner_training_photos_are_never_the_held_out_ones(monkeypatch):
         got = recipe.train_scene(np.random.default_rng(seed))
         assert np.array_equal(got.image, want.image) and got.labels == want.labels
     assert len(scenes) == 40
+    # With --extra-photos the graphics join the crops; still none of the held-out ones.
+    seen.clear()
+    monkeypatch.setattr(shapes, "_photo_background",
+                        lambda rng, h, w, photos: seen.append(tuple(photos))
+                        or real(rng, h, w, photos))
+    wide = shapes.TRAIN_PHOTOS + shapes.EXTRA_TRAIN_PHOTOS
+    for _ in range(10):
+        recipe.train_scene(rng, photo_fraction=1.0, photos=wide, recolour=0.5)
+    assert set(seen) == {wide} and not set(wide) & set(shapes.EVAL_PHOTOS)
+
+
+def test_captioner_recipe_recolours_only_the_background():
+    import numpy as np
+
+    from groundroll.data import shapes
+
+    recipe = training_script("shapes_captioner")
+    drawn = shapes.scene(4, background="photo", photos=["matplotlib:grace_hopper.jpg"])
+    background = drawn.label_map == 0
+    out = recipe.recolour_background(np.random.default_rng(1), drawn.image, background)
+    assert out.dtype == np.uint8 and out.shape == drawn.image.shape
+    for m, lab in zip(drawn.masks, drawn.labels):     # objects keep their exact colours
+        assert (out[m] == np.array(shapes.COLORS[lab.split(" ")[0]])).all()
+    before = drawn.image[background].astype(float)
+    after = out[background].astype(float)
+    assert np.abs(after - before).mean() > 10         # the hue really moved
+    # A turn about the grey axis keeps each pixel's grey level (up to clipping and
+    # rounding) and leaves grey pixels grey.
+    unclipped = ((after > 0) & (after < 255)).all(1)
+    assert unclipped.sum() > 1000
+    assert np.abs(after.mean(1) - before.mean(1))[unclipped].max() <= 1.0
+    grey = np.full((4, 4, 3), 120, np.uint8)
+    assert (recipe.recolour_background(np.random.default_rng(2), grey,
+                                       np.ones((4, 4), bool)) == 120).all()
+    # Recolouring is drawn only for photo scenes and only when asked for: at 0 the
+    # stream of the recipe without it replays.
+    a = recipe.train_scene(np.random.default_rng(7), photo_fraction=0.5)
+    b = recipe.train_scene(np.random.default_rng(7), photo_fraction=0.5, recolour=0.0)
+    assert np.array_equal(a.image, b.image)
 
 
 def test_corpus_bleu():

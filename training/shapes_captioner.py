@@ -222,23 +222,51 @@ def preprocess_images(images: list[np.ndarray]) -> torch.Tensor:
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
 
-def train_scene(rng: np.random.Generator, photo_fraction: float = 0.0) -> shapes.Scene:
+def train_scene(rng: np.random.Generator, photo_fraction: float = 0.0,
+                photos: tuple[str, ...] = shapes.TRAIN_PHOTOS,
+                recolour: float = 0.0) -> shapes.Scene:
     """A scene of 1-4 objects in one of ``TRAIN_SIZES``, object radius 10-28 % of the
-    short side, on a crop of ``shapes.TRAIN_PHOTOS`` with probability ``photo_fraction``
-    and otherwise on a flat, gradient or noise background. (No draw is spent on the
-    choice when ``photo_fraction`` is 0, so earlier recipes replay exactly.)"""
+    short side, on a crop of ``photos`` with probability ``photo_fraction`` and otherwise
+    on a flat, gradient or noise background. A photo background is recoloured with
+    probability ``recolour`` (:func:`recolour_background`). (No draw is spent on a
+    choice whose probability is 0, so earlier recipes replay exactly.)"""
     sizes, weights = zip(*TRAIN_SIZES)
     size = sizes[int(rng.choice(len(sizes), p=weights))]
     photo = photo_fraction > 0 and rng.random() < photo_fraction
-    return shapes.scene(rng, size=size, radius=(0.1, 0.28),
-                        background="photo" if photo else None, photos=shapes.TRAIN_PHOTOS)
+    drawn = shapes.scene(rng, size=size, radius=(0.1, 0.28),
+                         background="photo" if photo else None, photos=photos)
+    if photo and recolour > 0 and rng.random() < recolour:
+        drawn.image = recolour_background(rng, drawn.image, drawn.label_map == 0)
+    return drawn
+
+
+def recolour_background(rng: np.random.Generator, image: np.ndarray,
+                        background: np.ndarray) -> np.ndarray:
+    """``image`` with the pixels where ``background`` is true turned about the grey axis
+    by a random hue angle and their saturation scaled by 0.5-2: a few photos become
+    backgrounds of every hue, so that a colour alone does not make an object. The
+    objects keep their exact palette colours."""
+    theta = rng.uniform(0, 2 * np.pi)
+    saturation = rng.uniform(0.5, 2.0)
+    axis = np.full(3, 1 / np.sqrt(3))
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]],
+                      [-axis[1], axis[0], 0]])
+    turn = (np.cos(theta) * np.eye(3) + np.sin(theta) * cross
+            + (1 - np.cos(theta)) * np.outer(axis, axis))             # Rodrigues
+    pixels = image[background].astype(np.float64)
+    grey = pixels.mean(-1, keepdims=True)
+    pixels = grey + saturation * (pixels - grey) @ turn.T
+    out = image.copy()
+    out[background] = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return out
 
 
 def make_batch(rng: np.random.Generator, batch_size: int, tokenizer,
-               photo_fraction: float = 0.0):
+               photo_fraction: float = 0.0, photos: tuple[str, ...] = shapes.TRAIN_PHOTOS,
+               recolour: float = 0.0):
     """Pixels ``[B, 3, 96, 96]``, decoder inputs ``[B, T]`` (``[BOS]`` + caption) and
     labels ``[B, T]`` (caption + ``[EOS]``, padding -100)."""
-    scenes = [train_scene(rng, photo_fraction) for _ in range(batch_size)]
+    scenes = [train_scene(rng, photo_fraction, photos, recolour) for _ in range(batch_size)]
     ids = [tokenizer(target_caption(s), add_special_tokens=False)["input_ids"] for s in scenes]
     longest = max(len(i) for i in ids) + 1
     inputs = torch.full((batch_size, longest), tokenizer.pad_token_id)
@@ -269,6 +297,12 @@ def param_groups(model, lr: float, encoder_lr: float) -> list[dict]:
     return [{"params": decoder, "scale": 1.0}, {"params": encoder, "scale": encoder_lr}]
 
 
+def train_photos(args) -> tuple[str, ...]:
+    """The photos a run crops: ``shapes.TRAIN_PHOTOS``, with ``--extra-photos`` also
+    ``shapes.EXTRA_TRAIN_PHOTOS``."""
+    return shapes.TRAIN_PHOTOS + (shapes.EXTRA_TRAIN_PHOTOS if args.extra_photos else ())
+
+
 def train(model, tokenizer, args) -> tuple[int, float, list[dict]]:
     rng = np.random.default_rng(args.seed)
     groups = param_groups(model, args.lr, args.encoder_lr)
@@ -284,7 +318,8 @@ def train(model, tokenizer, args) -> tuple[int, float, list[dict]]:
         for g in opt.param_groups:
             g["lr"] = lr * g["scale"]
         pixels, inputs, labels = make_batch(rng, args.batch_size, tokenizer,
-                                            args.photo_fraction)
+                                            args.photo_fraction, train_photos(args),
+                                            args.recolour)
         logits = model(pixel_values=pixels, decoder_input_ids=inputs,
                        decoder_attention_mask=(inputs != tokenizer.pad_token_id).long()).logits
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -362,7 +397,8 @@ def build_meta(args, argv, model, steps: int, seconds: float, history, diff: flo
                      "scenes_seen": steps * args.batch_size,
                      "train_seeds": "numpy Generator(seed) stream, scenes drawn on the fly",
                      "photo_fraction": args.photo_fraction,
-                     "photos": list(shapes.TRAIN_PHOTOS) if args.photo_fraction else [],
+                     "photos": list(train_photos(args)) if args.photo_fraction else [],
+                     "recolour": args.recolour,
                      "held_out": f"scene seeds >= {shapes.EVAL_SEED_OFFSET}"},
         "history": history,
     }
@@ -371,7 +407,8 @@ def build_meta(args, argv, model, steps: int, seconds: float, history, diff: flo
 def _stage(meta: dict) -> dict:
     """One run's entry in meta.json's ``stages``."""
     return ({k: meta["training"].get(k, 0.0) for k in ("command", "steps", "lr", "seed",
-                                                        "seconds", "photo_fraction")}
+                                                        "seconds", "photo_fraction",
+                                                        "recolour")}
             | {"encoder_lr_scale": meta["encoder"]["lr_scale"]})
 
 
@@ -390,6 +427,10 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--photo-fraction", type=float, default=0.0,
                    help="share of training scenes drawn on crops of shapes.TRAIN_PHOTOS")
+    p.add_argument("--extra-photos", action="store_true",
+                   help="also crop shapes.EXTRA_TRAIN_PHOTOS")
+    p.add_argument("--recolour", type=float, default=0.0,
+                   help="share of photo scenes whose background is turned to a random hue")
     p.add_argument("--layers", type=int, default=3, help="decoder layers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None,

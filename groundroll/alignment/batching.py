@@ -108,7 +108,10 @@ def _pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.T
 def _pad_id(bundle) -> int:
     pad = getattr(bundle.tokenizer, "pad_token_id", None)
     if pad is None:
-        pad = bundle.model.config.pad_token_id
+        pad = getattr(bundle.model.config, "pad_token_id", None)
+    if pad is None:
+        raise ValueError("neither the tokenizer nor the model config names a padding "
+                         "token: set tokenizer.pad_token (or model.config.pad_token_id)")
     return int(pad)
 
 
@@ -172,7 +175,7 @@ def _translate(bundle, src: list[Encoded], *, max_length: int,
                                 **kwargs)
     if not isinstance(out, torch.Tensor):
         out = out.sequences
-    eos = bundle.model.config.eos_token_id
+    eos = getattr(bundle.model.config, "eos_token_id", None)
     eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
     targets, decoder_inputs = [], []
     for row in out.tolist():

@@ -213,6 +213,20 @@ def _generated_ids(cm: CaptionModel, pixels: torch.Tensor, start: list[int],
     return [t for t in new if t != pad], True
 
 
+def _check_known(tokenizer, ids: list[int]) -> None:
+    """Refuse generated ids past the tokenizer's vocabulary: they decode to nothing, and
+    mean the tokenizer is not the model's."""
+    try:
+        size = len(tokenizer)
+    except TypeError:
+        return
+    outside = sorted({t for t in ids if t >= size})
+    if outside:
+        raise ValueError(f"the captioner generated token ids {outside[:5]} that its"
+                         f" tokenizer does not have (it knows {size} tokens): pass the"
+                         " tokenizer that belongs to this model")
+
+
 def _words(cm: CaptionModel, ids: list[int], text: str, word_ids=None):
     """``(words, groups)``: the caption's words and, per word, the positions of its
     tokens in ``ids`` (subwords merged by the tokenizer's own offsets or markers)."""
@@ -587,6 +601,7 @@ def ground_caption(image, caption: str | None = None, *, model: Any = DEFAULT_CA
         truncated = False
         if caption is None:
             ids, truncated = _generated_ids(cm, pixels, start, max_new_tokens)
+            _check_known(cm.tokenizer, ids)
             if truncated:
                 warnings.warn(f"the generated caption reached the token limit"
                               f" (max_new_tokens={max_new_tokens}, or the decoder's"

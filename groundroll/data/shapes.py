@@ -41,6 +41,7 @@ __all__ = [
     "BACKGROUNDS",
     "PHOTOS",
     "TRAIN_PHOTOS",
+    "EXTRA_TRAIN_PHOTOS",
     "EVAL_PHOTOS",
     "EVAL_SEED_OFFSET",
     "TRAIN_SEED_OFFSET",
@@ -79,7 +80,13 @@ EVAL_PHOTOS: tuple[str, ...] = (
     "skimage:astronaut.png", "skimage:chelsea.png", "skimage:coffee.png",
     "skimage:rocket.jpg", "skimage:motorcycle_left.png", "skimage:camera.png",
     "skimage:coins.png")
-PHOTOS: tuple[str, ...] = TRAIN_PHOTOS + EVAL_PHOTOS
+#: More training backgrounds, graphics rather than photographs (a colour wheel, the
+#: scikit-image logo, a gift box, a retinal micrograph), which a recipe may add to
+#: ``TRAIN_PHOTOS``; kept apart so that earlier recipes replay exactly.
+EXTRA_TRAIN_PHOTOS: tuple[str, ...] = (
+    "skimage:color.png", "skimage:logo.png", "skimage:microaneurysms.png",
+    "matplotlib:Minduka_Present_Blue_Pack.png")
+PHOTOS: tuple[str, ...] = TRAIN_PHOTOS + EXTRA_TRAIN_PHOTOS + EVAL_PHOTOS
 
 TRAIN_SEED_OFFSET = 0
 EVAL_SEED_OFFSET = 10**6

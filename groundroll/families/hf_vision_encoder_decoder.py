@@ -7,7 +7,9 @@ Capture sites are derived from the encoder's and the decoder's own declarations:
 Caption maps compose ``encoder`` -> ``cross`` -> ``decoder``; decoder row ``t`` predicts
 caption token ``t + 1``. The patch grid is read from the encoder's config; the tokens
 before the patches (class, distillation) are counted from the sequence length. Encoders
-whose attention is windowed (Swin: Donut) are refused by the capture with the reason.
+whose attention is windowed (Swin: Donut) and decoders that do not cross-attend (Llama)
+are refused with the reason. A decoder that declares no attention (TrOCR) is read from
+the attention the whole model returns.
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ def _generate(model, pixels, start, max_new_tokens):
     positions = _positions(model)
     if positions is not None:
         length = min(length, positions)
+    first = int(start[0])
     start = torch.as_tensor([list(start)], dtype=torch.long, device=pixels.device)
+    # generate checks for a start token even when decoder_input_ids are given.
     return model.generate(pixel_values=pixels, decoder_input_ids=start, max_length=length,
-                          do_sample=False, num_beams=1)
+                          decoder_start_token_id=first, do_sample=False, num_beams=1)
 
 
 def _first(*values):
@@ -78,9 +82,11 @@ def _first(*values):
 
 def _start_ids(model, tokenizer):
     decoder = model.config.decoder
-    start = _first(model.config.decoder_start_token_id,
+    # transformers 5 configs raise AttributeError for ids they were never given.
+    start = _first(getattr(model.config, "decoder_start_token_id", None),
                    getattr(model.generation_config, "decoder_start_token_id", None),
-                   decoder.bos_token_id, getattr(tokenizer, "bos_token_id", None))
+                   getattr(decoder, "bos_token_id", None),
+                   getattr(tokenizer, "bos_token_id", None))
     if start is None:
         raise ValueError("the captioner names no decoder start token (config."
                          "decoder_start_token_id, the decoder's bos_token_id or the"
@@ -90,7 +96,8 @@ def _start_ids(model, tokenizer):
 
 def _end_ids(model, tokenizer):
     ends = {getattr(model.generation_config, "eos_token_id", None),
-            model.config.decoder.eos_token_id, getattr(tokenizer, "eos_token_id", None)}
+            getattr(model.config.decoder, "eos_token_id", None),
+            getattr(tokenizer, "eos_token_id", None)}
     out = set()
     for end in ends:
         out.update(end if isinstance(end, (list, tuple)) else [end])
@@ -114,5 +121,25 @@ CAPTIONING = Captioning(
     forward=_forward, generate=_generate, start_ids=_start_ids, end_ids=_end_ids,
     grid=_grid)
 
+def _captioning(model) -> Captioning:
+    """The hooks, once the encoder is known to attend globally and the decoder to
+    cross-attend into it."""
+    from .derive import refusal
+    from .registry import adapter_for
+
+    name = f"{type(model).__name__} (family 'hf_vision_encoder_decoder')"
+    reason = refusal(model.encoder)
+    if reason is not None:
+        raise TypeError(f"{name}: its words cannot be grounded in the image: the encoder:"
+                        f" {reason}")
+    if "cross" not in adapter_for(model).streams:
+        raise TypeError(
+            f"{name}: its words cannot be grounded in the image: its decoder"
+            f" ({type(model.decoder).__name__}) has no cross-attention into the image"
+            " tokens; build it with a decoder that cross-attends (GPT-2, BERT, RoBERTa,"
+            " TrOCR, BART or another with add_cross_attention=True)")
+    return CAPTIONING
+
+
 FAMILY = Family("hf_vision_encoder_decoder", model_types=("vision-encoder-decoder",),
-                loader=LOADER, captioning=CAPTIONING)
+                loader=LOADER, captioning=_captioning)

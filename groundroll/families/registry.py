@@ -131,6 +131,14 @@ def supported_models() -> dict[str, tuple[str, ...]]:
             for f in _FAMILIES.values() if f.adapter is not None}
 
 
+def _decoder_undeclared(model: torch.nn.Module, derived: Adapter) -> bool:
+    """Whether an encoder-decoder's derived sites miss its decoder: a wrapper
+    (``VisionEncoderDecoderModel``) around a decoder that declares no attention (TrOCR),
+    whose attention the whole model still returns."""
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "is_encoder_decoder", False)) and "decoder" not in derived.streams
+
+
 def adapter_for(model: torch.nn.Module) -> Adapter:
     """The capture sites serving ``model``: a registered family's, else sites derived
     from the attention a Hugging Face model declares (``_can_record_outputs``), else,
@@ -163,11 +171,13 @@ def adapter_for(model: torch.nn.Module) -> Adapter:
     if reason is not None:
         raise UnsupportedModelError(reason)
     derived = derive_adapter(model)
-    if derived is not None:
+    if derived is not None and not _decoder_undeclared(model, derived):
         return derived
     returned = returned_adapter(model)
     if returned is not None:
         return returned
+    if derived is not None:
+        return derived
     cls = type(model)
     listing = "\n".join(f"  {name}: {', '.join(what)}"
                         for name, what in supported_models().items())
