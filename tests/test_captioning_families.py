@@ -17,6 +17,8 @@ the supported families.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,16 @@ def _paligemma():
                   vision_config__projection_dim=config.text_config.hidden_size)
 
 
+def _gemma3():
+    """Gemma 3 with its 4 x 4 patches pooled to 2 x 2 image tokens; the projection is
+    random (zeros by default: every image token would be the same)."""
+    model = _build("gemma3", "Gemma3ForConditionalGeneration")
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(
+            generator=torch.Generator().manual_seed(0))
+    return model
+
+
 def _q_former(model_type, cls):
     """A Q-Former of 3 blocks with cross-attention in blocks 0 and 2 (every second), 4
     random queries (zeros by default: every query would read the same)."""
@@ -116,8 +128,17 @@ def _llava_next():
 BUILDERS = {
     "hf_blip_captioner": (_blip, None, (4, 4)),
     "hf_llava": (lambda: _build("llava", "LlavaForConditionalGeneration"), 0, (4, 4)),
+    "vipllava": (lambda: _build("vipllava", "VipLlavaForConditionalGeneration"), 0, (4, 4)),
     "hf_paligemma": (_paligemma, 0, (4, 4)),
     "hf_qwen2_vl": (_qwen2_vl, 0, (2, 3)),
+    "hf_gemma3": (_gemma3, 0, (2, 2)),
+    # pixel shuffles: 4 x 4 patches merged 2 x 2
+    "hf_aya_vision": (lambda: _build("aya_vision", "AyaVisionForConditionalGeneration"), 0,
+                      (2, 2)),
+    "hf_internvl": (lambda: _build("internvl", "InternVLForConditionalGeneration",
+                                   vision_config__image_size=[56, 56]), 0, (2, 2)),
+    "hf_cohere2_vision": (lambda: _build("cohere2_vision",
+                                         "Cohere2VisionForConditionalGeneration"), 0, (2, 2)),
     "hf_git": (lambda: _build("git", "GitForCausalLM"), 17, (4, 4)),
     "hf_idefics3": (lambda: _build("idefics3", "Idefics3ForConditionalGeneration"), 0,
                     (2, 2)),
@@ -128,7 +149,7 @@ BUILDERS = {
                                        "InstructBlipForConditionalGeneration"), 0, (4, 4)),
     "hf_llava_next": (_llava_next, 0, (4, 8)),
 }
-FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2"}
+FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2", "vipllava": "hf_llava"}
 DECODER_ONLY = [k for k, (_, before, _) in BUILDERS.items() if before is not None]
 #: decoder-only models whose image-token columns are a Q-Former's learned queries
 Q_FORMER = ["hf_blip_2", "instructblip"]
@@ -193,6 +214,9 @@ def _direct_logits(key, model, cm, image, full, prompt):
         return model(input_ids=full, pixel_values=pixels, token_type_ids=kinds).logits
     if key in ("hf_idefics3", "smolvlm"):
         return model(input_ids=full, pixel_values=pixels[:, None]).logits
+    if key == "hf_gemma3":                    # the processor marks the image tokens
+        kinds = (full == model.config.image_token_id).long()
+        return model(input_ids=full, pixel_values=pixels, token_type_ids=kinds).logits
     if key == "hf_llava_next":
         from groundroll.families import hf_llava_next
 
@@ -272,11 +296,57 @@ def test_cross_maps_are_the_last_layers_attention_to_the_image_tokens(key, token
         np.testing.assert_allclose(got, expected / expected.sum(), atol=1e-4)
 
 
+@pytest.mark.parametrize("key", [k for k in DECODER_ONLY
+                                 if k not in Q_FORMER + TILED + ["hf_git"]])
+def test_each_image_token_comes_from_the_pixels_its_grid_cell_covers(key, tokenizer):
+    """Where the grid puts each image token, checked against the model itself: with the
+    vision tower's attention silenced (each patch then feeds only the tokens built from
+    it), noise in one grid cell of the input changes exactly the language model's input
+    at that cell's image token. A transposed or mis-pooled grid fails."""
+    model, cm, image, start, ids = _inputs(key, tokenizer)
+    full = torch.tensor([start + ids])
+    pixels = cm.pixels(image)
+    prefix, (rows, cols) = cm.hooks.grid(model, int(cm.hooks.columns(model, full).numel()))
+    columns = cm.hooks.columns(model, full)[prefix:]
+    seen = []
+
+    def silence(module, args, output):
+        if isinstance(output, tuple):
+            return (torch.zeros_like(output[0]), *output[1:])
+        return torch.zeros_like(output)
+
+    def embeds(module, args, kwargs):
+        seen.append(kwargs["inputs_embeds"][0, columns].detach().clone())
+
+    handles = [m.register_forward_hook(silence) for n, m in model.named_modules()
+               if re.search(r"vision|visual", n) and type(m).__name__.endswith("Attention")]
+    handles.append(model.get_decoder().register_forward_pre_hook(embeds, with_kwargs=True))
+    extra = {"prompt": len(start)}
+    h, w = pixels.shape[-2:]
+    try:
+        with torch.no_grad():
+            cm.hooks.forward(model, pixels, full, **extra)
+            for r in range(rows):
+                for c in range(cols):
+                    noisy = pixels.clone()
+                    cell = (slice(r * h // rows, (r + 1) * h // rows),
+                            slice(c * w // cols, (c + 1) * w // cols))
+                    noisy[0, :, cell[0], cell[1]] += torch.randn_like(
+                        noisy[0, :, cell[0], cell[1]])
+                    cm.hooks.forward(model, noisy, full, **extra)
+                    changed = (seen[-1] - seen[0]).abs().amax(-1) > 1e-5
+                    assert changed.nonzero().flatten().tolist() == [r * cols + c], (r, c)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _model_inputs(key, model, cm, pixels, full, prompt):
-    from groundroll.families import (_vlm, hf_idefics3, hf_llava_next, hf_paligemma,
-                                     hf_qwen2_vl)
+    from groundroll.families import (_vlm, hf_gemma3, hf_idefics3, hf_llava_next,
+                                     hf_paligemma, hf_qwen2_vl)
 
     build = {"hf_paligemma": hf_paligemma._inputs, "hf_qwen2_vl": hf_qwen2_vl._inputs,
+             "hf_gemma3": hf_gemma3._inputs,
              "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs,
              "hf_llava_next": hf_llava_next._inputs}
     return build.get(key, _vlm.plain_inputs)(model, pixels, full, prompt)

@@ -24,12 +24,17 @@ module                         family
 ``hf_bert``                    transformers BERT-style text encoders
 ``hf_vit``                     transformers ViT / DeiT
 ``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
-``hf_llava``                   transformers LLaVA (decoder-only VLM)
+``hf_llava``                   transformers LLaVA / VipLLaVA (decoder-only VLMs)
 ``hf_llava_next``              transformers LLaVA-NeXT (LLaVA with tiled images)
 ``hf_paligemma``               transformers PaliGemma (decoder-only VLM)
+``hf_gemma3``                  transformers Gemma 3 (decoder-only VLM, pooled grid)
 ``hf_qwen2_vl``                transformers Qwen2-VL / Qwen2.5-VL (decoder-only VLMs)
 ``hf_git``                     transformers GIT (image tokens before the text)
 ``hf_idefics3``                transformers Idefics3 / SmolVLM (decoder-only VLMs)
+``hf_aya_vision``              transformers Aya Vision (decoder-only VLM, merged grid)
+``hf_internvl``                transformers InternVL (decoder-only VLM, merged grid)
+``hf_cohere2_vision``          transformers Cohere2-Vision (decoder-only VLM, merged
+                               grid)
 ``hf_blip_2``                  transformers BLIP-2 / InstructBLIP (captions through
                                the Q-Former's queries; Flan-T5 variants refused)
 ``hf_kosmos_2``                transformers Kosmos-2 (captions refused: resampler)
@@ -51,9 +56,9 @@ Examples
 
 from __future__ import annotations
 
-from . import (hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner, hf_clip,
-               hf_florence2, hf_git, hf_idefics3, hf_kosmos_2, hf_llava, hf_llava_next,
-               hf_marian, hf_paligemma, hf_qwen2_vl, hf_siglip, hf_t5,
+from . import (hf_aya_vision, hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner,
+               hf_clip, hf_cohere2_vision, hf_florence2, hf_gemma3, hf_git, hf_idefics3,
+               hf_internvl, hf_kosmos_2, hf_llava, hf_llava_next, hf_marian, hf_paligemma, hf_qwen2_vl, hf_siglip, hf_t5,
                hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
 from .derive import declared_attention, derive_adapter, refusal, returned_adapter
 from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, Queries,
@@ -72,7 +77,7 @@ __all__ = ["Family", "Grounding", "CrossRun", "Captioning", "Queries", "HFLoader
 
 for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip_captioner, hf_blip,
                 hf_marian, hf_bart, hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder,
-                hf_llava, hf_llava_next, hf_paligemma, hf_qwen2_vl, hf_git, hf_idefics3,
-                hf_blip_2, hf_kosmos_2, hf_florence2):
+                hf_llava, hf_llava_next, hf_paligemma, hf_gemma3, hf_qwen2_vl, hf_git,
+                hf_idefics3, hf_aya_vision, hf_internvl, hf_cohere2_vision, hf_blip_2, hf_kosmos_2, hf_florence2):
     register_family(_module.FAMILY, first=False)
 del _module

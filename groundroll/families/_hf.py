@@ -14,6 +14,8 @@ __all__ = ["vision_config", "image_size", "patch_size", "mean_std", "context_len
 
 OPENAI_MEAN_STD = (OPENAI_MEAN, OPENAI_STD)
 SIGLIP_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+#: torchvision's ImageNet statistics (InternViT).
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def fixed_sdpa_attention(model: torch.nn.Module) -> list[str]:

@@ -18,7 +18,8 @@ import torch
 from . import _hf
 from .record import Captioning, _pair
 
-__all__ = ["captioning", "plain_inputs", "one_image_grid", "image_token", "placeholder_columns", "text_ids",
+__all__ = ["captioning", "plain_inputs", "one_image_grid", "shuffled_grid_size",
+           "framed_start_ids", "image_token", "placeholder_columns", "text_ids",
            "special_ids", "end_ids", "bos_ids", "vision_mean_std", "vision_size",
            "vision_patch"]
 
@@ -88,6 +89,30 @@ def one_image_grid(grid_size, what: str):
                              f" {cols} {what}: they cannot be mapped back to pixels")
         return 0, (rows, cols)
     return grid
+
+
+def shuffled_grid_size(factor) -> Callable[[Any], tuple[int, int]]:
+    """``grid_size(model)`` of a tower whose patch grid a pixel shuffle merges
+    ``factor(model) x factor(model)`` patches at a time into one token, row by row (Aya
+    Vision, InternVL, Cohere2-Vision, as Idefics3)."""
+    def grid_size(model) -> tuple[int, int]:
+        (h, w), (ph, pw) = vision_size(model), vision_patch(model)
+        merge = int(factor(model))
+        return h // ph // merge, w // pw // merge
+    return grid_size
+
+
+def framed_start_ids(prompt: tuple[str, str], count, *markers: str):
+    """``start_ids(model, tokenizer)`` of a chat prompt ``(before, after)`` around one
+    image: bos, ``before``, the first marker token, ``count(model)`` placeholders, the
+    second marker, ``after`` (markers the tokenizer lacks are left out)."""
+    def start_ids(model, tokenizer) -> list[int]:
+        before, after = prompt
+        opening, closing = (list(markers) + ["", ""])[:2]
+        return (bos_ids(model, tokenizer) + text_ids(tokenizer, before)
+                + special_ids(tokenizer, opening) + [image_token(model)] * int(count(model))
+                + special_ids(tokenizer, closing) + text_ids(tokenizer, after))
+    return start_ids
 
 
 def vision_size(model) -> tuple[int, int]:

@@ -151,6 +151,11 @@ CAPTIONING = replace(
 
 
 def _captioning(model):
+    if "video" in str(model.config.model_type):
+        raise TypeError(f"{type(model).__name__} (family 'hf_blip_2'): its words cannot"
+                        " be grounded in the image: it captions videos (frames in, the"
+                        " Q-Former's queries per frame); ground_caption takes one image"
+                        " (InstructBLIP or BLIP-2 for images)")
     if not getattr(model.config, "use_decoder_only_language_model", True):
         raise TypeError(f"{type(model).__name__} (family 'hf_blip_2'): its words cannot"
                         f" be grounded in the image: {T5_REASON}")

@@ -26,10 +26,7 @@ LOADER = HFLoader("AutoModelForImageTextToText", "processor", "hf_vlm",
 PROMPT = ("<|im_start|>User:", "Describe the image.<end_of_utterance>\nAssistant:")
 
 
-def _grid_size(model) -> tuple[int, int]:
-    (h, w), (ph, pw) = _vlm.vision_size(model), _vlm.vision_patch(model)
-    scale = int(model.config.scale_factor)
-    return h // ph // scale, w // pw // scale
+_grid_size = _vlm.shuffled_grid_size(lambda model: model.config.scale_factor)
 
 
 def _start_ids(model, tokenizer):

@@ -1,6 +1,7 @@
-"""The transformers LLaVA family (``LlavaForConditionalGeneration``): a CLIP or SigLIP
-vision tower, a projector, and a causal language model that reads the projected patches
-at the image placeholder tokens of its prompt.
+"""The transformers LLaVA family (``LlavaForConditionalGeneration``, and VipLLaVA,
+which feeds the projector several tower layers): a CLIP or SigLIP vision tower, a
+projector, and a causal language model that reads the projected patches at the image
+placeholder tokens of its prompt.
 
 Capture sites are derived from the model's declarations: ``vision`` (the tower) and
 ``encoder`` (the language model's self-attention over image and text tokens). Caption
@@ -17,7 +18,7 @@ from .record import Family, HFLoader
 __all__ = ["FAMILY", "CAPTIONING", "LOADER", "PROMPT"]
 
 #: The processor with the tokenizer and the image processor; eager attention.
-LOADER = HFLoader("LlavaForConditionalGeneration", "processor", "hf_vlm",
+LOADER = HFLoader("AutoModelForImageTextToText", "processor", "hf_vlm",
                   attn_implementation="eager")
 
 #: The prompt around the image tokens: LLaVA-1.5's conversation format.
@@ -50,4 +51,5 @@ def _grid(model, n_tokens):
 
 CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, grid=_grid)
 
-FAMILY = Family("hf_llava", model_types=("llava",), loader=LOADER, captioning=CAPTIONING)
+FAMILY = Family("hf_llava", model_types=("llava", "vipllava"), loader=LOADER,
+                captioning=CAPTIONING)
