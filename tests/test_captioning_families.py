@@ -75,14 +75,15 @@ def _blip():
     return model
 
 
-def _qwen2_vl():
+def _qwen2_vl(model_type="qwen2_vl", cls="Qwen2VLForConditionalGeneration", size=(32, 48)):
     def rotary(config):       # 4 rotary pairs a head: 2 + 1 + 1 for (time, rows, cols)
         config.text_config.rope_parameters["mrope_section"] = [2, 1, 1]
 
-    # A 32 x 48 input: a 2 x 3 grid of merged tokens (rows != cols).
-    return _build("qwen2_vl", "Qwen2VLForConditionalGeneration", rotary,
-                  vision_config__image_size=[32, 48], vision_start_token_id=61,
-                  vision_end_token_id=60)
+    # A 32 x 48 input: a 2 x 3 grid of merged tokens (rows != cols). (GLM-4V's tower
+    # interpolates its position table for a square size only.)
+    marks = ({"image_start_token_id": 61, "image_end_token_id": 60} if "glm" in model_type
+             else {"vision_start_token_id": 61, "vision_end_token_id": 60})
+    return _build(model_type, cls, rotary, vision_config__image_size=list(size) if isinstance(size, tuple) else size, **marks)
 
 
 def _paligemma():
@@ -131,6 +132,9 @@ BUILDERS = {
     "vipllava": (lambda: _build("vipllava", "VipLlavaForConditionalGeneration"), 0, (4, 4)),
     "hf_paligemma": (_paligemma, 0, (4, 4)),
     "hf_qwen2_vl": (_qwen2_vl, 0, (2, 3)),
+    "qwen3_vl": (lambda: _qwen2_vl("qwen3_vl", "Qwen3VLForConditionalGeneration"), 0,
+                 (2, 3)),
+    "glm4v": (lambda: _qwen2_vl("glm4v", "Glm4vForConditionalGeneration", 32), 0, (2, 2)),
     "hf_gemma3": (_gemma3, 0, (2, 2)),
     # pixel shuffles: 4 x 4 patches merged 2 x 2
     "hf_aya_vision": (lambda: _build("aya_vision", "AyaVisionForConditionalGeneration"), 0,
@@ -149,7 +153,8 @@ BUILDERS = {
                                        "InstructBlipForConditionalGeneration"), 0, (4, 4)),
     "hf_llava_next": (_llava_next, 0, (4, 8)),
 }
-FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2", "vipllava": "hf_llava"}
+FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2", "vipllava": "hf_llava",
+             "qwen3_vl": "hf_qwen2_vl", "glm4v": "hf_qwen2_vl"}
 DECODER_ONLY = [k for k, (_, before, _) in BUILDERS.items() if before is not None]
 #: decoder-only models whose image-token columns are a Q-Former's learned queries
 Q_FORMER = ["hf_blip_2", "instructblip"]
@@ -226,6 +231,8 @@ def _direct_logits(key, model, cm, image, full, prompt):
         no_instruction = torch.zeros((1, 0), dtype=torch.long)
         return model(input_ids=full, pixel_values=pixels,
                      qformer_input_ids=no_instruction).logits
+    if key in ("qwen3_vl", "glm4v"):         # laid out as Qwen2-VL's processor does
+        return model(**_model_inputs(key, model, cm, pixels, full, prompt)).logits
     logits = model(input_ids=full, pixel_values=pixels).logits
     return logits[:, BUILDERS[key][1] or 0:] if key == "hf_git" else logits
 
@@ -346,6 +353,7 @@ def _model_inputs(key, model, cm, pixels, full, prompt):
                                      hf_paligemma, hf_qwen2_vl)
 
     build = {"hf_paligemma": hf_paligemma._inputs, "hf_qwen2_vl": hf_qwen2_vl._inputs,
+             "qwen3_vl": hf_qwen2_vl._inputs, "glm4v": hf_qwen2_vl._inputs,
              "hf_gemma3": hf_gemma3._inputs,
              "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs,
              "hf_llava_next": hf_llava_next._inputs}

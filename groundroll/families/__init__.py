@@ -28,7 +28,8 @@ module                         family
 ``hf_llava_next``              transformers LLaVA-NeXT (LLaVA with tiled images)
 ``hf_paligemma``               transformers PaliGemma (decoder-only VLM)
 ``hf_gemma3``                  transformers Gemma 3 (decoder-only VLM, pooled grid)
-``hf_qwen2_vl``                transformers Qwen2-VL / Qwen2.5-VL (decoder-only VLMs)
+``hf_qwen2_vl``                transformers Qwen2-VL / Qwen2.5-VL / Qwen3-VL / GLM-4V
+                               (decoder-only VLMs)
 ``hf_git``                     transformers GIT (image tokens before the text)
 ``hf_idefics3``                transformers Idefics3 / SmolVLM (decoder-only VLMs)
 ``hf_aya_vision``              transformers Aya Vision (decoder-only VLM, merged grid)

@@ -1,7 +1,8 @@
-"""The transformers Qwen2-VL / Qwen2.5-VL family (``Qwen2VLForConditionalGeneration``,
-``Qwen2_5_VLForConditionalGeneration``): a ViT over ``patch_size`` patches at any
-resolution, whose neighbouring ``spatial_merge_size`` x ``spatial_merge_size`` patches
-are merged into one image token of the language model.
+"""The transformers Qwen2-VL family (``Qwen2VLForConditionalGeneration``; Qwen2.5-VL,
+Qwen3-VL and GLM-4.1V / GLM-4.5V, dense and mixture-of-experts, lay their images out
+the same way): a ViT over ``patch_size`` patches at any resolution, whose neighbouring
+``spatial_merge_size`` x ``spatial_merge_size`` patches are merged into one image token
+of the language model.
 
 The grid varies with the image: the model is told it by ``image_grid_thw`` (frames,
 patch rows, patch columns), built here from the input size, and the image tokens are
@@ -94,9 +95,11 @@ def _marks(model, *keys) -> list[int]:
 def _start_ids(model, tokenizer):
     rows, cols = _grid(model, None)[1]
     before, after = PROMPT
-    return (_vlm.text_ids(tokenizer, before) + _marks(model, "vision_start_token_id")
+    return (_vlm.text_ids(tokenizer, before)
+            + _marks(model, "vision_start_token_id", "image_start_token_id")
             + [_vlm.image_token(model)] * (rows * cols)
-            + _marks(model, "vision_end_token_id") + _vlm.text_ids(tokenizer, after))
+            + _marks(model, "vision_end_token_id", "image_end_token_id")
+            + _vlm.text_ids(tokenizer, after))
 
 
 def _grid(model, n_tokens):
@@ -115,5 +118,6 @@ CAPTIONING = _vlm.captioning(
     stream="encoder", start_ids=_start_ids, grid=_grid, inputs=_inputs,
     image_size=_image_size, patch_size=_patch_size)
 
-FAMILY = Family("hf_qwen2_vl", model_types=("qwen2_vl", "qwen2_5_vl"), loader=LOADER,
-                captioning=CAPTIONING)
+FAMILY = Family("hf_qwen2_vl", model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
+                                            "glm4v", "glm4v_moe"),
+                loader=LOADER, captioning=CAPTIONING)
