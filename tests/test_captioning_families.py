@@ -136,6 +136,8 @@ BUILDERS = {
                  (2, 3)),
     "glm4v": (lambda: _qwen2_vl("glm4v", "Glm4vForConditionalGeneration", 32), 0, (2, 2)),
     "hf_gemma3": (_gemma3, 0, (2, 2)),
+    "hf_mistral3": (lambda: _build("mistral3", "Mistral3ForConditionalGeneration"), 0,
+                    (2, 2)),
     # pixel shuffles: 4 x 4 patches merged 2 x 2
     "hf_aya_vision": (lambda: _build("aya_vision", "AyaVisionForConditionalGeneration"), 0,
                       (2, 2)),
@@ -231,6 +233,9 @@ def _direct_logits(key, model, cm, image, full, prompt):
         no_instruction = torch.zeros((1, 0), dtype=torch.long)
         return model(input_ids=full, pixel_values=pixels,
                      qformer_input_ids=no_instruction).logits
+    if key == "hf_mistral3":
+        return model(input_ids=full, pixel_values=pixels,
+                     image_sizes=torch.tensor([list(pixels.shape[-2:])])).logits
     if key in ("qwen3_vl", "glm4v"):         # laid out as Qwen2-VL's processor does
         return model(**_model_inputs(key, model, cm, pixels, full, prompt)).logits
     logits = model(input_ids=full, pixel_values=pixels).logits
@@ -348,13 +353,31 @@ def test_each_image_token_comes_from_the_pixels_its_grid_cell_covers(key, tokeni
             handle.remove()
 
 
+def test_mistral3_rows_of_image_tokens_end_in_break_tokens():
+    from helpers.tiny_models import word_tokenizer
+
+    tok = word_tokenizer(WORDS + ["[IMG_BREAK]", "[IMG_END]"])
+    model = _model("hf_mistral3")
+    cm = resolve_captioner(model, tokenizer=tok)
+    image_id, brk, end = model.config.image_token_id, 11, 12
+    start = cm.hooks.start_ids(model, tok)
+    layout = [image_id] * 2 + [brk] + [image_id] * 2 + [end]       # a 2 x 2 grid
+    assert any(start[i:i + len(layout)] == layout for i in range(len(start)))
+    image = _image(cm)
+    with torch.no_grad():
+        columns = cm.hooks.columns(model, torch.tensor([start]))
+    assert len(columns) == 4 and brk not in [start[c] for c in columns]
+    result = gr.ground_caption(image, CAPTION, model=model, tokenizer=tok, method="cross")
+    assert result.heatmaps.shape == (7, *image.shape[:2])
+
+
 def _model_inputs(key, model, cm, pixels, full, prompt):
     from groundroll.families import (_vlm, hf_gemma3, hf_idefics3, hf_llava_next,
-                                     hf_paligemma, hf_qwen2_vl)
+                                     hf_mistral3, hf_paligemma, hf_qwen2_vl)
 
     build = {"hf_paligemma": hf_paligemma._inputs, "hf_qwen2_vl": hf_qwen2_vl._inputs,
              "qwen3_vl": hf_qwen2_vl._inputs, "glm4v": hf_qwen2_vl._inputs,
-             "hf_gemma3": hf_gemma3._inputs,
+             "hf_gemma3": hf_gemma3._inputs, "hf_mistral3": hf_mistral3._inputs,
              "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs,
              "hf_llava_next": hf_llava_next._inputs}
     return build.get(key, _vlm.plain_inputs)(model, pixels, full, prompt)
@@ -661,6 +684,7 @@ def test_generated_ids_the_tokenizer_lacks_mean_the_wrong_tokenizer(tokenizer):
 @pytest.mark.parametrize("model_type, cls, family, reason", [
     ("kosmos-2", "Kosmos2ForConditionalGeneration", "hf_kosmos_2", "resampler"),
     ("florence2", "Florence2ForConditionalGeneration", "hf_florence2", "local windows"),
+    ("idefics2", "Idefics2ForConditionalGeneration", "hf_idefics2", "perceiver resampler"),
 ])
 def test_captioners_that_cannot_map_words_to_pixels_are_refused_with_the_reason(
         model_type, cls, family, reason, tokenizer):
@@ -671,6 +695,15 @@ def test_captioners_that_cannot_map_words_to_pixels_are_refused_with_the_reason(
                           tokenizer=tokenizer)
     assert "hf_llava" in str(refused.value) and family not in str(
         refused.value).rpartition("families that are")[2]
+
+
+def test_instructblip_video_is_refused_as_a_video_captioner(tokenizer):
+    model = transformers.InstructBlipVideoForConditionalGeneration(
+        conformance.tiny_config("instructblipvideo")).eval()
+    assert family_for(model).name == "hf_blip_2"
+    with pytest.raises(TypeError, match="captions videos"):
+        gr.ground_caption(np.zeros((32, 32, 3), np.uint8), CAPTION, model=model,
+                          tokenizer=tokenizer)
 
 
 @pytest.mark.parametrize("encoder, decoder, reason", [
