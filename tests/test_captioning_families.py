@@ -718,7 +718,9 @@ def test_vision_encoder_decoders_that_cannot_ground_words_are_refused(encoder, d
                           tokenizer=tokenizer)
 
 
-@pytest.mark.parametrize("model_type, cls", [("bert", "BertModel"), ("clip", "CLIPModel")])
+@pytest.mark.parametrize("model_type, cls", [("bert", "BertModel"), ("clip", "CLIPModel"),
+                                             ("pix2struct",
+                                              "Pix2StructForConditionalGeneration")])
 def test_a_model_that_does_not_caption_is_refused_naming_the_captioners(model_type, cls,
                                                                       tokenizer):
     model = getattr(transformers, cls)(conformance.tiny_config(model_type)).eval()

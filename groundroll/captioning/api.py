@@ -164,14 +164,18 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a Bundle, a spec string such as"
                         f" {DEFAULT_CAPTIONER!r} or a torch model, got {type(model).__name__}")
-    family = family_for(model)
-    hooks = family.captioning_for(model)
+    try:
+        family = family_for(model)
+    except TypeError:                    # no record at all: not a captioner groundroll knows
+        family = None
+    hooks = family.captioning_for(model) if family is not None else None
     if hooks is None:
         able = [n for n in families() if family_named(n).captions]
         why = (f"its words cannot be grounded in the image: {family.captioning}"
-               if isinstance(family.captioning, str)
+               if family is not None and isinstance(family.captioning, str)
                else "it is not an image captioner groundroll can ground words in")
-        raise TypeError(f"{type(model).__name__} (family {family.name!r}): {why};"
+        named = f"family {family.name!r}" if family is not None else "no family record"
+        raise TypeError(f"{type(model).__name__} ({named}): {why};"
                         f" families that are: {', '.join(able)}")
     if tokenizer is None:
         raise ValueError("a bare model needs tokenizer=; or pass a Bundle from"
