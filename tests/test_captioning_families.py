@@ -130,6 +130,8 @@ BUILDERS = {
     "hf_blip_captioner": (_blip, None, (4, 4)),
     "hf_llava": (lambda: _build("llava", "LlavaForConditionalGeneration"), 0, (4, 4)),
     "vipllava": (lambda: _build("vipllava", "VipLlavaForConditionalGeneration"), 0, (4, 4)),
+    "deepseek_vl": (lambda: _build("deepseek_vl", "DeepseekVLForConditionalGeneration"), 0,
+                    (4, 4)),
     "hf_paligemma": (_paligemma, 0, (4, 4)),
     "hf_qwen2_vl": (_qwen2_vl, 0, (2, 3)),
     "qwen3_vl": (lambda: _qwen2_vl("qwen3_vl", "Qwen3VLForConditionalGeneration"), 0,
@@ -156,6 +158,7 @@ BUILDERS = {
     "hf_llava_next": (_llava_next, 0, (4, 8)),
 }
 FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2", "vipllava": "hf_llava",
+             "deepseek_vl": "hf_llava",
              "qwen3_vl": "hf_qwen2_vl", "glm4v": "hf_qwen2_vl"}
 DECODER_ONLY = [k for k, (_, before, _) in BUILDERS.items() if before is not None]
 #: decoder-only models whose image-token columns are a Q-Former's learned queries

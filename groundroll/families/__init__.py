@@ -24,7 +24,8 @@ module                         family
 ``hf_bert``                    transformers BERT-style text encoders
 ``hf_vit``                     transformers ViT / DeiT
 ``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
-``hf_llava``                   transformers LLaVA / VipLLaVA (decoder-only VLMs)
+``hf_llava``                   transformers LLaVA / VipLLaVA / DeepSeek-VL (decoder-only
+                               VLMs)
 ``hf_llava_next``              transformers LLaVA-NeXT (LLaVA with tiled images)
 ``hf_paligemma``               transformers PaliGemma (decoder-only VLM)
 ``hf_gemma3``                  transformers Gemma 3 (decoder-only VLM, pooled grid)

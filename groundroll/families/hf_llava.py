@@ -1,7 +1,7 @@
-"""The transformers LLaVA family (``LlavaForConditionalGeneration``, and VipLLaVA,
-which feeds the projector several tower layers): a CLIP or SigLIP vision tower, a
-projector, and a causal language model that reads the projected patches at the image
-placeholder tokens of its prompt.
+"""The transformers LLaVA family (``LlavaForConditionalGeneration``; VipLLaVA, which
+feeds the projector several tower layers, and DeepSeek-VL): a CLIP or SigLIP vision
+tower, a projector, and a causal language model that reads the projected patches at the
+image placeholder tokens of its prompt.
 
 Capture sites are derived from the model's declarations: ``vision`` (the tower) and
 ``encoder`` (the language model's self-attention over image and text tokens). Caption
@@ -51,5 +51,5 @@ def _grid(model, n_tokens):
 
 CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, grid=_grid)
 
-FAMILY = Family("hf_llava", model_types=("llava", "vipllava"), loader=LOADER,
-                captioning=CAPTIONING)
+FAMILY = Family("hf_llava", model_types=("llava", "vipllava", "deepseek_vl"),
+                loader=LOADER, captioning=CAPTIONING)
