@@ -94,9 +94,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 # The capture-coverage sweep (15-25 minutes): benchmarks/results/coverage.json and the
-# README's coverage table.
+# README's coverage table; then the caption sweep (5-10 minutes):
+# benchmarks/results/caption_coverage.json and its table in docs/how-to/captions.md.
 coverage: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/coverage.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/caption_coverage.py
 
 DEMO_OUT := demo-out
 DEMO_SCENE := groundroll/data/examples/shapes_scene.png

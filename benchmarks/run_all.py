@@ -54,6 +54,8 @@ LEFT_OUT = {
                         " python benchmarks/fixed_outputs.py record|check",
     "align_coverage.py": "gr.align on every tiny seq2seq class (minutes, one memory-capped"
                          " process each): python benchmarks/align_coverage.py",
+    "caption_coverage.py": "gr.ground_caption on every tiny image-text-to-text class:"
+                           " make coverage",
     "quality_floors.py": "measures the figures the tests' quality floors are set from:"
                          " python benchmarks/quality_floors.py",
     "caption_failures.py": "splits the caption benchmark's misses by cause (a diagnosis,"
