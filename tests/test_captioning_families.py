@@ -734,3 +734,30 @@ def test_a_model_that_does_not_caption_is_refused_naming_the_captioners(model_ty
     assert {"hf_vision_encoder_decoder", "hf_blip_captioner", "hf_llava", "hf_paligemma",
             "hf_qwen2_vl", "hf_git", "hf_idefics3", "hf_blip_2"} <= set(supported)
     assert all(family_named(name).captions for name in supported)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+def test_caption_sweep_sorts_grounded_refused_and_unsupported_models(tmp_path):
+    """benchmarks/caption_coverage.py's check on one model of each outcome, and its table
+    written only between the page's markers."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "caption_coverage.py"
+    spec = importlib.util.spec_from_file_location("caption_coverage", path)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    tok = sweep._tokenizer()
+    records = [sweep.check_caption(name, tok) for name in (
+        "vision-encoder-decoder:vit+trocr", "kosmos-2", "fuyu")]
+    assert [r["status"] for r in records] == ["grounded", "refused", "unsupported"]
+    assert records[0]["family"] == "hf_vision_encoder_decoder"
+    assert "resampler" in records[1]["detail"]
+    assert "vision-encoder-decoder:swin+mbart" in sweep.names()
+    page = tmp_path / "page.md"
+    page.write_text(f"before\n{sweep.START}\nold\n{sweep.END}\nafter\n")
+    sweep.write_page(sweep.table(records, "5.x"), page)
+    text = page.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "| 1 | 1 | 1 | 0 | 0 |" in text and "`kosmos-2`: " in text
