@@ -381,11 +381,34 @@ def test_captioner_recipe_recolours_only_the_background():
     grey = np.full((4, 4, 3), 120, np.uint8)
     assert (recipe.recolour_background(np.random.default_rng(2), grey,
                                        np.ones((4, 4), bool)) == 120).all()
-    # Recolouring is drawn only for photo scenes and only when asked for: at 0 the
-    # stream of the recipe without it replays.
+    # Recolouring and blobs are drawn only for photo scenes and only when asked for: at 0
+    # the stream of the recipe without them replays.
     a = recipe.train_scene(np.random.default_rng(7), photo_fraction=0.5)
-    b = recipe.train_scene(np.random.default_rng(7), photo_fraction=0.5, recolour=0.0)
+    b = recipe.train_scene(np.random.default_rng(7), photo_fraction=0.5, recolour=0.0,
+                           distractors=0.0)
     assert np.array_equal(a.image, b.image)
+
+
+def test_captioner_recipe_paints_large_blobs_on_the_background_only():
+    import numpy as np
+    from skimage import measure
+
+    from groundroll.data import shapes
+
+    recipe = training_script("shapes_captioner")
+    for seed in range(4):
+        drawn = shapes.scene(seed, background="photo", photos=["skimage:grass.png"])
+        background = drawn.label_map == 0
+        out = recipe.paint_distractors(np.random.default_rng(seed), drawn.image, background)
+        assert np.array_equal(out[~background], drawn.image[~background])   # objects kept
+        changed = (out != drawn.image).any(-1)
+        assert changed.any() and not (changed & ~background).any()
+        # No painted piece passes for a small shape: each covers at least 3 % of the
+        # image (or is a larger blob cut by an object).
+        blobs = measure.label(changed | ~background)
+        sizes = [r.area for r in measure.regionprops(blobs)
+                 if changed[blobs == r.label].any()]
+        assert min(sizes) >= 0.03 * changed.size
 
 
 def test_corpus_bleu():

@@ -224,11 +224,12 @@ def preprocess_images(images: list[np.ndarray]) -> torch.Tensor:
 
 def train_scene(rng: np.random.Generator, photo_fraction: float = 0.0,
                 photos: tuple[str, ...] = shapes.TRAIN_PHOTOS,
-                recolour: float = 0.0) -> shapes.Scene:
+                recolour: float = 0.0, distractors: float = 0.0) -> shapes.Scene:
     """A scene of 1-4 objects in one of ``TRAIN_SIZES``, object radius 10-28 % of the
     short side, on a crop of ``photos`` with probability ``photo_fraction`` and otherwise
     on a flat, gradient or noise background. A photo background is recoloured with
-    probability ``recolour`` (:func:`recolour_background`). (No draw is spent on a
+    probability ``recolour`` (:func:`recolour_background`), then gets coloured blobs
+    with probability ``distractors`` (:func:`paint_distractors`). (No draw is spent on a
     choice whose probability is 0, so earlier recipes replay exactly.)"""
     sizes, weights = zip(*TRAIN_SIZES)
     size = sizes[int(rng.choice(len(sizes), p=weights))]
@@ -237,7 +238,36 @@ def train_scene(rng: np.random.Generator, photo_fraction: float = 0.0,
                          background="photo" if photo else None, photos=photos)
     if photo and recolour > 0 and rng.random() < recolour:
         drawn.image = recolour_background(rng, drawn.image, drawn.label_map == 0)
+    if photo and distractors > 0 and rng.random() < distractors:
+        drawn.image = paint_distractors(rng, drawn.image, drawn.label_map == 0)
     return drawn
+
+
+def paint_distractors(rng: np.random.Generator, image: np.ndarray,
+                      background: np.ndarray) -> np.ndarray:
+    """``image`` with one to three irregular blobs (a smoothed random field cut at a
+    level; pieces under 3 % of the image dropped, so none passes for a small shape)
+    painted over its ``background`` pixels in saturated colours near the palette's,
+    keeping the photo's light and shade: large coloured regions that are not objects, as
+    a red motorcycle behind the shapes would be. The objects keep their pixels."""
+    from scipy import ndimage
+    from skimage import morphology
+
+    out = image.copy()
+    h, w = background.shape
+    palette = np.array(list(shapes.COLORS.values()), np.float64)
+    grey = image.astype(np.float64).mean(-1, keepdims=True)
+    shade = np.clip(grey / max(grey.mean(), 1.0), 0.5, 1.5) ** 0.5
+    for _ in range(int(rng.integers(1, 4))):
+        field = ndimage.gaussian_filter(rng.normal(size=(h, w)),
+                                        sigma=rng.uniform(0.06, 0.15) * min(h, w))
+        blob = field > np.quantile(field, 1 - rng.uniform(0.06, 0.25))
+        blob = morphology.remove_small_objects(blob, max_size=int(0.03 * h * w))
+        colour = palette[int(rng.integers(len(palette)))] + rng.uniform(-35, 35, size=3)
+        painted = np.clip(colour * shade, 0, 255)
+        where = blob & background
+        out[where] = painted[where].astype(np.uint8)
+    return out
 
 
 def recolour_background(rng: np.random.Generator, image: np.ndarray,
@@ -263,10 +293,11 @@ def recolour_background(rng: np.random.Generator, image: np.ndarray,
 
 def make_batch(rng: np.random.Generator, batch_size: int, tokenizer,
                photo_fraction: float = 0.0, photos: tuple[str, ...] = shapes.TRAIN_PHOTOS,
-               recolour: float = 0.0):
+               recolour: float = 0.0, distractors: float = 0.0):
     """Pixels ``[B, 3, 96, 96]``, decoder inputs ``[B, T]`` (``[BOS]`` + caption) and
     labels ``[B, T]`` (caption + ``[EOS]``, padding -100)."""
-    scenes = [train_scene(rng, photo_fraction, photos, recolour) for _ in range(batch_size)]
+    scenes = [train_scene(rng, photo_fraction, photos, recolour, distractors)
+              for _ in range(batch_size)]
     ids = [tokenizer(target_caption(s), add_special_tokens=False)["input_ids"] for s in scenes]
     longest = max(len(i) for i in ids) + 1
     inputs = torch.full((batch_size, longest), tokenizer.pad_token_id)
@@ -319,7 +350,7 @@ def train(model, tokenizer, args) -> tuple[int, float, list[dict]]:
             g["lr"] = lr * g["scale"]
         pixels, inputs, labels = make_batch(rng, args.batch_size, tokenizer,
                                             args.photo_fraction, train_photos(args),
-                                            args.recolour)
+                                            args.recolour, args.distractors)
         logits = model(pixel_values=pixels, decoder_input_ids=inputs,
                        decoder_attention_mask=(inputs != tokenizer.pad_token_id).long()).logits
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -398,7 +429,7 @@ def build_meta(args, argv, model, steps: int, seconds: float, history, diff: flo
                      "train_seeds": "numpy Generator(seed) stream, scenes drawn on the fly",
                      "photo_fraction": args.photo_fraction,
                      "photos": list(train_photos(args)) if args.photo_fraction else [],
-                     "recolour": args.recolour,
+                     "recolour": args.recolour, "distractors": args.distractors,
                      "held_out": f"scene seeds >= {shapes.EVAL_SEED_OFFSET}"},
         "history": history,
     }
@@ -408,7 +439,7 @@ def _stage(meta: dict) -> dict:
     """One run's entry in meta.json's ``stages``."""
     return ({k: meta["training"].get(k, 0.0) for k in ("command", "steps", "lr", "seed",
                                                         "seconds", "photo_fraction",
-                                                        "recolour")}
+                                                        "recolour", "distractors")}
             | {"encoder_lr_scale": meta["encoder"]["lr_scale"]})
 
 
@@ -431,6 +462,8 @@ def main(argv=None):
                    help="also crop shapes.EXTRA_TRAIN_PHOTOS")
     p.add_argument("--recolour", type=float, default=0.0,
                    help="share of photo scenes whose background is turned to a random hue")
+    p.add_argument("--distractors", type=float, default=0.0,
+                   help="share of photo scenes given coloured blobs that are not objects")
     p.add_argument("--layers", type=int, default=3, help="decoder layers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None,
