@@ -107,6 +107,17 @@ def test_shapes_captioner_names_the_objects_of_held_out_scenes(captioner, backgr
     assert right >= floor * sum(len(s.labels) for s in scenes), pairs
 
 
+def test_eval_captioner_scores_each_held_out_photo_alone(captioner):
+    from groundroll.data import shapes
+
+    result = training_script("eval_captioner").by_photo(captioner, n=2)
+    assert list(result) == list(shapes.EVAL_PHOTOS)
+    for row in result.values():
+        assert row["n"] == 2 and 0 <= row["content_word_recall_any_order"] <= 1
+        assert set(row["added"]) | set(row["missed"]) <= set(shapes.COLORS) | set(
+            shapes.SHAPES)
+
+
 def test_shapes_captioner_conversion_reproduces_open_clips_tower():
     pytest.importorskip("open_clip")
     recipe = training_script("shapes_captioner")

@@ -1,6 +1,7 @@
 """Held-out caption quality of a shapes captioner directory.
 
     python training/eval_captioner.py groundroll/zoo/bundled/shapes-captioner [--n 300]
+    python training/eval_captioner.py groundroll/zoo/bundled/shapes-captioner --by-photo 40
 
 Loads the directory through ``groundroll.zoo.hf.load_hf``, captions ``n`` held-out scenes
 of each background (flat, gradient, noise; 1-4 objects, 128 x 160, scene seeds from
@@ -167,6 +168,34 @@ def evaluate(bundle, *, n: int = 300, seed: int = shapes.EVAL_SEED_OFFSET,
     return result
 
 
+#: Scene seeds of the per-photo breakdown (apart from ``evaluate``'s).
+BY_PHOTO_SEED = 3 * 10**6
+
+
+def by_photo(bundle, *, n: int = 40, seed: int = BY_PHOTO_SEED) -> dict:
+    """Scores on ``n`` held-out scenes over each photo of ``shapes.EVAL_PHOTOS`` alone,
+    with the content words the captions add and miss most (which photo the ``photo``
+    set loses on, and how)."""
+    import collections
+
+    from shapes_captioner import target_caption
+
+    out = {}
+    for name in shapes.EVAL_PHOTOS:
+        scenes = list(shapes.scenes(n, seed=seed, background="photo", photos=[name]))
+        refs = [target_caption(s) for s in scenes]
+        gen = caption(bundle, [s.image for s in scenes])
+        added, missed = collections.Counter(), collections.Counter()
+        for g, r in zip(gen, refs):
+            want, got = collections.Counter(content_words(r)), collections.Counter(
+                content_words(g))
+            added.update(got - want)
+            missed.update(want - got)
+        out[name] = {**scores(gen, refs), "n": n, "added": dict(added.most_common(3)),
+                     "missed": dict(missed.most_common(3))}
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model_dir", type=Path)
@@ -175,6 +204,8 @@ def main(argv=None):
     p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     p.add_argument("--update-meta", action="store_true",
                    help="write the result into the directory's meta.json as held_out")
+    p.add_argument("--by-photo", type=int, default=0, metavar="N",
+                   help="only score N scenes over each held-out photo alone")
     args = p.parse_args(argv)
 
     import torch
@@ -182,6 +213,14 @@ def main(argv=None):
     from groundroll.zoo.hf import load_hf
 
     torch.set_num_threads(args.threads)
+    if args.by_photo:
+        result = by_photo(load_hf(args.model_dir), n=args.by_photo)
+        for name, row in result.items():
+            print(f"{name:28s} content words {row['content_word_recall_any_order']:.3f}"
+                  f"  precision {row['object_precision']:.3f}"
+                  f"  recall {row['object_recall']:.3f}  added {row['added']}"
+                  f"  missed {row['missed']}")
+        return result
     result = evaluate(load_hf(args.model_dir), n=args.n, sets=tuple(args.sets))
     result["command"] = (f"python training/eval_captioner.py {args.model_dir} --n {args.n}"
                          + ("" if tuple(args.sets) == SETS else
