@@ -17,7 +17,9 @@ from __future__ import annotations
 import torch
 
 from . import _hf
+from .derive import refusal
 from .record import Captioning, Family, HFLoader, _pair
+from .registry import adapter_for
 
 __all__ = ["FAMILY", "CAPTIONING", "LOADER"]
 
@@ -124,9 +126,6 @@ CAPTIONING = Captioning(
 def _captioning(model) -> Captioning:
     """The hooks, once the encoder is known to attend globally and the decoder to
     cross-attend into it."""
-    from .derive import refusal
-    from .registry import adapter_for
-
     name = f"{type(model).__name__} (family 'hf_vision_encoder_decoder')"
     reason = refusal(model.encoder)
     if reason is not None:
