@@ -144,7 +144,9 @@ def adapter_for(model: torch.nn.Module) -> Adapter:
     from the attention a Hugging Face model declares (``_can_record_outputs``), else,
     for a Hugging Face model that declares nothing but takes ``output_attentions``,
     sites that read the attention the model returns
-    (:func:`~groundroll.families.derive.returned_adapter`).
+    (:func:`~groundroll.families.derive.returned_adapter`). An encoder-decoder whose
+    declarations miss the decoder (``VisionEncoderDecoderModel`` with a TrOCR decoder)
+    is read from what it returns too, when it returns attention.
 
     Raises
     ------
