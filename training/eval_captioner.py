@@ -204,6 +204,8 @@ def main(argv=None):
     p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     p.add_argument("--update-meta", action="store_true",
                    help="write the result into the directory's meta.json as held_out")
+    p.add_argument("--seed", type=int, default=shapes.EVAL_SEED_OFFSET,
+                   help="first held-out scene seed (another range for choosing between runs)")
     p.add_argument("--by-photo", type=int, default=0, metavar="N",
                    help="only score N scenes over each held-out photo alone")
     args = p.parse_args(argv)
@@ -221,10 +223,16 @@ def main(argv=None):
                   f"  recall {row['object_recall']:.3f}  added {row['added']}"
                   f"  missed {row['missed']}")
         return result
-    result = evaluate(load_hf(args.model_dir), n=args.n, sets=tuple(args.sets))
+    if args.seed < shapes.EVAL_SEED_OFFSET:
+        p.error(f"--seed {args.seed} is a training seed; held-out scenes start at"
+                f" {shapes.EVAL_SEED_OFFSET}")
+    result = evaluate(load_hf(args.model_dir), n=args.n, sets=tuple(args.sets),
+                      seed=args.seed)
     result["command"] = (f"python training/eval_captioner.py {args.model_dir} --n {args.n}"
                          + ("" if tuple(args.sets) == SETS else
-                            " --sets " + " ".join(args.sets)))
+                            " --sets " + " ".join(args.sets))
+                         + ("" if args.seed == shapes.EVAL_SEED_OFFSET else
+                            f" --seed {args.seed}"))
     print(json.dumps(result, indent=2))
     if args.update_meta:
         common.record_held_out(args.model_dir, result)
