@@ -83,7 +83,8 @@ def _qwen2_vl(model_type="qwen2_vl", cls="Qwen2VLForConditionalGeneration", size
     # interpolates its position table for a square size only.)
     marks = ({"image_start_token_id": 61, "image_end_token_id": 60} if "glm" in model_type
              else {"vision_start_token_id": 61, "vision_end_token_id": 60})
-    return _build(model_type, cls, rotary, vision_config__image_size=list(size) if isinstance(size, tuple) else size, **marks)
+    size = list(size) if isinstance(size, tuple) else size
+    return _build(model_type, cls, rotary, vision_config__image_size=size, **marks)
 
 
 def _paligemma():

@@ -63,11 +63,10 @@ Examples
 from __future__ import annotations
 
 from . import (hf_aya_vision, hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner,
-               hf_clip, hf_cohere2_vision, hf_florence2, hf_gemma3, hf_git, hf_idefics2, hf_idefics3,
-               hf_internvl, hf_kosmos_2, hf_llava, hf_llava_next, hf_marian, hf_mistral3,
-               hf_paligemma,
-               hf_qwen2_vl, hf_siglip, hf_t5, hf_vision_encoder_decoder, hf_vit, open_clip,
-               open_clip_coca)
+               hf_clip, hf_cohere2_vision, hf_florence2, hf_gemma3, hf_git, hf_idefics2,
+               hf_idefics3, hf_internvl, hf_kosmos_2, hf_llava, hf_llava_next, hf_marian,
+               hf_mistral3, hf_paligemma, hf_qwen2_vl, hf_siglip, hf_t5,
+               hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
 from .derive import declared_attention, derive_adapter, refusal, returned_adapter
 from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, Queries,
                      class_names, model_type)

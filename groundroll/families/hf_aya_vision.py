@@ -1,7 +1,7 @@
-"""The transformers Aya Vision family (``AyaVisionForConditionalGeneration``): a SigLIP vision tower, a pixel shuffle that
-merges ``downsample_factor`` x ``downsample_factor`` neighbouring patches into one token
-(row by row), and a Cohere 2 language model reading them at the image placeholder
-tokens.
+"""The transformers Aya Vision family (``AyaVisionForConditionalGeneration``): a SigLIP
+vision tower, a pixel shuffle that merges ``downsample_factor`` x ``downsample_factor``
+neighbouring patches into one token (row by row), and a Cohere 2 language model reading
+them at the image placeholder tokens.
 
 Capture sites are derived from the model's declarations: the tower's and the language
 model's self-attention. Caption maps read the language model's rows that predict a word
@@ -32,7 +32,8 @@ def _count(model) -> int:
 
 
 CAPTIONING = _vlm.captioning(
-    stream="encoder", start_ids=_vlm.framed_start_ids(PROMPT, _count, "<|START_OF_IMG|>", "<|END_OF_IMG|>"),
+    stream="encoder",
+    start_ids=_vlm.framed_start_ids(PROMPT, _count, "<|START_OF_IMG|>", "<|END_OF_IMG|>"),
     grid=_vlm.one_image_grid(_grid_size, "merged grid of the vision tower"),
     mean_std=_hf.mean_std(_hf.SIGLIP_MEAN_STD))
 

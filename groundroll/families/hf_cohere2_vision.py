@@ -1,7 +1,7 @@
-"""The transformers Cohere2-Vision family (``Cohere2VisionForConditionalGeneration``): a SigLIP vision tower, a pixel shuffle
-that merges ``downsample_factor`` x ``downsample_factor`` neighbouring patches into one
-token (row by row), and a Cohere 2 language model reading them at the image placeholder
-tokens.
+"""The transformers Cohere2-Vision family (``Cohere2VisionForConditionalGeneration``): a
+SigLIP vision tower, a pixel shuffle that merges ``downsample_factor`` x
+``downsample_factor`` neighbouring patches into one token (row by row), and a Cohere 2
+language model reading them at the image placeholder tokens.
 
 Capture sites are derived from the model's declarations: the tower's and the language
 model's self-attention. Caption maps read the language model's rows that predict a word
@@ -32,8 +32,10 @@ def _count(model) -> int:
 
 
 CAPTIONING = _vlm.captioning(
-    stream="encoder", start_ids=_vlm.framed_start_ids(PROMPT, _count, "<|START_OF_IMG|>", "<|END_OF_IMG|>"),
+    stream="encoder",
+    start_ids=_vlm.framed_start_ids(PROMPT, _count, "<|START_OF_IMG|>", "<|END_OF_IMG|>"),
     grid=_vlm.one_image_grid(_grid_size, "merged grid of the vision tower"),
     mean_std=_hf.mean_std(_hf.SIGLIP_MEAN_STD))
 
-FAMILY = Family("hf_cohere2_vision", model_types=("cohere2_vision",), loader=LOADER, captioning=CAPTIONING)
+FAMILY = Family("hf_cohere2_vision", model_types=("cohere2_vision",), loader=LOADER,
+                captioning=CAPTIONING)

@@ -1,7 +1,7 @@
-"""The transformers InternVL family (``InternVLForConditionalGeneration``): an InternViT vision tower (class token
-dropped), a pixel shuffle that merges ``1 / downsample_ratio`` squared neighbouring
-patches into one token (row by row), and a Qwen 2 language model reading them at the
-image placeholder tokens between ``<img>`` and ``</img>``.
+"""The transformers InternVL family (``InternVLForConditionalGeneration``): an InternViT
+vision tower (class token dropped), a pixel shuffle that merges ``1 / downsample_ratio``
+squared neighbouring patches into one token (row by row), and a Qwen 2 language model
+reading them at the image placeholder tokens between ``<img>`` and ``</img>``.
 
 Capture sites are derived from the model's declarations: the tower's and the language
 model's self-attention. Caption maps read the language model's rows that predict a word
