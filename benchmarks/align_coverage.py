@@ -138,15 +138,6 @@ def check_align(model_type: str, tok, pairs) -> dict:
     return record
 
 
-def _limit_memory(gigabytes: float) -> None:
-    """Cap the worker's address space: a class whose tiny build is still huge fails with
-    a MemoryError in its own process instead of taking the machine's memory."""
-    import resource
-
-    limit = int(gigabytes * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
 def _job(name: str) -> dict:
     warnings.filterwarnings("ignore")
     import torch
@@ -170,9 +161,7 @@ def main(argv=None) -> int:
                         help="address-space cap of each model's worker process")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per model")
     args = parser.parse_args(argv)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures import TimeoutError as FutureTimeout
+    from _isolated import run_isolated
 
     import transformers
     from transformers.models.auto.modeling_auto import (
@@ -181,21 +170,7 @@ def main(argv=None) -> int:
     names = [n for n in SEQ2SEQ if not args.models or n in args.models]
     records = []
     for name in names:
-        # One fresh process per model: memory capped, nothing left from the last one.
-        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_limit_memory, initargs=(args.memory_gb,))
-        try:
-            record = pool.submit(_job, name).result(timeout=args.timeout)
-        except FutureTimeout:
-            record = dict(name=name, status="not_built",
-                          detail=f"took over {args.timeout} s")
-        except Exception as err:          # the worker died (out of memory in native code)
-            record = dict(name=name, status="not_built",
-                          detail=f"worker lost: {type(err).__name__}")
-        finally:
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
+        record = run_isolated(_job, name, memory_gb=args.memory_gb, timeout=args.timeout)
         print(f"{record['name']:28s} {record['status']:10s} {record['detail'][:110]}",
               flush=True)
         records.append(record)

@@ -19,7 +19,7 @@ from . import _hf
 from .record import Captioning, _pair
 
 __all__ = ["captioning", "plain_inputs", "one_image_grid", "shuffled_grid_size",
-           "framed_start_ids", "image_token", "placeholder_columns", "text_ids",
+           "shuffled_captioning", "framed_start_ids", "image_token", "placeholder_columns", "text_ids",
            "special_ids", "end_ids", "bos_ids", "vision_mean_std", "vision_size",
            "vision_patch"]
 
@@ -100,6 +100,24 @@ def shuffled_grid_size(factor) -> Callable[[Any], tuple[int, int]]:
         merge = int(factor(model))
         return h // ph // merge, w // pw // merge
     return grid_size
+
+
+def shuffled_captioning(factor, prompt: tuple[str, str], markers: tuple[str, str],
+                        mean_std=None) -> Captioning:
+    """The caption hooks of a decoder-only family whose tower's grid a pixel shuffle
+    merges ``factor(model)`` x ``factor(model)`` at a time (:func:`shuffled_grid_size`),
+    the image tokens framed by ``markers`` in a chat ``prompt`` (:func:`framed_start_ids`)
+    and read by the language model's ``encoder`` stream; ``mean_std`` as
+    :func:`captioning`'s (None: :func:`vision_mean_std`)."""
+    grid_size = shuffled_grid_size(factor)
+
+    def count(model) -> int:
+        rows, cols = grid_size(model)
+        return rows * cols
+
+    return captioning(stream="encoder", start_ids=framed_start_ids(prompt, count, *markers),
+                      grid=one_image_grid(grid_size, "merged grid of the vision tower"),
+                      mean_std=mean_std or vision_mean_std)
 
 
 def framed_start_ids(prompt: tuple[str, str], count, *markers: str):

@@ -14,27 +14,18 @@ from __future__ import annotations
 from . import _hf, _vlm
 from .record import Family, HFLoader
 
-__all__ = ["FAMILY", "CAPTIONING", "LOADER", "PROMPT"]
+__all__ = ["FAMILY", "CAPTIONING", "LOADER", "PROMPT", "MARKERS"]
 
 LOADER = HFLoader("AutoModelForImageTextToText", "processor", "hf_vlm",
                   attn_implementation="eager")
 
-#: The chat turns around the image.
+#: The chat turns around the image, and the tokens around its placeholders.
 PROMPT = ("<|START_OF_TURN_TOKEN|><|USER_TOKEN|>",
           "Describe the image.<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>")
+MARKERS = ("<|START_OF_IMG|>", "<|END_OF_IMG|>")
 
-_grid_size = _vlm.shuffled_grid_size(lambda model: model.config.downsample_factor)
+CAPTIONING = _vlm.shuffled_captioning(lambda model: model.config.downsample_factor, PROMPT,
+                                      MARKERS, mean_std=_hf.mean_std(_hf.SIGLIP_MEAN_STD))
 
-
-def _count(model) -> int:
-    rows, cols = _grid_size(model)
-    return rows * cols
-
-
-CAPTIONING = _vlm.captioning(
-    stream="encoder",
-    start_ids=_vlm.framed_start_ids(PROMPT, _count, "<|START_OF_IMG|>", "<|END_OF_IMG|>"),
-    grid=_vlm.one_image_grid(_grid_size, "merged grid of the vision tower"),
-    mean_std=_hf.mean_std(_hf.SIGLIP_MEAN_STD))
-
-FAMILY = Family("hf_aya_vision", model_types=("aya_vision",), loader=LOADER, captioning=CAPTIONING)
+FAMILY = Family("hf_aya_vision", model_types=("aya_vision",), loader=LOADER,
+                captioning=CAPTIONING)

@@ -1,41 +1,16 @@
-"""The transformers Cohere2-Vision family (``Cohere2VisionForConditionalGeneration``): a
-SigLIP vision tower, a pixel shuffle that merges ``downsample_factor`` x
-``downsample_factor`` neighbouring patches into one token (row by row), and a Cohere 2
-language model reading them at the image placeholder tokens.
-
-Capture sites are derived from the model's declarations: the tower's and the language
-model's self-attention. Caption maps read the language model's rows that predict a word
-at the image-token columns, on the merged grid (the image goes in whole, at the tower's
-input size, not tiled).
+"""The transformers Cohere2-Vision family (``Cohere2VisionForConditionalGeneration``):
+laid out as Aya Vision (:mod:`groundroll.families.hf_aya_vision`): a SigLIP tower, a pixel
+shuffle merging ``downsample_factor`` x ``downsample_factor`` patches into one token (row
+by row), and a Cohere 2 language model with the same chat and image tokens. The hooks
+are Aya Vision's.
 """
 
 from __future__ import annotations
 
-from . import _hf, _vlm
-from .record import Family, HFLoader
+from . import hf_aya_vision
+from .record import Family
 
-__all__ = ["FAMILY", "CAPTIONING", "LOADER", "PROMPT"]
+__all__ = ["FAMILY"]
 
-LOADER = HFLoader("AutoModelForImageTextToText", "processor", "hf_vlm",
-                  attn_implementation="eager")
-
-#: The chat turns around the image.
-PROMPT = ("<|START_OF_TURN_TOKEN|><|USER_TOKEN|>",
-          "Describe the image.<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>")
-
-_grid_size = _vlm.shuffled_grid_size(lambda model: model.config.downsample_factor)
-
-
-def _count(model) -> int:
-    rows, cols = _grid_size(model)
-    return rows * cols
-
-
-CAPTIONING = _vlm.captioning(
-    stream="encoder",
-    start_ids=_vlm.framed_start_ids(PROMPT, _count, "<|START_OF_IMG|>", "<|END_OF_IMG|>"),
-    grid=_vlm.one_image_grid(_grid_size, "merged grid of the vision tower"),
-    mean_std=_hf.mean_std(_hf.SIGLIP_MEAN_STD))
-
-FAMILY = Family("hf_cohere2_vision", model_types=("cohere2_vision",), loader=LOADER,
-                captioning=CAPTIONING)
+FAMILY = Family("hf_cohere2_vision", model_types=("cohere2_vision",),
+                loader=hf_aya_vision.LOADER, captioning=hf_aya_vision.CAPTIONING)

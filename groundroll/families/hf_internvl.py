@@ -22,17 +22,8 @@ LOADER = HFLoader("AutoModelForImageTextToText", "processor", "hf_vlm",
 #: The chat turns around the image.
 PROMPT = ("<|im_start|>user\n", "\nDescribe the image.<|im_end|>\n<|im_start|>assistant\n")
 
-_grid_size = _vlm.shuffled_grid_size(lambda model: round(1 / model.config.downsample_ratio))
-
-
-def _count(model) -> int:
-    rows, cols = _grid_size(model)
-    return rows * cols
-
-
-CAPTIONING = _vlm.captioning(
-    stream="encoder", start_ids=_vlm.framed_start_ids(PROMPT, _count, "<img>", "</img>"),
-    grid=_vlm.one_image_grid(_grid_size, "merged grid of the vision tower"),
-    mean_std=_hf.mean_std(_hf.IMAGENET_MEAN_STD))
+CAPTIONING = _vlm.shuffled_captioning(lambda model: round(1 / model.config.downsample_ratio),
+                                      PROMPT, ("<img>", "</img>"),
+                                      mean_std=_hf.mean_std(_hf.IMAGENET_MEAN_STD))
 
 FAMILY = Family("hf_internvl", model_types=("internvl",), loader=LOADER, captioning=CAPTIONING)
