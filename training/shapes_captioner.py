@@ -228,12 +228,14 @@ def preprocess_images(images: list[np.ndarray]) -> torch.Tensor:
 
 def train_scene(rng: np.random.Generator, photo_fraction: float = 0.0,
                 photos: tuple[str, ...] = shapes.TRAIN_PHOTOS,
-                recolour: float = 0.0, distractors: float = 0.0) -> shapes.Scene:
+                recolour: float = 0.0, distractors: float = 0.0,
+                glossy: float = 0.0) -> shapes.Scene:
     """A scene of 1-4 objects in one of ``TRAIN_SIZES``, object radius 10-28 % of the
     short side, on a crop of ``photos`` with probability ``photo_fraction`` and otherwise
     on a flat, gradient or noise background. A photo background is recoloured with
     probability ``recolour`` (:func:`recolour_background`), then gets coloured blobs
-    with probability ``distractors`` (:func:`paint_distractors`). (No draw is spent on a
+    with probability ``distractors`` (:func:`paint_distractors`, each blob glossy with
+    probability ``glossy``). (No draw is spent on a
     choice whose probability is 0, so earlier recipes replay exactly.)"""
     sizes, weights = zip(*TRAIN_SIZES)
     size = sizes[int(rng.choice(len(sizes), p=weights))]
@@ -243,17 +245,18 @@ def train_scene(rng: np.random.Generator, photo_fraction: float = 0.0,
     if photo and recolour > 0 and rng.random() < recolour:
         drawn.image = recolour_background(rng, drawn.image, drawn.label_map == 0)
     if photo and distractors > 0 and rng.random() < distractors:
-        drawn.image = paint_distractors(rng, drawn.image, drawn.label_map == 0)
+        drawn.image = paint_distractors(rng, drawn.image, drawn.label_map == 0, glossy)
     return drawn
 
 
 def paint_distractors(rng: np.random.Generator, image: np.ndarray,
-                      background: np.ndarray) -> np.ndarray:
+                      background: np.ndarray, glossy: float = 0.0) -> np.ndarray:
     """``image`` with one to three irregular blobs (a smoothed random field cut at a
     level; pieces under 3 % of the image dropped, so none passes for a small shape)
     painted over its ``background`` pixels in saturated colours near the palette's,
     keeping the photo's light and shade: large coloured regions that are not objects, as
-    a red motorcycle behind the shapes would be. The objects keep their pixels."""
+    a red motorcycle behind the shapes would be. With probability ``glossy`` a blob is
+    also lit as a painted object is (:func:`_gloss`). The objects keep their pixels."""
     from scipy import ndimage
     from skimage import morphology
 
@@ -268,9 +271,38 @@ def paint_distractors(rng: np.random.Generator, image: np.ndarray,
         blob = field > np.quantile(field, 1 - rng.uniform(0.06, 0.25))
         blob = morphology.remove_small_objects(blob, max_size=int(0.03 * h * w))
         colour = palette[int(rng.integers(len(palette)))] + rng.uniform(-35, 35, size=3)
-        painted = np.clip(colour * shade, 0, 255)
+        painted = colour * shade
+        if glossy > 0 and rng.random() < glossy:
+            painted = _gloss(rng, painted, blob)
+        painted = np.clip(painted, 0, 255)
         where = blob & background
         out[where] = painted[where].astype(np.uint8)
+    return out
+
+
+def _gloss(rng: np.random.Generator, painted: np.ndarray, blob: np.ndarray) -> np.ndarray:
+    """``painted`` (float ``[H, W, 3]``) lit over the pixels of ``blob`` as a glossy
+    painted surface is: lightness rising from 0.55-0.8 to 1.1-1.35 along a random
+    direction across the blob, and one or two specular highlights (Gaussian spots
+    centred on blob pixels, blended towards white), as on a motorcycle's tank. A palette
+    object is one flat colour, so shading of this kind says "not an object"."""
+    rows, cols = np.nonzero(blob)
+    if rows.size == 0:
+        return painted
+    h, w = blob.shape
+    grid_r, grid_c = np.mgrid[0:h, 0:w].astype(np.float64)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(angle) * grid_c + np.sin(angle) * grid_r
+    inside = ramp[rows, cols]
+    ramp = np.clip((ramp - inside.min()) / max(np.ptp(inside), 1e-6), 0, 1)
+    low, high = rng.uniform(0.55, 0.8), rng.uniform(1.1, 1.35)
+    out = painted * (low + (high - low) * ramp)[..., None]
+    for _ in range(int(rng.integers(1, 3))):
+        k = int(rng.integers(rows.size))
+        sigma = rng.uniform(0.02, 0.08) * min(h, w)
+        spot = np.exp(-((grid_r - rows[k]) ** 2 + (grid_c - cols[k]) ** 2)
+                      / (2 * sigma ** 2)) * rng.uniform(0.5, 0.9)
+        out = out * (1 - spot[..., None]) + 255.0 * spot[..., None]
     return out
 
 
@@ -297,10 +329,10 @@ def recolour_background(rng: np.random.Generator, image: np.ndarray,
 
 def make_batch(rng: np.random.Generator, batch_size: int, tokenizer,
                photo_fraction: float = 0.0, photos: tuple[str, ...] = shapes.TRAIN_PHOTOS,
-               recolour: float = 0.0, distractors: float = 0.0):
+               recolour: float = 0.0, distractors: float = 0.0, glossy: float = 0.0):
     """Pixels ``[B, 3, 96, 96]``, decoder inputs ``[B, T]`` (``[BOS]`` + caption) and
     labels ``[B, T]`` (caption + ``[EOS]``, padding -100)."""
-    scenes = [train_scene(rng, photo_fraction, photos, recolour, distractors)
+    scenes = [train_scene(rng, photo_fraction, photos, recolour, distractors, glossy)
               for _ in range(batch_size)]
     ids = [tokenizer(target_caption(s), add_special_tokens=False)["input_ids"] for s in scenes]
     longest = max(len(i) for i in ids) + 1
@@ -354,7 +386,7 @@ def train(model, tokenizer, args) -> tuple[int, float, list[dict]]:
             g["lr"] = lr * g["scale"]
         pixels, inputs, labels = make_batch(rng, args.batch_size, tokenizer,
                                             args.photo_fraction, train_photos(args),
-                                            args.recolour, args.distractors)
+                                            args.recolour, args.distractors, args.glossy)
         logits = model(pixel_values=pixels, decoder_input_ids=inputs,
                        decoder_attention_mask=(inputs != tokenizer.pad_token_id).long()).logits
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -434,6 +466,7 @@ def build_meta(args, argv, model, steps: int, seconds: float, history, diff: flo
                      "photo_fraction": args.photo_fraction,
                      "photos": list(train_photos(args)) if args.photo_fraction else [],
                      "recolour": args.recolour, "distractors": args.distractors,
+                     "glossy": args.glossy,
                      "held_out": f"scene seeds >= {shapes.EVAL_SEED_OFFSET}"},
         "history": history,
     }
@@ -443,7 +476,8 @@ def _stage(meta: dict) -> dict:
     """One run's entry in meta.json's ``stages``."""
     return ({k: meta["training"].get(k, 0.0) for k in ("command", "steps", "lr", "seed",
                                                         "seconds", "photo_fraction",
-                                                        "recolour", "distractors")}
+                                                        "recolour", "distractors",
+                                                        "glossy")}
             | {"encoder_lr_scale": meta["encoder"]["lr_scale"]})
 
 
@@ -468,6 +502,8 @@ def main(argv=None):
                    help="share of photo scenes whose background is turned to a random hue")
     p.add_argument("--distractors", type=float, default=0.0,
                    help="share of photo scenes given coloured blobs that are not objects")
+    p.add_argument("--glossy", type=float, default=0.0,
+                   help="share of those blobs shaded with highlights, as painted things are")
     p.add_argument("--layers", type=int, default=3, help="decoder layers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None,
