@@ -94,10 +94,10 @@ def _paligemma():
                   vision_config__projection_dim=config.text_config.hidden_size)
 
 
-def _gemma3():
+def _gemma3(model_type="gemma3"):
     """Gemma 3 with its 4 x 4 patches pooled to 2 x 2 image tokens; the projection is
     random (zeros by default: every image token would be the same)."""
-    model = _build("gemma3", "Gemma3ForConditionalGeneration")
+    model = _build(model_type, "Gemma3ForConditionalGeneration")
     with torch.no_grad():
         model.model.multi_modal_projector.mm_input_projection_weight.normal_(
             generator=torch.Generator().manual_seed(0))
@@ -126,6 +126,22 @@ def _llava_next():
                   text_config__max_position_embeddings=128)
 
 
+def _llava_onevision():
+    # LLaVA-NeXT's tiling with a SigLIP tower read whole ("full": no class token).
+    return _build("llava_onevision", "LlavaOnevisionForConditionalGeneration",
+                  image_grid_pinpoints=[[32, 64], [32, 32]],
+                  text_config__max_position_embeddings=128)
+
+
+def _llava_siglip():
+    """LLaVA over a SigLIP tower (no class token) whose every patch is read ("full")."""
+    def siglip(config):
+        config.vision_config = conformance.tiny_config("llava_onevision").vision_config
+
+    return _build("llava", "LlavaForConditionalGeneration", siglip,
+                  vision_feature_select_strategy="full")
+
+
 #: family -> (builder, image tokens put before the ids, patch grid)
 BUILDERS = {
     "hf_blip_captioner": (_blip, None, (4, 4)),
@@ -139,6 +155,7 @@ BUILDERS = {
                  (2, 3)),
     "glm4v": (lambda: _qwen2_vl("glm4v", "Glm4vForConditionalGeneration", 32), 0, (2, 2)),
     "hf_gemma3": (_gemma3, 0, (2, 2)),
+    "shieldgemma2": (lambda: _gemma3("shieldgemma2"), 0, (2, 2)),
     "hf_mistral3": (lambda: _build("mistral3", "Mistral3ForConditionalGeneration"), 0,
                     (2, 2)),
     # pixel shuffles: 4 x 4 patches merged 2 x 2
@@ -157,15 +174,18 @@ BUILDERS = {
     "instructblip": (lambda: _q_former("instructblip",
                                        "InstructBlipForConditionalGeneration"), 0, (4, 4)),
     "hf_llava_next": (_llava_next, 0, (4, 8)),
+    "llava_onevision": (_llava_onevision, 0, (4, 8)),
+    "llava_siglip": (_llava_siglip, 0, (4, 4)),
 }
 FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2", "vipllava": "hf_llava",
-             "deepseek_vl": "hf_llava",
-             "qwen3_vl": "hf_qwen2_vl", "glm4v": "hf_qwen2_vl"}
+             "deepseek_vl": "hf_llava", "llava_siglip": "hf_llava",
+             "llava_onevision": "hf_llava_next",
+             "qwen3_vl": "hf_qwen2_vl", "glm4v": "hf_qwen2_vl", "shieldgemma2": "hf_gemma3"}
 DECODER_ONLY = [k for k, (_, before, _) in BUILDERS.items() if before is not None]
 #: decoder-only models whose image-token columns are a Q-Former's learned queries
 Q_FORMER = ["hf_blip_2", "instructblip"]
 #: decoder-only models whose image tokens are several grids (a base image and tiles)
-TILED = ["hf_llava_next"]
+TILED = ["hf_llava_next", "llava_onevision"]
 
 _MODELS: dict = {}
 
@@ -225,10 +245,10 @@ def _direct_logits(key, model, cm, image, full, prompt):
         return model(input_ids=full, pixel_values=pixels, token_type_ids=kinds).logits
     if key in ("hf_idefics3", "smolvlm"):
         return model(input_ids=full, pixel_values=pixels[:, None]).logits
-    if key == "hf_gemma3":                    # the processor marks the image tokens
+    if key in ("hf_gemma3", "shieldgemma2"):  # the processor marks the image tokens
         kinds = (full == model.config.image_token_id).long()
         return model(input_ids=full, pixel_values=pixels, token_type_ids=kinds).logits
-    if key == "hf_llava_next":
+    if key in TILED:
         from groundroll.families import hf_llava_next
 
         return model(input_ids=full, pixel_values=hf_llava_next.tiles(model, pixels),
@@ -381,9 +401,10 @@ def _model_inputs(key, model, cm, pixels, full, prompt):
 
     build = {"hf_paligemma": hf_paligemma._inputs, "hf_qwen2_vl": hf_qwen2_vl._inputs,
              "qwen3_vl": hf_qwen2_vl._inputs, "glm4v": hf_qwen2_vl._inputs,
-             "hf_gemma3": hf_gemma3._inputs, "hf_mistral3": hf_mistral3._inputs,
+             "hf_gemma3": hf_gemma3._inputs, "shieldgemma2": hf_gemma3._inputs,
+             "hf_mistral3": hf_mistral3._inputs,
              "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs,
-             "hf_llava_next": hf_llava_next._inputs}
+             "hf_llava_next": hf_llava_next._inputs, "llava_onevision": hf_llava_next._inputs}
     return build.get(key, _vlm.plain_inputs)(model, pixels, full, prompt)
 
 
@@ -556,30 +577,37 @@ def _packed_order(model, image_size):
         features += [torch.tensor([1, down * per + r, right * per + c])
                      for r in range(per) for c in range(per)]
     features = torch.stack(features).float().reshape(-1, per * per, 3)
-    packed, _ = model.model.pack_image_features(
-        [features], torch.tensor([list(image_size)]), "default",
-        image_newline=torch.tensor([2.0, -1.0, -1.0]))
+    sizes, newline = torch.tensor([list(image_size)]), torch.tensor([2.0, -1.0, -1.0])
+    if model.config.model_type == "llava_onevision":
+        packed, _ = model.model.pack_image_features(
+            [features], sizes, image_newline=newline,
+            vision_aspect_ratio=model.config.vision_aspect_ratio)
+    else:
+        packed, _ = model.model.pack_image_features([features], sizes, "default",
+                                                    image_newline=newline)
     return packed[0].long()
 
 
+@pytest.mark.parametrize("key", TILED)
 @pytest.mark.parametrize("image_size", [(32, 64), (30, 44), (20, 64), (32, 32)])
-def test_llava_next_token_positions_are_the_models_own_packing(image_size):
+def test_llava_next_token_positions_are_the_models_own_packing(key, image_size):
     """Base image first, then the tiles' rows (unpadded: 30 x 44 keeps 6 of 8 columns,
     20 x 64 3 of 4 rows), each ended by a newline."""
     from groundroll.families import hf_llava_next
 
-    model = _model("hf_llava_next")
+    model = _model(key)
     expected = _packed_order(model, image_size)
     torch.testing.assert_close(hf_llava_next.token_positions(model, image_size), expected)
 
 
-def test_llava_next_cross_maps_are_the_last_layers_attention_on_both_grids(tokenizer):
+@pytest.mark.parametrize("key", TILED)
+def test_llava_next_cross_maps_are_the_last_layers_attention_on_both_grids(key, tokenizer):
     """The model's own last-layer attention (``output_attentions``) at the rows that
     predict each word and the image placeholder columns, placed by the model's packing
     order: per cell of the 4 x 8 tiles' grid, the tile token's weight plus the covering
     base token's (one of 4 x 4 over the whole input) divided by the 1 x 2 cells it
     covers."""
-    model, cm, image, start, ids = _inputs("hf_llava_next", tokenizer)
+    model, cm, image, start, ids = _inputs(key, tokenizer)
     assert cm.image_size == (32, 64)
     full = torch.tensor([start + ids])
     words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
@@ -590,7 +618,7 @@ def test_llava_next_cross_maps_are_the_last_layers_attention_on_both_grids(token
     model.set_attn_implementation("eager")
     try:
         with torch.no_grad():
-            inputs = _model_inputs("hf_llava_next", model, cm, pixels, full, len(start))
+            inputs = _model_inputs(key, model, cm, pixels, full, len(start))
             attention = model(**inputs, output_attentions=True).attentions[-1]
     finally:
         model.set_attn_implementation(was)
@@ -689,6 +717,8 @@ def test_generated_ids_the_tokenizer_lacks_mean_the_wrong_tokenizer(tokenizer):
     ("kosmos-2", "Kosmos2ForConditionalGeneration", "hf_kosmos_2", "resampler"),
     ("florence2", "Florence2ForConditionalGeneration", "hf_florence2", "local windows"),
     ("idefics2", "Idefics2ForConditionalGeneration", "hf_idefics2", "perceiver resampler"),
+    ("qwen3_5", "Qwen3_5ForConditionalGeneration", "hf_qwen3_5", "linear-attention"),
+    ("qwen3_5_moe", "Qwen3_5MoeForConditionalGeneration", "hf_qwen3_5", "Gated DeltaNet"),
 ])
 def test_captioners_that_cannot_map_words_to_pixels_are_refused_with_the_reason(
         model_type, cls, family, reason, tokenizer):
@@ -762,3 +792,43 @@ def test_caption_sweep_sorts_grounded_refused_and_unsupported_models(tmp_path):
     text = page.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "| 1 | 1 | 1 | 0 | 0 |" in text and "`kosmos-2`: " in text
+
+
+# ------------------------------------------------------------ towers without a class token
+
+def test_a_siglip_tower_whose_first_patch_is_dropped_is_refused(tokenizer):
+    """LLaVA's "default" strategy drops the tower's first token: a class token for a
+    CLIP tower, a patch for a SigLIP one, whose remaining tokens form no grid."""
+    model = _model("llava_siglip")
+    model.config.vision_feature_select_strategy = "default"
+    try:
+        with pytest.raises(ValueError, match="cannot be mapped back to pixels"):
+            gr.ground_caption(np.zeros((32, 32, 3), np.uint8), CAPTION, model=model,
+                              tokenizer=tokenizer)
+    finally:
+        model.config.vision_feature_select_strategy = "full"
+
+
+def test_llava_onevision_input_is_the_largest_square_its_tiles_are_read_unshrunk_at():
+    """LLaVA-OneVision shrinks the tiles' grid past ``anyres_max_N`` tiles (by more than
+    1.1 in side): the input is the pinpoint holding the largest square among those it
+    reads whole, so 3 x 3 tiles of 9 rather than 4 x 4 or a 2 x 5 strip; a model that
+    shrinks every pinpoint is refused."""
+    from groundroll.families import hf_llava_next
+
+    model = _model("llava_onevision")
+    config = model.config
+    saved = config.image_grid_pinpoints, config.vision_aspect_ratio
+    try:
+        config.image_grid_pinpoints = [[32 * i, 32 * j] for i in range(1, 7)
+                                       for j in range(1, 7)]
+        assert hf_llava_next.canvas(model) == (96, 96)
+        config.vision_aspect_ratio = "anyres_max_16"
+        assert hf_llava_next.canvas(model) == (128, 128)
+        config.image_grid_pinpoints = [[64, 64]]
+        config.vision_aspect_ratio = "anyres_max_2"
+        with pytest.raises(ValueError, match="shrinks its tiles"):
+            hf_llava_next.canvas(model)
+    finally:
+        config.image_grid_pinpoints, config.vision_aspect_ratio = saved
+    assert hf_llava_next.canvas(model) == (32, 64)

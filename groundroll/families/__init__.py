@@ -26,9 +26,11 @@ module                         family
 ``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
 ``hf_llava``                   transformers LLaVA / VipLLaVA / DeepSeek-VL (decoder-only
                                VLMs)
-``hf_llava_next``              transformers LLaVA-NeXT (LLaVA with tiled images)
+``hf_llava_next``              transformers LLaVA-NeXT / LLaVA-OneVision (LLaVA with
+                               tiled images)
 ``hf_paligemma``               transformers PaliGemma (decoder-only VLM)
-``hf_gemma3``                  transformers Gemma 3 (decoder-only VLM, pooled grid)
+``hf_gemma3``                  transformers Gemma 3 / ShieldGemma 2 (decoder-only VLM,
+                               pooled grid)
 ``hf_qwen2_vl``                transformers Qwen2-VL / Qwen2.5-VL / Qwen3-VL / GLM-4V
                                (decoder-only VLMs)
 ``hf_git``                     transformers GIT (image tokens before the text)
@@ -46,6 +48,8 @@ module                         family
                                perceiver resampler)
 ``hf_florence2``               transformers Florence-2 (captions refused: windowed
                                tower)
+``hf_qwen3_5``                 transformers Qwen3.5 (captions refused: linear-attention
+                               layers)
 ``derived``                    any other Hugging Face model with attention: sites
                                from its declarations or from what it returns
 =============================  =================================================
@@ -65,7 +69,7 @@ from __future__ import annotations
 from . import (hf_aya_vision, hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner,
                hf_clip, hf_cohere2_vision, hf_florence2, hf_gemma3, hf_git, hf_idefics2,
                hf_idefics3, hf_internvl, hf_kosmos_2, hf_llava, hf_llava_next, hf_marian,
-               hf_mistral3, hf_paligemma, hf_qwen2_vl, hf_siglip, hf_t5,
+               hf_mistral3, hf_paligemma, hf_qwen2_vl, hf_qwen3_5, hf_siglip, hf_t5,
                hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
 from .derive import declared_attention, derive_adapter, refusal, returned_adapter
 from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, Queries,
@@ -86,6 +90,6 @@ for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip_captioner
                 hf_marian, hf_bart, hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder,
                 hf_llava, hf_llava_next, hf_paligemma, hf_gemma3, hf_qwen2_vl, hf_git,
                 hf_idefics3, hf_aya_vision, hf_internvl, hf_cohere2_vision, hf_mistral3,
-                hf_blip_2, hf_kosmos_2, hf_idefics2, hf_florence2):
+                hf_blip_2, hf_kosmos_2, hf_idefics2, hf_florence2, hf_qwen3_5):
     register_family(_module.FAMILY, first=False)
 del _module

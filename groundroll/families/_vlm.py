@@ -141,6 +141,13 @@ def vision_patch(model) -> tuple[int, int]:
     return _pair(_hf.vision_config(model).patch_size)
 
 
+def class_tokens(model) -> int:
+    """1 when the vision tower puts a class token before its patch tokens (a CLIP-style
+    tower's ``class_embedding``), 0 when it has none (SigLIP-style towers)."""
+    return int(any(name.rpartition(".")[2] == "class_embedding" and "vision" in name
+                   for name, _ in model.named_parameters()))
+
+
 def vision_mean_std(model, processor):
     """The processor's normalisation, else the vision tower's usual one (SigLIP-style
     towers 0.5 / 0.5, CLIP-style the OpenAI statistics)."""

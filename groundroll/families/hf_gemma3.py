@@ -68,4 +68,4 @@ _grid = _vlm.one_image_grid(_grid_size, "pooled grid of the vision tower")
 CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, grid=_grid,
                              inputs=_inputs, mean_std=_hf.mean_std(_hf.SIGLIP_MEAN_STD))
 
-FAMILY = Family("hf_gemma3", model_types=("gemma3",), loader=LOADER, captioning=CAPTIONING)
+FAMILY = Family("hf_gemma3", model_types=("gemma3", "shieldgemma2"), loader=LOADER, captioning=CAPTIONING)

@@ -5,9 +5,11 @@ image placeholder tokens of its prompt.
 
 Capture sites are derived from the model's declarations: ``vision`` (the tower) and
 ``encoder`` (the language model's self-attention over image and text tokens). Caption
-maps read the ``encoder`` rows that predict a word at the image-token columns; the
+maps read the ``encoder`` rows that predict a word at the image-token columns; a CLIP
 tower's class token is one of those columns when ``vision_feature_select_strategy`` is
-``"full"`` (the patch grid follows it).
+``"full"`` (the patch grid follows it). A tower without a class token (SigLIP) keeps
+its grid with ``"full"``; with ``"default"`` its first patch is dropped and the rest
+form no grid, which is refused.
 """
 
 from __future__ import annotations
@@ -27,8 +29,13 @@ PROMPT = ("USER: ", "\nDescribe the image. ASSISTANT:")
 
 def _n_image_tokens(model) -> int:
     (h, w), (ph, pw) = _vlm.vision_size(model), _vlm.vision_patch(model)
-    full = getattr(model.config, "vision_feature_select_strategy", "default") == "full"
-    return (h // ph) * (w // pw) + int(full)
+    # "default" drops the tower's first token (a class token, or the first patch of a
+    # tower without one); "full" keeps them all; a model without the setting
+    # (DeepSeek-VL) reads the patches.
+    strategy = getattr(model.config, "vision_feature_select_strategy", None)
+    if strategy is None:
+        return (h // ph) * (w // pw)
+    return (h // ph) * (w // pw) + _vlm.class_tokens(model) - int(strategy == "default")
 
 
 def _start_ids(model, tokenizer):

@@ -1,5 +1,6 @@
-"""The transformers LLaVA-NeXT family (``LlavaNextForConditionalGeneration``): LLaVA with
-any-resolution images. The vision tower sees the whole image resized to its input
+"""The transformers LLaVA-NeXT family (``LlavaNextForConditionalGeneration``, and
+``LlavaOnevisionForConditionalGeneration``, which packs its tokens the same way): LLaVA
+with any-resolution images. The vision tower sees the whole image resized to its input
 (the base image) and the image cut into tiles of that size at one of the model's grid
 pinpoints; the language model reads the base image's patch tokens, then the tiles'
 patch tokens as one finer grid over the image, unpadded and with an ``image_newline``
@@ -10,7 +11,7 @@ per tile) and ``encoder`` (the language model's self-attention over image and te
 tokens). Caption maps read the ``encoder`` rows that predict a word at the image-token
 columns, as for LLaVA.
 
-The model input is the largest grid pinpoint (the image is letterboxed into it, so
+The model input is a grid pinpoint (:func:`canvas`; the image is letterboxed into it, so
 ``image_sizes`` is the pinpoint itself and unpadding keeps every tile token); the base
 image is that input resized to the tower's size. :func:`token_positions` says where
 each image token sits: a cell of the base grid (``rows x cols`` of the tower) or of the
@@ -27,23 +28,41 @@ import torch
 
 from . import _vlm
 from .hf_llava import PROMPT
-from .record import Family, HFLoader
+from .record import Family, HFLoader, model_type
 
 __all__ = ["FAMILY", "CAPTIONING", "LOADER", "token_positions", "layout", "canvas"]
 
 #: The processor with the tokenizer and the image processor; eager attention.
-LOADER = HFLoader("LlavaNextForConditionalGeneration", "processor", "hf_vlm",
+LOADER = HFLoader("AutoModelForImageTextToText", "processor", "hf_vlm",
                   attn_implementation="eager")
 
 #: Kind of an image token in :func:`token_positions`.
 BASE, TILE, NEWLINE = 0, 1, 2
 
 
+def _max_tiles(model) -> float:
+    """How many tiles the language model reads at full resolution: LLaVA-OneVision
+    (``vision_aspect_ratio`` ``"anyres_max_N"``) shrinks the tiles' grid bilinearly once
+    it exceeds ``N`` tiles by more than a factor of 1.1 in side, LLaVA-NeXT never."""
+    ratio = getattr(model.config, "vision_aspect_ratio", None)
+    if not (isinstance(ratio, str) and ratio.startswith("anyres_max_")):
+        return float("inf")
+    return int(ratio.removeprefix("anyres_max_")) * 1.1 ** 2
+
+
 def canvas(model) -> tuple[int, int]:
-    """``(height, width)`` of the model input: the grid pinpoint of largest area (the
-    first of equal ones)."""
+    """``(height, width)`` of the model input: of the grid pinpoints whose tiles the
+    language model reads unshrunk (:func:`_max_tiles`), the one that holds the largest
+    square, then the largest (the first of equal ones): LLaVA-NeXT's 672 x 672,
+    LLaVA-OneVision's 3 x 3 tiles rather than a 2 x 5 strip."""
+    side, _ = _tower(model)
     pinpoints = [tuple(int(v) for v in p) for p in model.config.image_grid_pinpoints]
-    return max(pinpoints, key=lambda p: p[0] * p[1])
+    kept = [p for p in pinpoints if (p[0] // side) * (p[1] // side) <= _max_tiles(model)]
+    if not kept:
+        raise ValueError("every grid pinpoint of this model shrinks its tiles' grid"
+                         f" (vision_aspect_ratio={model.config.vision_aspect_ratio!r}):"
+                         " the image tokens cannot be mapped back to pixels")
+    return max(kept, key=lambda p: (min(p), p[0] * p[1]))
 
 
 def _tower(model) -> tuple[int, int]:
@@ -92,14 +111,17 @@ def token_positions(model, image_size=None) -> torch.Tensor:
     Raises
     ------
     ValueError
-        When the tower's class token is kept (``vision_feature_select_strategy`` is
-        ``"full"``): the tiles' tokens then form no grid.
+        When a tile's tokens are not its patch grid: a CLIP tower's class token kept
+        (``vision_feature_select_strategy`` ``"full"``), or a SigLIP tower's first patch
+        dropped (``"default"``).
     """
-    if getattr(model.config, "vision_feature_select_strategy", "default") != "default":
-        raise ValueError("LLaVA-NeXT with vision_feature_select_strategy="
-                         f"{model.config.vision_feature_select_strategy!r} keeps the class"
-                         " token in every tile: the tiles' tokens form no patch grid and"
-                         " cannot be mapped back to pixels")
+    strategy = getattr(model.config, "vision_feature_select_strategy", "default")
+    if _vlm.class_tokens(model) != int(strategy == "default"):
+        what = ("keeps the class token in" if strategy == "full"
+                else "drops the first patch of")
+        raise ValueError(f"this model's vision_feature_select_strategy={strategy!r} {what}"
+                         " every tile: the tiles' tokens form no patch grid and cannot be"
+                         " mapped back to pixels")
     side, per = _tower(model)
     image_size = canvas(model) if image_size is None else tuple(int(v) for v in image_size)
     height, width = _select(image_size, model.config.image_grid_pinpoints)
@@ -134,8 +156,14 @@ def _n_image_tokens(model) -> int:
     return len(token_positions(model))
 
 
+#: LLaVA-OneVision's prompt around the image tokens: its Qwen2 chat turns.
+ONEVISION_PROMPT = ("<|im_start|>user\n", "\nDescribe the image.<|im_end|>\n"
+                    "<|im_start|>assistant\n")
+
+
 def _start_ids(model, tokenizer):
-    before, after = PROMPT
+    before, after = (ONEVISION_PROMPT if model_type(model) == "llava_onevision"
+                     else PROMPT)
     return (_vlm.bos_ids(model, tokenizer) + _vlm.text_ids(tokenizer, before)
             + [_vlm.image_token(model)] * _n_image_tokens(model)
             + _vlm.text_ids(tokenizer, after))
@@ -161,5 +189,5 @@ def _inputs(model, pixels, ids, prompt=None):
 CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, layout=layout,
                              inputs=_inputs, image_size=canvas)
 
-FAMILY = Family("hf_llava_next", model_types=("llava_next",), loader=LOADER,
-                captioning=CAPTIONING)
+FAMILY = Family("hf_llava_next", model_types=("llava_next", "llava_onevision"),
+                loader=LOADER, captioning=CAPTIONING)
