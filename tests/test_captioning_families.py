@@ -118,10 +118,10 @@ def _q_former(model_type, cls):
     return model
 
 
-def _llava_next():
+def _llava_next(model_type="llava_next", cls="LlavaNextForConditionalGeneration"):
     # One 32 x 64 pinpoint (the model input: two 32 x 32 tiles side by side) and a
     # square one; the tiles' grid is 4 x 8 patches.
-    return _build("llava_next", "LlavaNextForConditionalGeneration",
+    return _build(model_type, cls,
                   image_grid_pinpoints=[[32, 64], [32, 32]],
                   text_config__max_position_embeddings=128)
 
@@ -175,17 +175,20 @@ BUILDERS = {
                                        "InstructBlipForConditionalGeneration"), 0, (4, 4)),
     "hf_llava_next": (_llava_next, 0, (4, 8)),
     "llava_onevision": (_llava_onevision, 0, (4, 8)),
+    "llava_next_video": (lambda: _llava_next("llava_next_video",
+                                             "LlavaNextVideoForConditionalGeneration"), 0,
+                         (4, 8)),
     "llava_siglip": (_llava_siglip, 0, (4, 4)),
 }
 FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2", "vipllava": "hf_llava",
              "deepseek_vl": "hf_llava", "llava_siglip": "hf_llava",
-             "llava_onevision": "hf_llava_next",
+             "llava_onevision": "hf_llava_next", "llava_next_video": "hf_llava_next",
              "qwen3_vl": "hf_qwen2_vl", "glm4v": "hf_qwen2_vl", "shieldgemma2": "hf_gemma3"}
 DECODER_ONLY = [k for k, (_, before, _) in BUILDERS.items() if before is not None]
 #: decoder-only models whose image-token columns are a Q-Former's learned queries
 Q_FORMER = ["hf_blip_2", "instructblip"]
 #: decoder-only models whose image tokens are several grids (a base image and tiles)
-TILED = ["hf_llava_next", "llava_onevision"]
+TILED = ["hf_llava_next", "llava_onevision", "llava_next_video"]
 
 _MODELS: dict = {}
 
@@ -404,7 +407,7 @@ def _model_inputs(key, model, cm, pixels, full, prompt):
              "hf_gemma3": hf_gemma3._inputs, "shieldgemma2": hf_gemma3._inputs,
              "hf_mistral3": hf_mistral3._inputs,
              "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs,
-             "hf_llava_next": hf_llava_next._inputs, "llava_onevision": hf_llava_next._inputs}
+             **dict.fromkeys(TILED, hf_llava_next._inputs)}
     return build.get(key, _vlm.plain_inputs)(model, pixels, full, prompt)
 
 

@@ -26,8 +26,8 @@ module                         family
 ``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
 ``hf_llava``                   transformers LLaVA / VipLLaVA / DeepSeek-VL (decoder-only
                                VLMs)
-``hf_llava_next``              transformers LLaVA-NeXT / LLaVA-OneVision (LLaVA with
-                               tiled images)
+``hf_llava_next``              transformers LLaVA-NeXT / -NeXT-Video / -OneVision
+                               (LLaVA with tiled images)
 ``hf_paligemma``               transformers PaliGemma (decoder-only VLM)
 ``hf_gemma3``                  transformers Gemma 3 / ShieldGemma 2 (decoder-only VLM,
                                pooled grid)

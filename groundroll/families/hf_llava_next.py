@@ -1,6 +1,6 @@
-"""The transformers LLaVA-NeXT family (``LlavaNextForConditionalGeneration``, and
-``LlavaOnevisionForConditionalGeneration``, which packs its tokens the same way): LLaVA
-with any-resolution images. The vision tower sees the whole image resized to its input
+"""The transformers LLaVA-NeXT family (``LlavaNextForConditionalGeneration``; LLaVA-NeXT-
+Video on images and ``LlavaOnevisionForConditionalGeneration``, which pack an image's
+tokens the same way): LLaVA with any-resolution images. The vision tower sees the whole image resized to its input
 (the base image) and the image cut into tiles of that size at one of the model's grid
 pinpoints; the language model reads the base image's patch tokens, then the tiles'
 patch tokens as one finer grid over the image, unpadded and with an ``image_newline``
@@ -189,5 +189,6 @@ def _inputs(model, pixels, ids, prompt=None):
 CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, layout=layout,
                              inputs=_inputs, image_size=canvas)
 
-FAMILY = Family("hf_llava_next", model_types=("llava_next", "llava_onevision"),
+FAMILY = Family("hf_llava_next",
+                model_types=("llava_next", "llava_next_video", "llava_onevision"),
                 loader=LOADER, captioning=CAPTIONING)
