@@ -124,7 +124,8 @@ def check_caption(name: str, tok) -> dict:
         cm = resolve_captioner(model, tokenizer=tok)
     except (TypeError, UnsupportedModelError) as err:
         text = str(err)
-        status = "unsupported" if "not an image captioner" in text else "refused"
+        unknown = "not an image captioner" in text or "does not yet know" in text
+        status = "unsupported" if unknown else "refused"
         record.update(status=status, detail=text.split("; families that are")[0])
         return record
     except Exception as err:

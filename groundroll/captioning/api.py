@@ -171,9 +171,13 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
     hooks = family.captioning_for(model) if family is not None else None
     if hooks is None:
         able = [n for n in families() if family_named(n).captions]
-        why = (f"its words cannot be grounded in the image: {family.captioning}"
-               if family is not None and isinstance(family.captioning, str)
-               else "it is not an image captioner groundroll can ground words in")
+        if family is not None and isinstance(family.captioning, str):
+            why = f"its words cannot be grounded in the image: {family.captioning}"
+        elif _generates_from_images(model):
+            why = ("it writes text from images, but groundroll does not yet know how this"
+                   " family's image tokens map back to pixels")
+        else:
+            why = "it is not an image captioner groundroll can ground words in"
         named = f"family {family.name!r}" if family is not None else "no family record"
         raise TypeError(f"{type(model).__name__} ({named}): {why};"
                         f" families that are: {', '.join(able)}")
@@ -185,6 +189,18 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
                          f" {next(model.parameters()).device}; move the model there first")
     return CaptionModel(model, tokenizer, hooks, family.name, name or type(model).__name__,
                         processor, defaults)
+
+
+def _generates_from_images(model) -> bool:
+    """Whether ``model`` is a transformers image-text-to-text model (a captioner or VLM
+    by transformers' own mapping)."""
+    try:
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as names)
+    except ImportError:                                   # pragma: no cover
+        return False
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    return kind in names and not type(model).__name__.endswith("Model")   # not a trunk
 
 
 # --------------------------------------------------------------------------- caption
