@@ -179,6 +179,7 @@ BUILDERS = {
                                              "LlavaNextVideoForConditionalGeneration"), 0,
                          (4, 8)),
     "llava_siglip": (_llava_siglip, 0, (4, 4)),
+    "hf_fuyu": (lambda: _build("fuyu", "FuyuForCausalLM"), 0, (4, 4)),
 }
 FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2", "vipllava": "hf_llava",
              "deepseek_vl": "hf_llava", "llava_siglip": "hf_llava",
@@ -242,6 +243,10 @@ def _direct_logits(key, model, cm, image, full, prompt):
         mm = (full == model.config.image_token_id).int()
         return model(input_ids=full, attention_mask=ones, mm_token_type_ids=mm,
                      **images).logits
+    if key == "hf_fuyu":                      # patches cut by Fuyu's image processor
+        patches = transformers.FuyuImageProcessor(
+            patch_size={"height": 8, "width": 8}).patchify_image(pixels)
+        return model(input_ids=full, pixel_values=patches).logits
     if key == "hf_paligemma":
         kinds = torch.ones_like(full)
         kinds[:, :prompt] = 0
@@ -399,7 +404,7 @@ def test_mistral3_rows_of_image_tokens_end_in_break_tokens():
 
 
 def _model_inputs(key, model, cm, pixels, full, prompt):
-    from groundroll.families import (_vlm, hf_gemma3, hf_idefics3, hf_llava_next,
+    from groundroll.families import (_vlm, hf_fuyu, hf_gemma3, hf_idefics3, hf_llava_next,
                                      hf_mistral3, hf_paligemma, hf_qwen2_vl)
 
     build = {"hf_paligemma": hf_paligemma._inputs, "hf_qwen2_vl": hf_qwen2_vl._inputs,
@@ -407,7 +412,7 @@ def _model_inputs(key, model, cm, pixels, full, prompt):
              "hf_gemma3": hf_gemma3._inputs, "shieldgemma2": hf_gemma3._inputs,
              "hf_mistral3": hf_mistral3._inputs,
              "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs,
-             **dict.fromkeys(TILED, hf_llava_next._inputs)}
+             "hf_fuyu": hf_fuyu._inputs, **dict.fromkeys(TILED, hf_llava_next._inputs)}
     return build.get(key, _vlm.plain_inputs)(model, pixels, full, prompt)
 
 
@@ -839,3 +844,21 @@ def test_llava_onevision_input_is_the_largest_square_its_tiles_are_read_unshrunk
     finally:
         config.image_grid_pinpoints, config.vision_aspect_ratio = saved
     assert hf_llava_next.canvas(model) == (32, 64)
+
+
+def test_fuyu_prompt_puts_a_newline_token_after_each_row_of_image_tokens():
+    """As Fuyu's processor lays out its prompt: each row of image placeholders ended by
+    ``|NEWLINE|``, then bos, the instruction and the beginning-of-answer token."""
+    from helpers.tiny_models import word_tokenizer
+
+    from groundroll.families import hf_fuyu
+
+    model = _model("hf_fuyu")
+    tok = word_tokenizer([*WORDS, "|NEWLINE|", "<0x04>", "generate", "coco-style",
+                          "caption."])
+    newline, answer = tok.convert_tokens_to_ids(["|NEWLINE|", "<0x04>"])
+    start = hf_fuyu._start_ids(model, tok)
+    image = model.config.image_token_id
+    rows = [start[5 * r:5 * r + 5] for r in range(4)]
+    assert rows == [[image] * 4 + [newline]] * 4
+    assert start[-1] == answer and image not in start[20:]
