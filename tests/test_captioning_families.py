@@ -180,6 +180,11 @@ BUILDERS = {
                          (4, 8)),
     "llava_siglip": (_llava_siglip, 0, (4, 4)),
     "hf_fuyu": (lambda: _build("fuyu", "FuyuForCausalLM"), 0, (4, 4)),
+    # a 128-pixel tower: 16 x 16 patches, shrunk twice by the projector to 4 x 4 tokens
+    # laid back on the patches
+    "hf_got_ocr2": (lambda: _build("got_ocr2", "GotOcr2ForConditionalGeneration",
+                                   vision_config__image_size=128,
+                                   vision_config__initializer_range=0.02), 0, (16, 16)),
 }
 FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2", "vipllava": "hf_llava",
              "deepseek_vl": "hf_llava", "llava_siglip": "hf_llava",
@@ -190,6 +195,9 @@ DECODER_ONLY = [k for k, (_, before, _) in BUILDERS.items() if before is not Non
 Q_FORMER = ["hf_blip_2", "instructblip"]
 #: decoder-only models whose image tokens are several grids (a base image and tiles)
 TILED = ["hf_llava_next", "llava_onevision", "llava_next_video"]
+#: decoder-only models whose image tokens are laid on the patch grid by a layout
+#: (tiles; GOT-OCR 2.0's tokens reading overlapping blocks of patches)
+LAID_OUT = [*TILED, "hf_got_ocr2"]
 
 _MODELS: dict = {}
 
@@ -307,7 +315,7 @@ def test_qwen2_vl_patches_are_its_image_processors(tokenizer):
     assert cm.hooks.grid(model, 6) == (0, (2, 3))        # 4 x 6 patches merged 2 x 2
 
 
-@pytest.mark.parametrize("key", [k for k in DECODER_ONLY if k not in Q_FORMER + TILED])
+@pytest.mark.parametrize("key", [k for k in DECODER_ONLY if k not in Q_FORMER + LAID_OUT])
 def test_cross_maps_are_the_last_layers_attention_to_the_image_tokens(key, tokenizer):
     """An independent reading: transformers' own attention of the last language-model
     layer (``output_attentions``), heads averaged, at the rows predicting each word and
@@ -341,7 +349,7 @@ def test_cross_maps_are_the_last_layers_attention_to_the_image_tokens(key, token
 
 
 @pytest.mark.parametrize("key", [k for k in DECODER_ONLY
-                                 if k not in Q_FORMER + TILED + ["hf_git"]])
+                                 if k not in Q_FORMER + LAID_OUT + ["hf_git"]])
 def test_each_image_token_comes_from_the_pixels_its_grid_cell_covers(key, tokenizer):
     """Where the grid puts each image token, checked against the model itself: with the
     vision tower's attention silenced (each patch then feeds only the tokens built from
@@ -862,3 +870,56 @@ def test_fuyu_prompt_puts_a_newline_token_after_each_row_of_image_tokens():
     rows = [start[5 * r:5 * r + 5] for r in range(4)]
     assert rows == [[image] * 4 + [newline]] * 4
     assert start[-1] == answer and image not in start[20:]
+
+
+def test_got_ocr2_tokens_read_the_patches_of_their_footprint(tokenizer):
+    """Checked against the model itself: with the tower's attention silenced, noise in
+    one patch changes exactly the image tokens whose footprint holds that patch (the
+    neck's and the projector's convolutions overlap, so a token reads beyond its block
+    of 4 x 4 patches); and the layout spreads one token's score over that footprint."""
+    from groundroll.families import hf_got_ocr2
+
+    model, cm, image, start, ids = _inputs("hf_got_ocr2", tokenizer)
+    full = torch.tensor([start + ids])
+    pixels = cm.pixels(image)
+    columns = cm.hooks.columns(model, full)
+    foot = hf_got_ocr2.footprint(16)                           # [4 tokens, 16 patches]
+    seen = []
+
+    def silence(module, args, output):
+        return (torch.zeros_like(output[0]), *output[1:])
+
+    def embeds(module, args, kwargs):
+        seen.append(kwargs["inputs_embeds"][0, columns].detach().clone())
+
+    handles = [m.register_forward_hook(silence) for n, m in model.named_modules()
+               if n.startswith("model.vision_tower") and n.endswith(".attn")]
+    handles.append(model.get_decoder().register_forward_pre_hook(embeds, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            cm.hooks.forward(model, pixels, full, prompt=len(start))
+            for pr, pc in [(0, 0), (3, 4), (4, 4), (7, 13), (15, 15), (9, 2)]:
+                noisy = pixels.clone()
+                noisy[0, :, 8 * pr:8 * pr + 8, 8 * pc:8 * pc + 8] += 1.0
+                cm.hooks.forward(model, noisy, full, prompt=len(start))
+                changed = ((seen[-1] - seen[0]).abs().amax(-1) > 1e-6).reshape(4, 4)
+                expected = (foot[:, pr, None] > 0) & (foot[None, :, pc] > 0)
+                assert torch.equal(changed, expected), (pr, pc)
+    finally:
+        for handle in handles:
+            handle.remove()
+    one = torch.zeros(1, 16)
+    one[0, 5] = 1.0                                              # token (1, 1)
+    spread = hf_got_ocr2.layout(model, one)[0]
+    assert spread.shape == (16, 16) and spread.sum().item() == pytest.approx(1.0)
+    assert torch.equal(spread > 0, (foot[1, :, None] > 0) & (foot[1, None, :] > 0))
+
+
+def test_got_ocr2_captures_its_language_model_and_keeps_its_tower_refused():
+    """GOT-OCR 2.0's SAM-style tower attends within windows: capture reads only the
+    language model, and rollout over the tower stays refused with the reason."""
+    from groundroll.families import adapter_for, refusal
+
+    model = _model("hf_got_ocr2")
+    assert adapter_for(model).streams == ("encoder",)
+    assert "local windows" in refusal(model)
