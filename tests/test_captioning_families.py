@@ -772,7 +772,7 @@ def test_vision_encoder_decoders_that_cannot_ground_words_are_refused(encoder, d
     ("bert", "BertModel", "not an image captioner"),
     ("clip", "CLIPModel", "not an image captioner"),
     # an image-to-text model of a family without caption hooks
-    ("pix2struct", "Pix2StructForConditionalGeneration",
+    ("kosmos-2.5", "Kosmos2_5ForConditionalGeneration",
      "writes text from images, but .* not yet know how .* map back to pixels"),
 ])
 def test_a_model_that_does_not_caption_is_refused_naming_the_captioners(model_type, cls,
@@ -923,3 +923,76 @@ def test_got_ocr2_captures_its_language_model_and_keeps_its_tower_refused():
     model = _model("hf_got_ocr2")
     assert adapter_for(model).streams == ("encoder",)
     assert "local windows" in refusal(model)
+
+
+# --------------------------------------------------------------------------- Pix2Struct
+
+def _pix2struct():
+    """Pix2Struct with row and column tables of 5 ids: a 4 x 4 patch input, 64 px."""
+    model = _build("pix2struct", "Pix2StructForConditionalGeneration",
+                   vision_config__seq_len=5)
+    model.config.text_config.eos_token_id = EOS
+    return model
+
+
+def test_pix2struct_patches_are_its_image_processors():
+    """Standardised per image and flattened after their 1-based row and column, as
+    ``Pix2StructImageProcessor`` makes them at the same size (which it leaves as is)."""
+    from transformers.image_processing_utils import SizeDict
+
+    from groundroll.families import hf_pix2struct
+
+    model = _pix2struct()
+    assert hf_pix2struct._image_size(model) == (64, 64)
+    pixels = torch.rand(2, 3, 64, 64)
+    processor = transformers.Pix2StructImageProcessor()
+    expected = processor.extract_flattened_patches(
+        processor.normalize(pixels), max_patches=16,
+        patch_size=SizeDict(height=16, width=16))
+    torch.testing.assert_close(hf_pix2struct.flattened_patches(model, pixels), expected,
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:the generated caption reached the token limit")
+def test_pix2struct_words_read_the_models_own_cross_attention(tokenizer):
+    model = _pix2struct()
+    assert family_for(model).name == "hf_pix2struct"
+    cm = resolve_captioner(model, tokenizer=tokenizer)
+    image = _image(cm)
+    start = cm.hooks.start_ids(model, tokenizer)
+    ids = tokenizer(CAPTION, add_special_tokens=False)["input_ids"]
+    words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
+    pixels = cm.pixels(image)
+    full = torch.tensor([start + ids])
+    patches = transformers.Pix2StructImageProcessor()(
+        images=image, max_patches=16, return_tensors="pt")
+    with torch.no_grad():
+        plain = cm.hooks.forward(model, pixels, full)
+        direct = model(**patches, decoder_input_ids=full).logits
+        torch.testing.assert_close(plain, direct, atol=1e-4, rtol=1e-4)
+        with capture(model, streams=list(cm.hooks.streams)):
+            captured = cm.hooks.forward(model, pixels, full)
+        torch.testing.assert_close(captured, plain, atol=1e-5, rtol=1e-4)
+        maps, _ = _word_maps(cm, pixels, ids, start, groups, "cross")
+        model.set_attn_implementation("eager")
+        out = model(**patches, decoder_input_ids=full, output_attentions=True)
+    cross = out.cross_attentions[-1][0].float().mean(0)          # [T, 16 patches]
+    assert maps.shape[1:] == (4, 4)
+    for w, group in enumerate(groups):
+        expected = cross[[len(start) + p - 1 for p in group]].mean(0).reshape(4, 4).numpy()
+        np.testing.assert_allclose(maps[w] / maps[w].sum(), expected / expected.sum(),
+                                   atol=1e-5)
+    for method in ("relevance", "legrad", "rollout"):
+        result = gr.ground_caption(image, CAPTION, model=model, tokenizer=tokenizer,
+                                   method=method)
+        assert result.heatmaps.shape == (7, 64, 64) and np.isfinite(result.heatmaps).all()
+    generated = gr.ground_caption(image, model=model, tokenizer=tokenizer, max_new_tokens=4)
+    assert generated.settings["generated"] and 1 <= len(generated.words) <= 4
+
+
+def test_pix2struct_question_answering_checkpoints_are_refused(tokenizer):
+    model = _pix2struct()
+    model.config.vision_config.is_vqa = True
+    with pytest.raises(TypeError, match="questions rendered as a header"):
+        gr.ground_caption(np.zeros((64, 64, 3), np.uint8), CAPTION, model=model,
+                          tokenizer=tokenizer)

@@ -24,6 +24,8 @@ module                         family
 ``hf_bert``                    transformers BERT-style text encoders
 ``hf_vit``                     transformers ViT / DeiT
 ``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
+``hf_pix2struct``              transformers Pix2Struct (captioner over variable-size
+                               patches)
 ``hf_llava``                   transformers LLaVA / VipLLaVA / DeepSeek-VL (decoder-only
                                VLMs)
 ``hf_llava_next``              transformers LLaVA-NeXT / -NeXT-Video / -OneVision
@@ -74,7 +76,8 @@ from . import (hf_aya_vision, hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_capt
                hf_clip, hf_cohere2_vision, hf_florence2, hf_fuyu, hf_gemma3, hf_git,
                hf_got_ocr2, hf_idefics2,
                hf_idefics3, hf_internvl, hf_kosmos_2, hf_llava, hf_llava_next, hf_marian,
-               hf_mistral3, hf_paligemma, hf_qwen2_vl, hf_qwen3_5, hf_siglip, hf_t5,
+               hf_mistral3, hf_paligemma, hf_pix2struct, hf_qwen2_vl, hf_qwen3_5, hf_siglip,
+               hf_t5,
                hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
 from .derive import declared_attention, derive_adapter, refusal, returned_adapter
 from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, Queries,
@@ -95,7 +98,7 @@ for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip_captioner
                 hf_marian, hf_bart, hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder,
                 hf_llava, hf_llava_next, hf_paligemma, hf_gemma3, hf_qwen2_vl, hf_git,
                 hf_idefics3, hf_aya_vision, hf_internvl, hf_cohere2_vision, hf_mistral3, hf_fuyu,
-                hf_got_ocr2,
+                hf_got_ocr2, hf_pix2struct,
                 hf_blip_2, hf_kosmos_2, hf_idefics2, hf_florence2, hf_qwen3_5):
     register_family(_module.FAMILY, first=False)
 del _module
