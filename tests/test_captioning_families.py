@@ -180,6 +180,8 @@ BUILDERS = {
                          (4, 8)),
     "llava_siglip": (_llava_siglip, 0, (4, 4)),
     "hf_fuyu": (lambda: _build("fuyu", "FuyuForCausalLM"), 0, (4, 4)),
+    # 4 x 4 patches merged 2 x 2 by the pixel shuffle
+    "hf_llama4": (lambda: _build("llama4", "Llama4ForConditionalGeneration"), 0, (2, 2)),
     # a 128-pixel tower: 16 x 16 patches, shrunk twice by the projector to 4 x 4 tokens
     # laid back on the patches
     "hf_got_ocr2": (lambda: _build("got_ocr2", "GotOcr2ForConditionalGeneration",
@@ -801,7 +803,7 @@ def test_caption_sweep_sorts_grounded_refused_and_unsupported_models(tmp_path):
     spec.loader.exec_module(sweep)
     tok = sweep._tokenizer()
     records = [sweep.check_caption(name, tok) for name in (
-        "vision-encoder-decoder:vit+trocr", "kosmos-2", "fuyu")]
+        "vision-encoder-decoder:vit+trocr", "kosmos-2", "aria")]
     assert [r["status"] for r in records] == ["grounded", "refused", "unsupported"]
     assert records[0]["family"] == "hf_vision_encoder_decoder"
     assert "resampler" in records[1]["detail"]
@@ -996,3 +998,18 @@ def test_pix2struct_question_answering_checkpoints_are_refused(tokenizer):
     with pytest.raises(TypeError, match="questions rendered as a header"):
         gr.ground_caption(np.zeros((64, 64, 3), np.uint8), CAPTION, model=model,
                           tokenizer=tokenizer)
+
+
+def test_llama4_image_tokens_follow_its_start_and_image_markers():
+    """As Llama 4's processor lays out one tile: ``<|image_start|><|image|>``, the
+    ``<|patch|>`` placeholders, ``<|image_end|>``."""
+    from helpers.tiny_models import word_tokenizer
+
+    model = _model("hf_llama4")
+    tok = word_tokenizer([*WORDS, "<|image_start|>", "<|image|>", "<|image_end|>"])
+    start = family_named("hf_llama4").captioning.start_ids(model, tok)
+    begin, image, end = tok.convert_tokens_to_ids(["<|image_start|>", "<|image|>",
+                                                    "<|image_end|>"])
+    at = start.index(begin)
+    patch = model.config.image_token_id
+    assert start[at:at + 7] == [begin, image, patch, patch, patch, patch, end]

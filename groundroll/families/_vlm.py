@@ -102,7 +102,7 @@ def shuffled_grid_size(factor) -> Callable[[Any], tuple[int, int]]:
     return grid_size
 
 
-def shuffled_captioning(factor, prompt: tuple[str, str], markers: tuple[str, str],
+def shuffled_captioning(factor, prompt: tuple[str, str], markers: tuple,
                         mean_std=None) -> Captioning:
     """The caption hooks of a decoder-only family whose tower's grid a pixel shuffle
     merges ``factor(model)`` x ``factor(model)`` at a time (:func:`shuffled_grid_size`),
@@ -120,16 +120,21 @@ def shuffled_captioning(factor, prompt: tuple[str, str], markers: tuple[str, str
                       mean_std=mean_std or vision_mean_std)
 
 
-def framed_start_ids(prompt: tuple[str, str], count, *markers: str):
+def _marker_ids(tokenizer, names: str | tuple[str, ...]) -> list[int]:
+    return special_ids(tokenizer, *((names,) if isinstance(names, str) else names))
+
+
+def framed_start_ids(prompt: tuple[str, str], count, *markers: str | tuple[str, ...]):
     """``start_ids(model, tokenizer)`` of a chat prompt ``(before, after)`` around one
-    image: bos, ``before``, the first marker token, ``count(model)`` placeholders, the
-    second marker, ``after`` (markers the tokenizer lacks are left out)."""
+    image: bos, ``before``, the first marker token (or tokens, given as a tuple),
+    ``count(model)`` placeholders, the second marker, ``after`` (marker tokens the
+    tokenizer lacks are left out)."""
     def start_ids(model, tokenizer) -> list[int]:
         before, after = prompt
         opening, closing = (list(markers) + ["", ""])[:2]
         return (bos_ids(model, tokenizer) + text_ids(tokenizer, before)
-                + special_ids(tokenizer, opening) + [image_token(model)] * int(count(model))
-                + special_ids(tokenizer, closing) + text_ids(tokenizer, after))
+                + _marker_ids(tokenizer, opening) + [image_token(model)] * int(count(model))
+                + _marker_ids(tokenizer, closing) + text_ids(tokenizer, after))
     return start_ids
 
 
