@@ -737,6 +737,7 @@ def test_generated_ids_the_tokenizer_lacks_mean_the_wrong_tokenizer(tokenizer):
     ("idefics2", "Idefics2ForConditionalGeneration", "hf_idefics2", "perceiver resampler"),
     ("qwen3_5", "Qwen3_5ForConditionalGeneration", "hf_qwen3_5", "linear-attention"),
     ("qwen3_5_moe", "Qwen3_5MoeForConditionalGeneration", "hf_qwen3_5", "Gated DeltaNet"),
+    ("lfm2_vl", "Lfm2VlForConditionalGeneration", "hf_lfm2_vl", "convolution layers"),
 ])
 def test_captioners_that_cannot_map_words_to_pixels_are_refused_with_the_reason(
         model_type, cls, family, reason, tokenizer):

@@ -57,6 +57,8 @@ module                         family
                                tower)
 ``hf_qwen3_5``                 transformers Qwen3.5 (captions refused: linear-attention
                                layers)
+``hf_lfm2_vl``                 transformers LFM2-VL / LFM3-VL (captions refused:
+                               convolution layers)
 ``derived``                    any other Hugging Face model with attention: sites
                                from its declarations or from what it returns
 =============================  =================================================
@@ -75,7 +77,7 @@ from __future__ import annotations
 
 from . import (hf_aya_vision, hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner,
                hf_clip, hf_cohere2_vision, hf_florence2, hf_fuyu, hf_gemma3, hf_git,
-               hf_got_ocr2, hf_idefics2, hf_llama4,
+               hf_got_ocr2, hf_idefics2, hf_lfm2_vl, hf_llama4,
                hf_idefics3, hf_internvl, hf_kosmos_2, hf_llava, hf_llava_next, hf_marian,
                hf_mistral3, hf_paligemma, hf_pix2struct, hf_qwen2_vl, hf_qwen3_5, hf_siglip,
                hf_t5,
@@ -100,6 +102,6 @@ for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip_captioner
                 hf_llava, hf_llava_next, hf_paligemma, hf_gemma3, hf_qwen2_vl, hf_git,
                 hf_idefics3, hf_aya_vision, hf_internvl, hf_cohere2_vision, hf_mistral3, hf_fuyu,
                 hf_got_ocr2, hf_pix2struct, hf_llama4,
-                hf_blip_2, hf_kosmos_2, hf_idefics2, hf_florence2, hf_qwen3_5):
+                hf_blip_2, hf_kosmos_2, hf_idefics2, hf_florence2, hf_qwen3_5, hf_lfm2_vl):
     register_family(_module.FAMILY, first=False)
 del _module
