@@ -91,6 +91,8 @@ def _build(name: str):
                 cls = transformers.VisionEncoderDecoderModel
             else:
                 config = tiny_config(name, level=level)
+                if name == "mllama":       # its cross-attention layers past the tiny two
+                    config.text_config.cross_attention_layers = [1]
                 cls_name = MAPPING[name]
                 cls = getattr(transformers, cls_name if isinstance(cls_name, str)
                               else cls_name[0])

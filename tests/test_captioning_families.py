@@ -1014,3 +1014,101 @@ def test_llama4_image_tokens_follow_its_start_and_image_markers():
     at = start.index(begin)
     patch = model.config.image_token_id
     assert start[at:at + 7] == [begin, image, patch, patch, patch, patch, end]
+
+
+# ------------------------------------------------------------ Llama 3.2 Vision (Mllama)
+
+def _mllama():
+    """Three language layers, the middle one cross-attention; gates opened (zeros by
+    default: the text would not read the image at all)."""
+    model = _build("mllama", "MllamaForConditionalGeneration",
+                   text_config__num_hidden_layers=3, text_config__cross_attention_layers=[1])
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("_gate"):
+                param.fill_(1.0)
+    return model
+
+
+@pytest.mark.filterwarnings("ignore:the generated caption reached the token limit")
+def test_mllama_words_read_the_models_own_cross_attention(tokenizer):
+    """Inputs as Llama 3.2 Vision's image processor makes them for one tile; ``cross``
+    maps equal the model's own cross-attention (``output_attentions``) at the rows that
+    predict each word over the first tile's patches; the composer meets the self- and
+    cross-attention layers in the model's order; every method runs, generation too."""
+    from groundroll.compose.layers import LayerReader, decoder_blocks
+    from groundroll.families import _hf, hf_mllama
+    from groundroll.trace import Chain
+
+    model = _mllama()
+    assert family_for(model).name == "hf_mllama"
+    cm = resolve_captioner(model, tokenizer=tokenizer)
+    assert cm.image_size == (32, 32)
+    image = _image(cm)
+    start = cm.hooks.start_ids(model, tokenizer)
+    ids = tokenizer(CAPTION, add_special_tokens=False)["input_ids"]
+    words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
+    full = torch.tensor([start + ids])
+    pixels = cm.pixels(image)
+    ours = hf_mllama._inputs(model, pixels, full)
+    mean, std = _hf.OPENAI_MEAN_STD                  # Llama 3.2 Vision's processor's
+    processed = transformers.MllamaImageProcessor(
+        size={"height": 32, "width": 32}, max_image_tiles=4, image_mean=list(mean),
+        image_std=list(std))(images=[[image]], return_tensors="pt")
+    torch.testing.assert_close(ours["pixel_values"], processed["pixel_values"],
+                               atol=1e-5, rtol=0)
+    assert torch.equal(ours["aspect_ratio_ids"], processed["aspect_ratio_ids"])
+    assert torch.equal(ours["aspect_ratio_mask"], processed["aspect_ratio_mask"])
+    with torch.no_grad():
+        plain = cm.hooks.forward(model, pixels, full)
+        with capture(model, streams=list(cm.hooks.streams)) as trace:
+            captured = cm.hooks.forward(model, pixels, full)
+        torch.testing.assert_close(captured, plain, atol=1e-5, rtol=1e-4)
+        maps, _ = _word_maps(cm, pixels, ids, start, groups, "cross")
+        model.set_attn_implementation("eager")
+        out = model(**ours, output_attentions=True)
+    chain = Chain("encoder", "decoder", source_self="encoder", target_self="decoder",
+                  target_cross="cross")
+    blocks = decoder_blocks(LayerReader(hf_mllama.by_decoder_layer(trace)), chain, None)
+    assert [(i, s is not None, c is not None) for i, s, c in blocks] == [
+        (0, True, False), (1, False, True), (2, True, False)]
+    cross = out.attentions[1][0].float().mean(0)                 # [T, tiles * tokens]
+    assert maps.shape[1:] == (4, 4)
+    for w, group in enumerate(groups):
+        expected = cross[[len(start) + p - 1 for p in group]][:, 1:17].mean(0)
+        np.testing.assert_allclose(maps[w] / maps[w].sum(),
+                                   (expected / expected.sum()).reshape(4, 4).numpy(),
+                                   atol=1e-5)
+    for method in ("relevance", "legrad", "rollout"):
+        result = gr.ground_caption(image, CAPTION, model=model, tokenizer=tokenizer,
+                                   method=method)
+        assert result.heatmaps.shape == (7, 32, 32) and np.isfinite(result.heatmaps).all()
+        content = result.heatmaps[result.content]
+        assert max(np.abs(a - b).max() for a in content for b in content) > 1e-3
+    generated = gr.ground_caption(image, model=model, tokenizer=tokenizer, max_new_tokens=4)
+    assert generated.settings["generated"] and 1 <= len(generated.words) <= 4
+
+
+def test_mllama_without_cross_attention_layers_is_refused(tokenizer):
+    model = _build("mllama", "MllamaForConditionalGeneration")   # layers 3, 8, ... of 2
+    with pytest.raises(TypeError, match="names none of its 2 layers"):
+        gr.ground_caption(np.zeros((32, 32, 3), np.uint8), CAPTION, model=model,
+                          tokenizer=tokenizer)
+
+
+def test_mllama_text_before_the_image_reads_nothing_from_it():
+    """The model masks the cross-attention of the text before ``<|image|>`` (every key
+    weighted alike) and zeroes its output; those rows are zero in the trace the chain
+    reads, the others unchanged."""
+    from groundroll.families import hf_mllama
+    from groundroll.trace import AttentionLayer, Trace
+
+    weights = torch.rand(1, 2, 3, 5)
+    weights[0, :, 0] = 0.2                                     # a masked row: uniform
+    trace = Trace()
+    trace.add(AttentionLayer(weights, "cross", "cross", "decoder", "encoder", 0,
+                             module_name="model.language_model.layers.3.cross_attn"))
+    (layer,) = hf_mllama.by_decoder_layer(trace)
+    assert layer.index == 3
+    assert torch.equal(layer.weights[0, :, 0], torch.zeros(2, 5))
+    assert torch.equal(layer.weights[0, :, 1:], weights[0, :, 1:])

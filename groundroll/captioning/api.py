@@ -319,6 +319,7 @@ def _word_maps(cm: CaptionModel, pixels: torch.Tensor, ids: list[int], start: li
     if method in ("cross", "rollout"):
         with torch.no_grad(), capture(model, streams=list(hooks.streams)) as trace:
             logits = hooks.forward(model, pixels, full, **extra)
+        trace = hooks.layers(trace) if hooks.layers is not None else trace
         logp = logits[0, positions].float().log_softmax(-1)[torch.arange(len(ids)), targets]
         if method == "cross":
             last = len(trace.layers[_attention_stream(trace, hooks)]) - 1
@@ -346,6 +347,7 @@ def _word_maps(cm: CaptionModel, pixels: torch.Tensor, ids: list[int], start: li
         trace.backward((token_logp * chosen).sum())
     logp = token_logp[0].detach().cpu().numpy()
     trace = trace.detach()
+    trace = hooks.layers(trace) if hooks.layers is not None else trace
     queries = _query_map(hooks, trace, method)
     if method == "relevance":
         comp = compose(trace, source=hooks.source, target=hooks.target,

@@ -44,6 +44,8 @@ module                         family
 ``hf_mistral3``                transformers Mistral 3 (Pixtral tower, merged grid,
                                a break token after each row)
 ``hf_llama4``                  transformers Llama 4 (decoder-only VLM, merged grid)
+``hf_mllama``                  transformers Llama 3.2 Vision (cross-attention layers
+                               among the language model's self-attention layers)
 ``hf_fuyu``                    transformers Fuyu (decoder-only VLM, patches projected
                                straight in, a newline token after each row)
 ``hf_got_ocr2``                transformers GOT-OCR 2.0 (decoder-only OCR model, grid
@@ -77,7 +79,7 @@ from __future__ import annotations
 
 from . import (hf_aya_vision, hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner,
                hf_clip, hf_cohere2_vision, hf_florence2, hf_fuyu, hf_gemma3, hf_git,
-               hf_got_ocr2, hf_idefics2, hf_lfm2_vl, hf_llama4,
+               hf_got_ocr2, hf_idefics2, hf_lfm2_vl, hf_llama4, hf_mllama,
                hf_idefics3, hf_internvl, hf_kosmos_2, hf_llava, hf_llava_next, hf_marian,
                hf_mistral3, hf_paligemma, hf_pix2struct, hf_qwen2_vl, hf_qwen3_5, hf_siglip,
                hf_t5,
@@ -101,7 +103,7 @@ for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip_captioner
                 hf_marian, hf_bart, hf_t5, hf_bert, hf_vit, hf_vision_encoder_decoder,
                 hf_llava, hf_llava_next, hf_paligemma, hf_gemma3, hf_qwen2_vl, hf_git,
                 hf_idefics3, hf_aya_vision, hf_internvl, hf_cohere2_vision, hf_mistral3, hf_fuyu,
-                hf_got_ocr2, hf_pix2struct, hf_llama4,
+                hf_got_ocr2, hf_pix2struct, hf_llama4, hf_mllama,
                 hf_blip_2, hf_kosmos_2, hf_idefics2, hf_florence2, hf_qwen3_5, hf_lfm2_vl):
     register_family(_module.FAMILY, first=False)
 del _module

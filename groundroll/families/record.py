@@ -190,6 +190,11 @@ class Captioning:
         ``layout(model, scores) -> [W, rows, cols]``: scores over the ``[W, n_tokens]``
         image tokens as one patch grid over the model input, for image tokens that are
         not one grid (LLaVA-NeXT's whole image and its tiles); used instead of ``grid``.
+    layers : callable, optional
+        ``layers(trace) -> Trace``: the captured trace as the chain reads it, for a
+        decoder whose self- and cross-attention sit in different layers (Llama 3.2
+        Vision): each layer indexed by the decoder layer it sits in, so that the
+        composer interleaves them in the model's order.
     """
 
     image_size: Callable[[Any], tuple[int, int]]
@@ -206,6 +211,7 @@ class Captioning:
     columns: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
     queries: Queries | None = None
     layout: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+    layers: Callable[[Trace], Trace] | None = None
 
     def __post_init__(self) -> None:
         if self.grid is None and self.layout is None:
