@@ -69,6 +69,21 @@ def names() -> list[str]:
     return out + [f"vision-encoder-decoder:{e}+{d}" for e, d in ENCODER_DECODERS]
 
 
+def _vision_marks(config) -> None:
+    config.vision_start_token_id, config.vision_end_token_id = 61, 60
+
+
+def _one_cross_layer(config) -> None:
+    config.text_config.cross_attention_layers = [1]
+
+
+#: What a default tiny config leaves out that the released checkpoints set: the Omni
+#: thinkers' vision start / end token ids (their forward reads them), and a
+#: cross-attention layer among Llama 3.2 Vision's two (its defaults start at layer 3).
+TINY_FIXES = {"qwen2_5_omni_thinker": _vision_marks, "qwen3_omni_moe_thinker": _vision_marks,
+              "mllama": _one_cross_layer}
+
+
 def _build(name: str):
     """``(model, level)``: the tiny model, at the first shrink level that builds."""
     import torch
@@ -91,8 +106,8 @@ def _build(name: str):
                 cls = transformers.VisionEncoderDecoderModel
             else:
                 config = tiny_config(name, level=level)
-                if name == "mllama":       # its cross-attention layers past the tiny two
-                    config.text_config.cross_attention_layers = [1]
+                if name in TINY_FIXES:
+                    TINY_FIXES[name](config)
                 cls_name = MAPPING[name]
                 cls = getattr(transformers, cls_name if isinstance(cls_name, str)
                               else cls_name[0])

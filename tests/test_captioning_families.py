@@ -154,6 +154,13 @@ BUILDERS = {
     "qwen3_vl": (lambda: _qwen2_vl("qwen3_vl", "Qwen3VLForConditionalGeneration"), 0,
                  (2, 3)),
     "glm4v": (lambda: _qwen2_vl("glm4v", "Glm4vForConditionalGeneration", 32), 0, (2, 2)),
+    # the thinkers (text out) of Qwen2.5-Omni and Qwen3-Omni: Qwen2.5-VL's image path
+    "qwen2_5_omni": (lambda: _qwen2_vl("qwen2_5_omni_thinker",
+                                       "Qwen2_5OmniThinkerForConditionalGeneration"), 0,
+                     (2, 3)),
+    "qwen3_omni": (lambda: _qwen2_vl("qwen3_omni_moe_thinker",
+                                     "Qwen3OmniMoeThinkerForConditionalGeneration"), 0,
+                   (2, 3)),
     "hf_gemma3": (_gemma3, 0, (2, 2)),
     "shieldgemma2": (lambda: _gemma3("shieldgemma2"), 0, (2, 2)),
     "hf_mistral3": (lambda: _build("mistral3", "Mistral3ForConditionalGeneration"), 0,
@@ -191,12 +198,15 @@ BUILDERS = {
 FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2", "vipllava": "hf_llava",
              "deepseek_vl": "hf_llava", "llava_siglip": "hf_llava",
              "llava_onevision": "hf_llava_next", "llava_next_video": "hf_llava_next",
-             "qwen3_vl": "hf_qwen2_vl", "glm4v": "hf_qwen2_vl", "shieldgemma2": "hf_gemma3"}
+             "qwen3_vl": "hf_qwen2_vl", "glm4v": "hf_qwen2_vl", "shieldgemma2": "hf_gemma3",
+             "qwen2_5_omni": "hf_qwen2_vl", "qwen3_omni": "hf_qwen2_vl"}
 DECODER_ONLY = [k for k, (_, before, _) in BUILDERS.items() if before is not None]
 #: decoder-only models whose image-token columns are a Q-Former's learned queries
 Q_FORMER = ["hf_blip_2", "instructblip"]
 #: decoder-only models whose image tokens are several grids (a base image and tiles)
 TILED = ["hf_llava_next", "llava_onevision", "llava_next_video"]
+#: the other families read with Qwen2-VL's inputs
+QWEN_LIKE = ["qwen3_vl", "glm4v", "qwen2_5_omni", "qwen3_omni"]
 #: decoder-only models whose image tokens are laid on the patch grid by a layout
 #: (tiles; GOT-OCR 2.0's tokens reading overlapping blocks of patches)
 LAID_OUT = [*TILED, "hf_got_ocr2"]
@@ -278,7 +288,7 @@ def _direct_logits(key, model, cm, image, full, prompt):
     if key == "hf_mistral3":
         return model(input_ids=full, pixel_values=pixels,
                      image_sizes=torch.tensor([list(pixels.shape[-2:])])).logits
-    if key in ("qwen3_vl", "glm4v"):         # laid out as Qwen2-VL's processor does
+    if key in QWEN_LIKE:                      # laid out as Qwen2-VL's processor does
         return model(**_model_inputs(key, model, cm, pixels, full, prompt)).logits
     logits = model(input_ids=full, pixel_values=pixels).logits
     return logits[:, BUILDERS[key][1] or 0:] if key == "hf_git" else logits
@@ -418,7 +428,7 @@ def _model_inputs(key, model, cm, pixels, full, prompt):
                                      hf_mistral3, hf_paligemma, hf_qwen2_vl)
 
     build = {"hf_paligemma": hf_paligemma._inputs, "hf_qwen2_vl": hf_qwen2_vl._inputs,
-             "qwen3_vl": hf_qwen2_vl._inputs, "glm4v": hf_qwen2_vl._inputs,
+             **dict.fromkeys(QWEN_LIKE, hf_qwen2_vl._inputs),
              "hf_gemma3": hf_gemma3._inputs, "shieldgemma2": hf_gemma3._inputs,
              "hf_mistral3": hf_mistral3._inputs,
              "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs,

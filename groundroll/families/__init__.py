@@ -33,8 +33,8 @@ module                         family
 ``hf_paligemma``               transformers PaliGemma (decoder-only VLM)
 ``hf_gemma3``                  transformers Gemma 3 / ShieldGemma 2 (decoder-only VLM,
                                pooled grid)
-``hf_qwen2_vl``                transformers Qwen2-VL / Qwen2.5-VL / Qwen3-VL / GLM-4V
-                               (decoder-only VLMs)
+``hf_qwen2_vl``                transformers Qwen2-VL / Qwen2.5-VL / Qwen3-VL / GLM-4V /
+                               Omni thinkers (decoder-only VLMs)
 ``hf_git``                     transformers GIT (image tokens before the text)
 ``hf_idefics3``                transformers Idefics3 / SmolVLM (decoder-only VLMs)
 ``hf_aya_vision``              transformers Aya Vision (decoder-only VLM, merged grid)

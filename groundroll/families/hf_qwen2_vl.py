@@ -1,6 +1,6 @@
 """The transformers Qwen2-VL family (``Qwen2VLForConditionalGeneration``; Qwen2.5-VL,
-Qwen3-VL and GLM-4.1V / GLM-4.5V, dense and mixture-of-experts, lay their images out
-the same way): a ViT over ``patch_size`` patches at any resolution, whose neighbouring
+Qwen3-VL, GLM-4.1V / GLM-4.5V, dense and mixture-of-experts, and the text-writing
+thinkers of Qwen2.5-Omni and Qwen3-Omni lay their images out the same way): a ViT over ``patch_size`` patches at any resolution, whose neighbouring
 ``spatial_merge_size`` x ``spatial_merge_size`` patches are merged into one image token
 of the language model.
 
@@ -119,5 +119,6 @@ CAPTIONING = _vlm.captioning(
     image_size=_image_size, patch_size=_patch_size)
 
 FAMILY = Family("hf_qwen2_vl", model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
-                                            "glm4v", "glm4v_moe"),
+                                            "glm4v", "glm4v_moe", "qwen2_5_omni_thinker",
+                                            "qwen3_omni_moe_thinker"),
                 loader=LOADER, captioning=CAPTIONING)
