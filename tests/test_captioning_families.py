@@ -748,6 +748,8 @@ def test_generated_ids_the_tokenizer_lacks_mean_the_wrong_tokenizer(tokenizer):
     ("qwen3_5", "Qwen3_5ForConditionalGeneration", "hf_qwen3_5", "linear-attention"),
     ("qwen3_5_moe", "Qwen3_5MoeForConditionalGeneration", "hf_qwen3_5", "Gated DeltaNet"),
     ("lfm2_vl", "Lfm2VlForConditionalGeneration", "hf_lfm2_vl", "convolution layers"),
+    ("kosmos-2.5", "Kosmos2_5ForConditionalGeneration", "hf_kosmos_2", "resampler"),
+    ("aria", "AriaForConditionalGeneration", "hf_aria", "learned queries of its projector"),
 ])
 def test_captioners_that_cannot_map_words_to_pixels_are_refused_with_the_reason(
         model_type, cls, family, reason, tokenizer):
@@ -785,7 +787,7 @@ def test_vision_encoder_decoders_that_cannot_ground_words_are_refused(encoder, d
     ("bert", "BertModel", "not an image captioner"),
     ("clip", "CLIPModel", "not an image captioner"),
     # an image-to-text model of a family without caption hooks
-    ("kosmos-2.5", "Kosmos2_5ForConditionalGeneration",
+    ("ovis2", "Ovis2ForConditionalGeneration",
      "writes text from images, but .* not yet know how .* map back to pixels"),
 ])
 def test_a_model_that_does_not_caption_is_refused_naming_the_captioners(model_type, cls,
@@ -814,7 +816,7 @@ def test_caption_sweep_sorts_grounded_refused_and_unsupported_models(tmp_path):
     spec.loader.exec_module(sweep)
     tok = sweep._tokenizer()
     records = [sweep.check_caption(name, tok) for name in (
-        "vision-encoder-decoder:vit+trocr", "kosmos-2", "aria")]
+        "vision-encoder-decoder:vit+trocr", "kosmos-2", "ovis2")]
     assert [r["status"] for r in records] == ["grounded", "refused", "unsupported"]
     assert records[0]["family"] == "hf_vision_encoder_decoder"
     assert "resampler" in records[1]["detail"]

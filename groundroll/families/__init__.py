@@ -52,7 +52,9 @@ module                         family
                                shrunk by convolutions)
 ``hf_blip_2``                  transformers BLIP-2 / InstructBLIP (captions through
                                the Q-Former's queries; Flan-T5 variants refused)
-``hf_kosmos_2``                transformers Kosmos-2 (captions refused: resampler)
+``hf_kosmos_2``                transformers Kosmos-2 / Kosmos-2.5 (captions refused:
+                               resampler)
+``hf_aria``                    transformers Aria (captions refused: projector queries)
 ``hf_idefics2``                transformers Idefics / Idefics2 (captions refused:
                                perceiver resampler)
 ``hf_florence2``               transformers Florence-2 (captions refused: windowed
@@ -77,7 +79,7 @@ Examples
 
 from __future__ import annotations
 
-from . import (hf_aya_vision, hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner,
+from . import (hf_aria, hf_aya_vision, hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner,
                hf_clip, hf_cohere2_vision, hf_florence2, hf_fuyu, hf_gemma3, hf_git,
                hf_got_ocr2, hf_idefics2, hf_lfm2_vl, hf_llama4, hf_mllama,
                hf_idefics3, hf_internvl, hf_kosmos_2, hf_llava, hf_llava_next, hf_marian,
@@ -104,6 +106,7 @@ for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip_captioner
                 hf_llava, hf_llava_next, hf_paligemma, hf_gemma3, hf_qwen2_vl, hf_git,
                 hf_idefics3, hf_aya_vision, hf_internvl, hf_cohere2_vision, hf_mistral3, hf_fuyu,
                 hf_got_ocr2, hf_pix2struct, hf_llama4, hf_mllama,
-                hf_blip_2, hf_kosmos_2, hf_idefics2, hf_florence2, hf_qwen3_5, hf_lfm2_vl):
+                hf_blip_2, hf_kosmos_2, hf_idefics2, hf_florence2, hf_qwen3_5, hf_lfm2_vl,
+                hf_aria):
     register_family(_module.FAMILY, first=False)
 del _module

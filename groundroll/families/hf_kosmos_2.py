@@ -1,5 +1,5 @@
-"""The transformers Kosmos-2 family (``Kosmos2ForConditionalGeneration``): a CLIP-style
-vision tower, a resampler whose latent queries read the patches through cross-attention
+"""The transformers Kosmos-2 family (``Kosmos2ForConditionalGeneration``; Kosmos-2.5,
+with a Pix2Struct-style tower, is built the same way): a vision tower, a resampler whose latent queries read the patches through cross-attention
 (``image_to_text_projection``), and a language model that reads the latent queries at
 its image positions.
 
@@ -21,5 +21,5 @@ REASON = (
     " nowhere (it is not among the attention the model records), so the caption rows"
     " cannot be followed back to pixels")
 
-FAMILY = Family("hf_kosmos_2", model_types=("kosmos-2",), grounding=derived_grounding,
+FAMILY = Family("hf_kosmos_2", model_types=("kosmos-2", "kosmos-2.5"), grounding=derived_grounding,
                 captioning=REASON)
