@@ -4,14 +4,13 @@ gated global transformer) and a language model that reads the image only through
 cross-attention layers placed among its self-attention layers
 (``text_config.cross_attention_layers``), each gated.
 
-Capture sites are explicit: ``encoder`` (the tower's global layers, over every tile's
-tokens; the local layers run tile by tile and are not captured, so the chain starts
-after them), and the language model's ``decoder`` (self-attention, causal) and
-``cross`` (text -> image tokens), each indexed by the decoder layer it sits in
-(:func:`by_decoder_layer`), so that the composer's encoder -> cross -> decoder chain
-interleaves them in the model's order.
-Text rows before the ``<|image|>`` token see no image (the model masks their
-cross-attention and zeroes its output); their captured rows are zeroed too.
+Capture sites are explicit: the language model's ``decoder`` (self-attention, causal)
+and ``cross`` (text -> image tokens), each indexed by the decoder layer it sits in
+(:func:`by_decoder_layer`), so that the composer's chain meets them in the model's
+order, as for ``VisionEncoderDecoderModel``. The chain starts at the cross-attention
+keys, the tower's output: the tower is not captured (its global layers run over four
+tiles of 1,608 tokens, blank tiles and per-tile padding included, which the keys leave
+out; a rollout through them would also hold a 6,432 x 6,432 matrix per head and layer).
 
 The input is one tile at the tower's size (aspect ratio 1 x 1; the processor's blank
 tiles after it, masked); a word's map reads the cross-attention keys after the first
@@ -21,10 +20,11 @@ tile's class token, on its patch grid.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import torch
 
-from ..trace import AttentionLayer, Trace
+from ..trace import Chain, Trace
 from . import _hf, _vlm
 from ._hf_sites import EAGER
 from .record import Captioning, Family, HFLoader
@@ -39,46 +39,47 @@ LOADER = HFLoader("MllamaForConditionalGeneration", "processor", "hf_vlm",
 PROMPT = ("<|start_header_id|>user<|end_header_id|>\n\n",
           "Describe the image.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
 
-#: The global layers only: the local ones run tile by tile (a batch of tiles).
-_TOWER = r"(^|\.)vision_model\.global_transformer\.layers\.\d+\.self_attn$"
 _TEXT = r"(^|\.)language_model\.layers\.\d+\."
 
 ADAPTER = Adapter(
     name="hf_mllama",
     model_types=("mllama",),
     sites=(
-        Site(_TOWER, "encoder", value="v_proj", out="o_proj"),
         Site(_TEXT + r"self_attn$", "decoder", causal=True, value="v_proj", out="o_proj"),
         Site(_TEXT + r"cross_attn$", "cross", query="decoder", key="encoder",
              value="v_proj", out="o_proj"),
     ),
     switch=EAGER,
     description="transformers Llama 3.2 Vision (Mllama)",
+    # From the cross-attention keys (the tower's output, not captured) to the text.
+    chains=(Chain("encoder", "decoder", target_self="decoder", target_cross="cross"),),
 )
 
 _LAYER = re.compile(r"language_model\.layers\.(\d+)\.")
 
 
 def by_decoder_layer(trace: Trace) -> Trace:
-    """``trace`` with each ``decoder`` and ``cross`` layer indexed by the decoder layer
-    it sits in (capture numbers a stream's layers in order, and a layer here holds
-    either self- or cross-attention), and the cross-attention rows the model masks out
-    (text before the image: every key weighted alike) set to zero."""
+    """``trace`` with each ``decoder`` and ``cross`` layer indexed by the decoder layer it
+    sits in: capture numbers a stream's layers in order, and a decoder layer here holds
+    either self- or cross-attention, not both.
+
+    Parameters
+    ----------
+    trace : Trace
+        A capture of the language model's ``decoder`` and ``cross`` streams.
+
+    Returns
+    -------
+    Trace
+        The same layers, ``index`` set from ``language_model.layers.<index>`` in each
+        layer's module name.
+    """
     out = Trace(layers={}, tokens=trace.tokens, reduced=trace.reduced,
                 family=trace.family, chains=trace.chains)
     for layer in trace:
         found = _LAYER.search(layer.module_name or "")
         if found is not None and layer.stream in ("decoder", "cross"):
-            weights = layer.weights
-            if layer.stream == "cross":
-                flat = (weights.amax(-1) - weights.amin(-1)) <= 1e-9 * weights.amax(-1)
-                weights = weights * (~flat).unsqueeze(-1).to(weights.dtype)
-            layer = AttentionLayer(
-                weights=weights, kind=layer.kind, stream=layer.stream,
-                query_stream=layer.query_stream, key_stream=layer.key_stream,
-                index=int(found.group(1)), call=layer.call, grad=layer.grad,
-                value_norms=layer.value_norms, causal=layer.causal,
-                module_name=layer.module_name)
+            layer = replace(layer, index=int(found.group(1)))
         out.add(layer)
     return out
 
@@ -140,7 +141,7 @@ def _grid(model, n_tokens):
 
 CAPTIONING = Captioning(
     image_size=_vlm.vision_size, patch_size=_vlm.vision_patch,
-    mean_std=_hf.mean_std(_hf.OPENAI_MEAN_STD), streams=("encoder", "decoder", "cross"),
+    mean_std=_hf.mean_std(_hf.OPENAI_MEAN_STD), streams=("decoder", "cross"),
     source="encoder", target="decoder", forward=_forward, generate=_generate,
     start_ids=_start_ids, end_ids=_vlm.end_ids, grid=_grid, layers=by_decoder_layer)
 
