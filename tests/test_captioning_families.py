@@ -844,11 +844,11 @@ def test_a_siglip_tower_whose_first_patch_is_dropped_is_refused(tokenizer):
         model.config.vision_feature_select_strategy = "full"
 
 
-def test_llava_onevision_input_is_the_largest_square_its_tiles_are_read_unshrunk_at():
-    """LLaVA-OneVision shrinks the tiles' grid past ``anyres_max_N`` tiles (by more than
-    1.1 in side): the input is the pinpoint holding the largest square among those it
-    reads whole, so 3 x 3 tiles of 9 rather than 4 x 4 or a 2 x 5 strip; a model that
-    shrinks every pinpoint is refused."""
+def test_llava_onevision_input_is_the_largest_square_within_its_tile_budgets():
+    """At most 4 tiles (``MAX_TILES``), and none that LLaVA-OneVision would shrink (past
+    ``anyres_max_N`` tiles by more than 1.1 in side): the pinpoint holding the largest
+    square among those, so 2 x 2 tiles rather than a 1 x 4 strip; a model whose every
+    pinpoint is out of budget is refused, naming its pinpoints."""
     from groundroll.families import hf_llava_next
 
     model = _model("llava_onevision")
@@ -857,12 +857,14 @@ def test_llava_onevision_input_is_the_largest_square_its_tiles_are_read_unshrunk
     try:
         config.image_grid_pinpoints = [[32 * i, 32 * j] for i in range(1, 7)
                                        for j in range(1, 7)]
-        assert hf_llava_next.canvas(model) == (96, 96)
-        config.vision_aspect_ratio = "anyres_max_16"
-        assert hf_llava_next.canvas(model) == (128, 128)
+        assert hf_llava_next.canvas(model) == (64, 64)           # anyres_max_9, 4 tiles
+        config.vision_aspect_ratio = "anyres_max_1"
+        assert hf_llava_next.canvas(model) == (32, 32)
+        config.vision_aspect_ratio = "anyres_max_3"              # 2 x 2 shrunk: 1 x 3
+        assert hf_llava_next.canvas(model) == (32, 96)
         config.image_grid_pinpoints = [[64, 64]]
         config.vision_aspect_ratio = "anyres_max_2"
-        with pytest.raises(ValueError, match="shrinks its tiles"):
+        with pytest.raises(ValueError, match="no grid pinpoint .*64, 64"):
             hf_llava_next.canvas(model)
     finally:
         config.image_grid_pinpoints, config.vision_aspect_ratio = saved
@@ -1121,3 +1123,36 @@ def test_mllama_without_cross_attention_layers_is_refused(tokenizer):
     with pytest.raises(TypeError, match="names none of its 2 layers"):
         gr.ground_caption(np.zeros((32, 32, 3), np.uint8), CAPTION, model=model,
                           tokenizer=tokenizer)
+
+
+def test_heads_and_towers_a_family_does_not_lay_out_are_refused(tokenizer):
+    """ShieldGemma 2's classifier head writes no text; LLaVA over a Pixtral tower ends
+    each row with a break token at a size of its own: each refused, saying what to use."""
+    image = np.zeros((32, 32, 3), np.uint8)
+    shield = transformers.ShieldGemma2ForImageClassification(
+        conformance.tiny_config("shieldgemma2")).eval()
+    with pytest.raises(TypeError, match="two class scores.*AutoModelForImageTextToText"):
+        gr.ground_caption(image, CAPTION, model=shield, tokenizer=tokenizer)
+
+    def pixtral(config):
+        config.vision_config = transformers.PixtralVisionConfig(
+            hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+            num_attention_heads=4, image_size=32, patch_size=8, head_dim=8)
+
+    llava = _build("llava", "LlavaForConditionalGeneration", pixtral)
+    with pytest.raises(TypeError, match="Pixtral tower.*Mistral3ForConditionalGeneration"):
+        gr.ground_caption(image, CAPTION, model=llava, tokenizer=tokenizer)
+
+
+@pytest.mark.filterwarnings("ignore:Casting complex values to real")   # rotary tables
+@pytest.mark.parametrize("key", ["hf_fuyu", "hf_got_ocr2", "hf_llama4", "pix2struct",
+                                 "mllama"])
+def test_half_precision_models_get_pixels_in_their_dtype(key, tokenizer):
+    """These towers do not cast their input: the hooks hand them pixels in the model's
+    dtype (bfloat16 here), as a large checkpoint is loaded."""
+    build = {"pix2struct": _pix2struct, "mllama": _mllama}.get(key) or BUILDERS[key][0]
+    model = build().to(torch.bfloat16)
+    cm = resolve_captioner(model, tokenizer=tokenizer)
+    result = gr.ground_caption(_image(cm), CAPTION, model=model, tokenizer=tokenizer,
+                               method="cross")
+    assert np.isfinite(result.heatmaps).all() and result.heatmaps.max() > 0

@@ -67,7 +67,8 @@ from .._locks import locked, warning_scope
 from ..adapters import capture
 from ..alignment.subwords import word_ids_from_offsets, words_from_ids
 from ..compose import compose
-from ..families import Captioning, families, family_for, family_named
+from ..families import (Captioning, families, family_for, family_named,
+                        writes_text_from_images)
 from ..grounding import load_image
 from ..grounding._model import normalized_pixels
 from ..grounding.segment import refine_inputs
@@ -173,9 +174,11 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
         able = [n for n in families() if family_named(n).captions]
         if family is not None and isinstance(family.captioning, str):
             why = f"its words cannot be grounded in the image: {family.captioning}"
-        elif _generates_from_images(model):
+        elif writes_text_from_images(model):
             why = ("it writes text from images, but groundroll does not yet know how this"
-                   " family's image tokens map back to pixels")
+                   " family's image tokens map back to pixels (describe them with"
+                   " groundroll.families.register_family(Family(..., captioning="
+                   "Captioning(...))))")
         else:
             why = "it is not an image captioner groundroll can ground words in"
         named = f"family {family.name!r}" if family is not None else "no family record"
@@ -189,18 +192,6 @@ def resolve_captioner(model, *, tokenizer=None, device=None) -> CaptionModel:
                          f" {next(model.parameters()).device}; move the model there first")
     return CaptionModel(model, tokenizer, hooks, family.name, name or type(model).__name__,
                         processor, defaults)
-
-
-def _generates_from_images(model) -> bool:
-    """Whether ``model`` is a transformers image-text-to-text model (a captioner or VLM
-    by transformers' own mapping)."""
-    try:
-        from transformers.models.auto.modeling_auto import (
-            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as names)
-    except ImportError:                                   # pragma: no cover
-        return False
-    kind = getattr(getattr(model, "config", None), "model_type", None)
-    return kind in names and not type(model).__name__.endswith("Model")   # not a trunk
 
 
 # --------------------------------------------------------------------------- caption

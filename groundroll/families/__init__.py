@@ -24,8 +24,8 @@ module                         family
 ``hf_bert``                    transformers BERT-style text encoders
 ``hf_vit``                     transformers ViT / DeiT
 ``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
-``hf_pix2struct``              transformers Pix2Struct (captioner over variable-size
-                               patches)
+``hf_pix2struct``              transformers Pix2Struct (captioner over flattened
+                               patches with their rows and columns)
 ``hf_llava``                   transformers LLaVA / VipLLaVA / DeepSeek-VL (decoder-only
                                VLMs)
 ``hf_llava_next``              transformers LLaVA-NeXT / -NeXT-Video / -OneVision
@@ -80,13 +80,13 @@ Examples
 from __future__ import annotations
 
 from . import (hf_aria, hf_aya_vision, hf_bart, hf_bert, hf_blip, hf_blip_2, hf_blip_captioner,
-               hf_clip, hf_cohere2_vision, hf_florence2, hf_fuyu, hf_gemma3, hf_git,
-               hf_got_ocr2, hf_idefics2, hf_lfm2_vl, hf_llama4, hf_mllama,
-               hf_idefics3, hf_internvl, hf_kosmos_2, hf_llava, hf_llava_next, hf_marian,
-               hf_mistral3, hf_paligemma, hf_pix2struct, hf_qwen2_vl, hf_qwen3_5, hf_siglip,
-               hf_t5,
-               hf_vision_encoder_decoder, hf_vit, open_clip, open_clip_coca)
-from .derive import declared_attention, derive_adapter, refusal, returned_adapter
+               hf_clip, hf_cohere2_vision, hf_florence2, hf_fuyu, hf_gemma3, hf_git, hf_got_ocr2,
+               hf_idefics2, hf_idefics3, hf_internvl, hf_kosmos_2, hf_lfm2_vl, hf_llama4, hf_llava,
+               hf_llava_next, hf_marian, hf_mistral3, hf_mllama, hf_paligemma, hf_pix2struct,
+               hf_qwen2_vl, hf_qwen3_5, hf_siglip, hf_t5, hf_vision_encoder_decoder, hf_vit,
+               open_clip, open_clip_coca)
+from .derive import (declared_attention, derive_adapter, refusal, returned_adapter,
+                     writes_text_from_images)
 from .record import (Captioning, CrossRun, Family, Grounding, HFLoader, Queries,
                      class_names, model_type)
 from .registry import (adapter_for, families, family_for, family_named, hf_loader,
@@ -95,10 +95,11 @@ from .registry import (adapter_for, families, family_for, family_named, hf_loade
 from .sites import Adapter, Site, TokenSource, UnsupportedModelError
 
 __all__ = ["Family", "Grounding", "CrossRun", "Captioning", "Queries", "HFLoader",
-           "Adapter", "Site", "TokenSource", "UnsupportedModelError", "register_family", "register_adapter",
-           "unregister_family", "family_for",
+           "Adapter", "Site", "TokenSource", "UnsupportedModelError", "register_family",
+           "register_adapter", "unregister_family", "family_for",
            "family_named", "families", "adapter_for", "supported_models", "hf_loader",
            "derive_adapter", "declared_attention", "refusal", "returned_adapter",
+           "writes_text_from_images",
            "model_type", "class_names"]
 
 for _module in (open_clip_coca, open_clip, hf_clip, hf_siglip, hf_blip_captioner, hf_blip,

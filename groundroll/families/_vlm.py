@@ -19,9 +19,9 @@ from . import _hf
 from .record import Captioning, _pair
 
 __all__ = ["captioning", "plain_inputs", "one_image_grid", "shuffled_grid_size",
-           "shuffled_captioning", "framed_start_ids", "image_token", "placeholder_columns", "text_ids",
-           "special_ids", "end_ids", "bos_ids", "vision_mean_std", "vision_size",
-           "vision_patch"]
+           "shuffled_captioning", "framed_start_ids", "image_token", "placeholder_columns",
+           "text_ids", "special_ids", "end_ids", "bos_ids", "class_tokens", "vision_mean_std",
+           "vision_size", "vision_patch"]
 
 
 def image_token(model) -> int:
@@ -124,15 +124,17 @@ def _marker_ids(tokenizer, names: str | tuple[str, ...]) -> list[int]:
     return special_ids(tokenizer, *((names,) if isinstance(names, str) else names))
 
 
-def framed_start_ids(prompt: tuple[str, str], count, *markers: str | tuple[str, ...]):
+def framed_start_ids(prompt: tuple[str, str], count, *markers: str | tuple[str, ...],
+                     bos: bool = True):
     """``start_ids(model, tokenizer)`` of a chat prompt ``(before, after)`` around one
-    image: bos, ``before``, the first marker token (or tokens, given as a tuple),
-    ``count(model)`` placeholders, the second marker, ``after`` (marker tokens the
-    tokenizer lacks are left out)."""
+    image: bos (unless ``bos`` is False: Qwen-style prompts begin without one),
+    ``before``, the first marker token (or tokens, given as a tuple), ``count(model)``
+    placeholders, the second marker, ``after`` (marker tokens the tokenizer lacks are
+    left out)."""
     def start_ids(model, tokenizer) -> list[int]:
         before, after = prompt
         opening, closing = (list(markers) + ["", ""])[:2]
-        return (bos_ids(model, tokenizer) + text_ids(tokenizer, before)
+        return ((bos_ids(model, tokenizer) if bos else []) + text_ids(tokenizer, before)
                 + _marker_ids(tokenizer, opening) + [image_token(model)] * int(count(model))
                 + _marker_ids(tokenizer, closing) + text_ids(tokenizer, after))
     return start_ids
@@ -180,8 +182,10 @@ def _generate(inputs: Callable[..., dict]):
 
 
 def plain_inputs(model, pixels, ids, prompt=None) -> dict[str, Any]:
-    """``input_ids``, ``pixel_values`` and an all-ones ``attention_mask``."""
-    return dict(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids))
+    """``input_ids``, ``pixel_values`` (in the model's dtype: some towers do not cast
+    their input) and an all-ones ``attention_mask``."""
+    return dict(input_ids=ids, pixel_values=pixels.to(model.dtype),
+                attention_mask=torch.ones_like(ids))
 
 
 def captioning(*, stream: str, start_ids, grid=None, inputs=plain_inputs,

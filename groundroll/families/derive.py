@@ -197,6 +197,22 @@ def refusal(model: torch.nn.Module) -> str | None:
     return None
 
 
+def writes_text_from_images(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is one of transformers' image-text-to-text models (a captioner
+    or vision-language model by transformers' own auto mapping), not a trunk.
+
+    Examples
+    --------
+    >>> writes_text_from_images(torch.nn.Linear(2, 2))
+    False
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as names)
+
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    return kind in names and not type(model).__name__.endswith("Model")
+
+
 @dataclass(frozen=True)
 class Declared:
     """One attention module that a model declares (``_can_record_outputs``).

@@ -61,7 +61,7 @@ def _start_ids(model, tokenizer):
 
 
 def _inputs(model, pixels, ids, prompt=None):
-    return dict(input_ids=ids, pixel_values=patches(model, pixels),
+    return dict(input_ids=ids, pixel_values=patches(model, pixels).to(model.dtype),
                 attention_mask=torch.ones_like(ids))
 
 

@@ -68,4 +68,15 @@ _grid = _vlm.one_image_grid(_grid_size, "pooled grid of the vision tower")
 CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, grid=_grid,
                              inputs=_inputs, mean_std=_hf.mean_std(_hf.SIGLIP_MEAN_STD))
 
-FAMILY = Family("hf_gemma3", model_types=("gemma3", "shieldgemma2"), loader=LOADER, captioning=CAPTIONING)
+def _captioning(model):
+    """The hooks, for a model that writes text (not ShieldGemma 2's classifier head)."""
+    if type(model).__name__.endswith("ForImageClassification"):
+        raise TypeError(
+            f"{type(model).__name__} (family 'hf_gemma3'): its words cannot be grounded in"
+            " the image: this head gives two class scores, not text; load the checkpoint"
+            " with transformers.AutoModelForImageTextToText to ground what it writes")
+    return CAPTIONING
+
+
+FAMILY = Family("hf_gemma3", model_types=("gemma3", "shieldgemma2"), loader=LOADER,
+                captioning=_captioning)

@@ -87,7 +87,8 @@ def _language_model_only(adapter: Adapter, model) -> Adapter:
     """The sites derived from ``model``'s declarations, less the windowed tower's."""
     derived = derive_adapter(model)
     if derived is None:
-        raise TypeError(f"{type(model).__name__} declares no attention to capture")
+        raise TypeError(f"{type(model).__name__} declares no attention modules to capture;"
+                        " load it with transformers' GotOcr2ForConditionalGeneration")
     sites = tuple(s for s in derived.sites if s.stream != "vision")
     return replace(derived, name=adapter.name, sites=sites)
 
@@ -97,7 +98,8 @@ ADAPTER = Adapter(name="hf_got_ocr2", model_types=("got_ocr2",), sites=(),
                   specialise=_language_model_only)
 
 CAPTIONING = _vlm.captioning(
-    stream="encoder", start_ids=_vlm.framed_start_ids(PROMPT, _count, "<img>", "</img>"),
+    stream="encoder",
+    start_ids=_vlm.framed_start_ids(PROMPT, _count, "<img>", "</img>", bos=False),
     layout=layout, mean_std=_hf.mean_std(_hf.OPENAI_MEAN_STD))
 
 FAMILY = Family("hf_got_ocr2", model_types=("got_ocr2",), adapter=ADAPTER, loader=LOADER,

@@ -1,7 +1,7 @@
 """The transformers Kosmos-2 family (``Kosmos2ForConditionalGeneration``; Kosmos-2.5,
-with a Pix2Struct-style tower, is built the same way): a vision tower, a resampler whose latent queries read the patches through cross-attention
-(``image_to_text_projection``), and a language model that reads the latent queries at
-its image positions.
+with a Pix2Struct-style tower, is built the same way): a vision tower, a resampler whose
+latent queries read the patches through cross-attention (``image_to_text_projection``),
+and a language model that reads the latent queries at its image positions.
 
 Capture sites are derived from the model's declarations (``vision``, ``text``). Word
 grounding in captions is refused (:data:`REASON`).

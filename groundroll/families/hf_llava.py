@@ -14,7 +14,7 @@ form no grid, which is refused.
 
 from __future__ import annotations
 
-from . import _vlm
+from . import _hf, _vlm
 from .record import Family, HFLoader
 
 __all__ = ["FAMILY", "CAPTIONING", "LOADER", "PROMPT"]
@@ -58,5 +58,18 @@ def _grid(model, n_tokens):
 
 CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, grid=_grid)
 
+
+def _captioning(model):
+    """The hooks, once the tower is known to give one grid of patch tokens."""
+    if _hf.vision_config(model).model_type == "pixtral":
+        raise TypeError(
+            f"{type(model).__name__} (family 'hf_llava'): its words cannot be grounded in"
+            " the image: over a Pixtral tower (Pixtral 12B) the processor ends each row of"
+            " image tokens with [IMG_BREAK] at an image size of its own, which this family"
+            " does not lay out; Mistral 3 (Mistral3ForConditionalGeneration), built on the"
+            " same tower, is grounded")
+    return CAPTIONING
+
+
 FAMILY = Family("hf_llava", model_types=("llava", "vipllava", "deepseek_vl"),
-                loader=LOADER, captioning=CAPTIONING)
+                loader=LOADER, captioning=_captioning)

@@ -1,10 +1,10 @@
-"""The transformers LLaVA-NeXT family (``LlavaNextForConditionalGeneration``; LLaVA-NeXT-
-Video on images and ``LlavaOnevisionForConditionalGeneration``, which pack an image's
-tokens the same way): LLaVA with any-resolution images. The vision tower sees the whole image resized to its input
-(the base image) and the image cut into tiles of that size at one of the model's grid
-pinpoints; the language model reads the base image's patch tokens, then the tiles'
-patch tokens as one finer grid over the image, unpadded and with an ``image_newline``
-token at the end of each row.
+"""The transformers LLaVA-NeXT family (``LlavaNextForConditionalGeneration``;
+LLaVA-NeXT- Video on images and ``LlavaOnevisionForConditionalGeneration``, which pack
+an image's tokens the same way): LLaVA with any-resolution images. The vision tower sees
+the whole image resized to its input (the base image) and the image cut into tiles of
+that size at one of the model's grid pinpoints; the language model reads the base
+image's patch tokens, then the tiles' patch tokens as one finer grid over the image,
+unpadded and with an ``image_newline`` token at the end of each row.
 
 Capture sites are derived from the model's declarations: ``vision`` (the tower, once
 per tile) and ``encoder`` (the language model's self-attention over image and text
@@ -30,7 +30,8 @@ from . import _vlm
 from .hf_llava import PROMPT
 from .record import Family, HFLoader, model_type
 
-__all__ = ["FAMILY", "CAPTIONING", "LOADER", "token_positions", "layout", "canvas"]
+__all__ = ["FAMILY", "CAPTIONING", "LOADER", "MAX_TILES", "token_positions", "layout",
+           "canvas"]
 
 #: The processor with the tokenizer and the image processor; eager attention.
 LOADER = HFLoader("AutoModelForImageTextToText", "processor", "hf_vlm",
@@ -40,28 +41,36 @@ LOADER = HFLoader("AutoModelForImageTextToText", "processor", "hf_vlm",
 BASE, TILE, NEWLINE = 0, 1, 2
 
 
+#: Tiles of the input at most: LLaVA-NeXT's largest pinpoint (2 x 2). LLaVA-OneVision
+#: reads up to 3 x 3 unshrunk, 7,371 image tokens at 384-pixel tiles: every captured
+#: layer would hold a 7k x 7k matrix per head.
+MAX_TILES = 4
+
+
 def _max_tiles(model) -> float:
-    """How many tiles the language model reads at full resolution: LLaVA-OneVision
-    (``vision_aspect_ratio`` ``"anyres_max_N"``) shrinks the tiles' grid bilinearly once
-    it exceeds ``N`` tiles by more than a factor of 1.1 in side, LLaVA-NeXT never."""
+    """How many tiles the input may have: :data:`MAX_TILES`, and no more than the
+    language model reads at full resolution (LLaVA-OneVision, ``vision_aspect_ratio``
+    ``"anyres_max_N"``, shrinks the tiles' grid bilinearly once it exceeds ``N`` tiles by
+    more than a factor of 1.1 in side; LLaVA-NeXT never does)."""
     ratio = getattr(model.config, "vision_aspect_ratio", None)
     if not (isinstance(ratio, str) and ratio.startswith("anyres_max_")):
-        return float("inf")
-    return int(ratio.removeprefix("anyres_max_")) * 1.1 ** 2
+        return MAX_TILES
+    return min(MAX_TILES, int(ratio.removeprefix("anyres_max_")) * 1.1 ** 2)
 
 
 def canvas(model) -> tuple[int, int]:
-    """``(height, width)`` of the model input: of the grid pinpoints whose tiles the
-    language model reads unshrunk (:func:`_max_tiles`), the one that holds the largest
-    square, then the largest (the first of equal ones): LLaVA-NeXT's 672 x 672,
-    LLaVA-OneVision's 3 x 3 tiles rather than a 2 x 5 strip."""
+    """``(height, width)`` of the model input: of the grid pinpoints with at most
+    :func:`_max_tiles` tiles, the one that holds the largest square, then the largest
+    (the first of equal ones): 2 x 2 tiles for LLaVA-NeXT (672 px) and LLaVA-OneVision
+    (768 px)."""
     side, _ = _tower(model)
     pinpoints = [tuple(int(v) for v in p) for p in model.config.image_grid_pinpoints]
     kept = [p for p in pinpoints if (p[0] // side) * (p[1] // side) <= _max_tiles(model)]
     if not kept:
-        raise ValueError("every grid pinpoint of this model shrinks its tiles' grid"
-                         f" (vision_aspect_ratio={model.config.vision_aspect_ratio!r}):"
-                         " the image tokens cannot be mapped back to pixels")
+        raise ValueError(f"no grid pinpoint of this model ({pinpoints}) has at most"
+                         f" {_max_tiles(model):g} tiles of {side} px (vision_aspect_ratio="
+                         f"{getattr(model.config, 'vision_aspect_ratio', None)!r}): add a"
+                         " smaller one to config.image_grid_pinpoints")
     return max(kept, key=lambda p: (min(p), p[0] * p[1]))
 
 
@@ -162,9 +171,12 @@ ONEVISION_PROMPT = ("<|im_start|>user\n", "\nDescribe the image.<|im_end|>\n"
 
 
 def _start_ids(model, tokenizer):
-    before, after = (ONEVISION_PROMPT if model_type(model) == "llava_onevision"
-                     else PROMPT)
-    return (_vlm.bos_ids(model, tokenizer) + _vlm.text_ids(tokenizer, before)
+    """bos (none for LLaVA-OneVision: its Qwen2 prompt has none), the prompt around the
+    image tokens."""
+    onevision = model_type(model) == "llava_onevision"
+    before, after = ONEVISION_PROMPT if onevision else PROMPT
+    return (([] if onevision else _vlm.bos_ids(model, tokenizer))
+            + _vlm.text_ids(tokenizer, before)
             + [_vlm.image_token(model)] * _n_image_tokens(model)
             + _vlm.text_ids(tokenizer, after))
 

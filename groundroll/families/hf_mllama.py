@@ -97,7 +97,7 @@ def _inputs(model, pixels, ids):
     the ``<|image|>`` token on sees the first tile)."""
     b = pixels.shape[0]
     tiles = int(model.config.vision_config.max_num_tiles)
-    padded = torch.zeros((b, 1, tiles, *pixels.shape[1:]), dtype=pixels.dtype,
+    padded = torch.zeros((b, 1, tiles, *pixels.shape[1:]), dtype=model.dtype,
                          device=pixels.device)
     padded[:, 0, 0] = pixels
     first = torch.zeros((b, 1, tiles), dtype=torch.long, device=ids.device)

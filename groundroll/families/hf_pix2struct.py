@@ -1,6 +1,6 @@
 """The transformers Pix2Struct family (``Pix2StructForConditionalGeneration``: the
-TextCaps captioner, and the chart and document readers built on it, such as MatCha
-and DePlot): an image encoder over variable-resolution patches, each flattened with
+TextCaps captioners, and other checkpoints that write text from the image alone): an
+image encoder over variable-resolution patches, each flattened with
 its 1-based row and column, standardised per image, and a T5-style text decoder that
 cross-attends to the patches.
 
@@ -11,9 +11,9 @@ Capture reads the attention the model returns: ``encoder`` (the patches),
 
 The model input is a square of :data:`MAX_PATCHES` patches at most (fewer when the
 model's row and column tables are shorter), into which the image is letterboxed; the
-processor would resize it to its own budget at the image's aspect ratio instead. Visual question answering checkpoints (``is_vqa``), which read
-the question rendered as a header above the image, are refused.
-"""
+processor would resize it to its own budget at the image's aspect ratio instead. Visual
+question answering checkpoints (``is_vqa``), which read the question rendered as a
+header above the image, are refused. """
 
 from __future__ import annotations
 
@@ -83,14 +83,14 @@ def _check(model) -> None:
 
 
 def _forward(model, pixels, ids):
-    patches = flattened_patches(model, pixels)
+    patches = flattened_patches(model, pixels).to(model.dtype)
     return model(flattened_patches=patches, attention_mask=torch.ones(patches.shape[:2],
                  device=patches.device), decoder_input_ids=ids).logits
 
 
 @torch.no_grad()
 def _generate(model, pixels, start, max_new_tokens):
-    patches = flattened_patches(model, pixels)
+    patches = flattened_patches(model, pixels).to(model.dtype)
     start = torch.as_tensor([list(start)], dtype=torch.long, device=pixels.device)
     return model.generate(flattened_patches=patches,
                           attention_mask=torch.ones(patches.shape[:2], device=patches.device),

@@ -1,8 +1,8 @@
 """The transformers Qwen2-VL family (``Qwen2VLForConditionalGeneration``; Qwen2.5-VL,
 Qwen3-VL, GLM-4.1V / GLM-4.5V, dense and mixture-of-experts, and the text-writing
-thinkers of Qwen2.5-Omni and Qwen3-Omni lay their images out the same way): a ViT over ``patch_size`` patches at any resolution, whose neighbouring
-``spatial_merge_size`` x ``spatial_merge_size`` patches are merged into one image token
-of the language model.
+thinkers of Qwen2.5-Omni and Qwen3-Omni lay their images out the same way): a ViT over
+``patch_size`` patches at any resolution, whose neighbouring ``spatial_merge_size`` x
+``spatial_merge_size`` patches are merged into one image token of the language model.
 
 The grid varies with the image: the model is told it by ``image_grid_thw`` (frames,
 patch rows, patch columns), built here from the input size, and the image tokens are
