@@ -41,9 +41,20 @@ def _grid_size(model) -> tuple[int, int]:
 
 
 def patches(model, pixels: torch.Tensor) -> torch.Tensor:
-    """``[batch, rows * cols, ph * pw * 3]``: the patches of ``[batch, 3, h, w]`` pixels
-    row by row, each flattened as Fuyu's image processor flattens them (rows of the
-    patch, then columns, then channels)."""
+    """The patches of ``pixels`` row by row, each flattened as Fuyu's image processor
+    flattens them (rows of the patch, then columns, then channels).
+
+    Parameters
+    ----------
+    model : FuyuForCausalLM
+        Gives the patch size (``config.patch_size``).
+    pixels : torch.Tensor, shape [batch, 3, h, w]
+        Normalised pixels, ``h`` and ``w`` multiples of the patch size.
+
+    Returns
+    -------
+    torch.Tensor, shape [batch, rows * cols, ph * pw * 3]
+    """
     ph, pw = _patch_size(model)
     b, c = pixels.shape[:2]
     cut = pixels.unfold(2, ph, ph).unfold(3, pw, pw)               # [b, c, R, C, ph, pw]

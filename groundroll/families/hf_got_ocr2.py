@@ -54,11 +54,27 @@ def _count(model) -> int:
 
 
 def footprint(patches: int) -> torch.Tensor:
-    """``[tokens, patches]`` along one side: through how many paths each patch reaches
-    each image token, through the tower's neck (a 3 x 3 convolution, stride 1) and the
-    projector's two 3 x 3 stride-2 convolutions (padding 1 each). Token ``k`` is
-    centred on patch ``4k`` and reaches patches ``4k - 4 .. 4k + 4``, so it straddles
-    the edge of the block of four patches it would cover on a plain grid."""
+    """Through how many paths each patch reaches each image token along one side,
+    through the tower's neck (a 3 x 3 convolution, stride 1) and the projector's two
+    3 x 3 stride-2 convolutions (padding 1 each). Token ``k`` is centred on patch ``4k``
+    and reaches patches ``4k - 4 .. 4k + 4``, so it straddles the edge of the block of
+    four patches it would cover on a plain grid.
+
+    Parameters
+    ----------
+    patches : int
+        Patches along the side (64 for the released 1024-pixel tower).
+
+    Returns
+    -------
+    torch.Tensor, shape [tokens, patches]
+        Path counts, ``tokens = ceil(ceil(patches / 2) / 2)``.
+
+    Examples
+    --------
+    >>> footprint(8)[1].tolist()
+    [1.0, 2.0, 4.0, 4.0, 5.0, 4.0, 4.0, 2.0]
+    """
     def conv(n_in: int, stride: int) -> torch.Tensor:
         out = torch.arange(-(-n_in // stride))[:, None]
         return ((torch.arange(n_in)[None] - stride * out).abs() <= 1).float()
@@ -69,10 +85,26 @@ def footprint(patches: int) -> torch.Tensor:
 
 
 def layout(model, scores: torch.Tensor) -> torch.Tensor:
-    """``[W, patch rows, patch cols]`` maps on the tower's patch grid from ``[W, N]``
-    scores over the image tokens: each token's score spread over the patches it reads
-    (:func:`footprint`, normalised to sum 1), so a word's map sits where the tokens it
-    attended to look, not half a token off."""
+    """Maps on the tower's patch grid from scores over the image tokens: each token's
+    score spread over the patches it reads (:func:`footprint`, normalised to sum 1), so
+    a word's map sits where the tokens it attended to look, not half a token off.
+
+    Parameters
+    ----------
+    model : GotOcr2ForConditionalGeneration
+        Gives the tower's input and patch sizes.
+    scores : torch.Tensor, shape [W, N]
+        Per word, a score for each of the ``N`` image tokens (row by row).
+
+    Returns
+    -------
+    torch.Tensor, shape [W, patch rows, patch cols]
+
+    Raises
+    ------
+    ValueError
+        When ``N`` is not the tower's shrunk grid.
+    """
     rows, cols = _grid_size(model)
     if scores.shape[-1] != rows * cols:
         raise ValueError(f"the prompt holds {scores.shape[-1]} image tokens, not the"

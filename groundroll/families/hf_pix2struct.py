@@ -53,11 +53,22 @@ def _image_size(model) -> tuple[int, int]:
 
 
 def flattened_patches(model, pixels: torch.Tensor) -> torch.Tensor:
-    """``[batch, rows * cols, 2 + ph * pw * 3]`` from ``[batch, 3, h, w]`` pixels in
-    [0, 1], as Pix2Struct's image processor makes them at that size: the image
-    standardised by its own mean and standard deviation (at least 1 / sqrt(its
-    values)), cut into patches row by row, each flattened (rows of the patch, then
-    columns, then channels) after its 1-based row and column."""
+    """The encoder's input, as Pix2Struct's image processor makes it at the pixels'
+    size: the image standardised by its own mean and standard deviation (at least
+    1 / sqrt(its values)), cut into patches row by row, each flattened (rows of the
+    patch, then columns, then channels) after its 1-based row and column.
+
+    Parameters
+    ----------
+    model : Pix2StructForConditionalGeneration
+        Gives the patch size.
+    pixels : torch.Tensor, shape [batch, 3, h, w]
+        Pixels in [0, 1], ``h`` and ``w`` multiples of the patch size.
+
+    Returns
+    -------
+    torch.Tensor, float32, shape [batch, rows * cols, 2 + ph * pw * 3]
+    """
     b, c, h, w = pixels.shape
     ph, pw = _patch_size(model)
     x = pixels.float()
