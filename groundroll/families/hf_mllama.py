@@ -145,6 +145,7 @@ CAPTIONING = Captioning(
     source="encoder", target="decoder", forward=_forward, generate=_generate,
     start_ids=_start_ids, end_ids=_vlm.end_ids, grid=_grid, layers=by_decoder_layer)
 
+
 def _captioning(model) -> Captioning:
     """The hooks, once the language model is known to have a cross-attention layer."""
     text = model.config.text_config
