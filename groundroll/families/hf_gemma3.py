@@ -68,6 +68,7 @@ _grid = _vlm.one_image_grid(_grid_size, "pooled grid of the vision tower")
 CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, grid=_grid,
                              inputs=_inputs, mean_std=_hf.mean_std(_hf.SIGLIP_MEAN_STD))
 
+
 def _captioning(model):
     """The hooks, for a model that writes text (not ShieldGemma 2's classifier head)."""
     if type(model).__name__.endswith("ForImageClassification"):
