@@ -3,7 +3,7 @@ the vision tower of ``bundled:shapes-clip`` (converted to ``CLIPVisionModel``) a
 decoder is a tiny GPT-2 with cross-attention, on captions that name every object of a
 synthetic shapes scene from left to right.
 
-    # the bundled model: five stages (model_cards/shapes-captioner.md): encoder frozen,
+    # the bundled model: six stages (model_cards/shapes-captioner.md): encoder frozen,
     # then tuned at a fraction of the learning rate with scenes on training photos
     python training/shapes_captioner.py --out STAGE1 --encoder-lr 0 --threads 1 --max-minutes 22 --eval-n 0
     python training/shapes_captioner.py --out STAGE2 --init STAGE1 \
@@ -16,6 +16,10 @@ synthetic shapes scene from left to right.
     python training/shapes_captioner.py --out STAGE5 --init STAGE4 --encoder-lr 0.5 --lr 5e-4 \
         --warmup 20 --seed 6 --photo-fraction 0.7 --extra-photos --recolour 0.7 --threads 1 \
         --max-minutes 55 --eval-n 0
+    # stage 6: coloured blobs that are not objects on half the photo scenes
+    python training/shapes_captioner.py --out STAGE6 --init STAGE5 --encoder-lr 0.3 --lr 3e-4 \
+        --warmup 20 --seed 7 --photo-fraction 0.6 --extra-photos --recolour 0.5 \
+        --distractors 0.5 --threads 1 --max-minutes 38 --eval-n 0
 
 ``--init DIR`` continues from a saved run (a later stage, recorded in meta.json's
 ``stages``). The encoder starts from shapes-clip's weights (the script checks that the converted tower
