@@ -133,6 +133,17 @@ def _llava_onevision():
                   text_config__max_position_embeddings=128)
 
 
+def _llava_pixtral():
+    """LLaVA over a Pixtral tower (Pixtral 12B's layout): 32 px, 8 px patches."""
+    def pixtral(config):
+        config.vision_config = transformers.PixtralVisionConfig(
+            hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+            num_attention_heads=4, image_size=32, patch_size=8, head_dim=8)
+
+    return _build("llava", "LlavaForConditionalGeneration", pixtral,
+                  vision_feature_layer=-1, vision_feature_select_strategy="full")
+
+
 def _llava_siglip():
     """LLaVA over a SigLIP tower (no class token) whose every patch is read ("full")."""
     def siglip(config):
@@ -186,6 +197,7 @@ BUILDERS = {
                                              "LlavaNextVideoForConditionalGeneration"), 0,
                          (4, 8)),
     "llava_siglip": (_llava_siglip, 0, (4, 4)),
+    "llava_pixtral": (_llava_pixtral, 0, (4, 4)),
     "hf_fuyu": (lambda: _build("fuyu", "FuyuForCausalLM"), 0, (4, 4)),
     # 4 x 4 patches merged 2 x 2 by the pixel shuffle
     "hf_llama4": (lambda: _build("llama4", "Llama4ForConditionalGeneration"), 0, (2, 2)),
@@ -196,7 +208,7 @@ BUILDERS = {
                                    vision_config__initializer_range=0.02), 0, (16, 16)),
 }
 FAMILY_OF = {"smolvlm": "hf_idefics3", "instructblip": "hf_blip_2", "vipllava": "hf_llava",
-             "deepseek_vl": "hf_llava", "llava_siglip": "hf_llava",
+             "deepseek_vl": "hf_llava", "llava_siglip": "hf_llava", "llava_pixtral": "hf_llava",
              "llava_onevision": "hf_llava_next", "llava_next_video": "hf_llava_next",
              "qwen3_vl": "hf_qwen2_vl", "glm4v": "hf_qwen2_vl", "shieldgemma2": "hf_gemma3",
              "qwen2_5_omni": "hf_qwen2_vl", "qwen3_omni": "hf_qwen2_vl"}
@@ -285,7 +297,7 @@ def _direct_logits(key, model, cm, image, full, prompt):
         no_instruction = torch.zeros((1, 0), dtype=torch.long)
         return model(input_ids=full, pixel_values=pixels,
                      qformer_input_ids=no_instruction).logits
-    if key == "hf_mistral3":
+    if key in ("hf_mistral3", "llava_pixtral"):
         return model(input_ids=full, pixel_values=pixels,
                      image_sizes=torch.tensor([list(pixels.shape[-2:])])).logits
     if key in QWEN_LIKE:                      # laid out as Qwen2-VL's processor does
@@ -405,20 +417,23 @@ def test_each_image_token_comes_from_the_pixels_its_grid_cell_covers(key, tokeni
             handle.remove()
 
 
-def test_mistral3_rows_of_image_tokens_end_in_break_tokens():
+@pytest.mark.parametrize("key, side", [("hf_mistral3", 2), ("llava_pixtral", 4)])
+def test_mistral3_rows_of_image_tokens_end_in_break_tokens(key, side):
+    """Mistral 3 (2 x 2 merged tokens) and LLaVA over a Pixtral tower (4 x 4, no merger):
+    each row of image tokens ends in ``[IMG_BREAK]``, the last in ``[IMG_END]``."""
     from helpers.tiny_models import word_tokenizer
 
     tok = word_tokenizer(WORDS + ["[IMG_BREAK]", "[IMG_END]"])
-    model = _model("hf_mistral3")
+    model = _model(key)
     cm = resolve_captioner(model, tokenizer=tok)
     image_id, brk, end = model.config.image_token_id, 11, 12
     start = cm.hooks.start_ids(model, tok)
-    layout = [image_id] * 2 + [brk] + [image_id] * 2 + [end]       # a 2 x 2 grid
+    layout = ([image_id] * side + [brk]) * (side - 1) + [image_id] * side + [end]
     assert any(start[i:i + len(layout)] == layout for i in range(len(start)))
     image = _image(cm)
     with torch.no_grad():
         columns = cm.hooks.columns(model, torch.tensor([start]))
-    assert len(columns) == 4 and brk not in [start[c] for c in columns]
+    assert len(columns) == side * side and brk not in [start[c] for c in columns]
     result = gr.ground_caption(image, CAPTION, model=model, tokenizer=tok, method="cross")
     assert result.heatmaps.shape == (7, *image.shape[:2])
 
@@ -430,7 +445,7 @@ def _model_inputs(key, model, cm, pixels, full, prompt):
     build = {"hf_paligemma": hf_paligemma._inputs, "hf_qwen2_vl": hf_qwen2_vl._inputs,
              **dict.fromkeys(QWEN_LIKE, hf_qwen2_vl._inputs),
              "hf_gemma3": hf_gemma3._inputs, "shieldgemma2": hf_gemma3._inputs,
-             "hf_mistral3": hf_mistral3._inputs,
+             "hf_mistral3": hf_mistral3._inputs, "llava_pixtral": hf_mistral3._inputs,
              "hf_idefics3": hf_idefics3._inputs, "smolvlm": hf_idefics3._inputs,
              "hf_fuyu": hf_fuyu._inputs, **dict.fromkeys(TILED, hf_llava_next._inputs)}
     return build.get(key, _vlm.plain_inputs)(model, pixels, full, prompt)
@@ -1125,23 +1140,13 @@ def test_mllama_without_cross_attention_layers_is_refused(tokenizer):
                           tokenizer=tokenizer)
 
 
-def test_heads_and_towers_a_family_does_not_lay_out_are_refused(tokenizer):
-    """ShieldGemma 2's classifier head writes no text; LLaVA over a Pixtral tower ends
-    each row with a break token at a size of its own: each refused, saying what to use."""
-    image = np.zeros((32, 32, 3), np.uint8)
+def test_shieldgemma2s_classifier_head_is_refused_saying_what_to_load(tokenizer):
+    """ShieldGemma 2's classifier head writes no text."""
     shield = transformers.ShieldGemma2ForImageClassification(
         conformance.tiny_config("shieldgemma2")).eval()
     with pytest.raises(TypeError, match="two class scores.*AutoModelForImageTextToText"):
-        gr.ground_caption(image, CAPTION, model=shield, tokenizer=tokenizer)
-
-    def pixtral(config):
-        config.vision_config = transformers.PixtralVisionConfig(
-            hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, image_size=32, patch_size=8, head_dim=8)
-
-    llava = _build("llava", "LlavaForConditionalGeneration", pixtral)
-    with pytest.raises(TypeError, match="Pixtral tower.*Mistral3ForConditionalGeneration"):
-        gr.ground_caption(image, CAPTION, model=llava, tokenizer=tokenizer)
+        gr.ground_caption(np.zeros((32, 32, 3), np.uint8), CAPTION, model=shield,
+                          tokenizer=tokenizer)
 
 
 @pytest.mark.filterwarnings("ignore:Casting complex values to real")   # rotary tables

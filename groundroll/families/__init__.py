@@ -26,8 +26,8 @@ module                         family
 ``hf_vision_encoder_decoder``  transformers ``VisionEncoderDecoderModel`` captioners
 ``hf_pix2struct``              transformers Pix2Struct (captioner over flattened
                                patches with their rows and columns)
-``hf_llava``                   transformers LLaVA / VipLLaVA / DeepSeek-VL (decoder-only
-                               VLMs)
+``hf_llava``                   transformers LLaVA / VipLLaVA / DeepSeek-VL / Pixtral
+                               (decoder-only VLMs)
 ``hf_llava_next``              transformers LLaVA-NeXT / -NeXT-Video / -OneVision
                                (LLaVA with tiled images)
 ``hf_paligemma``               transformers PaliGemma (decoder-only VLM)

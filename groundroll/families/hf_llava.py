@@ -9,12 +9,14 @@ maps read the ``encoder`` rows that predict a word at the image-token columns; a
 tower's class token is one of those columns when ``vision_feature_select_strategy`` is
 ``"full"`` (the patch grid follows it). A tower without a class token (SigLIP) keeps
 its grid with ``"full"``; with ``"default"`` its first patch is dropped and the rest
-form no grid, which is refused.
+form no grid, which is refused. Over a Pixtral tower (Pixtral 12B) the prompt is laid
+out as Mistral 3's, without the merger (``hf_mistral3``).
 """
 
 from __future__ import annotations
 
 from . import _hf, _vlm
+from .hf_mistral3 import CAPTIONING as _PIXTRAL
 from .record import Family, HFLoader
 
 __all__ = ["FAMILY", "CAPTIONING", "LOADER", "PROMPT"]
@@ -60,14 +62,17 @@ CAPTIONING = _vlm.captioning(stream="encoder", start_ids=_start_ids, grid=_grid)
 
 
 def _captioning(model):
-    """The hooks, once the tower is known to give one grid of patch tokens."""
+    """The hooks: over a Pixtral tower (Pixtral 12B), Mistral 3's layout without its
+    merger (each row of image tokens ended by ``[IMG_BREAK]``, the last by
+    ``[IMG_END]``, the size passed as ``image_sizes``); else one grid of patch tokens."""
     if _hf.vision_config(model).model_type == "pixtral":
-        raise TypeError(
-            f"{type(model).__name__} (family 'hf_llava'): its words cannot be grounded in"
-            " the image: over a Pixtral tower (Pixtral 12B) the processor ends each row of"
-            " image tokens with [IMG_BREAK] at an image size of its own, which this family"
-            " does not lay out; Mistral 3 (Mistral3ForConditionalGeneration), built on the"
-            " same tower, is grounded")
+        if getattr(model.config, "vision_feature_select_strategy", "full") != "full":
+            raise TypeError(
+                f"{type(model).__name__} (family 'hf_llava'): its words cannot be grounded"
+                " in the image: over a Pixtral tower (no class token) the"
+                " vision_feature_select_strategy 'default' drops the first patch, so the"
+                " rest form no grid; Pixtral 12B reads them all ('full')")
+        return _PIXTRAL
     return CAPTIONING
 
 

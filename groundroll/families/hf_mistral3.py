@@ -31,7 +31,9 @@ PROMPT = ("[INST]", "Describe the image.[/INST]")
 
 
 def _merge(model) -> int:
-    return int(model.config.spatial_merge_size)
+    """Patches merged a side into one token (1 for LLaVA over a Pixtral tower, which
+    has no merger)."""
+    return int(getattr(model.config, "spatial_merge_size", 1))
 
 
 def _image_size(model) -> tuple[int, int]:
