@@ -70,6 +70,16 @@ def test_rollout_hand_worked_chain(close):
     close(rows, torch.ones_like(rows))
 
 
+@pytest.mark.parametrize("method", ["rollout", "relevance"])
+def test_a_source_stream_that_is_not_the_cross_keys_is_refused(method):
+    """Three encoder tokens (one of them padding the decoder never sees) against two
+    cross-attention keys: the chain would pair the wrong tokens, so it says so."""
+    enc = [[[0.4, 0.3, 0.3], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]]]
+    trace = _seq2seq(enc, DEC, CROSS, grads=method == "relevance")
+    with pytest.raises(ValueError, match="has 3 tokens but the cross-attention reads 2"):
+        compose(trace, source="encoder", target="decoder", method=method)
+
+
 def test_relevance_hand_worked_chain(close):
     # All-ones gradients make Ā = A. R_ss = I + A_enc = R̄_ss; R_tt = I + A_dec = R̄_tt;
     # R_ts = R̄_tt^T C R̄_ss = [[2, .5], [0, 1.5]] @ [[1.5, .5], [0, 2]].

@@ -167,13 +167,27 @@ def align_keys(rows: torch.Tensor, keys: int) -> torch.Tensor:
 
 
 def attended_rows(carried: torch.Tensor | None, attn: torch.Tensor,
-                  per_head: bool) -> torch.Tensor:
+                  per_head: bool, *, pooled: bool = False) -> torch.Tensor:
     """What each key of ``attn`` ``[batch, (head,) T, K]`` carries from the source:
-    the last ``K`` rows of ``carried`` (the source rollout or relevance, through any
-    pooling hops), or the identity when the keys are the source tokens themselves."""
+    the rows of ``carried`` (the source rollout or relevance), or the identity when the
+    keys are the source tokens themselves. Only rows that came through pooling hops
+    (``pooled``) may outnumber the keys; their last ``K`` are used (:func:`align_keys`).
+
+    Raises
+    ------
+    ValueError
+        When the source stream's tokens are not the keys the cross-attention reads
+        (a tower whose output drops or adds tokens before the decoder sees it).
+    """
     keys = attn.shape[-1]
     if carried is None:
         return eye_like(keys, attn)
+    if not pooled and carried.shape[-2] != keys:
+        raise ValueError(
+            f"the source stream has {carried.shape[-2]} tokens but the cross-attention"
+            f" reads {keys}: the tokens between them are not the same (padding or tokens"
+            " dropped on the way), so the chain would pair the wrong ones; start the"
+            " chain at the cross-attention keys (a Chain without source_self)")
     return align_keys(with_heads(carried, attn, per_head), keys)
 
 

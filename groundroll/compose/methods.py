@@ -252,7 +252,8 @@ class Rollout(_Fused):
             if cross_layer is not None:
                 c = reader.cross_matrix(cross_layer)
                 r_ts, r_tt = streams.rollout_cross_update(
-                    r_tt, r_ts, c, attended_rows(hop, c, self.per_head), residual=r)
+                    r_tt, r_ts, c, attended_rows(hop, c, self.per_head,
+                                                 pooled=bool(chain.hops)), residual=r)
         return _with_cross(r_ts, chain), r_tt
 
 
@@ -322,7 +323,8 @@ class Relevance(Method):
                 a = a_bar(cross_layer)
                 left = relevance.relevance_normalize(r_tt) if self.normalize else r_tt
                 increment = relevance.relevance_co_update(
-                    left, attended_rows(key_rows, a, self.per_head), a,
+                    left, attended_rows(key_rows, a, self.per_head,
+                                        pooled=bool(chain.hops)), a,
                     transpose=self.transpose, normalize=False)
                 r_ts = increment if r_ts is None else r_ts + increment
         return _with_cross(r_ts, chain), r_tt
