@@ -1,5 +1,5 @@
 """The transformers LLaVA-NeXT family (``LlavaNextForConditionalGeneration``;
-LLaVA-NeXT- Video on images and ``LlavaOnevisionForConditionalGeneration``, which pack
+LLaVA-NeXT-Video on images and ``LlavaOnevisionForConditionalGeneration``, which pack
 an image's tokens the same way): LLaVA with any-resolution images. The vision tower sees
 the whole image resized to its input (the base image) and the image cut into tiles of
 that size at one of the model's grid pinpoints; the language model reads the base
