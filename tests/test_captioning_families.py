@@ -247,6 +247,41 @@ def _inputs(key, tokenizer):
     return model, cm, image, start, ids
 
 
+def _caption_case(model, tokenizer):
+    """``(captioner, image, start ids, caption ids, word groups, pixels, start + caption
+    as [1, T])`` of CAPTION on an image at the model's input size."""
+    cm = resolve_captioner(model, tokenizer=tokenizer)
+    image = _image(cm)
+    start = cm.hooks.start_ids(model, tokenizer)
+    ids = tokenizer(CAPTION, add_special_tokens=False)["input_ids"]
+    _, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
+    return cm, image, start, ids, groups, cm.pixels(image), torch.tensor([start + ids])
+
+
+def _assert_word_rows(maps, scores, start, groups, keys: slice, grid):
+    """Each word's map is, up to scale, the mean of ``scores [T, K]`` at the rows that
+    predict its tokens, over the ``keys`` columns laid on ``grid``."""
+    assert maps.shape[1:] == grid
+    for w, group in enumerate(groups):
+        expected = scores[[len(start) + p - 1 for p in group]][:, keys].mean(0)
+        expected = expected.reshape(grid).numpy()
+        np.testing.assert_allclose(maps[w] / maps[w].sum(), expected / expected.sum(),
+                                   atol=1e-5)
+
+
+def _every_method_gives_finite_maps(image, model, tokenizer, *, distinct=False):
+    """``relevance``, ``legrad`` and ``rollout``: one finite map per word at the image's
+    size (and, with ``distinct``, not the same map for every content word)."""
+    for method in ("relevance", "legrad", "rollout"):
+        result = gr.ground_caption(image, CAPTION, model=model, tokenizer=tokenizer,
+                                   method=method)
+        assert result.heatmaps.shape == (7, *image.shape[:2])
+        assert np.isfinite(result.heatmaps).all()
+        if distinct:
+            content = result.heatmaps[result.content]
+            assert max(np.abs(a - b).max() for a in content for b in content) > 1e-3
+
+
 @pytest.mark.parametrize("key", list(BUILDERS))
 def test_each_captioner_has_its_family_and_capture_leaves_outputs_unchanged(key, tokenizer):
     model, cm, image, start, ids = _inputs(key, tokenizer)
@@ -708,13 +743,7 @@ def test_vision_encoder_decoder_words_read_the_models_own_cross_attention(encode
                                                                           tokenizer):
     model = _vision_encoder_decoder(encoder, decoder)
     assert family_for(model).name == "hf_vision_encoder_decoder"
-    cm = resolve_captioner(model, tokenizer=tokenizer)
-    image = _image(cm)
-    start = cm.hooks.start_ids(model, tokenizer)
-    ids = tokenizer(CAPTION, add_special_tokens=False)["input_ids"]
-    words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
-    pixels = cm.pixels(image)
-    full = torch.tensor([start + ids])
+    cm, image, start, ids, groups, pixels, full = _caption_case(model, tokenizer)
     with torch.no_grad():
         plain = cm.hooks.forward(model, pixels, full)
         with capture(model, streams=list(cm.hooks.streams)):
@@ -725,17 +754,9 @@ def test_vision_encoder_decoder_words_read_the_models_own_cross_attention(encode
         out = model(pixel_values=pixels, decoder_input_ids=full, output_attentions=True)
     cross = out.cross_attentions[-1][0].float().mean(0)          # [T, tokens]
     prefix, (rows, cols) = cm.hooks.grid(model, cross.shape[-1])
-    assert maps.shape[1:] == (rows, cols)
-    for w, group in enumerate(groups):
-        expected = cross[[len(start) + p - 1 for p in group]][:, prefix:].mean(0)
-        expected = expected.reshape(rows, cols).numpy()
-        np.testing.assert_allclose(maps[w] / maps[w].sum(), expected / expected.sum(),
-                                   atol=1e-5)
-    for method in ("relevance", "legrad", "rollout"):
-        result = gr.ground_caption(image, CAPTION, model=model, tokenizer=tokenizer,
-                                   method=method)
-        assert result.heatmaps.shape == (7, *image.shape[:2])
-        assert np.isfinite(result.heatmaps).all()
+    _assert_word_rows(maps, cross, start, groups, slice(prefix, prefix + rows * cols),
+                      (rows, cols))
+    _every_method_gives_finite_maps(image, model, tokenizer)
     # Its own caption, generated from the decoder's start token although the config
     # names none (words only, so it runs to the token limit).
     model.generation_config.suppress_tokens.append(EOS)
@@ -989,13 +1010,7 @@ def test_pix2struct_patches_are_its_image_processors():
 def test_pix2struct_words_read_the_models_own_cross_attention(tokenizer):
     model = _pix2struct()
     assert family_for(model).name == "hf_pix2struct"
-    cm = resolve_captioner(model, tokenizer=tokenizer)
-    image = _image(cm)
-    start = cm.hooks.start_ids(model, tokenizer)
-    ids = tokenizer(CAPTION, add_special_tokens=False)["input_ids"]
-    words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
-    pixels = cm.pixels(image)
-    full = torch.tensor([start + ids])
+    cm, image, start, ids, groups, pixels, full = _caption_case(model, tokenizer)
     patches = transformers.Pix2StructImageProcessor()(
         images=image, max_patches=16, return_tensors="pt")
     with torch.no_grad():
@@ -1009,15 +1024,9 @@ def test_pix2struct_words_read_the_models_own_cross_attention(tokenizer):
         model.set_attn_implementation("eager")
         out = model(**patches, decoder_input_ids=full, output_attentions=True)
     cross = out.cross_attentions[-1][0].float().mean(0)          # [T, 16 patches]
-    assert maps.shape[1:] == (4, 4)
-    for w, group in enumerate(groups):
-        expected = cross[[len(start) + p - 1 for p in group]].mean(0).reshape(4, 4).numpy()
-        np.testing.assert_allclose(maps[w] / maps[w].sum(), expected / expected.sum(),
-                                   atol=1e-5)
-    for method in ("relevance", "legrad", "rollout"):
-        result = gr.ground_caption(image, CAPTION, model=model, tokenizer=tokenizer,
-                                   method=method)
-        assert result.heatmaps.shape == (7, 64, 64) and np.isfinite(result.heatmaps).all()
+    _assert_word_rows(maps, cross, start, groups, slice(0, 16), (4, 4))
+    assert image.shape[:2] == (64, 64)
+    _every_method_gives_finite_maps(image, model, tokenizer)
     generated = gr.ground_caption(image, model=model, tokenizer=tokenizer, max_new_tokens=4)
     assert generated.settings["generated"] and 1 <= len(generated.words) <= 4
 
@@ -1071,14 +1080,8 @@ def test_mllama_words_read_the_models_own_cross_attention(tokenizer):
 
     model = _mllama()
     assert family_for(model).name == "hf_mllama"
-    cm = resolve_captioner(model, tokenizer=tokenizer)
+    cm, image, start, ids, groups, pixels, full = _caption_case(model, tokenizer)
     assert cm.image_size == (32, 32)
-    image = _image(cm)
-    start = cm.hooks.start_ids(model, tokenizer)
-    ids = tokenizer(CAPTION, add_special_tokens=False)["input_ids"]
-    words, groups = _words(cm, ids, CAPTION, _caption_ids(cm, CAPTION)[1])
-    full = torch.tensor([start + ids])
-    pixels = cm.pixels(image)
     ours = hf_mllama._inputs(model, pixels, full)
     mean, std = _hf.OPENAI_MEAN_STD                  # Llama 3.2 Vision's processor's
     processed = transformers.MllamaImageProcessor(
@@ -1102,12 +1105,7 @@ def test_mllama_words_read_the_models_own_cross_attention(tokenizer):
     assert [(i, s is not None, c is not None) for i, s, c in blocks] == [
         (0, True, False), (1, False, True), (2, True, False)]
     cross = out.attentions[1][0].float().mean(0)                 # [T, tiles * tokens]
-    assert maps.shape[1:] == (4, 4)
-    for w, group in enumerate(groups):
-        expected = cross[[len(start) + p - 1 for p in group]][:, 1:17].mean(0)
-        np.testing.assert_allclose(maps[w] / maps[w].sum(),
-                                   (expected / expected.sum()).reshape(4, 4).numpy(),
-                                   atol=1e-5)
+    _assert_word_rows(maps, cross, start, groups, slice(1, 17), (4, 4))
     # Every row the chain reads is the model's own cross-attention.
     (layer,) = hf_mllama.by_decoder_layer(trace).stream("cross")
     torch.testing.assert_close(layer.weights.float(), out.attentions[1].float(), atol=1e-6,
@@ -1118,17 +1116,8 @@ def test_mllama_words_read_the_models_own_cross_attention(tokenizer):
     a2 = 0.5 * a2 + 0.5 * torch.eye(len(a2))
     carried = a2 @ cross                                          # [T, keys]
     rolled, _ = _word_maps(cm, pixels, ids, start, groups, "rollout")
-    for w, group in enumerate(groups):
-        expected = carried[[len(start) + p - 1 for p in group]][:, 1:17].mean(0)
-        np.testing.assert_allclose(rolled[w] / rolled[w].sum(),
-                                   (expected / expected.sum()).reshape(4, 4).numpy(),
-                                   atol=1e-5)
-    for method in ("relevance", "legrad", "rollout"):
-        result = gr.ground_caption(image, CAPTION, model=model, tokenizer=tokenizer,
-                                   method=method)
-        assert result.heatmaps.shape == (7, 32, 32) and np.isfinite(result.heatmaps).all()
-        content = result.heatmaps[result.content]
-        assert max(np.abs(a - b).max() for a in content for b in content) > 1e-3
+    _assert_word_rows(rolled, carried, start, groups, slice(1, 17), (4, 4))
+    _every_method_gives_finite_maps(image, model, tokenizer, distinct=True)
     generated = gr.ground_caption(image, model=model, tokenizer=tokenizer, max_new_tokens=4)
     assert generated.settings["generated"] and 1 <= len(generated.words) <= 4
 

@@ -21,7 +21,7 @@ from .record import Captioning, _pair
 __all__ = ["captioning", "plain_inputs", "one_image_grid", "shuffled_grid_size",
            "shuffled_captioning", "framed_start_ids", "image_token", "placeholder_columns",
            "text_ids", "special_ids", "end_ids", "bos_ids", "class_tokens", "vision_mean_std",
-           "vision_size", "vision_patch"]
+           "vision_size", "vision_patch", "forward_from", "generate_from"]
 
 
 def image_token(model) -> int:
@@ -165,13 +165,17 @@ def vision_mean_std(model, processor):
     return _hf.OPENAI_MEAN_STD
 
 
-def _forward(inputs: Callable[..., dict]):
+def forward_from(inputs: Callable[..., dict]):
+    """``forward(model, pixels, ids, prompt=None) -> logits``: the model called on
+    ``inputs(model, pixels, ids, prompt)``."""
     def forward(model, pixels, ids, prompt=None):
         return model(**inputs(model, pixels, ids, prompt)).logits
     return forward
 
 
-def _generate(inputs: Callable[..., dict]):
+def generate_from(inputs: Callable[..., dict]):
+    """``generate(model, pixels, start, max_new_tokens) -> ids``: greedy decoding from the
+    ``start`` ids, the model given ``inputs(model, pixels, start ids, len(start))``."""
     @torch.no_grad()
     def generate(model, pixels, start, max_new_tokens):
         ids = torch.as_tensor([list(start)], dtype=torch.long, device=pixels.device)
@@ -203,6 +207,6 @@ def captioning(*, stream: str, start_ids, grid=None, inputs=plain_inputs,
     """
     return Captioning(
         image_size=image_size, patch_size=patch_size, mean_std=mean_std,
-        streams=(stream,), source=stream, target=stream, forward=_forward(inputs),
-        generate=_generate(inputs), start_ids=start_ids, end_ids=end_ids, grid=grid,
+        streams=(stream,), source=stream, target=stream, forward=forward_from(inputs),
+        generate=generate_from(inputs), start_ids=start_ids, end_ids=end_ids, grid=grid,
         columns=columns, layout=layout)

@@ -90,7 +90,7 @@ def _square_ratio_id(model) -> int:
     return ratios.index((1, 1)) + 1
 
 
-def _inputs(model, pixels, ids):
+def _inputs(model, pixels, ids, prompt=None):
     """One image of one tile per row, as the processor sends an image of the tower's
     size: ``pixel_values [B, 1, max_num_tiles, 3, h, w]`` (the tile, then blank tiles),
     the 1 x 1 aspect ratio, the tile mask and the cross-attention mask (the text from
@@ -109,17 +109,6 @@ def _inputs(model, pixels, ids):
                 aspect_ratio_mask=first,
                 cross_attention_mask=seen[:, :, None, None] * first[:, None],
                 attention_mask=torch.ones_like(ids))
-
-
-def _forward(model, pixels, ids):
-    return model(**_inputs(model, pixels, ids)).logits
-
-
-@torch.no_grad()
-def _generate(model, pixels, start, max_new_tokens):
-    ids = torch.as_tensor([list(start)], dtype=torch.long, device=pixels.device)
-    return model.generate(**_inputs(model, pixels, ids), max_new_tokens=int(max_new_tokens),
-                          do_sample=False, num_beams=1)
 
 
 def _start_ids(model, tokenizer):
@@ -142,7 +131,8 @@ def _grid(model, n_tokens):
 CAPTIONING = Captioning(
     image_size=_vlm.vision_size, patch_size=_vlm.vision_patch,
     mean_std=_hf.mean_std(_hf.OPENAI_MEAN_STD), streams=("decoder", "cross"),
-    source="encoder", target="decoder", forward=_forward, generate=_generate,
+    source="encoder", target="decoder", forward=_vlm.forward_from(_inputs),
+    generate=_vlm.generate_from(_inputs),
     start_ids=_start_ids, end_ids=_vlm.end_ids, grid=_grid, layers=by_decoder_layer)
 
 

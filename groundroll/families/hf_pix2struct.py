@@ -21,6 +21,7 @@ import math
 
 import torch
 
+from . import _vlm
 from .record import Captioning, Family, HFLoader
 
 __all__ = ["FAMILY", "CAPTIONING", "LOADER", "MAX_PATCHES", "flattened_patches"]
@@ -93,20 +94,10 @@ def _check(model) -> None:
                         " draw; use a captioning checkpoint (Pix2Struct TextCaps)")
 
 
-def _forward(model, pixels, ids):
+def _inputs(model, pixels, ids, prompt=None):
     patches = flattened_patches(model, pixels).to(model.dtype)
-    return model(flattened_patches=patches, attention_mask=torch.ones(patches.shape[:2],
-                 device=patches.device), decoder_input_ids=ids).logits
-
-
-@torch.no_grad()
-def _generate(model, pixels, start, max_new_tokens):
-    patches = flattened_patches(model, pixels).to(model.dtype)
-    start = torch.as_tensor([list(start)], dtype=torch.long, device=pixels.device)
-    return model.generate(flattened_patches=patches,
-                          attention_mask=torch.ones(patches.shape[:2], device=patches.device),
-                          decoder_input_ids=start, max_new_tokens=int(max_new_tokens),
-                          do_sample=False, num_beams=1)
+    return dict(flattened_patches=patches, decoder_input_ids=ids,
+                attention_mask=torch.ones(patches.shape[:2], device=patches.device))
 
 
 def _start_ids(model, tokenizer):
@@ -114,12 +105,6 @@ def _start_ids(model, tokenizer):
     if not isinstance(start, int):
         start = model.config.text_config.pad_token_id
     return [int(start)]
-
-
-def _end_ids(model, tokenizer):
-    ends = {getattr(model.generation_config, "eos_token_id", None),
-            model.config.text_config.eos_token_id, getattr(tokenizer, "eos_token_id", None)}
-    return {int(e) for e in ends if isinstance(e, int)}
 
 
 def _grid(model, n_tokens):
@@ -134,7 +119,8 @@ CAPTIONING = Captioning(
     image_size=_image_size, patch_size=_patch_size,
     mean_std=lambda model, processor: ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
     streams=("encoder", "decoder", "cross"), source="encoder", target="decoder",
-    forward=_forward, generate=_generate, start_ids=_start_ids, end_ids=_end_ids,
+    forward=_vlm.forward_from(_inputs), generate=_vlm.generate_from(_inputs),
+    start_ids=_start_ids, end_ids=_vlm.end_ids,
     grid=_grid)
 
 
